@@ -1,0 +1,189 @@
+//! Compliance monitoring: 30-minute tumbling windows per customer.
+//!
+//! Table `compliance_metrics`: violation counts by flag (HIGH_VALUE,
+//! HIGH_RISK, STRUCTURING_SUSPECTED, SANCTIONS_CHECK_REQUIRED), the flagged
+//! transaction ids, the violation amount, the risk-level distribution, a
+//! compliance score (share of unflagged transactions) and whether the
+//! customer requires review (score below 0.7, or any sanctions check).
+
+use edge_rule_sdk::{
+    aggregate, column, json_array, json_object, money_value, round_half_up, row, text, AggregateOp,
+    AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, Manifest, RuleSet,
+    TableSpec, Value, Window, WindowKind, WindowSpec,
+};
+
+const COUNT: usize = 0;
+const TOTAL: usize = 1;
+const BY_FLAG: usize = 2;
+const FLAGGED_AMOUNT: usize = 3;
+const FLAGGED_COUNT: usize = 4;
+const RISK_LEVELS: usize = 5;
+const FLAGGED_EVENTS: usize = 6;
+
+const TABLE: &str = "compliance_metrics";
+
+fn flagged(name: &str, op: AggregateOp) -> AggregateSpec {
+    AggregateSpec {
+        name: name.into(),
+        op,
+        filter: Some(Filter {
+            status_in: Vec::new(),
+            kind_in: Vec::new(),
+            flagged: true,
+        }),
+    }
+}
+
+struct Compliance;
+
+impl RuleSet for Compliance {
+    fn manifest() -> Manifest {
+        let money = ColumnType::Money(4);
+        Manifest {
+            name: "compliance".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_key: None,
+            state_ttl_ms: 0,
+            windows: vec![WindowSpec {
+                name: "customer-30m".into(),
+                kind: WindowKind::Tumbling(30 * 60_000),
+                key: KeyBy::Customer,
+                allowed_lateness_ms: 0,
+                aggregates: vec![
+                    aggregate("count", AggregateOp::Count),
+                    aggregate("total", AggregateOp::Sum(Field::Amount)),
+                    aggregate("by-flag", AggregateOp::CountBy(Field::Flag)),
+                    flagged("flagged-amount", AggregateOp::Sum(Field::Amount)),
+                    flagged("flagged-count", AggregateOp::Count),
+                    aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
+                    flagged("flagged-events", AggregateOp::Collect),
+                ],
+            }],
+            tables: vec![TableSpec {
+                name: TABLE.into(),
+                key: vec!["customer_id".into(), "window_start".into()],
+                columns: vec![
+                    column("customer_id", ColumnType::Text, "The customer."),
+                    column(
+                        "window_start",
+                        ColumnType::Time,
+                        "Window start (inclusive).",
+                    ),
+                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                    column(
+                        "transaction_count",
+                        ColumnType::Int,
+                        "Transactions in the window.",
+                    ),
+                    column("total_amount", money, "Sum of all amounts."),
+                    column(
+                        "high_value_count",
+                        ColumnType::Int,
+                        "Transactions flagged HIGH_VALUE (> 10000).",
+                    ),
+                    column(
+                        "high_risk_count",
+                        ColumnType::Int,
+                        "Transactions flagged HIGH_RISK.",
+                    ),
+                    column(
+                        "structuring_count",
+                        ColumnType::Int,
+                        "Transactions flagged STRUCTURING_SUSPECTED.",
+                    ),
+                    column(
+                        "sanctions_count",
+                        ColumnType::Int,
+                        "Transactions flagged SANCTIONS_CHECK_REQUIRED.",
+                    ),
+                    column(
+                        "flagged_count",
+                        ColumnType::Int,
+                        "Transactions with at least one flag.",
+                    ),
+                    column(
+                        "flagged_transaction_ids",
+                        ColumnType::Json,
+                        "Ids of the flagged transactions.",
+                    ),
+                    column(
+                        "violation_amount",
+                        money,
+                        "Sum of the flagged transactions' amounts.",
+                    ),
+                    column(
+                        "risk_distribution",
+                        ColumnType::Json,
+                        "Transactions per risk level.",
+                    ),
+                    column(
+                        "compliance_score",
+                        ColumnType::Float,
+                        "Share of unflagged transactions, 4 places.",
+                    ),
+                    column(
+                        "requires_review",
+                        ColumnType::Boolean,
+                        "Score below 0.7 or a sanctions check required.",
+                    ),
+                ],
+            }],
+        }
+    }
+
+    fn on_window(window: Window, mut aggs: Aggregates) -> Result<Vec<Emit>, String> {
+        let count = aggs.count(COUNT);
+        let flags = |name: &str| {
+            aggs.counts(BY_FLAG)
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, n)| *n as i64)
+        };
+        let sanctions = flags("SANCTIONS_CHECK_REQUIRED");
+        let (high_value, high_risk, structuring) = (
+            flags("HIGH_VALUE"),
+            flags("HIGH_RISK"),
+            flags("STRUCTURING_SUSPECTED"),
+        );
+        let flagged_count = aggs.count(FLAGGED_COUNT);
+        let score = if count == 0 {
+            1.0
+        } else {
+            ((1.0 - flagged_count as f64 / count as f64) * 10_000.0).round() / 10_000.0
+        };
+        let risk = json_object(
+            aggs.counts(RISK_LEVELS)
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v)),
+            false,
+        );
+        let total = aggs.money(TOTAL).unwrap_or_default();
+        let violation = aggs.money(FLAGGED_AMOUNT).unwrap_or_default();
+        let ids = aggs
+            .take_events(FLAGGED_EVENTS)
+            .map(|b| json_array((0..b.len()).map(|i| b.id(i))))
+            .unwrap_or_else(|| "[]".into());
+        Ok(vec![row(
+            TABLE,
+            vec![
+                text(window.key),
+                Value::Time(window.start),
+                Value::Time(window.end),
+                Value::Int(count as i64),
+                money_value(round_half_up(total, 4)),
+                Value::Int(high_value),
+                Value::Int(high_risk),
+                Value::Int(structuring),
+                Value::Int(sanctions),
+                Value::Int(flagged_count as i64),
+                Value::Text(ids),
+                money_value(round_half_up(violation, 4)),
+                Value::Text(risk),
+                Value::Float(score),
+                Value::Boolean(score < 0.7 || sanctions > 0),
+            ],
+        )])
+    }
+}
+
+edge_rule_sdk::rule_set!(Compliance);

@@ -1,0 +1,300 @@
+//! Fraud detection, in real time, per customer.
+//!
+//! Alerts:
+//! - `HIGH_AMOUNT`: an amount over three times the customer's largest amount
+//!   so far, once five transactions are known.
+//! - `FREQUENCY_ANOMALY`: more transactions in the current hour than three
+//!   times the customer's average per active hour (and at least 10).
+//! - `LOCATION_ANOMALY`: a country the customer never used before, once three
+//!   transactions are known.
+//! - `TIME_ANOMALY`: an hour of day at which the customer never transacted,
+//!   once twenty transactions are known (stronger at night, 00-05 UTC).
+//! - `RAPID_ORDERS`: more than five transactions within one minute.
+//! - `CARD_TESTING`: three or more amounts under 5.00 within ten minutes.
+//!
+//! Config (`[rules.fraud.config]`): `rapid-orders-limit` (default 5),
+//! `high-amount-factor` (default 3).
+
+use edge_rule_sdk::{
+    Alert, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
+    Writer,
+};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static RAPID_LIMIT: AtomicU32 = AtomicU32::new(5);
+static HIGH_FACTOR: AtomicU32 = AtomicU32::new(3);
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const MAX_COUNTRIES: usize = 8;
+
+#[derive(Default)]
+struct Customer {
+    count: u32,
+    max_amount: Decimal,
+    /// Event times within the last minute.
+    recent: Vec<i64>,
+    /// Event times of small amounts within the last ten minutes.
+    small: Vec<i64>,
+    hour_start: i64,
+    hour_count: u32,
+    active_hours: u32,
+    past_hours_total: u32,
+    countries: Vec<String>,
+    hours: [u32; 24],
+}
+
+impl State for Customer {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.count);
+        w.decimal(self.max_amount);
+        w.u32(self.recent.len() as u32);
+        self.recent.iter().for_each(|t| w.i64(*t));
+        w.u32(self.small.len() as u32);
+        self.small.iter().for_each(|t| w.i64(*t));
+        w.i64(self.hour_start);
+        w.u32(self.hour_count);
+        w.u32(self.active_hours);
+        w.u32(self.past_hours_total);
+        w.u32(self.countries.len() as u32);
+        self.countries.iter().for_each(|c| w.str(c));
+        self.hours.iter().for_each(|h| w.u32(*h));
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        let count = r.u32()?;
+        let max_amount = r.decimal()?;
+        let n = r.u32()?;
+        let recent = (0..n).map(|_| r.i64()).collect::<Option<_>>()?;
+        let n = r.u32()?;
+        let small = (0..n).map(|_| r.i64()).collect::<Option<_>>()?;
+        let hour_start = r.i64()?;
+        let hour_count = r.u32()?;
+        let active_hours = r.u32()?;
+        let past_hours_total = r.u32()?;
+        let n = r.u32()?;
+        let countries = (0..n).map(|_| r.str()).collect::<Option<_>>()?;
+        let mut hours = [0u32; 24];
+        for h in hours.iter_mut() {
+            *h = r.u32()?;
+        }
+        Some(Self {
+            count,
+            max_amount,
+            recent,
+            small,
+            hour_start,
+            hour_count,
+            active_hours,
+            past_hours_total,
+            countries,
+            hours,
+        })
+    }
+}
+
+struct Fraud;
+
+fn alert(
+    batch: &Batch,
+    i: usize,
+    kind: &str,
+    severity: Severity,
+    score: f64,
+    reason: String,
+) -> Emit {
+    Emit::Alert(Alert {
+        rule: format!("fraud.{}", kind.to_ascii_lowercase().replace('_', "-")),
+        kind: kind.to_string(),
+        severity,
+        score: score.clamp(0.0, 1.0),
+        transaction_id: Some(batch.id(i).to_string()),
+        customer_id: Some(batch.customer(i).to_string()),
+        reason,
+        event_time: batch.event_time(i),
+    })
+}
+
+impl RuleSet for Fraud {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "fraud".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_key: Some(KeyBy::Customer),
+            state_ttl_ms: 7 * 24 * HOUR,
+            windows: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        for (key, value) in config {
+            let parsed: u32 = value
+                .parse()
+                .map_err(|_| format!("{key} must be a positive integer, got {value:?}"))?;
+            match key.as_str() {
+                "rapid-orders-limit" => RAPID_LIMIT.store(parsed, Ordering::Relaxed),
+                "high-amount-factor" => HIGH_FACTOR.store(parsed, Ordering::Relaxed),
+                other => return Err(format!(
+                    "unknown config key {other:?} (known: rapid-orders-limit, high-amount-factor)"
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_events(batch: &Batch, states: &mut States) -> Result<Vec<Emit>, String> {
+        let rapid_limit = RAPID_LIMIT.load(Ordering::Relaxed) as usize;
+        let high_factor = Decimal::from(HIGH_FACTOR.load(Ordering::Relaxed));
+        let small_amount = Decimal::new(500, 2);
+        let mut keyed = Keyed::<Customer>::new(states);
+        let mut out = Vec::new();
+        for i in 0..batch.len() {
+            let c = keyed.get(states, batch.slot(i));
+            let t = batch.event_time(i);
+            let amount = batch.amount(i);
+
+            if c.count >= 5 && amount > c.max_amount * high_factor {
+                let ratio = if c.max_amount.is_zero() {
+                    10.0
+                } else {
+                    (amount / c.max_amount)
+                        .to_string()
+                        .parse::<f64>()
+                        .unwrap_or(10.0)
+                };
+                out.push(alert(
+                    batch,
+                    i,
+                    "HIGH_AMOUNT",
+                    if ratio > 10.0 {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
+                    0.5 + ratio / 40.0,
+                    format!(
+                        "amount {amount} is {ratio:.1}x the customer's largest so far ({})",
+                        c.max_amount
+                    ),
+                ));
+            }
+
+            c.recent.retain(|&r| t - r < MINUTE);
+            c.recent.push(t);
+            if c.recent.len() == rapid_limit + 1 {
+                out.push(alert(
+                    batch,
+                    i,
+                    "RAPID_ORDERS",
+                    Severity::High,
+                    0.8,
+                    format!(
+                        "{} transactions within one minute (limit {rapid_limit})",
+                        c.recent.len()
+                    ),
+                ));
+            }
+            if c.recent.len() > 16 {
+                c.recent.remove(0);
+            }
+
+            if amount < small_amount {
+                c.small.retain(|&r| t - r < 10 * MINUTE);
+                c.small.push(t);
+                if c.small.len() == 3 {
+                    out.push(alert(
+                        batch,
+                        i,
+                        "CARD_TESTING",
+                        Severity::High,
+                        0.85,
+                        "3 transactions under 5.00 within ten minutes".to_string(),
+                    ));
+                }
+                if c.small.len() > 16 {
+                    c.small.remove(0);
+                }
+            }
+
+            let hour_start = t - t.rem_euclid(HOUR);
+            if hour_start != c.hour_start {
+                if c.hour_count > 0 {
+                    c.active_hours += 1;
+                    c.past_hours_total += c.hour_count;
+                }
+                c.hour_start = hour_start;
+                c.hour_count = 0;
+            }
+            c.hour_count += 1;
+            if c.active_hours >= 3 {
+                let average = c.past_hours_total as f64 / c.active_hours as f64;
+                let limit = (average * 3.0).max(10.0).ceil() as u32;
+                if c.hour_count == limit + 1 {
+                    out.push(alert(
+                        batch,
+                        i,
+                        "FREQUENCY_ANOMALY",
+                        Severity::Medium,
+                        0.6,
+                        format!(
+                            "{} transactions this hour, usual {average:.1} per active hour",
+                            c.hour_count
+                        ),
+                    ));
+                }
+            }
+
+            if let Some(country) = batch.country(i) {
+                if !c.countries.iter().any(|k| k == country) {
+                    if c.count >= 3 {
+                        out.push(alert(
+                            batch,
+                            i,
+                            "LOCATION_ANOMALY",
+                            Severity::High,
+                            0.75,
+                            format!(
+                                "first transaction from {country}; known: {}",
+                                c.countries.join(", ")
+                            ),
+                        ));
+                    }
+                    if c.countries.len() < MAX_COUNTRIES {
+                        c.countries.push(country.to_string());
+                    }
+                }
+            }
+
+            let hour = edge_rule_sdk::hour_of_day(t) as usize;
+            if c.count >= 20 && c.hours[hour] == 0 {
+                let night = hour < 6;
+                out.push(alert(
+                    batch,
+                    i,
+                    "TIME_ANOMALY",
+                    if night {
+                        Severity::Medium
+                    } else {
+                        Severity::Low
+                    },
+                    if night { 0.7 } else { 0.5 },
+                    format!(
+                        "first transaction at {hour:02}h UTC after {} transactions",
+                        c.count
+                    ),
+                ));
+            }
+            c.hours[hour] += 1;
+
+            c.count += 1;
+            if amount > c.max_amount {
+                c.max_amount = amount;
+            }
+        }
+        keyed.write_back(states);
+        Ok(out)
+    }
+}
+
+edge_rule_sdk::rule_set!(Fraud);

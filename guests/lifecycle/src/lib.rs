@@ -1,0 +1,241 @@
+//! Customer lifecycle: 15-minute tumbling windows per customer, enriched
+//! with the customer dimension (tier, segment, sign-up) and keyed state that
+//! carries lifetime totals from window to window.
+//!
+//! Table `customer_lifecycle`: channel usage, spending by merchant category,
+//! location and device consistency (share of the most used city and device),
+//! and the lifecycle stage:
+//! - `REACTIVATED`: back after more than 7 days without a window;
+//! - `NEW`: signed up less than 30 days before, or at most 5 transactions ever;
+//! - `AT_RISK`: fewer than a third of the previous active window's
+//!   transactions (when that had at least 4);
+//! - `LOYAL`: active in at least 8 windows;
+//! - `ACTIVE` otherwise.
+
+use edge_rule_sdk::{
+    aggregate, column, host, json_object, money_value, round_half_up, row, text, AggregateOp,
+    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, Reader, RuleSet, State,
+    TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+};
+use std::collections::BTreeMap;
+
+const COUNT: usize = 0;
+const SPEND: usize = 1;
+const CHANNELS: usize = 2;
+const BY_MERCHANT: usize = 3;
+const CITIES: usize = 4;
+const DEVICES: usize = 5;
+
+const DAY: i64 = 86_400_000;
+const TABLE: &str = "customer_lifecycle";
+
+#[derive(Default)]
+struct Lifetime {
+    transactions: u64,
+    spend: Decimal,
+    active_windows: u32,
+    last_window_end: i64,
+    last_window_count: u64,
+}
+
+impl State for Lifetime {
+    fn encode(&self, w: &mut Writer) {
+        w.i64(self.transactions as i64);
+        w.decimal(self.spend);
+        w.u32(self.active_windows);
+        w.i64(self.last_window_end);
+        w.i64(self.last_window_count as i64);
+    }
+    fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        Some(Self {
+            transactions: r.i64()? as u64,
+            spend: r.decimal()?,
+            active_windows: r.u32()?,
+            last_window_end: r.i64()?,
+            last_window_count: r.i64()? as u64,
+        })
+    }
+}
+
+fn consistency(counts: &[(String, u64)], total: u64) -> f64 {
+    let top = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    if total == 0 {
+        1.0
+    } else {
+        (top as f64 / total as f64 * 10_000.0).round() / 10_000.0
+    }
+}
+
+struct Lifecycle;
+
+impl RuleSet for Lifecycle {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "lifecycle".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_key: None,
+            state_ttl_ms: 90 * DAY,
+            windows: vec![WindowSpec {
+                name: "customer-15m".into(),
+                kind: WindowKind::Tumbling(15 * 60_000),
+                key: KeyBy::Customer,
+                allowed_lateness_ms: 0,
+                aggregates: vec![
+                    aggregate("count", AggregateOp::Count),
+                    aggregate("spend", AggregateOp::Sum(Field::Amount)),
+                    aggregate("channels", AggregateOp::CountBy(Field::Channel)),
+                    aggregate(
+                        "by-merchant",
+                        AggregateOp::SumBy((Field::Merchant, Field::Amount)),
+                    ),
+                    aggregate("cities", AggregateOp::CountBy(Field::City)),
+                    aggregate("devices", AggregateOp::CountBy(Field::Device)),
+                ],
+            }],
+            tables: vec![TableSpec {
+                name: TABLE.into(),
+                key: vec!["customer_id".into(), "window_start".into()],
+                columns: vec![
+                    column("customer_id", ColumnType::Text, "The customer."),
+                    column(
+                        "window_start",
+                        ColumnType::Time,
+                        "Window start (inclusive).",
+                    ),
+                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                    column(
+                        "tier",
+                        ColumnType::Text,
+                        "Customer tier from the customer dimension (UNKNOWN if absent).",
+                    ),
+                    column(
+                        "segment",
+                        ColumnType::Text,
+                        "Customer segment from the customer dimension.",
+                    ),
+                    column(
+                        "transaction_count",
+                        ColumnType::Int,
+                        "Transactions in the window.",
+                    ),
+                    column(
+                        "total_spend",
+                        ColumnType::Money(4),
+                        "Sum of amounts in the window.",
+                    ),
+                    column(
+                        "channel_usage",
+                        ColumnType::Json,
+                        "Transactions per channel.",
+                    ),
+                    column(
+                        "spending_by_category",
+                        ColumnType::Json,
+                        "Spend per merchant category.",
+                    ),
+                    column(
+                        "location_consistency",
+                        ColumnType::Float,
+                        "Share of the most used city.",
+                    ),
+                    column(
+                        "device_consistency",
+                        ColumnType::Float,
+                        "Share of the most used device.",
+                    ),
+                    column(
+                        "lifecycle_stage",
+                        ColumnType::Text,
+                        "NEW, ACTIVE, LOYAL, AT_RISK or REACTIVATED.",
+                    ),
+                    column(
+                        "lifetime_transactions",
+                        ColumnType::Int,
+                        "Transactions seen for the customer so far.",
+                    ),
+                    column(
+                        "lifetime_spend",
+                        ColumnType::Money(4),
+                        "Spend seen for the customer so far.",
+                    ),
+                ],
+            }],
+        }
+    }
+
+    fn on_window(window: Window, aggs: Aggregates) -> Result<Vec<Emit>, String> {
+        let count = aggs.count(COUNT);
+        let spend = aggs.money(SPEND).unwrap_or_default();
+        let customer = host::get_customer(&window.key);
+        let mut life = host::state_get(&window.key)
+            .and_then(|b| Lifetime::decode(&mut Reader::new(&b)))
+            .unwrap_or_default();
+
+        let mut by_category: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (merchant, amount) in aggs.sums(BY_MERCHANT) {
+            let category = host::get_merchant(merchant)
+                .map(|m| m.category)
+                .unwrap_or_else(|| "unknown".into());
+            *by_category.entry(category).or_default() += amount;
+        }
+
+        let previous_count = life.last_window_count;
+        let reactivated = life.last_window_end > 0 && window.start - life.last_window_end > 7 * DAY;
+        if window.refire == 0 {
+            life.transactions += count;
+            life.spend += spend;
+            life.active_windows += 1;
+        }
+        let new_customer = customer
+            .as_ref()
+            .is_some_and(|c| window.end - c.signup_time < 30 * DAY)
+            || life.transactions <= 5;
+        let stage = if reactivated {
+            "REACTIVATED"
+        } else if new_customer {
+            "NEW"
+        } else if previous_count >= 4 && count * 3 < previous_count {
+            "AT_RISK"
+        } else if life.active_windows >= 8 {
+            "LOYAL"
+        } else {
+            "ACTIVE"
+        };
+        life.last_window_end = window.end;
+        life.last_window_count = count;
+        let mut w = Writer::default();
+        life.encode(&mut w);
+        host::state_set(&window.key, &w.0);
+
+        let (tier, segment) = customer
+            .map(|c| (c.tier, c.segment))
+            .unwrap_or_else(|| ("UNKNOWN".into(), "UNKNOWN".into()));
+        Ok(vec![row(
+            TABLE,
+            vec![
+                text(window.key),
+                Value::Time(window.start),
+                Value::Time(window.end),
+                text(tier),
+                text(segment),
+                Value::Int(count as i64),
+                money_value(round_half_up(spend, 4)),
+                Value::Text(json_object(
+                    aggs.counts(CHANNELS).iter().map(|(k, v)| (k.as_str(), *v)),
+                    false,
+                )),
+                Value::Text(json_object(
+                    by_category.iter().map(|(k, v)| (k.as_str(), v)),
+                    true,
+                )),
+                Value::Float(consistency(aggs.counts(CITIES), count)),
+                Value::Float(consistency(aggs.counts(DEVICES), count)),
+                text(stage),
+                Value::Int(life.transactions as i64),
+                money_value(round_half_up(life.spend, 4)),
+            ],
+        )])
+    }
+}
+
+edge_rule_sdk::rule_set!(Lifecycle);

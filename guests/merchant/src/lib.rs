@@ -1,0 +1,185 @@
+//! Merchant performance: 10-minute tumbling windows per merchant.
+//!
+//! Table `merchant_metrics`: revenue (the sum of every valid transaction in
+//! the window), transaction count, average value (rounded half-up to 2
+//! places), unique customers, retention (the share of the window's customers
+//! who paid the merchant more than once in it), the amount-range distribution
+//! and the cities paid from. Name and category come from the merchant dimension.
+
+use edge_rule_sdk::{
+    aggregate, column, host, json_object, money_value, nullable, round_half_up, row, text,
+    AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, RuleSet,
+    TableSpec, Value, Window, WindowKind, WindowSpec,
+};
+
+const COUNT: usize = 0;
+const REVENUE: usize = 1;
+const CUSTOMERS: usize = 2;
+const PER_CUSTOMER: usize = 3;
+const BANDS: usize = 4;
+const CITIES: usize = 5;
+const MIN: usize = 6;
+const MAX: usize = 7;
+
+const TABLE: &str = "merchant_metrics";
+
+struct Merchant;
+
+fn band_bounds() -> Vec<edge_rule_sdk::WitDecimal> {
+    [10, 50, 100, 500, 1000, 5000]
+        .into_iter()
+        .map(|b| edge_rule_sdk::money(Decimal::from(b)))
+        .collect()
+}
+
+impl RuleSet for Merchant {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "merchant".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_key: None,
+            state_ttl_ms: 0,
+            windows: vec![WindowSpec {
+                name: "merchant-10m".into(),
+                kind: WindowKind::Tumbling(10 * 60_000),
+                key: KeyBy::Merchant,
+                allowed_lateness_ms: 0,
+                aggregates: vec![
+                    aggregate("count", AggregateOp::Count),
+                    aggregate("revenue", AggregateOp::Sum(Field::Amount)),
+                    aggregate("customers", AggregateOp::Distinct(Field::Customer)),
+                    aggregate("per-customer", AggregateOp::CountBy(Field::Customer)),
+                    aggregate(
+                        "bands",
+                        AggregateOp::CountByBand(Bands {
+                            field: Field::Amount,
+                            bounds: band_bounds(),
+                        }),
+                    ),
+                    aggregate("cities", AggregateOp::CountBy(Field::City)),
+                    aggregate("min", AggregateOp::Min(Field::Amount)),
+                    aggregate("max", AggregateOp::Max(Field::Amount)),
+                ],
+            }],
+            tables: vec![TableSpec {
+                name: TABLE.into(),
+                key: vec!["merchant_id".into(), "window_start".into()],
+                columns: vec![
+                    column("merchant_id", ColumnType::Text, "The merchant."),
+                    column(
+                        "window_start",
+                        ColumnType::Time,
+                        "Window start (inclusive).",
+                    ),
+                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                    column(
+                        "merchant_name",
+                        ColumnType::Text,
+                        "Name from the merchant dimension.",
+                    ),
+                    column(
+                        "category",
+                        ColumnType::Text,
+                        "Category from the merchant dimension.",
+                    ),
+                    column(
+                        "revenue",
+                        ColumnType::Money(4),
+                        "Sum of every valid transaction's amount.",
+                    ),
+                    column(
+                        "transaction_count",
+                        ColumnType::Int,
+                        "Transactions in the window.",
+                    ),
+                    column(
+                        "average_value",
+                        ColumnType::Money(2),
+                        "Revenue / count, rounded half-up to 2 places.",
+                    ),
+                    nullable(column(
+                        "min_amount",
+                        ColumnType::Money(4),
+                        "Smallest amount.",
+                    )),
+                    nullable(column(
+                        "max_amount",
+                        ColumnType::Money(4),
+                        "Largest amount.",
+                    )),
+                    column("unique_customers", ColumnType::Int, "Distinct customers."),
+                    column(
+                        "repeat_customers",
+                        ColumnType::Int,
+                        "Customers with more than one transaction.",
+                    ),
+                    column(
+                        "retention",
+                        ColumnType::Float,
+                        "repeat_customers / unique_customers, 4 places.",
+                    ),
+                    column(
+                        "amount_ranges",
+                        ColumnType::Json,
+                        "Transactions per amount range.",
+                    ),
+                    column("locations", ColumnType::Json, "Transactions per city."),
+                ],
+            }],
+        }
+    }
+
+    fn on_window(window: Window, aggs: Aggregates) -> Result<Vec<Emit>, String> {
+        let count = aggs.count(COUNT);
+        let revenue = aggs.money(REVENUE).unwrap_or_default();
+        let average = if count == 0 {
+            Decimal::ZERO
+        } else {
+            round_half_up(revenue / Decimal::from(count), 2)
+        };
+        let unique = aggs.count(CUSTOMERS);
+        let repeat = aggs
+            .counts(PER_CUSTOMER)
+            .iter()
+            .filter(|(_, n)| *n > 1)
+            .count() as u64;
+        let retention = if unique == 0 {
+            0.0
+        } else {
+            (repeat as f64 / unique as f64 * 10_000.0).round() / 10_000.0
+        };
+        let (name, category) = host::get_merchant(&window.key)
+            .map(|m| (m.name, m.category))
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let optional =
+            |d: Option<Decimal>| d.map_or(Value::Null, |d| money_value(round_half_up(d, 4)));
+        Ok(vec![row(
+            TABLE,
+            vec![
+                text(window.key),
+                Value::Time(window.start),
+                Value::Time(window.end),
+                text(name),
+                text(category),
+                money_value(round_half_up(revenue, 4)),
+                Value::Int(count as i64),
+                money_value(average),
+                optional(aggs.money(MIN)),
+                optional(aggs.money(MAX)),
+                Value::Int(unique as i64),
+                Value::Int(repeat as i64),
+                Value::Float(retention),
+                Value::Text(json_object(
+                    aggs.counts(BANDS).iter().map(|(k, v)| (k.as_str(), *v)),
+                    false,
+                )),
+                Value::Text(json_object(
+                    aggs.counts(CITIES).iter().map(|(k, v)| (k.as_str(), *v)),
+                    false,
+                )),
+            ],
+        )])
+    }
+}
+
+edge_rule_sdk::rule_set!(Merchant);

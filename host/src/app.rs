@@ -1,0 +1,332 @@
+//! The commands, as library calls: `run`, `gen`, `rules check`.
+
+use crate::config::{Config, RulesConfig, SourceKind};
+use crate::decode::Decoder;
+use crate::dims::Dims;
+use crate::engine::{Pipeline, Summary};
+use crate::gen::Generator;
+use crate::metrics::Metrics;
+use crate::runtime::{manifest, Rule, Runtime, SharedDims};
+use crate::sink::{console, JsonlSink, Sink};
+use crate::source::{FileSource, GenSource, Source};
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Expands `--rules` arguments: plain paths and globs (`guests/*.wasm`).
+/// A path that does not exist or a glob that matches nothing is an error.
+pub fn expand_rules(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if pattern.contains(['*', '?', '[']) {
+            let mut matched: Vec<PathBuf> = glob::glob(pattern)
+                .with_context(|| format!("invalid glob {pattern:?}"))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            if matched.is_empty() {
+                bail!("no rule set file matches {pattern:?} (build the guests first: scripts/build-guests)");
+            }
+            matched.sort();
+            out.extend(matched);
+        } else {
+            let path = PathBuf::from(pattern);
+            if !path.is_file() {
+                bail!("rule set file {pattern} does not exist (build the guests first: scripts/build-guests)");
+            }
+            out.push(path);
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Loads every rule set, refusing duplicates and bad modules with their reason.
+pub fn load_rules(
+    runtime: &Runtime,
+    paths: &[PathBuf],
+    config: &RulesConfig,
+) -> anyhow::Result<Vec<Rule>> {
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rule_config = config.rule.get(&stem).cloned().unwrap_or_default();
+        let limits = rule_config
+            .limits
+            .clone()
+            .unwrap_or_else(|| config.limits.clone());
+        match runtime.load(path, &limits, &rule_config.config) {
+            Ok(rule) => {
+                if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
+                    errors.push(format!(
+                        "{} and {} both declare rule set {:?}; load one of them",
+                        other.path.display(),
+                        path.display(),
+                        rule.name
+                    ));
+                    continue;
+                }
+                if config.rule.get(&rule.name).is_some_and(|r| r.disabled) {
+                    tracing::info!(rule = %rule.name, "disabled in the config; not running it");
+                    continue;
+                }
+                tracing::info!(rule = %rule.name, version = %rule.version, path = %path.display(), hash = %rule.hash, "rule set loaded");
+                rules.push(rule);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    for name in config.rule.keys() {
+        let known = rules.iter().any(|r| &r.name == name)
+            || paths.iter().any(|p| {
+                p.file_stem()
+                    .is_some_and(|s| s.to_string_lossy() == name.as_str())
+            });
+        if !known && errors.is_empty() {
+            errors.push(format!(
+                "[rules.rule.{name}] configures a rule set that is not loaded (loaded: {})",
+                rules
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("cannot load rule sets:\n  {}", errors.join("\n  "));
+    }
+    Ok(rules)
+}
+
+fn dims_for(config: &Config, generator: Option<&Generator>) -> anyhow::Result<SharedDims> {
+    let mut dims = generator.map(Generator::dims).unwrap_or_default();
+    if let Some(path) = &config.dimensions.customers {
+        dims.load_customers(path).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(path) = &config.dimensions.merchants {
+        dims.load_merchants(path).map_err(anyhow::Error::msg)?;
+    }
+    Ok(Arc::new(RwLock::new(dims)))
+}
+
+/// Sets the returned flag on Ctrl-C (SIGINT) or SIGTERM.
+pub fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = std::thread::Builder::new()
+        .name("edge-signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                #[cfg(unix)]
+                {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            tracing::info!("stopping: firing open windows and flushing output");
+            flag.store(true, Ordering::Relaxed);
+        });
+    stop
+}
+
+/// Runs the pipeline described by `config` until its input ends, a bound is
+/// reached or `stop` is set.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    config.validate()?;
+    let paths = expand_rules(&config.rules.paths)?;
+    if paths.is_empty() {
+        bail!("no rule sets given: pass --rules guests/*.wasm (or set rules.paths in the config)");
+    }
+    let generator =
+        (config.source.kind == SourceKind::Gen).then(|| Generator::new(&config.generator));
+    let dims = dims_for(config, generator.as_ref())?;
+    let runtime = Runtime::new(dims)?;
+    let rules = load_rules(&runtime, &paths, &config.rules)?;
+    if rules.is_empty() {
+        bail!("every rule set is disabled in the config; nothing to run");
+    }
+    let format = config.source.format();
+    let source: Box<dyn Source> = match (config.source.kind, generator) {
+        (SourceKind::Gen, Some(g)) => Box::new(GenSource::new(g, config.generator.rate)),
+        _ => {
+            let path = config
+                .source
+                .path
+                .as_deref()
+                .context("source.path is required for a file source")?;
+            Box::new(
+                FileSource::open(path, format == crate::decode::Format::Csv)
+                    .with_context(|| format!("cannot open source file {}", path.display()))?,
+            )
+        }
+    };
+    let decoder = Decoder::new(format, &config.decode).map_err(anyhow::Error::msg)?;
+    let mut streams: Vec<String> = rules
+        .iter()
+        .flat_map(|r| r.manifest.tables.iter().map(|t| t.name.clone()))
+        .collect();
+    streams.extend(["alerts", "dead_letter", "late"].map(String::from));
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonlSink::new(&config.output.dir, &streams)?)];
+    let metrics = Arc::new(Metrics::new());
+    tracing::info!(
+        source = source.name(),
+        rules = %rules.iter().map(|r| format!("{}@{}", r.name, r.version)).collect::<Vec<_>>().join(", "),
+        out = %config.output.dir.display(),
+        "edge running"
+    );
+    let router = crate::engine::router::Router::new(sinks, metrics.clone());
+    let mut pipeline = Pipeline::new(
+        config.engine.clone(),
+        source,
+        decoder,
+        rules,
+        router,
+        metrics.clone(),
+        stop,
+    );
+    let console_stop = Arc::new(AtomicBool::new(false));
+    let console = console::spawn(metrics.clone(), config.output.console, console_stop.clone());
+    let result = pipeline.run();
+    console_stop.store(true, Ordering::Relaxed);
+    if let Some(c) = console {
+        let _ = c.join();
+    }
+    let summary = result?;
+    let rate = summary.events as f64 / summary.elapsed.as_secs_f64().max(1e-9);
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "{}",
+        console::status_line(&metrics, summary.elapsed, rate)
+    );
+    let _ = write!(stderr, "{}", console::rule_table(&metrics));
+    let _ = writeln!(
+        stderr,
+        "records {}  events {}  dead letters {}  alerts {}  rows {}  output in {}",
+        summary.records,
+        summary.events,
+        summary.dead_letters,
+        summary.alerts,
+        summary.rows,
+        config.output.dir.display()
+    );
+    Ok(summary)
+}
+
+/// What `edge gen` writes.
+#[derive(Clone, Debug)]
+pub struct GenOptions {
+    /// The generator's settings.
+    pub generator: crate::config::GeneratorConfig,
+    /// Number of records.
+    pub events: u64,
+    /// Output file (stdout when `None`).
+    pub out: Option<PathBuf>,
+    /// Customers file (JSON lines), if wanted.
+    pub customers: Option<PathBuf>,
+    /// Merchants file (JSON lines), if wanted.
+    pub merchants: Option<PathBuf>,
+}
+
+/// Writes generated records as JSON lines, paced to the generator's rate.
+pub fn gen(options: &GenOptions) -> anyhow::Result<u64> {
+    let generator = Generator::new(&options.generator);
+    if let Some(path) = &options.customers {
+        std::fs::write(path, generator.customers_jsonl())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &options.merchants {
+        std::fs::write(path, generator.merchants_jsonl())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut source = GenSource::new(generator, options.generator.rate);
+    let mut out: Box<dyn Write> = match &options.out {
+        Some(path) => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut batch = crate::source::RecordBatch::default();
+    let mut written = 0u64;
+    while written < options.events {
+        batch.clear();
+        let want = (options.events - written).min(4096) as usize;
+        source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
+        for i in 0..batch.len() {
+            let (bytes, _) = batch.get(i);
+            out.write_all(bytes)?;
+            out.write_all(b"\n")?;
+        }
+        written += batch.len() as u64;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// `edge rules check`: each component's imports and manifest, or why it is
+/// not a valid rule set. Returns the report and whether all were valid.
+pub fn check(paths: &[PathBuf]) -> anyhow::Result<(String, bool)> {
+    let runtime = Runtime::new(Arc::new(RwLock::new(Dims::default())))?;
+    let mut report = String::new();
+    let mut all_ok = true;
+    for path in paths {
+        report.push_str(&format!("{}:\n", path.display()));
+        let result = crate::runtime::inspect(&runtime, path).and_then(|inspection| {
+            let rule = runtime.load(path, &Default::default(), &Default::default())?;
+            Ok((inspection, rule))
+        });
+        match result {
+            Ok((inspection, rule)) => {
+                report.push_str(&format!(
+                    "  ok: rule set {}\n",
+                    manifest::describe(&rule.manifest)
+                        .trim_end()
+                        .replace('\n', "\n  ")
+                ));
+                report.push_str(&format!(
+                    "  hash {}\n  imports: {}\n",
+                    rule.hash,
+                    inspection.imports.join(", ")
+                ));
+            }
+            Err(e) => {
+                all_ok = false;
+                report.push_str(&format!("  REFUSED: {e}\n"));
+            }
+        }
+    }
+    Ok((report, all_ok))
+}
+
+/// Reads a config file, or the defaults.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}

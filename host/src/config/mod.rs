@@ -1,0 +1,520 @@
+//! `edge.toml`: the schema, its defaults, `${VAR}` substitution and validation.
+//!
+//! Every key is optional; unknown keys are refused with their name. Command
+//! line flags override the file. Strings may use `${VAR}` or
+//! `${VAR:-default}` to read the environment.
+
+use crate::decode::Format;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A configuration error: which key, what is wrong, how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A `${VAR}` without a value and without a default.
+    #[error("config file {path}: environment variable {var} is not set (set it, or write ${{{var}:-default}})")]
+    MissingVar {
+        /// The file.
+        path: PathBuf,
+        /// The variable.
+        var: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// The built-in traffic generator (the default source).
+    pub generator: GeneratorConfig,
+    /// Decoding and validation.
+    pub decode: DecodeConfig,
+    /// Micro-batches, event time, dedup, run bounds.
+    pub engine: EngineConfig,
+    /// Rule sets: which to load, their limits and their config.
+    pub rules: RulesConfig,
+    /// Where results go.
+    pub output: OutputConfig,
+    /// Dimension tables served to rule sets.
+    pub dimensions: DimensionsConfig,
+}
+
+/// Where events come from.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SourceConfig {
+    /// `gen` (the built-in generator) or `file`.
+    pub kind: SourceKind,
+    /// For `file`: the path (JSON lines or CSV).
+    pub path: Option<PathBuf>,
+    /// Record format: `json` or `csv` (default: `csv` for `*.csv`, else `json`).
+    pub format: Option<Format>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::Gen,
+            path: None,
+            format: None,
+        }
+    }
+}
+
+/// The kinds of source.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// The built-in generator.
+    Gen,
+    /// A file of records.
+    File,
+}
+
+impl SourceConfig {
+    /// Parses the `--source` shorthand: `gen` or `file:PATH`.
+    pub fn parse_flag(flag: &str) -> Result<Self, String> {
+        if flag == "gen" {
+            return Ok(Self::default());
+        }
+        if let Some(path) = flag.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("--source file: needs a path, as in file:events.jsonl".into());
+            }
+            return Ok(Self {
+                kind: SourceKind::File,
+                path: Some(PathBuf::from(path)),
+                format: None,
+            });
+        }
+        Err(format!(
+            "--source {flag:?} is not understood; use `gen` or `file:PATH`"
+        ))
+    }
+
+    /// The record format, from the setting or the file extension.
+    pub fn format(&self) -> Format {
+        self.format.unwrap_or_else(|| match &self.path {
+            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => Format::Csv,
+            _ => Format::Json,
+        })
+    }
+}
+
+/// The built-in generator of payment traffic.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GeneratorConfig {
+    /// Seed: the same seed gives the same events.
+    pub seed: u64,
+    /// Events emitted per second of wall time; 0 for as fast as possible.
+    pub rate: u64,
+    /// Average events per second of simulated event time (before the
+    /// time-of-day multipliers). Event time runs `rate / traffic` times
+    /// faster than the wall clock, so windows fire during a demo.
+    pub traffic: u64,
+    /// Event time of the first event (ISO-8601).
+    pub start: String,
+    /// Number of customers.
+    pub customers: u32,
+    /// Number of merchants.
+    pub merchants: u32,
+    /// Fraction of dirty records (malformed, missing fields, negative
+    /// amounts, ...), in [0, 1].
+    pub dirty: f64,
+    /// Fraction of events that belong to planted fraud patterns.
+    pub fraud: f64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            rate: 10_000,
+            traffic: 50,
+            start: "2026-01-05T00:00:00Z".into(),
+            customers: 5_000,
+            merchants: 300,
+            dirty: 0.01,
+            fraud: 0.01,
+        }
+    }
+}
+
+/// Decoding and validation.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DecodeConfig {
+    /// Records larger than this are rejected as `oversized`.
+    pub max_record_bytes: usize,
+    /// Amounts above this are rejected as `absurd_amount`.
+    pub max_amount: Decimal,
+    /// Event times before this (ms since the epoch) are rejected.
+    pub min_event_time_ms: i64,
+    /// Event times more than this ahead of the wall clock are rejected.
+    pub max_future_ms: i64,
+    /// Currency assumed when a record has none.
+    pub default_currency: String,
+    /// Where to find fields in other shapes: canonical name -> dotted path,
+    /// e.g. `customer_id = "user.id"`. Canonical names: transaction_id,
+    /// customer_id, account_id, merchant_id, transaction_type, status, amount,
+    /// fee_amount, currency, channel, device_fingerprint, location.country,
+    /// location.city, risk_score, compliance_flags, created_at.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 64 * 1024,
+            max_amount: Decimal::from(1_000_000_000),
+            min_event_time_ms: 946_684_800_000,
+            max_future_ms: 86_400_000,
+            default_currency: "USD".into(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+/// Micro-batches, event time, dedup and run bounds.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct EngineConfig {
+    /// Events per micro-batch (one rule call per batch).
+    pub batch_size: usize,
+    /// A partial batch is processed after this long without filling up.
+    pub batch_timeout_ms: u64,
+    /// Bounded out-of-orderness of event time: the watermark trails the
+    /// largest event time seen by this much.
+    pub out_of_orderness_ms: i64,
+    /// Transaction ids are remembered this long (event time) to drop duplicates.
+    pub dedup_horizon_ms: i64,
+    /// At most this many ids are remembered (the oldest are forgotten first).
+    pub dedup_max_ids: usize,
+    /// Stop after this many records (0: no limit).
+    pub max_events: u64,
+    /// Stop after this many seconds (0: no limit).
+    pub duration_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1024,
+            batch_timeout_ms: 50,
+            out_of_orderness_ms: 5_000,
+            dedup_horizon_ms: 600_000,
+            dedup_max_ids: 1_000_000,
+            max_events: 0,
+            duration_secs: 0,
+        }
+    }
+}
+
+/// Rule sets.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RulesConfig {
+    /// Rule set files or globs (`guests/*.wasm`).
+    pub paths: Vec<String>,
+    /// Limits for every rule set, unless overridden per rule.
+    pub limits: Limits,
+    /// Per rule set (by manifest name): config and limits.
+    pub rule: BTreeMap<String, RuleConfig>,
+}
+
+/// Sandbox limits of a rule set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Limits {
+    /// Linear memory cap, MiB.
+    pub memory_mib: u64,
+    /// Per-call deadline, ms (epoch interruption).
+    pub deadline_ms: u64,
+    /// Most rows and alerts one call may return.
+    pub max_emits: usize,
+    /// Consecutive failures before a rule set is quarantined.
+    pub quarantine_after: u32,
+    /// How long a quarantined rule set sits out before it is tried again, ms
+    /// (0: until restart).
+    pub quarantine_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            deadline_ms: 100,
+            max_emits: 100_000,
+            quarantine_after: 3,
+            quarantine_ms: 60_000,
+        }
+    }
+}
+
+/// Settings of one rule set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RuleConfig {
+    /// Passed to the rule set's `init` as key/value pairs.
+    pub config: BTreeMap<String, String>,
+    /// Overrides of the limits.
+    pub limits: Option<Limits>,
+    /// Load the file but do not run it.
+    pub disabled: bool,
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct OutputConfig {
+    /// Directory of the JSON lines files (`<table>.jsonl`, `alerts.jsonl`,
+    /// `dead_letter.jsonl`, `late.jsonl`).
+    pub dir: PathBuf,
+    /// The live console summary: `auto` (when stderr is a terminal), `always`, `never`.
+    pub console: ConsoleMode,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("edge-out"),
+            console: ConsoleMode::Auto,
+        }
+    }
+}
+
+/// When to show the live console summary.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsoleMode {
+    /// When stderr is a terminal; a line every 5 s otherwise.
+    #[default]
+    Auto,
+    /// Always redraw in place.
+    Always,
+    /// Only the final summary.
+    Never,
+}
+
+/// Dimension tables.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DimensionsConfig {
+    /// JSON lines of customers (`customer_id`, `tier`, `segment`,
+    /// `signup_date`, `country`, `city`).
+    pub customers: Option<PathBuf>,
+    /// JSON lines of merchants (`merchant_id`, `name`, `category`, `country`, `city`).
+    pub merchants: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = substitute_env(&text, |v| std::env::var(v).ok()).map_err(|var| {
+            ConfigError::MissingVar {
+                path: path.to_path_buf(),
+                var,
+            }
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
+            return invalid("engine.batch-size", "must be between 1 and 65536");
+        }
+        if self.engine.out_of_orderness_ms < 0 {
+            return invalid("engine.out-of-orderness-ms", "must not be negative");
+        }
+        if !(0.0..=1.0).contains(&self.generator.dirty) {
+            return invalid("generator.dirty", "must be a fraction between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.generator.fraud) {
+            return invalid("generator.fraud", "must be a fraction between 0 and 1");
+        }
+        if self.generator.customers == 0 || self.generator.merchants == 0 {
+            return invalid(
+                "generator.customers",
+                "customers and merchants must be at least 1",
+            );
+        }
+        if self.generator.traffic == 0 {
+            return invalid(
+                "generator.traffic",
+                "must be at least 1 event per simulated second",
+            );
+        }
+        if crate::decode::parse_time(&self.generator.start).is_none() {
+            return invalid(
+                "generator.start",
+                "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
+            );
+        }
+        if self.source.kind == SourceKind::File && self.source.path.is_none() {
+            return invalid(
+                "source.path",
+                "a file source needs a path (or use --source file:PATH)",
+            );
+        }
+        let limits = std::iter::once(&self.rules.limits)
+            .chain(self.rules.rule.values().filter_map(|r| r.limits.as_ref()));
+        for l in limits {
+            if l.memory_mib == 0 || l.deadline_ms == 0 {
+                return invalid(
+                    "rules.limits",
+                    "memory-mib and deadline-ms must be at least 1",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `Err(var)` names a missing variable.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let inner = &after[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        match lookup(var)
+            .filter(|v| !v.is_empty())
+            .or(default.map(str::to_string))
+        {
+            Some(value) => out.push_str(&value),
+            None => return Err(var.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = toml::from_str::<Config>("[engine]\nbatch-sise = 5\n").unwrap_err();
+        assert!(err.to_string().contains("batch-sise"), "{err}");
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c: Config = toml::from_str(
+            r#"
+            [source]
+            kind = "file"
+            path = "events.csv"
+            [engine]
+            batch-size = 256
+            [rules]
+            paths = ["guests/*.wasm"]
+            [rules.limits]
+            deadline-ms = 50
+            [rules.rule.fraud.config]
+            rapid-orders-limit = "7"
+            [decode.fields]
+            customer_id = "user.id"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.source.format(), Format::Csv);
+        assert_eq!(c.engine.batch_size, 256);
+        assert_eq!(c.rules.limits.deadline_ms, 50);
+        assert_eq!(c.rules.limits.memory_mib, 64);
+        assert_eq!(c.rules.rule["fraud"].config["rapid-orders-limit"], "7");
+    }
+
+    #[test]
+    fn env_substitution() {
+        let env = |v: &str| (v == "BROKERS").then(|| "127.0.0.1:9092".to_string());
+        assert_eq!(
+            substitute_env("a=${BROKERS}", env).unwrap(),
+            "a=127.0.0.1:9092"
+        );
+        assert_eq!(substitute_env("a=${NOPE:-x}", env).unwrap(), "a=x");
+        assert_eq!(substitute_env("a=${NOPE}", env).unwrap_err(), "NOPE");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let mut c = Config::default();
+        c.engine.batch_size = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("engine.batch-size"));
+    }
+
+    #[test]
+    fn source_flag() {
+        assert_eq!(
+            SourceConfig::parse_flag("gen").unwrap().kind,
+            SourceKind::Gen
+        );
+        let f = SourceConfig::parse_flag("file:x.jsonl").unwrap();
+        assert_eq!(f.path.unwrap(), PathBuf::from("x.jsonl"));
+        assert!(SourceConfig::parse_flag("kafka").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Canonical fields, where to find them in a record, and typed reads.
+
+use super::{parse_time, Reject, RejectCode};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// A canonical field of a payment event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `transaction_id`
+    Id,
+    /// `customer_id`
+    Customer,
+    /// `account_id`
+    Account,
+    /// `merchant_id`
+    Merchant,
+    /// `transaction_type`
+    Kind,
+    /// `status`
+    Status,
+    /// `amount`
+    Amount,
+    /// `fee_amount`
+    Fee,
+    /// `currency`
+    Currency,
+    /// `channel`
+    Channel,
+    /// `device_fingerprint`
+    Device,
+    /// `location.country`
+    Country,
+    /// `location.city`
+    City,
+    /// `risk_score`
+    RiskScore,
+    /// `compliance_flags`
+    Flags,
+    /// `created_at`
+    EventTime,
+}
+
+impl Field {
+    /// Every field with its canonical name, which is also its default path.
+    pub const ALL: [(Field, &'static str); 16] = [
+        (Field::Id, "transaction_id"),
+        (Field::Customer, "customer_id"),
+        (Field::Account, "account_id"),
+        (Field::Merchant, "merchant_id"),
+        (Field::Kind, "transaction_type"),
+        (Field::Status, "status"),
+        (Field::Amount, "amount"),
+        (Field::Fee, "fee_amount"),
+        (Field::Currency, "currency"),
+        (Field::Channel, "channel"),
+        (Field::Device, "device_fingerprint"),
+        (Field::Country, "location.country"),
+        (Field::City, "location.city"),
+        (Field::RiskScore, "risk_score"),
+        (Field::Flags, "compliance_flags"),
+        (Field::EventTime, "created_at"),
+    ];
+}
+
+/// A field's value as found in a record.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldValue<'a> {
+    /// JSON `null`.
+    Null,
+    /// A JSON value other than null.
+    Json(&'a RawValue),
+    /// A text cell (CSV).
+    Text(&'a str),
+}
+
+impl<'a> FieldValue<'a> {
+    fn json_string(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+        let text = raw.get();
+        if !text.starts_with('"') {
+            return None;
+        }
+        if let Ok(s) = serde_json::from_str::<&'a str>(text) {
+            return Some(Cow::Borrowed(s));
+        }
+        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    }
+
+    fn is_json_number(raw: &RawValue) -> bool {
+        matches!(raw.get().as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+    }
+
+    /// A string (or a number, as written) as text.
+    pub fn text(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            Self::Null => None,
+            Self::Text(s) => Some(Cow::Borrowed(s)),
+            Self::Json(raw) if Self::is_json_number(raw) => Some(Cow::Borrowed(raw.get())),
+            Self::Json(raw) => Self::json_string(raw),
+        }
+    }
+
+    /// The text of a number or of a string holding one, exactly as written.
+    pub fn numeric_text(&self) -> Option<Cow<'a, str>> {
+        self.text()
+    }
+
+    /// A number (scores only; never money).
+    pub fn number(&self) -> Option<f64> {
+        self.numeric_text()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+    }
+
+    /// A list of strings: a JSON array, or `|`-separated text.
+    pub fn string_list(&self) -> Option<Vec<Cow<'a, str>>> {
+        match *self {
+            Self::Null => Some(Vec::new()),
+            Self::Text(s) => Some(
+                s.split('|')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(Cow::Borrowed)
+                    .collect(),
+            ),
+            Self::Json(raw) => {
+                let items: Vec<&'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+                items.into_iter().map(Self::json_string).collect()
+            }
+        }
+    }
+
+    /// A time: epoch milliseconds or ISO-8601.
+    pub fn time_ms(&self) -> Option<i64> {
+        match *self {
+            Self::Json(raw) if Self::is_json_number(raw) => {
+                let text = raw.get();
+                text.parse::<i64>().ok().or_else(|| {
+                    let f = text.parse::<f64>().ok()?;
+                    (f.is_finite() && f.abs() < 9.0e15).then(|| f.round() as i64)
+                })
+            }
+            _ => parse_time(&self.text()?),
+        }
+    }
+}
+
+/// A decoded record that fields can be looked up in.
+pub trait Record {
+    /// The value at a path of object keys.
+    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>>;
+}
+
+/// Where each canonical field is found: a path of object keys.
+#[derive(Clone, Debug)]
+pub struct FieldMapping {
+    paths: Vec<(Field, String, Vec<String>)>,
+}
+
+impl FieldMapping {
+    /// The reference paths, overridden by `overrides` (canonical name ->
+    /// dotted path, e.g. `customer_id = "user.id"`).
+    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Self, String> {
+        for name in overrides.keys() {
+            if !Field::ALL.iter().any(|(_, n)| n == name) {
+                return Err(format!(
+                    "decode.fields: unknown field {name:?}; the fields are {}",
+                    Field::ALL.map(|(_, n)| n).join(", ")
+                ));
+            }
+        }
+        let paths = Field::ALL
+            .iter()
+            .map(|&(field, name)| {
+                let path = overrides.get(name).map_or(name, String::as_str);
+                let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+                if parts.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "decode.fields.{name}: {path:?} has an empty path segment"
+                    ));
+                }
+                Ok((field, path.to_string(), parts))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { paths })
+    }
+
+    fn entry(&self, field: Field) -> &(Field, String, Vec<String>) {
+        self.paths
+            .iter()
+            .find(|(f, _, _)| *f == field)
+            .unwrap_or(&self.paths[0])
+    }
+
+    /// The path a field is read from, for messages.
+    pub fn name(&self, field: Field) -> &str {
+        &self.entry(field).1
+    }
+
+    /// The value of a field in a record.
+    pub fn get<'r>(&self, r: &'r dyn Record, field: Field) -> Option<FieldValue<'r>> {
+        r.lookup(&self.entry(field).2)
+    }
+
+    /// A required, non-empty text field.
+    pub fn required_text<'r>(
+        &self,
+        r: &'r dyn Record,
+        field: Field,
+    ) -> Result<Cow<'r, str>, Reject> {
+        let name = self.name(field);
+        match self.optional_text(r, field)? {
+            Some(s) => Ok(s),
+            None => Err(Reject::new(
+                RejectCode::MissingField,
+                format!("{name} is missing or empty"),
+            )),
+        }
+    }
+
+    /// An optional text field; empty counts as absent.
+    pub fn optional_text<'r>(
+        &self,
+        r: &'r dyn Record,
+        field: Field,
+    ) -> Result<Option<Cow<'r, str>>, Reject> {
+        match self.get(r, field) {
+            None | Some(FieldValue::Null) => Ok(None),
+            Some(v) => match v.text() {
+                Some(s) if s.trim().is_empty() => Ok(None),
+                Some(s) => Ok(Some(s)),
+                None => Err(Reject::new(
+                    RejectCode::WrongType,
+                    format!("{} must be a string", self.name(field)),
+                )),
+            },
+        }
+    }
+}

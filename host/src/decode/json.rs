@@ -1,0 +1,93 @@
+//! JSON objects read lazily: the top level is split into (key, raw value)
+//! pairs once; nested objects are parsed only when a path goes into them.
+
+use super::fields::{FieldValue, Record};
+use super::{Reject, RejectCode};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A JSON object as (key, raw value) pairs.
+pub struct Object<'a> {
+    pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Object<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Object<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    pairs.push((k, v));
+                }
+                Ok(Object { pairs })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'a> Object<'a> {
+    /// Parses a JSON object; anything else is a [`RejectCode::MalformedJson`].
+    pub fn parse(text: &'a str) -> Result<Self, Reject> {
+        serde_json::from_str(text).map_err(|e| {
+            let what = if e.is_eof() {
+                "truncated JSON"
+            } else {
+                "malformed JSON"
+            };
+            Reject::new(RejectCode::MalformedJson, format!("{what}: {e}"))
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+fn value(raw: &RawValue) -> FieldValue<'_> {
+    if raw.get() == "null" {
+        FieldValue::Null
+    } else {
+        FieldValue::Json(raw)
+    }
+}
+
+impl Record for Object<'_> {
+    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
+        let (first, rest) = path.split_first()?;
+        let mut raw = self.get(first)?;
+        for key in rest {
+            let nested: Object<'_> = serde_json::from_str(raw.get()).ok()?;
+            raw = nested.get(key)?;
+        }
+        Some(value(raw))
+    }
+}

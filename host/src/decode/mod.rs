@@ -1,0 +1,384 @@
+//! Raw records to canonical events, with validation.
+//!
+//! Every record either becomes a [`Txn`] or a [`Reject`] with a
+//! machine-readable [`RejectCode`] and a detail a person can act on; the
+//! pipeline sends rejects to the dead-letter sink with the raw bytes.
+
+mod csv;
+mod fields;
+mod json;
+
+pub use fields::{Field, FieldMapping};
+
+use crate::config::DecodeConfig;
+use crate::model::{Interner, Kind, Status, Txn};
+use fields::{FieldValue, Record};
+use rust_decimal::Decimal;
+
+/// Why a record was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// Not valid JSON (including truncated messages).
+    MalformedJson,
+    /// A CSV line that does not fit the header.
+    MalformedCsv,
+    /// Not valid UTF-8.
+    InvalidUtf8,
+    /// Larger than `decode.max-record-bytes`.
+    Oversized,
+    /// A required field is missing or empty.
+    MissingField,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// The amount or fee is not a decimal number.
+    InvalidAmount,
+    /// The amount or fee is negative.
+    NegativeAmount,
+    /// The amount is above `decode.max-amount` or has more than 8 decimals.
+    AbsurdAmount,
+    /// `transaction_type` is not a known kind.
+    UnknownKind,
+    /// `status` is not a known status.
+    UnknownStatus,
+    /// The event time does not parse.
+    InvalidTime,
+    /// The event time is before `decode.min-event-time` or too far in the future.
+    TimeOutOfRange,
+    /// The risk score is not a number in [0, 1].
+    InvalidRiskScore,
+    /// The transaction id was seen within the dedup horizon.
+    Duplicate,
+}
+
+impl RejectCode {
+    /// The code as it appears in dead-letter records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::MalformedCsv => "malformed_csv",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::Oversized => "oversized",
+            Self::MissingField => "missing_field",
+            Self::WrongType => "wrong_type",
+            Self::InvalidAmount => "invalid_amount",
+            Self::NegativeAmount => "negative_amount",
+            Self::AbsurdAmount => "absurd_amount",
+            Self::UnknownKind => "unknown_kind",
+            Self::UnknownStatus => "unknown_status",
+            Self::InvalidTime => "invalid_time",
+            Self::TimeOutOfRange => "time_out_of_range",
+            Self::InvalidRiskScore => "invalid_risk_score",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// A rejected record's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// Machine-readable reason.
+    pub code: RejectCode,
+    /// What exactly is wrong.
+    pub detail: String,
+}
+
+impl Reject {
+    pub(crate) fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The wire format of records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One JSON object per record (JSON lines in files).
+    #[default]
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// Decodes and validates records of one source.
+pub struct Decoder {
+    format: Format,
+    mapping: FieldMapping,
+    csv_header: Option<csv::Header>,
+    max_bytes: usize,
+    max_amount: Decimal,
+    min_time: i64,
+    max_future_ms: i64,
+    default_currency: String,
+    now_ms: i64,
+}
+
+const MAX_SCALE: u32 = 8;
+
+impl Decoder {
+    /// A decoder for `format` with the validation settings of `config`.
+    pub fn new(format: Format, config: &DecodeConfig) -> Result<Self, String> {
+        Ok(Self {
+            format,
+            mapping: FieldMapping::new(&config.fields)?,
+            csv_header: None,
+            max_bytes: config.max_record_bytes,
+            max_amount: config.max_amount,
+            min_time: config.min_event_time_ms,
+            max_future_ms: config.max_future_ms,
+            default_currency: config.default_currency.clone(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        })
+    }
+
+    /// For CSV: reads the header line. Returns whether the line was a header
+    /// (the first line of a CSV source always is).
+    pub fn take_header(&mut self, line: &[u8]) -> Result<bool, Reject> {
+        if self.format != Format::Csv || self.csv_header.is_some() {
+            return Ok(false);
+        }
+        self.csv_header = Some(csv::Header::parse(line)?);
+        Ok(true)
+    }
+
+    /// Decodes one record.
+    pub fn decode(&self, bytes: &[u8], strings: &mut Interner) -> Result<Txn, Reject> {
+        if bytes.len() > self.max_bytes {
+            return Err(Reject::new(
+                RejectCode::Oversized,
+                format!(
+                    "record is {} bytes; decode.max-record-bytes is {}",
+                    bytes.len(),
+                    self.max_bytes
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            Reject::new(
+                RejectCode::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        match self.format {
+            Format::Json => {
+                let object = json::Object::parse(text)?;
+                self.build(&object, strings)
+            }
+            Format::Csv => {
+                let header = self.csv_header.as_ref().ok_or_else(|| {
+                    Reject::new(RejectCode::MalformedCsv, "CSV record before the header")
+                })?;
+                let row = header.row(text)?;
+                self.build(&row, strings)
+            }
+        }
+    }
+
+    fn build(&self, r: &dyn Record, strings: &mut Interner) -> Result<Txn, Reject> {
+        let m = &self.mapping;
+        let id = m.required_text(r, Field::Id)?;
+        if id.len() > 256 {
+            return Err(Reject::new(
+                RejectCode::WrongType,
+                "transaction_id is longer than 256 characters",
+            ));
+        }
+        let customer = m.required_text(r, Field::Customer)?;
+        let customer = strings.intern(&customer);
+        let kind_text = m.required_text(r, Field::Kind)?;
+        let kind = Kind::parse(&kind_text).ok_or_else(|| {
+            Reject::new(
+                RejectCode::UnknownKind,
+                format!(
+                    "transaction_type {kind_text:?} is not one of {}",
+                    Kind::names()
+                ),
+            )
+        })?;
+        let status = match m.optional_text(r, Field::Status)? {
+            None => Status::Completed,
+            Some(s) => Status::parse(&s).ok_or_else(|| {
+                Reject::new(
+                    RejectCode::UnknownStatus,
+                    format!("status {s:?} is not one of {}", Status::names()),
+                )
+            })?,
+        };
+        let amount = self
+            .money(r, Field::Amount)?
+            .ok_or_else(|| Reject::new(RejectCode::MissingField, "amount is missing"))?;
+        let fee = self.money(r, Field::Fee)?.unwrap_or(Decimal::ZERO);
+        let event_time = self.time(r)?;
+        let risk_score = match m.get(r, Field::RiskScore) {
+            None | Some(FieldValue::Null) => None,
+            Some(v) => {
+                let score = v.number().ok_or_else(|| {
+                    Reject::new(RejectCode::InvalidRiskScore, "risk_score is not a number")
+                })?;
+                if !(0.0..=1.0).contains(&score) {
+                    return Err(Reject::new(
+                        RejectCode::InvalidRiskScore,
+                        format!("risk_score {score} is outside [0, 1]"),
+                    ));
+                }
+                Some(score)
+            }
+        };
+        let flags = match m.get(r, Field::Flags) {
+            None | Some(FieldValue::Null) => Box::default(),
+            Some(v) => v
+                .string_list()
+                .ok_or_else(|| {
+                    Reject::new(
+                        RejectCode::WrongType,
+                        "compliance_flags is not a list of strings",
+                    )
+                })?
+                .iter()
+                .map(|f| strings.intern(f))
+                .collect(),
+        };
+        let mut intern_optional = |field: Field| -> Result<u32, Reject> {
+            Ok(match m.optional_text(r, field)? {
+                Some(s) => strings.intern(&s),
+                None => crate::model::NONE,
+            })
+        };
+        let account = intern_optional(Field::Account)?;
+        let merchant = intern_optional(Field::Merchant)?;
+        let channel = intern_optional(Field::Channel)?;
+        let device = intern_optional(Field::Device)?;
+        let country = intern_optional(Field::Country)?;
+        let city = intern_optional(Field::City)?;
+        let currency = match m.optional_text(r, Field::Currency)? {
+            Some(c) => strings.intern(&c),
+            None => strings.intern(&self.default_currency),
+        };
+        Ok(Txn {
+            id: id.into(),
+            customer,
+            account,
+            merchant,
+            kind,
+            status,
+            amount,
+            fee,
+            currency,
+            channel,
+            device,
+            country,
+            city,
+            risk_score,
+            flags,
+            event_time,
+        })
+    }
+
+    fn money(&self, r: &dyn Record, field: Field) -> Result<Option<Decimal>, Reject> {
+        let name = self.mapping.name(field);
+        let value = match self.mapping.get(r, field) {
+            None | Some(FieldValue::Null) => return Ok(None),
+            Some(v) => v,
+        };
+        let text = value.numeric_text().ok_or_else(|| {
+            Reject::new(
+                RejectCode::InvalidAmount,
+                format!("{name} must be a number or a numeric string"),
+            )
+        })?;
+        let d = parse_decimal(text.trim()).ok_or_else(|| {
+            Reject::new(
+                RejectCode::InvalidAmount,
+                format!("{name} {text:?} is not a decimal number"),
+            )
+        })?;
+        if d.is_sign_negative() && !d.is_zero() {
+            return Err(Reject::new(
+                RejectCode::NegativeAmount,
+                format!("{name} {d} is negative"),
+            ));
+        }
+        if d > self.max_amount {
+            return Err(Reject::new(
+                RejectCode::AbsurdAmount,
+                format!("{name} {d} exceeds decode.max-amount {}", self.max_amount),
+            ));
+        }
+        let d = d.normalize();
+        if d.scale() > MAX_SCALE {
+            return Err(Reject::new(
+                RejectCode::AbsurdAmount,
+                format!("{name} {d} has more than {MAX_SCALE} decimal places"),
+            ));
+        }
+        Ok(Some(d))
+    }
+
+    fn time(&self, r: &dyn Record) -> Result<i64, Reject> {
+        let value = match self.mapping.get(r, Field::EventTime) {
+            None | Some(FieldValue::Null) => {
+                return Err(Reject::new(
+                    RejectCode::MissingField,
+                    "created_at is missing",
+                ))
+            }
+            Some(v) => v,
+        };
+        let ms = value.time_ms().ok_or_else(|| {
+            Reject::new(
+                RejectCode::InvalidTime,
+                "created_at must be epoch milliseconds or an ISO-8601 time",
+            )
+        })?;
+        if ms < self.min_time || ms > self.now_ms.saturating_add(self.max_future_ms) {
+            return Err(Reject::new(
+                RejectCode::TimeOutOfRange,
+                format!(
+                    "created_at {} is outside the accepted range ({} .. now + {} ms)",
+                    crate::model::iso_time(ms),
+                    crate::model::iso_time(self.min_time),
+                    self.max_future_ms
+                ),
+            ));
+        }
+        Ok(ms)
+    }
+}
+
+/// Parses a decimal in plain or scientific notation, exactly.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    if text.is_empty() || text.len() > 64 {
+        return None;
+    }
+    if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).ok()
+    } else {
+        Decimal::from_str_exact(text).ok()
+    }
+}
+
+/// Parses a time: epoch milliseconds (number or digits) or ISO-8601.
+/// ISO times without an offset are taken as UTC.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(t.timestamp_millis());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use super::*;
+use crate::config::DecodeConfig;
+
+fn decoder() -> Decoder {
+    Decoder::new(Format::Json, &DecodeConfig::default()).unwrap()
+}
+
+const GOOD: &str = r#"{"transaction_id":"t1","customer_id":"c1","account_id":"a1","merchant_id":"m1","transaction_type":"PURCHASE","status":"completed","amount":"123.45","fee_amount":1.5,"currency":"EUR","channel":"web","device_fingerprint":"d1","location":{"country":"DE","city":"Berlin"},"risk_score":0.25,"compliance_flags":["HIGH_RISK"],"created_at":"2026-01-01T10:00:00Z"}"#;
+
+#[test]
+fn decodes_the_reference_shape() {
+    let mut s = Interner::default();
+    let t = decoder().decode(GOOD.as_bytes(), &mut s).unwrap();
+    assert_eq!(&*t.id, "t1");
+    assert_eq!(s.resolve(t.customer), "c1");
+    assert_eq!(t.kind, Kind::Purchase);
+    assert_eq!(t.amount, Decimal::new(12345, 2));
+    assert_eq!(t.fee, Decimal::new(15, 1));
+    assert_eq!(s.resolve(t.country), "DE");
+    assert_eq!(s.resolve(t.city), "Berlin");
+    assert_eq!(t.risk_score, Some(0.25));
+    assert_eq!(t.flags.len(), 1);
+    assert_eq!(t.event_time, 1_767_261_600_000);
+}
+
+#[test]
+fn number_amounts_stay_exact() {
+    let mut s = Interner::default();
+    let line = GOOD.replace(r#""amount":"123.45""#, r#""amount":0.1"#);
+    let t = decoder().decode(line.as_bytes(), &mut s).unwrap();
+    assert_eq!(t.amount.to_string(), "0.1");
+}
+
+fn reject(line: &[u8]) -> RejectCode {
+    let mut s = Interner::default();
+    decoder().decode(line, &mut s).unwrap_err().code
+}
+
+#[test]
+fn every_bad_input_has_its_reason() {
+    let cases: Vec<(Vec<u8>, RejectCode)> = vec![
+        (b"{not json".to_vec(), RejectCode::MalformedJson),
+        (GOOD.as_bytes()[..40].to_vec(), RejectCode::MalformedJson),
+        (b"[1,2]".to_vec(), RejectCode::MalformedJson),
+        (
+            GOOD.replace(r#""customer_id":"c1","#, "").into_bytes(),
+            RejectCode::MissingField,
+        ),
+        (
+            GOOD.replace(r#""transaction_id":"t1""#, r#""transaction_id":"""#)
+                .into_bytes(),
+            RejectCode::MissingField,
+        ),
+        (
+            GOOD.replace(r#""customer_id":"c1""#, r#""customer_id":{"a":1}"#)
+                .into_bytes(),
+            RejectCode::WrongType,
+        ),
+        (
+            GOOD.replace("\"123.45\"", "\"abc\"").into_bytes(),
+            RejectCode::InvalidAmount,
+        ),
+        (
+            GOOD.replace("\"123.45\"", "true").into_bytes(),
+            RejectCode::InvalidAmount,
+        ),
+        (
+            GOOD.replace("\"123.45\"", "-5").into_bytes(),
+            RejectCode::NegativeAmount,
+        ),
+        (
+            GOOD.replace("\"123.45\"", "1e20").into_bytes(),
+            RejectCode::AbsurdAmount,
+        ),
+        (
+            GOOD.replace("PURCHASE", "TELEPORT").into_bytes(),
+            RejectCode::UnknownKind,
+        ),
+        (
+            GOOD.replace("\"completed\"", "\"lost\"").into_bytes(),
+            RejectCode::UnknownStatus,
+        ),
+        (
+            GOOD.replace("2026-01-01T10:00:00Z", "yesterday")
+                .into_bytes(),
+            RejectCode::InvalidTime,
+        ),
+        (
+            GOOD.replace("2026-01-01T10:00:00Z", "1970-01-01T00:00:00Z")
+                .into_bytes(),
+            RejectCode::TimeOutOfRange,
+        ),
+        (
+            GOOD.replace("2026-01-01T10:00:00Z", "2999-01-01T00:00:00Z")
+                .into_bytes(),
+            RejectCode::TimeOutOfRange,
+        ),
+        (
+            GOOD.replace("0.25", "7").into_bytes(),
+            RejectCode::InvalidRiskScore,
+        ),
+        (
+            GOOD.replace(r#"["HIGH_RISK"]"#, "[1]").into_bytes(),
+            RejectCode::WrongType,
+        ),
+        (vec![b'{', 0xff, 0xfe, b'}'], RejectCode::InvalidUtf8),
+        (
+            format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000)).into_bytes(),
+            RejectCode::Oversized,
+        ),
+    ];
+    for (line, code) in cases {
+        assert_eq!(
+            reject(&line),
+            code,
+            "{}",
+            String::from_utf8_lossy(&line[..line.len().min(120)])
+        );
+    }
+}
+
+#[test]
+fn times_parse_in_every_accepted_form() {
+    assert_eq!(parse_time("1767225600000"), Some(1_767_225_600_000));
+    assert_eq!(parse_time("2026-01-01T00:00:00Z"), Some(1_767_225_600_000));
+    assert_eq!(
+        parse_time("2026-01-01T01:00:00+01:00"),
+        Some(1_767_225_600_000)
+    );
+    assert_eq!(
+        parse_time("2026-01-01T00:00:00.250"),
+        Some(1_767_225_600_250)
+    );
+    assert_eq!(parse_time("2026-01-01 00:00:00"), Some(1_767_225_600_000));
+    assert_eq!(parse_time("soon"), None);
+}
+
+#[test]
+fn mapping_reads_other_shapes() {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("customer_id".to_string(), "user.id".to_string());
+    fields.insert("amount".to_string(), "money.value".to_string());
+    let config = DecodeConfig {
+        fields,
+        ..DecodeConfig::default()
+    };
+    let d = Decoder::new(Format::Json, &config).unwrap();
+    let mut s = Interner::default();
+    let line = r#"{"transaction_id":"x","user":{"id":"u9"},"money":{"value":"7.10"},"transaction_type":"deposit","created_at":1767225600000}"#;
+    let t = d.decode(line.as_bytes(), &mut s).unwrap();
+    assert_eq!(s.resolve(t.customer), "u9");
+    assert_eq!(t.amount, Decimal::new(71, 1));
+
+    let mut bad = std::collections::BTreeMap::new();
+    bad.insert("customer".to_string(), "x".to_string());
+    let err = Decoder::new(
+        Format::Json,
+        &DecodeConfig {
+            fields: bad,
+            ..DecodeConfig::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("unknown field \"customer\""), "{err}");
+}
+
+#[test]
+fn csv_rows_decode_and_misfits_are_rejected() {
+    let mut d = Decoder::new(Format::Csv, &DecodeConfig::default()).unwrap();
+    let header = b"transaction_id,customer_id,transaction_type,amount,country,city,compliance_flags,created_at";
+    assert!(d.take_header(header).unwrap());
+    let mut s = Interner::default();
+    let t = d
+        .decode(
+            b"t1,c1,transfer,\"1,000.00\",FR,Paris,HIGH_VALUE|HIGH_RISK,2026-01-01T00:00:00Z",
+            &mut s,
+        )
+        .unwrap_err();
+    assert_eq!(t.code, RejectCode::InvalidAmount);
+    let t = d
+        .decode(
+            b"t1,c1,transfer,1000.00,FR,Paris,HIGH_VALUE|HIGH_RISK,2026-01-01T00:00:00Z",
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(t.flags.len(), 2);
+    assert_eq!(s.resolve(t.city), "Paris");
+    assert_eq!(
+        d.decode(b"t2,c1", &mut s).unwrap_err().code,
+        RejectCode::MalformedCsv
+    );
+}

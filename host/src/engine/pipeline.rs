@@ -1,0 +1,475 @@
+//! The pipeline: source -> decode -> dedup -> watermark -> rule sets and
+//! windows -> router -> sinks, one micro-batch at a time.
+
+use super::batch::BatchBuilder;
+use super::dedup::Dedup;
+use super::router::{self, Router};
+use super::watermark::Watermark;
+use super::window::{Fired, WindowOperator};
+use crate::config::EngineConfig;
+use crate::decode::{Decoder, Reject, RejectCode};
+use crate::metrics::Metrics;
+use crate::model::{stable_hash, Interner, Txn};
+use crate::runtime::bindings::types::{Emit, Window};
+use crate::runtime::{Rule, RuleError, RuleErrorKind};
+use crate::sink::{DeadLetter, LateRecord, Record, SinkError, TableInfo};
+use crate::source::{Poll, RecordBatch, Source};
+use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A run failed as a whole (the stream cannot go on).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed.
+    #[error("source {source_name}: {error}")]
+    Source {
+        /// Which source.
+        source_name: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Records read.
+    pub records: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Late events.
+    pub late: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+struct Slot {
+    rule: Rule,
+    label: String,
+    windows: Vec<WindowOperator>,
+    tables: FxHashMap<String, Arc<TableInfo>>,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    config: EngineConfig,
+    source: Box<dyn Source>,
+    decoder: Decoder,
+    strings: Interner,
+    dedup: Dedup,
+    watermark: Watermark,
+    slots: Vec<Slot>,
+    builder: BatchBuilder,
+    router: Router,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    fired: Vec<Fired>,
+}
+
+impl Pipeline {
+    /// A pipeline over loaded rule sets (run in name order).
+    pub fn new(
+        config: EngineConfig,
+        source: Box<dyn Source>,
+        decoder: Decoder,
+        mut rules: Vec<Rule>,
+        router: Router,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        let slots = rules
+            .into_iter()
+            .map(|rule| {
+                metrics.rule(&rule.name, &rule.version, |_| {});
+                Slot {
+                    label: format!("{}@{}", rule.name, rule.version),
+                    windows: rule
+                        .manifest
+                        .windows
+                        .iter()
+                        .map(WindowOperator::new)
+                        .collect(),
+                    tables: router::tables(&rule.manifest.tables)
+                        .into_iter()
+                        .map(|t| (t.name.clone(), t))
+                        .collect(),
+                    rule,
+                }
+            })
+            .collect();
+        Self {
+            dedup: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
+            watermark: Watermark::new(config.out_of_orderness_ms),
+            config,
+            source,
+            decoder,
+            strings: Interner::default(),
+            slots,
+            builder: BatchBuilder::default(),
+            router,
+            metrics,
+            stop,
+            fired: Vec::new(),
+        }
+    }
+
+    fn reject(&mut self, reject: Reject, raw: &[u8], position: u64) -> Result<(), SinkError> {
+        let source = self.source.name().to_string();
+        let id = stable_hash(&[
+            source.as_bytes(),
+            &position.to_le_bytes(),
+            reject.code.as_str().as_bytes(),
+        ]);
+        self.router.emit(Record::DeadLetter(DeadLetter {
+            id: format!("{id:016x}"),
+            reason: reject.code.as_str().into(),
+            detail: reject.detail,
+            source,
+            position: Some(position),
+            raw: Some(raw.to_vec()),
+            rule: None,
+            events: None,
+            window: None,
+        }))
+    }
+
+    fn events_json(&self, txns: &[Txn]) -> serde_json::Value {
+        serde_json::Value::Array(txns.iter().map(|t| t.to_json(&self.strings)).collect())
+    }
+
+    fn rule_dead_letter(
+        &mut self,
+        error: &RuleError,
+        events: Option<&[Txn]>,
+        window: Option<serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        let first = events.and_then(|e| e.first()).map_or("", |t| &t.id);
+        let window_text = window.as_ref().map(|w| w.to_string()).unwrap_or_default();
+        let id = stable_hash(&[
+            error.rule.as_bytes(),
+            error.kind.as_str().as_bytes(),
+            first.as_bytes(),
+            window_text.as_bytes(),
+        ]);
+        let record = DeadLetter {
+            id: format!("{id:016x}"),
+            reason: error.kind.as_str().into(),
+            detail: error.message.clone(),
+            source: self.source.name().to_string(),
+            position: None,
+            raw: None,
+            rule: Some(error.rule.clone()),
+            events: events.map(|e| self.events_json(e)),
+            window,
+        };
+        self.router.emit(Record::DeadLetter(record))
+    }
+
+    fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<(), SinkError> {
+        for emit in emits {
+            let s = &mut self.slots[slot];
+            match emit {
+                Emit::Alert(a) => {
+                    let record = router::alert(&s.label, &s.rule.name, a);
+                    self.metrics
+                        .rule(&s.rule.name, &s.rule.version, |r| r.alerts += 1);
+                    self.router.emit(Record::Alert(record))?;
+                }
+                Emit::Row(row) => {
+                    let built = match s.tables.get(&row.table) {
+                        Some(table) => router::row(table, &s.label, row.values),
+                        None => Err(format!(
+                            "table {:?} is not declared in the manifest",
+                            row.table
+                        )),
+                    };
+                    match built {
+                        Ok(record) => {
+                            self.metrics
+                                .rule(&s.rule.name, &s.rule.version, |r| r.rows += 1);
+                            self.router.emit(Record::Row(record))?;
+                        }
+                        Err(message) => {
+                            let error = s.rule.fail_output(RuleErrorKind::InvalidOutput, message);
+                            self.note_failure(slot);
+                            self.rule_dead_letter(&error, None, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_failure(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        let quarantined = s.rule.is_quarantined();
+        self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+            r.errors += 1;
+            r.quarantined = quarantined;
+        });
+    }
+
+    fn skip_if_quarantined(&mut self, slot: usize) -> Option<RuleError> {
+        let s = &mut self.slots[slot];
+        let quarantined = s.rule.is_quarantined();
+        self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+            r.quarantined = quarantined;
+            if quarantined {
+                r.skipped += 1;
+            }
+        });
+        quarantined.then(|| RuleError {
+            rule: s.rule.name.clone(),
+            kind: RuleErrorKind::Quarantined,
+            message: format!(
+                "skipped while quarantined after repeated failures (last: {})",
+                s.rule.health.last_error.as_deref().unwrap_or("unknown")
+            ),
+        })
+    }
+
+    fn run_rules(&mut self, txns: &[Txn], watermark_before: i64) -> Result<(), SinkError> {
+        let now = self.watermark.current();
+        if !txns.is_empty() {
+            self.builder.build(txns, &self.strings);
+        }
+        for slot in 0..self.slots.len() {
+            if let (Some(key_by), false) =
+                (self.slots[slot].rule.manifest.state_key, txns.is_empty())
+            {
+                if let Some(skip) = self.skip_if_quarantined(slot) {
+                    self.rule_dead_letter(&skip, Some(txns), None)?;
+                } else {
+                    self.builder.set_state_keys(txns, key_by, &self.strings);
+                    let s = &mut self.slots[slot];
+                    let states: Vec<Option<Vec<u8>>> = self
+                        .builder
+                        .key_texts
+                        .iter()
+                        .map(|k| s.rule.state().get(k).map(<[u8]>::to_vec))
+                        .collect();
+                    let started = Instant::now();
+                    let result = s.rule.on_events(self.builder.batch(), &states, now);
+                    let micros = started.elapsed().as_micros() as u64;
+                    self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+                        r.event_calls += 1;
+                        let _ = r.latency_us.record(micros.max(1));
+                    });
+                    match result {
+                        Ok(result) => {
+                            let s = &mut self.slots[slot];
+                            for (index, state) in result.states {
+                                let Some(key) = self.builder.key_texts.get(index as usize) else {
+                                    continue;
+                                };
+                                match state {
+                                    Some(value) => s.rule.state_mut().set(key, value, now),
+                                    None => s.rule.state_mut().delete(key),
+                                }
+                            }
+                            self.route(slot, result.emits)?;
+                        }
+                        Err(error) => {
+                            self.note_failure(slot);
+                            self.rule_dead_letter(&error, Some(txns), None)?;
+                        }
+                    }
+                }
+            }
+            for w in 0..self.slots[slot].windows.len() {
+                for t in txns {
+                    if !self.slots[slot].windows[w].add(t, watermark_before) {
+                        let late = LateRecord {
+                            rule: self.slots[slot].rule.name.clone(),
+                            window: self.slots[slot].windows[w].name.clone(),
+                            watermark: watermark_before,
+                            event: t.to_json(&self.strings),
+                        };
+                        self.router.emit(Record::Late(late))?;
+                    }
+                }
+            }
+            self.fire_windows(slot, now)?;
+        }
+        Ok(())
+    }
+
+    fn fire_windows(&mut self, slot: usize, watermark: i64) -> Result<(), SinkError> {
+        for w in 0..self.slots[slot].windows.len() {
+            let mut fired = std::mem::take(&mut self.fired);
+            self.slots[slot].windows[w].fire(
+                watermark,
+                &self.strings,
+                &mut self.builder,
+                &mut fired,
+            );
+            let spec = self.slots[slot].windows[w].name.clone();
+            for f in fired.drain(..) {
+                Metrics::inc(&self.metrics.windows_fired);
+                let window = Window {
+                    spec: spec.clone(),
+                    key: f.key,
+                    start: f.start,
+                    end: f.end,
+                    refire: f.refire,
+                };
+                let window_json = || serde_json::json!({"spec": window.spec, "key": window.key, "start": crate::model::iso_time(window.start), "end": crate::model::iso_time(window.end)});
+                if let Some(skip) = self.skip_if_quarantined(slot) {
+                    self.rule_dead_letter(&skip, None, Some(window_json()))?;
+                    continue;
+                }
+                let s = &mut self.slots[slot];
+                let started = Instant::now();
+                let result = s.rule.on_window(&window, &f.values, watermark);
+                let micros = started.elapsed().as_micros() as u64;
+                self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+                    r.window_calls += 1;
+                    let _ = r.latency_us.record(micros.max(1));
+                });
+                match result {
+                    Ok(emits) => self.route(slot, emits)?,
+                    Err(error) => {
+                        self.note_failure(slot);
+                        self.rule_dead_letter(&error, None, Some(window_json()))?;
+                    }
+                }
+            }
+            self.fired = fired;
+        }
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        let wm = self.watermark.current();
+        self.dedup.evict(wm);
+        for s in &mut self.slots {
+            s.rule.state_mut().expire(wm);
+        }
+    }
+
+    /// Runs until the source ends, a bound is reached or `stop` is set; then
+    /// fires every open window and flushes the sinks.
+    pub fn run(&mut self) -> Result<Summary, PipelineError> {
+        let started = Instant::now();
+        let deadline = (self.config.duration_secs > 0)
+            .then(|| started + Duration::from_secs(self.config.duration_secs));
+        let mut raw = RecordBatch::default();
+        let mut txns: Vec<Txn> = Vec::with_capacity(self.config.batch_size);
+        let mut records: u64 = 0;
+        let mut header_pending = self.source.has_header();
+        let mut batches: u64 = 0;
+        let timeout = Duration::from_millis(self.config.batch_timeout_ms.max(1));
+        loop {
+            if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let mut want = self.config.batch_size;
+            if self.config.max_events > 0 {
+                let left = self.config.max_events.saturating_sub(records);
+                if left == 0 {
+                    break;
+                }
+                want = want.min(left as usize);
+            }
+            raw.clear();
+            let poll = self.source.poll(&mut raw, want, timeout).map_err(|error| {
+                PipelineError::Source {
+                    source_name: self.source.name().to_string(),
+                    error,
+                }
+            })?;
+            for i in 0..raw.len() {
+                let (bytes, position) = raw.get(i);
+                if header_pending {
+                    header_pending = false;
+                    match self.decoder.take_header(bytes) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(reject) => {
+                            self.reject(reject, bytes, position)?;
+                            continue;
+                        }
+                    }
+                }
+                records += 1;
+                Metrics::inc(&self.metrics.records);
+                match self.decoder.decode(bytes, &mut self.strings) {
+                    Ok(t) => {
+                        if self.dedup.insert(&t.id, t.event_time) {
+                            txns.push(t);
+                        } else {
+                            Metrics::inc(&self.metrics.duplicates);
+                            let reject = Reject::new(
+                                RejectCode::Duplicate,
+                                format!(
+                                    "transaction_id {} was already seen within the dedup horizon",
+                                    t.id
+                                ),
+                            );
+                            self.reject(reject, bytes, position)?;
+                        }
+                    }
+                    Err(reject) => self.reject(reject, bytes, position)?,
+                }
+            }
+            self.process(&txns)?;
+            self.metrics
+                .events
+                .fetch_add(txns.len() as u64, Ordering::Relaxed);
+            txns.clear();
+            batches += 1;
+            if batches % 64 == 0 {
+                self.housekeeping();
+            }
+            if poll == Poll::Done {
+                break;
+            }
+        }
+        self.watermark.close();
+        self.process(&[])?;
+        self.router.flush()?;
+        let m = &self.metrics;
+        Ok(Summary {
+            records,
+            events: Metrics::get(&m.events),
+            dead_letters: Metrics::get(&m.dead_letters),
+            duplicates: Metrics::get(&m.duplicates),
+            late: Metrics::get(&m.late),
+            alerts: Metrics::get(&m.alerts),
+            rows: Metrics::get(&m.rows),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn process(&mut self, txns: &[Txn]) -> Result<(), SinkError> {
+        let before = self.watermark.current();
+        for t in txns {
+            self.watermark.observe(t.event_time);
+        }
+        self.run_rules(txns, before)?;
+        self.metrics
+            .watermark
+            .store(self.watermark.current(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The loaded rule sets.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.slots.iter().map(|s| &s.rule)
+    }
+}

@@ -1,0 +1,147 @@
+//! Turns what rule sets emit into output records, checking rows against
+//! their tables, and hands them to every sink.
+
+use crate::metrics::Metrics;
+use crate::model::stable_hash;
+use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
+use crate::sink::{value_json, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
+use std::sync::Arc;
+
+/// The output side of the pipeline.
+pub struct Router {
+    sinks: Vec<Box<dyn Sink>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Table infos of a manifest's tables.
+pub fn tables(specs: &[TableSpec]) -> Vec<Arc<TableInfo>> {
+    specs
+        .iter()
+        .map(|t| {
+            Arc::new(TableInfo {
+                name: t.name.clone(),
+                key: t
+                    .key
+                    .iter()
+                    .filter_map(|k| t.columns.iter().position(|c| &c.name == k))
+                    .collect(),
+                columns: t.columns.clone(),
+            })
+        })
+        .collect()
+}
+
+fn check(value: &Value, column: &Column) -> Result<(), String> {
+    let ok = match (value, &column.ty) {
+        (Value::Null, _) => column.nullable,
+        (Value::Boolean(_), ColumnType::Boolean) => true,
+        (Value::Int(_), ColumnType::Int | ColumnType::Time | ColumnType::Float) => true,
+        (Value::Float(_), ColumnType::Float) => true,
+        (Value::Text(_), ColumnType::Text) => true,
+        (Value::Text(s), ColumnType::Json) => {
+            return serde_json::from_str::<serde::de::IgnoredAny>(s)
+                .map(|_| ())
+                .map_err(|e| format!("column {} holds invalid JSON: {e}", column.name))
+        }
+        (Value::Money(d), ColumnType::Money(scale)) => {
+            let exact = rust_decimal::Decimal::new(d.units, u32::from(d.scale)).normalize();
+            if exact.scale() > u32::from(*scale) {
+                return Err(format!(
+                    "column {} is money({scale}) but the value {exact} has {} decimal places; round it in the rule set",
+                    column.name,
+                    exact.scale()
+                ));
+            }
+            true
+        }
+        (Value::Time(_), ColumnType::Time) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "column {} is {}{} but got {value:?}",
+            column.name,
+            crate::runtime::manifest::column_type(&column.ty),
+            if column.nullable {
+                ""
+            } else {
+                " (not nullable)"
+            }
+        ))
+    }
+}
+
+/// Builds a row record, or says why the row does not fit its table.
+pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<RowRecord, String> {
+    if values.len() != table.columns.len() {
+        return Err(format!(
+            "table {} has {} columns but the row has {} values",
+            table.name,
+            table.columns.len(),
+            values.len()
+        ));
+    }
+    for (value, column) in values.iter().zip(&table.columns) {
+        check(value, column).map_err(|e| format!("table {}: {e}", table.name))?;
+    }
+    let key_texts: Vec<String> = table
+        .key
+        .iter()
+        .map(|&i| value_json(&values[i], &table.columns[i].ty).to_string())
+        .collect();
+    let mut parts: Vec<&[u8]> = vec![table.name.as_bytes()];
+    parts.extend(key_texts.iter().map(|k| k.as_bytes()));
+    Ok(RowRecord {
+        table: table.clone(),
+        id: format!("{:016x}", stable_hash(&parts)),
+        rule: rule.to_string(),
+        values,
+    })
+}
+
+/// Builds an alert record with its deterministic id.
+pub fn alert(rule_set: &str, name: &str, alert: Alert) -> AlertRecord {
+    let time = alert.event_time.to_le_bytes();
+    let id = stable_hash(&[
+        name.as_bytes(),
+        alert.rule.as_bytes(),
+        alert.kind.as_bytes(),
+        alert.transaction_id.as_deref().unwrap_or("").as_bytes(),
+        alert.customer_id.as_deref().unwrap_or("").as_bytes(),
+        &time,
+    ]);
+    AlertRecord {
+        id: format!("{id:016x}"),
+        rule_set: rule_set.to_string(),
+        alert,
+    }
+}
+
+impl Router {
+    /// A router writing to `sinks`.
+    pub fn new(sinks: Vec<Box<dyn Sink>>, metrics: Arc<Metrics>) -> Self {
+        Self { sinks, metrics }
+    }
+
+    /// Writes a record to every sink.
+    pub fn emit(&mut self, record: Record) -> Result<(), SinkError> {
+        let counter = match &record {
+            Record::Row(_) => &self.metrics.rows,
+            Record::Alert(_) => &self.metrics.alerts,
+            Record::DeadLetter(_) => &self.metrics.dead_letters,
+            Record::Late(_) => &self.metrics.late,
+        };
+        Metrics::inc(counter);
+        for sink in &mut self.sinks {
+            sink.write(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every sink.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+}

@@ -1,0 +1,536 @@
+//! Native, incremental aggregates declared by manifests.
+//!
+//! Each event updates an accumulator in O(1) (O(flags) for `flag`); results
+//! cross the Wasm boundary only when a window fires.
+
+use crate::engine::batch::BatchBuilder;
+use crate::model::{risk_level, Interner, Kind, Status, Txn, NONE};
+use crate::runtime::bindings::types::{
+    AggregateOp, AggregateSpec, AggregateValue, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
+};
+use crate::runtime::manifest::is_money;
+use rust_decimal::{Decimal, RoundingStrategy};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
+
+/// A Decimal as a WIT decimal (exact: amounts fit in s64 units).
+pub fn wit_decimal(d: Decimal) -> WitDecimal {
+    let mut d = d.normalize();
+    loop {
+        if let Ok(units) = i64::try_from(d.mantissa()) {
+            return WitDecimal {
+                units,
+                scale: d.scale() as u8,
+            };
+        }
+        if d.scale() == 0 {
+            return WitDecimal {
+                units: if d.is_sign_negative() {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                },
+                scale: 0,
+            };
+        }
+        d = d.round_dp_with_strategy(d.scale() - 1, RoundingStrategy::MidpointAwayFromZero);
+    }
+}
+
+/// The kind as in WIT.
+pub fn wit_kind(k: Kind) -> TxnKind {
+    match k {
+        Kind::Purchase => TxnKind::Purchase,
+        Kind::Transfer => TxnKind::Transfer,
+        Kind::WireTransfer => TxnKind::WireTransfer,
+        Kind::Withdrawal => TxnKind::Withdrawal,
+        Kind::Deposit => TxnKind::Deposit,
+        Kind::Payment => TxnKind::Payment,
+        Kind::Refund => TxnKind::Refund,
+        Kind::Other => TxnKind::Other,
+    }
+}
+
+/// The status as in WIT.
+pub fn wit_status(s: Status) -> TxnStatus {
+    match s {
+        Status::Pending => TxnStatus::Pending,
+        Status::Completed => TxnStatus::Completed,
+        Status::Failed => TxnStatus::Failed,
+        Status::Reversed => TxnStatus::Reversed,
+    }
+}
+
+fn kind_of(k: TxnKind) -> Kind {
+    Kind::ALL[k as usize]
+}
+
+fn status_of(s: TxnStatus) -> Status {
+    Status::ALL[s as usize]
+}
+
+#[derive(Clone, Debug)]
+struct Filter {
+    statuses: u8,
+    kinds: u16,
+    flagged: bool,
+}
+
+impl Filter {
+    fn accepts(&self, t: &Txn) -> bool {
+        (self.statuses == 0 || self.statuses & (1 << t.status as u8) != 0)
+            && (self.kinds == 0 || self.kinds & (1 << t.kind as u16) != 0)
+            && (!self.flagged || !t.flags.is_empty())
+    }
+}
+
+/// A compiled aggregate.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    op: AggregateOp,
+    filter: Option<Filter>,
+    bounds: Vec<Decimal>,
+}
+
+/// An accumulator.
+#[derive(Clone, Debug)]
+pub enum Acc {
+    /// count
+    Count(u64),
+    /// sum/avg of money: (sum, n)
+    Money(Decimal, u64),
+    /// sum/avg of numbers: (sum, n)
+    Number(f64, u64),
+    /// min/max of money
+    MoneyExtreme(Option<Decimal>),
+    /// min/max of numbers
+    NumberExtreme(Option<f64>),
+    /// distinct values
+    Distinct(FxHashSet<u64>),
+    /// counts by value
+    CountBy(FxHashMap<u64, u64>),
+    /// sums by value
+    SumBy(FxHashMap<u64, Decimal>),
+    /// counts by band
+    Bands(Vec<u64>),
+    /// the events
+    Collect(Vec<Txn>),
+}
+
+fn money(f: Field, t: &Txn) -> Decimal {
+    if f == Field::Fee {
+        t.fee
+    } else {
+        t.amount
+    }
+}
+
+/// Calls `out` with each category value of field `f` (none for absent values).
+fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
+    let sym = |s: u32| if s == NONE { None } else { Some(u64::from(s)) };
+    let v = match f {
+        Field::Id => Some(crate::model::stable_hash(&[t.id.as_bytes()])),
+        Field::Customer => sym(t.customer),
+        Field::Account => sym(t.account),
+        Field::Merchant => sym(t.merchant),
+        Field::Kind => Some(t.kind as u64),
+        Field::Status => Some(t.status as u64),
+        Field::Currency => sym(t.currency),
+        Field::Channel => sym(t.channel),
+        Field::Device => sym(t.device),
+        Field::Country => sym(t.country),
+        Field::City => sym(t.city),
+        Field::RiskLevel => Some(
+            RISK_LEVELS
+                .iter()
+                .position(|l| *l == risk_level(t.risk_score))
+                .unwrap_or(3) as u64,
+        ),
+        Field::HourOfDay => Some((t.event_time.rem_euclid(86_400_000) / 3_600_000) as u64),
+        Field::Flag => {
+            t.flags.iter().for_each(|f| out(u64::from(*f)));
+            None
+        }
+        Field::Amount | Field::Fee | Field::RiskScore => None,
+    };
+    if let Some(v) = v {
+        out(v);
+    }
+}
+
+fn category_name(f: Field, v: u64, strings: &Interner) -> String {
+    match f {
+        Field::Kind => Kind::ALL
+            .get(v as usize)
+            .map_or("other", |k| k.name())
+            .to_string(),
+        Field::Status => Status::ALL
+            .get(v as usize)
+            .map_or("pending", |s| s.name())
+            .to_string(),
+        Field::RiskLevel => RISK_LEVELS
+            .get(v as usize)
+            .copied()
+            .unwrap_or("UNKNOWN")
+            .to_string(),
+        Field::HourOfDay => format!("{v:02}"),
+        Field::Id => format!("{v:016x}"),
+        _ => strings.resolve(v as u32).to_string(),
+    }
+}
+
+/// Entries sorted largest first, then by name, for deterministic output.
+fn ordered<T: Ord + Copy>(
+    map: &FxHashMap<u64, T>,
+    f: Field,
+    strings: &Interner,
+) -> Vec<(String, T)> {
+    let mut v: Vec<(String, T)> = map
+        .iter()
+        .map(|(k, n)| (category_name(f, *k, strings), *n))
+        .collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+impl Plan {
+    /// Compiles a validated aggregate spec.
+    pub fn new(spec: &AggregateSpec) -> Self {
+        let filter = spec.filter.as_ref().map(|f| Filter {
+            statuses: f
+                .status_in
+                .iter()
+                .fold(0, |m, s| m | 1 << status_of(*s) as u8),
+            kinds: f.kind_in.iter().fold(0, |m, k| m | 1 << kind_of(*k) as u16),
+            flagged: f.flagged,
+        });
+        let bounds = match &spec.op {
+            AggregateOp::CountByBand(b) => b
+                .bounds
+                .iter()
+                .map(|d| Decimal::new(d.units, u32::from(d.scale)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            op: spec.op.clone(),
+            filter,
+            bounds,
+        }
+    }
+
+    /// A fresh accumulator.
+    pub fn empty(&self) -> Acc {
+        match &self.op {
+            AggregateOp::Count => Acc::Count(0),
+            AggregateOp::Sum(f) | AggregateOp::Avg(f) if is_money(*f) => {
+                Acc::Money(Decimal::ZERO, 0)
+            }
+            AggregateOp::Sum(_) | AggregateOp::Avg(_) => Acc::Number(0.0, 0),
+            AggregateOp::Min(f) | AggregateOp::Max(f) if is_money(*f) => Acc::MoneyExtreme(None),
+            AggregateOp::Min(_) | AggregateOp::Max(_) => Acc::NumberExtreme(None),
+            AggregateOp::Distinct(_) => Acc::Distinct(FxHashSet::default()),
+            AggregateOp::CountBy(_) => Acc::CountBy(FxHashMap::default()),
+            AggregateOp::SumBy(_) => Acc::SumBy(FxHashMap::default()),
+            AggregateOp::CountByBand(_) => Acc::Bands(vec![0; self.bounds.len() + 1]),
+            AggregateOp::Collect => Acc::Collect(Vec::new()),
+        }
+    }
+
+    /// Adds an event.
+    pub fn update(&self, acc: &mut Acc, t: &Txn) {
+        if let Some(filter) = &self.filter {
+            if !filter.accepts(t) {
+                return;
+            }
+        }
+        match (&self.op, acc) {
+            (AggregateOp::Count, Acc::Count(n)) => *n += 1,
+            (AggregateOp::Sum(f) | AggregateOp::Avg(f), Acc::Money(sum, n)) => {
+                *sum += money(*f, t);
+                *n += 1;
+            }
+            (AggregateOp::Sum(_) | AggregateOp::Avg(_), Acc::Number(sum, n)) => {
+                if let Some(x) = t.risk_score {
+                    *sum += x;
+                    *n += 1;
+                }
+            }
+            (AggregateOp::Min(f), Acc::MoneyExtreme(m)) => {
+                let x = money(*f, t);
+                *m = Some(m.map_or(x, |m| m.min(x)));
+            }
+            (AggregateOp::Max(f), Acc::MoneyExtreme(m)) => {
+                let x = money(*f, t);
+                *m = Some(m.map_or(x, |m| m.max(x)));
+            }
+            (AggregateOp::Min(_), Acc::NumberExtreme(m)) => {
+                if let Some(x) = t.risk_score {
+                    *m = Some(m.map_or(x, |m| m.min(x)));
+                }
+            }
+            (AggregateOp::Max(_), Acc::NumberExtreme(m)) => {
+                if let Some(x) = t.risk_score {
+                    *m = Some(m.map_or(x, |m| m.max(x)));
+                }
+            }
+            (AggregateOp::Distinct(f), Acc::Distinct(set)) => categories(*f, t, |v| {
+                set.insert(v);
+            }),
+            (AggregateOp::CountBy(f), Acc::CountBy(map)) => {
+                categories(*f, t, |v| *map.entry(v).or_default() += 1)
+            }
+            (AggregateOp::SumBy((g, m)), Acc::SumBy(map)) => {
+                let x = money(*m, t);
+                categories(*g, t, |v| *map.entry(v).or_default() += x);
+            }
+            (AggregateOp::CountByBand(b), Acc::Bands(counts)) => {
+                let x = money(b.field, t);
+                let band = self.bounds.partition_point(|bound| *bound <= x);
+                counts[band] += 1;
+            }
+            (AggregateOp::Collect, Acc::Collect(events)) => events.push(t.clone()),
+            _ => {}
+        }
+    }
+
+    /// Merges `other` into `acc` (session windows).
+    pub fn merge(&self, acc: &mut Acc, other: Acc) {
+        let is_min = matches!(self.op, AggregateOp::Min(_));
+        match (acc, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Money(a, n), Acc::Money(b, m)) => {
+                *a += b;
+                *n += m;
+            }
+            (Acc::Number(a, n), Acc::Number(b, m)) => {
+                *a += b;
+                *n += m;
+            }
+            (Acc::MoneyExtreme(a), Acc::MoneyExtreme(b)) => {
+                *a = match (*a, b) {
+                    (Some(x), Some(y)) => Some(if is_min { x.min(y) } else { x.max(y) }),
+                    (x, y) => x.or(y),
+                }
+            }
+            (Acc::NumberExtreme(a), Acc::NumberExtreme(b)) => {
+                *a = match (*a, b) {
+                    (Some(x), Some(y)) => Some(if is_min { x.min(y) } else { x.max(y) }),
+                    (x, y) => x.or(y),
+                }
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::CountBy(a), Acc::CountBy(b)) => b
+                .into_iter()
+                .for_each(|(k, v)| *a.entry(k).or_default() += v),
+            (Acc::SumBy(a), Acc::SumBy(b)) => b
+                .into_iter()
+                .for_each(|(k, v)| *a.entry(k).or_default() += v),
+            (Acc::Bands(a), Acc::Bands(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+            (Acc::Collect(a), Acc::Collect(b)) => a.extend(b),
+            _ => {}
+        }
+    }
+
+    fn band_label(&self, i: usize) -> String {
+        match (i.checked_sub(1).map(|j| self.bounds[j]), self.bounds.get(i)) {
+            (None, Some(hi)) => format!("<{hi}"),
+            (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
+            (Some(lo), None) => format!(">={lo}"),
+            (None, None) => "all".into(),
+        }
+    }
+
+    /// The result as it crosses to the rule set.
+    pub fn finish(
+        &self,
+        acc: &Acc,
+        strings: &Interner,
+        builder: &mut BatchBuilder,
+    ) -> AggregateValue {
+        let field = |op: &AggregateOp| match op {
+            AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
+            AggregateOp::SumBy((g, _)) => *g,
+            _ => Field::Id,
+        };
+        match acc {
+            Acc::Count(n) => AggregateValue::Count(*n),
+            Acc::Money(sum, n) => match self.op {
+                AggregateOp::Avg(_) if *n == 0 => AggregateValue::Empty,
+                AggregateOp::Avg(_) => AggregateValue::Money(wit_decimal(
+                    (*sum / Decimal::from(*n))
+                        .round_dp_with_strategy(8, RoundingStrategy::MidpointAwayFromZero),
+                )),
+                _ => AggregateValue::Money(wit_decimal(*sum)),
+            },
+            Acc::Number(sum, n) => match self.op {
+                AggregateOp::Avg(_) if *n == 0 => AggregateValue::Empty,
+                AggregateOp::Avg(_) => AggregateValue::Number(sum / *n as f64),
+                _ => AggregateValue::Number(*sum),
+            },
+            Acc::MoneyExtreme(m) => m.map_or(AggregateValue::Empty, |d| {
+                AggregateValue::Money(wit_decimal(d))
+            }),
+            Acc::NumberExtreme(m) => m.map_or(AggregateValue::Empty, AggregateValue::Number),
+            Acc::Distinct(set) => AggregateValue::Count(set.len() as u64),
+            Acc::CountBy(map) => AggregateValue::Counts(ordered(map, field(&self.op), strings)),
+            Acc::SumBy(map) => AggregateValue::Sums(
+                ordered(map, field(&self.op), strings)
+                    .into_iter()
+                    .map(|(k, v)| (k, wit_decimal(v)))
+                    .collect(),
+            ),
+            Acc::Bands(counts) => AggregateValue::Counts(
+                counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (self.band_label(i), *n))
+                    .collect(),
+            ),
+            Acc::Collect(events) => AggregateValue::Events(builder.build(events, strings).clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::types::{Bands, Filter as WitFilter};
+
+    fn txn(strings: &mut Interner, customer: &str, amount: i64, flags: &[&str]) -> Txn {
+        Txn {
+            id: format!("t{amount}{customer}").into(),
+            customer: strings.intern(customer),
+            account: NONE,
+            merchant: NONE,
+            kind: Kind::Purchase,
+            status: Status::Completed,
+            amount: Decimal::new(amount, 2),
+            fee: Decimal::ZERO,
+            currency: strings.intern("USD"),
+            channel: NONE,
+            device: NONE,
+            country: NONE,
+            city: NONE,
+            risk_score: Some(0.5),
+            flags: flags.iter().map(|f| strings.intern(f)).collect(),
+            event_time: 0,
+        }
+    }
+
+    fn spec(op: AggregateOp) -> AggregateSpec {
+        AggregateSpec {
+            name: "x".into(),
+            op,
+            filter: None,
+        }
+    }
+
+    fn run(op: AggregateOp, events: &[Txn], strings: &Interner) -> AggregateValue {
+        let plan = Plan::new(&spec(op));
+        let mut acc = plan.empty();
+        events.iter().for_each(|t| plan.update(&mut acc, t));
+        plan.finish(&acc, strings, &mut BatchBuilder::default())
+    }
+
+    #[test]
+    fn money_aggregates_are_exact() {
+        let mut s = Interner::default();
+        let events: Vec<Txn> = [10, 20, 30, 1]
+            .iter()
+            .map(|a| txn(&mut s, "c", *a, &[]))
+            .collect();
+        assert!(
+            matches!(run(AggregateOp::Sum(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 61, scale: 2 })
+        );
+        let avg = run(AggregateOp::Avg(Field::Amount), &events, &s);
+        assert!(
+            matches!(avg, AggregateValue::Money(d) if d == WitDecimal { units: 1525, scale: 4 }),
+            "{avg:?}"
+        );
+        assert!(
+            matches!(run(AggregateOp::Min(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 1, scale: 2 })
+        );
+        assert!(
+            matches!(run(AggregateOp::Max(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 3, scale: 1 })
+        );
+        assert!(matches!(
+            run(AggregateOp::Min(Field::Amount), &[], &s),
+            AggregateValue::Empty
+        ));
+    }
+
+    #[test]
+    fn grouped_aggregates_count_each_flag() {
+        let mut s = Interner::default();
+        let events = vec![
+            txn(&mut s, "a", 100, &["HIGH_RISK", "HIGH_VALUE"]),
+            txn(&mut s, "b", 200, &["HIGH_RISK"]),
+            txn(&mut s, "a", 300, &[]),
+        ];
+        match run(AggregateOp::CountBy(Field::Flag), &events, &s) {
+            AggregateValue::Counts(c) => {
+                assert_eq!(c, vec![("HIGH_RISK".into(), 2), ("HIGH_VALUE".into(), 1)])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(AggregateOp::Distinct(Field::Customer), &events, &s),
+            AggregateValue::Count(2)
+        ));
+        match run(
+            AggregateOp::SumBy((Field::Customer, Field::Amount)),
+            &events,
+            &s,
+        ) {
+            AggregateValue::Sums(v) => {
+                assert_eq!(v[0].0, "a");
+                assert_eq!(v[0].1, WitDecimal { units: 4, scale: 0 });
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn filters_and_bands() {
+        let mut s = Interner::default();
+        let events = vec![
+            txn(&mut s, "a", 500, &["X"]),
+            txn(&mut s, "a", 5_000, &[]),
+            txn(&mut s, "a", 50_000, &[]),
+        ];
+        let plan = Plan::new(&AggregateSpec {
+            name: "flagged".into(),
+            op: AggregateOp::Count,
+            filter: Some(WitFilter {
+                status_in: vec![],
+                kind_in: vec![],
+                flagged: true,
+            }),
+        });
+        let mut acc = plan.empty();
+        events.iter().for_each(|t| plan.update(&mut acc, t));
+        assert!(matches!(acc, Acc::Count(1)));
+        let bands = AggregateOp::CountByBand(Bands {
+            field: Field::Amount,
+            bounds: vec![
+                WitDecimal {
+                    units: 10,
+                    scale: 0,
+                },
+                WitDecimal {
+                    units: 100,
+                    scale: 0,
+                },
+            ],
+        });
+        match run(bands, &events, &s) {
+            AggregateValue::Counts(c) => assert_eq!(
+                c,
+                vec![("<10".into(), 1), ("10-100".into(), 1), (">=100".into(), 1)]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Event-time windows keyed per spec: tumbling, sliding and session.
+//!
+//! A [`WindowOperator`] holds one spec's panes, `(key, start) -> accumulators`.
+//! A pane fires when the watermark reaches its end, stays until the end plus
+//! the allowed lateness (a late event in that time updates it and it fires
+//! again, with `refire` counting up), and is then purged. An event whose
+//! every window is already purged is late: it is counted and goes to the late
+//! side output.
+
+pub mod aggregate;
+pub mod assign;
+
+use crate::engine::batch::BatchBuilder;
+use crate::model::{Interner, Kind, Txn, NONE};
+use crate::runtime::bindings::types::{AggregateValue, KeyBy, WindowKind, WindowSpec};
+use aggregate::{Acc, Plan};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+
+struct Pane {
+    end: i64,
+    accs: Vec<Acc>,
+    fired: u32,
+    dirty: bool,
+}
+
+/// A window that fired, with its aggregates.
+#[derive(Debug)]
+pub struct Fired {
+    /// The key's value as text (empty for `global`).
+    pub key: String,
+    /// Inclusive start.
+    pub start: i64,
+    /// Exclusive end.
+    pub end: i64,
+    /// Earlier fires of this window.
+    pub refire: u32,
+    /// The aggregates, in declared order.
+    pub values: Vec<AggregateValue>,
+}
+
+/// The panes of one window spec.
+pub struct WindowOperator {
+    /// The spec's name.
+    pub name: String,
+    key_by: KeyBy,
+    kind: WindowKind,
+    lateness: i64,
+    plans: Vec<Plan>,
+    panes: FxHashMap<(u32, i64), Pane>,
+    timers: BTreeSet<(i64, u32, i64)>,
+    purges: BTreeSet<(i64, u32, i64)>,
+    refires: Vec<(u32, i64)>,
+    sessions: FxHashMap<u32, Vec<i64>>,
+    /// Events that arrived after every window they belong to was purged.
+    pub late_events: u64,
+}
+
+impl WindowOperator {
+    /// An operator for a validated spec.
+    pub fn new(spec: &WindowSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            key_by: spec.key,
+            kind: spec.kind,
+            lateness: spec.allowed_lateness_ms,
+            plans: spec.aggregates.iter().map(Plan::new).collect(),
+            panes: FxHashMap::default(),
+            timers: BTreeSet::new(),
+            purges: BTreeSet::new(),
+            refires: Vec::new(),
+            sessions: FxHashMap::default(),
+            late_events: 0,
+        }
+    }
+
+    /// The key of an event, or `None` if it lacks the keyed field.
+    pub fn key_of(key_by: KeyBy, t: &Txn) -> Option<u32> {
+        let present = |s: u32| (s != NONE).then_some(s);
+        match key_by {
+            KeyBy::Customer => present(t.customer),
+            KeyBy::Merchant => present(t.merchant),
+            KeyBy::Account => present(t.account),
+            KeyBy::Country => present(t.country),
+            KeyBy::Kind => Some(t.kind as u32),
+            KeyBy::HourOfDay => Some((t.event_time.rem_euclid(86_400_000) / 3_600_000) as u32),
+            KeyBy::Global => Some(0),
+        }
+    }
+
+    /// The text of a key.
+    pub fn key_text(key_by: KeyBy, key: u32, strings: &Interner) -> String {
+        match key_by {
+            KeyBy::Kind => Kind::ALL
+                .get(key as usize)
+                .map_or("other", |k| k.name())
+                .to_string(),
+            KeyBy::HourOfDay => format!("{key:02}"),
+            KeyBy::Global => String::new(),
+            _ => strings.resolve(key).to_string(),
+        }
+    }
+
+    /// Open panes.
+    pub fn len(&self) -> usize {
+        self.panes.len()
+    }
+
+    /// Whether no pane is open.
+    pub fn is_empty(&self) -> bool {
+        self.panes.is_empty()
+    }
+
+    fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) {
+        let (plans, lateness) = (&self.plans, self.lateness);
+        let pane = self.panes.entry((key, start)).or_insert_with(|| {
+            self.timers.insert((end, key, start));
+            self.purges
+                .insert((end.saturating_add(lateness), key, start));
+            Pane {
+                end,
+                accs: plans.iter().map(Plan::empty).collect(),
+                fired: 0,
+                dirty: false,
+            }
+        });
+        for (plan, acc) in plans.iter().zip(pane.accs.iter_mut()) {
+            plan.update(acc, t);
+        }
+        if pane.fired > 0 && !pane.dirty && !self.timers.contains(&(pane.end, key, start)) {
+            pane.dirty = true;
+            self.refires.push((key, start));
+        }
+    }
+
+    fn is_late(&self, end: i64, watermark: i64) -> bool {
+        watermark != i64::MIN && end.saturating_add(self.lateness) <= watermark
+    }
+
+    /// Adds an event given the watermark before its batch. Returns false if
+    /// the event is late for this spec (counted in `late_events`).
+    pub fn add(&mut self, t: &Txn, watermark: i64) -> bool {
+        let Some(key) = Self::key_of(self.key_by, t) else {
+            return true;
+        };
+        let time = t.event_time;
+        let accepted = match self.kind {
+            WindowKind::Tumbling(size) => {
+                let (start, end) = assign::tumbling(time, size);
+                let ok = !self.is_late(end, watermark);
+                if ok {
+                    self.update(key, start, end, t);
+                }
+                ok
+            }
+            WindowKind::Sliding(s) => {
+                let mut any = false;
+                for (start, end) in assign::sliding(time, s.size_ms, s.slide_ms) {
+                    if !self.is_late(end, watermark) {
+                        any = true;
+                        self.update(key, start, end, t);
+                    }
+                }
+                any
+            }
+            WindowKind::Session(gap) => {
+                let ok = !self.is_late(time.saturating_add(gap), watermark);
+                if ok {
+                    self.add_to_session(key, t, gap);
+                }
+                ok
+            }
+        };
+        if !accepted {
+            self.late_events += 1;
+        }
+        accepted
+    }
+
+    fn add_to_session(&mut self, key: u32, t: &Txn, gap: i64) {
+        let (mut start, mut end) = (t.event_time, t.event_time.saturating_add(gap));
+        let starts = self.sessions.entry(key).or_default();
+        let overlapping: Vec<i64> = starts
+            .iter()
+            .copied()
+            .filter(|s| {
+                let pane_end = self.panes.get(&(key, *s)).map_or(i64::MIN, |p| p.end);
+                *s < end && start < pane_end
+            })
+            .collect();
+        if let [only] = overlapping[..] {
+            let pane_end = self.panes.get(&(key, only)).map_or(i64::MIN, |p| p.end);
+            if only <= start && end <= pane_end {
+                self.update(key, only, pane_end, t);
+                return;
+            }
+        }
+        let mut accs: Vec<Acc> = self.plans.iter().map(Plan::empty).collect();
+        let mut fired = 0;
+        for s in &overlapping {
+            if let Some(pane) = self.panes.remove(&(key, *s)) {
+                self.timers.remove(&(pane.end, key, *s));
+                self.purges
+                    .remove(&(pane.end.saturating_add(self.lateness), key, *s));
+                start = start.min(*s);
+                end = end.max(pane.end);
+                fired = fired.max(pane.fired);
+                for ((plan, acc), other) in self.plans.iter().zip(accs.iter_mut()).zip(pane.accs) {
+                    plan.merge(acc, other);
+                }
+            }
+        }
+        if let Some(starts) = self.sessions.get_mut(&key) {
+            starts.retain(|s| !overlapping.contains(s));
+            starts.push(start);
+        }
+        self.timers.insert((end, key, start));
+        self.purges
+            .insert((end.saturating_add(self.lateness), key, start));
+        self.panes.insert(
+            (key, start),
+            Pane {
+                end,
+                accs,
+                fired,
+                dirty: false,
+            },
+        );
+        self.update(key, start, end, t);
+    }
+
+    /// Fires every window the watermark has reached (and every updated late
+    /// window), then purges windows past their lateness.
+    pub fn fire(
+        &mut self,
+        watermark: i64,
+        strings: &Interner,
+        builder: &mut BatchBuilder,
+        out: &mut Vec<Fired>,
+    ) {
+        let mut ready = Vec::new();
+        while let Some(&(end, key, start)) = self.timers.first() {
+            if end > watermark {
+                break;
+            }
+            self.timers.pop_first();
+            ready.push((key, start));
+        }
+        for (key, start) in std::mem::take(&mut self.refires) {
+            if self.panes.get(&(key, start)).is_some_and(|p| p.dirty) {
+                ready.push((key, start));
+            }
+        }
+        for (key, start) in ready {
+            let Some(pane) = self.panes.get_mut(&(key, start)) else {
+                continue;
+            };
+            let values = self
+                .plans
+                .iter()
+                .zip(&pane.accs)
+                .map(|(plan, acc)| plan.finish(acc, strings, builder))
+                .collect();
+            out.push(Fired {
+                key: Self::key_text(self.key_by, key, strings),
+                start,
+                end: pane.end,
+                refire: pane.fired,
+                values,
+            });
+            pane.fired += 1;
+            pane.dirty = false;
+        }
+        while let Some(&(until, key, start)) = self.purges.first() {
+            if until > watermark {
+                break;
+            }
+            self.purges.pop_first();
+            self.panes.remove(&(key, start));
+            if let Some(starts) = self.sessions.get_mut(&key) {
+                starts.retain(|s| *s != start);
+                if starts.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use super::*;
+use crate::model::Status;
+use crate::runtime::bindings::types::{AggregateOp, AggregateSpec, Field, SlidingWindow};
+use rust_decimal::Decimal;
+
+fn spec(kind: WindowKind, lateness: i64) -> WindowSpec {
+    WindowSpec {
+        name: "w".into(),
+        kind,
+        key: KeyBy::Customer,
+        allowed_lateness_ms: lateness,
+        aggregates: vec![
+            AggregateSpec {
+                name: "n".into(),
+                op: AggregateOp::Count,
+                filter: None,
+            },
+            AggregateSpec {
+                name: "sum".into(),
+                op: AggregateOp::Sum(Field::Amount),
+                filter: None,
+            },
+        ],
+    }
+}
+
+fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Txn {
+    Txn {
+        id: format!("{customer}-{time}").into(),
+        customer: s.intern(customer),
+        account: NONE,
+        merchant: NONE,
+        kind: Kind::Purchase,
+        status: Status::Completed,
+        amount: Decimal::new(cents, 2),
+        fee: Decimal::ZERO,
+        currency: NONE,
+        channel: NONE,
+        device: NONE,
+        country: NONE,
+        city: NONE,
+        risk_score: None,
+        flags: Box::default(),
+        event_time: time,
+    }
+}
+
+fn fire(op: &mut WindowOperator, wm: i64, s: &Interner) -> Vec<(String, i64, i64, u32, u64)> {
+    let mut out = Vec::new();
+    op.fire(wm, s, &mut BatchBuilder::default(), &mut out);
+    out.into_iter()
+        .map(|f| {
+            let n = match f.values[0] {
+                AggregateValue::Count(n) => n,
+                _ => panic!(),
+            };
+            (f.key, f.start, f.end, f.refire, n)
+        })
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_fire_when_the_watermark_passes_their_end() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 0));
+    for (c, t) in [("a", 10), ("a", 99), ("b", 50), ("a", 100)] {
+        assert!(op.add(&txn(&mut s, c, t, 100), i64::MIN));
+    }
+    assert!(fire(&mut op, 99, &s).is_empty());
+    let fired = fire(&mut op, 100, &s);
+    assert_eq!(
+        fired,
+        vec![("a".into(), 0, 100, 0, 2), ("b".into(), 0, 100, 0, 1)]
+    );
+    assert_eq!(op.len(), 1, "fired panes without lateness are purged");
+    assert_eq!(
+        fire(&mut op, i64::MAX, &s),
+        vec![("a".into(), 100, 200, 0, 1)]
+    );
+}
+
+#[test]
+fn late_events_within_lateness_refire_and_beyond_are_counted() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 50));
+    op.add(&txn(&mut s, "a", 10, 100), i64::MIN);
+    assert_eq!(fire(&mut op, 120, &s), vec![("a".into(), 0, 100, 0, 1)]);
+    assert!(op.add(&txn(&mut s, "a", 20, 100), 120), "within lateness");
+    assert_eq!(fire(&mut op, 130, &s), vec![("a".into(), 0, 100, 1, 2)]);
+    assert!(fire(&mut op, 150, &s).is_empty());
+    assert!(!op.add(&txn(&mut s, "a", 30, 100), 150), "beyond lateness");
+    assert_eq!(op.late_events, 1);
+    assert!(op.is_empty());
+}
+
+#[test]
+fn sliding_windows_count_an_event_in_each_overlap() {
+    let mut s = Interner::default();
+    let kind = WindowKind::Sliding(SlidingWindow {
+        size_ms: 30,
+        slide_ms: 10,
+    });
+    let mut op = WindowOperator::new(&spec(kind, 0));
+    op.add(&txn(&mut s, "a", 25, 100), i64::MIN);
+    let fired = fire(&mut op, i64::MAX, &s);
+    let windows: Vec<(i64, i64)> = fired.iter().map(|f| (f.1, f.2)).collect();
+    assert_eq!(windows, vec![(0, 30), (10, 40), (20, 50)]);
+}
+
+#[test]
+fn sessions_merge_across_gaps() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Session(10), 0));
+    for t in [0, 5, 30, 12] {
+        op.add(&txn(&mut s, "a", t, 100), i64::MIN);
+    }
+    // 0, 5 and 12 chain into [0, 22); 30 stands alone.
+    assert_eq!(
+        fire(&mut op, i64::MAX, &s),
+        vec![("a".into(), 0, 22, 0, 3), ("a".into(), 30, 40, 0, 1)]
+    );
+    // A bridging event merges two sessions.
+    let mut op = WindowOperator::new(&spec(WindowKind::Session(10), 0));
+    for t in [0, 15, 8] {
+        op.add(&txn(&mut s, "b", t, 100), i64::MIN);
+    }
+    assert_eq!(fire(&mut op, i64::MAX, &s), vec![("b".into(), 0, 25, 0, 3)]);
+}

@@ -1,0 +1,221 @@
+//! The `edge` command line: parses, sets up logging, calls the library.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edge::config::{ConsoleMode, SourceConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Real-time payments analytics: events in, sandboxed WebAssembly rule sets,
+/// event-time windows and keyed state, results out.
+///
+/// With nothing configured, `edge run --rules guests/*.wasm` generates
+/// realistic payment traffic, runs the rule sets, shows a live summary and
+/// writes JSON lines to ./edge-out/.
+#[derive(Parser)]
+#[command(name = "edge", version, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing syntax: info, warn, edge=debug, ...).
+    #[arg(long, global = true, env = "EDGE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run rule sets over a stream of payment events.
+    Run(RunArgs),
+    /// Generate realistic payment traffic as JSON lines.
+    Gen(GenArgs),
+    /// Inspect rule set components.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print each component's manifest and imports, or exactly why it is not a valid rule set.
+    Check {
+        /// Rule set files or globs.
+        #[arg(required = true, value_name = "WASM")]
+        paths: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Console {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Rule set components: paths or globs (quoted globs are expanded too).
+    #[arg(long, num_args = 1.., value_name = "PATH|GLOB")]
+    rules: Vec<String>,
+    /// Config file (edge.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Event source: `gen` (built-in generator, the default) or `file:PATH` (JSON lines or .csv).
+    #[arg(long, value_name = "gen|file:PATH")]
+    source: Option<String>,
+    /// Directory for the JSON lines output (default ./edge-out).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Stop after this many records, then fire every open window and flush.
+    #[arg(long, value_name = "N")]
+    max_events: Option<u64>,
+    /// Stop after this many seconds, then fire every open window and flush.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Generator: events per second (0: as fast as possible; default 10000).
+    #[arg(long, value_name = "N")]
+    rate: Option<u64>,
+    /// Generator: seed (the same seed gives the same events).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Generator: fraction of dirty records (default 0.01).
+    #[arg(long, value_name = "FRACTION")]
+    dirty: Option<f64>,
+    /// Events per micro-batch (default 1024).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Live console summary.
+    #[arg(long, value_enum)]
+    console: Option<Console>,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Output file (default: standard output).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Number of records.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    events: u64,
+    /// Records per second (0: as fast as possible).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    rate: u64,
+    /// Seed (the same seed gives the same records).
+    #[arg(long, default_value_t = 42, value_name = "N")]
+    seed: u64,
+    /// Fraction of dirty records (malformed, missing fields, negative amounts, ...).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    dirty: f64,
+    /// Fraction of events in planted fraud patterns.
+    #[arg(long, default_value_t = 0.01, value_name = "FRACTION")]
+    fraud: f64,
+    /// Number of customers.
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    customers: u32,
+    /// Also write the customers (JSON lines) for `[dimensions] customers`.
+    #[arg(long, value_name = "PATH")]
+    customers_out: Option<PathBuf>,
+    /// Also write the merchants (JSON lines) for `[dimensions] merchants`.
+    #[arg(long, value_name = "PATH")]
+    merchants_out: Option<PathBuf>,
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = edge::app::load_config(args.config.as_deref())?;
+    if !args.rules.is_empty() {
+        config.rules.paths = args.rules;
+    }
+    if let Some(source) = &args.source {
+        config.source = SourceConfig::parse_flag(source).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(dir) = args.out_dir {
+        config.output.dir = dir;
+    }
+    if let Some(n) = args.max_events {
+        config.engine.max_events = n;
+    }
+    if let Some(n) = args.duration {
+        config.engine.duration_secs = n;
+    }
+    if let Some(n) = args.rate {
+        config.generator.rate = n;
+    }
+    if let Some(n) = args.seed {
+        config.generator.seed = n;
+    }
+    if let Some(f) = args.dirty {
+        config.generator.dirty = f;
+    }
+    if let Some(n) = args.batch_size {
+        config.engine.batch_size = n;
+    }
+    if let Some(c) = args.console {
+        config.output.console = match c {
+            Console::Auto => ConsoleMode::Auto,
+            Console::Always => ConsoleMode::Always,
+            Console::Never => ConsoleMode::Never,
+        };
+    }
+    let stop = edge::app::stop_on_signal();
+    edge::app::run(&config, stop)?;
+    Ok(())
+}
+
+fn gen(args: GenArgs) -> anyhow::Result<()> {
+    let generator = edge::config::GeneratorConfig {
+        seed: args.seed,
+        rate: args.rate,
+        dirty: args.dirty,
+        fraud: args.fraud,
+        customers: args.customers,
+        ..Default::default()
+    };
+    let config = edge::config::Config {
+        generator: generator.clone(),
+        ..Default::default()
+    };
+    config.validate()?;
+    let written = edge::app::gen(&edge::app::GenOptions {
+        generator,
+        events: args.events,
+        out: args.out.clone(),
+        customers: args.customers_out,
+        merchants: args.merchants_out,
+    })?;
+    if let Some(out) = args.out {
+        eprintln!("wrote {written} records to {}", out.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Gen(args) => gen(args),
+        Command::Rules {
+            command: RulesCommand::Check { paths },
+        } => edge::app::expand_rules(&paths).and_then(|paths| {
+            let (report, ok) = edge::app::check(&paths)?;
+            print!("{report}");
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("some files are not valid rule sets"))
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

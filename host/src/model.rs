@@ -1,0 +1,271 @@
+//! The canonical payment event as the host keeps it.
+//!
+//! Repeated strings (customers, merchants, cities, ...) are interned once into
+//! [`Sym`]s, so the hot path hashes and copies `u32`s, not strings.
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
+/// An interned string. `0` is the empty string and stands for "absent".
+pub type Sym = u32;
+
+/// The absent symbol.
+pub const NONE: Sym = 0;
+
+/// Interns strings into [`Sym`]s for the life of a pipeline.
+#[derive(Debug)]
+pub struct Interner {
+    map: FxHashMap<Box<str>, Sym>,
+    strings: Vec<Box<str>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        let mut interner = Self {
+            map: FxHashMap::default(),
+            strings: Vec::new(),
+        };
+        interner.intern("");
+        interner
+    }
+}
+
+impl Interner {
+    /// The symbol of `s`, adding it if new.
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&sym) = self.map.get(s) {
+            return sym;
+        }
+        let sym = self.strings.len() as Sym;
+        self.strings.push(s.into());
+        self.map.insert(s.into(), sym);
+        sym
+    }
+
+    /// The symbol of `s`, if it was interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.map.get(s).copied()
+    }
+
+    /// The string of a symbol.
+    pub fn resolve(&self, sym: Sym) -> &str {
+        self.strings.get(sym as usize).map_or("", |s| s)
+    }
+
+    /// `None` for the absent symbol, else its string.
+    pub fn optional(&self, sym: Sym) -> Option<&str> {
+        (sym != NONE).then(|| self.resolve(sym))
+    }
+
+    /// Number of interned strings.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Whether only the empty string is interned.
+    pub fn is_empty(&self) -> bool {
+        self.strings.len() <= 1
+    }
+}
+
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The canonical (snake_case) name.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses a name, ignoring case and treating `-` and ` ` like `_`.
+            pub fn parse(s: &str) -> Option<Self> {
+                let s = s.trim();
+                Self::ALL.iter().copied().find(|v| {
+                    let name = v.name();
+                    name.len() == s.len()
+                        && name.bytes().zip(s.bytes()).all(|(a, b)| {
+                            let b = match b.to_ascii_lowercase() { b'-' | b' ' => b'_', b => b };
+                            a == b
+                        })
+                })
+            }
+
+            /// The valid names, for error messages.
+            pub fn names() -> String {
+                Self::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// What kind of payment an event is.
+    Kind {
+        /// A card or online purchase.
+        Purchase = "purchase",
+        /// A transfer between accounts.
+        Transfer = "transfer",
+        /// A wire transfer.
+        WireTransfer = "wire_transfer",
+        /// A cash withdrawal.
+        Withdrawal = "withdrawal",
+        /// A deposit.
+        Deposit = "deposit",
+        /// A bill or merchant payment.
+        Payment = "payment",
+        /// A refund.
+        Refund = "refund",
+        /// Anything else the source names `other`.
+        Other = "other",
+    }
+);
+
+named_enum!(
+    /// Where a payment is in its life.
+    Status {
+        /// Not settled yet.
+        Pending = "pending",
+        /// Settled.
+        Completed = "completed",
+        /// Declined or failed.
+        Failed = "failed",
+        /// Reversed after completion.
+        Reversed = "reversed",
+    }
+);
+
+/// The risk level derived from a risk score (LOW < 0.3 <= MEDIUM < 0.7 <= HIGH).
+pub fn risk_level(score: Option<f64>) -> &'static str {
+    match score {
+        None => "UNKNOWN",
+        Some(s) if s < 0.3 => "LOW",
+        Some(s) if s < 0.7 => "MEDIUM",
+        Some(_) => "HIGH",
+    }
+}
+
+/// A validated payment event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Txn {
+    /// Unique transaction id.
+    pub id: Box<str>,
+    /// The paying customer.
+    pub customer: Sym,
+    /// The account, or [`NONE`].
+    pub account: Sym,
+    /// The merchant, or [`NONE`].
+    pub merchant: Sym,
+    /// The kind of payment.
+    pub kind: Kind,
+    /// Its status.
+    pub status: Status,
+    /// Amount, exact, never negative.
+    pub amount: Decimal,
+    /// Fee, exact, never negative.
+    pub fee: Decimal,
+    /// Currency code.
+    pub currency: Sym,
+    /// Channel, or [`NONE`].
+    pub channel: Sym,
+    /// Device fingerprint, or [`NONE`].
+    pub device: Sym,
+    /// Country, or [`NONE`].
+    pub country: Sym,
+    /// City, or [`NONE`].
+    pub city: Sym,
+    /// Risk score in [0, 1], if given.
+    pub risk_score: Option<f64>,
+    /// Compliance flags.
+    pub flags: Box<[Sym]>,
+    /// Event time, ms since the epoch.
+    pub event_time: i64,
+}
+
+impl Txn {
+    /// The event in the reference JSON shape (used for dead letters and side outputs).
+    pub fn to_json(&self, strings: &Interner) -> serde_json::Value {
+        use serde_json::json;
+        let location = (self.country != NONE || self.city != NONE).then(|| {
+            json!({"country": strings.resolve(self.country), "city": strings.resolve(self.city)})
+        });
+        json!({
+            "transaction_id": &*self.id,
+            "customer_id": strings.resolve(self.customer),
+            "account_id": strings.optional(self.account),
+            "merchant_id": strings.optional(self.merchant),
+            "transaction_type": self.kind.name(),
+            "status": self.status.name(),
+            "amount": self.amount.to_string(),
+            "fee_amount": self.fee.to_string(),
+            "currency": strings.resolve(self.currency),
+            "channel": strings.optional(self.channel),
+            "device_fingerprint": strings.optional(self.device),
+            "location": location,
+            "risk_score": self.risk_score,
+            "compliance_flags": self.flags.iter().map(|f| strings.resolve(*f)).collect::<Vec<_>>(),
+            "created_at": self.event_time,
+        })
+    }
+}
+
+/// Formats epoch milliseconds as ISO-8601 UTC with milliseconds.
+pub fn iso_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A stable 64-bit FNV-1a hash, for deterministic output ids.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_in_every_spelling() {
+        assert_eq!(Kind::parse("WIRE_TRANSFER"), Some(Kind::WireTransfer));
+        assert_eq!(Kind::parse("wire-transfer"), Some(Kind::WireTransfer));
+        assert_eq!(Kind::parse(" Purchase "), Some(Kind::Purchase));
+        assert_eq!(Kind::parse("teleport"), None);
+        assert_eq!(Status::parse("COMPLETED"), Some(Status::Completed));
+    }
+
+    #[test]
+    fn interner_keeps_zero_for_absent() {
+        let mut i = Interner::default();
+        assert_eq!(i.intern(""), NONE);
+        let a = i.intern("alice");
+        assert_eq!(i.intern("alice"), a);
+        assert_eq!(i.resolve(a), "alice");
+        assert_eq!(i.optional(NONE), None);
+    }
+
+    #[test]
+    fn iso_time_has_milliseconds() {
+        assert_eq!(iso_time(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn stable_hash_separates_parts() {
+        assert_ne!(stable_hash(&[b"ab", b"c"]), stable_hash(&[b"a", b"bc"]));
+        assert_eq!(stable_hash(&[b"x"]), stable_hash(&[b"x"]));
+    }
+}

@@ -1,0 +1,10 @@
+//! Generated bindings of the `edge:rules` world, in one place.
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "rule-set",
+});
+
+pub use edge::rules::types;
+pub use exports::edge::rules::rule::Guest as RuleExports;

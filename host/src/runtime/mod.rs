@@ -1,0 +1,92 @@
+//! The WebAssembly host for rule sets.
+//!
+//! One [`Runtime`] holds the wasmtime engine, the linker and the epoch ticker.
+//! Each loaded rule set is a [`Rule`]: its own store with a memory cap, a
+//! per-call deadline (epoch interruption) and a deny-all WASI context (no
+//! files, sockets, environment or arguments; fixed clocks and seeded
+//! randomness, so replays are deterministic). A trap re-instantiates the rule
+//! with its keyed state intact; repeated failures quarantine it.
+
+pub mod bindings;
+mod host;
+mod loader;
+pub mod manifest;
+mod rule;
+
+pub use host::HostState;
+pub use loader::{inspect, Inspection, LoadError};
+pub use rule::{Health, Rule, RuleError, RuleErrorKind};
+
+use crate::config::Limits;
+use crate::dims::Dims;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the epoch ticks; deadlines are whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The shared dimension tables, read by rule sets' lookups.
+pub type SharedDims = Arc<RwLock<Dims>>;
+
+/// The engine, the linker and the epoch ticker shared by every rule set.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    dims: SharedDims,
+}
+
+impl Runtime {
+    /// A runtime whose rule sets look dimensions up in `dims`.
+    pub fn new(dims: SharedDims) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(false);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        bindings::RuleSet::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("edge-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker,
+            dims,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads a rule set file: compiles, checks imports, instantiates, reads
+    /// and validates the manifest and runs `init` with `config`.
+    pub fn load(
+        &self,
+        path: &std::path::Path,
+        limits: &Limits,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Rule, LoadError> {
+        loader::load(self, path, limits, config)
+    }
+
+    /// Compiles a component from bytes (for checks and tests).
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::from_binary(&self.engine, bytes)
+    }
+}

@@ -1,0 +1,306 @@
+//! A loaded rule set: its store, its limits, its health.
+
+use super::bindings::{types, RuleSet, RuleSetPre};
+use super::{HostState, SharedDims, EPOCH_TICK};
+use crate::config::Limits;
+use crate::engine::state::KeyedState;
+use std::time::Instant;
+use wasmtime::{Store, Trap};
+
+/// How a call into a rule set failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleErrorKind {
+    /// The rule set returned an error.
+    Returned,
+    /// It ran past the per-call deadline.
+    Timeout,
+    /// It hit the memory cap.
+    OutOfMemory,
+    /// It trapped (panic, unreachable, out-of-bounds, ...).
+    Trap,
+    /// It returned more rows and alerts than `max-emits`.
+    OversizedOutput,
+    /// It returned a row that does not fit its table.
+    InvalidOutput,
+    /// It is quarantined after repeated failures.
+    Quarantined,
+}
+
+impl RuleErrorKind {
+    /// The reason code in dead-letter records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Returned => "rule_error",
+            Self::Timeout => "rule_timeout",
+            Self::OutOfMemory => "rule_out_of_memory",
+            Self::Trap => "rule_trap",
+            Self::OversizedOutput => "rule_oversized_output",
+            Self::InvalidOutput => "rule_invalid_output",
+            Self::Quarantined => "rule_quarantined",
+        }
+    }
+}
+
+/// A failed call, with what a user needs to act on it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("rule set {rule}: {kind:?}: {message}")]
+pub struct RuleError {
+    /// The rule set.
+    pub rule: String,
+    /// What went wrong.
+    pub kind: RuleErrorKind,
+    /// Details.
+    pub message: String,
+}
+
+/// Failure bookkeeping of a rule set.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Failures since load.
+    pub failures: u64,
+    /// Calls since load.
+    pub calls: u64,
+    /// Quarantined until this instant (forever when `quarantine-ms` is 0).
+    pub quarantined_until: Option<Option<Instant>>,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// A loaded, running rule set.
+pub struct Rule {
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+    /// The file it was loaded from.
+    pub path: std::path::PathBuf,
+    /// Hex hash of the file's bytes.
+    pub hash: String,
+    /// The validated manifest.
+    pub manifest: types::Manifest,
+    /// Limits in force.
+    pub limits: Limits,
+    /// Failure bookkeeping.
+    pub health: Health,
+    pub(super) config: Vec<(String, String)>,
+    pub(super) pre: RuleSetPre<HostState>,
+    pub(super) store: Store<HostState>,
+    pub(super) instance: RuleSet,
+    pub(super) dims: SharedDims,
+}
+
+fn classify(rule: &str, err: wasmtime::Error, limits: &Limits) -> RuleError {
+    let kind = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RuleErrorKind::Timeout,
+        _ => {
+            let text = format!("{err:?}");
+            if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
+                RuleErrorKind::OutOfMemory
+            } else {
+                RuleErrorKind::Trap
+            }
+        }
+    };
+    let message = match kind {
+        RuleErrorKind::Timeout => format!("ran past its {} ms deadline", limits.deadline_ms),
+        RuleErrorKind::OutOfMemory => {
+            format!("exceeded its {} MiB memory cap: {err}", limits.memory_mib)
+        }
+        _ => {
+            let mut m = format!("{err}");
+            if let Some(source) = err.source() {
+                m.push_str(&format!(": {source}"));
+            }
+            m
+        }
+    };
+    RuleError {
+        rule: rule.to_string(),
+        kind,
+        message,
+    }
+}
+
+pub(super) fn new_store(
+    engine: &wasmtime::Engine,
+    name: &str,
+    state: KeyedState,
+    dims: SharedDims,
+    limits: &Limits,
+) -> Store<HostState> {
+    let memory = usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let mut store = Store::new(
+        engine,
+        HostState::new(name.to_string(), state, dims, memory),
+    );
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
+impl Rule {
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    }
+
+    /// Whether the rule set is quarantined now; lifts an expired quarantine.
+    pub fn is_quarantined(&mut self) -> bool {
+        match self.health.quarantined_until {
+            None => false,
+            Some(None) => true,
+            Some(Some(until)) if Instant::now() < until => true,
+            Some(Some(_)) => {
+                tracing::info!(rule = %self.name, "quarantine over; trying the rule set again");
+                self.health.quarantined_until = None;
+                self.health.consecutive_failures = 0;
+                false
+            }
+        }
+    }
+
+    fn record_failure(&mut self, error: &RuleError) {
+        self.health.failures += 1;
+        self.health.consecutive_failures += 1;
+        self.health.last_error = Some(error.to_string());
+        if self.health.consecutive_failures >= self.limits.quarantine_after.max(1) {
+            let until = (self.limits.quarantine_ms > 0).then(|| {
+                Instant::now() + std::time::Duration::from_millis(self.limits.quarantine_ms)
+            });
+            self.health.quarantined_until = Some(until);
+            tracing::error!(
+                rule = %self.name,
+                failures = self.health.consecutive_failures,
+                "rule set quarantined after repeated failures: {}",
+                error.message
+            );
+        } else {
+            tracing::warn!(rule = %self.name, "{}", error);
+        }
+    }
+
+    /// Replaces a trapped instance with a fresh one, keeping the keyed state.
+    fn reinstantiate(&mut self) {
+        let state = std::mem::take(&mut self.store.data_mut().state);
+        let now = self.store.data().now;
+        let engine = self.store.engine().clone();
+        let mut store = new_store(&engine, &self.name, state, self.dims.clone(), &self.limits);
+        store.data_mut().now = now;
+        store.set_epoch_deadline(self.deadline_ticks());
+        match self.pre.instantiate(&mut store) {
+            Ok(instance) => {
+                let init = instance
+                    .edge_rules_rule()
+                    .call_init(&mut store, &self.config);
+                if !matches!(init, Ok(Ok(()))) {
+                    tracing::error!(rule = %self.name, "re-instantiated rule set failed init");
+                }
+                self.store = store;
+                self.instance = instance;
+            }
+            Err(e) => {
+                tracing::error!(rule = %self.name, "cannot re-instantiate rule set: {e:#}");
+                self.store.data_mut().state = std::mem::take(&mut store.data_mut().state);
+            }
+        }
+    }
+
+    /// Calls into the guest with the deadline set, classifying failures.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&RuleSet, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, RuleError> {
+        self.health.calls += 1;
+        let ticks = self.deadline_ticks();
+        self.store.set_epoch_deadline(ticks);
+        let result = match f(&self.instance, &mut self.store) {
+            Ok(Ok(r)) => {
+                self.health.consecutive_failures = 0;
+                return Ok(r);
+            }
+            Ok(Err(message)) => RuleError {
+                rule: self.name.clone(),
+                kind: RuleErrorKind::Returned,
+                message,
+            },
+            Err(trap) => {
+                let error = classify(&self.name, trap, &self.limits);
+                self.reinstantiate();
+                error
+            }
+        };
+        self.record_failure(&result);
+        Err(result)
+    }
+
+    /// Records a failure found after a call returned (oversized or invalid output).
+    pub fn fail_output(&mut self, kind: RuleErrorKind, message: String) -> RuleError {
+        let error = RuleError {
+            rule: self.name.clone(),
+            kind,
+            message,
+        };
+        self.record_failure(&error);
+        error
+    }
+
+    /// `on-events` for a batch with its states; the event time `now` stamps state writes.
+    pub fn on_events(
+        &mut self,
+        batch: &types::EventBatch,
+        states: &[Option<Vec<u8>>],
+        now: i64,
+    ) -> Result<types::EventsResult, RuleError> {
+        self.store.data_mut().now = now;
+        let result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
+        if result.emits.len() > self.limits.max_emits {
+            return Err(self.fail_output(
+                RuleErrorKind::OversizedOutput,
+                format!(
+                    "returned {} rows and alerts for one batch; the limit (max-emits) is {}",
+                    result.emits.len(),
+                    self.limits.max_emits
+                ),
+            ));
+        }
+        Ok(result)
+    }
+
+    /// `on-window` for a fired window.
+    pub fn on_window(
+        &mut self,
+        window: &types::Window,
+        aggregates: &[types::AggregateValue],
+        now: i64,
+    ) -> Result<Vec<types::Emit>, RuleError> {
+        self.store.data_mut().now = now;
+        let emits = self.call(|i, s| i.edge_rules_rule().call_on_window(s, window, aggregates))?;
+        if emits.len() > self.limits.max_emits {
+            return Err(self.fail_output(
+                RuleErrorKind::OversizedOutput,
+                format!(
+                    "returned {} rows and alerts for one window; the limit (max-emits) is {}",
+                    emits.len(),
+                    self.limits.max_emits
+                ),
+            ));
+        }
+        Ok(emits)
+    }
+
+    /// The rule set's keyed state.
+    pub fn state(&self) -> &KeyedState {
+        &self.store.data().state
+    }
+
+    /// The rule set's keyed state, to update.
+    pub fn state_mut(&mut self) -> &mut KeyedState {
+        &mut self.store.data_mut().state
+    }
+
+    /// Linear memory in use by the instance, bytes.
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.limits.memory_mib << 20
+    }
+}

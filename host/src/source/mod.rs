@@ -1,0 +1,87 @@
+//! Where raw records come from: the built-in generator or a file.
+//!
+//! A source fills a reusable [`RecordBatch`] (one byte buffer, record ends
+//! and positions), so reading allocates nothing per record once warm.
+
+mod file;
+mod gen;
+
+pub use file::FileSource;
+pub use gen::GenSource;
+
+/// Raw records with their positions in the source.
+#[derive(Default, Debug)]
+pub struct RecordBatch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    positions: Vec<u64>,
+}
+
+impl RecordBatch {
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.positions.clear();
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, bytes: &[u8], position: u64) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+        self.positions.push(position);
+    }
+
+    /// The buffer to write the next record into; finish it with [`Self::commit`].
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Ends the record written into [`Self::buffer`] since the last one.
+    pub fn commit(&mut self, position: u64) {
+        self.ends.push(self.data.len());
+        self.positions.push(position);
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Record `i`: its bytes and position.
+    pub fn get(&self, i: usize) -> (&[u8], u64) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (&self.data[start..self.ends[i]], self.positions[i])
+    }
+}
+
+/// What a poll of a source found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Records were added (possibly none yet; poll again).
+    Ready,
+    /// The source has no more records.
+    Done,
+}
+
+/// A source of raw records.
+pub trait Source: Send {
+    /// A name for dead-letter positions and logs (`gen`, `file:PATH`).
+    fn name(&self) -> &str;
+    /// Adds up to `max` records to `batch`, waiting at most `timeout` for them.
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<Poll>;
+    /// Whether the first record is a CSV header.
+    fn has_header(&self) -> bool {
+        false
+    }
+}
