@@ -1,1 +1,89 @@
-fn main() {}
+//! Compiles every guest (the five rule sets and the hostile test guests) for
+//! `wasm32-wasip2` and writes their paths as constants, so a plain
+//! `cargo test` needs nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: &[&str] = &[
+    "fraud",
+    "anomaly",
+    "compliance",
+    "lifecycle",
+    "merchant",
+    "looper",
+    "memhog",
+    "trapper",
+    "flood",
+];
+
+fn watch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            watch(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?)
+        .join("..")
+        .canonicalize()?;
+    watch(&root.join("guests"));
+    watch(&root.join("wit"));
+    let target_dir = root.join("target").join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("guests").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "building the guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
+    );
+    let mut constants = String::new();
+    for guest in GUESTS {
+        let path = target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{guest}.wasm"));
+        anyhow::ensure!(
+            path.is_file(),
+            "guest {guest} was not built at {}",
+            path.display()
+        );
+        constants.push_str(&format!(
+            "/// Path of the `{guest}` guest component.\npub const {}: &str = {:?};\n",
+            guest.to_uppercase(),
+            path.display().to_string()
+        ));
+    }
+    std::fs::write(
+        PathBuf::from(std::env::var("OUT_DIR")?).join("guests.rs"),
+        constants,
+    )?;
+    Ok(())
+}

@@ -1,1 +1,6 @@
-//! x
+//! edge's integration tests: one binary, a module per topic.
+
+mod cli;
+mod dead_letters;
+mod hostile;
+mod rule_sets;

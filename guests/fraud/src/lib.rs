@@ -135,9 +135,11 @@ impl RuleSet for Fraud {
             match key.as_str() {
                 "rapid-orders-limit" => RAPID_LIMIT.store(parsed, Ordering::Relaxed),
                 "high-amount-factor" => HIGH_FACTOR.store(parsed, Ordering::Relaxed),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown config key {other:?} (known: rapid-orders-limit, high-amount-factor)"
-                )),
+                ))
+                }
             }
         }
         Ok(())

@@ -466,7 +466,10 @@ pub fn decimal(d: WitDecimal) -> Decimal {
 /// An exact [`Decimal`] as a WIT decimal. Values whose digits do not fit an
 /// `s64` lose decimal places (rounded half-up) until they do.
 pub fn money(d: Decimal) -> WitDecimal {
-    let mut d = d.normalize();
+    let mut d = d;
+    if i64::try_from(d.mantissa()).is_err() {
+        d = d.normalize();
+    }
     loop {
         if let Ok(units) = i64::try_from(d.mantissa()) {
             return WitDecimal {

@@ -306,7 +306,11 @@ impl Decoder {
                 format!("{name} {d} exceeds decode.max-amount {}", self.max_amount),
             ));
         }
-        let d = d.normalize();
+        let d = if d.scale() > MAX_SCALE {
+            d.normalize()
+        } else {
+            d
+        };
         if d.scale() > MAX_SCALE {
             return Err(Reject::new(
                 RejectCode::AbsurdAmount,

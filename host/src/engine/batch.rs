@@ -228,7 +228,8 @@ mod tests {
         let txns = vec![t("a", 150, 2), t("b", 1, 3)];
         let mut b = BatchBuilder::default();
         b.build(&txns, &s);
-        let batch = b.set_state_keys(&txns, KeyBy::Customer, &s);
+        b.set_state_keys(&txns, KeyBy::Customer, &s);
+        let batch = b.batch();
         assert_eq!(batch.dict, vec!["", "a", "cust", "b"]);
         assert_eq!(batch.customers, vec![2, 2]);
         assert_eq!(batch.money_scale, 3);

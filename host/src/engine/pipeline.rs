@@ -73,6 +73,8 @@ pub struct Pipeline {
     watermark: Watermark,
     slots: Vec<Slot>,
     builder: BatchBuilder,
+    /// For `collect` aggregates at fire time, apart from the batch in flight.
+    collect_builder: BatchBuilder,
     router: Router,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -120,6 +122,7 @@ impl Pipeline {
             strings: Interner::default(),
             slots,
             builder: BatchBuilder::default(),
+            collect_builder: BatchBuilder::default(),
             router,
             metrics,
             stop,
@@ -179,7 +182,10 @@ impl Pipeline {
         self.router.emit(Record::DeadLetter(record))
     }
 
-    fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<(), SinkError> {
+    /// Routes a call's emits; a row that does not fit its table is a failure
+    /// of the rule set. Returns whether everything was accepted.
+    fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<bool, SinkError> {
+        let mut all_valid = true;
         for emit in emits {
             let s = &mut self.slots[slot];
             match emit {
@@ -204,6 +210,7 @@ impl Pipeline {
                             self.router.emit(Record::Row(record))?;
                         }
                         Err(message) => {
+                            all_valid = false;
                             let error = s.rule.fail_output(RuleErrorKind::InvalidOutput, message);
                             self.note_failure(slot);
                             self.rule_dead_letter(&error, None, None)?;
@@ -212,7 +219,10 @@ impl Pipeline {
                 }
             }
         }
-        Ok(())
+        if all_valid {
+            self.slots[slot].rule.succeeded();
+        }
+        Ok(all_valid)
     }
 
     fn note_failure(&mut self, slot: usize) {
@@ -315,7 +325,7 @@ impl Pipeline {
             self.slots[slot].windows[w].fire(
                 watermark,
                 &self.strings,
-                &mut self.builder,
+                &mut self.collect_builder,
                 &mut fired,
             );
             let spec = self.slots[slot].windows[w].name.clone();
@@ -342,7 +352,9 @@ impl Pipeline {
                     let _ = r.latency_us.record(micros.max(1));
                 });
                 match result {
-                    Ok(emits) => self.route(slot, emits)?,
+                    Ok(emits) => {
+                        self.route(slot, emits)?;
+                    }
                     Err(error) => {
                         self.note_failure(slot);
                         self.rule_dead_letter(&error, None, Some(window_json()))?;

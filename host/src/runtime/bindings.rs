@@ -4,6 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "rule-set",
+    additional_derives: [PartialEq],
 });
 
 pub use edge::rules::types;

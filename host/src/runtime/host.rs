@@ -5,6 +5,7 @@ use super::SharedDims;
 use crate::engine::state::KeyedState;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
@@ -36,6 +37,7 @@ impl HostMonotonicClock for FixedMonotonicClock {
 /// The data of one rule set's store.
 pub struct HostState {
     wasi: WasiCtx,
+    stderr: MemoryOutputPipe,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
     /// The rule set's name, for logs.
@@ -50,7 +52,9 @@ pub struct HostState {
 impl HostState {
     /// A store's data with a memory cap of `memory_bytes`.
     pub fn new(rule: String, state: KeyedState, dims: SharedDims, memory_bytes: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(8 * 1024);
         let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
             .wall_clock(FixedWallClock)
             .monotonic_clock(FixedMonotonicClock)
             .secure_random(wasmtime_wasi::random::Deterministic::new(vec![
@@ -66,6 +70,7 @@ impl HostState {
             .build();
         Self {
             wasi,
+            stderr,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
@@ -79,6 +84,18 @@ impl HostState {
             now: i64::MIN,
             dims,
         }
+    }
+}
+
+impl HostState {
+    /// The last line the guest wrote to stderr (a panic message, usually).
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("note: "))
+            .map(|l| l.chars().take(500).collect())
     }
 }
 

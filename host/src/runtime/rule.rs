@@ -91,30 +91,35 @@ pub struct Rule {
     pub(super) dims: SharedDims,
 }
 
-fn classify(rule: &str, err: wasmtime::Error, limits: &Limits) -> RuleError {
+fn classify(
+    rule: &str,
+    err: wasmtime::Error,
+    limits: &Limits,
+    stderr: Option<String>,
+) -> RuleError {
+    // The chain holds the backtrace context and, at its root, the cause.
+    let cause = err.root_cause().to_string();
+    let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RuleErrorKind::Timeout,
-        _ => {
-            let text = format!("{err:?}");
-            if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
-                RuleErrorKind::OutOfMemory
-            } else {
-                RuleErrorKind::Trap
-            }
+        _ if chain
+            .iter()
+            .any(|m| m.contains("memory") && (m.contains("grow") || m.contains("limit"))) =>
+        {
+            RuleErrorKind::OutOfMemory
         }
+        _ => RuleErrorKind::Trap,
     };
     let message = match kind {
         RuleErrorKind::Timeout => format!("ran past its {} ms deadline", limits.deadline_ms),
-        RuleErrorKind::OutOfMemory => {
-            format!("exceeded its {} MiB memory cap: {err}", limits.memory_mib)
-        }
-        _ => {
-            let mut m = format!("{err}");
-            if let Some(source) = err.source() {
-                m.push_str(&format!(": {source}"));
-            }
-            m
-        }
+        RuleErrorKind::OutOfMemory => format!(
+            "exceeded its {} MiB memory cap ({cause})",
+            limits.memory_mib
+        ),
+        _ => match stderr {
+            Some(line) => format!("trapped: {cause}; the rule set said: {line}"),
+            None => format!("trapped: {cause}"),
+        },
     };
     RuleError {
         rule: rule.to_string(),
@@ -160,7 +165,10 @@ impl Rule {
         }
     }
 
+    /// Counts a failure and replaces the instance: whatever the failed call
+    /// left in the guest's memory is dropped; keyed state lives in the host.
     fn record_failure(&mut self, error: &RuleError) {
+        self.reinstantiate();
         self.health.failures += 1;
         self.health.consecutive_failures += 1;
         self.health.last_error = Some(error.to_string());
@@ -215,23 +223,24 @@ impl Rule {
         let ticks = self.deadline_ticks();
         self.store.set_epoch_deadline(ticks);
         let result = match f(&self.instance, &mut self.store) {
-            Ok(Ok(r)) => {
-                self.health.consecutive_failures = 0;
-                return Ok(r);
-            }
+            Ok(Ok(r)) => return Ok(r),
             Ok(Err(message)) => RuleError {
                 rule: self.name.clone(),
                 kind: RuleErrorKind::Returned,
                 message,
             },
             Err(trap) => {
-                let error = classify(&self.name, trap, &self.limits);
-                self.reinstantiate();
-                error
+                let stderr = self.store.data().last_stderr_line();
+                classify(&self.name, trap, &self.limits, stderr)
             }
         };
         self.record_failure(&result);
         Err(result)
+    }
+
+    /// Marks a call whose output was all accepted: the failure streak ends.
+    pub fn succeeded(&mut self) {
+        self.health.consecutive_failures = 0;
     }
 
     /// Records a failure found after a call returned (oversized or invalid output).

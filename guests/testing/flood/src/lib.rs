@@ -1,4 +1,4 @@
-//! Test-only hostile rule set: answers every batch with a million alerts (oversized output).
+//! Test-only hostile rule set: answers every batch with 110,000 alerts, over the default max-emits of 100,000 (oversized output).
 
 use edge_rule_sdk::{Batch, Emit, KeyBy, Manifest, RuleSet, States};
 
@@ -17,15 +17,15 @@ impl RuleSet for Hostile {
     }
 
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
-        Ok((0..1_000_000)
-            .map(|n| {
+        Ok((0..110_000)
+            .map(|_| {
                 Emit::Alert(edge_rule_sdk::Alert {
-                    rule: "flood".into(),
-                    kind: "FLOOD".into(),
+                    rule: "f".into(),
+                    kind: "F".into(),
                     severity: edge_rule_sdk::Severity::Low,
                     score: 0.0,
                     transaction_id: None,
-                    customer_id: Some(batch.customer(n % batch.len()).to_string()),
+                    customer_id: None,
                     reason: String::new(),
                     event_time: batch.event_time(0),
                 })

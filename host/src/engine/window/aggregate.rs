@@ -16,7 +16,10 @@ const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
 
 /// A Decimal as a WIT decimal (exact: amounts fit in s64 units).
 pub fn wit_decimal(d: Decimal) -> WitDecimal {
-    let mut d = d.normalize();
+    let mut d = d;
+    if i64::try_from(d.mantissa()).is_err() {
+        d = d.normalize();
+    }
     loop {
         if let Ok(units) = i64::try_from(d.mantissa()) {
             return WitDecimal {
@@ -453,7 +456,7 @@ mod tests {
             matches!(run(AggregateOp::Min(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 1, scale: 2 })
         );
         assert!(
-            matches!(run(AggregateOp::Max(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 3, scale: 1 })
+            matches!(run(AggregateOp::Max(Field::Amount), &events, &s), AggregateValue::Money(d) if d == WitDecimal { units: 30, scale: 2 })
         );
         assert!(matches!(
             run(AggregateOp::Min(Field::Amount), &[], &s),
@@ -486,7 +489,13 @@ mod tests {
         ) {
             AggregateValue::Sums(v) => {
                 assert_eq!(v[0].0, "a");
-                assert_eq!(v[0].1, WitDecimal { units: 4, scale: 0 });
+                assert_eq!(
+                    v[0].1,
+                    WitDecimal {
+                        units: 400,
+                        scale: 2
+                    }
+                );
             }
             other => panic!("{other:?}"),
         }

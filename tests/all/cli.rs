@@ -1,0 +1,352 @@
+//! The `edge` binary run as a user would.
+
+use edge_tests::{edge_bin, guests, read_jsonl};
+use rust_decimal::Decimal;
+use std::collections::{BTreeSet, HashSet};
+use std::process::Command;
+use std::str::FromStr;
+
+fn edge(args: &[&str]) -> std::process::Output {
+    Command::new(edge_bin())
+        .args(args)
+        .env("EDGE_LOG", "warn")
+        .output()
+        .expect("run edge")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn gen_then_run_from_file_matches_an_independent_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let input_s = input.to_str().unwrap();
+    let out = edge(&[
+        "gen", "--out", input_s, "--events", "20000", "--rate", "0", "--seed", "7", "--dirty",
+        "0.02",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out_dir = dir.path().join("out");
+    let source = format!("file:{input_s}");
+    let mut args = vec![
+        "run",
+        "--source",
+        &source,
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--console",
+        "never",
+        "--rules",
+    ];
+    args.extend(guests::RULE_SETS);
+    let run = edge(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("records 20000"), "{}", text(&run));
+
+    // Independently: every line not in the dead-letter file is a valid event.
+    let dead = read_jsonl(&out_dir.join("dead_letter.jsonl"));
+    assert!(dead.len() > 300, "about 2% dirty records: {}", dead.len());
+    let rejected: HashSet<u64> = dead
+        .iter()
+        .map(|d| d["position"].as_u64().unwrap())
+        .collect();
+    let bytes = std::fs::read(&input).unwrap();
+    let lines: Vec<serde_json::Value> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .filter(|(i, _)| !rejected.contains(&(*i as u64 + 1)))
+        .map(|(_, l)| serde_json::from_slice(l).unwrap())
+        .collect();
+    let with_merchant: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("merchant_id").is_some())
+        .collect();
+    let expected_revenue: Decimal = with_merchant
+        .iter()
+        .map(|l| Decimal::from_str(l["amount"].as_str().unwrap()).unwrap())
+        .sum();
+
+    let merchant = read_jsonl(&out_dir.join("merchant_metrics.jsonl"));
+    let revenue: Decimal = merchant
+        .iter()
+        .map(|r| Decimal::from_str(r["revenue"].as_str().unwrap()).unwrap())
+        .sum();
+    let count: u64 = merchant
+        .iter()
+        .map(|r| r["transaction_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(revenue, expected_revenue);
+    assert_eq!(count, with_merchant.len() as u64);
+    for table in ["compliance_metrics", "customer_lifecycle"] {
+        let rows = read_jsonl(&out_dir.join(format!("{table}.jsonl")));
+        let n: u64 = rows
+            .iter()
+            .map(|r| r["transaction_count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            n,
+            lines.len() as u64,
+            "{table} counts every valid event once"
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r["window_start"].is_string() && r["window_end"].is_string()));
+    }
+    let kinds: BTreeSet<String> = read_jsonl(&out_dir.join("alerts.jsonl"))
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap().to_string())
+        .collect();
+    for kind in [
+        "RAPID_ORDERS",
+        "LOCATION_ANOMALY",
+        "HIGH_AMOUNT",
+        "CARD_TESTING",
+        "STATISTICAL_OUTLIER",
+        "VELOCITY_ANOMALY",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "the planted fraud finds {kind}: {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn the_generator_source_and_its_file_give_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let customers = dir.path().join("customers.jsonl");
+    let merchants = dir.path().join("merchants.jsonl");
+    let gen = edge(&[
+        "gen",
+        "--out",
+        input.to_str().unwrap(),
+        "--events",
+        "5000",
+        "--rate",
+        "0",
+        "--seed",
+        "3",
+        "--dirty",
+        "0.01",
+        "--customers-out",
+        customers.to_str().unwrap(),
+        "--merchants-out",
+        merchants.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success(), "{}", text(&gen));
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dimensions]\ncustomers = {:?}\nmerchants = {:?}\n",
+            customers.display().to_string(),
+            merchants.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |source: &str, out: &str| {
+        let out_dir = dir.path().join(out);
+        let config = config.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            "--source",
+            source,
+            "--max-events",
+            "5000",
+            "--rate",
+            "0",
+            "--seed",
+            "3",
+            "--dirty",
+            "0.01",
+        ];
+        args.extend(["--config", config]);
+        args.extend([
+            "--console",
+            "never",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--rules",
+        ]);
+        args.extend(guests::RULE_SETS);
+        let o = edge(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        out_dir
+    };
+    let from_gen = run("gen", "a");
+    let from_file = run(&format!("file:{}", input.display()), "b");
+    for table in [
+        "merchant_metrics",
+        "compliance_metrics",
+        "customer_lifecycle",
+        "alerts",
+    ] {
+        let a = std::fs::read_to_string(from_gen.join(format!("{table}.jsonl"))).unwrap();
+        let b = std::fs::read_to_string(from_file.join(format!("{table}.jsonl"))).unwrap();
+        assert!(
+            !a.is_empty() && a == b,
+            "{table} differs between gen and its file"
+        );
+    }
+}
+
+#[test]
+fn globs_and_the_default_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = format!("{}/*.wasm", edge_tests::root().join("guests").display());
+    // The README's own run: quoted glob, generator, bounded.
+    let guests_built = glob_count(&pattern);
+    let o = Command::new(edge_bin())
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--rules",
+            &pattern,
+            "--max-events",
+            "3000",
+            "--rate",
+            "0",
+            "--console",
+            "never",
+        ])
+        .env("EDGE_LOG", "warn")
+        .output()
+        .unwrap();
+    if guests_built == 0 {
+        assert!(!o.status.success());
+        assert!(
+            text(&o).contains("no rule set file matches"),
+            "{}",
+            text(&o)
+        );
+        return;
+    }
+    assert!(o.status.success(), "{}", text(&o));
+    for file in [
+        "alerts.jsonl",
+        "dead_letter.jsonl",
+        "merchant_metrics.jsonl",
+        "compliance_metrics.jsonl",
+        "customer_lifecycle.jsonl",
+    ] {
+        assert!(dir.path().join("edge-out").join(file).is_file(), "{file}");
+    }
+}
+
+fn glob_count(pattern: &str) -> usize {
+    let dir = std::path::Path::new(pattern).parent().unwrap();
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+            .count()
+    })
+}
+
+#[test]
+fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    let bytes = std::fs::read(guests::FRAUD).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let text_file = dir.path().join("notes.wasm");
+    std::fs::write(&text_file, "hello").unwrap();
+
+    let ok = edge(&["rules", "check", guests::MERCHANT]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let report = text(&ok);
+    assert!(report.contains("ok: rule set merchant 0.1.0"), "{report}");
+    assert!(
+        report.contains("window merchant-10m: tumbling 10m by merchant"),
+        "{report}"
+    );
+    assert!(report.contains("table merchant_metrics"), "{report}");
+
+    let bad = edge(&[
+        "rules",
+        "check",
+        truncated.to_str().unwrap(),
+        core.to_str().unwrap(),
+        text_file.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let report = text(&bad);
+    assert!(
+        report.contains("core WebAssembly module, not a component"),
+        "{report}"
+    );
+    assert!(
+        report.contains("not WebAssembly (no \\0asm header)"),
+        "{report}"
+    );
+    assert_eq!(report.matches("REFUSED").count(), 3, "{report}");
+}
+
+#[test]
+fn a_bad_config_or_rule_file_is_refused_at_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[engine]\nbatch-sise = 10\n").unwrap();
+    let o = edge(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        guests::FRAUD,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("batch-sise"), "{}", text(&o));
+
+    std::fs::write(
+        &config,
+        "[rules.rule.fraud.config]\nrapid-orders-limit = \"many\"\n",
+    )
+    .unwrap();
+    let o = edge(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        guests::FRAUD,
+        "--max-events",
+        "10",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(
+            "rule set fraud refused to start: rapid-orders-limit must be a positive integer"
+        ),
+        "{}",
+        text(&o)
+    );
+
+    let o = edge(&["run", "--rules", "no/such/rule.wasm"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+
+    let o = edge(&[
+        "run",
+        "--rules",
+        guests::FRAUD,
+        guests::FRAUD,
+        "--max-events",
+        "10",
+        "--out-dir",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "the same file twice is loaded once: {}",
+        text(&o)
+    );
+}

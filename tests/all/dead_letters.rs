@@ -1,0 +1,197 @@
+//! Every bad input of TESTING.md ends in the dead-letter sink with its
+//! reason, raw bytes and line; the stream continues and the counters say so.
+
+use edge_tests::{file_source, guests, read_jsonl, run_pipeline};
+use std::collections::BTreeMap;
+
+const GOOD: &str = r#"{"transaction_id":"ID","customer_id":"c1","merchant_id":"m1","transaction_type":"PURCHASE","status":"COMPLETED","amount":"10.00","currency":"USD","location":{"country":"US","city":"Boston"},"created_at":"2026-01-05T00:00:00Z"}"#;
+
+fn good(id: &str) -> Vec<u8> {
+    GOOD.replace("ID", id).into_bytes()
+}
+
+fn swap(id: &str, from: &str, to: &str) -> Vec<u8> {
+    let line = GOOD.replace("ID", id);
+    assert!(line.contains(from), "{from}");
+    line.replacen(from, to, 1).into_bytes()
+}
+
+#[test]
+fn every_bad_input_lands_in_dead_letter_with_its_reason() {
+    let mut truncated = good("t-trunc");
+    truncated.truncate(60);
+    let mut invalid_utf8 = good("t-utf8");
+    invalid_utf8.splice(30..30, [0xff, 0xfe, 0xfd]);
+    let oversized = format!(
+        r#"{{"transaction_id":"big","padding":"{}"}}"#,
+        "x".repeat(100_000)
+    )
+    .into_bytes();
+    let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (good("ok-1"), None),
+        (b"{this is not json".to_vec(), Some("malformed_json")),
+        (truncated, Some("malformed_json")),
+        (b"42".to_vec(), Some("malformed_json")),
+        (
+            swap("t-type", r#""customer_id":"c1""#, r#""customer_id":["c1"]"#),
+            Some("wrong_type"),
+        ),
+        (
+            swap("t-nocust", r#""customer_id":"c1","#, ""),
+            Some("missing_field"),
+        ),
+        (swap("", "", ""), Some("missing_field")),
+        (
+            swap("t-noamount", r#""amount":"10.00","#, ""),
+            Some("missing_field"),
+        ),
+        (
+            swap("t-nan", r#""amount":"10.00""#, r#""amount":"ten""#),
+            Some("invalid_amount"),
+        ),
+        (
+            swap("t-neg", r#""amount":"10.00""#, r#""amount":-10.00"#),
+            Some("negative_amount"),
+        ),
+        (
+            swap(
+                "t-absurd",
+                r#""amount":"10.00""#,
+                r#""amount":"99999999999999""#,
+            ),
+            Some("absurd_amount"),
+        ),
+        (swap("t-kind", "PURCHASE", "TELEPORT"), Some("unknown_kind")),
+        (
+            swap("t-status", "COMPLETED", "EVAPORATED"),
+            Some("unknown_status"),
+        ),
+        (invalid_utf8, Some("invalid_utf8")),
+        (oversized, Some("oversized")),
+        (good("ok-1"), Some("duplicate")),
+        (
+            swap("t-past", "2026-01-05T00:00:00Z", "1969-07-20T20:17:00Z"),
+            Some("time_out_of_range"),
+        ),
+        (
+            swap("t-future", "2026-01-05T00:00:00Z", "2999-01-01T00:00:00Z"),
+            Some("time_out_of_range"),
+        ),
+        (
+            swap("t-time", "2026-01-05T00:00:00Z", "last tuesday"),
+            Some("invalid_time"),
+        ),
+        (
+            swap(
+                "t-risk",
+                r#""currency":"USD""#,
+                r#""currency":"USD","risk_score":"high""#,
+            ),
+            Some("invalid_risk_score"),
+        ),
+        (good("ok-2"), None),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    let mut bytes = Vec::new();
+    for (line, _) in &cases {
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    std::fs::write(&input, &bytes).unwrap();
+
+    let (out, summary) =
+        run_pipeline(&guests::RULE_SETS, |c| c.source = file_source(&input)).unwrap();
+    let expected: BTreeMap<u64, &str> = cases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, reason))| reason.map(|r| (i as u64 + 1, r)))
+        .collect();
+    let dead = read_jsonl(&out.path().join("dead_letter.jsonl"));
+    let got: BTreeMap<u64, &str> = dead
+        .iter()
+        .map(|d| {
+            (
+                d["position"].as_u64().unwrap(),
+                d["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for d in &dead {
+        assert!(!d["detail"].as_str().unwrap().is_empty());
+        assert_eq!(d["source"], format!("file:{}", input.display()));
+        assert!(
+            d["raw"].is_string() || d["raw_base64"].is_string(),
+            "raw bytes kept: {d}"
+        );
+    }
+    let utf8 = dead.iter().find(|d| d["reason"] == "invalid_utf8").unwrap();
+    assert!(
+        utf8["raw_base64"].is_string(),
+        "invalid UTF-8 is kept exactly, as base64"
+    );
+    assert_eq!(summary.records, cases.len() as u64);
+    assert_eq!(
+        summary.events, 2,
+        "the stream went on past every bad record"
+    );
+    assert_eq!(summary.dead_letters, expected.len() as u64);
+    assert_eq!(summary.duplicates, 1);
+    let merchant = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
+    assert_eq!(merchant.len(), 1);
+    assert_eq!(merchant[0]["transaction_count"], 2);
+}
+
+#[test]
+fn events_beyond_allowed_lateness_go_to_the_late_side_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("late.jsonl");
+    let line = |id: &str, time: &str| GOOD.replace("ID", id).replace("2026-01-05T00:00:00Z", time);
+    let lines = [
+        line("a", "2026-01-05T00:00:00Z"),
+        line("b", "2026-01-05T00:20:00Z"),
+        // 00:05 belongs to [00:00, 00:10), purged once the watermark passed 00:10.
+        line("late", "2026-01-05T00:05:00Z"),
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let (out, summary) = run_pipeline(&[guests::MERCHANT], |c| {
+        c.source = file_source(&input);
+        c.engine.batch_size = 1;
+    })
+    .unwrap();
+    assert_eq!(summary.late, 1);
+    let late = read_jsonl(&out.path().join("late.jsonl"));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0]["event"]["transaction_id"], "late");
+    assert_eq!(late[0]["rule"], "merchant");
+    assert_eq!(late[0]["window"], "merchant-10m");
+    let rows = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["transaction_count"] == 1));
+}
+
+#[test]
+fn csv_input_decodes_and_rejects_like_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.csv");
+    std::fs::write(
+        &input,
+        "transaction_id,customer_id,merchant_id,transaction_type,amount,country,city,compliance_flags,created_at\n\
+         c-1,k1,m1,purchase,12.50,US,Boston,,2026-01-05T00:00:00Z\n\
+         c-2,k2,m1,purchase,7.50,US,Boston,HIGH_RISK|HIGH_VALUE,1767571260000\n\
+         c-3,k2,m1,purchase,-1,US,Boston,,2026-01-05T00:02:00Z\n\
+         c-4,k2,m1\n",
+    )
+    .unwrap();
+    let (out, summary) =
+        run_pipeline(&[guests::MERCHANT], |c| c.source = file_source(&input)).unwrap();
+    assert_eq!(summary.events, 2);
+    let reasons: Vec<String> = read_jsonl(&out.path().join("dead_letter.jsonl"))
+        .iter()
+        .map(|d| format!("{}@{}", d["reason"].as_str().unwrap(), d["position"]))
+        .collect();
+    assert_eq!(reasons, vec!["negative_amount@4", "malformed_csv@5"]);
+    let rows = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
+    assert_eq!(rows[0]["revenue"], "20.00");
+}

@@ -1,0 +1,121 @@
+//! Hostile guests (infinite loop, memory hog, trap, oversized output) are
+//! contained: their batches go to the dead-letter sink with the rule's name
+//! and the error, they are quarantined, and the other rule sets' output is
+//! exactly what it is without them.
+
+use edge_tests::{guests, read_jsonl, run_pipeline};
+use std::path::Path;
+
+const EVENTS: u64 = 6_000;
+
+fn run(extra: Option<&str>) -> (tempfile::TempDir, edge::engine::Summary) {
+    let mut rules = guests::RULE_SETS.to_vec();
+    rules.extend(extra);
+    run_pipeline(&rules, |c| {
+        c.engine.max_events = EVENTS;
+        c.engine.batch_size = 500;
+        c.generator.seed = 11;
+    })
+    .unwrap()
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
+fn check_contained(guest: &str, name: &str, reason: &str, detail: &str) {
+    let (baseline, base_summary) = run(None);
+    let (hostile, summary) = run(Some(guest));
+    assert_eq!(summary.events, base_summary.events);
+    for output in [
+        "alerts.jsonl",
+        "merchant_metrics.jsonl",
+        "compliance_metrics.jsonl",
+        "customer_lifecycle.jsonl",
+    ] {
+        assert!(
+            file(baseline.path(), output) == file(hostile.path(), output),
+            "{output} differs with {name} loaded"
+        );
+    }
+    let dead = read_jsonl(&hostile.path().join("dead_letter.jsonl"));
+    let failures: Vec<_> = dead.iter().filter(|d| d["rule"] == name).collect();
+    let first = failures
+        .first()
+        .unwrap_or_else(|| panic!("no dead letters from {name}"));
+    assert_eq!(
+        first["reason"], reason,
+        "{} {}",
+        first["reason"], first["detail"]
+    );
+    assert!(
+        first["detail"].as_str().unwrap().contains(detail),
+        "{}",
+        first["detail"]
+    );
+    assert!(
+        first["events"].as_array().is_some_and(|e| e.len() > 400),
+        "the failed batch is in the dead letter"
+    );
+    assert_eq!(
+        failures.iter().filter(|d| d["reason"] == reason).count(),
+        3,
+        "quarantined after three failures"
+    );
+    let skipped = failures
+        .iter()
+        .filter(|d| d["reason"] == "rule_quarantined")
+        .count();
+    assert!(
+        skipped >= 8,
+        "later batches are skipped while quarantined ({skipped})"
+    );
+    let batches_with_events: u64 = failures
+        .iter()
+        .map(|d| d["events"].as_array().map_or(0, |e| e.len() as u64))
+        .sum();
+    assert_eq!(
+        batches_with_events, summary.events,
+        "every event the rule missed is accounted for"
+    );
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_deadline() {
+    check_contained(
+        guests::LOOPER,
+        "looper",
+        "rule_timeout",
+        "ran past its 100 ms deadline",
+    );
+}
+
+#[test]
+fn a_memory_hog_hits_the_cap() {
+    check_contained(
+        guests::MEMHOG,
+        "memhog",
+        "rule_out_of_memory",
+        "exceeded its 64 MiB memory cap",
+    );
+}
+
+#[test]
+fn a_trap_is_contained() {
+    check_contained(
+        guests::TRAPPER,
+        "trapper",
+        "rule_trap",
+        "trapper fails on a batch of",
+    );
+}
+
+#[test]
+fn oversized_output_is_refused() {
+    check_contained(
+        guests::FLOOD,
+        "flood",
+        "rule_oversized_output",
+        "the limit (max-emits) is 100000",
+    );
+}

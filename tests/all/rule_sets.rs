@@ -1,0 +1,209 @@
+//! Each rule set over a fixed input file gives exactly the expected rows and alerts.
+
+use edge_tests::{file_source, fixture, guests, read_jsonl, run_pipeline};
+use serde_json::{json, Value};
+
+fn alerts_of(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = read_jsonl(&dir.join("alerts.jsonl"))
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_string(),
+                a["customer_id"].as_str().unwrap().to_string(),
+                a["transaction_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn owned(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = v
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fraud_raises_exactly_the_planted_alerts() {
+    let (dir, summary) = run_pipeline(&[guests::FRAUD], |c| {
+        c.source = file_source(&fixture("realtime.jsonl"))
+    })
+    .unwrap();
+    assert_eq!(summary.events, 30);
+    assert_eq!(
+        alerts_of(dir.path()),
+        owned(&[
+            ("HIGH_AMOUNT", "F1", "f1-5"),
+            ("LOCATION_ANOMALY", "F1", "f1-6"),
+            ("RAPID_ORDERS", "F2", "f2-5"),
+            ("CARD_TESTING", "F3", "f3-2"),
+            ("HIGH_AMOUNT", "A1", "a1-12"),
+        ])
+    );
+    let alerts = read_jsonl(&dir.path().join("alerts.jsonl"));
+    let rapid = alerts.iter().find(|a| a["kind"] == "RAPID_ORDERS").unwrap();
+    assert_eq!(rapid["_rule"], "fraud@0.1.0");
+    assert_eq!(rapid["severity"], "high");
+    assert_eq!(rapid["event_time"], "2026-01-05T12:00:50.000Z");
+    assert!(rapid["score"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn anomaly_raises_exactly_the_planted_alerts() {
+    let (dir, _) = run_pipeline(&[guests::ANOMALY], |c| {
+        c.source = file_source(&fixture("realtime.jsonl"))
+    })
+    .unwrap();
+    assert_eq!(
+        alerts_of(dir.path()),
+        owned(&[
+            ("VELOCITY_ANOMALY", "F2", "f2-5"),
+            ("STATISTICAL_OUTLIER", "A1", "a1-12"),
+            ("PATTERN_DEVIATION", "A1", "a1-13"),
+        ])
+    );
+}
+
+fn by_key(rows: &[Value], key: &str, start: &str) -> Value {
+    rows.iter()
+        .find(|r| {
+            r.as_object().unwrap().values().next().is_some()
+                && (r["customer_id"] == key || r["merchant_id"] == key)
+                && r["window_start"] == start
+        })
+        .unwrap_or_else(|| panic!("no row for {key} at {start} in {rows:#?}"))
+        .clone()
+}
+
+#[test]
+fn compliance_rows_per_customer_and_30_minute_window() {
+    let (dir, _) = run_pipeline(&[guests::COMPLIANCE], |c| {
+        c.source = file_source(&fixture("compliance.jsonl"))
+    })
+    .unwrap();
+    let rows = read_jsonl(&dir.path().join("compliance_metrics.jsonl"));
+    assert_eq!(rows.len(), 3);
+    let c1 = by_key(&rows, "C1", "2026-01-05T00:00:00.000Z");
+    assert_eq!(c1["window_end"], "2026-01-05T00:30:00.000Z");
+    assert_eq!(c1["transaction_count"], 4);
+    assert_eq!(c1["total_amount"], "21570.00");
+    assert_eq!(c1["high_value_count"], 1);
+    assert_eq!(c1["structuring_count"], 1);
+    assert_eq!(c1["high_risk_count"], 0);
+    assert_eq!(c1["sanctions_count"], 0);
+    assert_eq!(c1["flagged_count"], 2);
+    assert_eq!(c1["flagged_transaction_ids"], json!(["c1-0", "c1-1"]));
+    assert_eq!(c1["violation_amount"], "21500.00");
+    assert_eq!(
+        c1["risk_distribution"],
+        json!({"HIGH": 1, "LOW": 1, "MEDIUM": 1, "UNKNOWN": 1})
+    );
+    assert_eq!(c1["compliance_score"], 0.5);
+    assert_eq!(c1["requires_review"], true);
+    let c2 = by_key(&rows, "C2", "2026-01-05T00:00:00.000Z");
+    assert_eq!(c2["compliance_score"], 1.0);
+    assert_eq!(c2["requires_review"], false);
+    let later = by_key(&rows, "C1", "2026-01-05T00:30:00.000Z");
+    assert_eq!(later["sanctions_count"], 1);
+    assert_eq!(later["requires_review"], true);
+}
+
+#[test]
+fn merchant_rows_with_exact_revenue_and_half_up_average() {
+    let (dir, _) = run_pipeline(&[guests::MERCHANT], |c| {
+        c.source = file_source(&fixture("merchant.jsonl"));
+        c.dimensions.merchants = Some(fixture("merchants.jsonl"));
+    })
+    .unwrap();
+    let rows = read_jsonl(&dir.path().join("merchant_metrics.jsonl"));
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    let m1 = by_key(&rows, "M1", "2026-01-05T00:00:00.000Z");
+    assert_eq!(m1["revenue"], "1150.11");
+    assert_eq!(m1["transaction_count"], 4);
+    assert_eq!(m1["average_value"], "287.53");
+    assert_eq!(m1["min_amount"], "0.01");
+    assert_eq!(m1["max_amount"], "1000.00");
+    assert_eq!(m1["unique_customers"], 3);
+    assert_eq!(m1["repeat_customers"], 1);
+    assert_eq!(m1["retention"], 0.3333);
+    assert_eq!(m1["merchant_name"], "Corner Grocer");
+    assert_eq!(m1["category"], "grocery");
+    assert_eq!(
+        m1["amount_ranges"],
+        json!({"<10": 1, "10-50": 0, "50-100": 1, "100-500": 1, "500-1000": 0, "1000-5000": 1, ">=5000": 0})
+    );
+    assert_eq!(m1["locations"], json!({"New York": 3, "Chicago": 1}));
+    let m2 = by_key(&rows, "M2", "2026-01-05T00:00:00.000Z");
+    assert_eq!(m2["revenue"], "0.05");
+    assert_eq!(
+        m2["average_value"], "0.03",
+        "0.025 rounds half-up, not to even"
+    );
+    let next = by_key(&rows, "M1", "2026-01-05T00:10:00.000Z");
+    assert_eq!(next["revenue"], "20.00");
+    assert_eq!(next["window_end"], "2026-01-05T00:20:00.000Z");
+    // Ids are deterministic: the same input gives the same ids.
+    let (again, _) = run_pipeline(&[guests::MERCHANT], |c| {
+        c.source = file_source(&fixture("merchant.jsonl"))
+    })
+    .unwrap();
+    let ids = |rows: &[Value]| rows.iter().map(|r| r["_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&rows),
+        ids(&read_jsonl(&again.path().join("merchant_metrics.jsonl")))
+    );
+}
+
+#[test]
+fn lifecycle_enriches_with_customer_and_merchant_dimensions() {
+    let (dir, _) = run_pipeline(&[guests::LIFECYCLE], |c| {
+        c.source = file_source(&fixture("lifecycle.jsonl"));
+        c.dimensions.customers = Some(fixture("customers.jsonl"));
+        c.dimensions.merchants = Some(fixture("merchants.jsonl"));
+    })
+    .unwrap();
+    let rows = read_jsonl(&dir.path().join("customer_lifecycle.jsonl"));
+    assert_eq!(rows.len(), 3);
+    let l1 = by_key(&rows, "L1", "2026-01-05T00:00:00.000Z");
+    assert_eq!(l1["window_end"], "2026-01-05T00:15:00.000Z");
+    assert_eq!(l1["tier"], "VIP");
+    assert_eq!(l1["segment"], "families");
+    assert_eq!(l1["transaction_count"], 6);
+    assert_eq!(l1["total_spend"], "210.00");
+    assert_eq!(l1["channel_usage"], json!({"web": 5, "mobile": 1}));
+    assert_eq!(
+        l1["spending_by_category"],
+        json!({"electronics": "130.00", "grocery": "80.00"})
+    );
+    assert_eq!(l1["location_consistency"], 0.8333);
+    assert_eq!(l1["device_consistency"], 1.0);
+    assert_eq!(l1["lifecycle_stage"], "ACTIVE");
+    assert_eq!(l1["lifetime_transactions"], 6);
+    let l2 = by_key(&rows, "L2", "2026-01-05T00:00:00.000Z");
+    assert_eq!(l2["tier"], "BASIC");
+    assert_eq!(l2["lifecycle_stage"], "NEW");
+    let l3 = by_key(&rows, "L3", "2026-01-05T00:00:00.000Z");
+    assert_eq!(l3["tier"], "UNKNOWN", "a lookup miss returns none");
+    assert_eq!(l3["spending_by_category"], json!({"unknown": "5.00"}));
+}
+
+#[test]
+fn rule_sets_running_together_see_the_same_events_as_alone() {
+    let input = fixture("realtime.jsonl");
+    let (together, _) =
+        run_pipeline(&guests::RULE_SETS, |c| c.source = file_source(&input)).unwrap();
+    let mut alone = Vec::new();
+    for guest in [guests::FRAUD, guests::ANOMALY] {
+        let (dir, _) = run_pipeline(&[guest], |c| c.source = file_source(&input)).unwrap();
+        alone.extend(alerts_of(dir.path()));
+    }
+    alone.sort();
+    assert_eq!(alerts_of(together.path()), alone);
+    let rows = read_jsonl(&together.path().join("compliance_metrics.jsonl"));
+    let flagged: Vec<&Value> = rows.iter().filter(|r| r["flagged_count"] != 0).collect();
+    assert!(flagged.is_empty(), "no flags in this input: {flagged:?}");
+}
