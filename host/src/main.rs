@@ -5,6 +5,11 @@ use edge::config::{ConsoleMode, SourceConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The pipeline allocates many small, short-lived strings and maps; mimalloc
+/// serves them markedly faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Real-time payments analytics: events in, sandboxed WebAssembly rule sets,
 /// event-time windows and keyed state, results out.
 ///

@@ -216,9 +216,33 @@ impl Txn {
 
 /// Formats epoch milliseconds as ISO-8601 UTC with milliseconds.
 pub fn iso_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
+    let mut s = String::with_capacity(24);
+    write_iso_time(&mut s, ms);
+    s
+}
+
+/// Appends epoch milliseconds as ISO-8601 UTC with milliseconds
+/// (`2026-01-05T00:10:00.000Z`); on the hot output path, so no format parsing.
+pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
+    use chrono::{Datelike, Timelike};
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => {
+            let _ = write!(
+                out,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.timestamp_subsec_millis()
+            );
+        }
+        None => {
+            let _ = write!(out, "{ms}");
+        }
+    }
 }
 
 /// A stable 64-bit FNV-1a hash, for deterministic output ids.

@@ -343,16 +343,20 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let text = substitute_env(&text, |v| std::env::var(v).ok()).map_err(|var| {
-            ConfigError::MissingVar {
-                path: path.to_path_buf(),
-                var,
-            }
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
+        };
+        // Substitute the environment in string values only (not in comments).
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        substitute_table(&mut table).map_err(|var| ConfigError::MissingVar {
+            path: path.to_path_buf(),
+            var,
         })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -413,6 +417,23 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn substitute_table(table: &mut toml::Table) -> Result<(), String> {
+    for (_, value) in table.iter_mut() {
+        substitute_value(value)?;
+    }
+    Ok(())
+}
+
+fn substitute_value(value: &mut toml::Value) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) => *s = substitute_env(s, |v| std::env::var(v).ok())?,
+        toml::Value::Array(items) => items.iter_mut().try_for_each(substitute_value)?,
+        toml::Value::Table(t) => substitute_table(t)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; `Err(var)` names a missing variable.
@@ -483,6 +504,18 @@ mod tests {
         assert_eq!(c.rules.limits.deadline_ms, 50);
         assert_eq!(c.rules.limits.memory_mib, 64);
         assert_eq!(c.rules.rule["fraud"].config["rapid-orders-limit"], "7");
+    }
+
+    #[test]
+    fn the_documented_example_is_valid_and_matches_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edge.toml");
+        let c = Config::load(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(c.generator, d.generator);
+        assert_eq!(c.decode, d.decode);
+        assert_eq!(c.engine, d.engine);
+        assert_eq!(c.rules.limits, d.rules.limits);
+        assert_eq!(c.output, d.output);
     }
 
     #[test]

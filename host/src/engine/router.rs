@@ -4,7 +4,7 @@
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
-use crate::sink::{value_json, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
+use crate::sink::{push_value, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
 use std::sync::Arc;
 
 /// The output side of the pipeline.
@@ -86,13 +86,17 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
     for (value, column) in values.iter().zip(&table.columns) {
         check(value, column).map_err(|e| format!("table {}: {e}", table.name))?;
     }
-    let key_texts: Vec<String> = table
+    let key_texts: Vec<Vec<u8>> = table
         .key
         .iter()
-        .map(|&i| value_json(&values[i], &table.columns[i].ty).to_string())
+        .map(|&i| {
+            let mut out = Vec::new();
+            push_value(&mut out, &values[i], &table.columns[i].ty);
+            out
+        })
         .collect();
     let mut parts: Vec<&[u8]> = vec![table.name.as_bytes()];
-    parts.extend(key_texts.iter().map(|k| k.as_bytes()));
+    parts.extend(key_texts.iter().map(Vec::as_slice));
     Ok(RowRecord {
         table: table.clone(),
         id: format!("{:016x}", stable_hash(&parts)),

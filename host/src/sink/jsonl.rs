@@ -57,13 +57,12 @@ impl Sink for JsonlSink {
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        let result = serde_json::to_writer(&mut line, &record.to_json())
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                line.push(b'\n');
-                let file = self.file(record.stream()).map_err(|e| e.message)?;
-                file.write_all(&line).map_err(|e| e.to_string())
-            });
+        record.write_json(&mut line);
+        line.push(b'\n');
+        let result = self
+            .file(record.stream())
+            .map_err(|e| e.message)
+            .and_then(|file| file.write_all(&line).map_err(|e| e.to_string()));
         self.line = line;
         result.map_err(|message| SinkError {
             sink: format!("jsonl ({})", self.dir.display()),

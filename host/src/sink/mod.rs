@@ -11,7 +11,7 @@ mod jsonl;
 pub use jsonl::JsonlSink;
 
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use std::sync::Arc;
 
 /// A sink failed.
@@ -108,32 +108,65 @@ pub enum Record {
     Late(LateRecord),
 }
 
-/// Renders a value for JSON output: money as an exact string, times as
-/// ISO-8601, JSON columns embedded.
-pub fn value_json(value: &Value, ty: &ColumnType) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => json!(b),
-        Value::Int(i) if matches!(ty, ColumnType::Time) => json!(crate::model::iso_time(*i)),
-        Value::Int(i) => json!(i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Text(s) if matches!(ty, ColumnType::Json) => {
-            serde_json::from_str(s).unwrap_or(Json::Null)
-        }
-        Value::Text(s) => json!(s),
-        Value::Money(d) => {
-            json!(rust_decimal::Decimal::new(d.units, u32::from(d.scale)).to_string())
-        }
-        Value::Time(t) => json!(crate::model::iso_time(*t)),
-    }
-}
-
 fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Low => "low",
         Severity::Medium => "medium",
         Severity::High => "high",
         Severity::Critical => "critical",
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    push_str(out, key);
+    out.push(b':');
+}
+
+fn push_time(out: &mut Vec<u8>, ms: i64) {
+    let mut s = String::with_capacity(24);
+    crate::model::write_iso_time(&mut s, ms);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn push_f64(out: &mut Vec<u8>, f: f64) {
+    match serde_json::Number::from_f64(f) {
+        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Appends a value as JSON: money as an exact string, times as ISO-8601,
+/// JSON columns embedded.
+pub fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
+    use std::io::Write;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) if matches!(ty, ColumnType::Time) => push_time(out, *i),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => push_f64(out, *f),
+        Value::Text(s) if matches!(ty, ColumnType::Json) => out.extend_from_slice(s.as_bytes()),
+        Value::Text(s) => push_str(out, s),
+        Value::Money(d) => {
+            let _ = write!(
+                out,
+                "\"{}\"",
+                rust_decimal::Decimal::new(d.units, u32::from(d.scale))
+            );
+        }
+        Value::Time(t) => push_time(out, *t),
     }
 }
 
@@ -148,69 +181,105 @@ impl Record {
         }
     }
 
-    /// The record as a JSON object.
-    pub fn to_json(&self) -> Json {
+    /// Appends the record as one JSON object (no newline).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut first = true;
+        out.push(b'{');
         match self {
             Record::Row(r) => {
-                let mut object = serde_json::Map::new();
-                object.insert("_id".into(), json!(r.id));
-                object.insert("_rule".into(), json!(r.rule));
+                push_key(out, &mut first, "_id");
+                push_str(out, &r.id);
+                push_key(out, &mut first, "_rule");
+                push_str(out, &r.rule);
                 for (column, value) in r.table.columns.iter().zip(&r.values) {
-                    object.insert(column.name.clone(), value_json(value, &column.ty));
+                    push_key(out, &mut first, &column.name);
+                    push_value(out, value, &column.ty);
                 }
-                Json::Object(object)
             }
-            Record::Alert(a) => json!({
-                "_id": a.id,
-                "_rule": a.rule_set,
-                "rule": a.alert.rule,
-                "kind": a.alert.kind,
-                "severity": severity(a.alert.severity),
-                "score": serde_json::Number::from_f64(a.alert.score).map_or(Json::Null, Json::Number),
-                "transaction_id": a.alert.transaction_id,
-                "customer_id": a.alert.customer_id,
-                "reason": a.alert.reason,
-                "event_time": crate::model::iso_time(a.alert.event_time),
-            }),
+            Record::Alert(a) => {
+                let text = |out: &mut Vec<u8>, first: &mut bool, key: &str, v: &str| {
+                    push_key(out, first, key);
+                    push_str(out, v);
+                };
+                text(out, &mut first, "_id", &a.id);
+                text(out, &mut first, "_rule", &a.rule_set);
+                text(out, &mut first, "rule", &a.alert.rule);
+                text(out, &mut first, "kind", &a.alert.kind);
+                text(out, &mut first, "severity", severity(a.alert.severity));
+                push_key(out, &mut first, "score");
+                push_f64(out, a.alert.score);
+                for (key, v) in [
+                    ("transaction_id", &a.alert.transaction_id),
+                    ("customer_id", &a.alert.customer_id),
+                ] {
+                    push_key(out, &mut first, key);
+                    match v {
+                        Some(v) => push_str(out, v),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+                text(out, &mut first, "reason", &a.alert.reason);
+                push_key(out, &mut first, "event_time");
+                push_time(out, a.alert.event_time);
+            }
             Record::DeadLetter(d) => {
-                let mut object = serde_json::Map::new();
-                object.insert("_id".into(), json!(d.id));
-                object.insert("reason".into(), json!(d.reason));
-                object.insert("detail".into(), json!(d.detail));
-                object.insert("source".into(), json!(d.source));
+                text_fields(
+                    out,
+                    &mut first,
+                    &[
+                        ("_id", &d.id),
+                        ("reason", &d.reason),
+                        ("detail", &d.detail),
+                        ("source", &d.source),
+                    ],
+                );
                 if let Some(p) = d.position {
-                    object.insert("position".into(), json!(p));
+                    push_key(out, &mut first, "position");
+                    out.extend_from_slice(p.to_string().as_bytes());
                 }
                 if let Some(raw) = &d.raw {
                     match std::str::from_utf8(raw) {
-                        Ok(text) => object.insert("raw".into(), json!(text)),
+                        Ok(text) => text_fields(out, &mut first, &[("raw", text)]),
                         Err(_) => {
                             use base64::Engine;
-                            object.insert(
-                                "raw_base64".into(),
-                                json!(base64::engine::general_purpose::STANDARD.encode(raw)),
-                            )
+                            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                            text_fields(out, &mut first, &[("raw_base64", &encoded)]);
                         }
-                    };
+                    }
                 }
                 if let Some(rule) = &d.rule {
-                    object.insert("rule".into(), json!(rule));
+                    text_fields(out, &mut first, &[("rule", rule)]);
                 }
-                if let Some(events) = &d.events {
-                    object.insert("events".into(), events.clone());
+                for (key, v) in [("events", &d.events), ("window", &d.window)] {
+                    if let Some(v) = v {
+                        push_key(out, &mut first, key);
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
                 }
-                if let Some(window) = &d.window {
-                    object.insert("window".into(), window.clone());
-                }
-                Json::Object(object)
             }
-            Record::Late(l) => json!({
-                "rule": l.rule,
-                "window": l.window,
-                "watermark": crate::model::iso_time(l.watermark),
-                "event": l.event,
-            }),
+            Record::Late(l) => {
+                text_fields(out, &mut first, &[("rule", &l.rule), ("window", &l.window)]);
+                push_key(out, &mut first, "watermark");
+                push_time(out, l.watermark);
+                push_key(out, &mut first, "event");
+                let _ = serde_json::to_writer(&mut *out, &l.event);
+            }
         }
+        out.push(b'}');
+    }
+
+    /// The record as a JSON value.
+    pub fn to_json(&self) -> Json {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        serde_json::from_slice(&out).unwrap_or(Json::Null)
+    }
+}
+
+fn text_fields(out: &mut Vec<u8>, first: &mut bool, fields: &[(&str, &str)]) {
+    for (key, v) in fields {
+        push_key(out, first, key);
+        push_str(out, v);
     }
 }
 
