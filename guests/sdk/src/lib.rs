@@ -30,7 +30,7 @@ pub mod bindings {
 pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, AggregateValue, Alert, Bands, Column, ColumnType, Customer,
-    Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, Geo, KeyBy, Level,
+    Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, FiredWindow, Geo, KeyBy, Level,
     Manifest, Merchant, Row, Severity, SlidingWindow, TableSpec, Transaction, TxnKind, TxnStatus,
     Value, Window, WindowKind, WindowSpec,
 };
@@ -48,7 +48,8 @@ pub trait RuleSet {
     fn on_events(_batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
         Ok(Vec::new())
     }
-    /// Handles a fired window.
+    /// Handles a fired window (the host delivers fired windows in groups;
+    /// the SDK calls this once per window).
     fn on_window(_window: Window, _aggregates: Aggregates) -> Result<Vec<Emit>, String> {
         Ok(Vec::new())
     }
@@ -72,11 +73,17 @@ macro_rules! rule_set {
             ) -> Result<$crate::EventsResult, String> {
                 $crate::__on_events::<$t>(batch, states)
             }
-            fn on_window(
-                window: $crate::Window,
-                aggregates: ::std::vec::Vec<$crate::AggregateValue>,
+            fn on_windows(
+                fired: ::std::vec::Vec<$crate::FiredWindow>,
             ) -> Result<::std::vec::Vec<$crate::Emit>, String> {
-                <$t as $crate::RuleSet>::on_window(window, $crate::Aggregates(aggregates))
+                let mut emits = ::std::vec::Vec::with_capacity(fired.len());
+                for f in fired {
+                    emits.extend(<$t as $crate::RuleSet>::on_window(
+                        f.window,
+                        $crate::Aggregates(f.aggregates),
+                    )?);
+                }
+                Ok(emits)
             }
         }
         $crate::bindings::__export_rule_set!(__EdgeRuleSetExport with_types_in $crate::bindings);

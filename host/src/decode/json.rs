@@ -6,11 +6,15 @@ use super::{Reject, RejectCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::fmt;
 
 /// A JSON object as (key, raw value) pairs.
 pub struct Object<'a> {
     pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Nested objects already split, by key (`location` serves two fields).
+    nested: RefCell<Vec<(&'a str, Option<Rc<Object<'a>>>)>>,
 }
 
 struct Key<'a>(Cow<'a, str>);
@@ -47,7 +51,10 @@ impl<'de> serde::Deserialize<'de> for Object<'de> {
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     pairs.push((k, v));
                 }
-                Ok(Object { pairs })
+                Ok(Object {
+                    pairs,
+                    nested: RefCell::new(Vec::new()),
+                })
             }
         }
         d.deserialize_map(V)
@@ -80,14 +87,33 @@ fn value(raw: &RawValue) -> FieldValue<'_> {
     }
 }
 
+impl<'a> Object<'a> {
+    fn nested(&self, key: &str) -> Option<Rc<Object<'a>>> {
+        if let Some((_, o)) = self.nested.borrow().iter().find(|(k, _)| *k == key) {
+            return o.clone();
+        }
+        let raw = self.get(key)?;
+        let parsed = serde_json::from_str::<Object<'a>>(raw.get()).ok().map(Rc::new);
+        let (stored_key, _) = self.pairs.iter().find(|(k, _)| k == key)?;
+        let stored_key: &'a str = match stored_key {
+            Cow::Borrowed(k) => k,
+            Cow::Owned(_) => return parsed,
+        };
+        self.nested.borrow_mut().push((stored_key, parsed.clone()));
+        parsed
+    }
+
+    fn lookup_raw(&self, path: &[String]) -> Option<&'a RawValue> {
+        match path {
+            [] => None,
+            [key] => self.get(key),
+            [key, rest @ ..] => self.nested(key)?.lookup_raw(rest),
+        }
+    }
+}
+
 impl Record for Object<'_> {
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
-        let (first, rest) = path.split_first()?;
-        let mut raw = self.get(first)?;
-        for key in rest {
-            let nested: Object<'_> = serde_json::from_str(raw.get()).ok()?;
-            raw = nested.get(key)?;
-        }
-        Some(value(raw))
+        self.lookup_raw(path).map(value)
     }
 }

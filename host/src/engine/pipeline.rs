@@ -10,7 +10,7 @@ use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
-use crate::runtime::bindings::types::{Emit, Window};
+use crate::runtime::bindings::types::{Emit, FiredWindow, Window};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{DeadLetter, LateRecord, Record, SinkError, TableInfo};
 use crate::source::{Poll, RecordBatch, Source};
@@ -55,6 +55,9 @@ pub struct Summary {
     /// Wall time.
     pub elapsed: Duration,
 }
+
+/// Fired windows per `on-windows` call: bounds the guest memory one call needs.
+const WINDOWS_PER_CALL: usize = 256;
 
 struct Slot {
     rule: Rule,
@@ -255,7 +258,8 @@ impl Pipeline {
 
     fn run_rules(&mut self, txns: &[Txn], watermark_before: i64) -> Result<(), SinkError> {
         let now = self.watermark.current();
-        if !txns.is_empty() {
+        let per_event = self.slots.iter().any(|s| s.rule.manifest.state_key.is_some());
+        if per_event && !txns.is_empty() {
             self.builder.build(txns, &self.strings);
         }
         for slot in 0..self.slots.len() {
@@ -322,30 +326,46 @@ impl Pipeline {
     fn fire_windows(&mut self, slot: usize, watermark: i64) -> Result<(), SinkError> {
         for w in 0..self.slots[slot].windows.len() {
             let mut fired = std::mem::take(&mut self.fired);
-            self.slots[slot].windows[w].fire(
-                watermark,
-                &self.strings,
-                &mut self.collect_builder,
-                &mut fired,
-            );
+            self.slots[slot].windows[w].fire(watermark, &self.strings, &mut self.collect_builder, &mut fired);
+            if fired.is_empty() {
+                self.fired = fired;
+                continue;
+            }
             let spec = self.slots[slot].windows[w].name.clone();
-            for f in fired.drain(..) {
-                Metrics::inc(&self.metrics.windows_fired);
-                let window = Window {
-                    spec: spec.clone(),
-                    key: f.key,
-                    start: f.start,
-                    end: f.end,
-                    refire: f.refire,
+            self.metrics.windows_fired.fetch_add(fired.len() as u64, Ordering::Relaxed);
+            let group: Vec<FiredWindow> = fired
+                .drain(..)
+                .map(|f| FiredWindow {
+                    window: Window {
+                        spec: spec.clone(),
+                        key: f.key,
+                        start: f.start,
+                        end: f.end,
+                        refire: f.refire,
+                    },
+                    aggregates: f.values,
+                })
+                .collect();
+            self.fired = fired;
+            for chunk in group.chunks(WINDOWS_PER_CALL) {
+                let windows_json = || {
+                    serde_json::Value::Array(
+                        chunk
+                            .iter()
+                            .map(|f| {
+                                let w = &f.window;
+                                serde_json::json!({"spec": w.spec, "key": w.key, "start": crate::model::iso_time(w.start), "end": crate::model::iso_time(w.end)})
+                            })
+                            .collect(),
+                    )
                 };
-                let window_json = || serde_json::json!({"spec": window.spec, "key": window.key, "start": crate::model::iso_time(window.start), "end": crate::model::iso_time(window.end)});
                 if let Some(skip) = self.skip_if_quarantined(slot) {
-                    self.rule_dead_letter(&skip, None, Some(window_json()))?;
+                    self.rule_dead_letter(&skip, None, Some(windows_json()))?;
                     continue;
                 }
                 let s = &mut self.slots[slot];
                 let started = Instant::now();
-                let result = s.rule.on_window(&window, &f.values, watermark);
+                let result = s.rule.on_windows(chunk, watermark);
                 let micros = started.elapsed().as_micros() as u64;
                 self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
                     r.window_calls += 1;
@@ -357,11 +377,10 @@ impl Pipeline {
                     }
                     Err(error) => {
                         self.note_failure(slot);
-                        self.rule_dead_letter(&error, None, Some(window_json()))?;
+                        self.rule_dead_letter(&error, None, Some(windows_json()))?;
                     }
                 }
             }
-            self.fired = fired;
         }
         Ok(())
     }

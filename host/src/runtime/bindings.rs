@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use edge::rules::types;
-pub use exports::edge::rules::rule::Guest as RuleExports;
+pub use self::edge::rules::types;
+pub use self::exports::edge::rules::rule::Guest as RuleExports;

@@ -35,6 +35,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     dims: SharedDims,
+    /// Compiled components by content hash: loading the same bytes again
+    /// (a restart of a rule, a reload of an unchanged file) skips compilation.
+    compiled: std::sync::Mutex<std::collections::HashMap<u64, Component>>,
 }
 
 impl Runtime {
@@ -66,6 +69,7 @@ impl Runtime {
             engine,
             linker,
             dims,
+            compiled: Default::default(),
         })
     }
 
@@ -85,8 +89,16 @@ impl Runtime {
         loader::load(self, path, limits, config)
     }
 
-    /// Compiles a component from bytes (for checks and tests).
+    /// Compiles a component from bytes, or takes it from the cache.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::from_binary(&self.engine, bytes)
+        let hash = crate::model::stable_hash(&[bytes]);
+        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+            return Ok(c);
+        }
+        let component = Component::from_binary(&self.engine, bytes)?;
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(hash, component.clone());
+        }
+        Ok(component)
     }
 }

@@ -276,21 +276,17 @@ impl Rule {
         Ok(result)
     }
 
-    /// `on-window` for a fired window.
-    pub fn on_window(
-        &mut self,
-        window: &types::Window,
-        aggregates: &[types::AggregateValue],
-        now: i64,
-    ) -> Result<Vec<types::Emit>, RuleError> {
+    /// `on-windows` for a group of fired windows.
+    pub fn on_windows(&mut self, fired: &[types::FiredWindow], now: i64) -> Result<Vec<types::Emit>, RuleError> {
         self.store.data_mut().now = now;
-        let emits = self.call(|i, s| i.edge_rules_rule().call_on_window(s, window, aggregates))?;
+        let emits = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
         if emits.len() > self.limits.max_emits {
             return Err(self.fail_output(
                 RuleErrorKind::OversizedOutput,
                 format!(
-                    "returned {} rows and alerts for one window; the limit (max-emits) is {}",
+                    "returned {} rows and alerts for {} windows; the limit (max-emits) is {}",
                     emits.len(),
+                    fired.len(),
                     self.limits.max_emits
                 ),
             ));

@@ -1,0 +1,121 @@
+//! Criterion benchmarks of the hot paths: decode, a rule call by batch size,
+//! window aggregation, and the whole pipeline from a file to no sink.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use edge::config::{DecodeConfig, EngineConfig};
+use edge::decode::{Decoder, Format};
+use edge::engine::batch::BatchBuilder;
+use edge::engine::router::Router;
+use edge::engine::window::WindowOperator;
+use edge::engine::Pipeline;
+use edge::metrics::Metrics;
+use edge::model::Interner;
+use edge::source::FileSource;
+use edge_benches::{events, load, records, runtime};
+use edge_tests::guests;
+use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn decode(c: &mut Criterion) {
+    let input = records(10_000);
+    let decoder = Decoder::new(Format::Json, &DecodeConfig::default()).unwrap();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(input.len() as u64));
+    group.bench_function("json", |b| {
+        b.iter(|| {
+            let mut strings = Interner::default();
+            for r in &input {
+                let _ = black_box(decoder.decode(r, &mut strings));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn rule_call(c: &mut Criterion) {
+    let rt = runtime();
+    let (txns, strings) = events(20_000);
+    let mut group = c.benchmark_group("rule-call");
+    for guest in [guests::FRAUD, guests::ANOMALY] {
+        let mut rule = load(&rt, guest);
+        let key = rule.manifest.state_key.unwrap();
+        for size in [16usize, 128, 1024] {
+            let chunks: Vec<&[edge::model::Txn]> = txns.chunks(size).take(16).collect();
+            group.throughput(Throughput::Elements((chunks.len() * size) as u64));
+            group.bench_function(format!("{}/batch-{size}", rule.name), |b| {
+                let mut builder = BatchBuilder::default();
+                b.iter(|| {
+                    for chunk in &chunks {
+                        builder.build(chunk, &strings);
+                        builder.set_state_keys(chunk, key, &strings);
+                        let states: Vec<Option<Vec<u8>>> = builder
+                            .key_texts
+                            .iter()
+                            .map(|k| rule.state().get(k).map(<[u8]>::to_vec))
+                            .collect();
+                        let _ = black_box(rule.on_events(builder.batch(), &states, 0));
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn windows(c: &mut Criterion) {
+    let rt = runtime();
+    let (txns, strings) = events(20_000);
+    let mut group = c.benchmark_group("windows");
+    group.throughput(Throughput::Elements(txns.len() as u64));
+    for guest in [guests::MERCHANT, guests::COMPLIANCE, guests::LIFECYCLE] {
+        let rule = load(&rt, guest);
+        let spec = rule.manifest.windows[0].clone();
+        group.bench_function(format!("{}/aggregate-and-fire", spec.name), |b| {
+            b.iter(|| {
+                let mut op = WindowOperator::new(&spec);
+                for t in &txns {
+                    op.add(t, i64::MIN);
+                }
+                let mut fired = Vec::new();
+                op.fire(i64::MAX, &strings, &mut BatchBuilder::default(), &mut fired);
+                black_box(fired.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let input = records(50_000);
+    std::fs::write(&path, input.iter().flat_map(|r| r.iter().copied().chain([b'\n'])).collect::<Vec<u8>>()).unwrap();
+    let rt = runtime();
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(input.len() as u64));
+    group.bench_function("file-five-rule-sets-no-sink", |b| {
+        b.iter_batched(
+            || {
+                let rules = guests::RULE_SETS.iter().map(|g| load(&rt, g)).collect();
+                let metrics = Arc::new(Metrics::new());
+                Pipeline::new(
+                    EngineConfig::default(),
+                    Box::new(FileSource::open(&path, false).unwrap()),
+                    Decoder::new(Format::Json, &DecodeConfig::default()).unwrap(),
+                    rules,
+                    Router::new(Vec::new(), metrics.clone()),
+                    metrics,
+                    Arc::new(AtomicBool::new(false)),
+                )
+            },
+            |mut p| black_box(p.run().unwrap().events),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, rule_call, windows, pipeline);
+criterion_main!(benches);
