@@ -39,6 +39,10 @@ pub fn bare_runtime() -> Runtime {
 /// Loads a rule set with default limits.
 pub fn load(runtime: &Runtime, path: &str) -> Rule {
     runtime
-        .load(std::path::Path::new(path), &Limits::default(), &Default::default())
+        .load(
+            std::path::Path::new(path),
+            &Limits::default(),
+            &Default::default(),
+        )
         .expect("rule set loads")
 }

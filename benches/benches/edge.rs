@@ -90,7 +90,14 @@ fn pipeline(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let input = records(50_000);
-    std::fs::write(&path, input.iter().flat_map(|r| r.iter().copied().chain([b'\n'])).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &path,
+        input
+            .iter()
+            .flat_map(|r| r.iter().copied().chain([b'\n']))
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let rt = runtime();
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);

@@ -30,9 +30,9 @@ pub mod bindings {
 pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, AggregateValue, Alert, Bands, Column, ColumnType, Customer,
-    Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, FiredWindow, Geo, KeyBy, Level,
-    Manifest, Merchant, Row, Severity, SlidingWindow, TableSpec, Transaction, TxnKind, TxnStatus,
-    Value, Window, WindowKind, WindowSpec,
+    Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, FiredWindow, Geo, KeyBy,
+    Level, Manifest, Merchant, Row, Severity, SlidingWindow, TableSpec, Transaction, TxnKind,
+    TxnStatus, Value, Window, WindowKind, WindowSpec,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 

@@ -7,15 +7,18 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::fmt;
+use std::rc::Rc;
 
 /// A JSON object as (key, raw value) pairs.
 pub struct Object<'a> {
     pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// Nested objects already split, by key (`location` serves two fields).
-    nested: RefCell<Vec<(&'a str, Option<Rc<Object<'a>>>)>>,
+    nested: RefCell<Vec<Nested<'a>>>,
 }
+
+/// A nested object by its key (none if the value is not an object).
+type Nested<'a> = (&'a str, Option<Rc<Object<'a>>>);
 
 struct Key<'a>(Cow<'a, str>);
 
@@ -93,7 +96,9 @@ impl<'a> Object<'a> {
             return o.clone();
         }
         let raw = self.get(key)?;
-        let parsed = serde_json::from_str::<Object<'a>>(raw.get()).ok().map(Rc::new);
+        let parsed = serde_json::from_str::<Object<'a>>(raw.get())
+            .ok()
+            .map(Rc::new);
         let (stored_key, _) = self.pairs.iter().find(|(k, _)| k == key)?;
         let stored_key: &'a str = match stored_key {
             Cow::Borrowed(k) => k,

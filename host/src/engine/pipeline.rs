@@ -258,7 +258,10 @@ impl Pipeline {
 
     fn run_rules(&mut self, txns: &[Txn], watermark_before: i64) -> Result<(), SinkError> {
         let now = self.watermark.current();
-        let per_event = self.slots.iter().any(|s| s.rule.manifest.state_key.is_some());
+        let per_event = self
+            .slots
+            .iter()
+            .any(|s| s.rule.manifest.state_key.is_some());
         if per_event && !txns.is_empty() {
             self.builder.build(txns, &self.strings);
         }
@@ -326,13 +329,20 @@ impl Pipeline {
     fn fire_windows(&mut self, slot: usize, watermark: i64) -> Result<(), SinkError> {
         for w in 0..self.slots[slot].windows.len() {
             let mut fired = std::mem::take(&mut self.fired);
-            self.slots[slot].windows[w].fire(watermark, &self.strings, &mut self.collect_builder, &mut fired);
+            self.slots[slot].windows[w].fire(
+                watermark,
+                &self.strings,
+                &mut self.collect_builder,
+                &mut fired,
+            );
             if fired.is_empty() {
                 self.fired = fired;
                 continue;
             }
             let spec = self.slots[slot].windows[w].name.clone();
-            self.metrics.windows_fired.fetch_add(fired.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .windows_fired
+                .fetch_add(fired.len() as u64, Ordering::Relaxed);
             let group: Vec<FiredWindow> = fired
                 .drain(..)
                 .map(|f| FiredWindow {

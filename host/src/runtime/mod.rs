@@ -92,7 +92,12 @@ impl Runtime {
     /// Compiles a component from bytes, or takes it from the cache.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         let hash = crate::model::stable_hash(&[bytes]);
-        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
             return Ok(c);
         }
         let component = Component::from_binary(&self.engine, bytes)?;

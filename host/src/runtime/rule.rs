@@ -277,7 +277,11 @@ impl Rule {
     }
 
     /// `on-windows` for a group of fired windows.
-    pub fn on_windows(&mut self, fired: &[types::FiredWindow], now: i64) -> Result<Vec<types::Emit>, RuleError> {
+    pub fn on_windows(
+        &mut self,
+        fired: &[types::FiredWindow],
+        now: i64,
+    ) -> Result<Vec<types::Emit>, RuleError> {
         self.store.data_mut().now = now;
         let emits = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
         if emits.len() > self.limits.max_emits {
