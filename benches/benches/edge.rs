@@ -10,6 +10,7 @@ use edge::engine::window::WindowOperator;
 use edge::engine::Pipeline;
 use edge::metrics::Metrics;
 use edge::model::Interner;
+use edge::runtime::bindings::types::StateBlob;
 use edge::source::FileSource;
 use edge_benches::{events, load, records, runtime};
 use edge_tests::guests;
@@ -49,11 +50,16 @@ fn rule_call(c: &mut Criterion) {
                     for chunk in &chunks {
                         builder.build(chunk, &strings);
                         builder.set_state_keys(chunk, key, &strings);
-                        let states: Vec<Option<Vec<u8>>> = builder
-                            .key_texts
-                            .iter()
-                            .map(|k| rule.state().get(k).map(<[u8]>::to_vec))
-                            .collect();
+                        let mut states = StateBlob {
+                            bytes: Vec::new(),
+                            ends: Vec::new(),
+                        };
+                        for k in &builder.key_texts {
+                            states
+                                .bytes
+                                .extend_from_slice(rule.state().get(k).unwrap_or(&[]));
+                            states.ends.push(states.bytes.len() as u32);
+                        }
                         let _ = black_box(rule.on_events(builder.batch(), &states, 0));
                     }
                 })

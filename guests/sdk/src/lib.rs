@@ -31,8 +31,8 @@ pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, AggregateValue, Alert, Bands, Column, ColumnType, Customer,
     Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, FiredWindow, Geo, KeyBy,
-    Level, Manifest, Merchant, Row, Severity, SlidingWindow, TableSpec, Transaction, TxnKind,
-    TxnStatus, Value, Window, WindowKind, WindowSpec,
+    Level, Manifest, Merchant, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction,
+    TxnKind, TxnStatus, Value, Window, WindowKind, WindowSpec,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -69,7 +69,7 @@ macro_rules! rule_set {
             }
             fn on_events(
                 batch: $crate::EventBatch,
-                states: ::std::vec::Vec<Option<::std::vec::Vec<u8>>>,
+                states: $crate::StateBlob,
             ) -> Result<$crate::EventsResult, String> {
                 $crate::__on_events::<$t>(batch, states)
             }
@@ -93,17 +93,19 @@ macro_rules! rule_set {
 #[doc(hidden)]
 pub fn __on_events<T: RuleSet>(
     batch: EventBatch,
-    states: Vec<Option<Vec<u8>>>,
+    states: StateBlob,
 ) -> Result<EventsResult, String> {
     let batch = Batch(batch);
     let mut states = States {
-        dirty: vec![false; states.len()],
-        values: states,
+        changed: vec![None; states.ends.len()],
+        blob: states,
     };
     let emits = T::on_events(&batch, &mut states)?;
+    let (changed_slots, changed_states) = states.changed();
     Ok(EventsResult {
         emits,
-        states: states.changed(),
+        changed_slots,
+        changed_states,
     })
 }
 
@@ -115,16 +117,27 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.0.ids.len()
     }
+    /// Dictionary string `index`.
+    pub fn dict(&self, index: u32) -> &str {
+        let i = index as usize;
+        let ends = &self.0.dict_ends;
+        let (Some(&end), start) = (ends.get(i), if i == 0 { Some(&0) } else { ends.get(i - 1) })
+        else {
+            return "";
+        };
+        let start = start.copied().unwrap_or(0) as usize;
+        self.0
+            .dict_bytes
+            .get(start..end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
     /// Whether the batch has no events.
     pub fn is_empty(&self) -> bool {
         self.0.ids.is_empty()
     }
     fn text(&self, index: u32) -> &str {
-        self.0
-            .dict
-            .get(index as usize)
-            .map(String::as_str)
-            .unwrap_or("")
+        self.dict(index)
     }
     fn optional(&self, index: u32) -> Option<&str> {
         (index != 0).then(|| self.text(index))
@@ -230,41 +243,54 @@ impl Batch {
 
 /// The keyed states of a batch, one slot per distinct key.
 pub struct States {
-    values: Vec<Option<Vec<u8>>>,
-    dirty: Vec<bool>,
+    blob: StateBlob,
+    changed: Vec<Option<Vec<u8>>>,
 }
 
 impl States {
     /// Number of slots.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.blob.ends.len()
     }
     /// Whether there are no slots.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.blob.ends.is_empty()
     }
-    /// The stored bytes of a slot.
+    /// The bytes of a slot's state (its latest write in this call, if any).
     pub fn get(&self, slot: usize) -> Option<&[u8]> {
-        self.values.get(slot).and_then(|v| v.as_deref())
+        if let Some(Some(v)) = self.changed.get(slot) {
+            return (!v.is_empty()).then_some(v.as_slice());
+        }
+        let end = *self.blob.ends.get(slot)? as usize;
+        let start = if slot == 0 {
+            0
+        } else {
+            self.blob.ends[slot - 1] as usize
+        };
+        self.blob.bytes.get(start..end).filter(|b| !b.is_empty())
     }
     /// Replaces a slot's state.
     pub fn set(&mut self, slot: usize, value: Vec<u8>) {
-        self.values[slot] = Some(value);
-        self.dirty[slot] = true;
+        self.changed[slot] = Some(value);
     }
     /// Deletes a slot's state.
     pub fn delete(&mut self, slot: usize) {
-        self.values[slot] = None;
-        self.dirty[slot] = true;
+        self.changed[slot] = Some(Vec::new());
     }
-    fn changed(self) -> Vec<(u32, Option<Vec<u8>>)> {
-        self.values
-            .into_iter()
-            .zip(self.dirty)
-            .enumerate()
-            .filter(|(_, (_, dirty))| *dirty)
-            .map(|(slot, (value, _))| (slot as u32, value))
-            .collect()
+    fn changed(self) -> (Vec<u32>, StateBlob) {
+        let mut slots = Vec::new();
+        let mut blob = StateBlob {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        };
+        for (slot, value) in self.changed.into_iter().enumerate() {
+            if let Some(value) = value {
+                slots.push(slot as u32);
+                blob.bytes.extend_from_slice(&value);
+                blob.ends.push(blob.bytes.len() as u32);
+            }
+        }
+        (slots, blob)
     }
 }
 
@@ -437,7 +463,8 @@ impl Aggregates {
             Some(AggregateValue::Events(b)) => Some(Batch(std::mem::replace(
                 b,
                 EventBatch {
-                    dict: Vec::new(),
+                    dict_bytes: Vec::new(),
+                    dict_ends: vec![0],
                     ids: Vec::new(),
                     customers: Vec::new(),
                     accounts: Vec::new(),

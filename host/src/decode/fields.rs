@@ -81,8 +81,10 @@ impl<'a> FieldValue<'a> {
         if !text.starts_with('"') {
             return None;
         }
-        if let Ok(s) = serde_json::from_str::<&'a str>(text) {
-            return Some(Cow::Borrowed(s));
+        // The raw value is already a validated JSON string: without escapes,
+        // its contents are the text between the quotes.
+        if !text.contains('\\') && text.len() >= 2 {
+            return Some(Cow::Borrowed(&text[1..text.len() - 1]));
         }
         serde_json::from_str::<String>(text).ok().map(Cow::Owned)
     }

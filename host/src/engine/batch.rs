@@ -22,7 +22,8 @@ pub struct BatchBuilder {
 
 fn empty_batch() -> EventBatch {
     EventBatch {
-        dict: Vec::new(),
+        dict_bytes: Vec::new(),
+        dict_ends: Vec::new(),
         ids: Vec::new(),
         customers: Vec::new(),
         accounts: Vec::new(),
@@ -63,23 +64,31 @@ fn units(d: Decimal, scale: u32) -> i64 {
     i64::try_from(d.mantissa()).unwrap_or(i64::MAX)
 }
 
+/// Appends a string to the batch's dictionary; returns its index.
+fn push_dict(batch: &mut EventBatch, s: &str) -> u32 {
+    batch.dict_bytes.extend_from_slice(s.as_bytes());
+    batch.dict_ends.push(batch.dict_bytes.len() as u32);
+    (batch.dict_ends.len() - 1) as u32
+}
+
 impl BatchBuilder {
     fn sym(&mut self, s: Sym, strings: &Interner) -> u32 {
         if s == NONE {
             return 0;
         }
-        let dict = &mut self.batch.dict;
-        *self.syms.entry(s).or_insert_with(|| {
-            dict.push(strings.resolve(s).to_string());
-            (dict.len() - 1) as u32
-        })
+        let batch = &mut self.batch;
+        *self
+            .syms
+            .entry(s)
+            .or_insert_with(|| push_dict(batch, strings.resolve(s)))
     }
 
     /// Builds the batch of `txns` (without state keys).
     pub fn build(&mut self, txns: &[Txn], strings: &Interner) -> &EventBatch {
         let b = &mut self.batch;
-        b.dict.clear();
-        b.dict.push(String::new());
+        b.dict_bytes.clear();
+        b.dict_ends.clear();
+        push_dict(b, "");
         self.syms.clear();
         for v in [
             &mut b.ids,
@@ -112,8 +121,7 @@ impl BatchBuilder {
         self.batch.money_scale = scale as u8;
         self.batch.flag_starts.push(0);
         for t in txns {
-            self.batch.dict.push(t.id.to_string());
-            let id = (self.batch.dict.len() - 1) as u32;
+            let id = push_dict(&mut self.batch, &t.id);
             self.batch.ids.push(id);
             let v = self.sym(t.customer, strings);
             self.batch.customers.push(v);
@@ -175,10 +183,7 @@ impl BatchBuilder {
                         {
                             self.sym(key, strings)
                         }
-                        _ => {
-                            self.batch.dict.push(text.clone());
-                            (self.batch.dict.len() - 1) as u32
-                        }
+                        _ => push_dict(&mut self.batch, &text),
                     };
                     let slot = self.batch.state_keys.len() as u32;
                     self.batch.state_keys.push(dict_index);
@@ -230,7 +235,8 @@ mod tests {
         b.build(&txns, &s);
         b.set_state_keys(&txns, KeyBy::Customer, &s);
         let batch = b.batch();
-        assert_eq!(batch.dict, vec!["", "a", "cust", "b"]);
+        assert_eq!(batch.dict_bytes, b"acustb");
+        assert_eq!(batch.dict_ends, vec![0, 1, 5, 6]);
         assert_eq!(batch.customers, vec![2, 2]);
         assert_eq!(batch.money_scale, 3);
         assert_eq!(batch.amounts, vec![1500, 1]);

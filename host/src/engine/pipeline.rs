@@ -10,7 +10,7 @@ use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
-use crate::runtime::bindings::types::{Emit, FiredWindow, Window};
+use crate::runtime::bindings::types::{Emit, FiredWindow, StateBlob, Window};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{DeadLetter, LateRecord, Record, SinkError, TableInfo};
 use crate::source::{Poll, RecordBatch, Source};
@@ -78,6 +78,8 @@ pub struct Pipeline {
     builder: BatchBuilder,
     /// For `collect` aggregates at fire time, apart from the batch in flight.
     collect_builder: BatchBuilder,
+    /// The keyed states sent with a batch (reused).
+    states: StateBlob,
     router: Router,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -126,6 +128,10 @@ impl Pipeline {
             slots,
             builder: BatchBuilder::default(),
             collect_builder: BatchBuilder::default(),
+            states: StateBlob {
+                bytes: Vec::new(),
+                ends: Vec::new(),
+            },
             router,
             metrics,
             stop,
@@ -274,14 +280,16 @@ impl Pipeline {
                 } else {
                     self.builder.set_state_keys(txns, key_by, &self.strings);
                     let s = &mut self.slots[slot];
-                    let states: Vec<Option<Vec<u8>>> = self
-                        .builder
-                        .key_texts
-                        .iter()
-                        .map(|k| s.rule.state().get(k).map(<[u8]>::to_vec))
-                        .collect();
+                    self.states.bytes.clear();
+                    self.states.ends.clear();
+                    for key in &self.builder.key_texts {
+                        if let Some(v) = s.rule.state().get(key) {
+                            self.states.bytes.extend_from_slice(v);
+                        }
+                        self.states.ends.push(self.states.bytes.len() as u32);
+                    }
                     let started = Instant::now();
-                    let result = s.rule.on_events(self.builder.batch(), &states, now);
+                    let result = s.rule.on_events(self.builder.batch(), &self.states, now);
                     let micros = started.elapsed().as_micros() as u64;
                     self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
                         r.event_calls += 1;
@@ -290,13 +298,19 @@ impl Pipeline {
                     match result {
                         Ok(result) => {
                             let s = &mut self.slots[slot];
-                            for (index, state) in result.states {
+                            let changed = &result.changed_states;
+                            let mut start = 0usize;
+                            for (&index, &end) in result.changed_slots.iter().zip(&changed.ends) {
+                                let end = (end as usize).min(changed.bytes.len());
+                                let value = changed.bytes.get(start..end).unwrap_or(&[]);
+                                start = end;
                                 let Some(key) = self.builder.key_texts.get(index as usize) else {
                                     continue;
                                 };
-                                match state {
-                                    Some(value) => s.rule.state_mut().set(key, value, now),
-                                    None => s.rule.state_mut().delete(key),
+                                if value.is_empty() {
+                                    s.rule.state_mut().delete(key);
+                                } else {
+                                    s.rule.state_mut().set(key, value.to_vec(), now);
                                 }
                             }
                             self.route(slot, result.emits)?;

@@ -258,7 +258,7 @@ impl Rule {
     pub fn on_events(
         &mut self,
         batch: &types::EventBatch,
-        states: &[Option<Vec<u8>>],
+        states: &types::StateBlob,
         now: i64,
     ) -> Result<types::EventsResult, RuleError> {
         self.store.data_mut().now = now;

@@ -19,7 +19,10 @@ impl RuleSet for Hostile {
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
-            hoard.push(vec![batch.len() as u8; 1 << 20]);
+            // Reserving grows linear memory without writing it: the cap is hit fast.
+            let mut chunk: Vec<u8> = Vec::with_capacity(4 << 20);
+            chunk.push(batch.len() as u8);
+            hoard.push(chunk);
             std::hint::black_box(&hoard);
         }
     }
