@@ -4,7 +4,7 @@
 //! [`Sym`]s, so the hot path hashes and copies `u32`s, not strings.
 
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 
 /// An interned string. `0` is the empty string and stands for "absent".
 pub type Sym = u32;
@@ -15,14 +15,15 @@ pub const NONE: Sym = 0;
 /// Interns strings into [`Sym`]s for the life of a pipeline.
 #[derive(Debug)]
 pub struct Interner {
-    map: FxHashMap<Box<str>, Sym>,
+    /// foldhash: measured faster than FxHash on ids that share long prefixes.
+    map: HashMap<Box<str>, Sym, foldhash::fast::FixedState>,
     strings: Vec<Box<str>>,
 }
 
 impl Default for Interner {
     fn default() -> Self {
         let mut interner = Self {
-            map: FxHashMap::default(),
+            map: HashMap::default(),
             strings: Vec::new(),
         };
         interner.intern("");

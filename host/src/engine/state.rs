@@ -4,7 +4,7 @@
 //! lives here, so a rule can trap, be re-instantiated or be replaced without
 //! losing it, and a checkpoint can copy it.
 
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
@@ -15,7 +15,7 @@ struct Entry {
 /// Keyed state: key -> bytes, with the event time of the last write.
 #[derive(Clone, Debug, Default)]
 pub struct KeyedState {
-    map: FxHashMap<Box<str>, Entry>,
+    map: HashMap<Box<str>, Entry, foldhash::fast::FixedState>,
     ttl_ms: i64,
     bytes: usize,
 }
