@@ -11,7 +11,7 @@
 //! The running statistics are scores, not money: they use f64; amounts stay exact.
 
 use edge_rule_sdk::{
-    Alert, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
+    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
     TxnKind, Writer,
 };
 
@@ -75,16 +75,7 @@ fn alert(
     score: f64,
     reason: String,
 ) -> Emit {
-    Emit::Alert(Alert {
-        rule: format!("anomaly.{}", kind.to_ascii_lowercase().replace('_', "-")),
-        kind: kind.to_string(),
-        severity,
-        score: score.clamp(0.0, 1.0),
-        transaction_id: Some(batch.id(i).to_string()),
-        customer_id: Some(batch.customer(i).to_string()),
-        reason,
-        event_time: batch.event_time(i),
-    })
+    edge_rule_sdk::alert(batch, i, "anomaly", kind, severity, score, reason)
 }
 
 fn as_f64(d: Decimal) -> f64 {

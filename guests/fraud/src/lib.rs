@@ -16,8 +16,7 @@
 //! `high-amount-factor` (default 3).
 
 use edge_rule_sdk::{
-    Alert, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
-    Writer,
+    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States, Writer,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -103,16 +102,7 @@ fn alert(
     score: f64,
     reason: String,
 ) -> Emit {
-    Emit::Alert(Alert {
-        rule: format!("fraud.{}", kind.to_ascii_lowercase().replace('_', "-")),
-        kind: kind.to_string(),
-        severity,
-        score: score.clamp(0.0, 1.0),
-        transaction_id: Some(batch.id(i).to_string()),
-        customer_id: Some(batch.customer(i).to_string()),
-        reason,
-        event_time: batch.event_time(i),
-    })
+    edge_rule_sdk::alert(batch, i, "fraud", kind, severity, score, reason)
 }
 
 impl RuleSet for Fraud {

@@ -536,6 +536,29 @@ pub fn row(table: &str, values: Vec<Value>) -> Emit {
     })
 }
 
+/// An alert about event `i` of a batch: rule `<rule_set>.<kind in kebab-case>`,
+/// with the event's transaction, customer and time; the score is clamped to [0, 1].
+pub fn alert(
+    batch: &Batch,
+    i: usize,
+    rule_set: &str,
+    kind: &str,
+    severity: Severity,
+    score: f64,
+    reason: String,
+) -> Emit {
+    Emit::Alert(Alert {
+        rule: format!("{rule_set}.{}", kind.to_ascii_lowercase().replace('_', "-")),
+        kind: kind.to_string(),
+        severity,
+        score: score.clamp(0.0, 1.0),
+        transaction_id: Some(batch.id(i).to_string()),
+        customer_id: Some(batch.customer(i).to_string()),
+        reason,
+        event_time: batch.event_time(i),
+    })
+}
+
 /// A text value.
 pub fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
