@@ -223,27 +223,39 @@ pub fn iso_time(ms: i64) -> String {
 }
 
 /// Appends epoch milliseconds as ISO-8601 UTC with milliseconds
-/// (`2026-01-05T00:10:00.000Z`); on the hot output path, so no format parsing.
+/// (`2026-01-05T00:10:00.000Z`). On the output path for every row, so the
+/// digits are placed by hand (civil-from-days, H. Hinnant's algorithm).
 pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
-    use chrono::{Datelike, Timelike};
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => {
-            let _ = write!(
-                out,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.timestamp_subsec_millis()
-            );
-        }
-        None => {
-            let _ = write!(out, "{ms}");
-        }
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        let _ = write!(out, "{ms}");
+        return;
     }
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3_600_000);
+    put(14, 2, in_day / 60_000 % 60);
+    put(17, 2, in_day / 1000 % 60);
+    put(20, 3, in_day % 1000);
+    let _ = out.write_str(std::str::from_utf8(&b).unwrap_or(""));
 }
 
 /// A stable 64-bit FNV-1a hash, for deterministic output ids.
@@ -286,6 +298,15 @@ mod tests {
     #[test]
     fn iso_time_has_milliseconds() {
         assert_eq!(iso_time(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+        let mut t = -2_000_000_000_000i64;
+        while t < 4_000_000_000_000 {
+            let expected = chrono::DateTime::from_timestamp_millis(t)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            assert_eq!(iso_time(t), expected);
+            t += 3_333_333_337;
+        }
     }
 
     #[test]

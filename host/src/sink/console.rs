@@ -121,6 +121,10 @@ pub fn spawn(
                     let _ = writeln!(stderr, "{}", status_line(&metrics, started.elapsed(), rate));
                 }
             }
+            if drawn_lines > 0 {
+                // The final summary takes the live block's place.
+                let _ = write!(std::io::stderr().lock(), "\x1b[{drawn_lines}A\x1b[J");
+            }
         })
         .ok()
 }

@@ -38,19 +38,19 @@ impl Source for GenSource {
         let started = *self.started.get_or_insert_with(Instant::now);
         let mut n = max;
         if self.rate > 0 {
-            // How many records are due now; sleep (up to the timeout) until one is.
-            let due =
-                |at: Instant| (at.duration_since(started).as_secs_f64() * self.rate as f64) as u64;
-            let mut allowed = due(Instant::now()).saturating_sub(self.emitted);
-            if allowed == 0 {
-                let next = Duration::from_secs_f64((self.emitted + 1) as f64 / self.rate as f64);
-                let wait = (started + next)
+            // Wait until a full batch is due or the batch timeout passes, then
+            // hand over what is due: full batches at high rates, a bounded
+            // delay at low ones.
+            let rate = self.rate as f64;
+            let due = |at: Instant| (at.duration_since(started).as_secs_f64() * rate) as u64;
+            let full_at =
+                started + Duration::from_secs_f64((self.emitted + max as u64) as f64 / rate);
+            std::thread::sleep(
+                full_at
                     .saturating_duration_since(Instant::now())
-                    .min(timeout);
-                std::thread::sleep(wait);
-                allowed = due(Instant::now()).saturating_sub(self.emitted);
-            }
-            n = n.min(allowed as usize);
+                    .min(timeout),
+            );
+            n = n.min(due(Instant::now()).saturating_sub(self.emitted) as usize);
         }
         for _ in 0..n {
             let record = self.generator.next_record();

@@ -10,7 +10,7 @@ use crate::runtime::bindings::types::{
 };
 use crate::runtime::manifest::is_money;
 use rust_decimal::{Decimal, RoundingStrategy};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
 
@@ -88,6 +88,77 @@ impl Filter {
     }
 }
 
+/// A map that stays a short vector while it is small: most panes see one or
+/// two events, and a hash table per pane per aggregate costs more than a scan.
+#[derive(Clone, Debug)]
+pub enum SmallMap<V> {
+    /// Up to [`SMALL`] entries, scanned.
+    Small(Vec<(u64, V)>),
+    /// More, hashed.
+    Large(FxHashMap<u64, V>),
+}
+
+const SMALL: usize = 16;
+
+impl<V: Default> Default for SmallMap<V> {
+    fn default() -> Self {
+        SmallMap::Small(Vec::new())
+    }
+}
+
+impl<V: Default> SmallMap<V> {
+    /// The value of `key`, inserted as default if absent.
+    pub fn entry(&mut self, key: u64) -> &mut V {
+        if let SmallMap::Small(v) = self {
+            if v.len() >= SMALL && !v.iter().any(|(k, _)| *k == key) {
+                *self = SmallMap::Large(std::mem::take(v).into_iter().collect());
+            }
+        }
+        match self {
+            SmallMap::Small(v) => {
+                let at = match v.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        v.push((key, V::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[at].1
+            }
+            SmallMap::Large(m) => m.entry(key).or_default(),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        match self {
+            SmallMap::Small(v) => v.len(),
+            SmallMap::Large(m) => m.len(),
+        }
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (u64, &V)> + '_> {
+        match self {
+            SmallMap::Small(v) => Box::new(v.iter().map(|(k, v)| (*k, v))),
+            SmallMap::Large(m) => Box::new(m.iter().map(|(k, v)| (*k, v))),
+        }
+    }
+
+    /// Consumes the map into its entries.
+    pub fn into_entries(self) -> Vec<(u64, V)> {
+        match self {
+            SmallMap::Small(v) => v,
+            SmallMap::Large(m) => m.into_iter().collect(),
+        }
+    }
+}
+
 /// A compiled aggregate.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -109,12 +180,12 @@ pub enum Acc {
     MoneyExtreme(Option<Decimal>),
     /// min/max of numbers
     NumberExtreme(Option<f64>),
-    /// distinct values
-    Distinct(FxHashSet<u64>),
+    /// distinct values (the map's values are unused)
+    Distinct(SmallMap<()>),
     /// counts by value
-    CountBy(FxHashMap<u64, u64>),
+    CountBy(SmallMap<u64>),
     /// sums by value
-    SumBy(FxHashMap<u64, Decimal>),
+    SumBy(SmallMap<Decimal>),
     /// counts by band
     Bands(Vec<u64>),
     /// the events
@@ -184,14 +255,14 @@ fn category_name(f: Field, v: u64, strings: &Interner) -> String {
 }
 
 /// Entries sorted largest first, then by name, for deterministic output.
-fn ordered<T: Ord + Copy>(
-    map: &FxHashMap<u64, T>,
+fn ordered<T: Ord + Copy + Default>(
+    map: &SmallMap<T>,
     f: Field,
     strings: &Interner,
 ) -> Vec<(String, T)> {
     let mut v: Vec<(String, T)> = map
         .iter()
-        .map(|(k, n)| (category_name(f, *k, strings), *n))
+        .map(|(k, n)| (category_name(f, k, strings), *n))
         .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v
@@ -233,9 +304,9 @@ impl Plan {
             AggregateOp::Sum(_) | AggregateOp::Avg(_) => Acc::Number(0.0, 0),
             AggregateOp::Min(f) | AggregateOp::Max(f) if is_money(*f) => Acc::MoneyExtreme(None),
             AggregateOp::Min(_) | AggregateOp::Max(_) => Acc::NumberExtreme(None),
-            AggregateOp::Distinct(_) => Acc::Distinct(FxHashSet::default()),
-            AggregateOp::CountBy(_) => Acc::CountBy(FxHashMap::default()),
-            AggregateOp::SumBy(_) => Acc::SumBy(FxHashMap::default()),
+            AggregateOp::Distinct(_) => Acc::Distinct(SmallMap::default()),
+            AggregateOp::CountBy(_) => Acc::CountBy(SmallMap::default()),
+            AggregateOp::SumBy(_) => Acc::SumBy(SmallMap::default()),
             AggregateOp::CountByBand(_) => Acc::Bands(vec![0; self.bounds.len() + 1]),
             AggregateOp::Collect => Acc::Collect(Vec::new()),
         }
@@ -279,14 +350,14 @@ impl Plan {
                 }
             }
             (AggregateOp::Distinct(f), Acc::Distinct(set)) => categories(*f, t, |v| {
-                set.insert(v);
+                set.entry(v);
             }),
             (AggregateOp::CountBy(f), Acc::CountBy(map)) => {
-                categories(*f, t, |v| *map.entry(v).or_default() += 1)
+                categories(*f, t, |v| *map.entry(v) += 1)
             }
             (AggregateOp::SumBy((g, m)), Acc::SumBy(map)) => {
                 let x = money(*m, t);
-                categories(*g, t, |v| *map.entry(v).or_default() += x);
+                categories(*g, t, |v| *map.entry(v) += x);
             }
             (AggregateOp::CountByBand(b), Acc::Bands(counts)) => {
                 let x = money(b.field, t);
@@ -323,13 +394,19 @@ impl Plan {
                     (x, y) => x.or(y),
                 }
             }
-            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Distinct(a), Acc::Distinct(b)) => {
+                b.into_entries().into_iter().for_each(|(k, _)| {
+                    a.entry(k);
+                })
+            }
             (Acc::CountBy(a), Acc::CountBy(b)) => b
+                .into_entries()
                 .into_iter()
-                .for_each(|(k, v)| *a.entry(k).or_default() += v),
+                .for_each(|(k, v)| *a.entry(k) += v),
             (Acc::SumBy(a), Acc::SumBy(b)) => b
+                .into_entries()
                 .into_iter()
-                .for_each(|(k, v)| *a.entry(k).or_default() += v),
+                .for_each(|(k, v)| *a.entry(k) += v),
             (Acc::Bands(a), Acc::Bands(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
             (Acc::Collect(a), Acc::Collect(b)) => a.extend(b),
             _ => {}
@@ -496,6 +573,38 @@ mod tests {
                         scale: 2
                     }
                 );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn grouped_aggregates_stay_exact_past_the_small_map() {
+        let mut s = Interner::default();
+        let events: Vec<Txn> = (0..100)
+            .map(|n| txn(&mut s, &format!("c{}", n % 40), 100, &[]))
+            .collect();
+        match run(AggregateOp::CountBy(Field::Customer), &events, &s) {
+            AggregateValue::Counts(c) => {
+                assert_eq!(c.len(), 40);
+                assert_eq!(c.iter().map(|(_, n)| n).sum::<u64>(), 100);
+                assert_eq!(c[0].1, 3, "c0..c19 have 3 events each, listed first");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(AggregateOp::Distinct(Field::Customer), &events, &s),
+            AggregateValue::Count(40)
+        ));
+        let plan = Plan::new(&spec(AggregateOp::SumBy((Field::Customer, Field::Amount))));
+        let (mut a, mut b) = (plan.empty(), plan.empty());
+        events[..50].iter().for_each(|t| plan.update(&mut a, t));
+        events[50..].iter().for_each(|t| plan.update(&mut b, t));
+        plan.merge(&mut a, b);
+        match plan.finish(&a, &s, &mut BatchBuilder::default()) {
+            AggregateValue::Sums(v) => {
+                assert_eq!(v.len(), 40);
+                assert_eq!(v.iter().map(|(_, d)| d.units).sum::<i64>(), 100 * 100);
             }
             other => panic!("{other:?}"),
         }
