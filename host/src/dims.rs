@@ -111,11 +111,6 @@ impl Dims {
         self.merchants.get(id)
     }
 
-    /// Number of customers and merchants.
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.customers.len(), self.merchants.len())
-    }
-
     /// Loads customers from JSON lines.
     pub fn load_customers(&mut self, path: &Path) -> Result<(), String> {
         for c in read_lines::<CustomerLine>(path)? {

@@ -8,4 +8,3 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::edge::rules::types;
-pub use self::exports::edge::rules::rule::Guest as RuleExports;

@@ -307,9 +307,4 @@ impl Rule {
     pub fn state_mut(&mut self) -> &mut KeyedState {
         &mut self.store.data_mut().state
     }
-
-    /// Linear memory in use by the instance, bytes.
-    pub fn memory_limit_bytes(&self) -> u64 {
-        self.limits.memory_mib << 20
-    }
 }
