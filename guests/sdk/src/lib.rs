@@ -457,7 +457,7 @@ impl Aggregates {
             _ => Vec::new(),
         }
     }
-    /// Takes a `collect` result out.
+    /// Takes a `collect` result out (`None` when the window collected no events).
     pub fn take_events(&mut self, i: usize) -> Option<Batch> {
         match self.0.get_mut(i) {
             Some(AggregateValue::Events(b)) => Some(Batch(std::mem::replace(

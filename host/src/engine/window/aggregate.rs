@@ -468,6 +468,9 @@ impl Plan {
                     .map(|(i, n)| (self.band_label(i), *n))
                     .collect(),
             ),
+            // Most windows collect nothing (a filtered `collect`); an empty
+            // batch would still cross as twenty lists.
+            Acc::Collect(events) if events.is_empty() => AggregateValue::Empty,
             Acc::Collect(events) => AggregateValue::Events(builder.build(events, strings).clone()),
         }
     }
