@@ -545,6 +545,29 @@ mod tests {
     }
 
     #[test]
+    fn money_averages_round_half_up_at_the_midpoint() {
+        let mut s = Interner::default();
+        // (0.00000001 + 0) / 2 = 0.000000005: half-up gives 0.00000001,
+        // banker's rounding would give 0.
+        let mut events = vec![txn(&mut s, "c", 0, &[]), txn(&mut s, "c", 0, &[])];
+        events[0].amount = Decimal::new(1, 8);
+        let avg = run(AggregateOp::Avg(Field::Amount), &events, &s);
+        assert!(
+            matches!(avg, AggregateValue::Money(d) if Decimal::new(d.units, u32::from(d.scale)) == Decimal::new(1, 8)),
+            "{avg:?}"
+        );
+        // Exact sums keep their scale: 0.10 + 0.20 is 0.30, not 0.3.
+        let events = vec![txn(&mut s, "c", 10, &[]), txn(&mut s, "c", 20, &[])];
+        assert!(matches!(
+            run(AggregateOp::Sum(Field::Amount), &events, &s),
+            AggregateValue::Money(WitDecimal {
+                units: 30,
+                scale: 2
+            })
+        ));
+    }
+
+    #[test]
     fn grouped_aggregates_count_each_flag() {
         let mut s = Interner::default();
         let events = vec![
