@@ -43,11 +43,6 @@ impl Interner {
         sym
     }
 
-    /// The symbol of `s`, if it was interned.
-    pub fn get(&self, s: &str) -> Option<Sym> {
-        self.map.get(s).copied()
-    }
-
     /// The string of a symbol.
     pub fn resolve(&self, sym: Sym) -> &str {
         self.strings.get(sym as usize).map_or("", |s| s)

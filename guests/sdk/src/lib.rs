@@ -13,8 +13,6 @@
 //! [`Batch::transaction`]. Keyed state arrives with the batch ([`States`]) and
 //! only the states a rule changes go back. Money is [`Decimal`], exact.
 
-use std::marker::PhantomData;
-
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -305,7 +303,6 @@ pub trait State: Default {
 /// Decoded states of a batch, decoded on first use and written back at the end.
 pub struct Keyed<S> {
     items: Vec<Option<S>>,
-    _marker: PhantomData<S>,
 }
 
 impl<S: State> Keyed<S> {
@@ -313,7 +310,6 @@ impl<S: State> Keyed<S> {
     pub fn new(states: &States) -> Self {
         Self {
             items: (0..states.len()).map(|_| None).collect(),
-            _marker: PhantomData,
         }
     }
     /// The state of a slot, decoded (or default) on first use.

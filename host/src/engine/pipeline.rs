@@ -195,13 +195,13 @@ impl Pipeline {
     /// of the rule set. Returns whether everything was accepted.
     fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<bool, SinkError> {
         let mut all_valid = true;
+        let (mut alerts, mut rows) = (0u64, 0u64);
         for emit in emits {
             let s = &mut self.slots[slot];
             match emit {
                 Emit::Alert(a) => {
                     let record = router::alert(&s.label, &s.rule.name, a);
-                    self.metrics
-                        .rule(&s.rule.name, &s.rule.version, |r| r.alerts += 1);
+                    alerts += 1;
                     self.router.emit(Record::Alert(record))?;
                 }
                 Emit::Row(row) => {
@@ -214,8 +214,7 @@ impl Pipeline {
                     };
                     match built {
                         Ok(record) => {
-                            self.metrics
-                                .rule(&s.rule.name, &s.rule.version, |r| r.rows += 1);
+                            rows += 1;
                             self.router.emit(Record::Row(record))?;
                         }
                         Err(message) => {
@@ -228,8 +227,15 @@ impl Pipeline {
                 }
             }
         }
+        let s = &mut self.slots[slot];
+        if alerts + rows > 0 {
+            self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+                r.alerts += alerts;
+                r.rows += rows;
+            });
+        }
         if all_valid {
-            self.slots[slot].rule.succeeded();
+            s.rule.succeeded();
         }
         Ok(all_valid)
     }
@@ -521,10 +527,5 @@ impl Pipeline {
             .watermark
             .store(self.watermark.current(), Ordering::Relaxed);
         Ok(())
-    }
-
-    /// The loaded rule sets.
-    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.slots.iter().map(|s| &s.rule)
     }
 }

@@ -42,11 +42,6 @@ impl Watermark {
     pub fn close(&mut self) {
         self.closed = true;
     }
-
-    /// The largest event time seen.
-    pub fn max_event_time(&self) -> i64 {
-        self.max_event_time
-    }
 }
 
 #[cfg(test)]

@@ -559,7 +559,11 @@ impl Generator {
     }
 
     fn make_dirty(&mut self, clean: Vec<u8>) -> (Vec<u8>, &'static str) {
-        let kind = DIRTY_KINDS[self.rng.random_range(0..DIRTY_KINDS.len())];
+        let mut kind = DIRTY_KINDS[self.rng.random_range(0..DIRTY_KINDS.len())];
+        if kind == "duplicate" && self.last.is_empty() {
+            // Nothing to duplicate yet: plant a wrong type instead, and say so.
+            kind = "wrong_type";
+        }
         let text = String::from_utf8_lossy(&clean).into_owned();
         let bytes = match kind {
             "truncated" => clean[..clean.len() / 2].to_vec(),
@@ -577,7 +581,7 @@ impl Generator {
                 b.splice(at..at, [0xff, 0xfe]);
                 b
             }
-            "duplicate" if !self.last.is_empty() => self.last.clone(),
+            "duplicate" => self.last.clone(),
             "far_future" => {
                 replace_field(&text, "created_at", "\"2999-01-01T00:00:00Z\"").into_bytes()
             }
