@@ -84,7 +84,7 @@ fn windows(c: &mut Criterion) {
                     op.add(t, i64::MIN);
                 }
                 let mut fired = Vec::new();
-                op.fire(i64::MAX, &strings, &mut BatchBuilder::default(), &mut fired);
+                op.fire(i64::MAX, &strings, &mut fired);
                 black_box(fired.len())
             })
         });

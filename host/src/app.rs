@@ -163,7 +163,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let generator =
         (config.source.kind == SourceKind::Gen).then(|| Generator::new(&config.generator));
     let dims = dims_for(config, generator.as_ref())?;
-    let runtime = Runtime::new(dims)?;
+    let runtime = Runtime::with_cache(dims, config.rules.compile_cache)?;
     let rules = load_rules(&runtime, &paths, &config.rules)?;
     if rules.is_empty() {
         bail!("every rule set is disabled in the config; nothing to run");

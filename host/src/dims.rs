@@ -43,6 +43,7 @@ pub struct MerchantDim {
 pub struct Dims {
     customers: FxHashMap<String, CustomerDim>,
     merchants: FxHashMap<String, MerchantDim>,
+    version: u64,
 }
 
 #[derive(Deserialize)]
@@ -94,11 +95,18 @@ impl Dims {
     /// Adds or replaces a customer.
     pub fn put_customer(&mut self, c: CustomerDim) {
         self.customers.insert(c.id.clone(), c);
+        self.version += 1;
     }
 
     /// Adds or replaces a merchant.
     pub fn put_merchant(&mut self, m: MerchantDim) {
         self.merchants.insert(m.id.clone(), m);
+        self.version += 1;
+    }
+
+    /// Changes whenever a customer or merchant is added or replaced.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Looks a customer up.

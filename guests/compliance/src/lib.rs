@@ -131,12 +131,13 @@ impl RuleSet for Compliance {
         }
     }
 
-    fn on_window(window: Window, mut aggs: Aggregates) -> Result<Vec<Emit>, String> {
+    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
+        let by_flag = aggs.counts(BY_FLAG);
         let flags = |name: &str| {
-            aggs.counts(BY_FLAG)
+            by_flag
                 .iter()
-                .find(|(k, _)| k == name)
+                .find(|(k, _)| *k == name)
                 .map_or(0, |(_, n)| *n as i64)
         };
         let sanctions = flags("SANCTIONS_CHECK_REQUIRED");
@@ -151,16 +152,11 @@ impl RuleSet for Compliance {
         } else {
             ((1.0 - flagged_count as f64 / count as f64) * 10_000.0).round() / 10_000.0
         };
-        let risk = json_object(
-            aggs.counts(RISK_LEVELS)
-                .iter()
-                .map(|(k, v)| (k.as_str(), *v)),
-            false,
-        );
+        let risk = json_object(aggs.counts(RISK_LEVELS), false);
         let total = aggs.money(TOTAL).unwrap_or_default();
         let violation = aggs.money(FLAGGED_AMOUNT).unwrap_or_default();
         let ids = aggs
-            .take_events(FLAGGED_EVENTS)
+            .events(FLAGGED_EVENTS)
             .map(|b| json_array((0..b.len()).map(|i| b.id(i))))
             .unwrap_or_else(|| "[]".into());
         Ok(vec![row(

@@ -13,7 +13,7 @@
 //! - `ACTIVE` otherwise.
 
 use edge_rule_sdk::{
-    aggregate, column, host, json_object, money_value, round_half_up, row, text, AggregateOp,
+    aggregate, column, dims, host, json_object, money_value, round_half_up, row, text, AggregateOp,
     Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, Reader, RuleSet, State,
     TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
 };
@@ -57,7 +57,7 @@ impl State for Lifetime {
     }
 }
 
-fn consistency(counts: &[(String, u64)], total: u64) -> f64 {
+fn consistency(counts: &[(&str, u64)], total: u64) -> f64 {
     let top = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
     if total == 0 {
         1.0
@@ -163,20 +163,24 @@ impl RuleSet for Lifecycle {
         }
     }
 
-    fn on_window(window: Window, aggs: Aggregates) -> Result<Vec<Emit>, String> {
+    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let spend = aggs.money(SPEND).unwrap_or_default();
-        let customer = host::get_customer(&window.key);
+        let customer = dims::customer(&window.key);
         let mut life = host::state_get(&window.key)
             .and_then(|b| Lifetime::decode(&mut Reader::new(&b)))
             .unwrap_or_default();
 
         let mut by_category: BTreeMap<String, Decimal> = BTreeMap::new();
         for (merchant, amount) in aggs.sums(BY_MERCHANT) {
-            let category = host::get_merchant(merchant)
-                .map(|m| m.category)
-                .unwrap_or_else(|| "unknown".into());
-            *by_category.entry(category).or_default() += amount;
+            let merchant = dims::merchant(merchant);
+            let category = merchant.as_ref().map_or("unknown", |m| m.category.as_str());
+            match by_category.get_mut(category) {
+                Some(sum) => *sum += amount,
+                None => {
+                    by_category.insert(category.to_string(), amount);
+                }
+            }
         }
 
         let previous_count = life.last_window_count;
@@ -208,7 +212,7 @@ impl RuleSet for Lifecycle {
         host::state_set(&window.key, &w.0);
 
         let (tier, segment) = customer
-            .map(|c| (c.tier, c.segment))
+            .map(|c| (c.tier.clone(), c.segment.clone()))
             .unwrap_or_else(|| ("UNKNOWN".into(), "UNKNOWN".into()));
         Ok(vec![row(
             TABLE,
@@ -220,16 +224,13 @@ impl RuleSet for Lifecycle {
                 text(segment),
                 Value::Int(count as i64),
                 money_value(round_half_up(spend, 4)),
-                Value::Text(json_object(
-                    aggs.counts(CHANNELS).iter().map(|(k, v)| (k.as_str(), *v)),
-                    false,
-                )),
+                Value::Text(json_object(aggs.counts(CHANNELS), false)),
                 Value::Text(json_object(
                     by_category.iter().map(|(k, v)| (k.as_str(), v)),
                     true,
                 )),
-                Value::Float(consistency(aggs.counts(CITIES), count)),
-                Value::Float(consistency(aggs.counts(DEVICES), count)),
+                Value::Float(consistency(&aggs.counts(CITIES), count)),
+                Value::Float(consistency(&aggs.counts(DEVICES), count)),
                 text(stage),
                 Value::Int(life.transactions as i64),
                 money_value(round_half_up(life.spend, 4)),

@@ -7,7 +7,7 @@
 //! and the cities paid from. Name and category come from the merchant dimension.
 
 use edge_rule_sdk::{
-    aggregate, column, host, json_object, money_value, nullable, round_half_up, row, text,
+    aggregate, column, dims, json_object, money_value, nullable, round_half_up, row, text,
     AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, RuleSet,
     TableSpec, Value, Window, WindowKind, WindowSpec,
 };
@@ -129,7 +129,7 @@ impl RuleSet for Merchant {
         }
     }
 
-    fn on_window(window: Window, aggs: Aggregates) -> Result<Vec<Emit>, String> {
+    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let revenue = aggs.money(REVENUE).unwrap_or_default();
         let average = if count == 0 {
@@ -148,8 +148,8 @@ impl RuleSet for Merchant {
         } else {
             (repeat as f64 / unique as f64 * 10_000.0).round() / 10_000.0
         };
-        let (name, category) = host::get_merchant(&window.key)
-            .map(|m| (m.name, m.category))
+        let (name, category) = dims::merchant(&window.key)
+            .map(|m| (m.name.clone(), m.category.clone()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
         let optional =
             |d: Option<Decimal>| d.map_or(Value::Null, |d| money_value(round_half_up(d, 4)));
@@ -169,14 +169,8 @@ impl RuleSet for Merchant {
                 Value::Int(unique as i64),
                 Value::Int(repeat as i64),
                 Value::Float(retention),
-                Value::Text(json_object(
-                    aggs.counts(BANDS).iter().map(|(k, v)| (k.as_str(), *v)),
-                    false,
-                )),
-                Value::Text(json_object(
-                    aggs.counts(CITIES).iter().map(|(k, v)| (k.as_str(), *v)),
-                    false,
-                )),
+                Value::Text(json_object(aggs.counts(BANDS), false)),
+                Value::Text(json_object(aggs.counts(CITIES), false)),
             ],
         )])
     }

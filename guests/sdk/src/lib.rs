@@ -27,10 +27,10 @@ pub mod bindings {
 
 pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
-    AggregateOp, AggregateSpec, AggregateValue, Alert, Bands, Column, ColumnType, Customer,
-    Decimal as WitDecimal, Emit, EventBatch, EventsResult, Field, Filter, FiredWindow, Geo, KeyBy,
-    Level, Manifest, Merchant, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction,
-    TxnKind, TxnStatus, Value, Window, WindowKind, WindowSpec,
+    AggregateOp, AggregateSpec, Alert, Bands, Column, ColumnType, Customer, Decimal as WitDecimal,
+    Emit, EventBatch, EventsResult, Field, Filter, Geo, KeyBy, Level, Manifest, Merchant,
+    ResultKind, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction, TxnKind,
+    TxnStatus, Value, WindowBatch, WindowKind, WindowSpec,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -48,7 +48,7 @@ pub trait RuleSet {
     }
     /// Handles a fired window (the host delivers fired windows in groups;
     /// the SDK calls this once per window).
-    fn on_window(_window: Window, _aggregates: Aggregates) -> Result<Vec<Emit>, String> {
+    fn on_window(_window: Window, _aggregates: Aggregates<'_>) -> Result<Vec<Emit>, String> {
         Ok(Vec::new())
     }
 }
@@ -72,16 +72,9 @@ macro_rules! rule_set {
                 $crate::__on_events::<$t>(batch, states)
             }
             fn on_windows(
-                fired: ::std::vec::Vec<$crate::FiredWindow>,
+                fired: $crate::WindowBatch,
             ) -> Result<::std::vec::Vec<$crate::Emit>, String> {
-                let mut emits = ::std::vec::Vec::with_capacity(fired.len());
-                for f in fired {
-                    emits.extend(<$t as $crate::RuleSet>::on_window(
-                        f.window,
-                        $crate::Aggregates(f.aggregates),
-                    )?);
-                }
-                Ok(emits)
+                $crate::__on_windows::<$t>(fired)
             }
         }
         $crate::bindings::__export_rule_set!(__EdgeRuleSetExport with_types_in $crate::bindings);
@@ -89,11 +82,39 @@ macro_rules! rule_set {
 }
 
 #[doc(hidden)]
+pub fn __on_windows<T: RuleSet>(fired: WindowBatch) -> Result<Vec<Emit>, String> {
+    dims::refresh();
+    let per_window = fired.results_per_window as usize;
+    let mut emits = Vec::with_capacity(fired.keys.len());
+    for w in 0..fired.keys.len() {
+        let window = Window {
+            spec: fired.spec.clone(),
+            key: dict(&fired.dict_bytes, &fired.dict_ends, fired.keys[w]).to_string(),
+            start: fired.starts[w],
+            end: fired.ends[w],
+            refire: fired.refires[w],
+        };
+        let aggregates = Aggregates {
+            fired: &fired,
+            first: w * per_window,
+            len: per_window,
+        };
+        emits.extend(T::on_window(window, aggregates)?);
+    }
+    Ok(emits)
+}
+
+#[doc(hidden)]
 pub fn __on_events<T: RuleSet>(
     batch: EventBatch,
     states: StateBlob,
 ) -> Result<EventsResult, String> {
-    let batch = Batch(batch);
+    dims::refresh();
+    let batch = Batch {
+        start: 0,
+        len: batch.ids.len(),
+        b: &batch,
+    };
     let mut states = States {
         changed: vec![None; states.ends.len()],
         blob: states,
@@ -107,112 +128,122 @@ pub fn __on_events<T: RuleSet>(
     })
 }
 
-/// A micro-batch of events, read column by column.
-pub struct Batch(pub EventBatch);
+/// String `index` of a dictionary (empty when out of range).
+fn dict<'a>(bytes: &'a [u8], ends: &[u32], index: u32) -> &'a str {
+    let i = index as usize;
+    let (Some(&end), start) = (ends.get(i), if i == 0 { Some(&0) } else { ends.get(i - 1) }) else {
+        return "";
+    };
+    let start = start.copied().unwrap_or(0) as usize;
+    bytes
+        .get(start..end as usize)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
 
-impl Batch {
+/// Events read column by column: a micro-batch, or the events a window
+/// collected. Event indexes run from 0 to `len() - 1`.
+pub struct Batch<'a> {
+    b: &'a EventBatch,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> Batch<'a> {
     /// Number of events.
     pub fn len(&self) -> usize {
-        self.0.ids.len()
+        self.len
     }
     /// Dictionary string `index`.
-    pub fn dict(&self, index: u32) -> &str {
-        let i = index as usize;
-        let ends = &self.0.dict_ends;
-        let (Some(&end), start) = (ends.get(i), if i == 0 { Some(&0) } else { ends.get(i - 1) })
-        else {
-            return "";
-        };
-        let start = start.copied().unwrap_or(0) as usize;
-        self.0
-            .dict_bytes
-            .get(start..end as usize)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+    pub fn dict(&self, index: u32) -> &'a str {
+        dict(&self.b.dict_bytes, &self.b.dict_ends, index)
     }
-    /// Whether the batch has no events.
+    /// Whether there are no events.
     pub fn is_empty(&self) -> bool {
-        self.0.ids.is_empty()
+        self.len == 0
     }
-    fn text(&self, index: u32) -> &str {
+    fn text(&self, index: u32) -> &'a str {
         self.dict(index)
     }
-    fn optional(&self, index: u32) -> Option<&str> {
+    fn optional(&self, index: u32) -> Option<&'a str> {
         (index != 0).then(|| self.text(index))
     }
     /// Event `i`'s transaction id.
     pub fn id(&self, i: usize) -> &str {
-        self.text(self.0.ids[i])
+        self.text(self.b.ids[self.start + i])
     }
     /// Event `i`'s customer.
     pub fn customer(&self, i: usize) -> &str {
-        self.text(self.0.customers[i])
+        self.text(self.b.customers[self.start + i])
     }
     /// Event `i`'s account, if any.
     pub fn account(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.accounts[i])
+        self.optional(self.b.accounts[self.start + i])
     }
     /// Event `i`'s merchant, if any.
     pub fn merchant(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.merchants[i])
+        self.optional(self.b.merchants[self.start + i])
     }
     /// Event `i`'s kind.
     pub fn kind(&self, i: usize) -> TxnKind {
-        self.0.kinds[i]
+        self.b.kinds[self.start + i]
     }
     /// Event `i`'s status.
     pub fn status(&self, i: usize) -> TxnStatus {
-        self.0.statuses[i]
+        self.b.statuses[self.start + i]
     }
     /// Event `i`'s amount.
     pub fn amount(&self, i: usize) -> Decimal {
-        Decimal::new(self.0.amounts[i], u32::from(self.0.money_scale))
+        Decimal::new(
+            self.b.amounts[self.start + i],
+            u32::from(self.b.money_scale),
+        )
     }
     /// Event `i`'s fee.
     pub fn fee(&self, i: usize) -> Decimal {
-        Decimal::new(self.0.fees[i], u32::from(self.0.money_scale))
+        Decimal::new(self.b.fees[self.start + i], u32::from(self.b.money_scale))
     }
     /// Event `i`'s currency.
     pub fn currency(&self, i: usize) -> &str {
-        self.text(self.0.currencies[i])
+        self.text(self.b.currencies[self.start + i])
     }
     /// Event `i`'s channel, if known.
     pub fn channel(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.channels[i])
+        self.optional(self.b.channels[self.start + i])
     }
     /// Event `i`'s device fingerprint, if known.
     pub fn device(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.devices[i])
+        self.optional(self.b.devices[self.start + i])
     }
     /// Event `i`'s country, if known.
     pub fn country(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.countries[i])
+        self.optional(self.b.countries[self.start + i])
     }
     /// Event `i`'s city, if known.
     pub fn city(&self, i: usize) -> Option<&str> {
-        self.optional(self.0.cities[i])
+        self.optional(self.b.cities[self.start + i])
     }
     /// Event `i`'s risk score, if given.
     pub fn risk_score(&self, i: usize) -> Option<f64> {
-        self.0.risk_scores[i]
+        self.b.risk_scores[self.start + i]
     }
     /// Event `i`'s compliance flags.
     pub fn flags(&self, i: usize) -> impl Iterator<Item = &str> + '_ {
-        let start = self.0.flag_starts[i] as usize;
-        let end = self.0.flag_starts[i + 1] as usize;
-        self.0.flag_ids[start..end].iter().map(|&f| self.text(f))
+        let start = self.b.flag_starts[self.start + i] as usize;
+        let end = self.b.flag_starts[self.start + i + 1] as usize;
+        self.b.flag_ids[start..end].iter().map(|&f| self.text(f))
     }
     /// Event `i`'s event time (ms).
     pub fn event_time(&self, i: usize) -> i64 {
-        self.0.event_times[i]
+        self.b.event_times[self.start + i]
     }
     /// Event `i`'s state slot: the index of its key in [`States`].
     pub fn slot(&self, i: usize) -> usize {
-        self.0.key_slots.get(i).copied().unwrap_or(0) as usize
+        self.b.key_slots.get(self.start + i).copied().unwrap_or(0) as usize
     }
     /// The key of a state slot.
     pub fn slot_key(&self, slot: usize) -> &str {
-        self.text(self.0.state_keys[slot])
+        self.text(self.b.state_keys[slot])
     }
     /// Event `i` as a canonical transaction.
     pub fn transaction(&self, i: usize) -> Transaction {
@@ -412,79 +443,182 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The aggregates of a fired window, in the order the window spec declares them.
-pub struct Aggregates(pub Vec<AggregateValue>);
+/// A window that fired.
+#[derive(Clone, Debug)]
+pub struct Window {
+    /// The window spec's name.
+    pub spec: String,
+    /// The key's value (empty for `global`).
+    pub key: String,
+    /// Inclusive start (ms).
+    pub start: i64,
+    /// Exclusive end (ms).
+    pub end: i64,
+    /// How many times this window fired before (0 the first time; more when
+    /// late events within the allowed lateness updated it).
+    pub refire: u32,
+}
 
-impl Aggregates {
+/// The aggregates of a fired window, in the order the window spec declares them.
+pub struct Aggregates<'a> {
+    fired: &'a WindowBatch,
+    first: usize,
+    len: usize,
+}
+
+impl<'a> Aggregates<'a> {
+    fn result(&self, i: usize) -> Option<(ResultKind, i64, u32, f64)> {
+        if i >= self.len {
+            return None;
+        }
+        let f = self.fired;
+        let j = self.first + i;
+        Some((
+            *f.result_kinds.get(j)?,
+            *f.result_ints.get(j)?,
+            *f.result_extras.get(j)?,
+            *f.result_numbers.get(j)?,
+        ))
+    }
+    fn entries(&self, i: usize, kind: ResultKind) -> std::ops::Range<usize> {
+        match self.result(i) {
+            Some((k, first, n, _)) if k == kind => {
+                let first = first.max(0) as usize;
+                let end = (first + n as usize).min(self.fired.entry_labels.len());
+                first.min(end)..end
+            }
+            _ => 0..0,
+        }
+    }
+    fn label(&self, e: usize) -> &'a str {
+        let f = self.fired;
+        dict(&f.dict_bytes, &f.dict_ends, f.entry_labels[e])
+    }
+    /// Number of aggregates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the spec declares no aggregates.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     /// A `count` or `distinct` result (0 if the aggregate is of another kind).
     pub fn count(&self, i: usize) -> u64 {
-        match self.0.get(i) {
-            Some(AggregateValue::Count(n)) => *n,
+        match self.result(i) {
+            Some((ResultKind::Count, n, _, _)) => n.max(0) as u64,
             _ => 0,
         }
     }
     /// A money result; `None` for an empty min/max/avg.
     pub fn money(&self, i: usize) -> Option<Decimal> {
-        match self.0.get(i) {
-            Some(AggregateValue::Money(d)) => Some(decimal(*d)),
+        match self.result(i) {
+            Some((ResultKind::Money, units, scale, _)) => Some(Decimal::new(units, scale.min(28))),
             _ => None,
         }
     }
     /// A number result; `None` for an empty min/max/avg.
     pub fn number(&self, i: usize) -> Option<f64> {
-        match self.0.get(i) {
-            Some(AggregateValue::Number(n)) => Some(*n),
+        match self.result(i) {
+            Some((ResultKind::Number, _, _, x)) => Some(x),
             _ => None,
         }
     }
     /// A `count-by` or `count-by-band` result, largest first.
-    pub fn counts(&self, i: usize) -> &[(String, u64)] {
-        match self.0.get(i) {
-            Some(AggregateValue::Counts(c)) => c,
-            _ => &[],
-        }
+    pub fn counts(&self, i: usize) -> Vec<(&'a str, u64)> {
+        self.entries(i, ResultKind::Counts)
+            .map(|e| (self.label(e), self.fired.entry_ints[e].max(0) as u64))
+            .collect()
     }
     /// A `sum-by` result, largest first.
-    pub fn sums(&self, i: usize) -> Vec<(&str, Decimal)> {
-        match self.0.get(i) {
-            Some(AggregateValue::Sums(s)) => {
-                s.iter().map(|(k, v)| (k.as_str(), decimal(*v))).collect()
-            }
-            _ => Vec::new(),
-        }
+    pub fn sums(&self, i: usize) -> Vec<(&'a str, Decimal)> {
+        let f = self.fired;
+        self.entries(i, ResultKind::Sums)
+            .map(|e| {
+                let scale = u32::from(f.entry_scales.get(e).copied().unwrap_or(0)).min(28);
+                (self.label(e), Decimal::new(f.entry_ints[e], scale))
+            })
+            .collect()
     }
-    /// Takes a `collect` result out (`None` when the window collected no events).
-    pub fn take_events(&mut self, i: usize) -> Option<Batch> {
-        match self.0.get_mut(i) {
-            Some(AggregateValue::Events(b)) => Some(Batch(std::mem::replace(
-                b,
-                EventBatch {
-                    dict_bytes: Vec::new(),
-                    dict_ends: vec![0],
-                    ids: Vec::new(),
-                    customers: Vec::new(),
-                    accounts: Vec::new(),
-                    merchants: Vec::new(),
-                    kinds: Vec::new(),
-                    statuses: Vec::new(),
-                    amounts: Vec::new(),
-                    fees: Vec::new(),
-                    money_scale: 0,
-                    currencies: Vec::new(),
-                    channels: Vec::new(),
-                    devices: Vec::new(),
-                    countries: Vec::new(),
-                    cities: Vec::new(),
-                    risk_scores: Vec::new(),
-                    flag_starts: vec![0],
-                    flag_ids: Vec::new(),
-                    event_times: Vec::new(),
-                    state_keys: Vec::new(),
-                    key_slots: Vec::new(),
-                },
-            ))),
+    /// A `collect` result: the window's events (`None` when it collected none).
+    pub fn events(&self, i: usize) -> Option<Batch<'a>> {
+        match self.result(i) {
+            Some((ResultKind::Events, first, n, _)) => {
+                let b = &self.fired.events;
+                let start = (first.max(0) as usize).min(b.ids.len());
+                let len = (n as usize).min(b.ids.len() - start);
+                Some(Batch { b, start, len })
+            }
             _ => None,
         }
+    }
+}
+
+/// Dimension lookups, cached in the guest while the host's dimensions stay
+/// the same (the host reports a version that changes with every update).
+pub mod dims {
+    use super::{host, Customer, Merchant};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    #[derive(Default)]
+    struct Cache {
+        version: Option<u64>,
+        customers: HashMap<String, Option<Rc<Customer>>>,
+        merchants: HashMap<String, Option<Rc<Merchant>>>,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    /// Bounds the cache: past this many entries it starts over.
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// Drops cached lookups if the host's dimensions changed (called by the
+    /// SDK at the start of every call).
+    pub fn refresh() {
+        let version = host::dims_version();
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.version != Some(version) {
+                c.customers.clear();
+                c.merchants.clear();
+                c.version = Some(version);
+            }
+        });
+    }
+
+    /// The customer `id` from the customer dimension.
+    pub fn customer(id: &str) -> Option<Rc<Customer>> {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(hit) = c.customers.get(id) {
+                return hit.clone();
+            }
+            if c.customers.len() >= MAX_ENTRIES {
+                c.customers.clear();
+            }
+            let found = host::get_customer(id).map(Rc::new);
+            c.customers.insert(id.to_string(), found.clone());
+            found
+        })
+    }
+
+    /// The merchant `id` from the merchant dimension.
+    pub fn merchant(id: &str) -> Option<Rc<Merchant>> {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(hit) = c.merchants.get(id) {
+                return hit.clone();
+            }
+            if c.merchants.len() >= MAX_ENTRIES {
+                c.merchants.clear();
+            }
+            let found = host::get_merchant(id).map(Rc::new);
+            c.merchants.insert(id.to_string(), found.clone());
+            found
+        })
     }
 }
 

@@ -240,15 +240,30 @@ impl Default for EngineConfig {
 }
 
 /// Rule sets.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct RulesConfig {
     /// Rule set files or globs (`guests/*.wasm`).
     pub paths: Vec<String>,
+    /// Keep compiled rule sets in wasmtime's cache directory
+    /// (`~/.cache/wasmtime`), so a restart with unchanged modules skips
+    /// compilation.
+    pub compile_cache: bool,
     /// Limits for every rule set, unless overridden per rule.
     pub limits: Limits,
     /// Per rule set (by manifest name): config and limits.
     pub rule: BTreeMap<String, RuleConfig>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            compile_cache: true,
+            limits: Limits::default(),
+            rule: BTreeMap::new(),
+        }
+    }
 }
 
 /// Sandbox limits of a rule set.

@@ -5,12 +5,13 @@ use super::batch::BatchBuilder;
 use super::dedup::Dedup;
 use super::router::{self, Router};
 use super::watermark::Watermark;
+use super::window::encode::WindowBatchBuilder;
 use super::window::{Fired, WindowOperator};
 use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
-use crate::runtime::bindings::types::{Emit, FiredWindow, StateBlob, Window};
+use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{DeadLetter, LateRecord, Record, SinkError, TableInfo};
 use crate::source::{Poll, RecordBatch, Source};
@@ -76,8 +77,8 @@ pub struct Pipeline {
     watermark: Watermark,
     slots: Vec<Slot>,
     builder: BatchBuilder,
-    /// For `collect` aggregates at fire time, apart from the batch in flight.
-    collect_builder: BatchBuilder,
+    /// Encodes fired windows for `on-windows`.
+    window_builder: WindowBatchBuilder,
     /// The keyed states sent with a batch (reused).
     states: StateBlob,
     router: Router,
@@ -127,7 +128,7 @@ impl Pipeline {
             strings: Interner::default(),
             slots,
             builder: BatchBuilder::default(),
-            collect_builder: BatchBuilder::default(),
+            window_builder: WindowBatchBuilder::default(),
             states: StateBlob {
                 bytes: Vec::new(),
                 ends: Vec::new(),
@@ -349,12 +350,7 @@ impl Pipeline {
     fn fire_windows(&mut self, slot: usize, watermark: i64) -> Result<(), SinkError> {
         for w in 0..self.slots[slot].windows.len() {
             let mut fired = std::mem::take(&mut self.fired);
-            self.slots[slot].windows[w].fire(
-                watermark,
-                &self.strings,
-                &mut self.collect_builder,
-                &mut fired,
-            );
+            self.slots[slot].windows[w].fire(watermark, &self.strings, &mut fired);
             if fired.is_empty() {
                 self.fired = fired;
                 continue;
@@ -363,53 +359,62 @@ impl Pipeline {
             self.metrics
                 .windows_fired
                 .fetch_add(fired.len() as u64, Ordering::Relaxed);
-            let group: Vec<FiredWindow> = fired
-                .drain(..)
-                .map(|f| FiredWindow {
-                    window: Window {
-                        spec: spec.clone(),
-                        key: f.key,
-                        start: f.start,
-                        end: f.end,
-                        refire: f.refire,
-                    },
-                    aggregates: f.values,
-                })
-                .collect();
+            let mut outcome = Ok(());
+            for chunk in fired.chunks(WINDOWS_PER_CALL) {
+                outcome = self.deliver_windows(slot, &spec, chunk, watermark);
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            fired.clear();
             self.fired = fired;
-            for chunk in group.chunks(WINDOWS_PER_CALL) {
-                let windows_json = || {
-                    serde_json::Value::Array(
-                        chunk
-                            .iter()
-                            .map(|f| {
-                                let w = &f.window;
-                                serde_json::json!({"spec": w.spec, "key": w.key, "start": crate::model::iso_time(w.start), "end": crate::model::iso_time(w.end)})
-                            })
-                            .collect(),
-                    )
-                };
-                if let Some(skip) = self.skip_if_quarantined(slot) {
-                    self.rule_dead_letter(&skip, None, Some(windows_json()))?;
-                    continue;
-                }
-                let s = &mut self.slots[slot];
-                let started = Instant::now();
-                let result = s.rule.on_windows(chunk, watermark);
-                let micros = started.elapsed().as_micros() as u64;
-                self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
-                    r.window_calls += 1;
-                    let _ = r.latency_us.record(micros.max(1));
-                });
-                match result {
-                    Ok(emits) => {
-                        self.route(slot, emits)?;
-                    }
-                    Err(error) => {
-                        self.note_failure(slot);
-                        self.rule_dead_letter(&error, None, Some(windows_json()))?;
-                    }
-                }
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// One `on-windows` call for a group of fired windows of one spec.
+    fn deliver_windows(
+        &mut self,
+        slot: usize,
+        spec: &str,
+        chunk: &[Fired],
+        watermark: i64,
+    ) -> Result<(), SinkError> {
+        let windows_json = || {
+            serde_json::Value::Array(
+                chunk
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "spec": spec,
+                            "key": f.key,
+                            "start": crate::model::iso_time(f.start),
+                            "end": crate::model::iso_time(f.end),
+                        })
+                    })
+                    .collect(),
+            )
+        };
+        if let Some(skip) = self.skip_if_quarantined(slot) {
+            return self.rule_dead_letter(&skip, None, Some(windows_json()));
+        }
+        let batch = self.window_builder.build(spec, chunk, &self.strings);
+        let s = &mut self.slots[slot];
+        let started = Instant::now();
+        let result = s.rule.on_windows(&batch, watermark);
+        let micros = started.elapsed().as_micros() as u64;
+        self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+            r.window_calls += 1;
+            let _ = r.latency_us.record(micros.max(1));
+        });
+        match result {
+            Ok(emits) => {
+                self.route(slot, emits)?;
+            }
+            Err(error) => {
+                self.note_failure(slot);
+                self.rule_dead_letter(&error, None, Some(windows_json()))?;
             }
         }
         Ok(())

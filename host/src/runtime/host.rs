@@ -157,4 +157,8 @@ impl host::Host for HostState {
             city: m.city.clone(),
         })
     }
+
+    fn dims_version(&mut self) -> u64 {
+        self.dims.read().map_or(0, |d| d.version())
+    }
 }

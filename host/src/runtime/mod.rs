@@ -43,10 +43,30 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime whose rule sets look dimensions up in `dims`.
     pub fn new(dims: SharedDims) -> anyhow::Result<Self> {
+        Self::with_cache(dims, false)
+    }
+
+    /// A runtime that keeps compiled rule sets in wasmtime's cache directory
+    /// when `compile_cache` is set: loading unchanged modules again (a
+    /// restart) skips compilation.
+    pub fn with_cache(dims: SharedDims, compile_cache: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
+        if compile_cache {
+            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!("compile cache unavailable, compiling every start: {e:#}"),
+            }
+        }
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.consume_fuel(false);
+        // `EDGE_PROFILE=perfmap` names the rule sets' compiled functions for
+        // `perf` (in /tmp/perf-<pid>.map), to profile rule sets in place.
+        if std::env::var("EDGE_PROFILE").is_ok_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;

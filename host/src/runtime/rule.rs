@@ -279,7 +279,7 @@ impl Rule {
     /// `on-windows` for a group of fired windows.
     pub fn on_windows(
         &mut self,
-        fired: &[types::FiredWindow],
+        fired: &types::WindowBatch,
         now: i64,
     ) -> Result<Vec<types::Emit>, RuleError> {
         self.store.data_mut().now = now;
@@ -290,7 +290,7 @@ impl Rule {
                 format!(
                     "returned {} rows and alerts for {} windows; the limit (max-emits) is {}",
                     emits.len(),
-                    fired.len(),
+                    fired.keys.len(),
                     self.limits.max_emits
                 ),
             ));

@@ -3,14 +3,32 @@
 //! Each event updates an accumulator in O(1) (O(flags) for `flag`); results
 //! cross the Wasm boundary only when a window fires.
 
-use crate::engine::batch::BatchBuilder;
 use crate::model::{risk_level, Interner, Kind, Status, Txn, NONE};
 use crate::runtime::bindings::types::{
-    AggregateOp, AggregateSpec, AggregateValue, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
+    AggregateOp, AggregateSpec, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
 };
 use crate::runtime::manifest::is_money;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rustc_hash::FxHashMap;
+
+/// The result of one aggregate when its window fires.
+#[derive(Clone, Debug)]
+pub enum AggregateValue {
+    /// `count` and `distinct`.
+    Count(u64),
+    /// `sum`, `min`, `max` or `avg` of a money field.
+    Money(WitDecimal),
+    /// `sum`, `min`, `max` or `avg` of a number field.
+    Number(f64),
+    /// `min`, `max` or `avg` over no values, or `collect` of no events.
+    Empty,
+    /// `count-by` and `count-by-band`: (label, count), largest first.
+    Counts(Vec<(String, u64)>),
+    /// `sum-by`: (label, sum), largest first.
+    Sums(Vec<(String, WitDecimal)>),
+    /// `collect`: the window's events.
+    Events(Vec<Txn>),
+}
 
 const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
 
@@ -423,12 +441,7 @@ impl Plan {
     }
 
     /// The result as it crosses to the rule set.
-    pub fn finish(
-        &self,
-        acc: &Acc,
-        strings: &Interner,
-        builder: &mut BatchBuilder,
-    ) -> AggregateValue {
+    pub fn finish(&self, acc: &Acc, strings: &Interner) -> AggregateValue {
         let field = |op: &AggregateOp| match op {
             AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
             AggregateOp::SumBy((g, _)) => *g,
@@ -468,10 +481,8 @@ impl Plan {
                     .map(|(i, n)| (self.band_label(i), *n))
                     .collect(),
             ),
-            // Most windows collect nothing (a filtered `collect`); an empty
-            // batch would still cross as twenty lists.
             Acc::Collect(events) if events.is_empty() => AggregateValue::Empty,
-            Acc::Collect(events) => AggregateValue::Events(builder.build(events, strings).clone()),
+            Acc::Collect(events) => AggregateValue::Events(events.clone()),
         }
     }
 }
@@ -514,7 +525,7 @@ mod tests {
         let plan = Plan::new(&spec(op));
         let mut acc = plan.empty();
         events.iter().for_each(|t| plan.update(&mut acc, t));
-        plan.finish(&acc, strings, &mut BatchBuilder::default())
+        plan.finish(&acc, strings)
     }
 
     #[test]
@@ -627,7 +638,7 @@ mod tests {
         events[..50].iter().for_each(|t| plan.update(&mut a, t));
         events[50..].iter().for_each(|t| plan.update(&mut b, t));
         plan.merge(&mut a, b);
-        match plan.finish(&a, &s, &mut BatchBuilder::default()) {
+        match plan.finish(&a, &s) {
             AggregateValue::Sums(v) => {
                 assert_eq!(v.len(), 40);
                 assert_eq!(v.iter().map(|(_, d)| d.units).sum::<i64>(), 100 * 100);

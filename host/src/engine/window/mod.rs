@@ -9,11 +9,11 @@
 
 pub mod aggregate;
 pub mod assign;
+pub mod encode;
 
-use crate::engine::batch::BatchBuilder;
 use crate::model::{Interner, Kind, Txn, NONE};
-use crate::runtime::bindings::types::{AggregateValue, KeyBy, WindowKind, WindowSpec};
-use aggregate::{Acc, Plan};
+use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
+use aggregate::{Acc, AggregateValue, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 
@@ -231,13 +231,7 @@ impl WindowOperator {
 
     /// Fires every window the watermark has reached (and every updated late
     /// window), then purges windows past their lateness.
-    pub fn fire(
-        &mut self,
-        watermark: i64,
-        strings: &Interner,
-        builder: &mut BatchBuilder,
-        out: &mut Vec<Fired>,
-    ) {
+    pub fn fire(&mut self, watermark: i64, strings: &Interner, out: &mut Vec<Fired>) {
         let mut ready = Vec::new();
         while let Some(&(end, key, start)) = self.timers.first() {
             if end > watermark {
@@ -259,7 +253,7 @@ impl WindowOperator {
                 .plans
                 .iter()
                 .zip(&pane.accs)
-                .map(|(plan, acc)| plan.finish(acc, strings, builder))
+                .map(|(plan, acc)| plan.finish(acc, strings))
                 .collect();
             out.push(Fired {
                 key: Self::key_text(self.key_by, key, strings),

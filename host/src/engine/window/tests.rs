@@ -47,7 +47,7 @@ fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Txn {
 
 fn fire(op: &mut WindowOperator, wm: i64, s: &Interner) -> Vec<(String, i64, i64, u32, u64)> {
     let mut out = Vec::new();
-    op.fire(wm, s, &mut BatchBuilder::default(), &mut out);
+    op.fire(wm, s, &mut out);
     out.into_iter()
         .map(|f| {
             let n = match f.values[0] {
@@ -125,4 +125,75 @@ fn sessions_merge_across_gaps() {
         op.add(&txn(&mut s, "b", t, 100), i64::MIN);
     }
     assert_eq!(fire(&mut op, i64::MAX, &s), vec![("b".into(), 0, 25, 0, 3)]);
+}
+
+#[test]
+fn a_window_batch_lays_every_result_out_once() {
+    use crate::runtime::bindings::types::{Decimal as WitDecimal, ResultKind};
+    let mut s = Interner::default();
+    let a = txn(&mut s, "alice", 1_000, 250);
+    let fired = vec![
+        Fired {
+            key: "alice".into(),
+            start: 0,
+            end: 60_000,
+            refire: 0,
+            values: vec![
+                AggregateValue::Count(2),
+                AggregateValue::Counts(vec![("web".into(), 2), ("pos".into(), 1)]),
+                AggregateValue::Events(vec![a.clone()]),
+            ],
+        },
+        Fired {
+            key: "bob".into(),
+            start: 0,
+            end: 60_000,
+            refire: 1,
+            values: vec![
+                AggregateValue::Money(WitDecimal {
+                    units: 1234,
+                    scale: 2,
+                }),
+                AggregateValue::Sums(vec![(
+                    "web".into(),
+                    WitDecimal {
+                        units: 5,
+                        scale: 1,
+                    },
+                )]),
+                AggregateValue::Empty,
+            ],
+        },
+    ];
+    let b = encode::WindowBatchBuilder::default().build("w", &fired, &s);
+    let text = |i: u32| {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { b.dict_ends[i - 1] as usize };
+        std::str::from_utf8(&b.dict_bytes[start..b.dict_ends[i] as usize]).unwrap()
+    };
+    assert_eq!(b.spec, "w");
+    assert_eq!(b.keys.iter().map(|&k| text(k)).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert_eq!(b.refires, [0, 1]);
+    assert_eq!(b.results_per_window, 3);
+    assert_eq!(
+        b.result_kinds,
+        [
+            ResultKind::Count,
+            ResultKind::Counts,
+            ResultKind::Events,
+            ResultKind::Money,
+            ResultKind::Sums,
+            ResultKind::Empty
+        ]
+    );
+    assert_eq!(b.result_ints, [2, 0, 0, 1234, 2, 0]);
+    assert_eq!(b.result_extras, [0, 2, 1, 2, 1, 0]);
+    // "web" crosses once, though two results name it.
+    let labels: Vec<&str> = b.entry_labels.iter().map(|&l| text(l)).collect();
+    assert_eq!(labels, ["web", "pos", "web"]);
+    assert_eq!(b.entry_labels[0], b.entry_labels[2]);
+    assert_eq!(b.entry_ints, [2, 1, 5]);
+    assert_eq!(b.entry_scales, [0, 0, 1]);
+    assert_eq!(b.events.ids.len(), 1);
+    assert_eq!(b.events.amounts, [250]);
 }

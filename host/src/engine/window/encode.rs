@@ -1,0 +1,131 @@
+//! Fired windows to the columnar `window-batch` that crosses into rule sets.
+//!
+//! Keys and group labels go into one dictionary per call and every list
+//! crosses in one copy, so a call costs a fixed number of guest allocations
+//! however many windows fired.
+
+use super::aggregate::AggregateValue;
+use super::Fired;
+use crate::engine::batch::BatchBuilder;
+use crate::model::{Interner, Txn};
+use crate::runtime::bindings::types::{ResultKind, WindowBatch};
+use rustc_hash::FxHashMap;
+
+/// Reusable encoder of window batches.
+#[derive(Default)]
+pub struct WindowBatchBuilder {
+    events: Vec<Txn>,
+    batch: BatchBuilder,
+}
+
+struct Dict<'a> {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    index: FxHashMap<&'a str, u32>,
+}
+
+impl<'a> Dict<'a> {
+    fn new() -> Self {
+        let mut index = FxHashMap::default();
+        index.insert("", 0);
+        Self {
+            bytes: Vec::new(),
+            ends: vec![0],
+            index,
+        }
+    }
+
+    fn push(&mut self, s: &'a str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.ends.push(self.bytes.len() as u32);
+        let i = (self.ends.len() - 1) as u32;
+        self.index.insert(s, i);
+        i
+    }
+}
+
+impl WindowBatchBuilder {
+    /// The window batch of `fired` windows of spec `spec`.
+    pub fn build(&mut self, spec: &str, fired: &[Fired], strings: &Interner) -> WindowBatch {
+        let per_window = fired.first().map_or(0, |f| f.values.len());
+        let results = fired.len() * per_window;
+        let mut dict = Dict::new();
+        let mut keys = Vec::with_capacity(fired.len());
+        let mut starts = Vec::with_capacity(fired.len());
+        let mut ends = Vec::with_capacity(fired.len());
+        let mut refires = Vec::with_capacity(fired.len());
+        let mut kinds = Vec::with_capacity(results);
+        let mut ints = Vec::with_capacity(results);
+        let mut extras = Vec::with_capacity(results);
+        let mut numbers = Vec::with_capacity(results);
+        let mut labels = Vec::new();
+        let mut entry_ints = Vec::new();
+        let mut scales = Vec::new();
+        self.events.clear();
+        for f in fired {
+            keys.push(dict.push(&f.key));
+            starts.push(f.start);
+            ends.push(f.end);
+            refires.push(f.refire);
+            for value in &f.values {
+                let (kind, int, extra, number) = match value {
+                    AggregateValue::Count(n) => (ResultKind::Count, *n as i64, 0, 0.0),
+                    AggregateValue::Money(d) => {
+                        (ResultKind::Money, d.units, u32::from(d.scale), 0.0)
+                    }
+                    AggregateValue::Number(x) => (ResultKind::Number, 0, 0, *x),
+                    AggregateValue::Empty => (ResultKind::Empty, 0, 0, 0.0),
+                    AggregateValue::Counts(entries) => {
+                        let first = labels.len() as i64;
+                        for (label, n) in entries {
+                            labels.push(dict.push(label));
+                            entry_ints.push(*n as i64);
+                            scales.push(0);
+                        }
+                        (ResultKind::Counts, first, entries.len() as u32, 0.0)
+                    }
+                    AggregateValue::Sums(entries) => {
+                        let first = labels.len() as i64;
+                        for (label, d) in entries {
+                            labels.push(dict.push(label));
+                            entry_ints.push(d.units);
+                            scales.push(d.scale);
+                        }
+                        (ResultKind::Sums, first, entries.len() as u32, 0.0)
+                    }
+                    AggregateValue::Events(events) => {
+                        let first = self.events.len() as i64;
+                        self.events.extend(events.iter().cloned());
+                        (ResultKind::Events, first, events.len() as u32, 0.0)
+                    }
+                };
+                kinds.push(kind);
+                ints.push(int);
+                extras.push(extra);
+                numbers.push(number);
+            }
+        }
+        let events = self.batch.build(&self.events, strings).clone();
+        WindowBatch {
+            spec: spec.to_string(),
+            dict_bytes: dict.bytes,
+            dict_ends: dict.ends,
+            keys,
+            starts,
+            ends,
+            refires,
+            results_per_window: per_window as u32,
+            result_kinds: kinds,
+            result_ints: ints,
+            result_extras: extras,
+            result_numbers: numbers,
+            entry_labels: labels,
+            entry_ints,
+            entry_scales: scales,
+            events,
+        }
+    }
+}
