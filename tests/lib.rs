@@ -69,5 +69,6 @@ pub fn file_source(path: &Path) -> edge::config::SourceConfig {
         kind: edge::config::SourceKind::File,
         path: Some(path.to_path_buf()),
         format: None,
+        ..Default::default()
     }
 }

@@ -1,14 +1,14 @@
 //! The commands, as library calls: `run`, `gen`, `rules check`.
 
-use crate::config::{Config, RulesConfig, SourceKind};
+use crate::config::{Config, RulesConfig, SinkKind, SourceKind};
 use crate::decode::Decoder;
 use crate::dims::Dims;
 use crate::engine::{Pipeline, Summary};
 use crate::gen::Generator;
 use crate::metrics::Metrics;
 use crate::runtime::{manifest, Rule, Runtime, SharedDims};
-use crate::sink::{console, JsonlSink, Sink};
-use crate::source::{FileSource, GenSource, Source};
+use crate::sink::{console, JsonlSink, KafkaSink, Sink};
+use crate::source::{FileSource, GenSource, KafkaSource, Source};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,6 +163,27 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let generator =
         (config.source.kind == SourceKind::Gen).then(|| Generator::new(&config.generator));
     let dims = dims_for(config, generator.as_ref())?;
+    let dim_topics: Vec<(String, crate::dims::DimKind)> = [
+        (
+            &config.dimensions.customers_topic,
+            crate::dims::DimKind::Customers,
+        ),
+        (
+            &config.dimensions.merchants_topic,
+            crate::dims::DimKind::Merchants,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(t, k)| t.clone().map(|t| (t, k)))
+    .collect();
+    crate::source::dims::follow(
+        &config.kafka,
+        dim_topics,
+        dims.clone(),
+        stop.clone(),
+        std::time::Duration::from_secs(30),
+    )
+    .map_err(anyhow::Error::msg)?;
     let runtime = Runtime::with_cache(dims, config.rules.compile_cache)?;
     let rules = load_rules(&runtime, &paths, &config.rules)?;
     if rules.is_empty() {
@@ -171,6 +192,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let format = config.source.format();
     let source: Box<dyn Source> = match (config.source.kind, generator) {
         (SourceKind::Gen, Some(g)) => Box::new(GenSource::new(g, config.generator.rate)),
+        (SourceKind::Kafka, _) => Box::new(
+            KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?,
+        ),
         _ => {
             let path = config
                 .source
@@ -189,7 +213,36 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         .flat_map(|r| r.manifest.tables.iter().map(|t| t.name.clone()))
         .collect();
     streams.extend(["alerts", "dead_letter", "late"].map(String::from));
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonlSink::new(&config.output.dir, &streams)?)];
+    let mut sinks: Vec<(SinkKind, Box<dyn Sink>)> = Vec::new();
+    for kind in config.output.used_sinks() {
+        let sink: Box<dyn Sink> = match kind {
+            SinkKind::Jsonl => {
+                let mine: Vec<String> = streams
+                    .iter()
+                    .filter(|s| config.output.sinks_of(s).contains(&SinkKind::Jsonl))
+                    .cloned()
+                    .collect();
+                Box::new(JsonlSink::new(&config.output.dir, &mine)?)
+            }
+            SinkKind::Kafka => {
+                if config.kafka.create_topics {
+                    let topics: Vec<String> = streams
+                        .iter()
+                        .filter(|s| config.output.sinks_of(s).contains(&SinkKind::Kafka))
+                        .map(|s| config.kafka.topics.topic(s))
+                        .collect();
+                    crate::source::kafka::ensure_topics(
+                        &config.kafka,
+                        &topics,
+                        config.kafka.partitions,
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                }
+                Box::new(KafkaSink::new(&config.kafka)?)
+            }
+        };
+        sinks.push((kind, sink));
+    }
     let metrics = Arc::new(Metrics::new());
     tracing::info!(
         source = source.name(),
@@ -197,7 +250,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         out = %config.output.dir.display(),
         "edge running"
     );
-    let router = crate::engine::router::Router::new(sinks, metrics.clone());
+    let router =
+        crate::engine::router::Router::routed(sinks, config.output.clone(), metrics.clone());
     let mut pipeline = Pipeline::new(
         config.engine.clone(),
         source,
@@ -249,6 +303,121 @@ pub struct GenOptions {
     pub customers: Option<PathBuf>,
     /// Merchants file (JSON lines), if wanted.
     pub merchants: Option<PathBuf>,
+    /// Produce to Kafka instead of a file: the cluster and the topic.
+    pub to_kafka: Option<(crate::config::KafkaConfig, String)>,
+    /// With `to_kafka`: the topics for customers and merchants.
+    pub dimension_topics: Option<(String, String)>,
+    /// Wrap records as Debezium change events (`precise` decimals).
+    pub debezium: bool,
+}
+
+/// A generated record as a Debezium change event with its schema: the
+/// money columns as `precise` decimals (base64 bytes, scale in the schema).
+/// A record that is not a JSON object is returned as it is.
+pub fn debezium_event(bytes: &[u8], ts_ms: i64) -> Vec<u8> {
+    use serde_json::{json, Value};
+    let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(bytes) else {
+        return bytes.to_vec();
+    };
+    let mut fields = Vec::new();
+    for (name, value) in row.iter_mut() {
+        let text = match value {
+            Value::String(s) if name.ends_with("amount") => Some(s.clone()),
+            Value::Number(n) if name.ends_with("amount") => Some(n.to_string()),
+            _ => None,
+        };
+        let decimal = text.and_then(|t| crate::decode::parse_decimal(&t));
+        match decimal {
+            Some(d) => {
+                fields.push(json!({"field": name, "type": "bytes", "optional": true,
+                    "name": "org.apache.kafka.connect.data.Decimal",
+                    "parameters": {"scale": d.scale().to_string()}}));
+                *value = Value::String(crate::decode::debezium::encode_precise(d));
+            }
+            None => {
+                let ty = match value {
+                    Value::Number(_) => "double",
+                    Value::Bool(_) => "boolean",
+                    _ => "string",
+                };
+                fields.push(json!({"field": name, "type": ty, "optional": true}));
+            }
+        }
+    }
+    let event = json!({
+        "schema": {"type": "struct", "name": "fintech.public.transactions.Envelope", "fields": [
+            {"field": "before", "type": "struct", "optional": true, "fields": fields.clone()},
+            {"field": "after", "type": "struct", "optional": true, "fields": fields},
+            {"field": "op", "type": "string"},
+            {"field": "ts_ms", "type": "int64", "optional": true}
+        ]},
+        "payload": {"before": null, "after": row, "op": "c", "ts_ms": ts_ms,
+            "source": {"connector": "postgresql", "db": "fintech", "schema": "public", "table": "transactions"}}
+    });
+    event.to_string().into_bytes()
+}
+
+fn message_key(bytes: &[u8], seq: u64) -> String {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        customer_id: Option<String>,
+    }
+    serde_json::from_slice::<Key>(bytes)
+        .ok()
+        .and_then(|k| k.customer_id)
+        .unwrap_or_else(|| seq.to_string())
+}
+
+fn gen_kafka(
+    options: &GenOptions,
+    generator: Generator,
+    kafka: &crate::config::KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<u64> {
+    use crate::sink::kafka::{flush, producer, send};
+    let mut topics = vec![topic.to_string()];
+    if let Some((customers, merchants)) = &options.dimension_topics {
+        topics.extend([customers.clone(), merchants.clone()]);
+    }
+    crate::source::kafka::ensure_topics(kafka, &topics, kafka.partitions)
+        .map_err(anyhow::Error::msg)?;
+    let producer = producer(kafka).map_err(anyhow::Error::msg)?;
+    if let Some((customers, merchants)) = &options.dimension_topics {
+        for (topic, lines, id) in [
+            (customers, generator.customers_jsonl(), "customer_id"),
+            (merchants, generator.merchants_jsonl(), "merchant_id"),
+        ] {
+            for line in lines.lines() {
+                let key = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get(id).and_then(|k| k.as_str()).map(String::from))
+                    .unwrap_or_default();
+                send(&producer, topic, key.as_bytes(), line.as_bytes(), None)
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+    }
+    let mut source = GenSource::new(generator, options.generator.rate);
+    let mut batch = crate::source::RecordBatch::default();
+    let mut written = 0u64;
+    while written < options.events {
+        batch.clear();
+        let want = (options.events - written).min(4096) as usize;
+        source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
+        for i in 0..batch.len() {
+            let (bytes, seq) = batch.get(i);
+            let key = message_key(bytes, seq);
+            let payload = if options.debezium {
+                debezium_event(bytes, chrono::Utc::now().timestamp_millis())
+            } else {
+                bytes.to_vec()
+            };
+            send(&producer, topic, key.as_bytes(), &payload, None).map_err(anyhow::Error::msg)?;
+        }
+        written += batch.len() as u64;
+    }
+    flush(&producer).map_err(anyhow::Error::msg)?;
+    Ok(written)
 }
 
 /// Writes generated records as JSON lines, paced to the generator's rate.
@@ -261,6 +430,9 @@ pub fn gen(options: &GenOptions) -> anyhow::Result<u64> {
     if let Some(path) = &options.merchants {
         std::fs::write(path, generator.merchants_jsonl())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some((kafka, topic)) = &options.to_kafka {
+        return gen_kafka(options, generator, kafka, topic);
     }
     let mut source = GenSource::new(generator, options.generator.rate);
     let mut out: Box<dyn Write> = match &options.out {
@@ -279,7 +451,11 @@ pub fn gen(options: &GenOptions) -> anyhow::Result<u64> {
         source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
         for i in 0..batch.len() {
             let (bytes, _) = batch.get(i);
-            out.write_all(bytes)?;
+            if options.debezium {
+                out.write_all(&debezium_event(bytes, 0))?;
+            } else {
+                out.write_all(bytes)?;
+            }
             out.write_all(b"\n")?;
         }
         written += batch.len() as u64;

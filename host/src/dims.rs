@@ -122,21 +122,7 @@ impl Dims {
     /// Loads customers from JSON lines.
     pub fn load_customers(&mut self, path: &Path) -> Result<(), String> {
         for c in read_lines::<CustomerLine>(path)? {
-            let signup_time = match &c.signup_date {
-                Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
-                Some(serde_json::Value::String(s)) => crate::decode::parse_time(s)
-                    .or_else(|| crate::decode::parse_time(&format!("{s}T00:00:00Z")))
-                    .unwrap_or(0),
-                _ => 0,
-            };
-            self.put_customer(CustomerDim {
-                id: c.customer_id,
-                tier: c.tier.unwrap_or_else(|| "UNKNOWN".into()),
-                segment: c.segment.unwrap_or_default(),
-                signup_time,
-                country: c.country.unwrap_or_default(),
-                city: c.city.unwrap_or_default(),
-            });
+            self.put_customer(c.into());
         }
         Ok(())
     }
@@ -144,14 +130,110 @@ impl Dims {
     /// Loads merchants from JSON lines.
     pub fn load_merchants(&mut self, path: &Path) -> Result<(), String> {
         for m in read_lines::<MerchantLine>(path)? {
-            self.put_merchant(MerchantDim {
-                id: m.merchant_id,
-                name: m.name.unwrap_or_default(),
-                category: m.category.unwrap_or_else(|| "unknown".into()),
-                country: m.country.unwrap_or_default(),
-                city: m.city.unwrap_or_default(),
-            });
+            self.put_merchant(m.into());
         }
         Ok(())
+    }
+
+    /// Applies one record of a dimension topic: a plain JSON row or a
+    /// Debezium change event (a delete removes the row). Returns whether it
+    /// changed anything.
+    pub fn apply(&mut self, kind: DimKind, bytes: &[u8]) -> Result<bool, String> {
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let is_change = value.get("payload").is_some() || value.get("op").is_some();
+        let row = if is_change {
+            if let Some(before) = deleted_row(&value) {
+                let id = before
+                    .get(kind.id_field())
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                let removed = match kind {
+                    DimKind::Customers => self.customers.remove(id).is_some(),
+                    DimKind::Merchants => self.merchants.remove(id).is_some(),
+                };
+                self.version += u64::from(removed);
+                return Ok(removed);
+            }
+            match crate::decode::debezium::unwrap(text).map_err(|r| r.detail)? {
+                crate::decode::debezium::Change::Row(row) => row,
+                crate::decode::debezium::Change::Skip(_) => return Ok(false),
+            }
+        } else {
+            value
+        };
+        match kind {
+            DimKind::Customers => {
+                let c: CustomerLine = serde_json::from_value(row).map_err(|e| e.to_string())?;
+                self.put_customer(c.into());
+            }
+            DimKind::Merchants => {
+                let m: MerchantLine = serde_json::from_value(row).map_err(|e| e.to_string())?;
+                self.put_merchant(m.into());
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Which dimension a topic feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimKind {
+    /// Customers (`customer_id`, ...).
+    Customers,
+    /// Merchants (`merchant_id`, ...).
+    Merchants,
+}
+
+impl DimKind {
+    fn id_field(self) -> &'static str {
+        match self {
+            DimKind::Customers => "customer_id",
+            DimKind::Merchants => "merchant_id",
+        }
+    }
+}
+
+/// The `before` row of a Debezium delete, with or without the schema wrapper.
+fn deleted_row(value: &serde_json::Value) -> Option<&serde_json::Value> {
+    let body = value
+        .get("payload")
+        .filter(|p| p.is_object())
+        .unwrap_or(value);
+    (body.get("op")?.as_str()? == "d").then(|| body.get("before"))?
+}
+
+impl From<CustomerLine> for CustomerDim {
+    fn from(c: CustomerLine) -> Self {
+        let signup_time = match &c.signup_date {
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
+            Some(serde_json::Value::String(s)) => crate::decode::parse_time(s)
+                .or_else(|| crate::decode::parse_time(&format!("{s}T00:00:00Z")))
+                .unwrap_or(0),
+            _ => 0,
+        };
+        CustomerDim {
+            id: c.customer_id,
+            tier: c.tier.unwrap_or_else(|| "UNKNOWN".into()),
+            segment: c.segment.unwrap_or_default(),
+            signup_time,
+            country: c.country.unwrap_or_default(),
+            city: c.city.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<MerchantLine> for MerchantDim {
+    fn from(m: MerchantLine) -> Self {
+        MerchantDim {
+            id: m.merchant_id,
+            name: m.name.unwrap_or_default(),
+            category: m.category.unwrap_or_else(|| "unknown".into()),
+            country: m.country.unwrap_or_default(),
+            city: m.city.unwrap_or_default(),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The `edge` command line: parses, sets up logging, calls the library.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edge::config::{ConsoleMode, SourceConfig};
+use edge::config::ConsoleMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,8 +64,10 @@ struct RunArgs {
     /// Config file (edge.toml); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Event source: `gen` (built-in generator, the default) or `file:PATH` (JSON lines or .csv).
-    #[arg(long, value_name = "gen|file:PATH")]
+    /// Event source: `gen` (built-in generator, the default), `file:PATH`
+    /// (JSON lines or .csv) or `kafka://BROKERS/TOPIC[,TOPIC]` (a consumer
+    /// group; group and other settings in `[source]` of the config).
+    #[arg(long, value_name = "gen|file:PATH|kafka://BROKERS/TOPIC")]
     source: Option<String>,
     /// Directory for the JSON lines output (default ./edge-out).
     #[arg(long, value_name = "DIR")]
@@ -122,6 +124,29 @@ struct GenArgs {
     /// Also write the merchants (JSON lines) for `[dimensions] merchants`.
     #[arg(long, value_name = "PATH")]
     merchants_out: Option<PathBuf>,
+    /// Produce to Kafka instead: `kafka://BROKERS/TOPIC`. Customers and
+    /// merchants go to their topics first (`--customers-topic`, `--merchants-topic`).
+    #[arg(long, value_name = "kafka://BROKERS/TOPIC", conflicts_with = "out")]
+    to: Option<String>,
+    /// With `--to`: partitions of topics that do not exist yet.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    partitions: i32,
+    /// With `--to`: the customers topic.
+    #[arg(long, default_value = "fintech.customers", value_name = "TOPIC")]
+    customers_topic: String,
+    /// With `--to`: the merchants topic.
+    #[arg(long, default_value = "fintech.merchants", value_name = "TOPIC")]
+    merchants_topic: String,
+    /// Record format: `json` (the reference shape) or `debezium` (change
+    /// events with the schema, money as `precise` decimals).
+    #[arg(long, value_enum, default_value = "json")]
+    format: GenFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum GenFormat {
+    Json,
+    Debezium,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -130,7 +155,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.rules.paths = args.rules;
     }
     if let Some(source) = &args.source {
-        config.source = SourceConfig::parse_flag(source).map_err(anyhow::Error::msg)?;
+        if let Some(brokers) = config
+            .source
+            .apply_flag(source)
+            .map_err(anyhow::Error::msg)?
+        {
+            config.kafka.brokers = brokers;
+        }
     }
     if let Some(dir) = args.out_dir {
         config.output.dir = dir;
@@ -179,15 +210,42 @@ fn gen(args: GenArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     config.validate()?;
+    let to_kafka = match &args.to {
+        None => None,
+        Some(url) => {
+            let rest = url
+                .strip_prefix("kafka://")
+                .ok_or_else(|| anyhow::anyhow!("--to {url:?}: expected kafka://BROKERS/TOPIC"))?;
+            let (brokers, topics) = edge::config::parse_kafka_url(rest)
+                .map_err(|e| anyhow::anyhow!("--to {url:?}: {e}"))?;
+            let [topic] = topics.as_slice() else {
+                anyhow::bail!("--to {url:?}: name one topic");
+            };
+            let kafka = edge::config::KafkaConfig {
+                brokers,
+                partitions: args.partitions,
+                ..Default::default()
+            };
+            Some((kafka, topic.clone()))
+        }
+    };
+    let dimension_topics = to_kafka
+        .is_some()
+        .then(|| (args.customers_topic.clone(), args.merchants_topic.clone()));
     let written = edge::app::gen(&edge::app::GenOptions {
         generator,
         events: args.events,
         out: args.out.clone(),
         customers: args.customers_out,
         merchants: args.merchants_out,
+        to_kafka,
+        dimension_topics,
+        debezium: args.format == GenFormat::Debezium,
     })?;
     if let Some(out) = args.out {
         eprintln!("wrote {written} records to {}", out.display());
+    } else if let Some(to) = &args.to {
+        eprintln!("produced {written} records to {to}");
     }
     Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub rows: AtomicU64,
     /// Windows fired.
     pub windows_fired: AtomicU64,
+    /// Change events that carry no event (deletes, tombstones).
+    pub skipped: AtomicU64,
     /// Current watermark (ms; i64::MIN before any event).
     pub watermark: AtomicI64,
     /// Per rule set.

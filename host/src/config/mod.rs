@@ -65,18 +65,95 @@ pub struct Config {
     pub output: OutputConfig,
     /// Dimension tables served to rule sets.
     pub dimensions: DimensionsConfig,
+    /// The Kafka cluster used by Kafka sources, sinks and dimension topics.
+    pub kafka: KafkaConfig,
+}
+
+/// The Kafka cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Extra librdkafka properties for every client (security, timeouts):
+    /// `"security.protocol" = "SASL_SSL"`, ...
+    pub options: BTreeMap<String, String>,
+    /// Output topics (`{table}` is replaced by the table name).
+    pub topics: KafkaTopics,
+    /// Create missing output topics at start.
+    pub create_topics: bool,
+    /// Partitions of the topics edge creates.
+    pub partitions: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            options: BTreeMap::new(),
+            topics: KafkaTopics::default(),
+            create_topics: true,
+            partitions: 4,
+        }
+    }
+}
+
+/// Where each output stream goes on Kafka.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KafkaTopics {
+    /// Analytics tables; `{table}` is the table's name.
+    pub tables: String,
+    /// Alerts.
+    pub alerts: String,
+    /// Rejected records and failed rule calls.
+    pub dead_letter: String,
+    /// Events later than their windows' allowed lateness.
+    pub late: String,
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        Self {
+            tables: "fintech.analytics.{table}".into(),
+            alerts: "fintech.alerts".into(),
+            dead_letter: "dead_letter_queue".into(),
+            late: "fintech.late".into(),
+        }
+    }
+}
+
+impl KafkaTopics {
+    /// The topic of an output stream (a table name, `alerts`, `dead_letter` or `late`).
+    pub fn topic(&self, stream: &str) -> String {
+        match stream {
+            "alerts" => self.alerts.clone(),
+            "dead_letter" => self.dead_letter.clone(),
+            "late" => self.late.clone(),
+            table => self.tables.replace("{table}", table),
+        }
+    }
 }
 
 /// Where events come from.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SourceConfig {
-    /// `gen` (the built-in generator) or `file`.
+    /// `gen` (the built-in generator), `file` or `kafka`.
     pub kind: SourceKind,
     /// For `file`: the path (JSON lines or CSV).
     pub path: Option<PathBuf>,
-    /// Record format: `json` or `csv` (default: `csv` for `*.csv`, else `json`).
+    /// Record format: `json`, `csv` or `debezium` (default: `csv` for
+    /// `*.csv`, else `json`).
     pub format: Option<Format>,
+    /// For `kafka`: the topics to read.
+    pub topics: Vec<String>,
+    /// For `kafka`: the consumer group (processes in one group share the
+    /// partitions).
+    pub group: String,
+    /// For `kafka`: where a group without committed offsets starts,
+    /// `earliest` or `latest`.
+    pub start: KafkaStart,
 }
 
 impl Default for SourceConfig {
@@ -85,8 +162,21 @@ impl Default for SourceConfig {
             kind: SourceKind::Gen,
             path: None,
             format: None,
+            topics: Vec::new(),
+            group: "edge".into(),
+            start: KafkaStart::Earliest,
         }
     }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaStart {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
 }
 
 /// The kinds of source.
@@ -97,26 +187,38 @@ pub enum SourceKind {
     Gen,
     /// A file of records.
     File,
+    /// Kafka topics, read in a consumer group.
+    Kafka,
 }
 
 impl SourceConfig {
-    /// Parses the `--source` shorthand: `gen` or `file:PATH`.
-    pub fn parse_flag(flag: &str) -> Result<Self, String> {
+    /// Parses the `--source` shorthand, `gen`, `file:PATH` or
+    /// `kafka://BROKERS/TOPIC[,TOPIC]`, over `self` (the file's settings):
+    /// returns the brokers of a Kafka shorthand.
+    pub fn apply_flag(&mut self, flag: &str) -> Result<Option<String>, String> {
         if flag == "gen" {
-            return Ok(Self::default());
+            self.kind = SourceKind::Gen;
+            self.format = None;
+            return Ok(None);
         }
         if let Some(path) = flag.strip_prefix("file:") {
             if path.is_empty() {
                 return Err("--source file: needs a path, as in file:events.jsonl".into());
             }
-            return Ok(Self {
-                kind: SourceKind::File,
-                path: Some(PathBuf::from(path)),
-                format: None,
-            });
+            self.kind = SourceKind::File;
+            self.path = Some(PathBuf::from(path));
+            self.format = None;
+            return Ok(None);
+        }
+        if let Some(rest) = flag.strip_prefix("kafka://") {
+            let (brokers, topics) =
+                parse_kafka_url(rest).map_err(|e| format!("--source {flag:?}: {e}"))?;
+            self.kind = SourceKind::Kafka;
+            self.topics = topics;
+            return Ok(Some(brokers));
         }
         Err(format!(
-            "--source {flag:?} is not understood; use `gen` or `file:PATH`"
+            "--source {flag:?} is not understood; use `gen`, `file:PATH` or `kafka://BROKERS/TOPIC`"
         ))
     }
 
@@ -127,6 +229,23 @@ impl SourceConfig {
             _ => Format::Json,
         })
     }
+}
+
+/// Splits `BROKERS/TOPIC[,TOPIC]` (the part after `kafka://`).
+pub fn parse_kafka_url(rest: &str) -> Result<(String, Vec<String>), String> {
+    let (brokers, topics) = rest.split_once('/').ok_or(
+        "expected kafka://BROKERS/TOPIC[,TOPIC], as in kafka://127.0.0.1:9092/fintech.transactions",
+    )?;
+    let topics: Vec<String> = topics
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    if brokers.is_empty() || topics.is_empty() {
+        return Err("expected kafka://BROKERS/TOPIC[,TOPIC], as in kafka://127.0.0.1:9092/fintech.transactions".into());
+    }
+    Ok((brokers.to_string(), topics))
 }
 
 /// The built-in generator of payment traffic.
@@ -223,6 +342,11 @@ pub struct EngineConfig {
     pub max_events: u64,
     /// Stop after this many seconds (0: no limit).
     pub duration_secs: u64,
+    /// A source partition with no record for this long (wall time) stops
+    /// holding the watermark back.
+    pub idle_ms: u64,
+    /// How often the offsets of settled records are committed (Kafka).
+    pub commit_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -235,6 +359,8 @@ impl Default for EngineConfig {
             dedup_max_ids: 1_000_000,
             max_events: 0,
             duration_secs: 0,
+            idle_ms: 5_000,
+            commit_interval_ms: 1_000,
         }
     }
 }
@@ -316,6 +442,10 @@ pub struct OutputConfig {
     pub dir: PathBuf,
     /// The live console summary: `auto` (when stderr is a terminal), `always`, `never`.
     pub console: ConsoleMode,
+    /// Which sinks each output stream goes to: a table name, `alerts`,
+    /// `dead_letter` or `late`, mapped to a list of `jsonl` and `kafka`;
+    /// `"*"` is every stream not named.
+    pub routes: BTreeMap<String, Vec<SinkKind>>,
 }
 
 impl Default for OutputConfig {
@@ -323,7 +453,36 @@ impl Default for OutputConfig {
         Self {
             dir: PathBuf::from("edge-out"),
             console: ConsoleMode::Auto,
+            routes: BTreeMap::from([("*".to_string(), vec![SinkKind::Jsonl])]),
         }
+    }
+}
+
+/// A kind of sink.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// JSON lines files in `output.dir`.
+    Jsonl,
+    /// Kafka topics (`[kafka.topics]`).
+    Kafka,
+}
+
+impl OutputConfig {
+    /// The sinks of a stream.
+    pub fn sinks_of(&self, stream: &str) -> &[SinkKind] {
+        self.routes
+            .get(stream)
+            .or_else(|| self.routes.get("*"))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every sink some stream goes to.
+    pub fn used_sinks(&self) -> Vec<SinkKind> {
+        let mut all: Vec<SinkKind> = self.routes.values().flatten().copied().collect();
+        all.sort();
+        all.dedup();
+        all
     }
 }
 
@@ -349,6 +508,11 @@ pub struct DimensionsConfig {
     pub customers: Option<PathBuf>,
     /// JSON lines of merchants (`merchant_id`, `name`, `category`, `country`, `city`).
     pub merchants: Option<PathBuf>,
+    /// A Kafka topic of customers (plain JSON rows or Debezium change
+    /// events), read from the beginning and followed while edge runs.
+    pub customers_topic: Option<String>,
+    /// A Kafka topic of merchants, like `customers-topic`.
+    pub merchants_topic: Option<String>,
 }
 
 impl Config {
@@ -412,6 +576,18 @@ impl Config {
             return invalid(
                 "generator.start",
                 "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
+            );
+        }
+        if self.source.kind == SourceKind::Kafka && self.source.topics.is_empty() {
+            return invalid(
+                "source.topics",
+                "a kafka source needs topics (or use --source kafka://BROKERS/TOPIC)",
+            );
+        }
+        if self.source.kind == SourceKind::Kafka && self.kafka.brokers.trim().is_empty() {
+            return invalid(
+                "kafka.brokers",
+                "set the bootstrap brokers, as in 127.0.0.1:9092",
             );
         }
         if self.source.kind == SourceKind::File && self.source.path.is_none() {
@@ -531,6 +707,13 @@ mod tests {
         assert_eq!(c.engine, d.engine);
         assert_eq!(c.rules.limits, d.rules.limits);
         assert_eq!(c.output, d.output);
+        assert_eq!(c.kafka, d.kafka);
+        assert_eq!(c.source, d.source);
+        assert_eq!(c.dimensions, d.dimensions);
+        assert_eq!(c.rules.compile_cache, d.rules.compile_cache);
+        let kafka = Config::load(&path.with_file_name("kafka.toml")).unwrap();
+        assert_eq!(kafka.source.kind, SourceKind::Kafka);
+        assert_eq!(kafka.output.sinks_of("merchant_metrics"), [SinkKind::Kafka]);
     }
 
     #[test]
@@ -557,12 +740,37 @@ mod tests {
 
     #[test]
     fn source_flag() {
+        let mut s = SourceConfig::default();
+        assert_eq!(s.apply_flag("gen"), Ok(None));
+        assert_eq!(s.kind, SourceKind::Gen);
+        assert_eq!(s.apply_flag("file:x.jsonl"), Ok(None));
+        assert_eq!(s.path.clone().unwrap(), PathBuf::from("x.jsonl"));
+        assert!(s.apply_flag("kafka").is_err());
+        let brokers = s.apply_flag("kafka://h1:9092,h2:9092/a.b, c").unwrap();
+        assert_eq!(brokers.as_deref(), Some("h1:9092,h2:9092"));
         assert_eq!(
-            SourceConfig::parse_flag("gen").unwrap().kind,
-            SourceKind::Gen
+            (s.kind, s.topics.clone()),
+            (SourceKind::Kafka, vec!["a.b".to_string(), "c".to_string()])
         );
-        let f = SourceConfig::parse_flag("file:x.jsonl").unwrap();
-        assert_eq!(f.path.unwrap(), PathBuf::from("x.jsonl"));
-        assert!(SourceConfig::parse_flag("kafka").is_err());
+        assert!(s.apply_flag("kafka://h1:9092").is_err());
+        assert!(s.apply_flag("kafka://h1:9092/").is_err());
+    }
+
+    #[test]
+    fn routes_default_to_jsonl_and_name_streams() {
+        let mut o = OutputConfig::default();
+        assert_eq!(o.sinks_of("merchant_metrics"), [SinkKind::Jsonl]);
+        o.routes
+            .insert("alerts".into(), vec![SinkKind::Jsonl, SinkKind::Kafka]);
+        assert_eq!(o.sinks_of("alerts"), [SinkKind::Jsonl, SinkKind::Kafka]);
+        assert_eq!(o.used_sinks(), [SinkKind::Jsonl, SinkKind::Kafka]);
+        assert_eq!(
+            KafkaTopics::default().topic("merchant_metrics"),
+            "fintech.analytics.merchant_metrics"
+        );
+        assert_eq!(
+            KafkaTopics::default().topic("dead_letter"),
+            "dead_letter_queue"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! pipeline sends rejects to the dead-letter sink with the raw bytes.
 
 mod csv;
+pub mod debezium;
 mod fields;
 mod json;
 
@@ -100,6 +101,9 @@ pub enum Format {
     Json,
     /// CSV with a header line.
     Csv,
+    /// Debezium change events (JSON, with or without the schema wrapper);
+    /// the `after` row is read with the field mapping.
+    Debezium,
 }
 
 /// Decodes and validates records of one source.
@@ -143,8 +147,31 @@ impl Decoder {
         Ok(true)
     }
 
-    /// Decodes one record.
-    pub fn decode(&self, bytes: &[u8], strings: &mut Interner) -> Result<Txn, Reject> {
+    /// Decodes one record; `Ok(None)` for a change event that carries no
+    /// event (a delete, a tombstone, a truncate).
+    pub fn decode_change(
+        &self,
+        bytes: &[u8],
+        strings: &mut Interner,
+    ) -> Result<Option<Txn>, Reject> {
+        if self.format != Format::Debezium {
+            return self.decode(bytes, strings).map(Some);
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let text = self.text(bytes)?;
+        match debezium::unwrap(text)? {
+            debezium::Change::Skip(_) => Ok(None),
+            debezium::Change::Row(row) => {
+                let row = row.to_string();
+                let object = json::Object::parse(&row)?;
+                self.build(&object, strings).map(Some)
+            }
+        }
+    }
+
+    fn text<'b>(&self, bytes: &'b [u8]) -> Result<&'b str, Reject> {
         if bytes.len() > self.max_bytes {
             return Err(Reject::new(
                 RejectCode::Oversized,
@@ -155,12 +182,17 @@ impl Decoder {
                 ),
             ));
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| {
+        std::str::from_utf8(bytes).map_err(|e| {
             Reject::new(
                 RejectCode::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             )
-        })?;
+        })
+    }
+
+    /// Decodes one record.
+    pub fn decode(&self, bytes: &[u8], strings: &mut Interner) -> Result<Txn, Reject> {
+        let text = self.text(bytes)?;
         match self.format {
             Format::Json => {
                 let object = json::Object::parse(text)?;
@@ -173,6 +205,12 @@ impl Decoder {
                 let row = header.row(text)?;
                 self.build(&row, strings)
             }
+            Format::Debezium => self.decode_change(bytes, strings)?.ok_or_else(|| {
+                Reject::new(
+                    RejectCode::MissingField,
+                    "a delete or tombstone carries no event",
+                )
+            }),
         }
     }
 

@@ -13,9 +13,10 @@ use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
 use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
-use crate::sink::{DeadLetter, LateRecord, Record, SinkError, TableInfo};
-use crate::source::{Poll, RecordBatch, Source};
+use crate::sink::{DeadLetter, LateRecord, Origin, Record, SinkError, TableInfo};
+use crate::source::{Mark, Poll, RecordBatch, Source};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     fired: Vec<Fired>,
+    /// Source marks after each batch, with the batch's oldest event time,
+    /// waiting to be committed.
+    pending: VecDeque<(i64, Mark)>,
 }
 
 impl Pipeline {
@@ -121,7 +125,10 @@ impl Pipeline {
             .collect();
         Self {
             dedup: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
-            watermark: Watermark::new(config.out_of_orderness_ms),
+            watermark: Watermark::with_idle(
+                config.out_of_orderness_ms,
+                Duration::from_millis(config.idle_ms.max(1)),
+            ),
             config,
             source,
             decoder,
@@ -137,13 +144,32 @@ impl Pipeline {
             metrics,
             stop,
             fired: Vec::new(),
+            pending: VecDeque::new(),
         }
     }
 
-    fn reject(&mut self, reject: Reject, raw: &[u8], position: u64) -> Result<(), SinkError> {
+    fn reject(
+        &mut self,
+        reject: Reject,
+        raw: &[u8],
+        position: u64,
+        part: Option<u32>,
+    ) -> Result<(), SinkError> {
         let source = self.source.name().to_string();
+        let origin = part
+            .and_then(|p| self.source.partition(p))
+            .map(|(topic, partition)| Origin {
+                topic: topic.to_string(),
+                partition,
+                offset: position as i64,
+            });
+        let (topic, partition) = origin
+            .as_ref()
+            .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
         let id = stable_hash(&[
             source.as_bytes(),
+            topic.as_bytes(),
+            &partition.to_le_bytes(),
             &position.to_le_bytes(),
             reject.code.as_str().as_bytes(),
         ]);
@@ -153,6 +179,7 @@ impl Pipeline {
             detail: reject.detail,
             source,
             position: Some(position),
+            origin,
             raw: Some(raw.to_vec()),
             rule: None,
             events: None,
@@ -184,6 +211,7 @@ impl Pipeline {
             detail: error.message.clone(),
             source: self.source.name().to_string(),
             position: None,
+            origin: None,
             raw: None,
             rule: Some(error.rule.clone()),
             events: events.map(|e| self.events_json(e)),
@@ -436,6 +464,8 @@ impl Pipeline {
             .then(|| started + Duration::from_secs(self.config.duration_secs));
         let mut raw = RecordBatch::default();
         let mut txns: Vec<Txn> = Vec::with_capacity(self.config.batch_size);
+        let mut parts: Vec<u32> = Vec::with_capacity(self.config.batch_size);
+        let mut last_commit = Instant::now();
         let mut records: u64 = 0;
         let mut header_pending = self.source.has_header();
         let mut batches: u64 = 0;
@@ -459,25 +489,40 @@ impl Pipeline {
                     error,
                 }
             })?;
+            let partitioned = raw.has_parts();
+            if partitioned || self.source.mark().is_some() {
+                let now = Instant::now();
+                for part in self.source.assigned() {
+                    self.watermark.assign(part, now);
+                }
+            }
             for i in 0..raw.len() {
                 let (bytes, position) = raw.get(i);
+                let part = partitioned.then(|| raw.part(i));
                 if header_pending {
                     header_pending = false;
                     match self.decoder.take_header(bytes) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(reject) => {
-                            self.reject(reject, bytes, position)?;
+                            self.reject(reject, bytes, position, part)?;
                             continue;
                         }
                     }
                 }
                 records += 1;
                 Metrics::inc(&self.metrics.records);
-                match self.decoder.decode(bytes, &mut self.strings) {
-                    Ok(t) => {
+                if partitioned && bytes.is_empty() {
+                    // A tombstone: a compaction marker, not an event.
+                    Metrics::inc(&self.metrics.skipped);
+                    continue;
+                }
+                match self.decoder.decode_change(bytes, &mut self.strings) {
+                    Ok(None) => Metrics::inc(&self.metrics.skipped),
+                    Ok(Some(t)) => {
                         if self.dedup.insert(&t.id, t.event_time) {
                             txns.push(t);
+                            parts.push(part.unwrap_or(0));
                         } else {
                             Metrics::inc(&self.metrics.duplicates);
                             let reject = Reject::new(
@@ -487,17 +532,27 @@ impl Pipeline {
                                     t.id
                                 ),
                             );
-                            self.reject(reject, bytes, position)?;
+                            self.reject(reject, bytes, position, part)?;
                         }
                     }
-                    Err(reject) => self.reject(reject, bytes, position)?,
+                    Err(reject) => self.reject(reject, bytes, position, part)?,
                 }
             }
-            self.process(&txns)?;
+            self.process(&txns, &parts)?;
             self.metrics
                 .events
                 .fetch_add(txns.len() as u64, Ordering::Relaxed);
+            if let Some(mark) = self.source.mark() {
+                let oldest = txns.iter().map(|t| t.event_time).min().unwrap_or(i64::MIN);
+                self.pending.push_back((oldest, mark));
+                let interval = Duration::from_millis(self.config.commit_interval_ms.max(1));
+                if last_commit.elapsed() >= interval {
+                    last_commit = Instant::now();
+                    self.commit_settled(false)?;
+                }
+            }
             txns.clear();
+            parts.clear();
             batches += 1;
             if batches % 64 == 0 {
                 self.housekeeping();
@@ -506,9 +561,16 @@ impl Pipeline {
                 break;
             }
         }
-        self.watermark.close();
-        self.process(&[])?;
+        // A stream stopped by a signal keeps its open windows unfired: their
+        // events are not committed and are read again at the next start. A
+        // bounded run (end of input, --max-events, --duration) fires them.
+        let interrupted = self.stop.load(Ordering::Relaxed);
+        if !(interrupted && self.source.mark().is_some()) {
+            self.watermark.close();
+            self.process(&[], &[])?;
+        }
         self.router.flush()?;
+        self.commit_settled(true)?;
         let m = &self.metrics;
         Ok(Summary {
             records,
@@ -522,11 +584,44 @@ impl Pipeline {
         })
     }
 
-    fn process(&mut self, txns: &[Txn]) -> Result<(), SinkError> {
-        let before = self.watermark.current();
-        for t in txns {
-            self.watermark.observe(t.event_time);
+    /// Commits the source's offsets up to the newest batch whose events are
+    /// settled: written to the sinks, and in no window that is still open.
+    fn commit_settled(&mut self, flushed: bool) -> Result<(), PipelineError> {
+        let open_from = self
+            .slots
+            .iter()
+            .flat_map(|s| s.windows.iter())
+            .filter_map(WindowOperator::oldest_start)
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut settled: Option<Mark> = None;
+        while let Some((oldest, _)) = self.pending.front() {
+            if *oldest >= open_from {
+                break;
+            }
+            settled = self.pending.pop_front().map(|(_, m)| m);
         }
+        let Some(mark) = settled else {
+            return Ok(());
+        };
+        if !flushed {
+            self.router.flush()?;
+        }
+        if let Err(error) = self.source.commit(&mark) {
+            // The next commit covers these offsets too.
+            tracing::warn!(source = self.source.name(), "{error}");
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, txns: &[Txn], parts: &[u32]) -> Result<(), SinkError> {
+        let before = self.watermark.current();
+        let now = Instant::now();
+        for (i, t) in txns.iter().enumerate() {
+            let part = parts.get(i).copied().unwrap_or(0);
+            self.watermark.observe_in(part, t.event_time, Some(now));
+        }
+        self.watermark.advance(now);
         self.run_rules(txns, before)?;
         self.metrics
             .watermark

@@ -1,15 +1,22 @@
 //! Turns what rule sets emit into output records, checking rows against
 //! their tables, and hands them to every sink.
 
+use crate::config::{OutputConfig, SinkKind};
 use crate::metrics::Metrics;
 use crate::model::stable_hash;
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
 use crate::sink::{push_value, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The output side of the pipeline.
 pub struct Router {
     sinks: Vec<Box<dyn Sink>>,
+    /// Each sink's kind, when streams are routed (`[output.routes]`).
+    kinds: Vec<SinkKind>,
+    routes: Option<OutputConfig>,
+    /// Sink indexes by stream, computed once per stream.
+    by_stream: HashMap<String, Vec<usize>>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,9 +131,31 @@ pub fn alert(rule_set: &str, name: &str, alert: Alert) -> AlertRecord {
 }
 
 impl Router {
-    /// A router writing to `sinks`.
+    /// A router writing every record to every one of `sinks`.
     pub fn new(sinks: Vec<Box<dyn Sink>>, metrics: Arc<Metrics>) -> Self {
-        Self { sinks, metrics }
+        Self {
+            sinks,
+            kinds: Vec::new(),
+            routes: None,
+            by_stream: HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// A router sending each stream to the sinks `routes` names for it.
+    pub fn routed(
+        sinks: Vec<(SinkKind, Box<dyn Sink>)>,
+        routes: OutputConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (kinds, sinks) = sinks.into_iter().unzip();
+        Self {
+            sinks,
+            kinds,
+            routes: Some(routes),
+            by_stream: HashMap::new(),
+            metrics,
+        }
     }
 
     /// Writes a record to every sink.
@@ -138,8 +167,22 @@ impl Router {
             Record::Late(_) => &self.metrics.late,
         };
         Metrics::inc(counter);
-        for sink in &mut self.sinks {
-            sink.write(&record)?;
+        let Some(routes) = &self.routes else {
+            for sink in &mut self.sinks {
+                sink.write(&record)?;
+            }
+            return Ok(());
+        };
+        let stream = record.stream();
+        if !self.by_stream.contains_key(stream) {
+            let wanted = routes.sinks_of(stream);
+            let indexes = (0..self.sinks.len())
+                .filter(|&i| wanted.contains(&self.kinds[i]))
+                .collect();
+            self.by_stream.insert(stream.to_string(), indexes);
+        }
+        for &i in &self.by_stream[stream] {
+            self.sinks[i].write(&record)?;
         }
         Ok(())
     }

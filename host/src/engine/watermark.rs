@@ -3,38 +3,99 @@
 //! The watermark trails the largest event time seen by the bound: it promises
 //! that events older than it are not expected any more. A window `[start, end)`
 //! fires when the watermark reaches `end`.
+//!
+//! With several input partitions (Kafka), each partition keeps its own
+//! largest event time and the watermark is the smallest of them, so a
+//! partition that is behind holds time back; a partition that has sent
+//! nothing for the idle timeout (wall time) stops counting until it sends
+//! again. The watermark never goes back.
+
+use std::time::{Duration, Instant};
 
 /// A watermark generator.
 #[derive(Clone, Debug)]
 pub struct Watermark {
     bound_ms: i64,
-    max_event_time: i64,
+    /// Per partition: largest event time and when it last sent an event.
+    parts: Vec<(i64, Instant)>,
+    idle: Duration,
+    emitted: i64,
     closed: bool,
 }
 
 impl Watermark {
     /// A watermark trailing the largest event time by `bound_ms`.
     pub fn new(bound_ms: i64) -> Self {
+        Self::with_idle(bound_ms, Duration::from_secs(5))
+    }
+
+    /// A watermark over partitions that count as idle after `idle`.
+    pub fn with_idle(bound_ms: i64, idle: Duration) -> Self {
         Self {
             bound_ms,
-            max_event_time: i64::MIN,
+            parts: Vec::new(),
+            idle,
+            emitted: i64::MIN,
             closed: false,
         }
     }
 
-    /// Takes an event time into account.
+    /// Takes an event time of partition 0 into account.
     pub fn observe(&mut self, event_time: i64) {
-        self.max_event_time = self.max_event_time.max(event_time);
+        self.observe_in(0, event_time, None);
+    }
+
+    /// Takes an event time of a partition into account (`now` for idleness;
+    /// `None` reuses the partition's last time).
+    pub fn observe_in(&mut self, part: u32, event_time: i64, now: Option<Instant>) {
+        let i = part as usize;
+        if i >= self.parts.len() {
+            let at = now.unwrap_or_else(Instant::now);
+            self.parts.resize(i + 1, (i64::MIN, at));
+        }
+        let p = &mut self.parts[i];
+        p.0 = p.0.max(event_time);
+        if let Some(now) = now {
+            p.1 = now;
+        }
+    }
+
+    /// Registers a partition the source was assigned: until it sends an
+    /// event or goes idle, it holds the watermark back.
+    pub fn assign(&mut self, part: u32, now: Instant) {
+        let i = part as usize;
+        if i >= self.parts.len() {
+            self.parts.resize(i + 1, (i64::MIN, now));
+        }
+    }
+
+    /// Advances the watermark from the partitions' event times; call once
+    /// per batch.
+    pub fn advance(&mut self, now: Instant) {
+        let active: Vec<i64> = self
+            .parts
+            .iter()
+            .filter(|(_, seen)| now.duration_since(*seen) < self.idle)
+            .map(|(t, _)| *t)
+            .collect();
+        let candidate = if active.is_empty() {
+            // Every partition idle: the largest time seen stands.
+            self.parts.iter().map(|(t, _)| *t).max().unwrap_or(i64::MIN)
+        } else {
+            // An active partition that has sent nothing yet holds time back.
+            active.iter().copied().min().unwrap_or(i64::MIN)
+        };
+        if candidate != i64::MIN {
+            self.emitted = self.emitted.max(candidate.saturating_sub(self.bound_ms));
+        }
     }
 
     /// The current watermark (`i64::MIN` before any event, `i64::MAX` once closed).
     pub fn current(&self) -> i64 {
         if self.closed {
             i64::MAX
-        } else if self.max_event_time == i64::MIN {
-            i64::MIN
         } else {
-            self.max_event_time.saturating_sub(self.bound_ms)
+            self.emitted
         }
     }
 
@@ -51,14 +112,40 @@ mod tests {
     #[test]
     fn trails_the_maximum_and_never_goes_back() {
         let mut w = Watermark::new(5_000);
+        let now = Instant::now();
         assert_eq!(w.current(), i64::MIN);
-        w.observe(10_000);
-        assert_eq!(w.current(), 5_000);
-        w.observe(8_000);
-        assert_eq!(w.current(), 5_000);
-        w.observe(20_000);
-        assert_eq!(w.current(), 15_000);
+        for (t, expect) in [(10_000, 5_000), (8_000, 5_000), (20_000, 15_000)] {
+            w.observe(t);
+            w.advance(now);
+            assert_eq!(w.current(), expect);
+        }
         w.close();
         assert_eq!(w.current(), i64::MAX);
+    }
+
+    #[test]
+    fn the_slowest_active_partition_holds_time_and_idle_ones_do_not() {
+        let mut w = Watermark::with_idle(0, Duration::from_secs(5));
+        let t0 = Instant::now();
+        w.observe_in(0, 100_000, Some(t0));
+        w.observe_in(1, 40_000, Some(t0));
+        w.advance(t0);
+        assert_eq!(w.current(), 40_000);
+        // Partition 1 goes quiet; after the idle timeout partition 0 leads.
+        w.observe_in(0, 120_000, Some(t0 + Duration::from_secs(6)));
+        w.advance(t0 + Duration::from_secs(6));
+        assert_eq!(w.current(), 120_000);
+        // An assigned partition that has sent nothing holds time until idle.
+        let mut w2 = Watermark::with_idle(0, Duration::from_secs(5));
+        w2.observe_in(0, 100_000, Some(t0));
+        w2.assign(1, t0);
+        w2.advance(t0);
+        assert_eq!(w2.current(), i64::MIN);
+        w2.advance(t0 + Duration::from_secs(6));
+        assert_eq!(w2.current(), 100_000);
+        // It comes back behind: the watermark does not go back.
+        w.observe_in(1, 50_000, Some(t0 + Duration::from_secs(7)));
+        w.advance(t0 + Duration::from_secs(7));
+        assert_eq!(w.current(), 120_000);
     }
 }

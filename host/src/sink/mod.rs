@@ -7,8 +7,10 @@
 
 pub mod console;
 mod jsonl;
+pub mod kafka;
 
 pub use jsonl::JsonlSink;
+pub use kafka::KafkaSink;
 
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value};
 use serde_json::Value as Json;
@@ -70,8 +72,10 @@ pub struct DeadLetter {
     pub detail: String,
     /// The source (`gen`, `file:PATH`).
     pub source: String,
-    /// Position in the source (line, sequence number), for single records.
+    /// Position in the source (line, sequence number, offset), for single records.
     pub position: Option<u64>,
+    /// For records from Kafka: topic, partition and offset.
+    pub origin: Option<Origin>,
     /// The raw bytes, for single records.
     pub raw: Option<Vec<u8>>,
     /// The rule set, for rule failures.
@@ -80,6 +84,17 @@ pub struct DeadLetter {
     pub events: Option<Json>,
     /// The window of a failed window call.
     pub window: Option<Json>,
+}
+
+/// Where a Kafka record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
 /// An event that arrived after its windows were purged.
@@ -171,6 +186,30 @@ pub fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
 }
 
 impl Record {
+    /// The record's deterministic id (the Kafka message key).
+    pub fn id(&self) -> String {
+        match self {
+            Record::Row(r) => r.id.clone(),
+            Record::Alert(a) => a.id.clone(),
+            Record::DeadLetter(d) => d.id.clone(),
+            Record::Late(l) => {
+                let id = l
+                    .event
+                    .get("transaction_id")
+                    .and_then(Json::as_str)
+                    .unwrap_or("");
+                format!(
+                    "{:016x}",
+                    crate::model::stable_hash(&[
+                        l.rule.as_bytes(),
+                        l.window.as_bytes(),
+                        id.as_bytes()
+                    ])
+                )
+            }
+        }
+    }
+
     /// The output stream: the table name, `alerts`, `dead_letter` or `late`.
     pub fn stream(&self) -> &str {
         match self {
@@ -236,6 +275,13 @@ impl Record {
                 if let Some(p) = d.position {
                     push_key(out, &mut first, "position");
                     out.extend_from_slice(p.to_string().as_bytes());
+                }
+                if let Some(o) = &d.origin {
+                    text_fields(out, &mut first, &[("topic", &o.topic)]);
+                    push_key(out, &mut first, "partition");
+                    out.extend_from_slice(o.partition.to_string().as_bytes());
+                    push_key(out, &mut first, "offset");
+                    out.extend_from_slice(o.offset.to_string().as_bytes());
                 }
                 if let Some(raw) = &d.raw {
                     match std::str::from_utf8(raw) {

@@ -3,11 +3,14 @@
 //! A source fills a reusable [`RecordBatch`] (one byte buffer, record ends
 //! and positions), so reading allocates nothing per record once warm.
 
+pub mod dims;
 mod file;
 mod gen;
+pub mod kafka;
 
 pub use file::FileSource;
 pub use gen::GenSource;
+pub use kafka::KafkaSource;
 
 /// Raw records with their positions in the source.
 #[derive(Default, Debug)]
@@ -15,6 +18,8 @@ pub struct RecordBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
     positions: Vec<u64>,
+    /// For partitioned sources: each record's partition slot.
+    parts: Vec<u32>,
 }
 
 impl RecordBatch {
@@ -23,6 +28,24 @@ impl RecordBatch {
         self.data.clear();
         self.ends.clear();
         self.positions.clear();
+        self.parts.clear();
+    }
+
+    /// Appends a record of a partition (its slot, see [`Source::partition`]);
+    /// the position is its offset.
+    pub fn push_in(&mut self, bytes: &[u8], part: u32, offset: u64) {
+        self.push(bytes, offset);
+        self.parts.push(part);
+    }
+
+    /// Record `i`'s partition slot (0 for sources without partitions).
+    pub fn part(&self, i: usize) -> u32 {
+        self.parts.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether the records come from a partitioned source.
+    pub fn has_parts(&self) -> bool {
+        !self.parts.is_empty()
     }
 
     /// Appends a record.
@@ -84,4 +107,25 @@ pub trait Source: Send {
     fn has_header(&self) -> bool {
         false
     }
+    /// The topic and partition of a partition slot.
+    fn partition(&self, _part: u32) -> Option<(&str, i32)> {
+        None
+    }
+    /// The partition slots assigned to this reader now.
+    fn assigned(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// How far the source has read: the next offset of every partition
+    /// read so far (`None` for sources without offsets).
+    fn mark(&self) -> Option<Mark> {
+        None
+    }
+    /// Commits a mark: a restart resumes from there.
+    fn commit(&mut self, _mark: &Mark) -> std::io::Result<()> {
+        Ok(())
+    }
 }
+
+/// The next offset of each partition slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mark(pub Vec<(u32, i64)>);

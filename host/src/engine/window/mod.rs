@@ -229,6 +229,12 @@ impl WindowOperator {
         self.update(key, start, end, t);
     }
 
+    /// The start of the oldest window still held (fired or not), if any:
+    /// events before it are in no open window.
+    pub fn oldest_start(&self) -> Option<i64> {
+        self.panes.keys().map(|&(_, start)| start).min()
+    }
+
     /// Fires every window the watermark has reached (and every updated late
     /// window), then purges windows past their lateness.
     pub fn fire(&mut self, watermark: i64, strings: &Interner, out: &mut Vec<Fired>) {

@@ -154,13 +154,7 @@ fn a_window_batch_lays_every_result_out_once() {
                     units: 1234,
                     scale: 2,
                 }),
-                AggregateValue::Sums(vec![(
-                    "web".into(),
-                    WitDecimal {
-                        units: 5,
-                        scale: 1,
-                    },
-                )]),
+                AggregateValue::Sums(vec![("web".into(), WitDecimal { units: 5, scale: 1 })]),
                 AggregateValue::Empty,
             ],
         },
@@ -168,11 +162,18 @@ fn a_window_batch_lays_every_result_out_once() {
     let b = encode::WindowBatchBuilder::default().build("w", &fired, &s);
     let text = |i: u32| {
         let i = i as usize;
-        let start = if i == 0 { 0 } else { b.dict_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            b.dict_ends[i - 1] as usize
+        };
         std::str::from_utf8(&b.dict_bytes[start..b.dict_ends[i] as usize]).unwrap()
     };
     assert_eq!(b.spec, "w");
-    assert_eq!(b.keys.iter().map(|&k| text(k)).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert_eq!(
+        b.keys.iter().map(|&k| text(k)).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
     assert_eq!(b.refires, [0, 1]);
     assert_eq!(b.results_per_window, 3);
     assert_eq!(

@@ -1,0 +1,209 @@
+//! Kafka topics: tables to `fintech.analytics.<table>`, alerts, dead letters
+//! and late events to their topics (`[kafka.topics]`).
+//!
+//! The producer is idempotent (`enable.idempotence`, `acks=all`), so its
+//! retries neither lose nor repeat records. Message keys are the records'
+//! deterministic ids: a replay produces the same keys. Dead letters carry
+//! headers for the reason, the source topic, partition and offset. When the
+//! producer's queue is full, `write` waits for deliveries: the pipeline, and
+//! with it consumption, pauses instead of memory growing.
+
+use super::{Record, Sink, SinkError};
+use crate::config::KafkaConfig;
+use crate::source::kafka::client_config;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Counts failed deliveries and keeps the last error.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka producer: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            use rdkafka::message::Message;
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(format!("{} (topic {})", e, m.topic()));
+            }
+        }
+    }
+}
+
+/// The producer edge writes with.
+pub type EdgeProducer = rdkafka::producer::BaseProducer<Deliveries>;
+
+/// An idempotent producer on `kafka`.
+pub fn producer(kafka: &KafkaConfig) -> Result<EdgeProducer, String> {
+    let mut c = client_config(kafka);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "300000")
+        .set("queue.buffering.max.messages", "200000");
+    c.create_with_context(Deliveries::default())
+        .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))
+}
+
+/// Sends one message, waiting while the producer's queue is full.
+pub fn send(
+    producer: &EdgeProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> Result<(), String> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
+        }
+    }
+}
+
+/// Waits until everything sent is acknowledged; an error if any failed.
+pub fn flush(producer: &EdgeProducer) -> Result<(), String> {
+    producer
+        .flush(Duration::from_secs(300))
+        .map_err(|e| format!("waiting for acknowledgements: {e}"))?;
+    let ctx = producer.context();
+    let failed = ctx.failed.swap(0, Ordering::Relaxed);
+    if failed > 0 {
+        let last = ctx
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_default();
+        return Err(format!(
+            "{failed} records were not delivered; last error: {last}"
+        ));
+    }
+    Ok(())
+}
+
+/// Writes output records to Kafka topics.
+pub struct KafkaSink {
+    producer: EdgeProducer,
+    config: KafkaConfig,
+    topics: HashMap<String, String>,
+    line: Vec<u8>,
+}
+
+impl KafkaSink {
+    /// A sink on the cluster of `config`.
+    pub fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
+        Ok(Self {
+            producer: producer(config).map_err(|message| SinkError {
+                sink: "kafka".into(),
+                message,
+            })?,
+            config: config.clone(),
+            topics: HashMap::new(),
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError {
+            sink: format!("kafka ({})", self.config.brokers),
+            message,
+        }
+    }
+}
+
+fn headers(record: &Record) -> Option<OwnedHeaders> {
+    let Record::DeadLetter(d) = record else {
+        return None;
+    };
+    let mut h = OwnedHeaders::new()
+        .insert(Header {
+            key: "reason",
+            value: Some(d.reason.as_bytes()),
+        })
+        .insert(Header {
+            key: "source",
+            value: Some(d.source.as_bytes()),
+        });
+    if let Some(o) = &d.origin {
+        let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
+        h = h
+            .insert(Header {
+                key: "source_topic",
+                value: Some(o.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(offset.as_bytes()),
+            });
+    }
+    if let Some(rule) = &d.rule {
+        h = h.insert(Header {
+            key: "rule",
+            value: Some(rule.as_bytes()),
+        });
+    }
+    Some(h)
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        let stream = record.stream();
+        if !self.topics.contains_key(stream) {
+            let topic = self.config.topics.topic(stream);
+            self.topics.insert(stream.to_string(), topic);
+        }
+        let topic = &self.topics[stream];
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        record.write_json(&mut line);
+        let result = send(
+            &self.producer,
+            topic,
+            record.id().as_bytes(),
+            &line,
+            headers(record),
+        );
+        self.line = line;
+        result.map_err(|m| self.error(m))
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        flush(&self.producer).map_err(|m| self.error(m))
+    }
+}

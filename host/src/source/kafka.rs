@@ -1,0 +1,258 @@
+//! Kafka topics read in a consumer group (rdkafka).
+//!
+//! Offsets are never committed automatically: the pipeline commits a
+//! [`Mark`] once everything derived from the records before it has been
+//! written to the sinks and every window they fell in is closed, so a
+//! restart (or another member taking the partitions over) re-reads what was
+//! not yet settled: at-least-once, with deterministic output keys.
+
+use super::{Mark, Poll, RecordBatch, Source};
+use crate::config::{KafkaConfig, KafkaStart, SourceConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Logs what librdkafka reports (lost connections, rebalances).
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for LogContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(
+                partitions = %describe(tpl),
+                "kafka: partitions assigned"
+            ),
+            Rebalance::Revoke(tpl) => tracing::info!(
+                partitions = %describe(tpl),
+                "kafka: partitions revoked"
+            ),
+            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A client configuration with the cluster's brokers and extra options.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Reads topics in a consumer group.
+pub struct KafkaSource {
+    name: String,
+    consumer: BaseConsumer<LogContext>,
+    /// Partition slots: (topic, partition).
+    parts: Vec<(String, i32)>,
+    /// Next offset per slot (-1: nothing read).
+    next: Vec<i64>,
+}
+
+impl KafkaSource {
+    /// Joins the group of `source` on `kafka` and subscribes to its topics.
+    pub fn connect(kafka: &KafkaConfig, source: &SourceConfig) -> Result<Self, String> {
+        let mut c = client_config(kafka);
+        c.set("group.id", &source.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match source.start {
+                    KafkaStart::Earliest => "earliest",
+                    KafkaStart::Latest => "latest",
+                },
+            )
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        let consumer: BaseConsumer<LogContext> = c
+            .create_with_context(LogContext)
+            .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
+        let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(",")))?;
+        Ok(Self {
+            name: format!("kafka:{}", source.topics.join(",")),
+            consumer,
+            parts: Vec::new(),
+            next: Vec::new(),
+        })
+    }
+}
+
+fn slot(parts: &mut Vec<(String, i32)>, next: &mut Vec<i64>, topic: &str, partition: i32) -> u32 {
+    if let Some(i) = parts
+        .iter()
+        .position(|(t, p)| *p == partition && t == topic)
+    {
+        return i as u32;
+    }
+    parts.push((topic.to_string(), partition));
+    next.push(-1);
+    (parts.len() - 1) as u32
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Poll> {
+        let deadline = Instant::now() + timeout;
+        while batch.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Once something is in the batch, take only what is already here.
+            let wait = if batch.is_empty() {
+                left
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(wait) {
+                None => {
+                    if !batch.is_empty() || left.is_zero() {
+                        break;
+                    }
+                }
+                Some(Ok(m)) => {
+                    let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
+                    let offset = m.offset();
+                    batch.push_in(m.payload().unwrap_or(&[]), part, offset.max(0) as u64);
+                    self.next[part as usize] = offset + 1;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("kafka: {e}");
+                    if left.is_zero() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Poll::Ready)
+    }
+
+    fn assigned(&mut self) -> Vec<u32> {
+        let Ok(tpl) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        tpl.elements()
+            .iter()
+            .map(|e| slot(&mut self.parts, &mut self.next, e.topic(), e.partition()))
+            .collect()
+    }
+
+    fn partition(&self, part: u32) -> Option<(&str, i32)> {
+        self.parts.get(part as usize).map(|(t, p)| (t.as_str(), *p))
+    }
+
+    fn mark(&self) -> Option<Mark> {
+        Some(Mark(
+            self.next
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n >= 0)
+                .map(|(i, n)| (i as u32, *n))
+                .collect(),
+        ))
+    }
+
+    fn commit(&mut self, mark: &Mark) -> std::io::Result<()> {
+        let assigned = self.consumer.assignment().ok();
+        let mut tpl = TopicPartitionList::new();
+        for &(part, next) in &mark.0 {
+            let Some((topic, partition)) = self.parts.get(part as usize) else {
+                continue;
+            };
+            // Offsets of partitions handed to another member are theirs now.
+            if assigned
+                .as_ref()
+                .is_some_and(|a| a.find_partition(topic, *partition).is_none())
+            {
+                continue;
+            }
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| std::io::Error::other(format!("committing offsets: {e}")))
+    }
+}
+
+/// Creates those of `topics` that do not exist yet, with `partitions`
+/// partitions (replication: the broker's default).
+pub fn ensure_topics(
+    kafka: &KafkaConfig,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
+        .create()
+        .map_err(|e| format!("cannot connect to Kafka at {}: {e}", kafka.brokers))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("cannot read Kafka metadata from {}: {e}", kafka.brokers))?;
+    let existing: std::collections::HashSet<&str> =
+        metadata.topics().iter().map(|t| t.name()).collect();
+    let missing: Vec<NewTopic<'_>> = topics
+        .iter()
+        .filter(|t| !existing.contains(t.as_str()))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let results = runtime
+        .block_on(admin.create_topics(
+            &missing,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .map_err(|e| format!("creating topics: {e}"))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, partitions, "kafka: topic created"),
+            Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic, "kafka: topic exists")
+            }
+            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
