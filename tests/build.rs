@@ -15,6 +15,7 @@ const GUESTS: &[&str] = &[
     "memhog",
     "trapper",
     "flood",
+    "tally",
 ];
 
 fn watch(dir: &Path) {

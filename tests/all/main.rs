@@ -3,4 +3,5 @@
 mod cli;
 mod dead_letters;
 mod hostile;
+mod kafka;
 mod rule_sets;

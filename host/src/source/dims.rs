@@ -44,6 +44,12 @@ pub fn follow(
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .map_err(|e| format!("dimension topic {topic}: {e}"))?;
+        if metadata.topics().iter().all(|t| t.partitions().is_empty()) {
+            tracing::warn!(
+                topic,
+                "dimension topic has no partitions (does it exist?); lookups will miss"
+            );
+        }
         for t in metadata.topics() {
             for p in t.partitions() {
                 tpl.add_partition_offset(topic, p.id(), Offset::Beginning)

@@ -1,0 +1,556 @@
+//! Kafka in and out, against a real broker (Tansu, started by scripts/test,
+//! found through EDGE_KAFKA_BROKERS): round trip, Debezium, consumer groups,
+//! restarts.
+
+use edge_tests::{edge_bin, guests, read_jsonl};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The broker, or `None` (the test is skipped) outside CI when it is not set.
+fn brokers() -> Option<String> {
+    match std::env::var("EDGE_KAFKA_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("EDGE_KAFKA_BROKERS is not set: run the suite with scripts/test, which starts Tansu")
+        }
+        _ => {
+            eprintln!(
+                "skipped: EDGE_KAFKA_BROKERS is not set (scripts/test starts Tansu and sets it)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t{}{}.{name}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A message as an independent consumer sees it.
+struct Msg {
+    key: String,
+    value: serde_json::Value,
+    headers: BTreeMap<String, String>,
+}
+
+/// Reads every message of `topic`: all partitions from the beginning, until
+/// nothing new arrives for three seconds. (Tansu's high watermarks count
+/// record batches, not records, so they cannot tell where a partition ends.)
+fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if tpl.count() == 0 {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("message");
+        last = Instant::now();
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        out.push(Msg {
+            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+            value: serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or_default(),
+            headers,
+        });
+    }
+    out
+}
+
+fn edge(args: &[&str]) -> Output {
+    Command::new(edge_bin())
+        .args(args)
+        .env("EDGE_LOG", "warn")
+        .output()
+        .expect("run edge")
+}
+
+fn ok(o: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "edge failed:\n{text}");
+    text
+}
+
+fn gen_to(brokers: &str, topic: &str, events: u64, dirty: &str, extra: &[&str]) {
+    let url = format!("kafka://{brokers}/{topic}");
+    let n = events.to_string();
+    let mut args = vec![
+        "gen",
+        "--to",
+        &url,
+        "--events",
+        &n,
+        "--rate",
+        "0",
+        "--dirty",
+        dirty,
+        "--seed",
+        "11",
+        "--customers-topic",
+    ];
+    let customers = format!("{topic}.customers");
+    let merchants = format!("{topic}.merchants");
+    args.extend([customers.as_str(), "--merchants-topic", merchants.as_str()]);
+    args.extend(extra);
+    ok(&edge(&args));
+}
+
+/// A config reading `topic` in `group`, writing every stream to Kafka under
+/// `prefix` and to JSON lines.
+fn config(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    prefix: &str,
+    format: &str,
+) -> String {
+    let path = dir.join(format!("{group}.toml"));
+    // Topics from `edge gen --to` have dimension topics beside them.
+    let dims = if !topic.ends_with(".seq") {
+        format!("[dimensions]\ncustomers-topic = \"{topic}.customers\"\nmerchants-topic = \"{topic}.merchants\"")
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.topics]
+tables = "{prefix}.analytics.{{table}}"
+alerts = "{prefix}.alerts"
+dead-letter = "{prefix}.dlq"
+late = "{prefix}.late"
+[source]
+kind = "kafka"
+topics = ["{topic}"]
+group = "{group}"
+format = "{format}"
+[engine]
+idle-ms = 2000
+{dims}
+[output.routes]
+"*" = ["kafka", "jsonl"]
+"#
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Asserts two lists hold the same items, naming the first difference.
+fn same_set(got: &[String], want: &[String], what: &str) {
+    let g: HashSet<&String> = got.iter().collect();
+    let w: HashSet<&String> = want.iter().collect();
+    let missing = w.difference(&g).next();
+    let extra = g.difference(&w).next();
+    assert!(
+        missing.is_none() && extra.is_none() && got.len() == want.len(),
+        "{what}: {} items, {} expected; first missing: {missing:?}; first unexpected: {extra:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+fn ids(rows: &[serde_json::Value], field: &str) -> Vec<String> {
+    rows.iter()
+        .map(|r| r[field].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn generator_to_kafka_to_edge_to_kafka_round_trip() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("tx");
+    let events = 6_000u64;
+    gen_to(&brokers, &topic, events, "0.01", &[]);
+    // The same records from a file, for an independent reference.
+    let file = dir.path().join("events.jsonl");
+    let customers = dir.path().join("customers.jsonl");
+    let merchants = dir.path().join("merchants.jsonl");
+    ok(&edge(&[
+        "gen",
+        "--out",
+        file.to_str().unwrap(),
+        "--events",
+        "6000",
+        "--rate",
+        "0",
+        "--dirty",
+        "0.01",
+        "--seed",
+        "11",
+        "--customers-out",
+        customers.to_str().unwrap(),
+        "--merchants-out",
+        merchants.to_str().unwrap(),
+    ]));
+    let file_config = dir.path().join("file.toml");
+    std::fs::write(
+        &file_config,
+        format!(
+            "[dimensions]\ncustomers = {:?}\nmerchants = {:?}\n",
+            customers.display().to_string(),
+            merchants.display().to_string()
+        ),
+    )
+    .unwrap();
+    let reference = dir.path().join("reference");
+    let mut args = vec!["run", "--rules"];
+    args.extend(guests::RULE_SETS);
+    let source = format!("file:{}", file.display());
+    args.extend([
+        "--source",
+        &source,
+        "--config",
+        file_config.to_str().unwrap(),
+    ]);
+    args.extend([
+        "--console",
+        "never",
+        "--out-dir",
+        reference.to_str().unwrap(),
+    ]);
+    ok(&edge(&args));
+
+    let prefix = unique("out");
+    let cfg = config(dir.path(), &brokers, &topic, &unique("g"), &prefix, "json");
+    let out = dir.path().join("kafka-run");
+    let mut args = vec!["run", "--rules"];
+    args.extend(guests::RULE_SETS);
+    args.extend([
+        "--config",
+        &cfg,
+        "--max-events",
+        "6000",
+        "--console",
+        "never",
+    ]);
+    args.extend(["--out-dir", out.to_str().unwrap()]);
+    ok(&edge(&args));
+
+    // What an independent consumer reads equals the reference run.
+    for table in [
+        "merchant_metrics",
+        "compliance_metrics",
+        "customer_lifecycle",
+    ] {
+        let got = read_topic(&brokers, &format!("{prefix}.analytics.{table}"));
+        let want = read_jsonl(&reference.join(format!("{table}.jsonl")));
+        assert!(!want.is_empty(), "{table}: the reference has rows");
+        let got_values: Vec<String> = got.iter().map(|m| m.value.to_string()).collect();
+        let want_values: Vec<String> = want.iter().map(|v| v.to_string()).collect();
+        same_set(&got_values, &want_values, table);
+        for m in &got {
+            assert_eq!(
+                m.key,
+                m.value["_id"].as_str().unwrap(),
+                "{table}: keyed by the row id"
+            );
+        }
+    }
+    let alerts = read_topic(&brokers, &format!("{prefix}.alerts"));
+    let want = read_jsonl(&reference.join("alerts.jsonl"));
+    let mut a = ids(
+        &alerts.iter().map(|m| m.value.clone()).collect::<Vec<_>>(),
+        "_id",
+    );
+    let mut b = ids(&want, "_id");
+    a.sort();
+    b.sort();
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "the same alerts");
+
+    // Every rejected record is on the dead-letter topic, with its origin.
+    let dlq = read_topic(&brokers, &format!("{prefix}.dlq"));
+    let want = read_jsonl(&reference.join("dead_letter.jsonl"));
+    assert_eq!(dlq.len(), want.len(), "dead letters");
+    let mut reasons: Vec<&str> = dlq.iter().map(|m| m.headers["reason"].as_str()).collect();
+    let mut want_reasons: Vec<&str> = want.iter().map(|v| v["reason"].as_str().unwrap()).collect();
+    reasons.sort();
+    want_reasons.sort();
+    assert_eq!(reasons, want_reasons);
+    for m in &dlq {
+        assert_eq!(m.headers["source_topic"], topic);
+        let partition: i32 = m.headers["source_partition"].parse().unwrap();
+        let offset: i64 = m.headers["source_offset"].parse().unwrap();
+        assert!((0..4).contains(&partition) && offset >= 0);
+        assert_eq!(m.value["offset"].as_i64(), Some(offset));
+        assert!(m.value["raw"].is_string() || m.value["raw_base64"].is_string());
+    }
+}
+
+/// Produces the records of `file` to `topic` (4 partitions, keyed by
+/// customer), one record per produce batch: Tansu serves a fetch only from
+/// the start of a record batch, so a consumer resuming from an offset inside
+/// a batch would miss the rest of it. With Apache Kafka any offset works; the
+/// tests that resume mid-stream produce this way.
+fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let kafka = edge::config::KafkaConfig {
+        brokers: brokers.to_string(),
+        ..Default::default()
+    };
+    edge::source::kafka::ensure_topics(&kafka, &[topic.to_string()], 4).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut n = 0;
+    for line in text.lines() {
+        let key = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["customer_id"].as_str().map(String::from))
+            .unwrap_or_default();
+        let mut record = BaseRecord::to(topic).key(&key).payload(line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(20));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    n
+}
+
+fn gen_file(dir: &Path, events: u64) -> std::path::PathBuf {
+    let file = dir.join("events.jsonl");
+    let n = events.to_string();
+    ok(&edge(&[
+        "gen",
+        "--out",
+        file.to_str().unwrap(),
+        "--events",
+        &n,
+        "--rate",
+        "0",
+        "--dirty",
+        "0",
+        "--seed",
+        "5",
+    ]));
+    file
+}
+
+fn tally_ids(out: &Path) -> Vec<String> {
+    ids(&read_jsonl(&out.join("seen.jsonl")), "transaction_id")
+}
+
+fn produced_ids(brokers: &str, topic: &str) -> HashSet<String> {
+    read_topic(brokers, topic)
+        .iter()
+        .filter_map(|m| m.value["transaction_id"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_restart_resumes_from_the_committed_offsets() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("seq");
+    assert_eq!(
+        produce_file(&brokers, &topic, &gen_file(dir.path(), 4_000)),
+        4_000
+    );
+    let cfg = config(
+        dir.path(),
+        &brokers,
+        &topic,
+        &unique("g"),
+        &unique("out"),
+        "json",
+    );
+    let run = |out: &str| {
+        let out = dir.path().join(out);
+        ok(&edge(&[
+            "run",
+            "--rules",
+            guests::TALLY,
+            "--config",
+            &cfg,
+            "--max-events",
+            "2000",
+            "--console",
+            "never",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]));
+        tally_ids(&out)
+    };
+    let first = run("first");
+    let second = run("second");
+    assert_eq!(first.len(), 2000);
+    assert_eq!(second.len(), 2000);
+    let all: HashSet<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(
+        all.len(),
+        4000,
+        "the second run read what the first did not"
+    );
+    assert_eq!(all, produced_ids(&brokers, &topic));
+}
+
+#[test]
+fn two_processes_in_one_group_share_the_partitions_and_lose_nothing() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("seq");
+    let file = gen_file(dir.path(), 24_000);
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let part = |name: &str, range: std::ops::Range<usize>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines[range].join("\n")).unwrap();
+        produce_file(&brokers, &topic, &path)
+    };
+    part("first.jsonl", 0..8_000);
+    let group = unique("g");
+    let cfg = config(dir.path(), &brokers, &topic, &group, &unique("out"), "json");
+    let spawn = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["run", "--rules", guests::TALLY, "--config", &cfg];
+        args.extend(["--console", "never", "--out-dir", out.to_str().unwrap()]);
+        args.extend(extra);
+        Command::new(edge_bin())
+            .args(&args)
+            .env("EDGE_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A reads the first part alone; B joins and the group splits the
+    // partitions; both read the second part; B stops and A takes its
+    // partitions over, from B's committed offsets, for the third part.
+    let a = spawn("a", &["--duration", "45"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let b = spawn("b", &[]);
+    std::thread::sleep(Duration::from_secs(8));
+    part("second.jsonl", 8_000..16_000);
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = b.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let b = b.wait_with_output().unwrap();
+    part("third.jsonl", 16_000..24_000);
+    let a = a.wait_with_output().unwrap();
+    let a_log = String::from_utf8_lossy(&a.stderr).into_owned();
+    let b_log = String::from_utf8_lossy(&b.stderr).into_owned();
+    assert!(a.status.success(), "A failed:\n{a_log}");
+    assert!(b.status.success(), "B failed:\n{b_log}");
+    let a_ids = tally_ids(&dir.path().join("a"));
+    let b_ids = tally_ids(&dir.path().join("b"));
+    assert!(!b_ids.is_empty(), "B processed a share:\n{b_log}");
+    assert!(a_ids.len() < 24_000 || !b_ids.is_empty());
+    let all: HashSet<String> = a_ids.iter().chain(&b_ids).cloned().collect();
+    let produced = produced_ids(&brokers, &topic);
+    assert_eq!(produced.len(), 24_000);
+    let missing = produced.difference(&all).count();
+    assert_eq!(
+        missing,
+        0,
+        "every record processed at least once (A {}, B {})",
+        a_ids.len(),
+        b_ids.len()
+    );
+}
+
+#[test]
+fn debezium_change_events_give_the_same_results_as_plain_json() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let plain = unique("plain");
+    let changes = unique("cdc");
+    gen_to(&brokers, &plain, 3_000, "0.01", &[]);
+    gen_to(&brokers, &changes, 3_000, "0.01", &["--format", "debezium"]);
+    let run = |topic: &str, format: &str| {
+        let cfg = config(
+            dir.path(),
+            &brokers,
+            topic,
+            &unique("g"),
+            &unique("out"),
+            format,
+        );
+        let out = dir.path().join(topic);
+        let mut args = vec!["run", "--rules"];
+        args.extend(guests::RULE_SETS);
+        args.extend([guests::TALLY, "--config", &cfg, "--max-events", "3000"]);
+        args.extend(["--console", "never", "--out-dir", out.to_str().unwrap()]);
+        ok(&edge(&args));
+        out
+    };
+    let a = run(&plain, "json");
+    let b = run(&changes, "debezium");
+    for stream in ["seen", "alerts", "merchant_metrics", "customer_lifecycle"] {
+        let mut x: Vec<String> = read_jsonl(&a.join(format!("{stream}.jsonl")))
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let mut y: Vec<String> = read_jsonl(&b.join(format!("{stream}.jsonl")))
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert!(!x.is_empty(), "{stream}");
+        x.sort();
+        y.sort();
+        same_set(&x, &y, stream);
+    }
+    let dl_a = read_jsonl(&a.join("dead_letter.jsonl")).len();
+    let dl_b = read_jsonl(&b.join("dead_letter.jsonl")).len();
+    assert_eq!(dl_a, dl_b, "the same records are rejected");
+}
