@@ -375,6 +375,7 @@ fn gen_kafka(
     topic: &str,
 ) -> anyhow::Result<u64> {
     use crate::sink::kafka::{flush, producer, send};
+    let mut seq = 0usize;
     let mut topics = vec![topic.to_string()];
     if let Some((customers, merchants)) = &options.dimension_topics {
         topics.extend([customers.clone(), merchants.clone()]);
@@ -392,8 +393,9 @@ fn gen_kafka(
                     .ok()
                     .and_then(|v| v.get(id).and_then(|k| k.as_str()).map(String::from))
                     .unwrap_or_default();
-                send(&producer, topic, key.as_bytes(), line.as_bytes(), None)
+                send(&producer, seq, topic, key.as_bytes(), line.as_bytes(), None)
                     .map_err(anyhow::Error::msg)?;
+                seq += 1;
             }
         }
     }
@@ -405,14 +407,16 @@ fn gen_kafka(
         let want = (options.events - written).min(4096) as usize;
         source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
         for i in 0..batch.len() {
-            let (bytes, seq) = batch.get(i);
-            let key = message_key(bytes, seq);
+            let (bytes, position) = batch.get(i);
+            let key = message_key(bytes, position);
             let payload = if options.debezium {
                 debezium_event(bytes, chrono::Utc::now().timestamp_millis())
             } else {
                 bytes.to_vec()
             };
-            send(&producer, topic, key.as_bytes(), &payload, None).map_err(anyhow::Error::msg)?;
+            send(&producer, seq, topic, key.as_bytes(), &payload, None)
+                .map_err(anyhow::Error::msg)?;
+            seq += 1;
         }
         written += batch.len() as u64;
     }

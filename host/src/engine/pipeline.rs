@@ -86,9 +86,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     fired: Vec<Fired>,
-    /// Source marks after each batch, with the batch's oldest event time,
-    /// waiting to be committed.
-    pending: VecDeque<(i64, Mark)>,
+    /// Source marks after each batch, with the batch's oldest event time and
+    /// the records written to each sink by then, waiting to be committed.
+    pending: VecDeque<(i64, Mark, Vec<u64>)>,
 }
 
 impl Pipeline {
@@ -544,7 +544,8 @@ impl Pipeline {
                 .fetch_add(txns.len() as u64, Ordering::Relaxed);
             if let Some(mark) = self.source.mark() {
                 let oldest = txns.iter().map(|t| t.event_time).min().unwrap_or(i64::MIN);
-                self.pending.push_back((oldest, mark));
+                self.pending
+                    .push_back((oldest, mark, self.router.written()));
                 let interval = Duration::from_millis(self.config.commit_interval_ms.max(1));
                 if last_commit.elapsed() >= interval {
                     last_commit = Instant::now();
@@ -585,7 +586,9 @@ impl Pipeline {
     }
 
     /// Commits the source's offsets up to the newest batch whose events are
-    /// settled: written to the sinks, and in no window that is still open.
+    /// settled: acknowledged by every sink, and in no window that is still
+    /// open. Does not wait for acknowledgements (`flushed`: everything
+    /// written is known to be durable).
     fn commit_settled(&mut self, flushed: bool) -> Result<(), PipelineError> {
         let open_from = self
             .slots
@@ -594,19 +597,24 @@ impl Pipeline {
             .filter_map(WindowOperator::oldest_start)
             .min()
             .unwrap_or(i64::MAX);
+        let acked = if flushed {
+            None
+        } else {
+            Some(self.router.acknowledged()?)
+        };
         let mut settled: Option<Mark> = None;
-        while let Some((oldest, _)) = self.pending.front() {
-            if *oldest >= open_from {
+        while let Some((oldest, _, written)) = self.pending.front() {
+            let durable = acked
+                .as_ref()
+                .is_none_or(|a| written.iter().zip(a).all(|(w, a)| w <= a));
+            if *oldest >= open_from || !durable {
                 break;
             }
-            settled = self.pending.pop_front().map(|(_, m)| m);
+            settled = self.pending.pop_front().map(|(_, m, _)| m);
         }
         let Some(mark) = settled else {
             return Ok(());
         };
-        if !flushed {
-            self.router.flush()?;
-        }
         if let Err(error) = self.source.commit(&mark) {
             // The next commit covers these offsets too.
             tracing::warn!(source = self.source.name(), "{error}");

@@ -17,6 +17,8 @@ pub struct Router {
     routes: Option<OutputConfig>,
     /// Sink indexes by stream, computed once per stream.
     by_stream: HashMap<String, Vec<usize>>,
+    /// Records written to each sink.
+    written: Vec<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -134,6 +136,7 @@ impl Router {
     /// A router writing every record to every one of `sinks`.
     pub fn new(sinks: Vec<Box<dyn Sink>>, metrics: Arc<Metrics>) -> Self {
         Self {
+            written: vec![0; sinks.len()],
             sinks,
             kinds: Vec::new(),
             routes: None,
@@ -148,8 +151,9 @@ impl Router {
         routes: OutputConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let (kinds, sinks) = sinks.into_iter().unzip();
+        let (kinds, sinks): (Vec<SinkKind>, Vec<Box<dyn Sink>>) = sinks.into_iter().unzip();
         Self {
+            written: vec![0; sinks.len()],
             sinks,
             kinds,
             routes: Some(routes),
@@ -168,8 +172,9 @@ impl Router {
         };
         Metrics::inc(counter);
         let Some(routes) = &self.routes else {
-            for sink in &mut self.sinks {
+            for (sink, n) in self.sinks.iter_mut().zip(&mut self.written) {
                 sink.write(&record)?;
+                *n += 1;
             }
             return Ok(());
         };
@@ -183,8 +188,23 @@ impl Router {
         }
         for &i in &self.by_stream[stream] {
             self.sinks[i].write(&record)?;
+            self.written[i] += 1;
         }
         Ok(())
+    }
+
+    /// How many records each sink has been given so far.
+    pub fn written(&self) -> Vec<u64> {
+        self.written.clone()
+    }
+
+    /// How many records (from the first) each sink holds durably now.
+    pub fn acknowledged(&mut self) -> Result<Vec<u64>, SinkError> {
+        self.sinks
+            .iter_mut()
+            .zip(&self.written)
+            .map(|(s, &n)| s.acknowledged(n))
+            .collect()
     }
 
     /// Flushes every sink.

@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Counts failed deliveries and keeps the last error.
+/// Tracks deliveries: the records still in flight (by sequence number),
+/// the failed ones and the last error.
 #[derive(Default)]
 pub struct Deliveries {
+    in_flight: Mutex<std::collections::BTreeSet<usize>>,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -34,8 +36,11 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&seq);
+        }
         if let Err((e, m)) = result {
             use rdkafka::message::Message;
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -51,27 +56,38 @@ pub type EdgeProducer = rdkafka::producer::BaseProducer<Deliveries>;
 
 /// An idempotent producer on `kafka`.
 pub fn producer(kafka: &KafkaConfig) -> Result<EdgeProducer, String> {
-    let mut c = client_config(kafka);
+    let mut c = rdkafka::config::ClientConfig::new();
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "300000")
         .set("queue.buffering.max.messages", "200000");
+    // The cluster's settings and `[kafka.options]` override these defaults.
+    for (k, v) in client_config(kafka).config_map().iter() {
+        c.set(k, v);
+    }
     c.create_with_context(Deliveries::default())
         .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))
 }
 
-/// Sends one message, waiting while the producer's queue is full.
+/// Sends one message (sequence number `seq`, tracked until delivered),
+/// waiting while the producer's queue is full.
 pub fn send(
     producer: &EdgeProducer,
+    seq: usize,
     topic: &str,
     key: &[u8],
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) -> Result<(), String> {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    let mut record = BaseRecord::with_opaque_to(topic, seq)
+        .key(key)
+        .payload(payload);
     if let Some(h) = headers {
         record = record.headers(h);
+    }
+    if let Ok(mut in_flight) = producer.context().in_flight.lock() {
+        in_flight.insert(seq);
     }
     loop {
         match producer.send(record) {
@@ -83,16 +99,17 @@ pub fn send(
                 record = back;
                 producer.poll(Duration::from_millis(50));
             }
-            Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
+            Err((e, _)) => {
+                if let Ok(mut in_flight) = producer.context().in_flight.lock() {
+                    in_flight.remove(&seq);
+                }
+                return Err(format!("producing to {topic}: {e}"));
+            }
         }
     }
 }
 
-/// Waits until everything sent is acknowledged; an error if any failed.
-pub fn flush(producer: &EdgeProducer) -> Result<(), String> {
-    producer
-        .flush(Duration::from_secs(300))
-        .map_err(|e| format!("waiting for acknowledgements: {e}"))?;
+fn take_failures(producer: &EdgeProducer) -> Result<(), String> {
     let ctx = producer.context();
     let failed = ctx.failed.swap(0, Ordering::Relaxed);
     if failed > 0 {
@@ -109,12 +126,22 @@ pub fn flush(producer: &EdgeProducer) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until everything sent is acknowledged; an error if any failed.
+pub fn flush(producer: &EdgeProducer) -> Result<(), String> {
+    producer
+        .flush(Duration::from_secs(300))
+        .map_err(|e| format!("waiting for acknowledgements: {e}"))?;
+    take_failures(producer)
+}
+
 /// Writes output records to Kafka topics.
 pub struct KafkaSink {
     producer: EdgeProducer,
     config: KafkaConfig,
     topics: HashMap<String, String>,
     line: Vec<u8>,
+    /// Records handed to the producer (the next sequence number).
+    sent: usize,
 }
 
 impl KafkaSink {
@@ -128,6 +155,7 @@ impl KafkaSink {
             config: config.clone(),
             topics: HashMap::new(),
             line: Vec::with_capacity(1024),
+            sent: 0,
         })
     }
 
@@ -192,8 +220,11 @@ impl Sink for KafkaSink {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         record.write_json(&mut line);
+        let seq = self.sent;
+        self.sent += 1;
         let result = send(
             &self.producer,
+            seq,
             topic,
             record.id().as_bytes(),
             &line,
@@ -205,5 +236,18 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         flush(&self.producer).map_err(|m| self.error(m))
+    }
+
+    fn acknowledged(&mut self, written: u64) -> Result<u64, SinkError> {
+        self.producer.poll(Duration::ZERO);
+        take_failures(&self.producer).map_err(|m| self.error(m))?;
+        let lowest = self
+            .producer
+            .context()
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|f| f.first().copied());
+        Ok(lowest.map_or(written, |seq| (seq as u64).min(written)))
     }
 }

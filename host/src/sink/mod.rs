@@ -337,4 +337,10 @@ pub trait Sink: Send {
     fn write(&mut self, record: &Record) -> Result<(), SinkError>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Of the `written` records written so far, how many (from the first)
+    /// are durable now, without waiting for the rest.
+    fn acknowledged(&mut self, written: u64) -> Result<u64, SinkError> {
+        self.flush()?;
+        Ok(written)
+    }
 }

@@ -71,7 +71,7 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Joins the group of `source` on `kafka` and subscribes to its topics.
     pub fn connect(kafka: &KafkaConfig, source: &SourceConfig) -> Result<Self, String> {
-        let mut c = client_config(kafka);
+        let mut c = ClientConfig::new();
         c.set("group.id", &source.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -84,7 +84,13 @@ impl KafkaSource {
                 },
             )
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // Low latency: a fetch returns as soon as there is data.
+            .set("fetch.wait.max.ms", "10");
+        // The cluster's settings and `[kafka.options]` override these defaults.
+        for (k, v) in client_config(kafka).config_map().iter() {
+            c.set(k, v);
+        }
         let consumer: BaseConsumer<LogContext> = c
             .create_with_context(LogContext)
             .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
