@@ -554,3 +554,171 @@ fn debezium_change_events_give_the_same_results_as_plain_json() {
     let dl_b = read_jsonl(&b.join("dead_letter.jsonl")).len();
     assert_eq!(dl_a, dl_b, "the same records are rejected");
 }
+
+/// A broker of this test's own (Tansu in memory on a free port), so that it
+/// can be stopped and started again.
+struct OwnBroker {
+    bin: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    fn start(bin: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = OwnBroker {
+            bin: bin.to_string(),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        b.up();
+        b
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn a_broker_restart_is_survived_and_logged() {
+    let Some(_) = brokers() else { return };
+    let Ok(bin) = std::env::var("EDGE_TANSU_BIN") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "EDGE_TANSU_BIN is not set: run the suite with scripts/test"
+        );
+        eprintln!("skipped: EDGE_TANSU_BIN is not set (scripts/test sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = OwnBroker::start(&bin);
+    let brokers = broker.brokers();
+    let topic = unique("seq");
+    let before = gen_file(dir.path(), 3_000);
+    let after = dir.path().join("after.jsonl");
+    ok(&edge(&[
+        "gen",
+        "--out",
+        after.to_str().unwrap(),
+        "--events",
+        "3000",
+        "--rate",
+        "0",
+        "--dirty",
+        "0",
+        "--seed",
+        "6",
+    ]));
+    produce_file(&brokers, &topic, &before);
+    let cfg = config(
+        dir.path(),
+        &brokers,
+        &topic,
+        &unique("g"),
+        &unique("out"),
+        "json",
+    );
+    // The broker forgets everything when it stops: output to files only.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(r#""*" = ["kafka", "jsonl"]"#, r#""*" = ["jsonl"]"#);
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.path().join("out");
+    let child = Command::new(edge_bin())
+        .args([
+            "run",
+            "--rules",
+            guests::TALLY,
+            "--config",
+            &cfg,
+            "--duration",
+            "30",
+        ])
+        .args(["--console", "never", "--out-dir", out.to_str().unwrap()])
+        .env("EDGE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until edge has processed the first records, then take the broker away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally_ids(&out).len() < 3_000 {
+        assert!(
+            Instant::now() < deadline,
+            "edge did not read the first records"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.down();
+    std::thread::sleep(Duration::from_secs(4));
+    // The broker comes back. Tansu in memory comes back empty, so the log is
+    // restored first (the same records, keys and order give the same
+    // offsets), as a broker that keeps its data would have it; then new
+    // records arrive.
+    broker.up();
+    produce_file(&brokers, &topic, &before);
+    produce_file(&brokers, &topic, &after);
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let tail = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+    assert!(output.status.success(), "edge failed:\n{tail}");
+    assert!(
+        log.contains("All broker connections are down"),
+        "the lost connection is logged:\n{tail}"
+    );
+    let seen: HashSet<String> = tally_ids(&out).into_iter().collect();
+    let want: HashSet<String> = std::fs::read_to_string(&after)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["transaction_id"].as_str().map(String::from))
+        .collect();
+    let missing = want.difference(&seen).count();
+    assert_eq!(
+        missing, 0,
+        "records produced after the restart are processed"
+    );
+}
