@@ -30,7 +30,8 @@ struct Cli {
 enum Command {
     /// Run rule sets over a stream of payment events.
     Run(RunArgs),
-    /// Generate realistic payment traffic as JSON lines.
+    /// Generate realistic payment traffic: JSON lines to a file or standard
+    /// output, or records (plain or Debezium change events) to a Kafka topic.
     Gen(GenArgs),
     /// Inspect rule set components.
     Rules {
