@@ -240,6 +240,19 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                 }
                 Box::new(KafkaSink::new(&config.kafka)?)
             }
+            SinkKind::Postgres => {
+                let tables: Vec<_> = rules
+                    .iter()
+                    .flat_map(|r| crate::engine::router::tables(&r.manifest.tables))
+                    .filter(|t| {
+                        config
+                            .output
+                            .sinks_of(&t.name)
+                            .contains(&SinkKind::Postgres)
+                    })
+                    .collect();
+                Box::new(crate::sink::PostgresSink::new(&config.postgres, &tables)?)
+            }
         };
         sinks.push((kind, sink));
     }

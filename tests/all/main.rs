@@ -4,4 +4,5 @@ mod cli;
 mod dead_letters;
 mod hostile;
 mod kafka;
+mod postgres;
 mod rule_sets;

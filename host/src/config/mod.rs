@@ -67,6 +67,30 @@ pub struct Config {
     pub dimensions: DimensionsConfig,
     /// The Kafka cluster used by Kafka sources, sinks and dimension topics.
     pub kafka: KafkaConfig,
+    /// The PostgreSQL sink.
+    pub postgres: PostgresConfig,
+}
+
+/// The PostgreSQL sink.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PostgresConfig {
+    /// Connection URL, `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Schema of the tables (created if missing).
+    pub schema: String,
+    /// Rows buffered before a batch is written (a flush writes sooner).
+    pub batch_rows: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            schema: "edge".into(),
+            batch_rows: 5_000,
+        }
+    }
 }
 
 /// The Kafka cluster.
@@ -466,6 +490,8 @@ pub enum SinkKind {
     Jsonl,
     /// Kafka topics (`[kafka.topics]`).
     Kafka,
+    /// PostgreSQL tables (`[postgres]`), upserted by `_id`.
+    Postgres,
 }
 
 impl OutputConfig {
@@ -708,6 +734,7 @@ mod tests {
         assert_eq!(c.rules.limits, d.rules.limits);
         assert_eq!(c.output, d.output);
         assert_eq!(c.kafka, d.kafka);
+        assert_eq!(c.postgres, d.postgres);
         assert_eq!(c.source, d.source);
         assert_eq!(c.dimensions, d.dimensions);
         assert_eq!(c.rules.compile_cache, d.rules.compile_cache);

@@ -8,9 +8,11 @@
 pub mod console;
 mod jsonl;
 pub mod kafka;
+pub mod postgres;
 
 pub use jsonl::JsonlSink;
 pub use kafka::KafkaSink;
+pub use postgres::PostgresSink;
 
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value};
 use serde_json::Value as Json;
@@ -123,7 +125,7 @@ pub enum Record {
     Late(LateRecord),
 }
 
-fn severity(s: Severity) -> &'static str {
+pub(crate) fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Low => "low",
         Severity::Medium => "medium",
