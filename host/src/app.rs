@@ -412,6 +412,27 @@ fn gen_kafka(
             }
         }
     }
+    let ts_ms = chrono::Utc::now().timestamp_millis();
+    let written = each_record(options, generator, ts_ms, |record, payload, position| {
+        // Keyed by the record's customer, so a customer's events keep their order.
+        let key = message_key(record, position);
+        send(&producer, seq, topic, key.as_bytes(), payload, None).map_err(anyhow::Error::msg)?;
+        seq += 1;
+        Ok(())
+    })?;
+    flush(&producer).map_err(anyhow::Error::msg)?;
+    Ok(written)
+}
+
+/// Feeds `options.events` generated records to `each` as (record, payload,
+/// position), paced to the generator's rate: the payload is the record, or
+/// with `--format debezium` its change event.
+fn each_record(
+    options: &GenOptions,
+    generator: Generator,
+    ts_ms: i64,
+    mut each: impl FnMut(&[u8], &[u8], u64) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let mut source = GenSource::new(generator, options.generator.rate);
     let mut batch = crate::source::RecordBatch::default();
     let mut written = 0u64;
@@ -421,19 +442,14 @@ fn gen_kafka(
         source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
         for i in 0..batch.len() {
             let (bytes, position) = batch.get(i);
-            let key = message_key(bytes, position);
-            let payload = if options.debezium {
-                debezium_event(bytes, chrono::Utc::now().timestamp_millis())
+            if options.debezium {
+                each(bytes, &debezium_event(bytes, ts_ms), position)?;
             } else {
-                bytes.to_vec()
-            };
-            send(&producer, seq, topic, key.as_bytes(), &payload, None)
-                .map_err(anyhow::Error::msg)?;
-            seq += 1;
+                each(bytes, bytes, position)?;
+            }
         }
         written += batch.len() as u64;
     }
-    flush(&producer).map_err(anyhow::Error::msg)?;
     Ok(written)
 }
 
@@ -451,7 +467,6 @@ pub fn gen(options: &GenOptions) -> anyhow::Result<u64> {
     if let Some((kafka, topic)) = &options.to_kafka {
         return gen_kafka(options, generator, kafka, topic);
     }
-    let mut source = GenSource::new(generator, options.generator.rate);
     let mut out: Box<dyn Write> = match &options.out {
         Some(path) => Box::new(std::io::BufWriter::with_capacity(
             1 << 20,
@@ -460,23 +475,11 @@ pub fn gen(options: &GenOptions) -> anyhow::Result<u64> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut batch = crate::source::RecordBatch::default();
-    let mut written = 0u64;
-    while written < options.events {
-        batch.clear();
-        let want = (options.events - written).min(4096) as usize;
-        source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
-        for i in 0..batch.len() {
-            let (bytes, _) = batch.get(i);
-            if options.debezium {
-                out.write_all(&debezium_event(bytes, 0))?;
-            } else {
-                out.write_all(bytes)?;
-            }
-            out.write_all(b"\n")?;
-        }
-        written += batch.len() as u64;
-    }
+    let written = each_record(options, generator, 0, |_, payload, _| {
+        out.write_all(payload)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })?;
     out.flush()?;
     Ok(written)
 }

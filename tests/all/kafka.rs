@@ -147,12 +147,6 @@ fn config(
     format: &str,
 ) -> String {
     let path = dir.join(format!("{group}.toml"));
-    // Topics from `edge gen --to` have dimension topics beside them.
-    let dims = if !topic.ends_with(".seq") {
-        format!("[dimensions]\ncustomers-topic = \"{topic}.customers\"\nmerchants-topic = \"{topic}.merchants\"")
-    } else {
-        String::new()
-    };
     std::fs::write(
         &path,
         format!(
@@ -171,7 +165,6 @@ group = "{group}"
 format = "{format}"
 [engine]
 idle-ms = 2000
-{dims}
 [output.routes]
 "*" = ["kafka", "jsonl"]
 "#
@@ -179,6 +172,15 @@ idle-ms = 2000
     )
     .unwrap();
     path.display().to_string()
+}
+
+/// Adds the dimension topics `edge gen --to TOPIC` writes beside TOPIC.
+fn with_dims(cfg: &str, topic: &str) {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    text.push_str(&format!(
+        "[dimensions]\ncustomers-topic = \"{topic}.customers\"\nmerchants-topic = \"{topic}.merchants\"\n"
+    ));
+    std::fs::write(cfg, text).unwrap();
 }
 
 /// Asserts two lists hold the same items, naming the first difference.
@@ -259,6 +261,7 @@ fn generator_to_kafka_to_edge_to_kafka_round_trip() {
 
     let prefix = unique("out");
     let cfg = config(dir.path(), &brokers, &topic, &unique("g"), &prefix, "json");
+    with_dims(&cfg, &topic);
     let out = dir.path().join("kafka-run");
     let mut args = vec!["run", "--rules"];
     args.extend(guests::RULE_SETS);
@@ -495,7 +498,6 @@ fn two_processes_in_one_group_share_the_partitions_and_lose_nothing() {
     let a_ids = tally_ids(&dir.path().join("a"));
     let b_ids = tally_ids(&dir.path().join("b"));
     assert!(!b_ids.is_empty(), "B processed a share:\n{b_log}");
-    assert!(a_ids.len() < 24_000 || !b_ids.is_empty());
     let all: HashSet<String> = a_ids.iter().chain(&b_ids).cloned().collect();
     let produced = produced_ids(&brokers, &topic);
     assert_eq!(produced.len(), 24_000);
@@ -526,6 +528,7 @@ fn debezium_change_events_give_the_same_results_as_plain_json() {
             &unique("out"),
             format,
         );
+        with_dims(&cfg, topic);
         let out = dir.path().join(topic);
         let mut args = vec!["run", "--rules"];
         args.extend(guests::RULE_SETS);

@@ -589,36 +589,34 @@ pub mod dims {
         });
     }
 
-    /// The customer `id` from the customer dimension.
-    pub fn customer(id: &str) -> Option<Rc<Customer>> {
+    fn cached<T>(
+        id: &str,
+        map: impl Fn(&mut Cache) -> &mut HashMap<String, Option<Rc<T>>>,
+        lookup: impl Fn(&str) -> Option<T>,
+    ) -> Option<Rc<T>> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            if let Some(hit) = c.customers.get(id) {
+            let map = map(&mut c);
+            if let Some(hit) = map.get(id) {
                 return hit.clone();
             }
-            if c.customers.len() >= MAX_ENTRIES {
-                c.customers.clear();
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
             }
-            let found = host::get_customer(id).map(Rc::new);
-            c.customers.insert(id.to_string(), found.clone());
+            let found = lookup(id).map(Rc::new);
+            map.insert(id.to_string(), found.clone());
             found
         })
     }
 
+    /// The customer `id` from the customer dimension.
+    pub fn customer(id: &str) -> Option<Rc<Customer>> {
+        cached(id, |c| &mut c.customers, host::get_customer)
+    }
+
     /// The merchant `id` from the merchant dimension.
     pub fn merchant(id: &str) -> Option<Rc<Merchant>> {
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if let Some(hit) = c.merchants.get(id) {
-                return hit.clone();
-            }
-            if c.merchants.len() >= MAX_ENTRIES {
-                c.merchants.clear();
-            }
-            let found = host::get_merchant(id).map(Rc::new);
-            c.merchants.insert(id.to_string(), found.clone());
-            found
-        })
+        cached(id, |c| &mut c.merchants, host::get_merchant)
     }
 }
 

@@ -490,9 +490,9 @@ impl Pipeline {
                 }
             })?;
             let partitioned = raw.has_parts();
-            if partitioned || self.source.mark().is_some() {
+            if partitioned {
                 let now = Instant::now();
-                for part in self.source.assigned() {
+                for part in self.source.newly_assigned() {
                     self.watermark.assign(part, now);
                 }
             }

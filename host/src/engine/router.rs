@@ -179,14 +179,17 @@ impl Router {
             return Ok(());
         };
         let stream = record.stream();
-        if !self.by_stream.contains_key(stream) {
-            let wanted = routes.sinks_of(stream);
-            let indexes = (0..self.sinks.len())
-                .filter(|&i| wanted.contains(&self.kinds[i]))
-                .collect();
-            self.by_stream.insert(stream.to_string(), indexes);
-        }
-        for &i in &self.by_stream[stream] {
+        let indexes = match self.by_stream.get(stream) {
+            Some(indexes) => indexes,
+            None => {
+                let wanted = routes.sinks_of(stream);
+                let indexes = (0..self.sinks.len())
+                    .filter(|&i| wanted.contains(&self.kinds[i]))
+                    .collect();
+                self.by_stream.entry(stream.to_string()).or_insert(indexes)
+            }
+        };
+        for &i in indexes {
             self.sinks[i].write(&record)?;
             self.written[i] += 1;
         }

@@ -40,11 +40,6 @@ impl Watermark {
         }
     }
 
-    /// Takes an event time of partition 0 into account.
-    pub fn observe(&mut self, event_time: i64) {
-        self.observe_in(0, event_time, None);
-    }
-
     /// Takes an event time of a partition into account (`now` for idleness;
     /// `None` reuses the partition's last time).
     pub fn observe_in(&mut self, part: u32, event_time: i64, now: Option<Instant>) {
@@ -72,19 +67,16 @@ impl Watermark {
     /// Advances the watermark from the partitions' event times; call once
     /// per batch.
     pub fn advance(&mut self, now: Instant) {
-        let active: Vec<i64> = self
+        // An active partition that has sent nothing yet holds time back.
+        let slowest_active = self
             .parts
             .iter()
             .filter(|(_, seen)| now.duration_since(*seen) < self.idle)
             .map(|(t, _)| *t)
-            .collect();
-        let candidate = if active.is_empty() {
-            // Every partition idle: the largest time seen stands.
-            self.parts.iter().map(|(t, _)| *t).max().unwrap_or(i64::MIN)
-        } else {
-            // An active partition that has sent nothing yet holds time back.
-            active.iter().copied().min().unwrap_or(i64::MIN)
-        };
+            .min();
+        // Every partition idle: the largest time seen stands.
+        let candidate = slowest_active
+            .unwrap_or_else(|| self.parts.iter().map(|(t, _)| *t).max().unwrap_or(i64::MIN));
         if candidate != i64::MIN {
             self.emitted = self.emitted.max(candidate.saturating_sub(self.bound_ms));
         }
@@ -115,7 +107,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(w.current(), i64::MIN);
         for (t, expect) in [(10_000, 5_000), (8_000, 5_000), (20_000, 15_000)] {
-            w.observe(t);
+            w.observe_in(0, t, Some(now));
             w.advance(now);
             assert_eq!(w.current(), expect);
         }

@@ -20,7 +20,7 @@ fn watermark_text(wm: i64) -> String {
 /// The one-line status.
 pub fn status_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
     format!(
-        "{:>7.1}s  events {} ({:.0}/s)  alerts {}  rows {}  windows {}  dead letters {}  duplicates {}  late {}  watermark {}",
+        "{:>7.1}s  events {} ({:.0}/s)  alerts {}  rows {}  windows {}  dead letters {}  duplicates {}  skipped {}  late {}  watermark {}",
         elapsed.as_secs_f64(),
         Metrics::get(&m.events),
         rate,
@@ -29,6 +29,7 @@ pub fn status_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
         Metrics::get(&m.windows_fired),
         Metrics::get(&m.dead_letters),
         Metrics::get(&m.duplicates),
+        Metrics::get(&m.skipped),
         Metrics::get(&m.late),
         watermark_text(m.watermark.load(Ordering::Relaxed)),
     )

@@ -189,11 +189,11 @@ pub fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
 
 impl Record {
     /// The record's deterministic id (the Kafka message key).
-    pub fn id(&self) -> String {
+    pub fn id(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Record::Row(r) => r.id.clone(),
-            Record::Alert(a) => a.id.clone(),
-            Record::DeadLetter(d) => d.id.clone(),
+            Record::Row(r) => r.id.as_str().into(),
+            Record::Alert(a) => a.id.as_str().into(),
+            Record::DeadLetter(d) => d.id.as_str().into(),
             Record::Late(l) => {
                 let id = l
                     .event
@@ -208,6 +208,7 @@ impl Record {
                         id.as_bytes()
                     ])
                 )
+                .into()
             }
         }
     }

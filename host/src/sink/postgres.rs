@@ -268,11 +268,12 @@ impl PostgresSink {
             let n = t.cols.len();
             // PostgreSQL takes at most 65535 parameters per statement.
             let per_statement = (60_000 / n).max(1);
-            let rows: Vec<Vec<Option<String>>> = latest.into_values().collect();
-            for chunk in rows.chunks(per_statement) {
+            let mut rows = latest.into_values().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Vec<Option<String>>> = rows.by_ref().take(per_statement).collect();
                 let mut values = Vec::with_capacity(chunk.len());
                 let mut params = Vec::with_capacity(chunk.len() * n);
-                for (r, row) in chunk.iter().enumerate() {
+                for (r, row) in chunk.into_iter().enumerate() {
                     let placeholders: Vec<String> = t
                         .cols
                         .iter()
@@ -280,7 +281,7 @@ impl PostgresSink {
                         .map(|(i, c)| format!("${}::text::{}", r * n + i + 1, c.sql))
                         .collect();
                     values.push(format!("({})", placeholders.join(", ")));
-                    params.extend(row.iter().cloned());
+                    params.extend(row);
                 }
                 let names: Vec<String> = t.cols.iter().map(|c| quote(&c.name)).collect();
                 let updates: Vec<String> = t.cols[1..]
@@ -356,7 +357,7 @@ impl PostgresSink {
                 d.window.as_ref().and_then(json),
             ],
             Record::Late(l) => vec![
-                Some(record.id()),
+                Some(record.id().into_owned()),
                 Some(l.rule.clone()),
                 Some(l.window.clone()),
                 Some(crate::model::iso_time(l.watermark)),

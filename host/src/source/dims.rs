@@ -35,7 +35,7 @@ pub fn follow(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     let consumer: BaseConsumer<LogContext> = c
-        .create_with_context(LogContext)
+        .create_with_context(LogContext::default())
         .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();

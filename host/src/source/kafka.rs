@@ -15,8 +15,12 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
-/// Logs what librdkafka reports (lost connections, rebalances).
-pub struct LogContext;
+/// Logs what librdkafka reports (lost connections, rebalances) and notes
+/// when the assignment changed.
+#[derive(Default)]
+pub struct LogContext {
+    rebalanced: std::sync::atomic::AtomicBool,
+}
 
 impl ClientContext for LogContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -26,6 +30,8 @@ impl ClientContext for LogContext {
 
 impl ConsumerContext for LogContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(
                 partitions = %describe(tpl),
@@ -92,7 +98,7 @@ impl KafkaSource {
             c.set(k, v);
         }
         let consumer: BaseConsumer<LogContext> = c
-            .create_with_context(LogContext)
+            .create_with_context(LogContext::default())
             .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
         let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
         consumer
@@ -162,7 +168,15 @@ impl Source for KafkaSource {
         Ok(Poll::Ready)
     }
 
-    fn assigned(&mut self) -> Vec<u32> {
+    fn newly_assigned(&mut self) -> Vec<u32> {
+        let changed = self
+            .consumer
+            .context()
+            .rebalanced
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if !changed {
+            return Vec::new();
+        }
         let Ok(tpl) = self.consumer.assignment() else {
             return Vec::new();
         };

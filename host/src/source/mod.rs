@@ -111,8 +111,9 @@ pub trait Source: Send {
     fn partition(&self, _part: u32) -> Option<(&str, i32)> {
         None
     }
-    /// The partition slots assigned to this reader now.
-    fn assigned(&mut self) -> Vec<u32> {
+    /// The partition slots assigned to this reader, when the assignment
+    /// changed since the last call (empty otherwise).
+    fn newly_assigned(&mut self) -> Vec<u32> {
         Vec::new()
     }
     /// How far the source has read: the next offset of every partition
