@@ -72,3 +72,332 @@ pub fn file_source(path: &Path) -> edge::config::SourceConfig {
         ..Default::default()
     }
 }
+
+/// The value of a service variable set by `scripts/test` (a server URL or
+/// binary). Outside CI a test without it is skipped and says so; in CI its
+/// absence fails the test.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: run the suite with scripts/test")
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// Generated events (clean, reproducible) written to `path`, one per line;
+/// returns the lines.
+pub fn gen_events(path: &Path, n: usize, seed: u64) -> Vec<String> {
+    let mut g = edge::gen::Generator::new(&edge::config::GeneratorConfig {
+        dirty: 0.0,
+        seed,
+        ..Default::default()
+    });
+    let lines: Vec<String> = (0..n)
+        .map(|_| String::from_utf8(g.next_record().bytes).expect("generated UTF-8"))
+        .collect();
+    std::fs::write(path, lines.join("\n")).expect("writing events");
+    lines
+}
+
+/// Database servers of a test's own, to stop and start again.
+pub mod servers {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    fn wait_for_port(port: u16, what: &str) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what} did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A ClickHouse server with its own data directory and ports.
+    pub struct ClickHouse {
+        bin: String,
+        dir: tempfile::TempDir,
+        ports: [u16; 3],
+        child: Option<Child>,
+    }
+
+    impl ClickHouse {
+        /// Starts `clickhouse-server` from `bin`.
+        pub fn start(bin: &str) -> Self {
+            let mut server = Self {
+                bin: bin.to_string(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                ports: [free_port(), free_port(), free_port()],
+                child: None,
+            };
+            server.start_again();
+            server
+        }
+
+        /// The HTTP URL.
+        pub fn url(&self) -> String {
+            format!("http://127.0.0.1:{}", self.ports[0])
+        }
+
+        /// Kills the server (as a crash would).
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// Starts the server again on the same data and ports.
+        pub fn start_again(&mut self) {
+            let d = self.dir.path().display().to_string();
+            let [http, tcp, inter] = self.ports;
+            let child = Command::new(&self.bin)
+                .arg("--config-file=/etc/clickhouse-server/config.xml")
+                .arg("--")
+                .arg(format!("--path={d}/"))
+                .arg(format!("--tmp_path={d}/tmp/"))
+                .arg(format!("--user_files_path={d}/user_files/"))
+                .arg(format!("--format_schema_path={d}/format_schemas/"))
+                .arg(format!("--http_port={http}"))
+                .arg(format!("--tcp_port={tcp}"))
+                .arg(format!("--interserver_http_port={inter}"))
+                .arg("--listen_host=127.0.0.1")
+                .arg(format!("--logger.log={d}/server.log"))
+                .arg(format!("--logger.errorlog={d}/error.log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting clickhouse-server");
+            self.child = Some(child);
+            wait_for_port(http, "ClickHouse");
+        }
+    }
+
+    impl Drop for ClickHouse {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// A PostgreSQL server with its own data directory and port, run as the
+    /// `postgres` user when the tests run as root.
+    pub struct Postgres {
+        bindir: String,
+        dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    fn as_postgres(bindir: &str, tool: &str) -> Command {
+        let path = Path::new(bindir).join(tool);
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn ok(mut c: Command, what: &str) {
+        let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    impl Postgres {
+        /// Creates a cluster with the tools in `bindir` and starts it.
+        pub fn start(bindir: &str) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let _ = Command::new("chown")
+                .args(["postgres:"])
+                .arg(dir.path())
+                .status();
+            let mut init = as_postgres(bindir, "initdb");
+            init.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+                .arg(dir.path().join("data"));
+            ok(init, "initdb");
+            let server = Self {
+                bindir: bindir.to_string(),
+                dir,
+                port: free_port(),
+            };
+            server.start_again();
+            server
+        }
+
+        /// The connection URL.
+        pub fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+
+        fn pg_ctl(&self, args: &[&str], what: &str) {
+            let mut c = as_postgres(&self.bindir, "pg_ctl");
+            c.arg("-D").arg(self.dir.path().join("data")).args(args);
+            ok(c, what);
+        }
+
+        /// Stops the server at once (`immediate`: as a crash would).
+        pub fn stop(&self) {
+            self.pg_ctl(&["-m", "immediate", "-w", "stop"], "pg_ctl stop");
+        }
+
+        /// Starts the server again on the same data and port.
+        pub fn start_again(&self) {
+            let d = self.dir.path().display();
+            let options = format!(
+                "-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port
+            );
+            let log = format!("{d}/server.log");
+            self.pg_ctl(&["-o", &options, "-l", &log, "-w", "start"], "pg_ctl start");
+        }
+    }
+
+    impl Drop for Postgres {
+        fn drop(&mut self) {
+            let mut c = as_postgres(&self.bindir, "pg_ctl");
+            c.arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let _ = c.status();
+        }
+    }
+}
+
+/// Database queries for the service tests.
+pub mod db {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Runs `sql` on ClickHouse at `url`; the result as TSV rows of fields.
+    pub fn clickhouse(url: &str, sql: &str) -> Vec<Vec<String>> {
+        let client = clickhouse::Client::default()
+            .with_url(url)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        let bytes = runtime()
+            .block_on(async { client.query(sql).fetch_bytes("TSV")?.collect().await })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect()
+    }
+
+    /// Runs `sql` on PostgreSQL at `url`; every value read as text.
+    pub fn postgres(url: &str, sql: &str) -> Vec<Vec<String>> {
+        try_postgres(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`postgres`], with the error returned.
+    pub fn try_postgres(url: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        runtime().block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let rows = client.simple_query(sql).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("").to_string())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    /// A decimal field (an empty one is zero).
+    pub fn dec(s: &str) -> Decimal {
+        if s.is_empty() || s == "\\N" {
+            Decimal::ZERO
+        } else {
+            Decimal::from_str(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+        }
+    }
+
+    /// A name unique to this test run.
+    pub fn unique(prefix: &str) -> String {
+        format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .subsec_nanos()
+        )
+    }
+}
+
+/// What the merchant rule set must report for `lines` (generated events):
+/// the number of events with a merchant and the sum of their amounts,
+/// leaving out those the run set aside as late (`late.jsonl` in `out`).
+pub fn merchant_totals(lines: &[String], out: &Path) -> (i64, rust_decimal::Decimal) {
+    let late: std::collections::HashSet<String> = read_jsonl(&out.join("late.jsonl"))
+        .iter()
+        .filter(|l| {
+            l["rule"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("merchant"))
+        })
+        .filter_map(|l| l["event"]["transaction_id"].as_str().map(String::from))
+        .collect();
+    let mut count = 0;
+    let mut revenue = rust_decimal::Decimal::ZERO;
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("generated JSON");
+        let has_merchant = v["merchant_id"].as_str().is_some_and(|m| !m.is_empty());
+        let id = v["transaction_id"].as_str().unwrap_or_default();
+        if !has_merchant || late.contains(id) {
+            continue;
+        }
+        count += 1;
+        revenue += amount(&v);
+    }
+    (count, revenue)
+}
+
+/// The `amount` of a generated event (a JSON string or number).
+pub fn amount(v: &serde_json::Value) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    match &v["amount"] {
+        serde_json::Value::String(s) => rust_decimal::Decimal::from_str(s).expect("amount"),
+        other => rust_decimal::Decimal::from_str(&other.to_string()).expect("amount"),
+    }
+}

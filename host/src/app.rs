@@ -190,11 +190,26 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         bail!("every rule set is disabled in the config; nothing to run");
     }
     let format = config.source.format();
+    let mut resume_after = None;
     let source: Box<dyn Source> = match (config.source.kind, generator) {
         (SourceKind::Gen, Some(g)) => Box::new(GenSource::new(g, config.generator.rate)),
-        (SourceKind::Kafka, _) => Box::new(
-            KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?,
-        ),
+        (SourceKind::Kafka, _) => {
+            let mut kafka =
+                KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?;
+            if config.postgres.exactly_once {
+                let stored =
+                    crate::sink::postgres::stored_offsets(&config.postgres, &config.source.group)?;
+                if !stored.offsets.is_empty() {
+                    tracing::info!(
+                        partitions = stored.offsets.len(),
+                        "resuming from the offsets stored in postgres"
+                    );
+                }
+                resume_after = stored.watermark;
+                kafka.resume_from(stored.offsets);
+            }
+            Box::new(kafka)
+        }
         _ => {
             let path = config
                 .source
@@ -213,6 +228,31 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         .flat_map(|r| r.manifest.tables.iter().map(|t| t.name.clone()))
         .collect();
     streams.extend(["alerts", "dead_letter", "late"].map(String::from));
+    streams.extend(
+        ["raw", "clean"]
+            .into_iter()
+            .filter(|s| !config.output.sinks_of(s).is_empty())
+            .map(String::from),
+    );
+    // The tables a database sink stores: the manifests' and the fixed
+    // streams' routed to it.
+    let db_tables = |kind: SinkKind| -> Vec<Arc<crate::sink::TableInfo>> {
+        let mut tables: Vec<_> = rules
+            .iter()
+            .flat_map(|r| crate::engine::router::tables(&r.manifest.tables))
+            .collect();
+        tables.extend(streams.iter().filter_map(|s| {
+            crate::sink::fixed_columns(s).map(|columns| {
+                Arc::new(crate::sink::TableInfo {
+                    name: s.clone(),
+                    columns,
+                    key: vec![0],
+                })
+            })
+        }));
+        tables.retain(|t| config.output.sinks_of(&t.name).contains(&kind));
+        tables
+    };
     let mut sinks: Vec<(SinkKind, Box<dyn Sink>)> = Vec::new();
     for kind in config.output.used_sinks() {
         let sink: Box<dyn Sink> = match kind {
@@ -240,19 +280,18 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                 }
                 Box::new(KafkaSink::new(&config.kafka)?)
             }
-            SinkKind::Postgres => {
-                let tables: Vec<_> = rules
-                    .iter()
-                    .flat_map(|r| crate::engine::router::tables(&r.manifest.tables))
-                    .filter(|t| {
-                        config
-                            .output
-                            .sinks_of(&t.name)
-                            .contains(&SinkKind::Postgres)
-                    })
-                    .collect();
-                Box::new(crate::sink::PostgresSink::new(&config.postgres, &tables)?)
-            }
+            SinkKind::Postgres => Box::new(crate::sink::PostgresSink::new(
+                &config.postgres,
+                &db_tables(kind),
+                config
+                    .postgres
+                    .exactly_once
+                    .then_some(config.source.group.as_str()),
+            )?),
+            SinkKind::Clickhouse => Box::new(crate::sink::ClickHouseSink::new(
+                &config.clickhouse,
+                &db_tables(kind),
+            )?),
         };
         sinks.push((kind, sink));
     }
@@ -274,6 +313,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         metrics.clone(),
         stop,
     );
+    if config.postgres.exactly_once {
+        pipeline.store_offsets_in_sinks();
+    }
+    if let Some(watermark) = resume_after {
+        pipeline.resume_after(watermark);
+    }
     let console_stop = Arc::new(AtomicBool::new(false));
     let console = console::spawn(metrics.clone(), config.output.console, console_stop.clone());
     let result = pipeline.run();

@@ -62,7 +62,10 @@ struct RunArgs {
     /// Rule set components: paths or globs (quoted globs are expanded too).
     #[arg(long, num_args = 1.., value_name = "PATH|GLOB")]
     rules: Vec<String>,
-    /// Config file (edge.toml); flags override it.
+    /// Config file (edge.toml; examples/edge.toml lists every key): the
+    /// source, limits, and where each output stream goes ([output.routes]
+    /// to jsonl, kafka, postgres, clickhouse; e.g.
+    /// examples/clickhouse-postgres.toml). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Event source: `gen` (built-in generator, the default), `file:PATH`

@@ -13,18 +13,7 @@ use std::time::{Duration, Instant};
 
 /// The broker, or `None` (the test is skipped) outside CI when it is not set.
 fn brokers() -> Option<String> {
-    match std::env::var("EDGE_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("EDGE_KAFKA_BROKERS is not set: run the suite with scripts/test, which starts Tansu")
-        }
-        _ => {
-            eprintln!(
-                "skipped: EDGE_KAFKA_BROKERS is not set (scripts/test starts Tansu and sets it)"
-            );
-            None
-        }
-    }
+    edge_tests::service("EDGE_KAFKA_BROKERS")
 }
 
 fn unique(name: &str) -> String {
@@ -724,4 +713,168 @@ fn a_broker_restart_is_survived_and_logged() {
         missing, 0,
         "records produced after the restart are processed"
     );
+}
+
+#[test]
+fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
+    let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
+        return;
+    };
+    use edge_tests::db::{self, dec};
+    let dir = tempfile::tempdir().unwrap();
+    // One event per simulated second: 6,000 events span 100 minutes, so
+    // windows close (and offsets settle) during the run.
+    let mut g = edge::gen::Generator::new(&edge::config::GeneratorConfig {
+        dirty: 0.0,
+        seed: 12,
+        traffic: 1,
+        ..Default::default()
+    });
+    let lines: Vec<String> = (0..6_000)
+        .map(|_| String::from_utf8(g.next_record().bytes).unwrap())
+        .collect();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let topic = unique("eo");
+    let (head, tail) = lines.split_at(3_000);
+    std::fs::write(&file, head.join("\n")).unwrap();
+    assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
+    let schema = edge_tests::db::unique("edge_eo");
+    let cfg = dir.path().join("eo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.options]
+# The killed member leaves the group when its session times out.
+"session.timeout.ms" = "6000"
+[source]
+kind = "kafka"
+topics = ["{topic}"]
+group = "{group}"
+[engine]
+idle-ms = 1000
+commit-interval-ms = 200
+batch-size = 64
+[postgres]
+url = "{pg}"
+schema = "{schema}"
+batch-rows = 200
+flush-interval-ms = 100
+buffer-batches = 2
+exactly-once = true
+[output.routes]
+"*" = ["postgres"]
+clean = ["postgres"]
+"#,
+            group = unique("g"),
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = vec!["run".into()];
+    for r in guests::RULE_SETS {
+        args.extend(["--rules".into(), r.to_string()]);
+    }
+    args.extend(["--config".into(), cfg.display().to_string()]);
+    args.extend(["--console".into(), "never".into()]);
+    let number = |sql: String| {
+        db::try_postgres(&pg, &sql)
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| r[0].parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    let count = |table: &str| number(format!("select count(*) from \"{schema}\".{table}"));
+    let stored = || {
+        number(format!(
+            "select coalesce(sum(next_offset), 0) from \"{schema}\".edge_offsets"
+        ))
+    };
+
+    // The first run reads the first half and is killed (as a crash) once
+    // offsets and results have landed, with windows still open.
+    let mut first = Command::new(edge_bin())
+        .args(&args)
+        .env("EDGE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if stored() > 0 && count("clean") == 3_000 {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended on its own"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing landed"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // A commit the server received before the kill still completes.
+    std::thread::sleep(Duration::from_millis(500));
+    let at_crash = stored();
+    assert!(
+        at_crash < 3_000,
+        "open windows hold events the stored offsets do not cover"
+    );
+    // The second half arrives while edge is down.
+    std::fs::write(&file, tail.join("\n")).unwrap();
+    assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
+
+    // The second run resumes from the stored offsets and ends bounded.
+    let mut second_args = args.clone();
+    second_args.extend(["--duration".into(), "15".into()]);
+    let out = Command::new(edge_bin())
+        .args(&second_args)
+        .env("EDGE_LOG", "info")
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(
+        text.contains("resuming from the offsets stored in postgres"),
+        "{text}"
+    );
+    // It read exactly what the first run had not settled.
+    assert!(
+        text.contains(&format!("records {}", 6_000 - at_crash)),
+        "expected {} records after {at_crash} stored offsets:\n{text}",
+        6_000 - at_crash
+    );
+
+    // Every event once, every window exact, the offsets at the end.
+    let all: rust_decimal::Decimal = lines
+        .iter()
+        .map(|l| edge_tests::amount(&serde_json::from_str(l).unwrap()))
+        .sum();
+    let clean = db::postgres(
+        &pg,
+        &format!("select count(*), sum(amount) from \"{schema}\".clean"),
+    )
+    .remove(0);
+    assert_eq!(clean[0], "6000");
+    assert_eq!(dec(&clean[1]), all);
+    assert_eq!(count("late"), 0);
+    let with_merchant: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["merchant_id"].as_str().is_some_and(|m| !m.is_empty()))
+        .collect();
+    let revenue: rust_decimal::Decimal = with_merchant.iter().map(edge_tests::amount).sum();
+    let merchant = db::postgres(
+        &pg,
+        &format!("select sum(transaction_count), sum(revenue) from \"{schema}\".merchant_metrics"),
+    )
+    .remove(0);
+    assert_eq!(merchant[0], with_merchant.len().to_string());
+    assert_eq!(dec(&merchant[1]), revenue);
+    assert_eq!(stored(), 6_000);
+    db::postgres(&pg, &format!("drop schema \"{schema}\" cascade"));
 }

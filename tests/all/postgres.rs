@@ -8,16 +8,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 fn url() -> Option<String> {
-    match std::env::var("EDGE_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("EDGE_POSTGRES_URL is not set: run the suite with scripts/test")
-        }
-        _ => {
-            eprintln!("skipped: EDGE_POSTGRES_URL is not set (scripts/test sets it)");
-            None
-        }
-    }
+    edge_tests::service("EDGE_POSTGRES_URL")
 }
 
 fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {

@@ -69,6 +69,59 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The PostgreSQL sink.
     pub postgres: PostgresConfig,
+    /// The ClickHouse sink.
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// The ClickHouse sink.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface URL, `http://host:8123`.
+    pub url: String,
+    /// Database of the tables (created if missing).
+    pub database: String,
+    /// User; empty for the server's default user.
+    pub user: String,
+    /// Password (write `${EDGE_CLICKHOUSE_PASSWORD}` to keep it out of the file).
+    pub password: String,
+    /// Rows per batch (one INSERT per table).
+    pub batch_rows: usize,
+    /// A partial batch is written once it is this old.
+    pub flush_interval_ms: u64,
+    /// Batches held while the server is unreachable; when they are all
+    /// waiting, the source pauses (back-pressure) until the server is back.
+    pub buffer_batches: usize,
+    /// Fail the run when one batch could not be written for this long;
+    /// 0 retries for ever.
+    pub retry_max_secs: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "edge".into(),
+            user: String::new(),
+            password: String::new(),
+            batch_rows: 20_000,
+            flush_interval_ms: 1_000,
+            buffer_batches: 64,
+            retry_max_secs: 0,
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// Batching and retries.
+    pub fn delivery(&self) -> crate::sink::spool::SpoolConfig {
+        crate::sink::spool::SpoolConfig::new(
+            self.batch_rows,
+            self.flush_interval_ms,
+            self.buffer_batches,
+            self.retry_max_secs,
+        )
+    }
 }
 
 /// The PostgreSQL sink.
@@ -79,8 +132,21 @@ pub struct PostgresConfig {
     pub url: String,
     /// Schema of the tables (created if missing).
     pub schema: String,
-    /// Rows buffered before a batch is written (a flush writes sooner).
+    /// Rows per batch (one transaction).
     pub batch_rows: usize,
+    /// A partial batch is written once it is this old.
+    pub flush_interval_ms: u64,
+    /// Batches held while the server is unreachable; when they are all
+    /// waiting, the source pauses (back-pressure) until the server is back.
+    pub buffer_batches: usize,
+    /// Fail the run when one batch could not be written for this long;
+    /// 0 retries for ever.
+    pub retry_max_secs: u64,
+    /// For Kafka-to-PostgreSQL pipelines: store the source offsets in the
+    /// table `edge_offsets`, in the transactions that write the results,
+    /// and resume from them at start, so that a crash neither loses nor
+    /// repeats a result.
+    pub exactly_once: bool,
 }
 
 impl Default for PostgresConfig {
@@ -89,7 +155,23 @@ impl Default for PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             schema: "edge".into(),
             batch_rows: 5_000,
+            flush_interval_ms: 1_000,
+            buffer_batches: 64,
+            retry_max_secs: 0,
+            exactly_once: false,
         }
+    }
+}
+
+impl PostgresConfig {
+    /// Batching and retries.
+    pub fn delivery(&self) -> crate::sink::spool::SpoolConfig {
+        crate::sink::spool::SpoolConfig::new(
+            self.batch_rows,
+            self.flush_interval_ms,
+            self.buffer_batches,
+            self.retry_max_secs,
+        )
     }
 }
 
@@ -134,6 +216,10 @@ pub struct KafkaTopics {
     pub dead_letter: String,
     /// Events later than their windows' allowed lateness.
     pub late: String,
+    /// Every record as received (when `raw` is routed to kafka).
+    pub raw: String,
+    /// Every validated event (when `clean` is routed to kafka).
+    pub clean: String,
 }
 
 impl Default for KafkaTopics {
@@ -143,17 +229,21 @@ impl Default for KafkaTopics {
             alerts: "fintech.alerts".into(),
             dead_letter: "dead_letter_queue".into(),
             late: "fintech.late".into(),
+            raw: "fintech.transactions.raw".into(),
+            clean: "fintech.transactions.clean".into(),
         }
     }
 }
 
 impl KafkaTopics {
-    /// The topic of an output stream (a table name, `alerts`, `dead_letter` or `late`).
+    /// The topic of an output stream (a table name, `alerts`, `dead_letter`, `late`, `raw` or `clean`).
     pub fn topic(&self, stream: &str) -> String {
         match stream {
             "alerts" => self.alerts.clone(),
             "dead_letter" => self.dead_letter.clone(),
             "late" => self.late.clone(),
+            "raw" => self.raw.clone(),
+            "clean" => self.clean.clone(),
             table => self.tables.replace("{table}", table),
         }
     }
@@ -492,14 +582,21 @@ pub enum SinkKind {
     Kafka,
     /// PostgreSQL tables (`[postgres]`), upserted by `_id`.
     Postgres,
+    /// ClickHouse tables (`[clickhouse]`), `ReplacingMergeTree` by key.
+    Clickhouse,
 }
 
 impl OutputConfig {
-    /// The sinks of a stream.
+    /// The sinks of a stream. `raw` and `clean` go only where they are
+    /// named: `"*"` does not include them.
     pub fn sinks_of(&self, stream: &str) -> &[SinkKind] {
         self.routes
             .get(stream)
-            .or_else(|| self.routes.get("*"))
+            .or_else(|| {
+                (!matches!(stream, "raw" | "clean"))
+                    .then(|| self.routes.get("*"))
+                    .flatten()
+            })
             .map_or(&[], Vec::as_slice)
     }
 
@@ -603,6 +700,21 @@ impl Config {
                 "generator.start",
                 "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
             );
+        }
+        if self.postgres.exactly_once {
+            if self.source.kind != SourceKind::Kafka {
+                return invalid(
+                    "postgres.exactly-once",
+                    "needs a kafka source (offsets are what it stores); turn it off for gen and file sources",
+                );
+            }
+            if self.output.used_sinks() != [SinkKind::Postgres] {
+                return invalid(
+                    "postgres.exactly-once",
+                    "needs every stream routed to postgres only (set [output.routes] \"*\" = [\"postgres\"]); \
+                     other sinks would repeat records after a restart",
+                );
+            }
         }
         if self.source.kind == SourceKind::Kafka && self.source.topics.is_empty() {
             return invalid(
@@ -735,9 +847,19 @@ mod tests {
         assert_eq!(c.output, d.output);
         assert_eq!(c.kafka, d.kafka);
         assert_eq!(c.postgres, d.postgres);
+        assert_eq!(c.clickhouse, d.clickhouse);
         assert_eq!(c.source, d.source);
         assert_eq!(c.dimensions, d.dimensions);
         assert_eq!(c.rules.compile_cache, d.rules.compile_cache);
+        let both = Config::load(&path.with_file_name("clickhouse-postgres.toml")).unwrap();
+        both.validate().unwrap();
+        for stream in ["merchant_metrics", "alerts", "dead_letter", "clean"] {
+            assert_eq!(
+                both.output.sinks_of(stream),
+                [SinkKind::Clickhouse, SinkKind::Postgres]
+            );
+        }
+        assert_eq!(both.output.sinks_of("raw"), [SinkKind::Postgres]);
         let kafka = Config::load(&path.with_file_name("kafka.toml")).unwrap();
         assert_eq!(kafka.source.kind, SourceKind::Kafka);
         assert_eq!(kafka.output.sinks_of("merchant_metrics"), [SinkKind::Kafka]);

@@ -13,7 +13,9 @@ use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
 use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
-use crate::sink::{DeadLetter, LateRecord, Origin, Record, SinkError, TableInfo};
+use crate::sink::{
+    CleanRecord, DeadLetter, LateRecord, Origin, RawRecord, Record, SinkError, TableInfo,
+};
 use crate::source::{Mark, Poll, RecordBatch, Source};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -61,6 +63,16 @@ pub struct Summary {
 /// Fired windows per `on-windows` call: bounds the guest memory one call needs.
 const WINDOWS_PER_CALL: usize = 256;
 
+/// A batch's place in the source, waiting to be settled.
+struct Pending {
+    /// The source's mark after the batch.
+    mark: Mark,
+    /// The newest event time of the batch per partition slot.
+    newest: Vec<(u32, i64)>,
+    /// Records written to each sink by then.
+    written: Vec<u64>,
+}
+
 struct Slot {
     rule: Rule,
     label: String,
@@ -86,9 +98,15 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     fired: Vec<Fired>,
-    /// Source marks after each batch, with the batch's oldest event time and
-    /// the records written to each sink by then, waiting to be committed.
-    pending: VecDeque<(i64, Mark, Vec<u64>)>,
+    /// Source marks after each batch, waiting to be committed.
+    pending: VecDeque<Pending>,
+    /// Whether the `raw` and `clean` streams are routed anywhere.
+    raw_out: bool,
+    clean_out: bool,
+    /// Whether the sinks store the source's offsets (`postgres.exactly-once`),
+    /// and the last mark handed to them.
+    offsets_in_sinks: bool,
+    stored: Option<Mark>,
 }
 
 impl Pipeline {
@@ -124,6 +142,10 @@ impl Pipeline {
             })
             .collect();
         Self {
+            offsets_in_sinks: false,
+            stored: None,
+            raw_out: router.takes("raw"),
+            clean_out: router.takes("clean"),
             dedup: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
             watermark: Watermark::with_idle(
                 config.out_of_orderness_ms,
@@ -148,6 +170,85 @@ impl Pipeline {
         }
     }
 
+    fn origin(&self, position: u64, part: Option<u32>) -> Option<Origin> {
+        part.and_then(|p| self.source.partition(p))
+            .map(|(topic, partition)| Origin {
+                topic: topic.to_string(),
+                partition,
+                offset: position as i64,
+            })
+    }
+
+    /// Lands a record as received (the `raw` stream).
+    fn emit_raw(&mut self, raw: &[u8], position: u64, part: Option<u32>) -> Result<(), SinkError> {
+        let source = self.source.name().to_string();
+        let origin = self.origin(position, part);
+        let (topic, partition) = origin
+            .as_ref()
+            .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
+        let id = stable_hash(&[
+            source.as_bytes(),
+            topic.as_bytes(),
+            &partition.to_le_bytes(),
+            &position.to_le_bytes(),
+        ]);
+        let received_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.router.emit(Record::Raw(RawRecord {
+            id: format!("{id:016x}"),
+            source,
+            position,
+            origin,
+            received_at,
+            raw: raw.to_vec(),
+        }))
+    }
+
+    /// Lands a validated event (the `clean` stream).
+    fn emit_clean(&mut self, t: &Txn) -> Result<(), SinkError> {
+        use crate::runtime::bindings::types::{Decimal as Money, Value};
+        let s = &self.strings;
+        let text = |sym| Value::Text(s.resolve(sym).to_string());
+        let opt = |sym| {
+            if sym == crate::model::NONE {
+                Value::Null
+            } else {
+                text(sym)
+            }
+        };
+        let money = |d: rust_decimal::Decimal| match i64::try_from(d.mantissa()) {
+            Ok(units) => Value::Money(Money {
+                units,
+                scale: d.scale() as u8,
+            }),
+            Err(_) => Value::Null,
+        };
+        let flags: Vec<&str> = t.flags.iter().map(|&f| s.resolve(f)).collect();
+        let values = vec![
+            Value::Text(t.id.to_string()),
+            text(t.customer),
+            opt(t.account),
+            opt(t.merchant),
+            Value::Text(t.kind.name().to_string()),
+            Value::Text(t.status.name().to_string()),
+            money(t.amount),
+            money(t.fee),
+            text(t.currency),
+            opt(t.channel),
+            opt(t.device),
+            opt(t.country),
+            opt(t.city),
+            t.risk_score.map_or(Value::Null, Value::Float),
+            Value::Text(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".into())),
+            Value::Time(t.event_time),
+        ];
+        self.router.emit(Record::Clean(CleanRecord {
+            id: t.id.to_string(),
+            values,
+        }))
+    }
+
     fn reject(
         &mut self,
         reject: Reject,
@@ -156,13 +257,7 @@ impl Pipeline {
         part: Option<u32>,
     ) -> Result<(), SinkError> {
         let source = self.source.name().to_string();
-        let origin = part
-            .and_then(|p| self.source.partition(p))
-            .map(|(topic, partition)| Origin {
-                topic: topic.to_string(),
-                partition,
-                offset: position as i64,
-            });
+        let origin = self.origin(position, part);
         let (topic, partition) = origin
             .as_ref()
             .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
@@ -512,6 +607,9 @@ impl Pipeline {
                 }
                 records += 1;
                 Metrics::inc(&self.metrics.records);
+                if self.raw_out {
+                    self.emit_raw(bytes, position, part)?;
+                }
                 if partitioned && bytes.is_empty() {
                     // A tombstone: a compaction marker, not an event.
                     Metrics::inc(&self.metrics.skipped);
@@ -521,6 +619,9 @@ impl Pipeline {
                     Ok(None) => Metrics::inc(&self.metrics.skipped),
                     Ok(Some(t)) => {
                         if self.dedup.insert(&t.id, t.event_time) {
+                            if self.clean_out {
+                                self.emit_clean(&t)?;
+                            }
                             txns.push(t);
                             parts.push(part.unwrap_or(0));
                         } else {
@@ -543,9 +644,18 @@ impl Pipeline {
                 .events
                 .fetch_add(txns.len() as u64, Ordering::Relaxed);
             if let Some(mark) = self.source.mark() {
-                let oldest = txns.iter().map(|t| t.event_time).min().unwrap_or(i64::MIN);
-                self.pending
-                    .push_back((oldest, mark, self.router.written()));
+                let mut newest: Vec<(u32, i64)> = Vec::new();
+                for (t, &part) in txns.iter().zip(&parts) {
+                    match newest.iter_mut().find(|(p, _)| *p == part) {
+                        Some((_, n)) => *n = (*n).max(t.event_time),
+                        None => newest.push((part, t.event_time)),
+                    }
+                }
+                self.pending.push_back(Pending {
+                    mark,
+                    newest,
+                    written: self.router.written(),
+                });
                 let interval = Duration::from_millis(self.config.commit_interval_ms.max(1));
                 if last_commit.elapsed() >= interval {
                     last_commit = Instant::now();
@@ -554,8 +664,9 @@ impl Pipeline {
             }
             txns.clear();
             parts.clear();
+            self.router.tick()?;
             batches += 1;
-            if batches % 64 == 0 {
+            if batches.is_multiple_of(64) {
                 self.housekeeping();
             }
             if poll == Poll::Done {
@@ -569,6 +680,10 @@ impl Pipeline {
         if !(interrupted && self.source.mark().is_some()) {
             self.watermark.close();
             self.process(&[], &[])?;
+        }
+        if self.offsets_in_sinks {
+            let open_from = self.open_from();
+            self.store_settled(open_from)?;
         }
         self.router.flush()?;
         self.commit_settled(true)?;
@@ -585,34 +700,24 @@ impl Pipeline {
         })
     }
 
-    /// Commits the source's offsets up to the newest batch whose events are
-    /// settled: acknowledged by every sink, and in no window that is still
-    /// open. Does not wait for acknowledgements (`flushed`: everything
-    /// written is known to be durable).
+    /// Commits, per partition, the source's offsets up to the newest batch
+    /// whose events of that partition are settled: acknowledged by every
+    /// sink, and in no window that is still open. Does not wait for
+    /// acknowledgements (`flushed`: everything written is known to be
+    /// durable).
     fn commit_settled(&mut self, flushed: bool) -> Result<(), PipelineError> {
-        let open_from = self
-            .slots
-            .iter()
-            .flat_map(|s| s.windows.iter())
-            .filter_map(WindowOperator::oldest_start)
-            .min()
-            .unwrap_or(i64::MAX);
+        let open_from = self.open_from();
+        if self.offsets_in_sinks && !flushed {
+            self.store_settled(open_from)?;
+        }
         let acked = if flushed {
             None
         } else {
             Some(self.router.acknowledged()?)
         };
-        let mut settled: Option<Mark> = None;
-        while let Some((oldest, _, written)) = self.pending.front() {
-            let durable = acked
-                .as_ref()
-                .is_none_or(|a| written.iter().zip(a).all(|(w, a)| w <= a));
-            if *oldest >= open_from || !durable {
-                break;
-            }
-            settled = self.pending.pop_front().map(|(_, m, _)| m);
-        }
-        let Some(mark) = settled else {
+        let (mark, done) = self.settled(open_from, acked.as_deref());
+        self.pending.drain(..done);
+        let Some(mark) = mark else {
             return Ok(());
         };
         if let Err(error) = self.source.commit(&mark) {
@@ -620,6 +725,91 @@ impl Pipeline {
             tracing::warn!(source = self.source.name(), "{error}");
         }
         Ok(())
+    }
+
+    /// The offsets each partition can resume from: for every partition,
+    /// the mark of the last batch before the first one holding an event of
+    /// that partition in an open window (or, with `acked`, a record not yet
+    /// acknowledged by every sink). Also how many batches at the front are
+    /// settled for every partition.
+    fn settled(&self, open_from: i64, acked: Option<&[u64]>) -> (Option<Mark>, usize) {
+        let mut blocked: Vec<u32> = Vec::new();
+        let mut offsets: Vec<(u32, i64)> = Vec::new();
+        let mut done = 0;
+        for entry in &self.pending {
+            let durable = acked.is_none_or(|a| entry.written.iter().zip(a).all(|(w, a)| w <= a));
+            if !durable {
+                break;
+            }
+            for &(part, newest) in &entry.newest {
+                if newest >= open_from && !blocked.contains(&part) {
+                    blocked.push(part);
+                }
+            }
+            for &(part, next) in &entry.mark.0 {
+                if blocked.contains(&part) {
+                    continue;
+                }
+                match offsets.iter_mut().find(|(p, _)| *p == part) {
+                    Some((_, n)) => *n = next,
+                    None => offsets.push((part, next)),
+                }
+            }
+            if blocked.is_empty() {
+                done += 1;
+            }
+        }
+        ((!offsets.is_empty()).then_some(Mark(offsets)), done)
+    }
+
+    /// The start of the oldest window still open (`i64::MAX`: none).
+    fn open_from(&self) -> i64 {
+        self.slots
+            .iter()
+            .flat_map(|s| s.windows.iter())
+            .filter_map(WindowOperator::oldest_start)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Has the sinks store, per partition, the offsets after the newest
+    /// batch whose events are in no open window. They land after (or with)
+    /// every record written before them, so a restart from them neither
+    /// loses nor repeats a result.
+    fn store_settled(&mut self, open_from: i64) -> Result<(), SinkError> {
+        let (Some(mark), _) = self.settled(open_from, None) else {
+            return Ok(());
+        };
+        if self.stored.as_ref() == Some(&mark) {
+            return Ok(());
+        }
+        let offsets: Vec<(String, i32, i64)> = mark
+            .0
+            .iter()
+            .filter_map(|&(part, next)| {
+                self.source
+                    .partition(part)
+                    .map(|(topic, partition)| (topic.to_string(), partition, next))
+            })
+            .collect();
+        self.router
+            .store_offsets(&offsets, self.watermark.current())?;
+        self.stored = Some(mark);
+        Ok(())
+    }
+
+    /// Offsets go to the sinks (which store them with the results and the
+    /// watermark) as well as to the source.
+    pub fn store_offsets_in_sinks(&mut self) {
+        self.offsets_in_sinks = true;
+    }
+
+    /// Resuming from offsets stored with `watermark`: windows that ended by
+    /// then were fired whole before the stop and are not fired again.
+    pub fn resume_after(&mut self, watermark: i64) {
+        for w in self.slots.iter_mut().flat_map(|s| s.windows.iter_mut()) {
+            w.resume_after(watermark);
+        }
     }
 
     fn process(&mut self, txns: &[Txn], parts: &[u32]) -> Result<(), SinkError> {

@@ -165,12 +165,15 @@ impl Router {
     /// Writes a record to every sink.
     pub fn emit(&mut self, record: Record) -> Result<(), SinkError> {
         let counter = match &record {
-            Record::Row(_) => &self.metrics.rows,
-            Record::Alert(_) => &self.metrics.alerts,
-            Record::DeadLetter(_) => &self.metrics.dead_letters,
-            Record::Late(_) => &self.metrics.late,
+            Record::Row(_) => Some(&self.metrics.rows),
+            Record::Alert(_) => Some(&self.metrics.alerts),
+            Record::DeadLetter(_) => Some(&self.metrics.dead_letters),
+            Record::Late(_) => Some(&self.metrics.late),
+            Record::Raw(_) | Record::Clean(_) => None,
         };
-        Metrics::inc(counter);
+        if let Some(counter) = counter {
+            Metrics::inc(counter);
+        }
         let Some(routes) = &self.routes else {
             for (sink, n) in self.sinks.iter_mut().zip(&mut self.written) {
                 sink.write(&record)?;
@@ -196,6 +199,15 @@ impl Router {
         Ok(())
     }
 
+    /// Whether some sink takes `stream`. `raw` and `clean` are taken only
+    /// where routes name them.
+    pub fn takes(&self, stream: &str) -> bool {
+        match &self.routes {
+            Some(routes) => !routes.sinks_of(stream).is_empty(),
+            None => !matches!(stream, "raw" | "clean") && !self.sinks.is_empty(),
+        }
+    }
+
     /// How many records each sink has been given so far.
     pub fn written(&self) -> Vec<u64> {
         self.written.clone()
@@ -208,6 +220,22 @@ impl Router {
             .zip(&self.written)
             .map(|(s, &n)| s.acknowledged(n))
             .collect()
+    }
+
+    /// Hands the source's offsets to the sinks that store them.
+    pub fn store_offsets(
+        &mut self,
+        offsets: &[(String, i32, i64)],
+        watermark: i64,
+    ) -> Result<(), SinkError> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.store_offsets(offsets, watermark))
+    }
+
+    /// Lets every sink send what has waited too long.
+    pub fn tick(&mut self) -> Result<(), SinkError> {
+        self.sinks.iter_mut().try_for_each(|s| s.tick())
     }
 
     /// Flushes every sink.

@@ -134,7 +134,9 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                 "{at}: table names must be unique lowercase identifiers (letters, digits, '_')"
             ));
         }
-        if matches!(t.name.as_str(), "alerts" | "dead_letter" | "late") {
+        if crate::sink::FIXED_STREAMS.contains(&t.name.as_str())
+            || t.name == crate::sink::postgres::OFFSETS_TABLE
+        {
             return Err(format!("{at}: the name is reserved for edge's own outputs"));
         }
         let mut columns = HashSet::new();

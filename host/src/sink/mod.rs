@@ -5,11 +5,14 @@
 //! alert's rule, kind and transaction), so a sink that upserts by id gets the
 //! same rows from a replay.
 
+pub mod clickhouse;
 pub mod console;
 mod jsonl;
 pub mod kafka;
 pub mod postgres;
+pub mod spool;
 
+pub use clickhouse::ClickHouseSink;
 pub use jsonl::JsonlSink;
 pub use kafka::KafkaSink;
 pub use postgres::PostgresSink;
@@ -112,6 +115,157 @@ pub struct LateRecord {
     pub event: Json,
 }
 
+/// A record as received, before decoding (the `raw` stream, for audit and
+/// reprocessing).
+#[derive(Debug)]
+pub struct RawRecord {
+    /// Deterministic id: a hash of the source and the position.
+    pub id: String,
+    /// The source (`gen`, `file:PATH`, `kafka`).
+    pub source: String,
+    /// Position in the source (line, sequence number, offset).
+    pub position: u64,
+    /// For records from Kafka: topic, partition and offset.
+    pub origin: Option<Origin>,
+    /// When edge received it (ms since the epoch, wall clock).
+    pub received_at: i64,
+    /// The bytes.
+    pub raw: Vec<u8>,
+}
+
+/// A validated event (the `clean` stream): values in the columns of
+/// [`fixed_columns`]`("clean")`.
+#[derive(Debug)]
+pub struct CleanRecord {
+    /// The transaction id.
+    pub id: String,
+    /// Values in column order, `_id` first.
+    pub values: Vec<Value>,
+}
+
+/// The streams every run has besides the manifests' tables.
+pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "clean"];
+
+fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+    Column {
+        name: name.into(),
+        ty,
+        nullable,
+        doc: String::new(),
+    }
+}
+
+/// The columns of a fixed stream (`alerts`, `dead_letter`, `late`, `raw`,
+/// `clean`) as a database sink stores them.
+pub fn fixed_columns(stream: &str) -> Option<Vec<Column>> {
+    use ColumnType as T;
+    let spec: &[(&str, ColumnType, bool)] = match stream {
+        "alerts" => &[
+            ("_id", T::Text, false),
+            ("_rule", T::Text, false),
+            ("rule", T::Text, false),
+            ("kind", T::Text, false),
+            ("severity", T::Text, false),
+            ("score", T::Float, false),
+            ("transaction_id", T::Text, true),
+            ("customer_id", T::Text, true),
+            ("reason", T::Text, false),
+            ("event_time", T::Time, false),
+        ],
+        "dead_letter" => &[
+            ("_id", T::Text, false),
+            ("reason", T::Text, false),
+            ("detail", T::Text, false),
+            ("source", T::Text, false),
+            ("position", T::Int, true),
+            ("topic", T::Text, true),
+            ("partition", T::Int, true),
+            ("offset", T::Int, true),
+            ("raw", T::Text, true),
+            ("raw_base64", T::Text, true),
+            ("rule", T::Text, true),
+            ("events", T::Json, true),
+            ("window", T::Json, true),
+        ],
+        "late" => &[
+            ("_id", T::Text, false),
+            ("rule", T::Text, false),
+            ("window", T::Text, false),
+            ("watermark", T::Time, false),
+            ("event", T::Json, false),
+        ],
+        "raw" => &[
+            ("_id", T::Text, false),
+            ("source", T::Text, false),
+            ("position", T::Int, false),
+            ("topic", T::Text, true),
+            ("partition", T::Int, true),
+            ("offset", T::Int, true),
+            ("received_at", T::Time, false),
+            ("raw", T::Text, true),
+            ("raw_base64", T::Text, true),
+        ],
+        "clean" => &[
+            ("_id", T::Text, false),
+            ("customer_id", T::Text, false),
+            ("account_id", T::Text, true),
+            ("merchant_id", T::Text, true),
+            ("transaction_type", T::Text, false),
+            ("status", T::Text, false),
+            ("amount", T::Money(8), false),
+            ("fee_amount", T::Money(8), false),
+            ("currency", T::Text, false),
+            ("channel", T::Text, true),
+            ("device_fingerprint", T::Text, true),
+            ("country", T::Text, true),
+            ("city", T::Text, true),
+            ("risk_score", T::Float, true),
+            ("compliance_flags", T::Json, false),
+            ("created_at", T::Time, false),
+        ],
+        _ => return None,
+    };
+    Some(
+        spec.iter()
+            .map(|(n, t, null)| column(n, *t, *null))
+            .collect(),
+    )
+}
+
+/// The columns a database sink stores for a stream: a fixed stream's, or
+/// `_id`, `_rule` and the manifest table's columns.
+pub fn stored_columns(table: &TableInfo) -> Vec<Column> {
+    fixed_columns(&table.name).unwrap_or_else(|| {
+        let mut columns = vec![
+            column("_id", ColumnType::Text, false),
+            column("_rule", ColumnType::Text, false),
+        ];
+        columns.extend(table.columns.iter().cloned());
+        columns
+    })
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, text)
+}
+
+/// `raw` as text when it is UTF-8, otherwise as base64: the two values.
+fn raw_values(raw: Option<&[u8]>) -> [Value; 2] {
+    match raw.map(std::str::from_utf8) {
+        None => [Value::Null, Value::Null],
+        Some(Ok(s)) => [text(s), Value::Null],
+        Some(Err(_)) => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw.unwrap_or_default());
+            [Value::Null, Value::Text(encoded)]
+        }
+    }
+}
+
 /// An output record.
 #[derive(Debug)]
 pub enum Record {
@@ -123,6 +277,10 @@ pub enum Record {
     DeadLetter(DeadLetter),
     /// A late event.
     Late(LateRecord),
+    /// A record as received.
+    Raw(RawRecord),
+    /// A validated event.
+    Clean(CleanRecord),
 }
 
 pub(crate) fn severity(s: Severity) -> &'static str {
@@ -194,6 +352,8 @@ impl Record {
             Record::Row(r) => r.id.as_str().into(),
             Record::Alert(a) => a.id.as_str().into(),
             Record::DeadLetter(d) => d.id.as_str().into(),
+            Record::Raw(r) => r.id.as_str().into(),
+            Record::Clean(c) => c.id.as_str().into(),
             Record::Late(l) => {
                 let id = l
                     .event
@@ -220,6 +380,85 @@ impl Record {
             Record::Alert(_) => "alerts",
             Record::DeadLetter(_) => "dead_letter",
             Record::Late(_) => "late",
+            Record::Raw(_) => "raw",
+            Record::Clean(_) => "clean",
+        }
+    }
+
+    /// The record's values in the order of [`stored_columns`].
+    pub fn values(&self) -> Vec<Value> {
+        match self {
+            Record::Row(r) => {
+                let mut values = Vec::with_capacity(r.values.len() + 2);
+                values.push(text(&r.id));
+                values.push(text(&r.rule));
+                values.extend(r.values.iter().cloned());
+                values
+            }
+            Record::Alert(a) => vec![
+                text(&a.id),
+                text(&a.rule_set),
+                text(&a.alert.rule),
+                text(&a.alert.kind),
+                text(severity(a.alert.severity)),
+                Value::Float(a.alert.score),
+                opt_text(a.alert.transaction_id.as_deref()),
+                opt_text(a.alert.customer_id.as_deref()),
+                text(&a.alert.reason),
+                Value::Time(a.alert.event_time),
+            ],
+            Record::DeadLetter(d) => {
+                let json = |v: &Option<Json>| {
+                    v.as_ref()
+                        .map_or(Value::Null, |v| Value::Text(v.to_string()))
+                };
+                let [raw, raw_base64] = raw_values(d.raw.as_deref());
+                vec![
+                    text(&d.id),
+                    text(&d.reason),
+                    text(&d.detail),
+                    text(&d.source),
+                    d.position.map_or(Value::Null, |p| Value::Int(p as i64)),
+                    opt_text(d.origin.as_ref().map(|o| o.topic.as_str())),
+                    d.origin
+                        .as_ref()
+                        .map_or(Value::Null, |o| Value::Int(o.partition.into())),
+                    d.origin
+                        .as_ref()
+                        .map_or(Value::Null, |o| Value::Int(o.offset)),
+                    raw,
+                    raw_base64,
+                    opt_text(d.rule.as_deref()),
+                    json(&d.events),
+                    json(&d.window),
+                ]
+            }
+            Record::Late(l) => vec![
+                Value::Text(self.id().into_owned()),
+                text(&l.rule),
+                text(&l.window),
+                Value::Time(l.watermark),
+                Value::Text(l.event.to_string()),
+            ],
+            Record::Raw(r) => {
+                let [raw, raw_base64] = raw_values(Some(&r.raw));
+                vec![
+                    text(&r.id),
+                    text(&r.source),
+                    Value::Int(r.position as i64),
+                    opt_text(r.origin.as_ref().map(|o| o.topic.as_str())),
+                    r.origin
+                        .as_ref()
+                        .map_or(Value::Null, |o| Value::Int(o.partition.into())),
+                    r.origin
+                        .as_ref()
+                        .map_or(Value::Null, |o| Value::Int(o.offset)),
+                    Value::Time(r.received_at),
+                    raw,
+                    raw_base64,
+                ]
+            }
+            Record::Clean(c) => c.values.clone(),
         }
     }
 
@@ -306,6 +545,21 @@ impl Record {
                     }
                 }
             }
+            Record::Raw(_) | Record::Clean(_) => {
+                let stream = self.stream();
+                let values = self.values();
+                for (column, value) in fixed_columns(stream)
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(&values)
+                {
+                    if matches!(value, Value::Null) {
+                        continue;
+                    }
+                    push_key(out, &mut first, &column.name);
+                    push_value(out, value, &column.ty);
+                }
+            }
             Record::Late(l) => {
                 text_fields(out, &mut first, &[("rule", &l.rule), ("window", &l.window)]);
                 push_key(out, &mut first, "watermark");
@@ -340,6 +594,21 @@ pub trait Sink: Send {
     fn write(&mut self, record: &Record) -> Result<(), SinkError>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Stores the source's offsets (topic, partition, next offset) and the
+    /// watermark with the records written so far, atomically, for sinks
+    /// that keep them (`postgres.exactly-once`); the others ignore them.
+    fn store_offsets(
+        &mut self,
+        _offsets: &[(String, i32, i64)],
+        _watermark: i64,
+    ) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Called on every turn of the pipeline, with or without records:
+    /// a sink that batches by time sends its partial batch here.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Of the `written` records written so far, how many (from the first)
     /// are durable now, without waiting for the rest.
     fn acknowledged(&mut self, written: u64) -> Result<u64, SinkError> {

@@ -1,6 +1,7 @@
 //! PostgreSQL: one table per output stream, created from the manifests,
 //! written in batched upserts (`INSERT ... ON CONFLICT (_id) DO UPDATE`),
-//! one transaction per flush.
+//! one transaction per batch, by a [`Spool`] that retries through outages
+//! and reconnects.
 //!
 //! Every table has `_id` (the record's deterministic id) as its primary key,
 //! so a replay or a re-run updates rows instead of doubling them. Names are
@@ -8,9 +9,10 @@
 //! spliced into SQL. A table that exists with other columns is reported with
 //! the difference.
 
-use super::{Record, Sink, SinkError, TableInfo};
+use super::spool::{BatchWriter, Spool};
+use super::{stored_columns, Record, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
-use crate::runtime::bindings::types::{ColumnType, Value};
+use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
@@ -27,17 +29,26 @@ struct Col {
 struct Table {
     name: String,
     cols: Vec<Col>,
-    rows: Vec<Vec<Option<String>>>,
 }
+
+type Row = Vec<Option<String>>;
 
 /// Writes output records to PostgreSQL tables.
 pub struct PostgresSink {
+    spool: Spool<Row>,
+    /// With `exactly-once`: the consumer group and the offsets table's index.
+    offsets: Option<(String, usize)>,
+    /// Table index and stored columns by stream name.
+    index: std::collections::HashMap<String, (usize, Vec<Column>)>,
+}
+
+/// The connection and the tables, owned by the writer thread.
+struct Writer {
     runtime: tokio::runtime::Runtime,
-    client: Client,
+    client: Option<Client>,
+    url: String,
     schema: String,
-    batch_rows: usize,
-    tables: BTreeMap<String, Table>,
-    pending: usize,
+    tables: Vec<Table>,
     /// The URL without its password, for messages.
     shown: String,
 }
@@ -59,13 +70,6 @@ fn sql_type(ty: &ColumnType) -> String {
     }
 }
 
-fn col(name: &str, sql: &str) -> Col {
-    Col {
-        name: name.into(),
-        sql: sql.into(),
-    }
-}
-
 /// The URL with any password replaced, for logs and errors.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -78,53 +82,6 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-fn fixed_tables() -> Vec<(String, Vec<Col>)> {
-    vec![
-        (
-            "alerts".into(),
-            vec![
-                col("_id", "text"),
-                col("_rule", "text"),
-                col("rule", "text"),
-                col("kind", "text"),
-                col("severity", "text"),
-                col("score", "double precision"),
-                col("transaction_id", "text"),
-                col("customer_id", "text"),
-                col("reason", "text"),
-                col("event_time", "timestamptz"),
-            ],
-        ),
-        (
-            "dead_letter".into(),
-            vec![
-                col("_id", "text"),
-                col("reason", "text"),
-                col("detail", "text"),
-                col("source", "text"),
-                col("position", "bigint"),
-                col("topic", "text"),
-                col("partition", "integer"),
-                col("offset", "bigint"),
-                col("raw", "text"),
-                col("rule", "text"),
-                col("events", "jsonb"),
-                col("window", "jsonb"),
-            ],
-        ),
-        (
-            "late".into(),
-            vec![
-                col("_id", "text"),
-                col("rule", "text"),
-                col("window", "text"),
-                col("watermark", "timestamptz"),
-                col("event", "jsonb"),
-            ],
-        ),
-    ]
 }
 
 fn text_of(value: &Value, ty: &ColumnType) -> Option<String> {
@@ -141,64 +98,99 @@ fn text_of(value: &Value, ty: &ColumnType) -> Option<String> {
     })
 }
 
-impl PostgresSink {
-    /// Connects, creates the schema and the tables of `tables` (and of
-    /// alerts, dead letters and late events) when missing, and checks the
-    /// existing ones.
-    pub fn new(config: &PostgresConfig, tables: &[Arc<TableInfo>]) -> Result<Self, SinkError> {
-        let shown = redact(&config.url);
-        let fail = |message: String| SinkError {
-            sink: format!("postgres ({shown})"),
-            message,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
-        let (client, connection) = runtime
-            .block_on(tokio_postgres::connect(&config.url, NoTls))
-            .map_err(|e| fail(format!("cannot connect: {e}")))?;
-        runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("postgres connection: {e}");
-            }
-        });
-        let mut sink = Self {
-            runtime,
-            client,
-            schema: config.schema.clone(),
-            batch_rows: config.batch_rows.max(1),
-            tables: BTreeMap::new(),
-            pending: 0,
-            shown: shown.clone(),
-        };
-        let mut specs = fixed_tables();
-        for t in tables {
-            let mut cols = vec![col("_id", "text"), col("_rule", "text")];
-            cols.extend(t.columns.iter().map(|c| Col {
-                name: c.name.clone(),
-                sql: sql_type(&c.ty),
-            }));
-            specs.push((t.name.clone(), cols));
-        }
-        sink.execute(&format!(
-            "create schema if not exists {}",
-            quote(&config.schema)
-        ))?;
-        for (name, cols) in specs {
-            sink.ensure_table(&name, &cols)?;
-            sink.tables.insert(
-                name.clone(),
-                Table {
-                    name,
-                    cols,
-                    rows: Vec::new(),
-                },
-            );
-        }
-        Ok(sink)
-    }
+/// The table of source offsets (`postgres.exactly-once`).
+pub const OFFSETS_TABLE: &str = "edge_offsets";
 
+fn offsets_columns() -> Vec<Col> {
+    [
+        ("_id", "text"),
+        ("consumer_group", "text"),
+        ("topic", "text"),
+        ("partition", "bigint"),
+        ("next_offset", "bigint"),
+        ("watermark", "bigint"),
+    ]
+    .into_iter()
+    .map(|(name, sql)| Col {
+        name: name.into(),
+        sql: sql.into(),
+    })
+    .collect()
+}
+
+/// Offsets stored for a consumer group.
+#[derive(Debug, Default)]
+pub struct StoredOffsets {
+    /// (topic, partition, next offset).
+    pub offsets: Vec<(String, i32, i64)>,
+    /// The watermark when they were stored (ms).
+    pub watermark: Option<i64>,
+}
+
+/// The offsets stored for consumer group `group`; none when the table does
+/// not exist yet.
+pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffsets, SinkError> {
+    let shown = redact(&config.url);
+    let fail = |message: String| SinkError {
+        sink: format!("postgres ({shown})"),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    runtime.block_on(async {
+        let client = connect(&config.url)
+            .await
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let exists = client
+            .query(
+                "select 1 from information_schema.tables where table_schema = $1 and table_name = $2",
+                &[&config.schema, &OFFSETS_TABLE],
+            )
+            .await
+            .map_err(|e| fail(format!("looking for {OFFSETS_TABLE}: {e}")))?;
+        if exists.is_empty() {
+            return Ok(StoredOffsets::default());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "select topic, partition, next_offset, watermark from {}.{} where consumer_group = $1",
+                    quote(&config.schema),
+                    quote(OFFSETS_TABLE)
+                ),
+                &[&group],
+            )
+            .await
+            .map_err(|e| fail(format!("reading {OFFSETS_TABLE}: {e}")))?;
+        Ok(StoredOffsets {
+            offsets: rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, i64>(1) as i32,
+                        r.get::<_, i64>(2),
+                    )
+                })
+                .collect(),
+            watermark: rows.iter().map(|r| r.get::<_, i64>(3)).max(),
+        })
+    })
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl Writer {
     fn error(&self, message: String) -> SinkError {
         SinkError {
             sink: format!("postgres ({})", self.shown),
@@ -206,21 +198,54 @@ impl PostgresSink {
         }
     }
 
-    fn execute(&self, sql: &str) -> Result<(), SinkError> {
+    /// The connection, opened again when it was lost. Given back with
+    /// [`Writer::keep`].
+    fn client(&mut self) -> Result<Client, String> {
+        if let Some(client) = self.client.take().filter(|c| !c.is_closed()) {
+            return Ok(client);
+        }
         self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .map_err(|e| self.error(format!("{sql}: {e}")))
+            .block_on(connect(&self.url))
+            .map_err(|e| format!("cannot connect: {e}"))
     }
 
-    fn ensure_table(&self, name: &str, cols: &[Col]) -> Result<(), SinkError> {
-        let existing = self
-            .runtime
-            .block_on(self.client.query(
-                "select column_name, data_type from information_schema.columns \
-                 where table_schema = $1 and table_name = $2 order by ordinal_position",
-                &[&self.schema, &name],
-            ))
-            .map_err(|e| self.error(format!("reading the columns of {name}: {e}")))?;
+    fn keep(&mut self, client: Client) {
+        self.client = Some(client);
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
+        let result = match self.client() {
+            Ok(client) => {
+                let r = self
+                    .runtime
+                    .block_on(client.batch_execute(sql))
+                    .map_err(|e| format!("{sql}: {e}"));
+                self.keep(client);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    fn ensure_table(&mut self, name: &str, cols: &[Col]) -> Result<(), SinkError> {
+        let schema = self.schema.clone();
+        let existing = match self.client() {
+            Ok(client) => {
+                let r = self
+                    .runtime
+                    .block_on(client.query(
+                        "select column_name, data_type from information_schema.columns \
+                         where table_schema = $1 and table_name = $2 order by ordinal_position",
+                        &[&schema, &name],
+                    ))
+                    .map_err(|e| format!("reading the columns of {name}: {e}"));
+                self.keep(client);
+                r
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.error(e))?;
         if existing.is_empty() {
             let columns: Vec<String> = cols
                 .iter()
@@ -228,7 +253,7 @@ impl PostgresSink {
                 .collect();
             return self.execute(&format!(
                 "create table if not exists {}.{} ({}, primary key (\"_id\"))",
-                quote(&self.schema),
+                quote(&schema),
                 quote(name),
                 columns.join(", ")
             ));
@@ -245,32 +270,28 @@ impl PostgresSink {
             .collect();
         if !missing.is_empty() || !extra.is_empty() {
             return Err(self.error(format!(
-                "table {}.{name} exists with other columns: missing {missing:?}, unexpected {extra:?}; \
-                 drop or rename it, or write to another schema (postgres.schema)",
-                self.schema
+                "table {schema}.{name} exists with other columns: missing {missing:?}, unexpected {extra:?}; \
+                 drop or rename it, or write to another schema (postgres.schema)"
             )));
         }
         Ok(())
     }
 
-    fn write_batch(&mut self) -> Result<(), SinkError> {
-        if self.pending == 0 {
-            return Ok(());
-        }
+    /// The upsert statements of a batch, the last write of an id winning.
+    fn statements(&self, batch: &[(usize, Row)]) -> Vec<(String, Vec<Option<String>>)> {
         let schema = quote(&self.schema);
-        let mut statements: Vec<(String, Vec<Option<String>>)> = Vec::new();
-        for t in self.tables.values_mut() {
-            // Several writes of one id in a batch: the last one wins.
-            let mut latest: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
-            for row in t.rows.drain(..) {
-                latest.insert(row[0].clone().unwrap_or_default(), row);
+        let mut statements = Vec::new();
+        for (index, t) in self.tables.iter().enumerate() {
+            let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
+            for (_, row) in batch.iter().filter(|(i, _)| *i == index) {
+                latest.insert(row[0].as_deref().unwrap_or_default(), row);
             }
             let n = t.cols.len();
             // PostgreSQL takes at most 65535 parameters per statement.
             let per_statement = (60_000 / n).max(1);
             let mut rows = latest.into_values().peekable();
             while rows.peek().is_some() {
-                let chunk: Vec<Vec<Option<String>>> = rows.by_ref().take(per_statement).collect();
+                let chunk: Vec<&Row> = rows.by_ref().take(per_statement).collect();
                 let mut values = Vec::with_capacity(chunk.len());
                 let mut params = Vec::with_capacity(chunk.len() * n);
                 for (r, row) in chunk.into_iter().enumerate() {
@@ -281,7 +302,7 @@ impl PostgresSink {
                         .map(|(i, c)| format!("${}::text::{}", r * n + i + 1, c.sql))
                         .collect();
                     values.push(format!("({})", placeholders.join(", ")));
-                    params.extend(row);
+                    params.extend(row.iter().cloned());
                 }
                 let names: Vec<String> = t.cols.iter().map(|c| quote(&c.name)).collect();
                 let updates: Vec<String> = t.cols[1..]
@@ -298,7 +319,16 @@ impl PostgresSink {
                 statements.push((sql, params));
             }
         }
-        let client = &mut self.client;
+        statements
+    }
+}
+
+impl BatchWriter for Writer {
+    type Row = Row;
+
+    fn write(&mut self, batch: &[(usize, Row)]) -> Result<(), String> {
+        let statements = self.statements(batch);
+        let mut client = self.client()?;
         let result: Result<(), tokio_postgres::Error> = self.runtime.block_on(async {
             let tx = client.transaction().await?;
             for (sql, params) in &statements {
@@ -310,60 +340,74 @@ impl PostgresSink {
             }
             tx.commit().await
         });
-        result.map_err(|e| self.error(format!("writing a batch: {e}")))?;
-        self.pending = 0;
-        Ok(())
+        self.keep(client);
+        result.map_err(|e| format!("writing a batch of {} rows: {e}", batch.len()))
     }
+}
 
-    fn row_of(record: &Record) -> Vec<Option<String>> {
-        let json = |v: &serde_json::Value| Some(v.to_string());
-        match record {
-            Record::Row(r) => {
-                let mut row = vec![Some(r.id.clone()), Some(r.rule.clone())];
-                row.extend(
-                    r.values
-                        .iter()
-                        .zip(&r.table.columns)
-                        .map(|(v, c)| text_of(v, &c.ty)),
-                );
-                row
-            }
-            Record::Alert(a) => vec![
-                Some(a.id.clone()),
-                Some(a.rule_set.clone()),
-                Some(a.alert.rule.clone()),
-                Some(a.alert.kind.clone()),
-                Some(super::severity(a.alert.severity).to_string()),
-                a.alert.score.is_finite().then(|| a.alert.score.to_string()),
-                a.alert.transaction_id.clone(),
-                a.alert.customer_id.clone(),
-                Some(a.alert.reason.clone()),
-                Some(crate::model::iso_time(a.alert.event_time)),
-            ],
-            Record::DeadLetter(d) => vec![
-                Some(d.id.clone()),
-                Some(d.reason.clone()),
-                Some(d.detail.clone()),
-                Some(d.source.clone()),
-                d.position.map(|p| p.to_string()),
-                d.origin.as_ref().map(|o| o.topic.clone()),
-                d.origin.as_ref().map(|o| o.partition.to_string()),
-                d.origin.as_ref().map(|o| o.offset.to_string()),
-                d.raw
-                    .as_ref()
-                    .map(|r| String::from_utf8_lossy(r).replace('\0', "\u{fffd}")),
-                d.rule.clone(),
-                d.events.as_ref().and_then(json),
-                d.window.as_ref().and_then(json),
-            ],
-            Record::Late(l) => vec![
-                Some(record.id().into_owned()),
-                Some(l.rule.clone()),
-                Some(l.window.clone()),
-                Some(crate::model::iso_time(l.watermark)),
-                Some(l.event.to_string()),
-            ],
+impl PostgresSink {
+    /// Connects, creates the schema and the tables of `tables` (the
+    /// streams routed here) when missing, checks the existing ones, and
+    /// starts the writer.
+    pub fn new(
+        config: &PostgresConfig,
+        tables: &[Arc<TableInfo>],
+        offsets_of: Option<&str>,
+    ) -> Result<Self, SinkError> {
+        let shown = redact(&config.url);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError {
+                sink: format!("postgres ({shown})"),
+                message: e.to_string(),
+            })?;
+        let mut writer = Writer {
+            runtime,
+            client: None,
+            url: config.url.clone(),
+            schema: config.schema.clone(),
+            tables: Vec::new(),
+            shown: shown.clone(),
+        };
+        writer.execute(&format!(
+            "create schema if not exists {}",
+            quote(&config.schema)
+        ))?;
+        let mut index = std::collections::HashMap::new();
+        for t in tables {
+            let columns = stored_columns(t);
+            let cols: Vec<Col> = columns
+                .iter()
+                .map(|c| Col {
+                    name: c.name.clone(),
+                    sql: sql_type(&c.ty),
+                })
+                .collect();
+            writer.ensure_table(&t.name, &cols)?;
+            index.insert(t.name.clone(), (writer.tables.len(), columns));
+            writer.tables.push(Table {
+                name: t.name.clone(),
+                cols,
+            });
         }
+        let offsets = match offsets_of {
+            Some(group) => {
+                let cols = offsets_columns();
+                writer.ensure_table(OFFSETS_TABLE, &cols)?;
+                writer.tables.push(Table {
+                    name: OFFSETS_TABLE.into(),
+                    cols,
+                });
+                Some((group.to_string(), writer.tables.len() - 1))
+            }
+            None => None,
+        };
+        Ok(Self {
+            spool: Spool::start(format!("postgres ({shown})"), config.delivery(), writer),
+            index,
+            offsets,
+        })
     }
 }
 
@@ -373,21 +417,53 @@ impl Sink for PostgresSink {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
-        let stream = record.stream().to_string();
-        let row = Self::row_of(record);
-        let Some(table) = self.tables.get_mut(&stream) else {
-            return Err(self.error(format!("no table for stream {stream}")));
+        let Some((table, columns)) = self.index.get(record.stream()) else {
+            return Err(SinkError {
+                sink: "postgres".into(),
+                message: format!("no table for stream {}", record.stream()),
+            });
         };
-        table.rows.push(row);
-        self.pending += 1;
-        if self.pending >= self.batch_rows {
-            self.write_batch()?;
+        let row = record
+            .values()
+            .iter()
+            .zip(columns)
+            .map(|(v, c)| text_of(v, &c.ty))
+            .collect();
+        self.spool.push(*table, row)
+    }
+
+    fn store_offsets(
+        &mut self,
+        offsets: &[(String, i32, i64)],
+        watermark: i64,
+    ) -> Result<(), SinkError> {
+        let Some((group, table)) = &self.offsets else {
+            return Ok(());
+        };
+        for (topic, partition, next) in offsets {
+            let row = vec![
+                Some(format!("{group}/{topic}/{partition}")),
+                Some(group.clone()),
+                Some(topic.clone()),
+                Some(partition.to_string()),
+                Some(next.to_string()),
+                Some(watermark.to_string()),
+            ];
+            self.spool.push(*table, row)?;
         }
         Ok(())
     }
 
+    fn tick(&mut self) -> Result<(), SinkError> {
+        self.spool.tick()
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.write_batch()
+        self.spool.flush()
+    }
+
+    fn acknowledged(&mut self, _written: u64) -> Result<u64, SinkError> {
+        self.spool.acknowledged()
     }
 }
 

@@ -72,6 +72,9 @@ pub struct KafkaSource {
     parts: Vec<(String, i32)>,
     /// Next offset per slot (-1: nothing read).
     next: Vec<i64>,
+    /// Where to resume each partition, when offsets are kept outside
+    /// Kafka (`postgres.exactly-once`): earlier records are skipped.
+    resume: std::collections::HashMap<(String, i32), i64>,
 }
 
 impl KafkaSource {
@@ -109,7 +112,15 @@ impl KafkaSource {
             consumer,
             parts: Vec::new(),
             next: Vec::new(),
+            resume: std::collections::HashMap::new(),
         })
+    }
+
+    /// Resumes each (topic, partition) at the given next offset, whatever
+    /// the group has committed: records before it were already processed
+    /// and their results stored with these offsets.
+    pub fn resume_from(&mut self, offsets: impl IntoIterator<Item = (String, i32, i64)>) {
+        self.resume = offsets.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     }
 }
 
@@ -152,8 +163,16 @@ impl Source for KafkaSource {
                     }
                 }
                 Some(Ok(m)) => {
-                    let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
                     let offset = m.offset();
+                    if !self.resume.is_empty()
+                        && self
+                            .resume
+                            .get(&(m.topic().to_string(), m.partition()))
+                            .is_some_and(|&from| offset < from)
+                    {
+                        continue;
+                    }
+                    let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
                     batch.push_in(m.payload().unwrap_or(&[]), part, offset.max(0) as u64);
                     self.next[part as usize] = offset + 1;
                 }

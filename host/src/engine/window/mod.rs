@@ -54,6 +54,8 @@ pub struct WindowOperator {
     sessions: FxHashMap<u32, Vec<i64>>,
     /// Events that arrived after every window they belong to was purged.
     pub late_events: u64,
+    /// Windows ending at or before this fired before a restart.
+    fired_until: i64,
 }
 
 impl WindowOperator {
@@ -71,7 +73,15 @@ impl WindowOperator {
             refires: Vec::new(),
             sessions: FxHashMap::default(),
             late_events: 0,
+            fired_until: i64::MIN,
         }
+    }
+
+    /// After a restart from stored offsets: windows ending at or before
+    /// `watermark` were fired, whole, before the stop; events of theirs
+    /// read again are already in their rows and are not counted twice.
+    pub fn resume_after(&mut self, watermark: i64) {
+        self.fired_until = watermark;
     }
 
     /// The key of an event, or `None` if it lacks the keyed field.
@@ -148,7 +158,7 @@ impl WindowOperator {
             WindowKind::Tumbling(size) => {
                 let (start, end) = assign::tumbling(time, size);
                 let ok = !self.is_late(end, watermark);
-                if ok {
+                if ok && end > self.fired_until {
                     self.update(key, start, end, t);
                 }
                 ok
@@ -158,14 +168,16 @@ impl WindowOperator {
                 for (start, end) in assign::sliding(time, s.size_ms, s.slide_ms) {
                     if !self.is_late(end, watermark) {
                         any = true;
-                        self.update(key, start, end, t);
+                        if end > self.fired_until {
+                            self.update(key, start, end, t);
+                        }
                     }
                 }
                 any
             }
             WindowKind::Session(gap) => {
                 let ok = !self.is_late(time.saturating_add(gap), watermark);
-                if ok {
+                if ok && time.saturating_add(gap) > self.fired_until {
                     self.add_to_session(key, t, gap);
                 }
                 ok

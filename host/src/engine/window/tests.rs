@@ -198,3 +198,25 @@ fn a_window_batch_lays_every_result_out_once() {
     assert_eq!(b.events.ids.len(), 1);
     assert_eq!(b.events.amounts, [250]);
 }
+
+#[test]
+fn windows_fired_before_a_restart_are_not_fired_again() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(60_000), 0));
+    // Resumed with the watermark stored at 120 s: [0, 60) and [60, 120)
+    // were fired whole before the stop.
+    op.resume_after(120_000);
+    for (time, cents) in [
+        (59_000, 100),
+        (119_999, 200),
+        (120_000, 300),
+        (130_000, 400),
+    ] {
+        assert!(op.add(&txn(&mut s, "c1", time, cents), i64::MIN));
+    }
+    assert_eq!(op.len(), 1);
+    assert_eq!(
+        fire(&mut op, 200_000, &s),
+        vec![("c1".to_string(), 120_000, 180_000, 0, 2)]
+    );
+}

@@ -1,0 +1,373 @@
+//! ClickHouse: one `ReplacingMergeTree` table per output stream, created
+//! from the manifests and ordered by the row's key (for window tables: the
+//! key and the window), so that a row written twice (a retry, a replay, a
+//! re-run) collapses to one. Queries that need exact totals read with
+//! `FINAL`.
+//!
+//! Rows travel as `JSONEachRow` over HTTP in batches, through a [`Spool`]
+//! that retries through outages. Names are quoted identifiers; values are
+//! JSON in the request body, never spliced into SQL. Types stay within what
+//! ClickHouse 18.16 and current releases both know: `String`, `Int64`,
+//! `Float64`, `Decimal(38, S)` for money, `DateTime('UTC')` for times,
+//! `UInt8` for booleans, `Nullable(...)`.
+
+use super::spool::{BatchWriter, Spool};
+use super::{stored_columns, Record, Sink, SinkError, TableInfo};
+use crate::config::ClickHouseConfig;
+use crate::runtime::bindings::types::{Column, ColumnType, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `` `name` ``, with backslashes and backticks escaped.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// The ClickHouse type of a column.
+pub fn ch_type(column: &Column) -> String {
+    let base = match &column.ty {
+        ColumnType::Text | ColumnType::Json => "String".to_string(),
+        ColumnType::Int => "Int64".into(),
+        ColumnType::Float => "Float64".into(),
+        ColumnType::Money(scale) => format!("Decimal(38, {scale})"),
+        ColumnType::Time => "DateTime('UTC')".into(),
+        ColumnType::Boolean => "UInt8".into(),
+    };
+    if column.nullable {
+        format!("Nullable({base})")
+    } else {
+        base
+    }
+}
+
+fn push_time(out: &mut Vec<u8>, ms: i64) {
+    let seconds = ms.div_euclid(1000);
+    let text = chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "1970-01-01 00:00:00".into());
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// Appends a value as `JSONEachRow` reads it for the column's type: money
+/// as an exact unquoted number, times as `YYYY-MM-DD hh:mm:ss` (UTC),
+/// booleans as 0 and 1, JSON documents as strings.
+fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
+    use std::io::Write;
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Boolean(b) => out.push(if *b { b'1' } else { b'0' }),
+        Value::Int(i) | Value::Time(i) if matches!(ty, ColumnType::Time) => push_time(out, *i),
+        Value::Int(i) | Value::Time(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Float(f) if f.is_nan() => out.extend_from_slice(b"nan"),
+        Value::Float(f) => out.extend_from_slice(if *f > 0.0 { b"inf" } else { b"-inf" }),
+        Value::Text(s) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        Value::Money(d) => {
+            let mut exact = rust_decimal::Decimal::new(d.units, u32::from(d.scale));
+            if let ColumnType::Money(scale) = ty {
+                // Rows are checked to need no more places than the column has.
+                exact.rescale(u32::from(*scale));
+            }
+            let _ = write!(out, "{exact}");
+        }
+    }
+}
+
+struct Table {
+    name: String,
+}
+
+/// The connection and the tables, owned by the writer thread.
+struct Writer {
+    runtime: tokio::runtime::Runtime,
+    client: clickhouse::Client,
+    database: String,
+    tables: Vec<Table>,
+    shown: String,
+}
+
+/// Writes output records to ClickHouse tables.
+pub struct ClickHouseSink {
+    spool: Spool<Vec<u8>>,
+    /// Table index by stream name.
+    index: HashMap<String, usize>,
+    columns: Vec<Vec<Column>>,
+}
+
+impl Writer {
+    fn error(&self, message: String) -> SinkError {
+        SinkError {
+            sink: format!("clickhouse ({})", self.shown),
+            message,
+        }
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), SinkError> {
+        self.runtime
+            .block_on(self.client.query(sql).execute())
+            .map_err(|e| self.error(format!("{sql}: {e}")))
+    }
+
+    /// Name and type of each column of an existing table, none when it does
+    /// not exist.
+    fn existing(&self, table: &str) -> Result<Vec<(String, String)>, SinkError> {
+        let bytes = self
+            .runtime
+            .block_on(async {
+                self.client
+                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ? FORMAT TSV")
+                    .bind(self.database.as_str())
+                    .bind(table)
+                    .fetch_bytes("TSV")?
+                    .collect()
+                    .await
+            })
+            .map_err(|e| self.error(format!("reading the columns of {table}: {e}")))?;
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, t)| (n.replace("\\'", "'"), t.replace("\\'", "'")))
+            .collect())
+    }
+
+    fn ensure_table(&self, table: &TableInfo, columns: &[Column]) -> Result<(), SinkError> {
+        let existing = self.existing(&table.name)?;
+        let want: Vec<(String, String)> = columns
+            .iter()
+            .map(|c| (c.name.clone(), ch_type(c)))
+            .collect();
+        if existing.is_empty() {
+            // Order by the table's key when every key column is present and
+            // not nullable; otherwise by the deterministic id.
+            let key: Vec<String> = if !table.key.is_empty()
+                && table.key.iter().all(|&i| {
+                    table
+                        .columns
+                        .get(i)
+                        .is_some_and(|c| !c.nullable && columns.iter().any(|s| s.name == c.name))
+                }) {
+                table
+                    .key
+                    .iter()
+                    .map(|&i| quote(&table.columns[i].name))
+                    .collect()
+            } else {
+                vec![quote("_id")]
+            };
+            let cols: Vec<String> = want
+                .iter()
+                .map(|(n, t)| format!("{} {t}", quote(n)))
+                .collect();
+            return self.execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = ReplacingMergeTree ORDER BY ({})",
+                quote(&self.database),
+                quote(&table.name),
+                cols.join(", "),
+                key.join(", ")
+            ));
+        }
+        let norm = |t: &str| t.replace(' ', "");
+        let mut differences = Vec::new();
+        for (name, ty) in &want {
+            match existing.iter().find(|(n, _)| n == name) {
+                None => differences.push(format!("missing column {name} {ty}")),
+                Some((_, have)) if norm(have) != norm(ty) => {
+                    differences.push(format!("column {name} is {have}, expected {ty}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, ty) in &existing {
+            if !want.iter().any(|(n, _)| n == name) {
+                differences.push(format!("unexpected column {name} {ty}"));
+            }
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error(format!(
+                "table {}.{} exists with another schema: {}; drop or rename it, or write to another database (clickhouse.database)",
+                self.database,
+                table.name,
+                differences.join("; ")
+            )))
+        }
+    }
+}
+
+impl BatchWriter for Writer {
+    type Row = Vec<u8>;
+
+    fn write(&mut self, batch: &[(usize, Vec<u8>)]) -> Result<(), String> {
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); self.tables.len()];
+        for (table, row) in batch {
+            if let Some(body) = bodies.get_mut(*table) {
+                body.extend_from_slice(row);
+                body.push(b'\n');
+            }
+        }
+        // A table written before a later one failed is written again on the
+        // retry; its engine collapses the repeat.
+        for (table, body) in self.tables.iter().zip(bodies) {
+            if body.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO {}.{} FORMAT JSONEachRow",
+                quote(&self.database),
+                quote(&table.name)
+            );
+            let rows = body.iter().filter(|&&b| b == b'\n').count();
+            self.runtime
+                .block_on(async {
+                    let mut insert = self.client.insert_formatted_with(sql).with_timeouts(
+                        Some(Duration::from_secs(30)),
+                        Some(Duration::from_secs(60)),
+                    );
+                    insert.send(bytes::Bytes::from(body)).await?;
+                    insert.end().await
+                })
+                .map_err(|e| format!("inserting {rows} rows into {}: {e}", table.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl ClickHouseSink {
+    /// Connects, creates the database and the tables of `tables` (the
+    /// streams routed here) when missing, checks the existing ones, and
+    /// starts the writer.
+    pub fn new(config: &ClickHouseConfig, tables: &[Arc<TableInfo>]) -> Result<Self, SinkError> {
+        let shown = super::postgres::redact(&config.url);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError {
+                sink: format!("clickhouse ({shown})"),
+                message: e.to_string(),
+            })?;
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        if !config.user.is_empty() {
+            client = client.with_user(&config.user);
+        }
+        if !config.password.is_empty() {
+            client = client.with_password(&config.password);
+        }
+        let mut writer = Writer {
+            runtime,
+            client,
+            database: config.database.clone(),
+            tables: Vec::new(),
+            shown: shown.clone(),
+        };
+        writer
+            .execute(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                quote(&config.database)
+            ))
+            .map_err(|e| SinkError {
+                sink: e.sink,
+                message: format!(
+                    "{}; is ClickHouse running at {shown} (clickhouse.url, EDGE_CLICKHOUSE_URL)?",
+                    e.message
+                ),
+            })?;
+        let mut index = HashMap::new();
+        let mut all_columns = Vec::new();
+        for t in tables {
+            let columns = stored_columns(t);
+            writer.ensure_table(t, &columns)?;
+            index.insert(t.name.clone(), writer.tables.len());
+            writer.tables.push(Table {
+                name: t.name.clone(),
+            });
+            all_columns.push(columns);
+        }
+        Ok(Self {
+            spool: Spool::start(format!("clickhouse ({shown})"), config.delivery(), writer),
+            index,
+            columns: all_columns,
+        })
+    }
+}
+
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &str {
+        "clickhouse"
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        let Some(&table) = self.index.get(record.stream()) else {
+            return Err(SinkError {
+                sink: "clickhouse".into(),
+                message: format!("no table for stream {}", record.stream()),
+            });
+        };
+        let mut row = Vec::with_capacity(256);
+        row.push(b'{');
+        for (i, (value, column)) in record.values().iter().zip(&self.columns[table]).enumerate() {
+            if i > 0 {
+                row.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut row, &column.name);
+            row.push(b':');
+            push_value(&mut row, value, &column.ty);
+        }
+        row.push(b'}');
+        self.spool.push(table, row)
+    }
+
+    fn tick(&mut self) -> Result<(), SinkError> {
+        self.spool.tick()
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.spool.flush()
+    }
+
+    fn acknowledged(&mut self, _written: u64) -> Result<u64, SinkError> {
+        self.spool.acknowledged()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_as_clickhouse_reads_them() {
+        let mut out = Vec::new();
+        push_value(
+            &mut out,
+            &Value::Money(crate::runtime::bindings::types::Decimal {
+                units: 1_234_500,
+                scale: 4,
+            }),
+            &ColumnType::Money(2),
+        );
+        out.push(b' ');
+        push_value(&mut out, &Value::Time(1_700_000_000_999), &ColumnType::Time);
+        out.push(b' ');
+        push_value(&mut out, &Value::Text("a\"b".into()), &ColumnType::Json);
+        out.push(b' ');
+        push_value(&mut out, &Value::Boolean(true), &ColumnType::Boolean);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "123.45 \"2023-11-14 22:13:20\" \"a\\\"b\" 1"
+        );
+        assert_eq!(quote("a`b\\"), "`a\\`b\\\\`");
+    }
+}
