@@ -89,6 +89,7 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
             ),
             Some("invalid_risk_score"),
         ),
+        (swap("t-nul", "c1", "c\u{0}1"), Some("malformed_json")),
         (good("ok-2"), None),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -141,6 +142,65 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
     let merchant = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
     assert_eq!(merchant.len(), 1);
     assert_eq!(merchant[0]["transaction_count"], 2);
+
+    // The same dead letters, and every record as received, land in
+    // PostgreSQL and ClickHouse (NUL bytes and invalid UTF-8 included).
+    let (Some(ch), Some(pg)) = (
+        edge_tests::service("EDGE_CLICKHOUSE_URL"),
+        edge_tests::service("EDGE_POSTGRES_URL"),
+    ) else {
+        return;
+    };
+    use edge::config::SinkKind;
+    use edge_tests::db;
+    let name = db::unique("edge_dl");
+    run_pipeline(&guests::RULE_SETS, |c| {
+        c.source = file_source(&input);
+        c.clickhouse.url = ch.clone();
+        c.clickhouse.database = name.clone();
+        c.postgres.url = pg.clone();
+        c.postgres.schema = name.clone();
+        for stream in ["dead_letter", "raw"] {
+            c.output.routes.insert(
+                stream.into(),
+                vec![SinkKind::Clickhouse, SinkKind::Postgres],
+            );
+        }
+    })
+    .unwrap();
+    let want: Vec<String> = expected
+        .iter()
+        .map(|(position, reason)| format!("{position} {reason}"))
+        .collect();
+    let got = |rows: Vec<Vec<String>>| -> Vec<String> {
+        rows.iter().map(|r| format!("{} {}", r[0], r[1])).collect()
+    };
+    assert_eq!(
+        got(db::postgres(
+            &pg,
+            &format!("select position, reason from \"{name}\".dead_letter order by position")
+        )),
+        want
+    );
+    assert_eq!(
+        got(db::clickhouse(
+            &ch,
+            &format!("SELECT position, reason FROM `{name}`.dead_letter FINAL ORDER BY position")
+        )),
+        want
+    );
+    let raw = format!("select count(*), count(raw_base64) from \"{name}\".raw");
+    assert_eq!(
+        db::postgres(&pg, &raw)[0],
+        [cases.len().to_string(), "1".into()]
+    );
+    let raw = format!("SELECT count(), countIf(isNotNull(raw_base64)) FROM `{name}`.raw FINAL");
+    assert_eq!(
+        db::clickhouse(&ch, &raw)[0],
+        [cases.len().to_string(), "1".into()]
+    );
+    db::postgres(&pg, &format!("drop schema \"{name}\" cascade"));
+    db::clickhouse(&ch, &format!("DROP DATABASE `{name}`"));
 }
 
 #[test]

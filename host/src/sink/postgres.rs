@@ -92,6 +92,10 @@ fn text_of(value: &Value, ty: &ColumnType) -> Option<String> {
         Value::Int(i) => i.to_string(),
         Value::Float(f) if f.is_finite() => f.to_string(),
         Value::Float(_) => return None,
+        // jsonb refuses the escape \u0000.
+        Value::Text(s) if matches!(ty, ColumnType::Json) && s.contains("\\u0000") => {
+            s.replace("\\u0000", "\\ufffd")
+        }
         Value::Text(s) => s.clone(),
         Value::Money(d) => rust_decimal::Decimal::new(d.units, u32::from(d.scale)).to_string(),
         Value::Time(t) => crate::model::iso_time(*t),
@@ -277,49 +281,80 @@ impl Writer {
         Ok(())
     }
 
-    /// The upsert statements of a batch, the last write of an id winning.
-    fn statements(&self, batch: &[(usize, Row)]) -> Vec<(String, Vec<Option<String>>)> {
+    /// The work of a batch per table, the last write of an id winning:
+    /// rows are copied (`COPY ... FROM STDIN`) into a temporary staging
+    /// table, then upserted from there in one statement.
+    fn jobs(&self, batch: &[(usize, Row)]) -> Vec<Job> {
         let schema = quote(&self.schema);
-        let mut statements = Vec::new();
+        let mut jobs = Vec::new();
         for (index, t) in self.tables.iter().enumerate() {
             let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
             for (_, row) in batch.iter().filter(|(i, _)| *i == index) {
                 latest.insert(row[0].as_deref().unwrap_or_default(), row);
             }
-            let n = t.cols.len();
-            // PostgreSQL takes at most 65535 parameters per statement.
-            let per_statement = (60_000 / n).max(1);
-            let mut rows = latest.into_values().peekable();
-            while rows.peek().is_some() {
-                let chunk: Vec<&Row> = rows.by_ref().take(per_statement).collect();
-                let mut values = Vec::with_capacity(chunk.len());
-                let mut params = Vec::with_capacity(chunk.len() * n);
-                for (r, row) in chunk.into_iter().enumerate() {
-                    let placeholders: Vec<String> = t
-                        .cols
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("${}::text::{}", r * n + i + 1, c.sql))
-                        .collect();
-                    values.push(format!("({})", placeholders.join(", ")));
-                    params.extend(row.iter().cloned());
-                }
-                let names: Vec<String> = t.cols.iter().map(|c| quote(&c.name)).collect();
-                let updates: Vec<String> = t.cols[1..]
-                    .iter()
-                    .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
-                    .collect();
-                let sql = format!(
-                    "insert into {schema}.{} ({}) values {} on conflict (\"_id\") do update set {}",
-                    quote(&t.name),
-                    names.join(", "),
-                    values.join(", "),
-                    updates.join(", ")
-                );
-                statements.push((sql, params));
+            if latest.is_empty() {
+                continue;
             }
+            let mut body = Vec::with_capacity(latest.len() * 128);
+            for row in latest.values() {
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b'\t');
+                    }
+                    copy_text(&mut body, value.as_deref());
+                }
+                body.push(b'\n');
+            }
+            let stage = quote(&format!("edge_stage_{index}"));
+            let names: Vec<String> = t.cols.iter().map(|c| quote(&c.name)).collect();
+            let names = names.join(", ");
+            let updates: Vec<String> = t.cols[1..]
+                .iter()
+                .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+                .collect();
+            let table = format!("{schema}.{}", quote(&t.name));
+            jobs.push(Job {
+                stage: format!(
+                    "create temporary table if not exists {stage} (like {table}) on commit delete rows"
+                ),
+                copy: format!("copy {stage} ({names}) from stdin"),
+                body,
+                upsert: format!(
+                    "insert into {table} ({names}) select {names} from {stage} \
+                     on conflict (\"_id\") do update set {}",
+                    updates.join(", ")
+                ),
+            });
         }
-        statements
+        jobs
+    }
+}
+
+/// One table's share of a batch.
+struct Job {
+    stage: String,
+    copy: String,
+    body: Vec<u8>,
+    upsert: String,
+}
+
+/// Appends a value in `COPY`'s text format: `\N` for null; backslash,
+/// tab, newline and carriage return escaped; NUL, which PostgreSQL text
+/// cannot hold, as U+FFFD.
+fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
+    let Some(text) = value else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice("\u{fffd}".as_bytes()),
+            _ => out.push(b),
+        }
     }
 }
 
@@ -327,16 +362,18 @@ impl BatchWriter for Writer {
     type Row = Row;
 
     fn write(&mut self, batch: &[(usize, Row)]) -> Result<(), String> {
-        let statements = self.statements(batch);
+        use futures_util::SinkExt;
+        let jobs = self.jobs(batch);
         let mut client = self.client()?;
         let result: Result<(), tokio_postgres::Error> = self.runtime.block_on(async {
             let tx = client.transaction().await?;
-            for (sql, params) in &statements {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                tx.execute(sql.as_str(), &refs).await?;
+            for job in jobs {
+                tx.batch_execute(&job.stage).await?;
+                let sink = tx.copy_in(&job.copy).await?;
+                let mut sink = std::pin::pin!(sink);
+                sink.send(bytes::Bytes::from(job.body)).await?;
+                sink.as_mut().finish().await?;
+                tx.batch_execute(&job.upsert).await?;
             }
             tx.commit().await
         });
@@ -470,6 +507,22 @@ impl Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_reads_specially() {
+        let mut out = Vec::new();
+        copy_text(&mut out, Some("a\tb\\c\nd\re\0f"));
+        out.push(b' ');
+        copy_text(&mut out, None);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\tb\\\\c\\nd\\re\u{fffd}f \\N"
+        );
+        assert_eq!(
+            text_of(&Value::Text(r#"{"a":"x\u0000"}"#.into()), &ColumnType::Json).unwrap(),
+            r#"{"a":"x\ufffd"}"#
+        );
+    }
 
     #[test]
     fn names_are_quoted_and_passwords_hidden() {
