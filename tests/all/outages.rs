@@ -59,6 +59,20 @@ fn run_through(
     out
 }
 
+/// Checks the totals read from a server (windows, transactions and revenue
+/// of `merchant_metrics`, alerts, clean events) against the independent
+/// computation and the JSON lines written beside them.
+fn check(out: &std::path::Path, row: &[String]) {
+    let (count, revenue) = merchant_totals(&generated(), out);
+    let windows = read_jsonl(&out.join("merchant_metrics.jsonl")).len();
+    let alerts = read_jsonl(&out.join("alerts.jsonl")).len();
+    assert_eq!(row[0].parse::<usize>().unwrap(), windows);
+    assert_eq!(row[1].parse::<i64>().unwrap(), count);
+    assert_eq!(dec(&row[2]), revenue);
+    assert_eq!(row[3].parse::<usize>().unwrap(), alerts);
+    assert_eq!(row[4], EVENTS.to_string());
+}
+
 fn outage(stop: impl FnOnce(), start: impl FnOnce()) {
     std::thread::sleep(Duration::from_millis(1_200));
     stop();
@@ -92,10 +106,6 @@ fn clickhouse_stopped_mid_run_ends_with_exact_totals() {
             )
         },
     );
-    let lines = generated();
-    let (count, revenue) = merchant_totals(&lines, out.path());
-    let windows = read_jsonl(&out.path().join("merchant_metrics.jsonl")).len();
-    let alerts = read_jsonl(&out.path().join("alerts.jsonl")).len();
     let row = db::clickhouse(
         &url,
         &format!(
@@ -106,11 +116,7 @@ fn clickhouse_stopped_mid_run_ends_with_exact_totals() {
         ),
     )
     .remove(0);
-    assert_eq!(row[0].parse::<usize>().unwrap(), windows);
-    assert_eq!(row[1].parse::<i64>().unwrap(), count);
-    assert_eq!(dec(&row[2]), revenue);
-    assert_eq!(row[3].parse::<usize>().unwrap(), alerts);
-    assert_eq!(row[4], EVENTS.to_string());
+    check(out.path(), &row);
 }
 
 #[test]
@@ -134,10 +140,6 @@ fn postgres_stopped_mid_run_ends_with_exact_totals() {
         },
         || outage(|| server.stop(), || server.start_again()),
     );
-    let lines = generated();
-    let (count, revenue) = merchant_totals(&lines, out.path());
-    let windows = read_jsonl(&out.path().join("merchant_metrics.jsonl")).len();
-    let alerts = read_jsonl(&out.path().join("alerts.jsonl")).len();
     let row = db::postgres(
         &url,
         &format!(
@@ -148,9 +150,5 @@ fn postgres_stopped_mid_run_ends_with_exact_totals() {
         ),
     )
     .remove(0);
-    assert_eq!(row[0].parse::<usize>().unwrap(), windows);
-    assert_eq!(row[1].parse::<i64>().unwrap(), count);
-    assert_eq!(dec(&row[2]), revenue);
-    assert_eq!(row[3].parse::<usize>().unwrap(), alerts);
-    assert_eq!(row[4], EVENTS.to_string());
+    check(out.path(), &row);
 }

@@ -179,24 +179,37 @@ impl Pipeline {
             })
     }
 
-    /// Lands a record as received (the `raw` stream).
-    fn emit_raw(&mut self, raw: &[u8], position: u64, part: Option<u32>) -> Result<(), SinkError> {
+    /// The source's name, the record's origin and a deterministic id for
+    /// the record at `position` (with `extra` hashed in).
+    fn locate(
+        &self,
+        position: u64,
+        part: Option<u32>,
+        extra: &[u8],
+    ) -> (String, Option<Origin>, String) {
         let source = self.source.name().to_string();
         let origin = self.origin(position, part);
         let (topic, partition) = origin
             .as_ref()
             .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
-        let id = stable_hash(&[
-            source.as_bytes(),
-            topic.as_bytes(),
-            &partition.to_le_bytes(),
-            &position.to_le_bytes(),
-        ]);
+        let (partition, position) = (partition.to_le_bytes(), position.to_le_bytes());
+        let mut parts: Vec<&[u8]> =
+            vec![source.as_bytes(), topic.as_bytes(), &partition, &position];
+        if !extra.is_empty() {
+            parts.push(extra);
+        }
+        let id = format!("{:016x}", stable_hash(&parts));
+        (source, origin, id)
+    }
+
+    /// Lands a record as received (the `raw` stream).
+    fn emit_raw(&mut self, raw: &[u8], position: u64, part: Option<u32>) -> Result<(), SinkError> {
+        let (source, origin, id) = self.locate(position, part, b"");
         let received_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         self.router.emit(Record::Raw(RawRecord {
-            id: format!("{id:016x}"),
+            id,
             source,
             position,
             origin,
@@ -256,20 +269,9 @@ impl Pipeline {
         position: u64,
         part: Option<u32>,
     ) -> Result<(), SinkError> {
-        let source = self.source.name().to_string();
-        let origin = self.origin(position, part);
-        let (topic, partition) = origin
-            .as_ref()
-            .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
-        let id = stable_hash(&[
-            source.as_bytes(),
-            topic.as_bytes(),
-            &partition.to_le_bytes(),
-            &position.to_le_bytes(),
-            reject.code.as_str().as_bytes(),
-        ]);
+        let (source, origin, id) = self.locate(position, part, reject.code.as_str().as_bytes());
         self.router.emit(Record::DeadLetter(DeadLetter {
-            id: format!("{id:016x}"),
+            id,
             reason: reject.code.as_str().into(),
             detail: reject.detail,
             source,
