@@ -208,22 +208,22 @@ impl<R: Send + 'static> Spool<R> {
                 return Ok(());
             }
             Err(TrySendError::Full(batch)) => {
-                tracing::warn!(
-                    sink = %self.name,
-                    "{} batches are waiting for the server; pausing the source until they land",
-                    self.config.buffer_batches
-                );
+                // Every batch slot is taken: wait (and with this the source)
+                // until the writer has landed one.
                 let waited = Instant::now();
                 // A writer that gives up drops the queue, which ends the wait.
                 if sender.send(batch).is_err() {
                     self.check()?;
                     return Err(self.error("the writer has stopped".into()));
                 }
-                tracing::info!(
-                    sink = %self.name,
-                    "resuming after {:.1} s of back-pressure",
-                    waited.elapsed().as_secs_f64()
-                );
+                if waited.elapsed() >= Duration::from_secs(1) {
+                    tracing::warn!(
+                        sink = %self.name,
+                        "the source waited {:.1} s for {} buffered batches to land",
+                        waited.elapsed().as_secs_f64(),
+                        self.config.buffer_batches
+                    );
+                }
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.check()?;
@@ -281,5 +281,72 @@ impl<R: Send + 'static> Drop for Spool<R> {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// Fails its first `failures` writes, then keeps every row it gets.
+    struct Flaky {
+        failures: Arc<AtomicU32>,
+        rows: Arc<Mutex<Vec<u32>>>,
+    }
+
+    impl BatchWriter for Flaky {
+        type Row = u32;
+        fn write(&mut self, batch: &[(usize, u32)]) -> Result<(), String> {
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err("server away".into());
+            }
+            if let Ok(mut rows) = self.rows.lock() {
+                rows.extend(batch.iter().map(|(_, r)| *r));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_batches_are_retried_in_order_and_flush_waits_for_them() {
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicU32::new(3));
+        let mut spool = Spool::start(
+            "test".into(),
+            SpoolConfig::new(10, 60_000, 2, 0),
+            Flaky {
+                failures: failures.clone(),
+                rows: rows.clone(),
+            },
+        );
+        for i in 0..95 {
+            spool.push(0, i).unwrap();
+        }
+        // Nine full batches are sent; five rows wait for the flush.
+        assert!(spool.acknowledged().unwrap() <= 90);
+        spool.flush().unwrap();
+        assert_eq!(spool.acknowledged().unwrap(), 95);
+        assert_eq!(*rows.lock().unwrap(), (0..95).collect::<Vec<u32>>());
+        assert_eq!(failures.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_writer_that_gives_up_fails_the_flush() {
+        let mut spool = Spool::start(
+            "test".into(),
+            SpoolConfig::new(1, 0, 1, 1),
+            Flaky {
+                failures: Arc::new(AtomicU32::new(u32::MAX)),
+                rows: Arc::default(),
+            },
+        );
+        spool.push(0, 1).unwrap();
+        let err = spool.flush().unwrap_err().to_string();
+        assert!(
+            err.contains("gave up") && err.contains("server away"),
+            "{err}"
+        );
     }
 }
