@@ -715,6 +715,16 @@ fn a_broker_restart_is_survived_and_logged() {
     );
 }
 
+/// A child process killed when the test ends, passing or failing.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
     let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
@@ -794,13 +804,16 @@ clean = ["postgres"]
 
     // The first run reads the first half and is killed (as a crash) once
     // offsets and results have landed, with windows still open.
-    let mut first = Command::new(edge_bin())
-        .args(&args)
-        .env("EDGE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = KillOnDrop(
+        Command::new(edge_bin())
+            .args(&args)
+            .env("EDGE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let first = &mut first.0;
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
