@@ -18,6 +18,8 @@ pub struct BatchBuilder {
     keys: FxHashMap<u32, u32>,
     /// The distinct state keys of the last [`Self::set_state_keys`], as text.
     pub key_texts: Vec<String>,
+    /// The earliest and the latest event time of each of those keys' events.
+    pub key_times: Vec<(i64, i64)>,
 }
 
 fn empty_batch() -> EventBatch {
@@ -54,6 +56,7 @@ impl Default for BatchBuilder {
             syms: FxHashMap::default(),
             keys: FxHashMap::default(),
             key_texts: Vec::new(),
+            key_times: Vec::new(),
         }
     }
 }
@@ -165,6 +168,7 @@ impl BatchBuilder {
     ) -> &EventBatch {
         self.keys.clear();
         self.key_texts.clear();
+        self.key_times.clear();
         self.batch.state_keys.clear();
         self.batch.key_slots.clear();
         for t in txns {
@@ -188,10 +192,15 @@ impl BatchBuilder {
                     let slot = self.batch.state_keys.len() as u32;
                     self.batch.state_keys.push(dict_index);
                     self.key_texts.push(text);
+                    self.key_times.push((t.event_time, t.event_time));
                     self.keys.insert(key, slot);
                     slot
                 }
             };
+            if let Some((first, last)) = self.key_times.get_mut(slot as usize) {
+                *first = (*first).min(t.event_time);
+                *last = (*last).max(t.event_time);
+            }
             self.batch.key_slots.push(slot);
         }
         &self.batch

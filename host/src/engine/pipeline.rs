@@ -414,8 +414,10 @@ impl Pipeline {
                     let s = &mut self.slots[slot];
                     self.states.bytes.clear();
                     self.states.ends.clear();
-                    for key in &self.builder.key_texts {
-                        if let Some(v) = s.rule.state().get(key) {
+                    for (key, &(first, _)) in
+                        self.builder.key_texts.iter().zip(&self.builder.key_times)
+                    {
+                        if let Some(v) = s.rule.state().get_at(key, first) {
                             self.states.bytes.extend_from_slice(v);
                         }
                         self.states.ends.push(self.states.bytes.len() as u32);
@@ -442,7 +444,14 @@ impl Pipeline {
                                 if value.is_empty() {
                                     s.rule.state_mut().delete(key);
                                 } else {
-                                    s.rule.state_mut().set(key, value.to_vec(), now);
+                                    // Stamped with the key's latest event
+                                    // time, not with when the batch ran.
+                                    let at = self
+                                        .builder
+                                        .key_times
+                                        .get(index as usize)
+                                        .map_or(now, |&(_, last)| last);
+                                    s.rule.state_mut().set(key, value.to_vec(), at);
                                 }
                             }
                             self.route(slot, result.emits)?;

@@ -35,6 +35,16 @@ impl KeyedState {
         self.map.get(key).map(|e| e.value.as_slice())
     }
 
+    /// A key's value as an event at event time `at` sees it: none once the
+    /// time to live has passed since the last write. It depends only on
+    /// the events' times, not on when the expiry sweep ran.
+    pub fn get_at(&self, key: &str, at: i64) -> Option<&[u8]> {
+        self.map
+            .get(key)
+            .filter(|e| self.ttl_ms <= 0 || e.touched >= at.saturating_sub(self.ttl_ms))
+            .map(|e| e.value.as_slice())
+    }
+
     /// Writes a key's value at event time `now`.
     pub fn set(&mut self, key: &str, value: Vec<u8>, now: i64) {
         self.bytes += value.len();
@@ -64,13 +74,16 @@ impl KeyedState {
         }
     }
 
-    /// Drops entries not written since `watermark - ttl`; returns how many.
-    pub fn expire(&mut self, watermark: i64) -> usize {
-        if self.ttl_ms <= 0 || watermark == i64::MIN {
+    /// Drops entries not written since `horizon - ttl`, to free memory;
+    /// returns how many. `horizon` must be a time no event still to come is
+    /// older than (the watermark less the out-of-orderness bound), so that
+    /// what [`Self::get_at`] returns does not depend on when this runs.
+    pub fn expire(&mut self, horizon: i64) -> usize {
+        if self.ttl_ms <= 0 || horizon == i64::MIN {
             return 0;
         }
         let before = self.map.len();
-        let horizon = watermark.saturating_sub(self.ttl_ms);
+        let horizon = horizon.saturating_sub(self.ttl_ms);
         let mut freed = 0;
         self.map.retain(|k, e| {
             let keep = e.touched >= horizon;
@@ -127,6 +140,16 @@ mod tests {
         s.delete("b");
         assert!(s.is_empty());
         assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn reads_see_the_ttl_by_the_reading_event_time() {
+        let mut s = KeyedState::new(1_000);
+        s.set("a", vec![1], 5_000);
+        assert_eq!(s.get_at("a", 6_000), Some(&[1u8][..]));
+        assert_eq!(s.get_at("a", 6_001), None);
+        // An earlier event (out of order) still sees it.
+        assert_eq!(s.get_at("a", 4_000), Some(&[1u8][..]));
     }
 
     #[test]
