@@ -89,17 +89,30 @@ pub fn service(var: &str) -> Option<String> {
     }
 }
 
-/// Generated events (clean, reproducible) written to `path`, one per line;
-/// returns the lines.
-pub fn gen_events(path: &Path, n: usize, seed: u64) -> Vec<String> {
-    let mut g = edge::gen::Generator::new(&edge::config::GeneratorConfig {
-        dirty: 0.0,
-        seed,
-        ..Default::default()
-    });
-    let lines: Vec<String> = (0..n)
+/// `n` events from the generator with `config`, one JSON line each.
+pub fn generated_lines(config: &edge::config::GeneratorConfig, n: usize) -> Vec<String> {
+    let mut g = edge::gen::Generator::new(config);
+    (0..n)
         .map(|_| String::from_utf8(g.next_record().bytes).expect("generated UTF-8"))
-        .collect();
+        .collect()
+}
+
+/// The clean generated events of `seed` (what `edge run` reads from the
+/// generator with `--seed SEED --dirty 0`).
+pub fn clean_events(n: usize, seed: u64) -> Vec<String> {
+    generated_lines(
+        &edge::config::GeneratorConfig {
+            dirty: 0.0,
+            seed,
+            ..Default::default()
+        },
+        n,
+    )
+}
+
+/// [`clean_events`] written to `path`, one per line; returns the lines.
+pub fn gen_events(path: &Path, n: usize, seed: u64) -> Vec<String> {
+    let lines = clean_events(n, seed);
     std::fs::write(path, lines.join("\n")).expect("writing events");
     lines
 }
@@ -133,17 +146,17 @@ pub mod servers {
         bin: String,
         dir: tempfile::TempDir,
         ports: [u16; 3],
-        child: Option<Child>,
+        child: std::sync::Mutex<Option<Child>>,
     }
 
     impl ClickHouse {
         /// Starts `clickhouse-server` from `bin`.
         pub fn start(bin: &str) -> Self {
-            let mut server = Self {
+            let server = Self {
                 bin: bin.to_string(),
                 dir: tempfile::tempdir().expect("tempdir"),
                 ports: [free_port(), free_port(), free_port()],
-                child: None,
+                child: std::sync::Mutex::new(None),
             };
             server.start_again();
             server
@@ -155,15 +168,16 @@ pub mod servers {
         }
 
         /// Kills the server (as a crash would).
-        pub fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
+        pub fn stop(&self) {
+            let child = self.child.lock().expect("server lock").take();
+            if let Some(mut child) = child {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
 
         /// Starts the server again on the same data and ports.
-        pub fn start_again(&mut self) {
+        pub fn start_again(&self) {
             let d = self.dir.path().display().to_string();
             let [http, tcp, inter] = self.ports;
             let child = Command::new(&self.bin)
@@ -183,7 +197,7 @@ pub mod servers {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("starting clickhouse-server");
-            self.child = Some(child);
+            *self.child.lock().expect("server lock") = Some(child);
             wait_for_port(http, "ClickHouse");
         }
     }

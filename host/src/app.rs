@@ -245,7 +245,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
             crate::sink::fixed_columns(s).map(|columns| {
                 Arc::new(crate::sink::TableInfo {
                     name: s.clone(),
-                    columns,
+                    columns: columns.to_vec(),
                     key: vec![0],
                 })
             })

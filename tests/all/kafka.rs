@@ -734,17 +734,16 @@ fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     // One event per simulated second: 6,000 events span 100 minutes, so
     // windows close (and offsets settle) during the run.
-    let mut g = edge::gen::Generator::new(&edge::config::GeneratorConfig {
-        dirty: 0.0,
-        seed: 12,
-        traffic: 1,
-        ..Default::default()
-    });
-    let lines: Vec<String> = (0..6_000)
-        .map(|_| String::from_utf8(g.next_record().bytes).unwrap())
-        .collect();
+    let lines = edge_tests::generated_lines(
+        &edge::config::GeneratorConfig {
+            dirty: 0.0,
+            seed: 12,
+            traffic: 1,
+            ..Default::default()
+        },
+        6_000,
+    );
     let file = dir.path().join("events.jsonl");
-    std::fs::write(&file, lines.join("\n")).unwrap();
     let topic = unique("eo");
     let (head, tail) = lines.split_at(3_000);
     std::fs::write(&file, head.join("\n")).unwrap();
@@ -844,7 +843,14 @@ clean = ["postgres"]
 
     // The second run resumes from the stored offsets and ends bounded.
     let mut second_args = args.clone();
-    second_args.extend(["--duration".into(), "15".into()]);
+    // Bounded by what is left to read (the duration only guards a hang).
+    let left = (6_000 - at_crash).to_string();
+    second_args.extend([
+        "--max-events".into(),
+        left,
+        "--duration".into(),
+        "120".into(),
+    ]);
     let out = Command::new(edge_bin())
         .args(&second_args)
         .env("EDGE_LOG", "info")

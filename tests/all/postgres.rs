@@ -2,27 +2,18 @@
 //! scripts/test): tables from the manifests, totals that match the input,
 //! idempotent re-runs, hostile names refused or quoted.
 
-use edge_tests::{guests, read_jsonl, run_pipeline};
+use edge_tests::db::{self, dec, unique};
+use edge_tests::{amount, gen_events, guests, read_jsonl, run_pipeline};
 use rust_decimal::Decimal;
 use std::path::Path;
-use std::str::FromStr;
 
 fn url() -> Option<String> {
     edge_tests::service("EDGE_POSTGRES_URL")
 }
 
-fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client.query(sql, &[]).await.expect(sql)
-    })
+/// The first value of the first row, as text.
+fn value(url: &str, sql: &str) -> String {
+    db::postgres(url, sql).remove(0).remove(0)
 }
 
 fn run(url: &str, schema: &str, file: &Path) -> tempfile::TempDir {
@@ -45,53 +36,25 @@ fn run(url: &str, schema: &str, file: &Path) -> tempfile::TempDir {
     out
 }
 
-fn schema_name() -> String {
-    format!(
-        "edge_test_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
-
 #[test]
 fn file_to_postgres_totals_match_the_input_and_reruns_do_not_double() {
     let Some(url) = url() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
-    let mut g = edge::gen::Generator::new(&edge::config::GeneratorConfig {
-        dirty: 0.0,
-        seed: 21,
-        ..Default::default()
-    });
-    let lines: Vec<String> = (0..5_000)
-        .map(|_| String::from_utf8(g.next_record().bytes).unwrap())
-        .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
+    let lines = gen_events(&file, 5_000, 21);
     // The independent computation: every record of a clean file counts.
     let want_sum: Decimal = lines
         .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            match &v["amount"] {
-                serde_json::Value::String(s) => Decimal::from_str(s).unwrap(),
-                other => Decimal::from_str(&other.to_string()).unwrap(),
-            }
-        })
+        .map(|l| amount(&serde_json::from_str(l).unwrap()))
         .sum();
-    let schema = schema_name();
+    let schema = unique("edge_test");
     let out = run(&url, &schema, &file);
     let totals = |schema: &str| {
-        let r = query(
+        let r = db::postgres(
             &url,
-            &format!("select count(*), sum(amount)::text from \"{schema}\".seen"),
+            &format!("select count(*), sum(amount) from \"{schema}\".seen"),
         );
-        (
-            r[0].get::<_, i64>(0),
-            Decimal::from_str(r[0].get::<_, &str>(1)).unwrap(),
-        )
+        (r[0][0].parse::<i64>().unwrap(), dec(&r[0][1]))
     };
     assert_eq!(totals(&schema), (5_000, want_sum));
     // Every table holds what the JSON lines file holds.
@@ -102,33 +65,33 @@ fn file_to_postgres_totals_match_the_input_and_reruns_do_not_double() {
         "alerts",
     ] {
         let rows = read_jsonl(&out.path().join(format!("{table}.jsonl")));
-        let n =
-            query(&url, &format!("select count(*) from \"{schema}\".{table}"))[0].get::<_, i64>(0);
+        let n = value(&url, &format!("select count(*) from \"{schema}\".{table}"));
         assert!(!rows.is_empty(), "{table}");
-        assert_eq!(n as usize, rows.len(), "{table}");
+        assert_eq!(n, rows.len().to_string(), "{table}");
     }
     let revenue: Decimal = read_jsonl(&out.path().join("merchant_metrics.jsonl"))
         .iter()
-        .map(|r| Decimal::from_str(r["revenue"].as_str().unwrap()).unwrap())
+        .map(|r| dec(r["revenue"].as_str().unwrap()))
         .sum();
-    let r = query(
+    let r = value(
         &url,
-        &format!("select sum(revenue)::text from \"{schema}\".merchant_metrics"),
+        &format!("select sum(revenue) from \"{schema}\".merchant_metrics"),
     );
-    assert_eq!(Decimal::from_str(r[0].get::<_, &str>(0)).unwrap(), revenue);
+    assert_eq!(dec(&r), revenue);
     // Running the same input again changes nothing.
     run(&url, &schema, &file);
     assert_eq!(totals(&schema), (5_000, want_sum));
-    let n = query(
+    let n = value(
         &url,
         &format!("select count(*) from \"{schema}\".merchant_metrics"),
-    )[0]
-    .get::<_, i64>(0);
-    assert_eq!(
-        n as usize,
-        read_jsonl(&out.path().join("merchant_metrics.jsonl")).len()
     );
-    query(&url, &format!("drop schema \"{schema}\" cascade"));
+    assert_eq!(
+        n,
+        read_jsonl(&out.path().join("merchant_metrics.jsonl"))
+            .len()
+            .to_string()
+    );
+    db::postgres(&url, &format!("drop schema \"{schema}\" cascade"));
 }
 
 #[test]
@@ -136,20 +99,16 @@ fn a_table_with_other_columns_is_reported_and_hostile_names_are_quoted() {
     let Some(url) = url() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
-    let mut g = edge::gen::Generator::new(&Default::default());
-    let lines: Vec<String> = (0..200)
-        .map(|_| String::from_utf8(g.next_record().bytes).unwrap())
-        .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
+    gen_events(&file, 200, 3);
     // A schema name that would break spliced SQL works as a quoted name.
-    let schema = format!("{}\"; drop table x; --", schema_name());
+    let schema = format!("{}\"; drop table x; --", unique("edge_test"));
     let quoted = schema.replace('"', "\"\"");
     run(&url, &schema, &file);
-    let n = query(&url, &format!("select count(*) from \"{quoted}\".seen"))[0].get::<_, i64>(0);
-    assert!(n > 0);
+    let n = value(&url, &format!("select count(*) from \"{quoted}\".seen"));
+    assert_eq!(n, "200");
     // A table that exists with other columns is refused with the difference.
-    query(&url, &format!("drop table \"{quoted}\".seen"));
-    query(
+    db::postgres(&url, &format!("drop table \"{quoted}\".seen"));
+    db::postgres(
         &url,
         &format!("create table \"{quoted}\".seen (_id text primary key, other text)"),
     );
@@ -170,5 +129,5 @@ fn a_table_with_other_columns_is_reported_and_hostile_names_are_quoted() {
         err.contains("transaction_id") && err.contains("other"),
         "{err}"
     );
-    query(&url, &format!("drop schema \"{quoted}\" cascade"));
+    db::postgres(&url, &format!("drop schema \"{quoted}\" cascade"));
 }

@@ -701,6 +701,16 @@ impl Config {
                 "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
             );
         }
+        // The clean stream holds amounts as money with 8 places in 64 bits.
+        if !self.output.sinks_of("clean").is_empty()
+            && self.decode.max_amount > Decimal::from(92_000_000_000u64)
+        {
+            return invalid(
+                "decode.max-amount",
+                "must be at most 92000000000 when the clean stream is routed \
+                 (its amounts are stored exactly with 8 decimal places)",
+            );
+        }
         if self.postgres.exactly_once {
             if self.source.kind != SourceKind::Kafka {
                 return invalid(
@@ -805,6 +815,31 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let err = toml::from_str::<Config>("[engine]\nbatch-sise = 5\n").unwrap_err();
         assert!(err.to_string().contains("batch-sise"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_are_refused_by_key() {
+        let key = |c: &Config| match c.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let mut c = Config::default();
+        c.postgres.exactly_once = true;
+        assert_eq!(key(&c), "postgres.exactly-once");
+        c.source.kind = SourceKind::Kafka;
+        c.source.topics = vec!["t".into()];
+        // Still routed to jsonl (the default).
+        assert_eq!(key(&c), "postgres.exactly-once");
+        c.output.routes = BTreeMap::from([("*".into(), vec![SinkKind::Postgres])]);
+        c.validate().unwrap();
+
+        let mut c = Config::default();
+        c.decode.max_amount = Decimal::from(100_000_000_000u64);
+        c.validate().unwrap();
+        c.output
+            .routes
+            .insert("clean".into(), vec![SinkKind::Jsonl]);
+        assert_eq!(key(&c), "decode.max-amount");
     }
 
     #[test]

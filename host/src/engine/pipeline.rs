@@ -220,46 +220,8 @@ impl Pipeline {
 
     /// Lands a validated event (the `clean` stream).
     fn emit_clean(&mut self, t: &Txn) -> Result<(), SinkError> {
-        use crate::runtime::bindings::types::{Decimal as Money, Value};
-        let s = &self.strings;
-        let text = |sym| Value::Text(s.resolve(sym).to_string());
-        let opt = |sym| {
-            if sym == crate::model::NONE {
-                Value::Null
-            } else {
-                text(sym)
-            }
-        };
-        let money = |d: rust_decimal::Decimal| match i64::try_from(d.mantissa()) {
-            Ok(units) => Value::Money(Money {
-                units,
-                scale: d.scale() as u8,
-            }),
-            Err(_) => Value::Null,
-        };
-        let flags: Vec<&str> = t.flags.iter().map(|&f| s.resolve(f)).collect();
-        let values = vec![
-            Value::Text(t.id.to_string()),
-            text(t.customer),
-            opt(t.account),
-            opt(t.merchant),
-            Value::Text(t.kind.name().to_string()),
-            Value::Text(t.status.name().to_string()),
-            money(t.amount),
-            money(t.fee),
-            text(t.currency),
-            opt(t.channel),
-            opt(t.device),
-            opt(t.country),
-            opt(t.city),
-            t.risk_score.map_or(Value::Null, Value::Float),
-            Value::Text(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".into())),
-            Value::Time(t.event_time),
-        ];
-        self.router.emit(Record::Clean(CleanRecord {
-            id: t.id.to_string(),
-            values,
-        }))
+        let record = CleanRecord::new(t, &self.strings);
+        self.router.emit(Record::Clean(record))
     }
 
     fn reject(

@@ -75,9 +75,10 @@ impl KeyedState {
     }
 
     /// Drops entries not written since `horizon - ttl`, to free memory;
-    /// returns how many. `horizon` must be a time no event still to come is
-    /// older than (the watermark less the out-of-orderness bound), so that
-    /// what [`Self::get_at`] returns does not depend on when this runs.
+    /// returns how many. `horizon` is the watermark: no event still to come
+    /// within the out-of-orderness bound is older, so what
+    /// [`Self::get_at`] returns for such events does not depend on when
+    /// this runs.
     pub fn expire(&mut self, horizon: i64) -> usize {
         if self.ttl_ms <= 0 || horizon == i64::MIN {
             return 0;

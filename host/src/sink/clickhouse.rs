@@ -248,7 +248,7 @@ impl ClickHouseSink {
     /// streams routed here) when missing, checks the existing ones, and
     /// starts the writer.
     pub fn new(config: &ClickHouseConfig, tables: &[Arc<TableInfo>]) -> Result<Self, SinkError> {
-        let shown = super::postgres::redact(&config.url);
+        let shown = super::redact(&config.url);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

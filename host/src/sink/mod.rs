@@ -143,6 +143,49 @@ pub struct CleanRecord {
     pub values: Vec<Value>,
 }
 
+impl CleanRecord {
+    /// The event in the columns of `clean`.
+    pub fn new(t: &crate::model::Txn, strings: &crate::model::Interner) -> Self {
+        use crate::model::NONE;
+        let sym = |sym| text(strings.resolve(sym));
+        let opt = |s| if s == NONE { Value::Null } else { sym(s) };
+        // Decoding allows at most 8 decimal places, and the config keeps
+        // `decode.max-amount` low enough for the units to fit when `clean`
+        // is routed.
+        let money = |d: rust_decimal::Decimal| {
+            let d = d.normalize();
+            i64::try_from(d.mantissa()).map_or(Value::Null, |units| {
+                Value::Money(crate::runtime::bindings::types::Decimal {
+                    units,
+                    scale: d.scale() as u8,
+                })
+            })
+        };
+        let flags: Vec<&str> = t.flags.iter().map(|&f| strings.resolve(f)).collect();
+        Self {
+            id: t.id.to_string(),
+            values: vec![
+                text(&t.id),
+                sym(t.customer),
+                opt(t.account),
+                opt(t.merchant),
+                text(t.kind.name()),
+                text(t.status.name()),
+                money(t.amount),
+                money(t.fee),
+                sym(t.currency),
+                opt(t.channel),
+                opt(t.device),
+                opt(t.country),
+                opt(t.city),
+                t.risk_score.map_or(Value::Null, Value::Float),
+                Value::Text(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".into())),
+                Value::Time(t.event_time),
+            ],
+        }
+    }
+}
+
 /// The streams every run has besides the manifests' tables.
 pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "clean"];
 
@@ -155,11 +198,11 @@ fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
     }
 }
 
-/// The columns of a fixed stream (`alerts`, `dead_letter`, `late`, `raw`,
-/// `clean`) as a database sink stores them.
-pub fn fixed_columns(stream: &str) -> Option<Vec<Column>> {
+type Spec = &'static [(&'static str, ColumnType, bool)];
+
+fn fixed_spec(stream: &str) -> Option<Spec> {
     use ColumnType as T;
-    let spec: &[(&str, ColumnType, bool)] = match stream {
+    Some(match stream {
         "alerts" => &[
             ("_id", T::Text, false),
             ("_rule", T::Text, false),
@@ -224,25 +267,43 @@ pub fn fixed_columns(stream: &str) -> Option<Vec<Column>> {
             ("created_at", T::Time, false),
         ],
         _ => return None,
-    };
-    Some(
-        spec.iter()
-            .map(|(n, t, null)| column(n, *t, *null))
-            .collect(),
-    )
+    })
+}
+
+/// The columns of a fixed stream (`alerts`, `dead_letter`, `late`, `raw`,
+/// `clean`) as a database sink stores them.
+pub fn fixed_columns(stream: &str) -> Option<&'static [Column]> {
+    static COLUMNS: std::sync::LazyLock<Vec<(&'static str, Vec<Column>)>> =
+        std::sync::LazyLock::new(|| {
+            FIXED_STREAMS
+                .iter()
+                .filter_map(|&stream| {
+                    let spec = fixed_spec(stream)?;
+                    let columns = spec.iter().map(|(n, t, null)| column(n, *t, *null));
+                    Some((stream, columns.collect()))
+                })
+                .collect()
+        });
+    COLUMNS
+        .iter()
+        .find(|(name, _)| *name == stream)
+        .map(|(_, columns)| columns.as_slice())
 }
 
 /// The columns a database sink stores for a stream: a fixed stream's, or
 /// `_id`, `_rule` and the manifest table's columns.
 pub fn stored_columns(table: &TableInfo) -> Vec<Column> {
-    fixed_columns(&table.name).unwrap_or_else(|| {
-        let mut columns = vec![
-            column("_id", ColumnType::Text, false),
-            column("_rule", ColumnType::Text, false),
-        ];
-        columns.extend(table.columns.iter().cloned());
-        columns
-    })
+    match fixed_columns(&table.name) {
+        Some(columns) => columns.to_vec(),
+        None => {
+            let mut columns = vec![
+                column("_id", ColumnType::Text, false),
+                column("_rule", ColumnType::Text, false),
+            ];
+            columns.extend(table.columns.iter().cloned());
+            columns
+        }
+    }
 }
 
 fn text(s: &str) -> Value {
@@ -289,6 +350,20 @@ pub(crate) fn severity(s: Severity) -> &'static str {
         Severity::Medium => "medium",
         Severity::High => "high",
         Severity::Critical => "critical",
+    }
+}
+
+/// A URL with any password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -385,9 +460,10 @@ impl Record {
         }
     }
 
-    /// The record's values in the order of [`stored_columns`].
-    pub fn values(&self) -> Vec<Value> {
-        match self {
+    /// The record's values in the order of [`stored_columns`] (borrowed
+    /// where the record holds them so).
+    pub fn values(&self) -> std::borrow::Cow<'_, [Value]> {
+        std::borrow::Cow::Owned(match self {
             Record::Row(r) => {
                 let mut values = Vec::with_capacity(r.values.len() + 2);
                 values.push(text(&r.id));
@@ -458,8 +534,8 @@ impl Record {
                     raw_base64,
                 ]
             }
-            Record::Clean(c) => c.values.clone(),
-        }
+            Record::Clean(c) => return std::borrow::Cow::Borrowed(&c.values),
+        })
     }
 
     /// Appends the record as one JSON object (no newline).
@@ -503,55 +579,13 @@ impl Record {
                 push_key(out, &mut first, "event_time");
                 push_time(out, a.alert.event_time);
             }
-            Record::DeadLetter(d) => {
-                text_fields(
-                    out,
-                    &mut first,
-                    &[
-                        ("_id", &d.id),
-                        ("reason", &d.reason),
-                        ("detail", &d.detail),
-                        ("source", &d.source),
-                    ],
-                );
-                if let Some(p) = d.position {
-                    push_key(out, &mut first, "position");
-                    out.extend_from_slice(p.to_string().as_bytes());
-                }
-                if let Some(o) = &d.origin {
-                    text_fields(out, &mut first, &[("topic", &o.topic)]);
-                    push_key(out, &mut first, "partition");
-                    out.extend_from_slice(o.partition.to_string().as_bytes());
-                    push_key(out, &mut first, "offset");
-                    out.extend_from_slice(o.offset.to_string().as_bytes());
-                }
-                if let Some(raw) = &d.raw {
-                    match std::str::from_utf8(raw) {
-                        Ok(text) => text_fields(out, &mut first, &[("raw", text)]),
-                        Err(_) => {
-                            use base64::Engine;
-                            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-                            text_fields(out, &mut first, &[("raw_base64", &encoded)]);
-                        }
-                    }
-                }
-                if let Some(rule) = &d.rule {
-                    text_fields(out, &mut first, &[("rule", rule)]);
-                }
-                for (key, v) in [("events", &d.events), ("window", &d.window)] {
-                    if let Some(v) = v {
-                        push_key(out, &mut first, key);
-                        let _ = serde_json::to_writer(&mut *out, v);
-                    }
-                }
-            }
-            Record::Raw(_) | Record::Clean(_) => {
-                let stream = self.stream();
+            // The stored columns, leaving out the empty ones.
+            Record::DeadLetter(_) | Record::Raw(_) | Record::Clean(_) => {
                 let values = self.values();
-                for (column, value) in fixed_columns(stream)
+                for (column, value) in fixed_columns(self.stream())
                     .unwrap_or_default()
                     .iter()
-                    .zip(&values)
+                    .zip(values.iter())
                 {
                     if matches!(value, Value::Null) {
                         continue;

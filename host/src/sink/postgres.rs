@@ -1,24 +1,23 @@
 //! PostgreSQL: one table per output stream, created from the manifests,
-//! written in batched upserts (`INSERT ... ON CONFLICT (_id) DO UPDATE`),
-//! one transaction per batch, by a [`Spool`] that retries through outages
-//! and reconnects.
+//! written one transaction per batch (per table: `COPY` into a temporary
+//! staging table, then `INSERT ... SELECT ... ON CONFLICT (_id) DO UPDATE`),
+//! by a [`Spool`] that retries through outages and reconnects.
 //!
 //! Every table has `_id` (the record's deterministic id) as its primary key,
 //! so a replay or a re-run updates rows instead of doubling them. Names are
-//! quoted identifiers; every value travels as a bound parameter, never
-//! spliced into SQL. A table that exists with other columns is reported with
-//! the difference.
+//! quoted identifiers; values travel in `COPY`'s data stream or as bound
+//! parameters, never spliced into SQL. A table that exists with other
+//! columns is reported with the difference.
 
 use super::spool::{BatchWriter, Spool};
-use super::{stored_columns, Record, Sink, SinkError, TableInfo};
+use super::{redact, stored_columns, Record, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
 
-/// A column as PostgreSQL sees it: name, SQL type, and how a text
-/// parameter is cast to it.
+/// A column as PostgreSQL sees it: name and SQL type.
 #[derive(Clone, Debug)]
 struct Col {
     name: String,
@@ -70,25 +69,12 @@ fn sql_type(ty: &ColumnType) -> String {
     }
 }
 
-/// The URL with any password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-fn text_of(value: &Value, ty: &ColumnType) -> Option<String> {
+/// A value as `COPY` text reads it for the column's type.
+fn text_of(value: Value, ty: &ColumnType) -> Option<String> {
     Some(match value {
         Value::Null => return None,
         Value::Boolean(b) => b.to_string(),
-        Value::Int(i) if matches!(ty, ColumnType::Time) => crate::model::iso_time(*i),
+        Value::Int(i) if matches!(ty, ColumnType::Time) => crate::model::iso_time(i),
         Value::Int(i) => i.to_string(),
         Value::Float(f) if f.is_finite() => f.to_string(),
         Value::Float(_) => return None,
@@ -96,9 +82,9 @@ fn text_of(value: &Value, ty: &ColumnType) -> Option<String> {
         Value::Text(s) if matches!(ty, ColumnType::Json) && s.contains("\\u0000") => {
             s.replace("\\u0000", "\\ufffd")
         }
-        Value::Text(s) => s.clone(),
+        Value::Text(s) => s,
         Value::Money(d) => rust_decimal::Decimal::new(d.units, u32::from(d.scale)).to_string(),
-        Value::Time(t) => crate::model::iso_time(*t),
+        Value::Time(t) => crate::model::iso_time(t),
     })
 }
 
@@ -462,7 +448,8 @@ impl Sink for PostgresSink {
         };
         let row = record
             .values()
-            .iter()
+            .into_owned()
+            .into_iter()
             .zip(columns)
             .map(|(v, c)| text_of(v, &c.ty))
             .collect();
@@ -519,7 +506,7 @@ mod tests {
             "a\\tb\\\\c\\nd\\re\u{fffd}f \\N"
         );
         assert_eq!(
-            text_of(&Value::Text(r#"{"a":"x\u0000"}"#.into()), &ColumnType::Json).unwrap(),
+            text_of(Value::Text(r#"{"a":"x\u0000"}"#.into()), &ColumnType::Json).unwrap(),
             r#"{"a":"x\ufffd"}"#
         );
     }

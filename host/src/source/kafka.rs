@@ -72,9 +72,10 @@ pub struct KafkaSource {
     parts: Vec<(String, i32)>,
     /// Next offset per slot (-1: nothing read).
     next: Vec<i64>,
-    /// Where to resume each partition, when offsets are kept outside
-    /// Kafka (`postgres.exactly-once`): earlier records are skipped.
-    resume: std::collections::HashMap<(String, i32), i64>,
+    /// Where to resume each (topic, partition), when offsets are kept
+    /// outside Kafka (`postgres.exactly-once`): earlier records are skipped
+    /// (also after a rebalance hands the partition back).
+    resume: Vec<(String, i32, i64)>,
 }
 
 impl KafkaSource {
@@ -112,7 +113,7 @@ impl KafkaSource {
             consumer,
             parts: Vec::new(),
             next: Vec::new(),
-            resume: std::collections::HashMap::new(),
+            resume: Vec::new(),
         })
     }
 
@@ -120,7 +121,7 @@ impl KafkaSource {
     /// the group has committed: records before it were already processed
     /// and their results stored with these offsets.
     pub fn resume_from(&mut self, offsets: impl IntoIterator<Item = (String, i32, i64)>) {
-        self.resume = offsets.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        self.resume = offsets.into_iter().collect();
     }
 }
 
@@ -164,11 +165,11 @@ impl Source for KafkaSource {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset();
-                    if !self.resume.is_empty()
-                        && self
-                            .resume
-                            .get(&(m.topic().to_string(), m.partition()))
-                            .is_some_and(|&from| offset < from)
+                    let (topic, partition) = (m.topic(), m.partition());
+                    if self
+                        .resume
+                        .iter()
+                        .any(|(t, p, from)| *p == partition && offset < *from && t == topic)
                     {
                         continue;
                     }
