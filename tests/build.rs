@@ -16,6 +16,14 @@ const GUESTS: &[&str] = &[
     "trapper",
     "flood",
     "tally",
+    "stranger",
+];
+
+/// Builds of the `counter` test guest: (feature, constant).
+const COUNTER_BUILDS: &[(&str, &str)] = &[
+    ("", "COUNTER_V1"),
+    ("v2", "COUNTER_V2"),
+    ("badinit", "COUNTER_BADINIT"),
 ];
 
 fn watch(dir: &Path) {
@@ -43,29 +51,47 @@ fn main() -> anyhow::Result<()> {
     watch(&root.join("wit"));
     let target_dir = root.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join("guests").join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "building the guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
-    );
+    let release = target_dir.join("wasm32-wasip2").join("release");
+    let build = |extra: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("guests").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .args(extra)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "building the guests failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
+        );
+        Ok(())
+    };
+    build(&[])?;
     let mut constants = String::new();
+    // The versions of `counter`, each built and copied aside in turn.
+    for (feature, constant) in COUNTER_BUILDS {
+        if !feature.is_empty() {
+            build(&["-p", "counter", "--features", &format!("counter/{feature}")])?;
+        }
+        let copy = release.join(format!("{}.wasm", constant.to_lowercase()));
+        std::fs::copy(release.join("counter.wasm"), &copy)?;
+        constants.push_str(&format!(
+            "/// Path of the `counter` guest ({constant}).\npub const {constant}: &str = {:?};\n",
+            copy.display().to_string()
+        ));
+    }
     for guest in GUESTS {
         let path = target_dir
             .join("wasm32-wasip2")

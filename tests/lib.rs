@@ -57,6 +57,9 @@ pub fn run_pipeline(
     config.output.dir = out.path().to_path_buf();
     config.output.console = edge::config::ConsoleMode::Never;
     config.generator.rate = 0;
+    // In-process runs share the process: no admin API, no file watching.
+    config.admin.addr = Some("off".into());
+    config.rules.watch = false;
     tweak(&mut config);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let summary = edge::app::run(&config, stop)?;
@@ -413,5 +416,154 @@ pub fn amount(v: &serde_json::Value) -> rust_decimal::Decimal {
     match &v["amount"] {
         serde_json::Value::String(s) => rust_decimal::Decimal::from_str(s).expect("amount"),
         other => rust_decimal::Decimal::from_str(&other.to_string()).expect("amount"),
+    }
+}
+
+/// An `edge run` process with its admin API, for tests that talk to it
+/// while it runs.
+pub struct RunningEdge {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub admin: String,
+    token: Option<String>,
+    stderr: PathBuf,
+    agent: ureq::Agent,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl RunningEdge {
+    /// Starts `edge run ARGS --admin 127.0.0.1:PORT` (with `token` in
+    /// `EDGE_ADMIN_TOKEN`), logging to `log`, and waits for the API.
+    pub fn start(args: &[&str], token: Option<&str>, log: &Path) -> Self {
+        let port = free_port();
+        let admin_addr = format!("127.0.0.1:{port}");
+        let mut command = std::process::Command::new(edge_bin());
+        command
+            .arg("run")
+            .args(args)
+            .args(["--admin", &admin_addr, "--console", "never"])
+            .env("EDGE_LOG", "info")
+            .env_remove("EDGE_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"));
+        if let Some(t) = token {
+            command.env("EDGE_ADMIN_TOKEN", t);
+        }
+        let child = command.spawn().expect("spawn edge");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into();
+        let me = Self {
+            child: Some(child),
+            admin: format!("http://{admin_addr}"),
+            token: token.map(String::from),
+            stderr: log.to_path_buf(),
+            agent,
+        };
+        me.wait_until("the admin API answers", 60, || {
+            me.request("GET", "/health", None).is_some()
+        });
+        me
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let url = format!("{}{path}", self.admin);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = match method {
+            "POST" => {
+                let mut r = self.agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_empty()
+            }
+            _ => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+        };
+        let mut response = result.ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((status, body))
+    }
+
+    /// A request with an explicit token (or none): status and body.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        self.request(method, path, token)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer\n{}", self.log()))
+    }
+
+    /// A request with the process's token, expecting 200: the JSON body.
+    pub fn json(&self, method: &str, path: &str) -> serde_json::Value {
+        let (status, body) = self.call(method, path, self.token.as_deref());
+        assert_eq!(status, 200, "{method} {path}: {body}\n{}", self.log());
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// `GET /rules`, the entry of rule set `name`.
+    pub fn rule(&self, name: &str) -> Option<serde_json::Value> {
+        self.json("GET", "/rules")
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["name"] == name).cloned())
+    }
+
+    /// Events processed so far (`GET /health`).
+    pub fn events(&self) -> u64 {
+        self.json("GET", "/health")["events"].as_u64().unwrap_or(0)
+    }
+
+    /// Polls `done` every 20 ms for up to `secs` seconds; panics with the
+    /// log if it never holds.
+    pub fn wait_until(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops edge with SIGTERM (open windows fire, output is flushed) and
+    /// returns its log; panics if it failed.
+    pub fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = child.wait().expect("wait for edge");
+        let log = self.log();
+        assert!(status.success(), "edge failed: {status}\n{log}");
+        log
+    }
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

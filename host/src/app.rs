@@ -52,16 +52,7 @@ pub fn load_rules(
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let rule_config = config.rule.get(&stem).cloned().unwrap_or_default();
-        let limits = rule_config
-            .limits
-            .clone()
-            .unwrap_or_else(|| config.limits.clone());
-        match runtime.load(path, &limits, &rule_config.config) {
+        match crate::reload::load_file(runtime, path, config) {
             Ok(rule) => {
                 if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
                     errors.push(format!(
@@ -79,7 +70,7 @@ pub fn load_rules(
                 tracing::info!(rule = %rule.name, version = %rule.version, path = %path.display(), hash = %rule.hash, "rule set loaded");
                 rules.push(rule);
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     for name in config.rule.keys() {
@@ -184,7 +175,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         std::time::Duration::from_secs(30),
     )
     .map_err(anyhow::Error::msg)?;
-    let runtime = Runtime::with_cache(dims, config.rules.compile_cache)?;
+    let runtime = Arc::new(Runtime::with_options(
+        dims,
+        config.rules.compile_cache,
+        config.rules.uses_fuel(),
+    )?);
+    // Bound first, so a taken port is refused before anything starts.
+    let admin_listener = admin_listener(config)?;
     let rules = load_rules(&runtime, &paths, &config.rules)?;
     if rules.is_empty() {
         bail!("every rule set is disabled in the config; nothing to run");
@@ -296,9 +293,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         sinks.push((kind, sink));
     }
     let metrics = Arc::new(Metrics::new());
+    let files: Vec<(PathBuf, String, String)> = rules
+        .iter()
+        .map(|r| (r.path.clone(), r.name.clone(), r.hash.clone()))
+        .collect();
     tracing::info!(
         source = source.name(),
-        rules = %rules.iter().map(|r| format!("{}@{}", r.name, r.version)).collect::<Vec<_>>().join(", "),
+        rules = %rules.iter().map(|r| r.label.as_str()).collect::<Vec<_>>().join(", "),
         out = %config.output.dir.display(),
         "edge running"
     );
@@ -319,6 +320,31 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     if let Some(watermark) = resume_after {
         pipeline.resume_after(watermark);
     }
+    let updates = pipeline.updates();
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        runtime.clone(),
+        config.rules.clone(),
+        files,
+        updates.clone(),
+        metrics.clone(),
+    ));
+    let _watch = if config.rules.watch {
+        Some(reloader.watch(std::time::Duration::from_millis(
+            config.rules.watch_debounce_ms.max(1),
+        ))?)
+    } else {
+        None
+    };
+    let _admin = match admin_listener {
+        Some(listener) => Some(crate::admin::serve(
+            listener,
+            metrics.clone(),
+            updates,
+            reloader,
+            Some(config.admin.token.clone()),
+        )?),
+        None => None,
+    };
     let console_stop = Arc::new(AtomicBool::new(false));
     let console = console::spawn(metrics.clone(), config.output.console, console_stop.clone());
     let result = pipeline.run();
@@ -346,6 +372,28 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         config.output.dir.display()
     );
     Ok(summary)
+}
+
+/// Binds the admin API's address: `None` when it is off, or when the
+/// default port is taken (said in the log); an explicit address that cannot
+/// be bound is an error.
+fn admin_listener(config: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some((addr, explicit)) = config.admin.listen()? else {
+        return Ok(None);
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if !explicit => {
+            tracing::warn!(
+                "admin API not started: cannot listen on {addr} ({e}); another edge may hold it. \
+                 Pass --admin HOST:PORT (or set [admin] addr) to choose another address"
+            );
+            Ok(None)
+        }
+        Err(e) => bail!(
+            "admin API: cannot listen on {addr}: {e}; choose another address with --admin HOST:PORT, or --admin off"
+        ),
+    }
 }
 
 /// What `edge gen` writes.

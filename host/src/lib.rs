@@ -12,6 +12,7 @@
 //! [`config`] holds `edge.toml`'s schema; [`metrics`] the counters the console
 //! and the summary read. `main.rs` only parses the command line and calls [`app`].
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod decode;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod gen;
 pub mod metrics;
 pub mod model;
+pub mod reload;
 pub mod runtime;
 pub mod sink;
 pub mod source;

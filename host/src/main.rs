@@ -60,6 +60,11 @@ enum Console {
 #[derive(Args)]
 struct RunArgs {
     /// Rule set components: paths or globs (quoted globs are expanded too).
+    /// They are watched while edge runs: a changed file is compiled,
+    /// validated and swapped in between two batches (keyed state and open
+    /// windows carried over), a new file is added, a deleted one removed; a
+    /// file that is not a valid rule set is refused and the running version
+    /// kept.
     #[arg(long, num_args = 1.., value_name = "PATH|GLOB")]
     rules: Vec<String>,
     /// Config file (edge.toml; examples/edge.toml lists every key): the
@@ -97,6 +102,17 @@ struct RunArgs {
     /// Live console summary.
     #[arg(long, value_enum)]
     console: Option<Console>,
+    /// Admin HTTP API address (GET /health, /rules, /metrics; POST
+    /// /rules/NAME/reload|disable|enable), or `off`. Default 127.0.0.1:8787.
+    #[arg(long, value_name = "ADDR|off")]
+    admin: Option<String>,
+    /// Bearer token the admin API requires (all endpoints but /health).
+    #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// Do not watch the rule set files: changes take effect at the next
+    /// start (or through POST /rules/NAME/reload).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Args)]
@@ -194,6 +210,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Console::Always => ConsoleMode::Always,
             Console::Never => ConsoleMode::Never,
         };
+    }
+    if let Some(addr) = args.admin {
+        config.admin.addr = Some(addr);
+    }
+    if let Some(token) = args.admin_token {
+        config.admin.token = token;
+    }
+    if args.no_watch {
+        config.rules.watch = false;
     }
     let stop = edge::app::stop_on_signal();
     edge::app::run(&config, stop)?;

@@ -1,4 +1,4 @@
-//! Counters the console, the final summary and (later) the admin API read.
+//! Counters the console, the final summary and the admin API read.
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -10,6 +10,26 @@ use std::sync::Mutex;
 pub struct RuleStats {
     /// Manifest version.
     pub version: String,
+    /// Hex hash of the file the running version came from.
+    pub hash: String,
+    /// `name@version+hash`, as in the output's `_rule`.
+    pub label: String,
+    /// The file.
+    pub path: String,
+    /// When the running version was loaded (Unix ms).
+    pub loaded_at_ms: i64,
+    /// Versions swapped in since start.
+    pub reloads: u64,
+    /// New versions refused (the running one kept).
+    pub refused: u64,
+    /// Why the last new version was refused.
+    pub last_refusal: Option<String>,
+    /// The last failed call.
+    pub last_error: Option<String>,
+    /// Disabled through the admin API.
+    pub disabled: bool,
+    /// Its file was removed.
+    pub removed: bool,
     /// `on-events` calls.
     pub event_calls: u64,
     /// `on-window` calls.
@@ -32,6 +52,16 @@ impl RuleStats {
     fn new(version: &str) -> Self {
         Self {
             version: version.to_string(),
+            hash: String::new(),
+            label: String::new(),
+            path: String::new(),
+            loaded_at_ms: 0,
+            reloads: 0,
+            refused: 0,
+            last_refusal: None,
+            last_error: None,
+            disabled: false,
+            removed: false,
             event_calls: 0,
             window_calls: 0,
             errors: 0,
@@ -39,8 +69,7 @@ impl RuleStats {
             alerts: 0,
             rows: 0,
             quarantined: false,
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 2)
-                .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!())),
+            latency_us: micros_histogram(),
         }
     }
 }
@@ -70,6 +99,31 @@ pub struct Metrics {
     pub watermark: AtomicI64,
     /// Per rule set.
     pub rules: Mutex<BTreeMap<String, RuleStats>>,
+    /// How long the hot path paused to apply a swap, add, removal,
+    /// disable or enable, microseconds.
+    pub swap_pause_us: Mutex<Option<Histogram<u64>>>,
+    /// Rule set files refused at reload (any name).
+    pub refusals: AtomicU64,
+}
+
+/// A loaded rule set, as the metrics describe it.
+pub struct Loaded<'a> {
+    /// Manifest name.
+    pub name: &'a str,
+    /// Manifest version.
+    pub version: &'a str,
+    /// File hash.
+    pub hash: &'a str,
+    /// `name@version+hash`.
+    pub label: &'a str,
+    /// The file.
+    pub path: &'a std::path::Path,
+}
+
+/// A histogram of microseconds up to a minute.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2)
+        .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!()))
 }
 
 impl Metrics {
@@ -91,6 +145,34 @@ impl Metrics {
             f(rules
                 .entry(name.to_string())
                 .or_insert_with(|| RuleStats::new(version)));
+        }
+    }
+
+    /// Records that `rule` is running (at start, or swapped in).
+    pub fn loaded(&self, rule: Loaded<'_>, swapped: bool) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.rule(rule.name, rule.version, |r| {
+            r.version = rule.version.to_string();
+            r.hash = rule.hash.to_string();
+            r.label = rule.label.to_string();
+            r.path = rule.path.display().to_string();
+            r.loaded_at_ms = now;
+            r.removed = false;
+            r.quarantined = false;
+            if swapped {
+                r.reloads += 1;
+            }
+        });
+    }
+
+    /// Records a pause of the hot path to apply a change of rule sets.
+    pub fn pause(&self, micros: u64) {
+        if let Ok(mut h) = self.swap_pause_us.lock() {
+            let _ = h
+                .get_or_insert_with(micros_histogram)
+                .record(micros.max(1));
         }
     }
 

@@ -7,4 +7,5 @@ mod hostile;
 mod kafka;
 mod outages;
 mod postgres;
+mod reload;
 mod rule_sets;

@@ -71,6 +71,45 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// The ClickHouse sink.
     pub clickhouse: ClickHouseConfig,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP API: health, rule sets (reload, disable, enable) and
+/// Prometheus metrics.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AdminConfig {
+    /// Address to listen on, or `off`. Unset: 127.0.0.1:8787, and when that
+    /// port is taken (another edge on the machine) edge runs without the
+    /// API and says so; set explicitly, a taken port is an error.
+    pub addr: Option<String>,
+    /// Bearer token every endpoint but `/health` requires (write
+    /// `${EDGE_ADMIN_TOKEN}` to keep it out of the file); empty: none.
+    pub token: String,
+}
+
+/// The admin API's address when none is configured.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:8787";
+
+impl AdminConfig {
+    /// The address to listen on (`None`: off) and whether it was chosen
+    /// explicitly.
+    pub fn listen(&self) -> Result<Option<(std::net::SocketAddr, bool)>, ConfigError> {
+        let (text, explicit) = match self.addr.as_deref() {
+            None => (DEFAULT_ADMIN_ADDR, false),
+            Some(a) if a.eq_ignore_ascii_case("off") || a.is_empty() => return Ok(None),
+            Some(a) => (a, true),
+        };
+        text.parse()
+            .map(|a| Some((a, explicit)))
+            .map_err(|_| ConfigError::Invalid {
+                key: "admin.addr",
+                message: format!(
+                    "{text:?} is not an address; write HOST:PORT such as 127.0.0.1:8787, or off"
+                ),
+            })
+    }
 }
 
 /// The ClickHouse sink.
@@ -493,6 +532,12 @@ pub struct RulesConfig {
     pub limits: Limits,
     /// Per rule set (by manifest name): config and limits.
     pub rule: BTreeMap<String, RuleConfig>,
+    /// Watch the rule set files and globs: a changed file is swapped in, a
+    /// new one added, a deleted one removed, while the stream runs.
+    pub watch: bool,
+    /// How long a rule set file must be left unchanged before it is loaded,
+    /// ms, so a file still being written is never loaded.
+    pub watch_debounce_ms: u64,
 }
 
 impl Default for RulesConfig {
@@ -502,7 +547,31 @@ impl Default for RulesConfig {
             compile_cache: true,
             limits: Limits::default(),
             rule: BTreeMap::new(),
+            watch: true,
+            watch_debounce_ms: 300,
         }
+    }
+}
+
+impl RulesConfig {
+    /// The settings of the rule set in a file with this stem (or manifest name).
+    pub fn of(&self, name: &str) -> RuleConfig {
+        self.rule.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The limits of the rule set named `name`.
+    pub fn limits_of(&self, name: &str) -> Limits {
+        self.rule
+            .get(name)
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_else(|| self.limits.clone())
+    }
+
+    /// Whether any rule set has a fuel budget (the engine then meters fuel).
+    pub fn uses_fuel(&self) -> bool {
+        std::iter::once(&self.limits)
+            .chain(self.rule.values().filter_map(|r| r.limits.as_ref()))
+            .any(|l| l.fuel > 0)
     }
 }
 
@@ -516,6 +585,12 @@ pub struct Limits {
     pub deadline_ms: u64,
     /// Most rows and alerts one call may return.
     pub max_emits: usize,
+    /// Most bytes of rows and alerts one call may return (text and JSON
+    /// values counted by length, other values as 8 bytes).
+    pub max_output_bytes: usize,
+    /// Fuel (roughly, WebAssembly instructions) one call may burn; 0: no
+    /// budget. A budget is deterministic where the deadline is not.
+    pub fuel: u64,
     /// Consecutive failures before a rule set is quarantined.
     pub quarantine_after: u32,
     /// How long a quarantined rule set sits out before it is tried again, ms
@@ -529,6 +604,8 @@ impl Default for Limits {
             memory_mib: 64,
             deadline_ms: 100,
             max_emits: 100_000,
+            max_output_bytes: 64 << 20,
+            fuel: 0,
             quarantine_after: 3,
             quarantine_ms: 60_000,
         }
@@ -747,13 +824,14 @@ impl Config {
         let limits = std::iter::once(&self.rules.limits)
             .chain(self.rules.rule.values().filter_map(|r| r.limits.as_ref()));
         for l in limits {
-            if l.memory_mib == 0 || l.deadline_ms == 0 {
+            if l.memory_mib == 0 || l.deadline_ms == 0 || l.max_output_bytes == 0 {
                 return invalid(
                     "rules.limits",
-                    "memory-mib and deadline-ms must be at least 1",
+                    "memory-mib, deadline-ms and max-output-bytes must be at least 1",
                 );
             }
         }
+        self.admin.listen()?;
         Ok(())
     }
 }

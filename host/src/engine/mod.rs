@@ -2,6 +2,7 @@
 //! that drives a micro-batch through them.
 
 pub mod batch;
+pub mod control;
 pub mod dedup;
 pub mod pipeline;
 pub mod router;

@@ -1,7 +1,10 @@
 //! The pipeline: source -> decode -> dedup -> watermark -> rule sets and
 //! windows -> router -> sinks, one micro-batch at a time.
 
+mod swap;
+
 use super::batch::BatchBuilder;
+use super::control::Update;
 use super::dedup::Dedup;
 use super::router::{self, Router};
 use super::watermark::Watermark;
@@ -11,6 +14,8 @@ use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
+use super::state::KeyedState;
+use crate::metrics::Loaded;
 use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{
@@ -75,9 +80,43 @@ struct Pending {
 
 struct Slot {
     rule: Rule,
-    label: String,
     windows: Vec<WindowOperator>,
     tables: FxHashMap<String, Arc<TableInfo>>,
+    /// Disabled through the admin API: not called, its state kept.
+    disabled: bool,
+}
+
+impl Slot {
+    fn new(rule: Rule) -> Self {
+        Self {
+            windows: rule
+                .manifest
+                .windows
+                .iter()
+                .map(WindowOperator::new)
+                .collect(),
+            tables: Self::tables_of(&rule),
+            rule,
+            disabled: false,
+        }
+    }
+
+    fn tables_of(rule: &Rule) -> FxHashMap<String, Arc<TableInfo>> {
+        router::tables(&rule.manifest.tables)
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect()
+    }
+}
+
+fn loaded(rule: &Rule) -> Loaded<'_> {
+    Loaded {
+        name: &rule.name,
+        version: &rule.version,
+        hash: &rule.hash,
+        label: &rule.label,
+        path: &rule.path,
+    }
 }
 
 /// The running pipeline.
@@ -107,6 +146,13 @@ pub struct Pipeline {
     /// and the last mark handed to them.
     offsets_in_sinks: bool,
     stored: Option<Mark>,
+    /// Changes to the rule sets, applied between batches.
+    updates: Option<std::sync::mpsc::Receiver<Update>>,
+    /// Keyed states of rule sets removed while running: one added again
+    /// under the same name takes its state back.
+    parked: FxHashMap<String, KeyedState>,
+    /// Every table the sinks know, by name.
+    known_tables: FxHashMap<String, Arc<TableInfo>>,
 }
 
 impl Pipeline {
@@ -121,27 +167,21 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
     ) -> Self {
         rules.sort_by(|a, b| a.name.cmp(&b.name));
-        let slots = rules
+        let slots: Vec<Slot> = rules
             .into_iter()
             .map(|rule| {
-                metrics.rule(&rule.name, &rule.version, |_| {});
-                Slot {
-                    label: format!("{}@{}", rule.name, rule.version),
-                    windows: rule
-                        .manifest
-                        .windows
-                        .iter()
-                        .map(WindowOperator::new)
-                        .collect(),
-                    tables: router::tables(&rule.manifest.tables)
-                        .into_iter()
-                        .map(|t| (t.name.clone(), t))
-                        .collect(),
-                    rule,
-                }
+                metrics.loaded(loaded(&rule), false);
+                Slot::new(rule)
             })
             .collect();
+        let known_tables = slots
+            .iter()
+            .flat_map(|s| s.tables.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
         Self {
+            updates: None,
+            parked: FxHashMap::default(),
+            known_tables,
             offsets_in_sinks: false,
             stored: None,
             raw_out: router.takes("raw"),
@@ -288,13 +328,13 @@ impl Pipeline {
             let s = &mut self.slots[slot];
             match emit {
                 Emit::Alert(a) => {
-                    let record = router::alert(&s.label, &s.rule.name, a);
+                    let record = router::alert(&s.rule.label, &s.rule.name, a);
                     alerts += 1;
                     self.router.emit(Record::Alert(record))?;
                 }
                 Emit::Row(row) => {
                     let built = match s.tables.get(&row.table) {
-                        Some(table) => router::row(table, &s.label, row.values),
+                        Some(table) => router::row(table, &s.rule.label, row.values),
                         None => Err(format!(
                             "table {:?} is not declared in the manifest",
                             row.table
@@ -331,9 +371,11 @@ impl Pipeline {
     fn note_failure(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         let quarantined = s.rule.is_quarantined();
+        let last = s.rule.health.last_error.clone();
         self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
             r.errors += 1;
             r.quarantined = quarantined;
+            r.last_error = last;
         });
     }
 
@@ -366,6 +408,14 @@ impl Pipeline {
             self.builder.build(txns, &self.strings);
         }
         for slot in 0..self.slots.len() {
+            if self.slots[slot].disabled {
+                if !txns.is_empty() {
+                    let s = &self.slots[slot];
+                    self.metrics
+                        .rule(&s.rule.name, &s.rule.version, |r| r.skipped += 1);
+                }
+                continue;
+            }
             if let (Some(key_by), false) =
                 (self.slots[slot].rule.manifest.state_key, txns.is_empty())
             {
@@ -438,15 +488,17 @@ impl Pipeline {
                     }
                 }
             }
-            self.fire_windows(slot, now)?;
+            self.fire_windows(slot, now, now)?;
         }
         Ok(())
     }
 
-    fn fire_windows(&mut self, slot: usize, watermark: i64) -> Result<(), SinkError> {
+    /// Fires the slot's windows ending by `until`; `watermark` is what the
+    /// rule set is told the time is.
+    fn fire_windows(&mut self, slot: usize, until: i64, watermark: i64) -> Result<(), SinkError> {
         for w in 0..self.slots[slot].windows.len() {
             let mut fired = std::mem::take(&mut self.fired);
-            self.slots[slot].windows[w].fire(watermark, &self.strings, &mut fired);
+            self.slots[slot].windows[w].fire(until, &self.strings, &mut fired);
             if fired.is_empty() {
                 self.fired = fired;
                 continue;
@@ -542,6 +594,7 @@ impl Pipeline {
             if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
+            self.apply_updates()?;
             let mut want = self.config.batch_size;
             if self.config.max_events > 0 {
                 let left = self.config.max_events.saturating_sub(records);

@@ -208,6 +208,20 @@ impl Router {
         }
     }
 
+    /// The database sinks (postgres, clickhouse) `stream` goes to: their
+    /// tables are created at start.
+    pub fn databases_for(&self, stream: &str) -> Vec<SinkKind> {
+        let Some(routes) = &self.routes else {
+            return Vec::new();
+        };
+        routes
+            .sinks_of(stream)
+            .iter()
+            .copied()
+            .filter(|k| matches!(k, SinkKind::Postgres | SinkKind::Clickhouse))
+            .collect()
+    }
+
     /// How many records each sink has been given so far.
     pub fn written(&self) -> Vec<u64> {
         self.written.clone()

@@ -30,6 +30,12 @@ impl KeyedState {
         }
     }
 
+    /// Changes the time to live (a new version of the rule set taking the
+    /// state over).
+    pub fn set_ttl(&mut self, ttl_ms: i64) {
+        self.ttl_ms = ttl_ms;
+    }
+
     /// A key's value.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.map.get(key).map(|e| e.value.as_slice())

@@ -169,6 +169,10 @@ pub(super) fn load(
     );
     store
         .set_epoch_deadline((limits.deadline_ms / super::EPOCH_TICK.as_millis() as u64).max(1) + 1);
+    if runtime.fuel {
+        // Start-up is not metered; calls get their budget each time.
+        let _ = store.set_fuel(u64::MAX);
+    }
     let instance = pre.instantiate(&mut store).map_err(wrong_world)?;
     let manifest = instance
         .edge_rules_rule()
@@ -200,6 +204,8 @@ pub(super) fn load(
     store.data_mut().state = KeyedState::new(manifest.state_ttl_ms);
     let hash = format!("{:016x}", crate::model::stable_hash(&[&bytes]));
     Ok(Rule {
+        label: format!("{}@{}+{}", manifest.name, manifest.version, &hash[..8]),
+        fuel: runtime.fuel,
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         path: path.to_path_buf(),

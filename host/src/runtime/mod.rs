@@ -38,18 +38,25 @@ pub struct Runtime {
     /// Compiled components by content hash: loading the same bytes again
     /// (a restart of a rule, a reload of an unchanged file) skips compilation.
     compiled: std::sync::Mutex<std::collections::HashMap<u64, Component>>,
+    /// Whether calls are metered with fuel.
+    fuel: bool,
 }
 
 impl Runtime {
     /// A runtime whose rule sets look dimensions up in `dims`.
     pub fn new(dims: SharedDims) -> anyhow::Result<Self> {
-        Self::with_cache(dims, false)
+        Self::with_options(dims, false, false)
     }
 
     /// A runtime that keeps compiled rule sets in wasmtime's cache directory
     /// when `compile_cache` is set: loading unchanged modules again (a
-    /// restart) skips compilation.
-    pub fn with_cache(dims: SharedDims, compile_cache: bool) -> anyhow::Result<Self> {
+    /// restart) skips compilation. With `fuel`, calls are metered and a
+    /// rule set's `fuel` limit bounds each call.
+    pub fn with_options(
+        dims: SharedDims,
+        compile_cache: bool,
+        fuel: bool,
+    ) -> anyhow::Result<Self> {
         let mut config = Config::new();
         if compile_cache {
             match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
@@ -61,7 +68,7 @@ impl Runtime {
         }
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        config.consume_fuel(false);
+        config.consume_fuel(fuel);
         // `EDGE_PROFILE=perfmap` names the rule sets' compiled functions for
         // `perf` (in /tmp/perf-<pid>.map), to profile rule sets in place.
         if std::env::var("EDGE_PROFILE").is_ok_and(|v| v == "perfmap") {
@@ -90,6 +97,7 @@ impl Runtime {
             linker,
             dims,
             compiled: Default::default(),
+            fuel,
         })
     }
 

@@ -16,6 +16,8 @@ pub enum RuleErrorKind {
     Timeout,
     /// It hit the memory cap.
     OutOfMemory,
+    /// It burnt its fuel budget.
+    OutOfFuel,
     /// It trapped (panic, unreachable, out-of-bounds, ...).
     Trap,
     /// It returned more rows and alerts than `max-emits`.
@@ -33,6 +35,7 @@ impl RuleErrorKind {
             Self::Returned => "rule_error",
             Self::Timeout => "rule_timeout",
             Self::OutOfMemory => "rule_out_of_memory",
+            Self::OutOfFuel => "rule_out_of_fuel",
             Self::Trap => "rule_trap",
             Self::OversizedOutput => "rule_oversized_output",
             Self::InvalidOutput => "rule_invalid_output",
@@ -78,6 +81,8 @@ pub struct Rule {
     pub path: std::path::PathBuf,
     /// Hex hash of the file's bytes.
     pub hash: String,
+    /// `name@version+hash`: what output rows and alerts carry in `_rule`.
+    pub label: String,
     /// The validated manifest.
     pub manifest: types::Manifest,
     /// Limits in force.
@@ -89,6 +94,8 @@ pub struct Rule {
     pub(super) store: Store<HostState>,
     pub(super) instance: RuleSet,
     pub(super) dims: SharedDims,
+    /// Whether the engine meters fuel.
+    pub(super) fuel: bool,
 }
 
 fn classify(
@@ -102,6 +109,7 @@ fn classify(
     let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RuleErrorKind::Timeout,
+        Some(Trap::OutOfFuel) => RuleErrorKind::OutOfFuel,
         _ if chain
             .iter()
             .any(|m| m.contains("memory") && (m.contains("grow") || m.contains("limit"))) =>
@@ -112,6 +120,7 @@ fn classify(
     };
     let message = match kind {
         RuleErrorKind::Timeout => format!("ran past its {} ms deadline", limits.deadline_ms),
+        RuleErrorKind::OutOfFuel => format!("burnt its fuel budget of {} per call", limits.fuel),
         RuleErrorKind::OutOfMemory => format!(
             "exceeded its {} MiB memory cap ({cause})",
             limits.memory_mib
@@ -148,6 +157,20 @@ pub(super) fn new_store(
 impl Rule {
     fn deadline_ticks(&self) -> u64 {
         (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    }
+
+    /// Arms the per-call deadline and fuel budget.
+    fn arm(&mut self) {
+        let ticks = self.deadline_ticks();
+        self.store.set_epoch_deadline(ticks);
+        if self.fuel {
+            let budget = if self.limits.fuel > 0 {
+                self.limits.fuel
+            } else {
+                u64::MAX
+            };
+            let _ = self.store.set_fuel(budget);
+        }
     }
 
     /// Whether the rule set is quarantined now; lifts an expired quarantine.
@@ -196,6 +219,9 @@ impl Rule {
         let mut store = new_store(&engine, &self.name, state, self.dims.clone(), &self.limits);
         store.data_mut().now = now;
         store.set_epoch_deadline(self.deadline_ticks());
+        if self.fuel {
+            let _ = store.set_fuel(u64::MAX);
+        }
         match self.pre.instantiate(&mut store) {
             Ok(instance) => {
                 let init = instance
@@ -220,8 +246,7 @@ impl Rule {
         f: impl FnOnce(&RuleSet, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, RuleError> {
         self.health.calls += 1;
-        let ticks = self.deadline_ticks();
-        self.store.set_epoch_deadline(ticks);
+        self.arm();
         let result = match f(&self.instance, &mut self.store) {
             Ok(Ok(r)) => return Ok(r),
             Ok(Err(message)) => RuleError {
@@ -263,16 +288,7 @@ impl Rule {
     ) -> Result<types::EventsResult, RuleError> {
         self.store.data_mut().now = now;
         let result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
-        if result.emits.len() > self.limits.max_emits {
-            return Err(self.fail_output(
-                RuleErrorKind::OversizedOutput,
-                format!(
-                    "returned {} rows and alerts for one batch; the limit (max-emits) is {}",
-                    result.emits.len(),
-                    self.limits.max_emits
-                ),
-            ));
-        }
+        self.check_output(&result.emits, "one batch")?;
         Ok(result)
     }
 
@@ -284,18 +300,29 @@ impl Rule {
     ) -> Result<Vec<types::Emit>, RuleError> {
         self.store.data_mut().now = now;
         let emits = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
-        if emits.len() > self.limits.max_emits {
-            return Err(self.fail_output(
-                RuleErrorKind::OversizedOutput,
-                format!(
-                    "returned {} rows and alerts for {} windows; the limit (max-emits) is {}",
-                    emits.len(),
-                    fired.keys.len(),
-                    self.limits.max_emits
-                ),
-            ));
-        }
+        self.check_output(&emits, &format!("{} windows", fired.keys.len()))?;
         Ok(emits)
+    }
+
+    /// Refuses a call's output past `max-emits` or `max-output-bytes`.
+    fn check_output(&mut self, emits: &[types::Emit], what: &str) -> Result<(), RuleError> {
+        let message = if emits.len() > self.limits.max_emits {
+            format!(
+                "returned {} rows and alerts for {what}; the limit (max-emits) is {}",
+                emits.len(),
+                self.limits.max_emits
+            )
+        } else {
+            let bytes = output_bytes(emits);
+            if bytes <= self.limits.max_output_bytes {
+                return Ok(());
+            }
+            format!(
+                "returned {bytes} bytes of rows and alerts for {what}; the limit (max-output-bytes) is {}",
+                self.limits.max_output_bytes
+            )
+        };
+        Err(self.fail_output(RuleErrorKind::OversizedOutput, message))
     }
 
     /// The rule set's keyed state.
@@ -303,8 +330,48 @@ impl Rule {
         &self.store.data().state
     }
 
+    /// Hands the keyed state over (to a new version of the rule set).
+    pub fn take_state(&mut self) -> KeyedState {
+        std::mem::take(&mut self.store.data_mut().state)
+    }
+
+    /// Takes over the keyed state of a previous version, under this
+    /// version's time to live.
+    pub fn adopt_state(&mut self, mut state: KeyedState) {
+        state.set_ttl(self.manifest.state_ttl_ms);
+        self.store.data_mut().state = state;
+    }
+
     /// The rule set's keyed state, to update.
     pub fn state_mut(&mut self) -> &mut KeyedState {
         &mut self.store.data_mut().state
     }
+}
+
+/// The size of a call's output: text by length, other values as 8 bytes.
+fn output_bytes(emits: &[types::Emit]) -> usize {
+    use types::{Emit, Value};
+    emits
+        .iter()
+        .map(|e| match e {
+            Emit::Row(r) => {
+                r.table.len()
+                    + r.values
+                        .iter()
+                        .map(|v| match v {
+                            Value::Text(t) => t.len(),
+                            _ => 8,
+                        })
+                        .sum::<usize>()
+            }
+            Emit::Alert(a) => {
+                a.rule.len()
+                    + a.kind.len()
+                    + a.reason.len()
+                    + a.transaction_id.as_ref().map_or(0, String::len)
+                    + a.customer_id.as_ref().map_or(0, String::len)
+                    + 24
+            }
+        })
+        .sum()
 }

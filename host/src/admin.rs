@@ -1,0 +1,340 @@
+//! The admin HTTP API (`edge run --admin ADDR`, 127.0.0.1:8787 by default):
+//!
+//! - `GET /health`: liveness and the headline figures (no token needed);
+//! - `GET /rules`: each rule set's name, version, hash, state, calls,
+//!   errors and latency;
+//! - `POST /rules/{name}/reload`: load its file again and swap it in;
+//! - `POST /rules/{name}/disable` and `/enable`;
+//! - `GET /metrics`: Prometheus text format.
+//!
+//! With a token set, every endpoint but `/health` wants
+//! `Authorization: Bearer <token>`.
+
+use crate::engine::control::{Outcome, Refusal, Update, Updates};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the handlers share.
+struct Shared {
+    metrics: Arc<Metrics>,
+    updates: Updates,
+    reloader: Arc<Reloader>,
+    token: Option<String>,
+    started: Instant,
+    recorder: PrometheusRecorder,
+}
+
+/// A running admin API; dropping it stops the server.
+pub struct AdminServer {
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the API on `listener` (bound by the caller, so a taken port is
+/// reported at start).
+pub fn serve(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    updates: Updates,
+    reloader: Arc<Reloader>,
+    token: Option<String>,
+) -> anyhow::Result<AdminServer> {
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let shared = Arc::new(Shared {
+        metrics,
+        updates,
+        reloader,
+        token: token.filter(|t| !t.is_empty()),
+        started: Instant::now(),
+        recorder: PrometheusBuilder::new().build_recorder(),
+    });
+    let protected = Router::new()
+        .route("/rules", get(rules))
+        .route("/rules/{name}/reload", post(reload))
+        .route("/rules/{name}/disable", post(disable))
+        .route("/rules/{name}/enable", post(enable))
+        .route("/metrics", get(prometheus))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
+    let app = Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(shared);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("edge-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("admin API: {e}");
+                        return;
+                    }
+                };
+                let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = server.await {
+                    tracing::error!("admin API: {e}");
+                }
+            });
+        })?;
+    tracing::info!(%addr, "admin API listening (GET /health /rules /metrics, POST /rules/NAME/reload|disable|enable)");
+    Ok(AdminServer {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &shared.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({"error": "a bearer token is required: Authorization: Bearer <admin.token>"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn watermark(metrics: &Metrics) -> Value {
+    match metrics.watermark.load(Ordering::Relaxed) {
+        i64::MIN => Value::Null,
+        w => Value::String(crate::model::iso_time(w)),
+    }
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let m = &shared.metrics;
+    let rules = m.rules_snapshot();
+    let running = rules.values().filter(|r| !r.removed).count();
+    let quarantined: Vec<&String> = rules
+        .iter()
+        .filter(|(_, r)| r.quarantined && !r.removed)
+        .map(|(n, _)| n)
+        .collect();
+    Json(json!({
+        "status": if quarantined.is_empty() { "ok" } else { "degraded" },
+        "uptime_secs": shared.started.elapsed().as_secs(),
+        "records": Metrics::get(&m.records),
+        "events": Metrics::get(&m.events),
+        "dead_letters": Metrics::get(&m.dead_letters),
+        "watermark": watermark(m),
+        "rule_sets": running,
+        "quarantined": quarantined,
+    }))
+}
+
+fn state_of(r: &crate::metrics::RuleStats) -> &'static str {
+    if r.removed {
+        "removed"
+    } else if r.disabled {
+        "disabled"
+    } else if r.quarantined {
+        "quarantined"
+    } else {
+        "running"
+    }
+}
+
+async fn rules(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let rules = shared.metrics.rules_snapshot();
+    Json(Value::Array(
+        rules
+            .iter()
+            .map(|(name, r)| {
+                let quantile = |q: f64| {
+                    if r.latency_us.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(r.latency_us.value_at_quantile(q))
+                    }
+                };
+                json!({
+                    "name": name,
+                    "version": r.version,
+                    "hash": r.hash,
+                    "label": r.label,
+                    "path": r.path,
+                    "state": state_of(r),
+                    "loaded_at": crate::model::iso_time(r.loaded_at_ms),
+                    "reloads": r.reloads,
+                    "calls": r.event_calls + r.window_calls,
+                    "event_calls": r.event_calls,
+                    "window_calls": r.window_calls,
+                    "errors": r.errors,
+                    "skipped": r.skipped,
+                    "alerts": r.alerts,
+                    "rows": r.rows,
+                    "latency_us": {"p50": quantile(0.5), "p99": quantile(0.99), "max": if r.latency_us.is_empty() { Value::Null } else { json!(r.latency_us.max()) }},
+                    "last_error": r.last_error,
+                    "refused": r.refused,
+                    "last_refusal": r.last_refusal,
+                })
+            })
+            .collect(),
+    ))
+}
+
+fn answer(outcome: Outcome) -> Response {
+    match outcome {
+        Ok(done) => (StatusCode::OK, Json(json!({"ok": true, "result": done}))).into_response(),
+        Err(Refusal::Unknown(name)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"ok": false, "error": format!("no rule set named {name:?} is loaded")})),
+        )
+            .into_response(),
+        Err(Refusal::Invalid(message)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"ok": false, "error": message})),
+        )
+            .into_response(),
+    }
+}
+
+async fn reload(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let reloader = shared.reloader.clone();
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload(&name))
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Invalid(format!("reload failed: {e}"))));
+    answer(outcome)
+}
+
+async fn toggle(shared: &Shared, name: String, disable: bool) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reply = Some(tx);
+    let update = if disable {
+        Update::Disable { name, reply }
+    } else {
+        Update::Enable { name, reply }
+    };
+    if shared.updates.send(update).is_err() {
+        return answer(Err(Refusal::Invalid("the pipeline has stopped".into())));
+    }
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(outcome)) => answer(outcome),
+        _ => answer(Err(Refusal::Invalid(
+            "the pipeline did not answer (stopped or stalled)".into(),
+        ))),
+    }
+}
+
+async fn disable(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    toggle(&shared, name, true).await
+}
+
+async fn enable(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    toggle(&shared, name, false).await
+}
+
+async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
+    let text = render(&shared.metrics, &shared.recorder);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+/// The metrics in Prometheus text format.
+pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+    metrics::with_local_recorder(recorder, || {
+        for (name, help, value) in [
+            ("edge_records_total", "Records read from the source.", &m.records),
+            ("edge_events_total", "Events that passed decoding and dedup.", &m.events),
+            ("edge_dead_letters_total", "Records and batches sent to the dead-letter sink.", &m.dead_letters),
+            ("edge_duplicates_total", "Duplicate transactions dropped.", &m.duplicates),
+            ("edge_late_total", "Late events sent to the side output.", &m.late),
+            ("edge_alerts_total", "Alerts raised.", &m.alerts),
+            ("edge_rows_total", "Rows written to output tables.", &m.rows),
+            ("edge_windows_fired_total", "Windows fired.", &m.windows_fired),
+            ("edge_skipped_total", "Change events without an event (deletes, tombstones).", &m.skipped),
+            ("edge_rule_refusals_total", "Rule set files refused at reload.", &m.refusals),
+        ] {
+            describe_counter!(name, help);
+            counter!(name).absolute(value.load(Ordering::Relaxed));
+        }
+        describe_gauge!("edge_watermark_ms", "Current event-time watermark, Unix ms.");
+        let wm = m.watermark.load(Ordering::Relaxed);
+        if wm != i64::MIN {
+            gauge!("edge_watermark_ms").set(wm as f64);
+        }
+        if let Ok(h) = m.swap_pause_us.lock() {
+            if let Some(h) = h.as_ref() {
+                describe_gauge!("edge_swap_pause_us", "Pause of the hot path to apply a rule set change, microseconds.");
+                for q in ["0.5", "0.99", "1"] {
+                    let v = h.value_at_quantile(q.parse().unwrap_or(1.0));
+                    gauge!("edge_swap_pause_us", "quantile" => q).set(v as f64);
+                }
+            }
+        }
+        describe_gauge!("edge_rule_info", "A loaded rule set: version and file hash.");
+        describe_gauge!("edge_rule_up", "1 running, 0 disabled, quarantined or removed.");
+        describe_counter!("edge_rule_calls_total", "Calls into a rule set.");
+        describe_counter!("edge_rule_errors_total", "Failed calls.");
+        describe_counter!("edge_rule_skipped_total", "Batches and windows skipped (quarantined or disabled).");
+        describe_counter!("edge_rule_alerts_total", "Alerts a rule set raised.");
+        describe_counter!("edge_rule_rows_total", "Rows a rule set wrote.");
+        describe_counter!("edge_rule_reloads_total", "Versions swapped in.");
+        describe_counter!("edge_rule_refused_total", "New versions refused.");
+        describe_gauge!("edge_rule_latency_us", "Call latency, microseconds.");
+        for (name, r) in m.rules_snapshot() {
+            let rule = name.clone();
+            gauge!("edge_rule_info", "rule" => rule.clone(), "version" => r.version.clone(), "hash" => r.hash.clone()).set(1.0);
+            gauge!("edge_rule_up", "rule" => rule.clone()).set(if state_of(&r) == "running" { 1.0 } else { 0.0 });
+            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-events").absolute(r.event_calls);
+            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-windows").absolute(r.window_calls);
+            counter!("edge_rule_errors_total", "rule" => rule.clone()).absolute(r.errors);
+            counter!("edge_rule_skipped_total", "rule" => rule.clone()).absolute(r.skipped);
+            counter!("edge_rule_alerts_total", "rule" => rule.clone()).absolute(r.alerts);
+            counter!("edge_rule_rows_total", "rule" => rule.clone()).absolute(r.rows);
+            counter!("edge_rule_reloads_total", "rule" => rule.clone()).absolute(r.reloads);
+            counter!("edge_rule_refused_total", "rule" => rule.clone()).absolute(r.refused);
+            if !r.latency_us.is_empty() {
+                for q in ["0.5", "0.99"] {
+                    let v = r.latency_us.value_at_quantile(q.parse().unwrap_or(1.0));
+                    gauge!("edge_rule_latency_us", "rule" => rule.clone(), "quantile" => q).set(v as f64);
+                }
+            }
+        }
+    });
+    recorder.handle().render()
+}

@@ -1,0 +1,222 @@
+//! Changes to the running rule sets, applied between two batches.
+//!
+//! A new version of a rule set takes over its predecessor's keyed state and
+//! every open window whose spec it keeps unchanged. Windows whose spec
+//! changed or went away are drained: they fire at once through the old
+//! version with the events they hold, and the new version's windows start
+//! with the next event. Output tables must keep their columns and key (the
+//! databases' tables are created and checked at start).
+
+use super::{loaded, Pipeline, Slot};
+use crate::engine::control::{Outcome, Refusal, Update};
+use crate::engine::window::WindowOperator;
+use crate::runtime::Rule;
+use crate::sink::SinkError;
+use std::time::Instant;
+
+impl Pipeline {
+    /// A sender of changes to the rule sets, applied between batches.
+    pub fn updates(&mut self) -> crate::engine::control::Updates {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.updates = Some(rx);
+        tx
+    }
+
+    /// Applies every change waiting, timing the pause of the hot path.
+    pub(super) fn apply_updates(&mut self) -> Result<(), SinkError> {
+        let waiting: Vec<Update> = match &self.updates {
+            Some(rx) => rx.try_iter().collect(),
+            None => return Ok(()),
+        };
+        for update in waiting {
+            let started = Instant::now();
+            let (outcome, reply) = match update {
+                Update::Load { rule, reply } => (self.install(*rule)?, reply),
+                Update::Remove { name, reply } => (self.remove(&name)?, reply),
+                Update::Disable { name, reply } => (self.set_disabled(&name, true)?, reply),
+                Update::Enable { name, reply } => (self.set_disabled(&name, false)?, reply),
+            };
+            self.metrics.pause(started.elapsed().as_micros() as u64);
+            match &outcome {
+                Ok(done) => tracing::info!("{done}"),
+                Err(refusal) => tracing::error!("{refusal}"),
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_of(&self, name: &str) -> Result<usize, Refusal> {
+        self.slots
+            .iter()
+            .position(|s| s.rule.name == name)
+            .ok_or_else(|| Refusal::Unknown(name.to_string()))
+    }
+
+    /// Whether the sinks can take `rule`'s tables: each one known with the
+    /// same columns and key, or new and not stored in a database; and no
+    /// other rule set writes it.
+    fn check_tables(&self, rule: &Rule) -> Result<(), Refusal> {
+        for table in crate::engine::router::tables(&rule.manifest.tables) {
+            let name = &table.name;
+            if let Some(other) = self
+                .slots
+                .iter()
+                .find(|s| s.rule.name != rule.name && s.tables.contains_key(name))
+            {
+                return Err(Refusal::Invalid(format!(
+                    "{}: table {name} is already written by rule set {}; rename the table",
+                    rule.label, other.rule.name
+                )));
+            }
+            match self.known_tables.get(name) {
+                Some(known) if known.columns == table.columns && known.key == table.key => {}
+                Some(_) => {
+                    return Err(Refusal::Invalid(format!(
+                        "{}: table {name} has other columns or another key than the running \
+                         table; changing a table needs a restart of edge (tables are created \
+                         and checked at start); the running version is kept",
+                        rule.label
+                    )))
+                }
+                None => {
+                    let databases = self.router.databases_for(name);
+                    if !databases.is_empty() {
+                        return Err(Refusal::Invalid(format!(
+                            "{}: table {name} is new and is routed to {databases:?}, whose \
+                             tables are created at start; restart edge to add it",
+                            rule.label
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps in a new version of a running rule set, or adds a new one.
+    fn install(&mut self, mut rule: Rule) -> Result<Outcome, SinkError> {
+        if let Err(refusal) = self.check_tables(&rule) {
+            self.metrics.rule(&rule.name, &rule.version, |r| {
+                r.refused += 1;
+                r.last_refusal = Some(refusal.to_string());
+            });
+            return Ok(Err(refusal));
+        }
+        for (name, table) in Slot::tables_of(&rule) {
+            self.known_tables.entry(name).or_insert(table);
+        }
+        let Ok(i) = self.slot_of(&rule.name) else {
+            if let Some(state) = self.parked.remove(&rule.name) {
+                rule.adopt_state(state);
+            }
+            let label = rule.label.clone();
+            self.metrics.loaded(loaded(&rule), false);
+            let at = self.slots.partition_point(|s| s.rule.name < rule.name);
+            self.slots.insert(at, Slot::new(rule));
+            return Ok(Ok(format!("rule set {label} added")));
+        };
+        // Windows whose spec is unchanged carry over; the others are drained
+        // through the old version.
+        let old_specs = self.slots[i].rule.manifest.windows.clone();
+        let mut old: Vec<Option<WindowOperator>> = std::mem::take(&mut self.slots[i].windows)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut windows = Vec::with_capacity(rule.manifest.windows.len());
+        let mut carried = Vec::new();
+        for spec in &rule.manifest.windows {
+            let kept = old_specs
+                .iter()
+                .position(|o| o == spec)
+                .and_then(|j| old[j].take());
+            match kept {
+                Some(op) => {
+                    carried.push(spec.name.clone());
+                    windows.push(op);
+                }
+                None => windows.push(WindowOperator::new(spec)),
+            }
+        }
+        let drained: Vec<WindowOperator> = old.into_iter().flatten().collect();
+        let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
+        if !drained.is_empty() {
+            self.slots[i].windows = drained;
+            self.drain(i)?;
+        }
+        let slot = &mut self.slots[i];
+        if slot.rule.manifest.state_key == rule.manifest.state_key {
+            rule.adopt_state(slot.rule.take_state());
+        }
+        slot.windows = windows;
+        slot.tables = Slot::tables_of(&rule);
+        self.metrics.loaded(loaded(&rule), true);
+        let previous = std::mem::replace(&mut slot.rule, rule);
+        let mut done = format!(
+            "rule set {} swapped in for {}",
+            slot.rule.label, previous.label
+        );
+        if !carried.is_empty() {
+            done.push_str(&format!("; open windows carried over: {}", carried.join(", ")));
+        }
+        if !drained_names.is_empty() {
+            done.push_str(&format!(
+                "; windows whose spec changed were fired early by the old version: {}",
+                drained_names.join(", ")
+            ));
+        }
+        if previous.manifest.state_key != slot.rule.manifest.state_key {
+            done.push_str("; the state key changed, so keyed state starts empty");
+        }
+        if slot.disabled {
+            done.push_str("; it stays disabled until enabled");
+        }
+        Ok(Ok(done))
+    }
+
+    /// Fires every open window of a slot through its rule set now.
+    fn drain(&mut self, slot: usize) -> Result<(), SinkError> {
+        let now = self.watermark.current();
+        self.fire_windows(slot, i64::MAX, now)
+    }
+
+    fn remove(&mut self, name: &str) -> Result<Outcome, SinkError> {
+        let i = match self.slot_of(name) {
+            Ok(i) => i,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.drain(i)?;
+        let mut slot = self.slots.remove(i);
+        self.parked.insert(slot.rule.name.clone(), slot.rule.take_state());
+        self.metrics
+            .rule(&slot.rule.name, &slot.rule.version, |r| r.removed = true);
+        Ok(Ok(format!(
+            "rule set {} removed (its file is gone); its open windows fired",
+            slot.rule.label
+        )))
+    }
+
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<Outcome, SinkError> {
+        let i = match self.slot_of(name) {
+            Ok(i) => i,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if disabled && !self.slots[i].disabled {
+            self.drain(i)?;
+        }
+        let slot = &mut self.slots[i];
+        slot.disabled = disabled;
+        self.metrics
+            .rule(&slot.rule.name, &slot.rule.version, |r| r.disabled = disabled);
+        Ok(Ok(if disabled {
+            format!(
+                "rule set {} disabled; its open windows fired",
+                slot.rule.label
+            )
+        } else {
+            format!("rule set {} enabled", slot.rule.label)
+        }))
+    }
+}
