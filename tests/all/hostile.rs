@@ -8,7 +8,11 @@ use std::path::Path;
 
 const EVENTS: u64 = 6_000;
 
-fn run(extra: Option<&str>, deadline_ms: u64) -> (tempfile::TempDir, edge::engine::Summary) {
+fn run(
+    extra: Option<&str>,
+    deadline_ms: u64,
+    tweak: &dyn Fn(&mut edge::config::Config),
+) -> (tempfile::TempDir, edge::engine::Summary) {
     let mut rules = guests::RULE_SETS.to_vec();
     rules.extend(extra);
     run_pipeline(&rules, |c| {
@@ -16,6 +20,7 @@ fn run(extra: Option<&str>, deadline_ms: u64) -> (tempfile::TempDir, edge::engin
         c.engine.batch_size = 500;
         c.generator.seed = 11;
         c.rules.limits.deadline_ms = deadline_ms;
+        tweak(c);
     })
     .unwrap()
 }
@@ -25,11 +30,29 @@ fn file(dir: &Path, name: &str) -> String {
 }
 
 fn check_contained(guest: &str, name: &str, reason: &str, detail: &str) {
+    check_contained_with(guest, name, reason, detail, &|_| {});
+}
+
+/// Limits of one rule set, from the defaults.
+fn limits_of(c: &mut edge::config::Config, name: &str, f: impl Fn(&mut edge::config::Limits)) {
+    let mut limits = c.rules.limits.clone();
+    f(&mut limits);
+    c.rules.rule.entry(name.into()).or_default().limits = Some(limits);
+}
+
+fn check_contained_with(
+    guest: &str,
+    name: &str,
+    reason: &str,
+    detail: &str,
+    tweak: &dyn Fn(&mut edge::config::Config),
+) {
     // The loop needs the deadline; the others get a generous one, so that a
     // busy machine cannot turn their failure into a timeout.
     let deadline_ms = if reason == "rule_timeout" { 100 } else { 5_000 };
-    let (baseline, base_summary) = run(None, deadline_ms);
-    let (hostile, summary) = run(Some(guest), deadline_ms);
+    // The baseline runs without the hostile guest's settings (they name it).
+    let (baseline, base_summary) = run(None, deadline_ms, &|_| {});
+    let (hostile, summary) = run(Some(guest), deadline_ms, tweak);
     assert_eq!(summary.events, base_summary.events);
     for output in [
         "alerts.jsonl",
@@ -121,5 +144,37 @@ fn oversized_output_is_refused() {
         "flood",
         "rule_oversized_output",
         "the limit (max-emits) is 100000",
+    );
+}
+
+#[test]
+fn an_infinite_loop_burns_its_fuel_budget() {
+    check_contained_with(
+        guests::LOOPER,
+        "looper",
+        "rule_out_of_fuel",
+        "burnt its fuel budget of 20000000 per call",
+        &|c| {
+            limits_of(c, "looper", |l| {
+                l.fuel = 20_000_000;
+                l.deadline_ms = 600_000;
+            })
+        },
+    );
+}
+
+#[test]
+fn output_past_its_byte_limit_is_refused() {
+    check_contained_with(
+        guests::FLOOD,
+        "flood",
+        "rule_oversized_output",
+        "the limit (max-output-bytes) is 1048576",
+        &|c| {
+            limits_of(c, "flood", |l| {
+                l.max_emits = usize::MAX;
+                l.max_output_bytes = 1 << 20;
+            })
+        },
     );
 }
