@@ -266,11 +266,7 @@ async fn enable(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> 
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     let text = render(&shared.metrics, &shared.recorder);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The metrics in Prometheus text format.
@@ -278,39 +274,86 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
     use metrics::{counter, describe_counter, describe_gauge, gauge};
     metrics::with_local_recorder(recorder, || {
         for (name, help, value) in [
-            ("edge_records_total", "Records read from the source.", &m.records),
-            ("edge_events_total", "Events that passed decoding and dedup.", &m.events),
-            ("edge_dead_letters_total", "Records and batches sent to the dead-letter sink.", &m.dead_letters),
-            ("edge_duplicates_total", "Duplicate transactions dropped.", &m.duplicates),
-            ("edge_late_total", "Late events sent to the side output.", &m.late),
+            (
+                "edge_records_total",
+                "Records read from the source.",
+                &m.records,
+            ),
+            (
+                "edge_events_total",
+                "Events that passed decoding and dedup.",
+                &m.events,
+            ),
+            (
+                "edge_dead_letters_total",
+                "Records and batches sent to the dead-letter sink.",
+                &m.dead_letters,
+            ),
+            (
+                "edge_duplicates_total",
+                "Duplicate transactions dropped.",
+                &m.duplicates,
+            ),
+            (
+                "edge_late_total",
+                "Late events sent to the side output.",
+                &m.late,
+            ),
             ("edge_alerts_total", "Alerts raised.", &m.alerts),
             ("edge_rows_total", "Rows written to output tables.", &m.rows),
-            ("edge_windows_fired_total", "Windows fired.", &m.windows_fired),
-            ("edge_skipped_total", "Change events without an event (deletes, tombstones).", &m.skipped),
-            ("edge_rule_refusals_total", "Rule set files refused at reload.", &m.refusals),
+            (
+                "edge_windows_fired_total",
+                "Windows fired.",
+                &m.windows_fired,
+            ),
+            (
+                "edge_skipped_total",
+                "Change events without an event (deletes, tombstones).",
+                &m.skipped,
+            ),
+            (
+                "edge_rule_refusals_total",
+                "Rule set files refused at reload.",
+                &m.refusals,
+            ),
         ] {
             describe_counter!(name, help);
             counter!(name).absolute(value.load(Ordering::Relaxed));
         }
-        describe_gauge!("edge_watermark_ms", "Current event-time watermark, Unix ms.");
+        describe_gauge!(
+            "edge_watermark_ms",
+            "Current event-time watermark, Unix ms."
+        );
         let wm = m.watermark.load(Ordering::Relaxed);
         if wm != i64::MIN {
             gauge!("edge_watermark_ms").set(wm as f64);
         }
         if let Ok(h) = m.swap_pause_us.lock() {
             if let Some(h) = h.as_ref() {
-                describe_gauge!("edge_swap_pause_us", "Pause of the hot path to apply a rule set change, microseconds.");
+                describe_gauge!(
+                    "edge_swap_pause_us",
+                    "Pause of the hot path to apply a rule set change, microseconds."
+                );
                 for q in ["0.5", "0.99", "1"] {
                     let v = h.value_at_quantile(q.parse().unwrap_or(1.0));
                     gauge!("edge_swap_pause_us", "quantile" => q).set(v as f64);
                 }
             }
         }
-        describe_gauge!("edge_rule_info", "A loaded rule set: version and file hash.");
-        describe_gauge!("edge_rule_up", "1 running, 0 disabled, quarantined or removed.");
+        describe_gauge!(
+            "edge_rule_info",
+            "A loaded rule set: version and file hash."
+        );
+        describe_gauge!(
+            "edge_rule_up",
+            "1 running, 0 disabled, quarantined or removed."
+        );
         describe_counter!("edge_rule_calls_total", "Calls into a rule set.");
         describe_counter!("edge_rule_errors_total", "Failed calls.");
-        describe_counter!("edge_rule_skipped_total", "Batches and windows skipped (quarantined or disabled).");
+        describe_counter!(
+            "edge_rule_skipped_total",
+            "Batches and windows skipped (quarantined or disabled)."
+        );
         describe_counter!("edge_rule_alerts_total", "Alerts a rule set raised.");
         describe_counter!("edge_rule_rows_total", "Rows a rule set wrote.");
         describe_counter!("edge_rule_reloads_total", "Versions swapped in.");
@@ -319,9 +362,15 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
         for (name, r) in m.rules_snapshot() {
             let rule = name.clone();
             gauge!("edge_rule_info", "rule" => rule.clone(), "version" => r.version.clone(), "hash" => r.hash.clone()).set(1.0);
-            gauge!("edge_rule_up", "rule" => rule.clone()).set(if state_of(&r) == "running" { 1.0 } else { 0.0 });
-            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-events").absolute(r.event_calls);
-            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-windows").absolute(r.window_calls);
+            gauge!("edge_rule_up", "rule" => rule.clone()).set(if state_of(&r) == "running" {
+                1.0
+            } else {
+                0.0
+            });
+            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-events")
+                .absolute(r.event_calls);
+            counter!("edge_rule_calls_total", "rule" => rule.clone(), "call" => "on-windows")
+                .absolute(r.window_calls);
             counter!("edge_rule_errors_total", "rule" => rule.clone()).absolute(r.errors);
             counter!("edge_rule_skipped_total", "rule" => rule.clone()).absolute(r.skipped);
             counter!("edge_rule_alerts_total", "rule" => rule.clone()).absolute(r.alerts);
@@ -331,7 +380,8 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             if !r.latency_us.is_empty() {
                 for q in ["0.5", "0.99"] {
                     let v = r.latency_us.value_at_quantile(q.parse().unwrap_or(1.0));
-                    gauge!("edge_rule_latency_us", "rule" => rule.clone(), "quantile" => q).set(v as f64);
+                    gauge!("edge_rule_latency_us", "rule" => rule.clone(), "quantile" => q)
+                        .set(v as f64);
                 }
             }
         }

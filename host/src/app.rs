@@ -16,9 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Expands `--rules` arguments: plain paths and globs (`guests/*.wasm`).
-/// A path that does not exist or a glob that matches nothing is an error.
+/// A path that does not exist is an error; so is a glob that matches
+/// nothing, unless other arguments name files (a folder watched for rule
+/// sets added later may start empty).
 pub fn expand_rules(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut empty = Vec::new();
     for pattern in patterns {
         if pattern.contains(['*', '?', '[']) {
             let mut matched: Vec<PathBuf> = glob::glob(pattern)
@@ -27,7 +30,8 @@ pub fn expand_rules(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
                 .filter(|p| p.is_file())
                 .collect();
             if matched.is_empty() {
-                bail!("no rule set file matches {pattern:?} (build the guests first: scripts/build-guests)");
+                empty.push(pattern);
+                continue;
             }
             matched.sort();
             out.extend(matched);
@@ -40,6 +44,16 @@ pub fn expand_rules(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     out.dedup();
+    if let Some(pattern) = empty.first() {
+        if out.is_empty() {
+            bail!("no rule set file matches {pattern:?} (build the guests first: scripts/build-guests)");
+        }
+        for pattern in empty {
+            tracing::info!(
+                "no rule set file matches {pattern:?} yet; files that appear there are loaded"
+            );
+        }
+    }
     Ok(out)
 }
 

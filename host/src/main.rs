@@ -107,7 +107,12 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR|off")]
     admin: Option<String>,
     /// Bearer token the admin API requires (all endpoints but /health).
-    #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "EDGE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     admin_token: Option<String>,
     /// Do not watch the rule set files: changes take effect at the next
     /// start (or through POST /rules/NAME/reload).

@@ -170,9 +170,7 @@ impl Metrics {
     /// Records a pause of the hot path to apply a change of rule sets.
     pub fn pause(&self, micros: u64) {
         if let Ok(mut h) = self.swap_pause_us.lock() {
-            let _ = h
-                .get_or_insert_with(micros_histogram)
-                .record(micros.max(1));
+            let _ = h.get_or_insert_with(micros_histogram).record(micros.max(1));
         }
     }
 

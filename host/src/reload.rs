@@ -134,11 +134,7 @@ impl Reloader {
             return None;
         };
         let mut again: Option<Duration> = None;
-        let gone: Vec<PathBuf> = files
-            .keys()
-            .filter(|p| !now.contains(p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = files.keys().filter(|p| !now.contains(p)).cloned().collect();
         for path in gone {
             if let Some(FileState {
                 name: Some(name), ..
@@ -301,6 +297,10 @@ impl Reloader {
             } else {
                 dir
             };
+            if !dir.is_dir() {
+                tracing::warn!(dir = %dir.display(), "not watching for rule sets: no such directory");
+                continue;
+            }
             debouncer
                 .watch(
                     &dir,

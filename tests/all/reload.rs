@@ -147,7 +147,9 @@ fn twenty_swaps_under_load_process_every_event_once_and_keep_state_and_windows()
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for a in &alerts {
         let n: u64 = a["reason"].as_str().unwrap()["n=".len()..].parse().unwrap();
-        let c = counts.entry(a["customer_id"].as_str().unwrap()).or_default();
+        let c = counts
+            .entry(a["customer_id"].as_str().unwrap())
+            .or_default();
         *c += 1;
         assert_eq!(n, *c, "count of {} restarted: {a}", a["customer_id"]);
     }
@@ -185,7 +187,10 @@ fn broken_modules_are_refused_with_a_reason_and_the_running_version_kept() {
     let core = dir.join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let cases = [
-        (truncated.to_str().unwrap(), "not a valid rule set component"),
+        (
+            truncated.to_str().unwrap(),
+            "not a valid rule set component",
+        ),
         (
             core.to_str().unwrap(),
             "core WebAssembly module, not a component",
@@ -259,7 +264,10 @@ fn the_admin_api_lists_reloads_disables_enables_and_serves_metrics_behind_its_to
 
     // Disabled: no more alerts while events flow; its batches are skipped.
     let done = edge.json("POST", "/rules/counter/disable");
-    assert!(done["result"].as_str().unwrap().contains("disabled"), "{done}");
+    assert!(
+        done["result"].as_str().unwrap().contains("disabled"),
+        "{done}"
+    );
     let alerts = edge.rule("counter").unwrap()["alerts"].as_u64().unwrap();
     let from = edge.events();
     edge.wait_until("events while disabled", 30, || edge.events() > from + 500);
@@ -287,13 +295,15 @@ fn the_admin_api_lists_reloads_disables_enables_and_serves_metrics_behind_its_to
     // A new file is added, a removed one goes (its windows fire first).
     std::fs::copy(guests::MERCHANT, setup.rules("merchant.wasm")).unwrap();
     edge.wait_until("merchant added", 30, || {
-        edge.rule("merchant").is_some_and(|r| r["state"] == "running")
+        edge.rule("merchant")
+            .is_some_and(|r| r["state"] == "running")
     });
     let from = edge.events();
     edge.wait_until("merchant events", 30, || edge.events() > from + 500);
     std::fs::remove_file(setup.rules("merchant.wasm")).unwrap();
     edge.wait_until("merchant removed", 30, || {
-        edge.rule("merchant").is_some_and(|r| r["state"] == "removed")
+        edge.rule("merchant")
+            .is_some_and(|r| r["state"] == "removed")
     });
     let (status, metrics) = edge.call("GET", "/metrics", Some(token));
     assert_eq!(status, 200);

@@ -7,15 +7,15 @@ use super::batch::BatchBuilder;
 use super::control::Update;
 use super::dedup::Dedup;
 use super::router::{self, Router};
+use super::state::KeyedState;
 use super::watermark::Watermark;
 use super::window::encode::WindowBatchBuilder;
 use super::window::{Fired, WindowOperator};
 use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
+use crate::metrics::Loaded;
 use crate::metrics::Metrics;
 use crate::model::{stable_hash, Interner, Txn};
-use super::state::KeyedState;
-use crate::metrics::Loaded;
 use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{

@@ -52,11 +52,7 @@ impl Runtime {
     /// when `compile_cache` is set: loading unchanged modules again (a
     /// restart) skips compilation. With `fuel`, calls are metered and a
     /// rule set's `fuel` limit bounds each call.
-    pub fn with_options(
-        dims: SharedDims,
-        compile_cache: bool,
-        fuel: bool,
-    ) -> anyhow::Result<Self> {
+    pub fn with_options(dims: SharedDims, compile_cache: bool, fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         if compile_cache {
             match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {

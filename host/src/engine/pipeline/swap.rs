@@ -159,7 +159,10 @@ impl Pipeline {
             slot.rule.label, previous.label
         );
         if !carried.is_empty() {
-            done.push_str(&format!("; open windows carried over: {}", carried.join(", ")));
+            done.push_str(&format!(
+                "; open windows carried over: {}",
+                carried.join(", ")
+            ));
         }
         if !drained_names.is_empty() {
             done.push_str(&format!(
@@ -189,7 +192,8 @@ impl Pipeline {
         };
         self.drain(i)?;
         let mut slot = self.slots.remove(i);
-        self.parked.insert(slot.rule.name.clone(), slot.rule.take_state());
+        self.parked
+            .insert(slot.rule.name.clone(), slot.rule.take_state());
         self.metrics
             .rule(&slot.rule.name, &slot.rule.version, |r| r.removed = true);
         Ok(Ok(format!(
@@ -208,8 +212,9 @@ impl Pipeline {
         }
         let slot = &mut self.slots[i];
         slot.disabled = disabled;
-        self.metrics
-            .rule(&slot.rule.name, &slot.rule.version, |r| r.disabled = disabled);
+        self.metrics.rule(&slot.rule.name, &slot.rule.version, |r| {
+            r.disabled = disabled
+        });
         Ok(Ok(if disabled {
             format!(
                 "rule set {} disabled; its open windows fired",
