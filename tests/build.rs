@@ -24,6 +24,8 @@ const COUNTER_BUILDS: &[(&str, &str)] = &[
     ("", "COUNTER_V1"),
     ("v2", "COUNTER_V2"),
     ("badinit", "COUNTER_BADINIT"),
+    ("resized", "COUNTER_RESIZED"),
+    ("wide", "COUNTER_WIDE"),
 ];
 
 fn watch(dir: &Path) {

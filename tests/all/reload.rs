@@ -347,3 +347,60 @@ fn an_explicit_admin_address_that_is_taken_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn a_changed_window_spec_drains_the_old_windows_and_a_changed_table_is_refused() {
+    let setup = Setup::new(&[(guests::COUNTER_V1, "counter.wasm")]);
+    let edge = setup.start("3000", None);
+    let v1 = hash_of(guests::COUNTER_V1);
+    wait_for_version(&edge, &v1, 300);
+
+    // Another table schema: refused, the running version kept.
+    replace(guests::COUNTER_WIDE, &setup.rules("counter.wasm"), false);
+    edge.wait_until("the wide version refused", 30, || {
+        edge.rule("counter").is_some_and(|r| r["refused"] == 1)
+    });
+    let rule = edge.rule("counter").unwrap();
+    let refusal = rule["last_refusal"].as_str().unwrap();
+    assert!(
+        refusal.contains("table counter_windows has other columns"),
+        "{refusal}"
+    );
+    assert_eq!(rule["hash"], v1.as_str());
+
+    // Another window spec: the open one-minute windows fire at once through
+    // the old version; two-minute windows start with the next event.
+    let resized = hash_of(guests::COUNTER_RESIZED);
+    replace(guests::COUNTER_RESIZED, &setup.rules("counter.wasm"), true);
+    wait_for_version(&edge, &resized, 300);
+    let log = edge.stop();
+    assert!(
+        log.contains("windows whose spec changed were fired early by the old version: customer-1m"),
+        "{log}"
+    );
+    let label_v1 = format!("counter@1.0.0+{}", &v1[..8]);
+    let label_v3 = format!("counter@3.0.0+{}", &resized[..8]);
+    let rows = setup.out("counter_windows.jsonl");
+    let mut in_windows = 0;
+    let mut lengths = BTreeSet::new();
+    for r in &rows {
+        let length = edge::decode::parse_time(r["window_end"].as_str().unwrap()).unwrap()
+            - edge::decode::parse_time(r["window_start"].as_str().unwrap()).unwrap();
+        let label = r["_rule"].as_str().unwrap();
+        assert!(
+            (label == label_v1 && length == 60_000) || (label == label_v3 && length == 120_000),
+            "{r}"
+        );
+        lengths.insert(length);
+        in_windows += r["events"].as_u64().unwrap();
+    }
+    assert_eq!(lengths, BTreeSet::from([60_000, 120_000]));
+    // Nothing lost: every event is in exactly one window of one version,
+    // or late.
+    let late = setup
+        .out("late.jsonl")
+        .iter()
+        .filter(|l| l["rule"] == "counter")
+        .count() as u64;
+    assert_eq!(in_windows + late, setup.out("clean.jsonl").len() as u64);
+}

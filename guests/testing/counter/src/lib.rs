@@ -1,8 +1,10 @@
 //! Test-only rule set for hot reload: one alert per event, of kind
-//! `COUNT_V1` (or `COUNT_V2` when built with the `v2` feature), whose
-//! reason holds the customer's running count kept in keyed state; and a
-//! one-minute tumbling window per customer counting events into the table
-//! `counter_windows`.
+//! `COUNT_V1`, whose reason holds the customer's running count kept in
+//! keyed state; and a one-minute tumbling window per customer counting
+//! events into the table `counter_windows`. Features build other versions:
+//! `v2` (kind `COUNT_V2`), `resized` (`COUNT_V3`, two-minute windows),
+//! `wide` (`COUNT_V4`, a column more in the table) and `badinit` (`init`
+//! fails).
 
 use edge_rule_sdk::{
     aggregate, alert, column, row, text, AggregateOp, Aggregates, Batch, ColumnType, Emit, KeyBy,
@@ -10,10 +12,21 @@ use edge_rule_sdk::{
     Writer,
 };
 
-#[cfg(not(feature = "v2"))]
+#[cfg(not(any(feature = "v2", feature = "resized", feature = "wide")))]
 const VERSION: (&str, &str) = ("1.0.0", "COUNT_V1");
 #[cfg(feature = "v2")]
 const VERSION: (&str, &str) = ("2.0.0", "COUNT_V2");
+#[cfg(feature = "resized")]
+const VERSION: (&str, &str) = ("3.0.0", "COUNT_V3");
+#[cfg(feature = "wide")]
+const VERSION: (&str, &str) = ("4.0.0", "COUNT_V4");
+
+/// The window: one minute, or two when `resized`.
+const WINDOW: (&str, i64) = if cfg!(feature = "resized") {
+    ("customer-2m", 120_000)
+} else {
+    ("customer-1m", 60_000)
+};
 
 struct Counter;
 
@@ -25,8 +38,8 @@ impl RuleSet for Counter {
             state_key: Some(KeyBy::Customer),
             state_ttl_ms: 0,
             windows: vec![WindowSpec {
-                name: "customer-1m".into(),
-                kind: WindowKind::Tumbling(60_000),
+                name: WINDOW.0.into(),
+                kind: WindowKind::Tumbling(WINDOW.1),
                 key: KeyBy::Customer,
                 allowed_lateness_ms: 0,
                 aggregates: vec![aggregate("count", AggregateOp::Count)],
@@ -34,12 +47,18 @@ impl RuleSet for Counter {
             tables: vec![TableSpec {
                 name: "counter_windows".into(),
                 key: vec!["customer_id".into(), "window_start".into()],
-                columns: vec![
-                    column("customer_id", ColumnType::Text, "The customer."),
-                    column("window_start", ColumnType::Time, "Window start."),
-                    column("window_end", ColumnType::Time, "Window end."),
-                    column("events", ColumnType::Int, "Events in the window."),
-                ],
+                columns: {
+                    let mut columns = vec![
+                        column("customer_id", ColumnType::Text, "The customer."),
+                        column("window_start", ColumnType::Time, "Window start."),
+                        column("window_end", ColumnType::Time, "Window end."),
+                        column("events", ColumnType::Int, "Events in the window."),
+                    ];
+                    if cfg!(feature = "wide") {
+                        columns.push(column("note", ColumnType::Text, "A column more."));
+                    }
+                    columns
+                },
             }],
         }
     }
@@ -84,15 +103,16 @@ impl RuleSet for Counter {
     }
 
     fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
-        Ok(vec![row(
-            "counter_windows",
-            vec![
-                text(window.key),
-                Value::Time(window.start),
-                Value::Time(window.end),
-                Value::Int(aggs.count(0) as i64),
-            ],
-        )])
+        let mut values = vec![
+            text(window.key),
+            Value::Time(window.start),
+            Value::Time(window.end),
+            Value::Int(aggs.count(0) as i64),
+        ];
+        if cfg!(feature = "wide") {
+            values.push(text("wide"));
+        }
+        Ok(vec![row("counter_windows", values)])
     }
 }
 
