@@ -216,9 +216,9 @@ async fn rules(State(shared): State<Arc<Shared>>) -> Json<Value> {
 fn answer(outcome: Outcome) -> Response {
     match outcome {
         Ok(done) => (StatusCode::OK, Json(json!({"ok": true, "result": done}))).into_response(),
-        Err(Refusal::Unknown(name)) => (
+        Err(refusal @ Refusal::Unknown(_)) => (
             StatusCode::NOT_FOUND,
-            Json(json!({"ok": false, "error": format!("no rule set named {name:?} is loaded")})),
+            Json(json!({"ok": false, "error": refusal.to_string()})),
         )
             .into_response(),
         Err(Refusal::Invalid(message)) => (
@@ -334,8 +334,8 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
                     "edge_swap_pause_us",
                     "Pause of the hot path to apply a rule set change, microseconds."
                 );
-                for q in ["0.5", "0.99", "1"] {
-                    let v = h.value_at_quantile(q.parse().unwrap_or(1.0));
+                for (q, at) in [("0.5", 0.5), ("0.99", 0.99), ("1", 1.0)] {
+                    let v = h.value_at_quantile(at);
                     gauge!("edge_swap_pause_us", "quantile" => q).set(v as f64);
                 }
             }
@@ -378,8 +378,8 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             counter!("edge_rule_reloads_total", "rule" => rule.clone()).absolute(r.reloads);
             counter!("edge_rule_refused_total", "rule" => rule.clone()).absolute(r.refused);
             if !r.latency_us.is_empty() {
-                for q in ["0.5", "0.99"] {
-                    let v = r.latency_us.value_at_quantile(q.parse().unwrap_or(1.0));
+                for (q, at) in [("0.5", 0.5), ("0.99", 0.99)] {
+                    let v = r.latency_us.value_at_quantile(at);
                     gauge!("edge_rule_latency_us", "rule" => rule.clone(), "quantile" => q)
                         .set(v as f64);
                 }

@@ -47,6 +47,14 @@ impl Setup {
         self.dir.path().join("rules").join(name)
     }
 
+    /// Late events of rule set `rule`.
+    fn late_of(&self, rule: &str) -> u64 {
+        self.out("late.jsonl")
+            .iter()
+            .filter(|l| l["rule"] == rule)
+            .count() as u64
+    }
+
     fn out(&self, file: &str) -> Vec<Value> {
         read_jsonl(&self.dir.path().join("out").join(file))
     }
@@ -166,11 +174,7 @@ fn twenty_swaps_under_load_process_every_event_once_and_keep_state_and_windows()
         );
         in_windows += r["events"].as_u64().unwrap();
     }
-    let late = setup
-        .out("late.jsonl")
-        .iter()
-        .filter(|l| l["rule"] == "counter")
-        .count() as u64;
+    let late = setup.late_of("counter");
     assert_eq!(in_windows + late, clean.len() as u64);
 }
 
@@ -397,10 +401,6 @@ fn a_changed_window_spec_drains_the_old_windows_and_a_changed_table_is_refused()
     assert_eq!(lengths, BTreeSet::from([60_000, 120_000]));
     // Nothing lost: every event is in exactly one window of one version,
     // or late.
-    let late = setup
-        .out("late.jsonl")
-        .iter()
-        .filter(|l| l["rule"] == "counter")
-        .count() as u64;
+    let late = setup.late_of("counter");
     assert_eq!(in_windows + late, setup.out("clean.jsonl").len() as u64);
 }

@@ -78,16 +78,24 @@ struct Pending {
     written: Vec<u64>,
 }
 
+/// A rule set's output tables by name.
+type Tables = FxHashMap<String, Arc<TableInfo>>;
+
 struct Slot {
     rule: Rule,
     windows: Vec<WindowOperator>,
-    tables: FxHashMap<String, Arc<TableInfo>>,
+    tables: Tables,
     /// Disabled through the admin API: not called, its state kept.
     disabled: bool,
 }
 
 impl Slot {
     fn new(rule: Rule) -> Self {
+        let tables = Self::tables_of(&rule);
+        Self::with_tables(rule, tables)
+    }
+
+    fn with_tables(rule: Rule, tables: Tables) -> Self {
         Self {
             windows: rule
                 .manifest
@@ -95,13 +103,13 @@ impl Slot {
                 .iter()
                 .map(WindowOperator::new)
                 .collect(),
-            tables: Self::tables_of(&rule),
+            tables,
             rule,
             disabled: false,
         }
     }
 
-    fn tables_of(rule: &Rule) -> FxHashMap<String, Arc<TableInfo>> {
+    fn tables_of(rule: &Rule) -> Tables {
         router::tables(&rule.manifest.tables)
             .into_iter()
             .map(|t| (t.name.clone(), t))

@@ -7,7 +7,7 @@
 //! with the next event. Output tables must keep their columns and key (the
 //! databases' tables are created and checked at start).
 
-use super::{loaded, Pipeline, Slot};
+use super::{loaded, Pipeline, Slot, Tables};
 use crate::engine::control::{Outcome, Refusal, Update};
 use crate::engine::window::WindowOperator;
 use crate::runtime::Rule;
@@ -58,9 +58,8 @@ impl Pipeline {
     /// Whether the sinks can take `rule`'s tables: each one known with the
     /// same columns and key, or new and not stored in a database; and no
     /// other rule set writes it.
-    fn check_tables(&self, rule: &Rule) -> Result<(), Refusal> {
-        for table in crate::engine::router::tables(&rule.manifest.tables) {
-            let name = &table.name;
+    fn check_tables(&self, rule: &Rule, tables: &Tables) -> Result<(), Refusal> {
+        for (name, table) in tables {
             if let Some(other) = self
                 .slots
                 .iter()
@@ -98,15 +97,18 @@ impl Pipeline {
 
     /// Swaps in a new version of a running rule set, or adds a new one.
     fn install(&mut self, mut rule: Rule) -> Result<Outcome, SinkError> {
-        if let Err(refusal) = self.check_tables(&rule) {
+        let tables = Slot::tables_of(&rule);
+        if let Err(refusal) = self.check_tables(&rule, &tables) {
             self.metrics.rule(&rule.name, &rule.version, |r| {
                 r.refused += 1;
                 r.last_refusal = Some(refusal.to_string());
             });
             return Ok(Err(refusal));
         }
-        for (name, table) in Slot::tables_of(&rule) {
-            self.known_tables.entry(name).or_insert(table);
+        for (name, table) in &tables {
+            self.known_tables
+                .entry(name.clone())
+                .or_insert_with(|| table.clone());
         }
         let Ok(i) = self.slot_of(&rule.name) else {
             if let Some(state) = self.parked.remove(&rule.name) {
@@ -115,7 +117,7 @@ impl Pipeline {
             let label = rule.label.clone();
             self.metrics.loaded(loaded(&rule), false);
             let at = self.slots.partition_point(|s| s.rule.name < rule.name);
-            self.slots.insert(at, Slot::new(rule));
+            self.slots.insert(at, Slot::with_tables(rule, tables));
             return Ok(Ok(format!("rule set {label} added")));
         };
         // Windows whose spec is unchanged carry over; the others are drained
@@ -151,7 +153,7 @@ impl Pipeline {
             rule.adopt_state(slot.rule.take_state());
         }
         slot.windows = windows;
-        slot.tables = Slot::tables_of(&rule);
+        slot.tables = tables;
         self.metrics.loaded(loaded(&rule), true);
         let previous = std::mem::replace(&mut slot.rule, rule);
         let mut done = format!(
