@@ -18,6 +18,10 @@ use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// The allocator of the `edge` binary, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn decode(c: &mut Criterion) {
     let input = records(10_000);
     let decoder = Decoder::new(Format::Json, &DecodeConfig::default()).unwrap();
@@ -95,7 +99,9 @@ fn windows(c: &mut Criterion) {
 fn pipeline(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let input = records(50_000);
+    // Two hours of event time: windows open and fire as in a long run, not
+    // only in the final flush.
+    let input = records(200_000);
     std::fs::write(
         &path,
         input

@@ -79,8 +79,7 @@ fn alert(
 }
 
 fn as_f64(d: Decimal) -> f64 {
-    // Statistics only: an exact decimal's nearest f64.
-    d.to_string().parse().unwrap_or(0.0)
+    edge_rule_sdk::to_f64(d)
 }
 
 struct Anomaly;

@@ -150,10 +150,7 @@ impl RuleSet for Fraud {
                 let ratio = if c.max_amount.is_zero() {
                     10.0
                 } else {
-                    (amount / c.max_amount)
-                        .to_string()
-                        .parse::<f64>()
-                        .unwrap_or(10.0)
+                    edge_rule_sdk::to_f64(amount / c.max_amount)
                 };
                 out.push(alert(
                     batch,

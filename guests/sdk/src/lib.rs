@@ -764,6 +764,22 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// The `f64` nearest to a decimal, for scores and statistics (never money):
+/// the same value as parsing its text, without formatting it.
+pub fn to_f64(d: Decimal) -> f64 {
+    const POWERS: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let (m, scale) = (d.mantissa(), d.scale() as usize);
+    // Both operands are exact in f64, so one correctly rounded division
+    // gives the nearest f64, as parsing does.
+    if m.unsigned_abs() < 1 << 53 && scale < POWERS.len() {
+        return m as f64 / POWERS[scale];
+    }
+    d.to_string().parse().unwrap_or(0.0)
+}
+
 /// The hour of day (UTC) of an event time.
 pub fn hour_of_day(event_time: i64) -> u32 {
     (event_time.rem_euclid(86_400_000) / 3_600_000) as u32

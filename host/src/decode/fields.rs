@@ -154,12 +154,20 @@ impl<'a> FieldValue<'a> {
 pub trait Record {
     /// The value at a path of object keys.
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>>;
+
+    /// The value of a canonical field at its reference path, for records
+    /// that hold their fields by [`Field`] (read for the reference mapping
+    /// only); `None` if fields are found by path.
+    fn field(&self, _field: Field) -> Option<Option<FieldValue<'_>>> {
+        None
+    }
 }
 
 /// Where each canonical field is found: a path of object keys.
 #[derive(Clone, Debug)]
 pub struct FieldMapping {
     paths: Vec<(Field, String, Vec<String>)>,
+    reference: bool,
 }
 
 impl FieldMapping {
@@ -186,8 +194,12 @@ impl FieldMapping {
                 }
                 Ok((field, path.to_string(), parts))
             })
-            .collect::<Result<_, String>>()?;
-        Ok(Self { paths })
+            .collect::<Result<Vec<_>, String>>()?;
+        let reference = paths
+            .iter()
+            .zip(Field::ALL)
+            .all(|((_, p, _), (_, n))| p == n);
+        Ok(Self { paths, reference })
     }
 
     fn entry(&self, field: Field) -> &(Field, String, Vec<String>) {
@@ -204,7 +216,17 @@ impl FieldMapping {
 
     /// The value of a field in a record.
     pub fn get<'r>(&self, r: &'r dyn Record, field: Field) -> Option<FieldValue<'r>> {
+        if self.reference {
+            if let Some(v) = r.field(field) {
+                return v;
+            }
+        }
         r.lookup(&self.entry(field).2)
+    }
+
+    /// Whether every field is at its reference path (no overrides).
+    pub fn is_reference(&self) -> bool {
+        self.reference
     }
 
     /// A required, non-empty text field.

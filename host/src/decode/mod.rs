@@ -195,6 +195,13 @@ impl Decoder {
         let text = self.text(bytes)?;
         match self.format {
             Format::Json => {
+                if self.mapping.is_reference() {
+                    if let Some(txn) = json::Reference::parse(text)
+                        .and_then(|record| self.build(&record, strings).ok())
+                    {
+                        return Ok(txn);
+                    }
+                }
                 let object = json::Object::parse(text)?;
                 self.build(&object, strings)
             }
