@@ -115,10 +115,7 @@ pub fn __on_events<T: RuleSet>(
         len: batch.ids.len(),
         b: &batch,
     };
-    let mut states = States {
-        changed: vec![None; states.ends.len()],
-        blob: states,
-    };
+    let mut states = States::new(states);
     let emits = T::on_events(&batch, &mut states)?;
     let (changed_slots, changed_states) = states.changed();
     Ok(EventsResult {
@@ -271,12 +268,28 @@ impl<'a> Batch<'a> {
 }
 
 /// The keyed states of a batch, one slot per distinct key.
+///
+/// Changed states are written one after another into one buffer, which
+/// crosses back to the host as it is: a state costs no allocation of its own.
 pub struct States {
     blob: StateBlob,
-    changed: Vec<Option<Vec<u8>>>,
+    /// Where each slot's latest write is in `out`, if it was written.
+    changed: Vec<Option<(u32, u32)>>,
+    /// Changed states, in the order written.
+    out: Writer,
+    /// The slots written, in the order written (a slot may repeat).
+    written: Vec<u32>,
 }
 
 impl States {
+    fn new(blob: StateBlob) -> Self {
+        Self {
+            changed: vec![None; blob.ends.len()],
+            blob,
+            out: Writer::default(),
+            written: Vec::new(),
+        }
+    }
     /// Number of slots.
     pub fn len(&self) -> usize {
         self.blob.ends.len()
@@ -287,8 +300,8 @@ impl States {
     }
     /// The bytes of a slot's state (its latest write in this call, if any).
     pub fn get(&self, slot: usize) -> Option<&[u8]> {
-        if let Some(Some(v)) = self.changed.get(slot) {
-            return (!v.is_empty()).then_some(v.as_slice());
+        if let Some(Some((start, end))) = self.changed.get(slot) {
+            return (start < end).then(|| &self.out.0[*start as usize..*end as usize]);
         }
         let end = *self.blob.ends.get(slot)? as usize;
         let start = if slot == 0 {
@@ -300,22 +313,47 @@ impl States {
     }
     /// Replaces a slot's state.
     pub fn set(&mut self, slot: usize, value: Vec<u8>) {
-        self.changed[slot] = Some(value);
+        self.write(slot, |w| w.0.extend_from_slice(&value));
+    }
+    /// Replaces a slot's state with what `encode` writes.
+    pub fn write(&mut self, slot: usize, encode: impl FnOnce(&mut Writer)) {
+        if slot >= self.changed.len() {
+            return;
+        }
+        let start = self.out.0.len() as u32;
+        encode(&mut self.out);
+        self.changed[slot] = Some((start, self.out.0.len() as u32));
+        self.written.push(slot as u32);
     }
     /// Deletes a slot's state.
     pub fn delete(&mut self, slot: usize) {
-        self.changed[slot] = Some(Vec::new());
+        self.write(slot, |_| {});
     }
     fn changed(self) -> (Vec<u32>, StateBlob) {
+        let Self {
+            changed,
+            out,
+            written,
+            ..
+        } = self;
+        if written.len() == changed.iter().flatten().count() {
+            // Every slot written once: the buffer is the blob.
+            let ends = written
+                .iter()
+                .map(|&slot| changed[slot as usize].map_or(0, |(_, end)| end))
+                .collect();
+            return (written, StateBlob { bytes: out.0, ends });
+        }
         let mut slots = Vec::new();
         let mut blob = StateBlob {
             bytes: Vec::new(),
             ends: Vec::new(),
         };
-        for (slot, value) in self.changed.into_iter().enumerate() {
-            if let Some(value) = value {
+        for (slot, range) in changed.into_iter().enumerate() {
+            if let Some((start, end)) = range {
                 slots.push(slot as u32);
-                blob.bytes.extend_from_slice(&value);
+                blob.bytes
+                    .extend_from_slice(&out.0[start as usize..end as usize]);
                 blob.ends.push(blob.bytes.len() as u32);
             }
         }
@@ -356,9 +394,7 @@ impl<S: State> Keyed<S> {
     pub fn write_back(self, states: &mut States) {
         for (slot, item) in self.items.into_iter().enumerate() {
             if let Some(state) = item {
-                let mut w = Writer::default();
-                state.encode(&mut w);
-                states.set(slot, w.0);
+                states.write(slot, |w| state.encode(w));
             }
         }
     }

@@ -203,10 +203,15 @@ impl FieldMapping {
     }
 
     fn entry(&self, field: Field) -> &(Field, String, Vec<String>) {
-        self.paths
-            .iter()
-            .find(|(f, _, _)| *f == field)
-            .unwrap_or(&self.paths[0])
+        // `paths` follows `Field::ALL`, which follows the declaration order.
+        match self.paths.get(field as usize) {
+            Some(entry) if entry.0 == field => entry,
+            _ => self
+                .paths
+                .iter()
+                .find(|(f, _, _)| *f == field)
+                .unwrap_or(&self.paths[0]),
+        }
     }
 
     /// The path a field is read from, for messages.

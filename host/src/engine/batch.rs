@@ -4,7 +4,7 @@
 //! batch crosses once. Amounts and fees share one scale per batch. The
 //! buffers are reused from batch to batch.
 
-use crate::engine::window::aggregate::{wit_kind, wit_status};
+use crate::engine::window::aggregate::{wit_kind, wit_status, Label};
 use crate::engine::window::WindowOperator;
 use crate::model::{Interner, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{EventBatch, KeyBy};
@@ -16,8 +16,8 @@ pub struct BatchBuilder {
     batch: EventBatch,
     syms: FxHashMap<Sym, u32>,
     keys: FxHashMap<u32, u32>,
-    /// The distinct state keys of the last [`Self::set_state_keys`], as text.
-    pub key_texts: Vec<String>,
+    /// The distinct state keys of the last [`Self::set_state_keys`].
+    pub key_labels: Vec<Label>,
     /// The earliest and the latest event time of each of those keys' events.
     pub key_times: Vec<(i64, i64)>,
 }
@@ -55,7 +55,7 @@ impl Default for BatchBuilder {
             batch: empty_batch(),
             syms: FxHashMap::default(),
             keys: FxHashMap::default(),
-            key_texts: Vec::new(),
+            key_labels: Vec::new(),
             key_times: Vec::new(),
         }
     }
@@ -167,7 +167,7 @@ impl BatchBuilder {
         strings: &Interner,
     ) -> &EventBatch {
         self.keys.clear();
-        self.key_texts.clear();
+        self.key_labels.clear();
         self.key_times.clear();
         self.batch.state_keys.clear();
         self.batch.key_slots.clear();
@@ -176,10 +176,10 @@ impl BatchBuilder {
             let slot = match self.keys.get(&key) {
                 Some(slot) => *slot,
                 None => {
-                    let text = if key == u32::MAX {
-                        String::new()
+                    let label = if key == u32::MAX {
+                        Label::Name("")
                     } else {
-                        WindowOperator::key_text(key_by, key, strings)
+                        WindowOperator::key_label(key_by, key)
                     };
                     let dict_index = match key_by {
                         KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
@@ -187,11 +187,11 @@ impl BatchBuilder {
                         {
                             self.sym(key, strings)
                         }
-                        _ => push_dict(&mut self.batch, &text),
+                        _ => push_dict(&mut self.batch, label.text(strings)),
                     };
                     let slot = self.batch.state_keys.len() as u32;
                     self.batch.state_keys.push(dict_index);
-                    self.key_texts.push(text);
+                    self.key_labels.push(label);
                     self.key_times.push((t.event_time, t.event_time));
                     self.keys.insert(key, slot);
                     slot
@@ -204,6 +204,11 @@ impl BatchBuilder {
             self.batch.key_slots.push(slot);
         }
         &self.batch
+    }
+
+    /// The text of the state key in slot `slot` of the last batch.
+    pub fn key_text<'a>(&'a self, slot: usize, strings: &'a Interner) -> &'a str {
+        self.key_labels.get(slot).map_or("", |l| l.text(strings))
     }
 
     /// The last built batch.
@@ -251,7 +256,7 @@ mod tests {
         assert_eq!(batch.amounts, vec![1500, 1]);
         assert_eq!(batch.state_keys, vec![2]);
         assert_eq!(batch.key_slots, vec![0, 0]);
-        assert_eq!(b.key_texts, vec!["cust"]);
+        assert_eq!(b.key_text(0, &s), "cust");
         assert_eq!(batch.flag_starts, vec![0, 0, 0]);
     }
 }

@@ -434,9 +434,8 @@ impl Pipeline {
                     let s = &mut self.slots[slot];
                     self.states.bytes.clear();
                     self.states.ends.clear();
-                    for (key, &(first, _)) in
-                        self.builder.key_texts.iter().zip(&self.builder.key_times)
-                    {
+                    for (slot, &(first, _)) in self.builder.key_times.iter().enumerate() {
+                        let key = self.builder.key_text(slot, &self.strings);
                         if let Some(v) = s.rule.state().get_at(key, first) {
                             self.states.bytes.extend_from_slice(v);
                         }
@@ -458,9 +457,10 @@ impl Pipeline {
                                 let end = (end as usize).min(changed.bytes.len());
                                 let value = changed.bytes.get(start..end).unwrap_or(&[]);
                                 start = end;
-                                let Some(key) = self.builder.key_texts.get(index as usize) else {
+                                if index as usize >= self.builder.key_labels.len() {
                                     continue;
-                                };
+                                }
+                                let key = self.builder.key_text(index as usize, &self.strings);
                                 if value.is_empty() {
                                     s.rule.state_mut().delete(key);
                                 } else {
@@ -471,7 +471,7 @@ impl Pipeline {
                                         .key_times
                                         .get(index as usize)
                                         .map_or(now, |&(_, last)| last);
-                                    s.rule.state_mut().set(key, value.to_vec(), at);
+                                    s.rule.state_mut().set_bytes(key, value, at);
                                 }
                             }
                             self.route(slot, result.emits)?;
@@ -537,14 +537,14 @@ impl Pipeline {
         chunk: &[Fired],
         watermark: i64,
     ) -> Result<(), SinkError> {
-        let windows_json = || {
+        let windows_json = |strings: &Interner| {
             serde_json::Value::Array(
                 chunk
                     .iter()
                     .map(|f| {
                         serde_json::json!({
                             "spec": spec,
-                            "key": f.key,
+                            "key": f.key.text(strings),
                             "start": crate::model::iso_time(f.start),
                             "end": crate::model::iso_time(f.end),
                         })
@@ -553,7 +553,8 @@ impl Pipeline {
             )
         };
         if let Some(skip) = self.skip_if_quarantined(slot) {
-            return self.rule_dead_letter(&skip, None, Some(windows_json()));
+            let windows = windows_json(&self.strings);
+            return self.rule_dead_letter(&skip, None, Some(windows));
         }
         let batch = self.window_builder.build(spec, chunk, &self.strings);
         let s = &mut self.slots[slot];
@@ -570,7 +571,8 @@ impl Pipeline {
             }
             Err(error) => {
                 self.note_failure(slot);
-                self.rule_dead_letter(&error, None, Some(windows_json()))?;
+                let windows = windows_json(&self.strings);
+                self.rule_dead_letter(&error, None, Some(windows))?;
             }
         }
         Ok(())

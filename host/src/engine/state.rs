@@ -73,6 +73,20 @@ impl KeyedState {
         }
     }
 
+    /// Like [`Self::set`], copying `value` into the key's existing buffer
+    /// when there is one.
+    pub fn set_bytes(&mut self, key: &str, value: &[u8], now: i64) {
+        match self.map.get_mut(key) {
+            Some(e) => {
+                self.bytes = self.bytes + value.len() - e.value.len();
+                e.value.clear();
+                e.value.extend_from_slice(value);
+                e.touched = now;
+            }
+            None => self.set(key, value.to_vec(), now),
+        }
+    }
+
     /// Deletes a key.
     pub fn delete(&mut self, key: &str) {
         if let Some((k, e)) = self.map.remove_entry(key) {

@@ -23,11 +23,44 @@ pub enum AggregateValue {
     /// `min`, `max` or `avg` over no values, or `collect` of no events.
     Empty,
     /// `count-by` and `count-by-band`: (label, count), largest first.
-    Counts(Vec<(String, u64)>),
+    Counts(Vec<(Label, u64)>),
     /// `sum-by`: (label, sum), largest first.
-    Sums(Vec<(String, WitDecimal)>),
+    Sums(Vec<(Label, WitDecimal)>),
     /// `collect`: the window's events.
     Events(Vec<Txn>),
+}
+
+/// A window key or a group's label, as text only when the window batch is
+/// encoded: most are interned strings, and resolving them then costs no
+/// allocation per window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Label {
+    /// An interned string.
+    Sym(u32),
+    /// A fixed name (kinds, statuses, risk levels).
+    Name(&'static str),
+    /// A label shared by every window of a spec (amount bands).
+    Shared(std::sync::Arc<str>),
+    /// Any other text.
+    Text(String),
+}
+
+impl Label {
+    /// The label's text.
+    pub fn text<'a>(&'a self, strings: &'a Interner) -> &'a str {
+        match self {
+            Label::Sym(s) => strings.resolve(*s),
+            Label::Name(n) => n,
+            Label::Shared(s) => s,
+            Label::Text(t) => t,
+        }
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Label::Text(s.to_string())
+    }
 }
 
 const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
@@ -160,11 +193,11 @@ impl<V: Default> SmallMap<V> {
         self.len() == 0
     }
 
-    /// The entries, in no particular order.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = (u64, &V)> + '_> {
+    /// Calls `f` with every entry, in no particular order.
+    pub fn for_each(&self, mut f: impl FnMut(u64, &V)) {
         match self {
-            SmallMap::Small(v) => Box::new(v.iter().map(|(k, v)| (*k, v))),
-            SmallMap::Large(m) => Box::new(m.iter().map(|(k, v)| (*k, v))),
+            SmallMap::Small(v) => v.iter().for_each(|(k, v)| f(*k, v)),
+            SmallMap::Large(m) => m.iter().for_each(|(k, v)| f(*k, v)),
         }
     }
 
@@ -183,6 +216,7 @@ pub struct Plan {
     op: AggregateOp,
     filter: Option<Filter>,
     bounds: Vec<Decimal>,
+    band_labels: Vec<std::sync::Arc<str>>,
 }
 
 /// An accumulator.
@@ -251,24 +285,14 @@ fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
     }
 }
 
-fn category_name(f: Field, v: u64, strings: &Interner) -> String {
+fn category_label(f: Field, v: u64) -> Label {
     match f {
-        Field::Kind => Kind::ALL
-            .get(v as usize)
-            .map_or("other", |k| k.name())
-            .to_string(),
-        Field::Status => Status::ALL
-            .get(v as usize)
-            .map_or("pending", |s| s.name())
-            .to_string(),
-        Field::RiskLevel => RISK_LEVELS
-            .get(v as usize)
-            .copied()
-            .unwrap_or("UNKNOWN")
-            .to_string(),
-        Field::HourOfDay => format!("{v:02}"),
-        Field::Id => format!("{v:016x}"),
-        _ => strings.resolve(v as u32).to_string(),
+        Field::Kind => Label::Name(Kind::ALL.get(v as usize).map_or("other", |k| k.name())),
+        Field::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
+        Field::RiskLevel => Label::Name(RISK_LEVELS.get(v as usize).copied().unwrap_or("UNKNOWN")),
+        Field::HourOfDay => Label::Text(format!("{v:02}")),
+        Field::Id => Label::Text(format!("{v:016x}")),
+        _ => Label::Sym(v as u32),
     }
 }
 
@@ -277,12 +301,13 @@ fn ordered<T: Ord + Copy + Default>(
     map: &SmallMap<T>,
     f: Field,
     strings: &Interner,
-) -> Vec<(String, T)> {
-    let mut v: Vec<(String, T)> = map
-        .iter()
-        .map(|(k, n)| (category_name(f, k, strings), *n))
-        .collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+) -> Vec<(Label, T)> {
+    let mut v: Vec<(Label, T)> = Vec::with_capacity(map.len());
+    map.for_each(|k, n| v.push((category_label(f, k), *n)));
+    v.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| a.0.text(strings).cmp(b.0.text(strings)))
+    });
     v
 }
 
@@ -305,11 +330,18 @@ impl Plan {
                 .collect(),
             _ => Vec::new(),
         };
-        Self {
+        let mut plan = Self {
             op: spec.op.clone(),
             filter,
             bounds,
+            band_labels: Vec::new(),
+        };
+        if matches!(spec.op, AggregateOp::CountByBand(_)) {
+            plan.band_labels = (0..=plan.bounds.len())
+                .map(|i| plan.band_label(i).into())
+                .collect();
         }
+        plan
     }
 
     /// A fresh accumulator.
@@ -478,7 +510,13 @@ impl Plan {
                 counts
                     .iter()
                     .enumerate()
-                    .map(|(i, n)| (self.band_label(i), *n))
+                    .map(|(i, n)| {
+                        let label = self.band_labels.get(i).cloned();
+                        (
+                            label.map_or_else(|| Label::Text(self.band_label(i)), Label::Shared),
+                            *n,
+                        )
+                    })
                     .collect(),
             ),
             Acc::Collect(events) if events.is_empty() => AggregateValue::Empty,
@@ -588,7 +626,8 @@ mod tests {
         ];
         match run(AggregateOp::CountBy(Field::Flag), &events, &s) {
             AggregateValue::Counts(c) => {
-                assert_eq!(c, vec![("HIGH_RISK".into(), 2), ("HIGH_VALUE".into(), 1)])
+                let c: Vec<(&str, u64)> = c.iter().map(|(l, n)| (l.text(&s), *n)).collect();
+                assert_eq!(c, vec![("HIGH_RISK", 2), ("HIGH_VALUE", 1)])
             }
             other => panic!("{other:?}"),
         }
@@ -602,7 +641,7 @@ mod tests {
             &s,
         ) {
             AggregateValue::Sums(v) => {
-                assert_eq!(v[0].0, "a");
+                assert_eq!(v[0].0.text(&s), "a");
                 assert_eq!(
                     v[0].1,
                     WitDecimal {
@@ -682,8 +721,8 @@ mod tests {
         });
         match run(bands, &events, &s) {
             AggregateValue::Counts(c) => assert_eq!(
-                c,
-                vec![("<10".into(), 1), ("10-100".into(), 1), (">=100".into(), 1)]
+                c.iter().map(|(l, n)| (l.text(&s), *n)).collect::<Vec<_>>(),
+                vec![("<10", 1), ("10-100", 1), (">=100", 1)]
             ),
             other => panic!("{other:?}"),
         }

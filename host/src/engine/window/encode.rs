@@ -66,7 +66,7 @@ impl WindowBatchBuilder {
         let mut scales = Vec::new();
         self.events.clear();
         for f in fired {
-            keys.push(dict.push(&f.key));
+            keys.push(dict.push(f.key.text(strings)));
             starts.push(f.start);
             ends.push(f.end);
             refires.push(f.refire);
@@ -81,7 +81,7 @@ impl WindowBatchBuilder {
                     AggregateValue::Counts(entries) => {
                         let first = labels.len() as i64;
                         for (label, n) in entries {
-                            labels.push(dict.push(label));
+                            labels.push(dict.push(label.text(strings)));
                             entry_ints.push(*n as i64);
                             scales.push(0);
                         }
@@ -90,7 +90,7 @@ impl WindowBatchBuilder {
                     AggregateValue::Sums(entries) => {
                         let first = labels.len() as i64;
                         for (label, d) in entries {
-                            labels.push(dict.push(label));
+                            labels.push(dict.push(label.text(strings)));
                             entry_ints.push(d.units);
                             scales.push(d.scale);
                         }

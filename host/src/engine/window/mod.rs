@@ -13,7 +13,7 @@ pub mod encode;
 
 use crate::model::{Interner, Kind, Txn, NONE};
 use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
-use aggregate::{Acc, AggregateValue, Plan};
+use aggregate::{Acc, AggregateValue, Label, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 
@@ -27,8 +27,8 @@ struct Pane {
 /// A window that fired, with its aggregates.
 #[derive(Debug)]
 pub struct Fired {
-    /// The key's value as text (empty for `global`).
-    pub key: String,
+    /// The key's value (empty text for `global`).
+    pub key: Label,
     /// Inclusive start.
     pub start: i64,
     /// Exclusive end.
@@ -100,14 +100,16 @@ impl WindowOperator {
 
     /// The text of a key.
     pub fn key_text(key_by: KeyBy, key: u32, strings: &Interner) -> String {
+        Self::key_label(key_by, key).text(strings).to_string()
+    }
+
+    /// The label of a key.
+    pub fn key_label(key_by: KeyBy, key: u32) -> Label {
         match key_by {
-            KeyBy::Kind => Kind::ALL
-                .get(key as usize)
-                .map_or("other", |k| k.name())
-                .to_string(),
-            KeyBy::HourOfDay => format!("{key:02}"),
-            KeyBy::Global => String::new(),
-            _ => strings.resolve(key).to_string(),
+            KeyBy::Kind => Label::Name(Kind::ALL.get(key as usize).map_or("other", |k| k.name())),
+            KeyBy::HourOfDay => Label::Text(format!("{key:02}")),
+            KeyBy::Global => Label::Name(""),
+            _ => Label::Sym(key),
         }
     }
 
@@ -274,7 +276,7 @@ impl WindowOperator {
                 .map(|(plan, acc)| plan.finish(acc, strings))
                 .collect();
             out.push(Fired {
-                key: Self::key_text(self.key_by, key, strings),
+                key: Self::key_label(self.key_by, key),
                 start,
                 end: pane.end,
                 refire: pane.fired,

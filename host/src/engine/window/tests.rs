@@ -54,7 +54,7 @@ fn fire(op: &mut WindowOperator, wm: i64, s: &Interner) -> Vec<(String, i64, i64
                 AggregateValue::Count(n) => n,
                 _ => panic!(),
             };
-            (f.key, f.start, f.end, f.refire, n)
+            (f.key.text(s).to_string(), f.start, f.end, f.refire, n)
         })
         .collect()
 }
