@@ -150,6 +150,15 @@ impl<'a> FieldValue<'a> {
     }
 }
 
+/// Whether a text is empty or all whitespace; most texts start with a
+/// visible ASCII character, which settles it at once.
+fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        Some(b) if b.is_ascii_graphic() => false,
+        _ => s.trim().is_empty(),
+    }
+}
+
 /// A decoded record that fields can be looked up in.
 pub trait Record {
     /// The value at a path of object keys.
@@ -259,7 +268,7 @@ impl FieldMapping {
         match self.get(r, field) {
             None | Some(FieldValue::Null) => Ok(None),
             Some(v) => match v.text() {
-                Some(s) if s.trim().is_empty() => Ok(None),
+                Some(s) if is_blank(&s) => Ok(None),
                 Some(s) => Ok(Some(s)),
                 None => Err(Reject::new(
                     RejectCode::WrongType,
