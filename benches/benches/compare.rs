@@ -1,0 +1,386 @@
+//! The comparison report: engines run as their users run them on the same
+//! generated input file, several times, at two input sizes (so start-up is
+//! measured apart from steady throughput), with wall time, CPU time and the
+//! peak memory of the whole process tree. Writes
+//! `target/bench-report/report.md` and `target/bench-report/throughput.svg`.
+//!
+//! ```sh
+//! cargo bench --bench compare
+//! EDGE_BENCH_EVENTS=2000000 EDGE_BENCH_RUNS=5 cargo bench --bench compare
+//! ```
+//!
+//! `EDGE_BENCH_EVENTS` (default 1,000,000) is the large input; the small one
+//! is a tenth of it. `EDGE_BENCH_RUNS` (default 3) runs each size that many
+//! times; the report gives the median and the spread. Apache Flink and
+//! Apache Spark run when `benches/baselines/setup` has installed them;
+//! without them the report covers edge alone and says how to install them.
+
+use edge_tests::guests;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One engine run: what it cost and what it produced.
+struct Run {
+    wall: f64,
+    cpu: f64,
+    peak_rss: u64,
+    outputs: BTreeMap<String, usize>,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// Pids of `root` and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1).and_then(|p| p.parse().ok()))
+            {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+/// The fields of /proc/PID/stat after the command name (state first).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// (resident bytes, CPU seconds) of one process.
+fn usage(pid: u32) -> Option<(u64, f64)> {
+    let f = stat_fields(pid)?;
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Some((rss_kb * 1024, cpu))
+}
+
+/// Runs a command to its end, sampling the memory and CPU time of its
+/// process tree.
+fn measure(mut cmd: Command) -> (f64, f64, u64) {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("engine starts");
+    let pid = child.id();
+    let mut peak = 0u64;
+    let mut cpu_by_pid: BTreeMap<u32, f64> = BTreeMap::new();
+    loop {
+        let mut rss = 0;
+        for p in tree(pid) {
+            if let Some((r, cpu)) = usage(p) {
+                rss += r;
+                cpu_by_pid.insert(p, cpu);
+            }
+        }
+        peak = peak.max(rss);
+        if let Some(status) = child.try_wait().expect("wait") {
+            let wall = started.elapsed().as_secs_f64();
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("engine failed ({status}): {err}");
+            }
+            return (wall, cpu_by_pid.values().sum(), peak);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines per output file of a run of edge (rows per table, alerts, dead
+/// letters): the figures another engine's run must agree with.
+fn outputs(dir: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).expect("output dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(stream) = name.strip_suffix(".jsonl") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            out.insert(stream.to_string(), text.lines().count());
+        }
+    }
+    out
+}
+
+fn run_edge(input: &Path, work: &Path) -> Run {
+    let out = work.join("edge-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-bench-engine"));
+    cmd.arg("run")
+        .arg("--rules")
+        .args(guests::RULE_SETS)
+        .arg("--source")
+        .arg(format!("file:{}", input.display()))
+        .args(["--out-dir"])
+        .arg(&out)
+        .args([
+            "--console",
+            "never",
+            "--admin",
+            "off",
+            "--no-watch",
+            "--log",
+            "warn",
+        ])
+        // The compiled rule sets are cached apart from the user's.
+        .env("HOME", work);
+    let (wall, cpu, peak_rss) = measure(cmd);
+    Run {
+        wall,
+        cpu,
+        peak_rss,
+        outputs: outputs(&out),
+    }
+}
+
+fn generate(events: usize, path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return;
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_edge-bench-engine"))
+        .args(["gen", "--rate", "0", "--seed", "42", "--dirty", "0.01"])
+        .args(["--events", &events.to_string(), "--log", "warn", "--out"])
+        .arg(path)
+        .status()
+        .expect("edge gen");
+    assert!(status.success(), "edge gen failed");
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// An engine's figures over its runs at both sizes.
+struct Figures {
+    engine: String,
+    parallelism: usize,
+    events_per_s: f64,
+    per_core: f64,
+    wall_median: f64,
+    wall_min: f64,
+    wall_max: f64,
+    startup: f64,
+    cpu_median: f64,
+    peak_rss: u64,
+}
+
+fn figures(
+    engine: &str,
+    parallelism: usize,
+    small: (usize, &[Run]),
+    large: (usize, &[Run]),
+) -> Figures {
+    let walls = |runs: &[Run]| runs.iter().map(|r| r.wall).collect::<Vec<_>>();
+    let (mut ws, mut wl) = (walls(small.1), walls(large.1));
+    let (ts, tl) = (median(&mut ws), median(&mut wl));
+    // Steady throughput from the difference of the two sizes; start-up is
+    // what the small run took beyond its events at that rate.
+    let steady = if tl > ts {
+        (large.0 - small.0) as f64 / (tl - ts)
+    } else {
+        large.0 as f64 / tl
+    };
+    let mut cpu: Vec<f64> = large.1.iter().map(|r| r.cpu).collect();
+    Figures {
+        engine: engine.to_string(),
+        parallelism,
+        events_per_s: steady,
+        per_core: steady / parallelism as f64,
+        wall_median: tl,
+        wall_min: wl.first().copied().unwrap_or(tl),
+        wall_max: wl.last().copied().unwrap_or(tl),
+        startup: (ts - small.0 as f64 / steady).max(0.0),
+        cpu_median: median(&mut cpu),
+        peak_rss: large.1.iter().map(|r| r.peak_rss).max().unwrap_or(0),
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown", str::trim)
+        .to_string();
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({model}), {:.1} GiB memory",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
+
+fn svg(figures: &[Figures]) -> String {
+    let max = figures.iter().map(|f| f.per_core).fold(1.0, f64::max);
+    let (width, bar, gap) = (640.0, 28.0, 14.0);
+    let height = 50.0 + figures.len() as f64 * (bar + gap);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" \
+         font-weight=\"bold\">events/s per core (higher is better)</text>\n"
+    );
+    for (i, f) in figures.iter().enumerate() {
+        let y = 40.0 + i as f64 * (bar + gap);
+        let w = (width - 260.0) * f.per_core / max;
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"90\" y=\"{y:.0}\" width=\"{w:.0}\" \
+             height=\"{bar}\" fill=\"#3b7dd8\"/><text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>",
+            y + bar * 0.65,
+            f.engine,
+            96.0 + w,
+            y + bar * 0.65,
+            f.per_core
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let large = env_number("EDGE_BENCH_EVENTS", 1_000_000).max(10);
+    let small = large / 10;
+    let runs = env_number("EDGE_BENCH_RUNS", 3).max(1);
+    let root = edge_tests::root().canonicalize().expect("workspace root");
+    let report_dir = root.join("target/bench-report");
+    let work = report_dir.join("work");
+    std::fs::create_dir_all(&work).expect("report dir");
+    let inputs: Vec<(usize, PathBuf)> = [small, large]
+        .iter()
+        .map(|&n| (n, report_dir.join(format!("workload-{n}.jsonl"))))
+        .collect();
+    for (n, path) in &inputs {
+        generate(*n, path);
+    }
+
+    // Once unmeasured: compiles the rule sets into the cache, as a user's
+    // first start does.
+    run_edge(&inputs[0].1, &work);
+    let mut by_size: Vec<Vec<Run>> = Vec::new();
+    for (n, path) in &inputs {
+        let mut done = Vec::new();
+        for i in 0..runs {
+            let r = run_edge(path, &work);
+            println!(
+                "edge  {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
+                i + 1,
+                r.wall,
+                r.cpu,
+                r.peak_rss as f64 / 1048576.0
+            );
+            done.push(r);
+        }
+        by_size.push(done);
+    }
+    let edge = figures("edge", 1, (small, &by_size[0]), (large, &by_size[1]));
+    let outputs = &by_size[1][0].outputs;
+    for r in &by_size[1][1..] {
+        assert_eq!(
+            &r.outputs, outputs,
+            "edge gave different output on the same input"
+        );
+    }
+
+    let venv = root.join("benches/baselines/.venv");
+    let baselines_installed = venv.join("bin/python").is_file();
+    let all = vec![edge];
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Comparison report\n");
+    let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(
+        md,
+        "- Workload: `edge gen --seed 42 --dirty 0.01`, {large} records (and {small} for start-up), {runs} runs per size; medians, with the spread of the large runs"
+    );
+    let _ = writeln!(
+        md,
+        "- edge runs the five rule sets (fraud, anomaly, compliance, lifecycle, merchant) from the file to JSON lines files, one pipeline thread (parallelism 1)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| engine | parallelism | events/s | events/s per core | wall s (median, min–max) | start-up s | CPU s | peak RSS MiB |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---|---:|---:|---:|");
+    for f in &all {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.0} |",
+            f.engine,
+            f.parallelism,
+            f.events_per_s,
+            f.per_core,
+            f.wall_median,
+            f.wall_min,
+            f.wall_max,
+            f.startup,
+            f.cpu_median,
+            f.peak_rss as f64 / 1048576.0
+        );
+    }
+    let _ = writeln!(md, "\n## What edge produced ({large} records)\n");
+    let _ = writeln!(md, "| output | records |\n|---|---:|");
+    for (stream, n) in outputs {
+        let _ = writeln!(md, "| {stream} | {n} |");
+    }
+    if !baselines_installed {
+        let _ = writeln!(
+            md,
+            "\nApache Flink and Apache Spark are not installed, so edge ran alone. Install them once with `benches/baselines/setup` (a virtualenv with apache-flink and pyspark in benches/baselines/.venv; Java 17) and run `cargo bench --bench compare` again."
+        );
+        println!(
+            "Apache Flink and Apache Spark are not installed: edge ran alone. Install them once with benches/baselines/setup"
+        );
+    }
+    let _ = writeln!(md, "\n![events/s per core](throughput.svg)");
+    std::fs::write(report_dir.join("report.md"), &md).expect("report");
+    std::fs::write(report_dir.join("throughput.svg"), svg(&all)).expect("chart");
+    println!("{md}");
+    println!("report: {}", report_dir.join("report.md").display());
+}
