@@ -27,7 +27,7 @@ struct Run {
     wall: f64,
     cpu: f64,
     peak_rss: u64,
-    outputs: BTreeMap<String, usize>,
+    measures: BTreeMap<String, String>,
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -119,16 +119,66 @@ fn measure(mut cmd: Command) -> (f64, f64, u64) {
     }
 }
 
-/// Lines per output file of a run of edge (rows per table, alerts, dead
-/// letters): the figures another engine's run must agree with.
-fn outputs(dir: &Path) -> BTreeMap<String, usize> {
+/// The window tables every engine writes, with the money column whose
+/// exact sum is compared.
+const TABLES: [(&str, &str); 3] = [
+    ("merchant_metrics", "revenue"),
+    ("compliance_metrics", "total_amount"),
+    ("customer_lifecycle", "total_spend"),
+];
+
+/// The JSON lines of an output stream: `DIR/NAME.jsonl` (edge) or the
+/// `.json` part files in `DIR/NAME/` (Spark, Flink).
+fn stream_lines(dir: &Path, name: &str) -> Vec<String> {
+    let file = dir.join(format!("{name}.jsonl"));
+    let mut files = Vec::new();
+    if file.is_file() {
+        files.push(file);
+    } else if let Ok(entries) = std::fs::read_dir(dir.join(name)) {
+        files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(['.', '_']))
+        }));
+    }
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What a run produced, by measure: the records of each output and, per
+/// window table, the summed transaction counts and the exact money sum.
+/// Engines agree when these are equal.
+fn measures(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).expect("output dir").flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if let Some(stream) = name.strip_suffix(".jsonl") {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            out.insert(stream.to_string(), text.lines().count());
+    out.insert(
+        "dead_letter records".to_string(),
+        stream_lines(dir, "dead_letter").len().to_string(),
+    );
+    for (table, money) in TABLES {
+        let lines = stream_lines(dir, table);
+        let (mut count, mut sum) = (0u64, rust_decimal::Decimal::ZERO);
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line).expect("output row is JSON");
+            count += v["transaction_count"].as_u64().unwrap_or(0);
+            let text = match &v[money] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            sum += text
+                .parse::<rust_decimal::Decimal>()
+                .unwrap_or_else(|_| panic!("{table}.{money} is not a decimal: {text:?}"));
         }
+        out.insert(format!("{table} rows"), lines.len().to_string());
+        out.insert(format!("{table} transaction_count"), count.to_string());
+        out.insert(format!("{table} {money}"), sum.normalize().to_string());
     }
     out
 }
@@ -160,7 +210,27 @@ fn run_edge(input: &Path, work: &Path) -> Run {
         wall,
         cpu,
         peak_rss,
-        outputs: outputs(&out),
+        measures: measures(&out),
+    }
+}
+
+/// Apache Spark: the DataFrame job in benches/baselines/spark, `local[N]`.
+fn run_spark(venv: &Path, input: &Path, work: &Path, parallelism: usize) -> Run {
+    let out = work.join("spark-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let python = venv.join("bin/python");
+    let mut cmd = Command::new(&python);
+    cmd.arg(edge_tests::root().join("benches/baselines/spark/pipelines.py"))
+        .arg(input)
+        .arg(&out)
+        .arg(parallelism.to_string())
+        .env("PYSPARK_PYTHON", &python);
+    let (wall, cpu, peak_rss) = measure(cmd);
+    Run {
+        wall,
+        cpu,
+        peak_rss,
+        measures: measures(&out),
     }
 }
 
@@ -300,58 +370,83 @@ fn main() {
         generate(*n, path);
     }
 
-    // Once unmeasured: compiles the rule sets into the cache, as a user's
-    // first start does.
-    run_edge(&inputs[0].1, &work);
-    let mut by_size: Vec<Vec<Run>> = Vec::new();
-    for (n, path) in &inputs {
-        let mut done = Vec::new();
-        for i in 0..runs {
-            let r = run_edge(path, &work);
-            println!(
-                "edge  {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
-                i + 1,
-                r.wall,
-                r.cpu,
-                r.peak_rss as f64 / 1048576.0
-            );
-            done.push(r);
-        }
-        by_size.push(done);
-    }
-    let edge = figures("edge", 1, (small, &by_size[0]), (large, &by_size[1]));
-    let outputs = &by_size[1][0].outputs;
-    for r in &by_size[1][1..] {
-        assert_eq!(
-            &r.outputs, outputs,
-            "edge gave different output on the same input"
-        );
+    let venv = root.join("benches/baselines/.venv");
+    let baselines = venv.join("bin/python").is_file();
+    // Every engine gets the same parallelism: edge runs one pipeline thread.
+    let parallelism = 1;
+    type Runner<'a> = Box<dyn Fn(&Path) -> Run + 'a>;
+    let mut engines: Vec<(&str, Runner)> = vec![("edge", Box::new(|p| run_edge(p, &work)))];
+    if baselines {
+        engines.push((
+            "spark",
+            Box::new(|p| run_spark(&venv, p, &work, parallelism)),
+        ));
     }
 
-    let venv = root.join("benches/baselines/.venv");
-    let baselines_installed = venv.join("bin/python").is_file();
-    let all = vec![edge];
+    let mut all = Vec::new();
+    let mut produced: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for (name, run) in &engines {
+        // Once unmeasured: edge compiles the rule sets into its cache, as a
+        // user's first start does; the JVMs load their classes from disk.
+        run(&inputs[0].1);
+        let mut by_size: Vec<Vec<Run>> = Vec::new();
+        for (n, path) in &inputs {
+            let mut done = Vec::new();
+            for i in 0..runs {
+                let r = run(path);
+                println!(
+                    "{name:<6} {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
+                    i + 1,
+                    r.wall,
+                    r.cpu,
+                    r.peak_rss as f64 / 1048576.0
+                );
+                done.push(r);
+            }
+            by_size.push(done);
+        }
+        let first = &by_size[1][0].measures;
+        for r in &by_size[1][1..] {
+            assert_eq!(
+                &r.measures, first,
+                "{name} gave different output on the same input"
+            );
+        }
+        produced.push((name.to_string(), first.clone()));
+        all.push(figures(
+            name,
+            parallelism,
+            (small, &by_size[0]),
+            (large, &by_size[1]),
+        ));
+    }
 
     let mut md = String::new();
     let _ = writeln!(md, "# Comparison report\n");
     let _ = writeln!(md, "- Machine: {}", machine());
     let _ = writeln!(
         md,
-        "- Workload: `edge gen --seed 42 --dirty 0.01`, {large} records (and {small} for start-up), {runs} runs per size; medians, with the spread of the large runs"
+        "- Workload: `edge gen --seed 42 --dirty 0.01`, {large} records (and {small} for start-up), {runs} runs per size per engine; medians, with the spread of the large runs"
     );
     let _ = writeln!(
         md,
-        "- edge runs the five rule sets (fraud, anomaly, compliance, lifecycle, merchant) from the file to JSON lines files, one pipeline thread (parallelism 1)\n"
+        "- Parallelism {parallelism} for every engine: edge's one pipeline thread, Spark `local[{parallelism}]`; events/s is the steady rate (the difference of the two sizes over the difference of their times), start-up what the small run took beyond its events at that rate\n"
     );
     let _ = writeln!(
         md,
-        "| engine | parallelism | events/s | events/s per core | wall s (median, min–max) | start-up s | CPU s | peak RSS MiB |"
+        "| engine | parallelism | events/s | events/s per core | edge is | wall s (median, min–max) | start-up s | CPU s | events per CPU s | peak RSS MiB |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    let edge_rate = all[0].per_core;
     for f in &all {
+        let ratio = if f.engine == "edge" {
+            "—".to_string()
+        } else {
+            format!("{:.1}x", edge_rate / f.per_core)
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {ratio} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.0} | {:.0} |",
             f.engine,
             f.parallelism,
             f.events_per_s,
@@ -361,15 +456,55 @@ fn main() {
             f.wall_max,
             f.startup,
             f.cpu_median,
+            large as f64 / f.cpu_median.max(1e-9),
             f.peak_rss as f64 / 1048576.0
         );
     }
-    let _ = writeln!(md, "\n## What edge produced ({large} records)\n");
-    let _ = writeln!(md, "| output | records |\n|---|---:|");
-    for (stream, n) in outputs {
-        let _ = writeln!(md, "| {stream} | {n} |");
+    let _ = writeln!(
+        md,
+        "\nCPU s is the large run's CPU time over the whole process tree (a JVM's compiler and collector threads included); events per CPU s divides the large input by it."
+    );
+
+    let _ = writeln!(md, "\n## Agreement ({large} records)\n");
+    let header: Vec<&str> = produced.iter().map(|(n, _)| n.as_str()).collect();
+    let _ = writeln!(md, "| measure | {} |", header.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
+    let mut disagreements = Vec::new();
+    for (measure, value) in &produced[0].1 {
+        let mut cells = vec![value.clone()];
+        for (engine, m) in &produced[1..] {
+            let other = m.get(measure).cloned().unwrap_or_else(|| "missing".into());
+            if &other != value {
+                disagreements.push(format!("{measure}: edge {value}, {engine} {other}"));
+                cells.push(format!("**{other}** (differs)"));
+            } else {
+                cells.push(other);
+            }
+        }
+        let _ = writeln!(md, "| {measure} | {} |", cells.join(" | "));
     }
-    if !baselines_installed {
+    if produced.len() > 1 {
+        let _ = writeln!(
+            md,
+            "\n{}",
+            if disagreements.is_empty() {
+                "Every engine produced the same records and the same exact sums."
+            } else {
+                "**The engines disagree** (see the marked cells): the figures above do not compare the same work."
+            }
+        );
+    }
+    let _ = writeln!(md, "\n## How each engine computes the workload\n");
+    let _ = writeln!(
+        md,
+        "- edge: the five rule sets as WebAssembly components (fraud and anomaly per event with keyed state; compliance, lifecycle and merchant over event-time windows with native aggregates), dead letters and every table to JSON lines files."
+    );
+    if baselines {
+        let _ = writeln!(
+            md,
+            "- Spark (benches/baselines/spark/pipelines.py): the DataFrame API; the same validation as edge's decoder and the dead letters with their reasons, repeated ids dropped keeping the first in file order, and the three window tables (count, exact DECIMAL sum, distinct customers per window) written as JSON. Its tables carry those columns, not every column of edge's rule sets, and it does not run the per-event fraud and anomaly rules: it does less work than edge in these figures."
+        );
+    } else {
         let _ = writeln!(
             md,
             "\nApache Flink and Apache Spark are not installed, so edge ran alone. Install them once with `benches/baselines/setup` (a virtualenv with apache-flink and pyspark in benches/baselines/.venv; Java 17) and run `cargo bench --bench compare` again."
@@ -383,4 +518,9 @@ fn main() {
     std::fs::write(report_dir.join("throughput.svg"), svg(&all)).expect("chart");
     println!("{md}");
     println!("report: {}", report_dir.join("report.md").display());
+    assert!(
+        disagreements.is_empty(),
+        "the engines disagree:\n{}",
+        disagreements.join("\n")
+    );
 }

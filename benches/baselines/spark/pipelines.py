@@ -1,0 +1,161 @@
+"""The comparison workload in Apache Spark (DataFrame API, local[N]).
+
+Reads the generated JSON lines file, sends records that fail validation to a
+dead-letter output with a reason, drops repeated transaction ids (the first
+in file order is kept), and writes the three event-time window tables of the
+comparison: merchant_metrics (10 minutes per merchant), compliance_metrics
+(30 minutes per customer) and customer_lifecycle (15 minutes per customer).
+Money is DECIMAL throughout and written as text, as edge writes it.
+
+    python pipelines.py INPUT OUTPUT_DIR PARALLELISM
+"""
+
+import sys
+import time
+
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+KINDS = ["PURCHASE", "TRANSFER", "WIRE_TRANSFER", "WITHDRAWAL", "DEPOSIT", "PAYMENT", "REFUND", "OTHER"]
+STATUSES = ["PENDING", "COMPLETED", "FAILED", "REVERSED"]
+MAX_RECORD_BYTES = 64 * 1024
+MAX_AMOUNT = 1_000_000_000
+MIN_EVENT_TIME = "2000-01-01 00:00:00"
+MAX_FUTURE_SECONDS = 86_400
+MONEY = T.DecimalType(38, 8)
+
+LOCATION = T.StructType([T.StructField("country", T.StringType()), T.StructField("city", T.StringType())])
+SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in [
+        "transaction_id", "customer_id", "account_id", "merchant_id", "transaction_type", "status",
+        "amount", "fee_amount", "currency", "channel", "device_fingerprint"]]
+    + [
+        T.StructField("location", LOCATION),
+        T.StructField("risk_score", T.StringType()),
+        T.StructField("compliance_flags", T.ArrayType(T.StringType())),
+        T.StructField("created_at", T.StringType()),
+        T.StructField("_corrupt", T.StringType()),
+    ]
+)
+
+
+def blank(c):
+    return c.isNull() | (F.trim(c) == "")
+
+
+def normalized(c):
+    return F.upper(F.regexp_replace(F.trim(c), "[- ]", "_"))
+
+
+def money(c):
+    return F.expr(f"try_cast(trim({c}) as decimal(38, 8))")
+
+
+def main():
+    source, out, parallelism = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    spark = (
+        SparkSession.builder.master(f"local[{parallelism}]")
+        .appName("edge-comparison")
+        .config("spark.sql.shuffle.partitions", str(parallelism))
+        .config("spark.default.parallelism", str(parallelism))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    started = time.time()
+
+    lines = spark.read.text(source).withColumn("line", F.monotonically_increasing_id())
+    r = lines.withColumn(
+        "r", F.from_json("value", SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+    )
+    amount = money("r.amount")
+    fee = money("r.fee_amount")
+    created = F.col("r.created_at")
+    event_time = F.when(
+        F.trim(created).rlike("^[0-9]+$"), F.timestamp_millis(F.trim(created).cast("long"))
+    ).otherwise(F.expr("try_to_timestamp(trim(r.created_at))"))
+    risk = F.expr("try_cast(trim(r.risk_score) as double)")
+    reason = (
+        F.when(F.octet_length("value") > MAX_RECORD_BYTES, F.lit("oversized"))
+        .when(~F.expr("is_valid_utf8(value)"), F.lit("invalid_utf8"))
+        .when(F.col("r").isNull() | F.col("r._corrupt").isNotNull(), F.lit("malformed_json"))
+        .when(blank(F.col("r.transaction_id")) | blank(F.col("r.customer_id")), F.lit("missing_field"))
+        .when(F.length(F.trim("r.transaction_id")) > 256, F.lit("wrong_type"))
+        .when(~normalized(F.col("r.transaction_type")).isin(KINDS), F.lit("unknown_kind"))
+        .when(
+            ~blank(F.col("r.status")) & ~normalized(F.col("r.status")).isin(STATUSES),
+            F.lit("unknown_status"),
+        )
+        .when(blank(F.col("r.amount")), F.lit("missing_field"))
+        .when(amount.isNull() | (~blank(F.col("r.fee_amount")) & fee.isNull()), F.lit("invalid_amount"))
+        .when((amount < 0) | (fee < 0), F.lit("negative_amount"))
+        .when((amount > MAX_AMOUNT) | (fee > MAX_AMOUNT), F.lit("absurd_amount"))
+        .when(blank(created), F.lit("missing_field"))
+        .when(event_time.isNull(), F.lit("invalid_time"))
+        .when(
+            (event_time < F.lit(MIN_EVENT_TIME).cast("timestamp"))
+            | (event_time > F.current_timestamp() + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")),
+            F.lit("time_out_of_range"),
+        )
+        .when(
+            ~blank(F.col("r.risk_score")) & (risk.isNull() | (risk < 0) | (risk > 1)),
+            F.lit("invalid_risk_score"),
+        )
+    )
+    checked = r.select(
+        "value", "line", reason.alias("reason"),
+        F.trim("r.transaction_id").alias("transaction_id"),
+        F.trim("r.customer_id").alias("customer_id"),
+        F.when(blank(F.col("r.merchant_id")), None).otherwise(F.trim("r.merchant_id")).alias("merchant_id"),
+        amount.alias("amount"),
+        event_time.alias("event_time"),
+    ).cache()
+
+    # A repeated transaction id is a dead letter too; the first in file
+    # order is kept.
+    first = Window.partitionBy("transaction_id").orderBy("line")
+    numbered = checked.withColumn(
+        "reason",
+        F.when(
+            F.col("reason").isNull() & (F.row_number().over(first) > 1), F.lit("duplicate")
+        ).otherwise(F.col("reason")),
+    ).cache()
+    numbered.where(F.col("reason").isNotNull()).select("reason", F.col("value").alias("raw")).write.mode(
+        "overwrite"
+    ).json(f"{out}/dead_letter")
+    events = numbered.where(F.col("reason").isNull()).drop("value", "reason").cache()
+
+    def windows(df, key, minutes):
+        w = F.window("event_time", f"{minutes} minutes")
+        return df.groupBy(F.col(key), w.alias("w")).agg(
+            F.count(F.lit(1)).alias("transaction_count"),
+            F.sum("amount").alias("total"),
+            F.countDistinct("customer_id").alias("unique_customers"),
+        ).select(
+            key,
+            F.date_format("w.start", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("window_start"),
+            F.date_format("w.end", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("window_end"),
+            "transaction_count",
+            "unique_customers",
+            F.col("total").cast("string").alias("total"),
+        )
+
+    merchant = windows(events.where(F.col("merchant_id").isNotNull()), "merchant_id", 10).withColumnRenamed(
+        "total", "revenue"
+    )
+    compliance = windows(events, "customer_id", 30).withColumnRenamed("total", "total_amount")
+    lifecycle = windows(events, "customer_id", 15).withColumnRenamed("total", "total_spend")
+    for name, df in [
+        ("merchant_metrics", merchant),
+        ("compliance_metrics", compliance),
+        ("customer_lifecycle", lifecycle),
+    ]:
+        df.write.mode("overwrite").json(f"{out}/{name}")
+    print(f"spark: done in {time.time() - started:.2f} s", file=sys.stderr)
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
