@@ -2,16 +2,21 @@
 
 Reads the generated JSON lines file, sends records that fail validation to a
 dead-letter output with a reason, drops repeated transaction ids (the first
-in file order is kept), and writes the three event-time window tables of the
-comparison: merchant_metrics (10 minutes per merchant), compliance_metrics
-(30 minutes per customer) and customer_lifecycle (15 minutes per customer).
-Money is DECIMAL throughout and written as text, as edge writes it.
+in file order is kept), runs the per-customer fraud and anomaly rules over
+each customer's events in file order (a grouped pandas operator keeping the
+rules' state), and writes the alerts and the three event-time window tables
+of the comparison: merchant_metrics (10 minutes per merchant),
+compliance_metrics (30 minutes per customer) and customer_lifecycle (15
+minutes per customer). Money is DECIMAL throughout and written as text, as
+edge writes it.
 
     python pipelines.py INPUT OUTPUT_DIR PARALLELISM
 """
 
+import math
 import sys
 import time
+from decimal import Decimal
 
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
@@ -38,6 +43,108 @@ SCHEMA = T.StructType(
         T.StructField("_corrupt", T.StringType()),
     ]
 )
+
+
+MINUTE = 60_000
+HOUR = 3_600_000
+ALERTS = T.StructType(
+    [
+        T.StructField("kind", T.StringType()),
+        T.StructField("transaction_id", T.StringType()),
+        T.StructField("customer_id", T.StringType()),
+        T.StructField("event_time", T.LongType()),
+    ]
+)
+
+
+def fraud(rows, alert):
+    """The fraud rule set of one customer, over its events in order."""
+    count, max_amount = 0, Decimal(0)
+    recent, small, countries, hours = [], [], [], [0] * 24
+    hour_start = hour_count = active_hours = past_hours_total = 0
+    for r in rows:
+        t, amount = r.t, r.amount
+        if count >= 5 and amount > max_amount * 3:
+            alert("HIGH_AMOUNT", r)
+        recent = [x for x in recent if t - x < MINUTE] + [t]
+        if len(recent) == 6:
+            alert("RAPID_ORDERS", r)
+        if len(recent) > 16:
+            recent.pop(0)
+        if amount < Decimal("5.00"):
+            small = [x for x in small if t - x < 10 * MINUTE] + [t]
+            if len(small) == 3:
+                alert("CARD_TESTING", r)
+            if len(small) > 16:
+                small.pop(0)
+        start = t - t % HOUR
+        if start != hour_start:
+            if hour_count > 0:
+                active_hours += 1
+                past_hours_total += hour_count
+            hour_start, hour_count = start, 0
+        hour_count += 1
+        if active_hours >= 3:
+            limit = math.ceil(max(past_hours_total / active_hours * 3.0, 10.0))
+            if hour_count == limit + 1:
+                alert("FREQUENCY_ANOMALY", r)
+        if r.country is not None and r.country not in countries:
+            if count >= 3:
+                alert("LOCATION_ANOMALY", r)
+            if len(countries) < 8:
+                countries.append(r.country)
+        hour = t % 86_400_000 // HOUR
+        if count >= 20 and hours[hour] == 0:
+            alert("TIME_ANOMALY", r)
+        hours[hour] += 1
+        count += 1
+        max_amount = max(max_amount, amount)
+
+
+def anomaly(rows, alert):
+    """The anomaly rule set of one customer: running mean and deviation
+    (Welford, in floating point: scores, not money), devices, velocity."""
+    n, mean, m2 = 0, 0.0, 0.0
+    devices, recent, last_velocity_alert = [], [], 0
+    for r in rows:
+        t, amount = r.t, r.amount
+        x = float(amount)
+        if n >= 10:
+            sd = math.sqrt(m2 / (n - 1))
+            if sd > 0 and abs((x - mean) / sd) > 3.0:
+                alert("STATISTICAL_OUTLIER", r)
+        if r.device is not None and r.device not in devices:
+            if n >= 10:
+                alert("PATTERN_DEVIATION", r)
+            if len(devices) >= 4:
+                devices.pop(0)
+            devices.append(r.device)
+        recent = [(u, a) for (u, a) in recent if t - u < 10 * MINUTE] + [(t, amount)]
+        if len(recent) > 32:
+            recent.pop(0)
+        if n >= 5 and len(recent) >= 3 and t - last_velocity_alert >= 10 * MINUTE:
+            if float(sum(a for _, a in recent)) > mean * 5.0:
+                last_velocity_alert = t
+                alert("VELOCITY_ANOMALY", r)
+        n += 1
+        delta = x - mean
+        mean += delta / n
+        m2 += delta * (x - mean)
+
+
+def customer_rules(pdf):
+    import pandas as pd
+
+    pdf = pdf.sort_values("line")
+    out = []
+
+    def alert(kind, r):
+        out.append((kind, r.transaction_id, r.customer_id, r.t))
+
+    rows = list(pdf.itertuples(index=False))
+    fraud(rows, alert)
+    anomaly(rows, alert)
+    return pd.DataFrame(out, columns=["kind", "transaction_id", "customer_id", "event_time"])
 
 
 def blank(c):
@@ -109,6 +216,10 @@ def main():
         F.trim("r.transaction_id").alias("transaction_id"),
         F.trim("r.customer_id").alias("customer_id"),
         F.when(blank(F.col("r.merchant_id")), None).otherwise(F.trim("r.merchant_id")).alias("merchant_id"),
+        F.when(blank(F.col("r.location.country")), None).otherwise(F.trim("r.location.country")).alias("country"),
+        F.when(blank(F.col("r.device_fingerprint")), None)
+        .otherwise(F.trim("r.device_fingerprint"))
+        .alias("device"),
         amount.alias("amount"),
         event_time.alias("event_time"),
     ).cache()
@@ -126,6 +237,16 @@ def main():
         "overwrite"
     ).json(f"{out}/dead_letter")
     events = numbered.where(F.col("reason").isNull()).drop("value", "reason").cache()
+
+    alerts = (
+        events.select(
+            "line", "transaction_id", "customer_id", "amount", "country", "device",
+            F.expr("unix_millis(event_time)").alias("t"),
+        )
+        .groupBy("customer_id")
+        .applyInPandas(customer_rules, ALERTS)
+    )
+    alerts.write.mode("overwrite").json(f"{out}/alerts")
 
     def windows(df, key, minutes):
         w = F.window("event_time", f"{minutes} minutes")

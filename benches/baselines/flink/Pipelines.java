@@ -1,0 +1,499 @@
+import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.LocalDateTime;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeParseException;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+
+import org.apache.flink.api.common.RuntimeExecutionMode;
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.common.serialization.SimpleStringEncoder;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.configuration.Configuration;
+import org.apache.flink.connector.file.sink.FileSink;
+import org.apache.flink.streaming.api.functions.sink.filesystem.bucketassigners.BasePathBucketAssigner;
+import org.apache.flink.connector.file.src.FileSource;
+import org.apache.flink.connector.file.src.reader.TextLineInputFormat;
+import org.apache.flink.core.fs.Path;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
+import org.apache.flink.streaming.api.functions.ProcessFunction;
+import org.apache.flink.table.api.Schema;
+import org.apache.flink.table.api.Table;
+import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.Collector;
+import org.apache.flink.util.OutputTag;
+
+/**
+ * The comparison workload in Apache Flink: a DataStream job reads the
+ * generated JSON lines file, validates each record (dead letters to a side
+ * output with a reason), drops repeated transaction ids with keyed state,
+ * runs the per-customer fraud and anomaly rules in a KeyedProcessFunction
+ * whose state is Flink's keyed state, and hands the valid events to Flink
+ * SQL as a table with an event-time attribute (watermarks five seconds
+ * behind, as edge's default), where the three window tables are event-time
+ * TUMBLE windows. Streaming mode, so that each key sees its events in file
+ * order, as edge does.
+ *
+ * <pre>java -cp "FLINK_LIB/*:CLASSES" Pipelines INPUT OUTPUT_DIR PARALLELISM</pre>
+ */
+public class Pipelines {
+    static final Set<String> KINDS = Set.of(
+        "PURCHASE", "TRANSFER", "WIRE_TRANSFER", "WITHDRAWAL", "DEPOSIT", "PAYMENT", "REFUND", "OTHER");
+    static final Set<String> STATUSES = Set.of("PENDING", "COMPLETED", "FAILED", "REVERSED");
+    static final int MAX_RECORD_BYTES = 64 * 1024;
+    static final BigDecimal MAX_AMOUNT = new BigDecimal(1_000_000_000);
+    static final long MIN_EVENT_TIME = 946_684_800_000L;
+    static final long MAX_FUTURE_MS = 86_400_000L;
+    static final long MINUTE = 60_000L;
+    static final long HOUR = 3_600_000L;
+    // Numbers are read as BigDecimal: money stays exact.
+    static final ObjectMapper JSON = new ObjectMapper()
+        .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS);
+    static final OutputTag<String> DEAD = new OutputTag<>("dead-letter", Types.STRING);
+
+    /** A valid event, as the rules and the windows need it. */
+    public static class Event {
+        public long line;
+        public String id;
+        public String customer;
+        public String merchant;
+        public String country;
+        public String device;
+        public BigDecimal amount;
+        public long time;
+
+        public Event() {}
+    }
+
+    static String text(JsonNode n, String field) {
+        JsonNode v = n.get(field);
+        if (v == null || v.isNull()) {
+            return null;
+        }
+        if (!v.isValueNode()) {
+            throw new IllegalArgumentException("wrong_type");
+        }
+        String s = v.isTextual() ? v.textValue() : v.asText();
+        return s.trim().isEmpty() ? null : s;
+    }
+
+    static BigDecimal money(JsonNode n, String field) {
+        JsonNode v = n.get(field);
+        if (v == null || v.isNull()) {
+            return null;
+        }
+        BigDecimal d;
+        if (v.isNumber()) {
+            d = v.decimalValue();
+        } else if (v.isTextual() && !v.textValue().trim().isEmpty() && v.textValue().trim().length() <= 64) {
+            try {
+                d = new BigDecimal(v.textValue().trim());
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("invalid_amount");
+            }
+        } else {
+            throw new IllegalArgumentException("invalid_amount");
+        }
+        if (d.signum() < 0) {
+            throw new IllegalArgumentException("negative_amount");
+        }
+        if (d.compareTo(MAX_AMOUNT) > 0 || d.stripTrailingZeros().scale() > 8) {
+            throw new IllegalArgumentException("absurd_amount");
+        }
+        return d;
+    }
+
+    static long time(JsonNode n) {
+        JsonNode v = n.get("created_at");
+        if (v == null || v.isNull()) {
+            throw new IllegalArgumentException("missing_field");
+        }
+        long ms;
+        String t = v.asText().trim();
+        if (v.isIntegralNumber() || (!t.isEmpty() && t.chars().allMatch(Character::isDigit))) {
+            ms = Long.parseLong(t);
+        } else {
+            try {
+                ms = OffsetDateTime.parse(t).toInstant().toEpochMilli();
+            } catch (DateTimeParseException e) {
+                try {
+                    ms = LocalDateTime.parse(t).toInstant(ZoneOffset.UTC).toEpochMilli();
+                } catch (DateTimeParseException e2) {
+                    throw new IllegalArgumentException("invalid_time");
+                }
+            }
+        }
+        if (ms < MIN_EVENT_TIME || ms > System.currentTimeMillis() + MAX_FUTURE_MS) {
+            throw new IllegalArgumentException("time_out_of_range");
+        }
+        return ms;
+    }
+
+    static String norm(String s) {
+        return s.trim().toUpperCase(Locale.ROOT).replace('-', '_').replace(' ', '_');
+    }
+
+    /** Validates a record: an event, or a dead letter with its reason. */
+    static class Validate extends ProcessFunction<String, Event> {
+        long line;
+
+        @Override
+        public void processElement(String raw, Context ctx, Collector<Event> out) throws Exception {
+            line++;
+            try {
+                if (raw.getBytes(StandardCharsets.UTF_8).length > MAX_RECORD_BYTES) {
+                    throw new IllegalArgumentException("oversized");
+                }
+                // Lines are decoded as UTF-8 with U+FFFD for bytes that are not.
+                if (raw.indexOf('\uFFFD') >= 0) {
+                    throw new IllegalArgumentException("invalid_utf8");
+                }
+                JsonNode n;
+                try {
+                    n = JSON.readTree(raw);
+                } catch (Exception e) {
+                    throw new IllegalArgumentException("malformed_json");
+                }
+                if (n == null || !n.isObject()) {
+                    throw new IllegalArgumentException("malformed_json");
+                }
+                Event e = new Event();
+                e.line = line;
+                e.id = text(n, "transaction_id");
+                e.customer = text(n, "customer_id");
+                if (e.id == null || e.customer == null) {
+                    throw new IllegalArgumentException("missing_field");
+                }
+                if (e.id.length() > 256) {
+                    throw new IllegalArgumentException("wrong_type");
+                }
+                String kind = text(n, "transaction_type");
+                if (kind == null) {
+                    throw new IllegalArgumentException("missing_field");
+                }
+                if (!KINDS.contains(norm(kind))) {
+                    throw new IllegalArgumentException("unknown_kind");
+                }
+                String status = text(n, "status");
+                if (status != null && !STATUSES.contains(norm(status))) {
+                    throw new IllegalArgumentException("unknown_status");
+                }
+                e.amount = money(n, "amount");
+                if (e.amount == null) {
+                    throw new IllegalArgumentException("missing_field");
+                }
+                money(n, "fee_amount");
+                e.time = time(n);
+                JsonNode risk = n.get("risk_score");
+                if (risk != null && !risk.isNull()) {
+                    double r;
+                    try {
+                        r = Double.parseDouble(risk.asText().trim());
+                    } catch (NumberFormatException x) {
+                        throw new IllegalArgumentException("invalid_risk_score");
+                    }
+                    if (!(r >= 0 && r <= 1)) {
+                        throw new IllegalArgumentException("invalid_risk_score");
+                    }
+                }
+                e.id = e.id.trim();
+                e.customer = e.customer.trim();
+                String merchant = text(n, "merchant_id");
+                e.merchant = merchant == null ? null : merchant.trim();
+                String device = text(n, "device_fingerprint");
+                e.device = device == null ? null : device.trim();
+                JsonNode location = n.get("location");
+                String country = location != null && location.isObject() ? text(location, "country") : null;
+                e.country = country == null ? null : country.trim();
+                out.collect(e);
+            } catch (IllegalArgumentException reason) {
+                ObjectNode dead = JSON.createObjectNode();
+                dead.put("reason", reason.getMessage());
+                dead.put("raw", raw);
+                ctx.output(DEAD, JSON.writeValueAsString(dead));
+            }
+        }
+    }
+
+    /** Keeps the first event of each transaction id; later ones are dead letters. */
+    static class Dedup extends KeyedProcessFunction<String, Event, Event> {
+        transient ValueState<Boolean> seen;
+
+        @Override
+        public void open(org.apache.flink.api.common.functions.OpenContext ctx) {
+            seen = getRuntimeContext().getState(new ValueStateDescriptor<>("seen", Types.BOOLEAN));
+        }
+
+        @Override
+        public void processElement(Event e, Context ctx, Collector<Event> out) throws Exception {
+            if (seen.value() != null) {
+                ObjectNode dead = JSON.createObjectNode();
+                dead.put("reason", "duplicate");
+                dead.put("id", e.id);
+                ctx.output(DEAD, JSON.writeValueAsString(dead));
+                return;
+            }
+            seen.update(true);
+            out.collect(e);
+        }
+    }
+
+    /** The fraud rule set's state of one customer. */
+    public static class FraudState {
+        public int count;
+        public BigDecimal maxAmount = BigDecimal.ZERO;
+        public List<Long> recent = new ArrayList<>();
+        public List<Long> small = new ArrayList<>();
+        public long hourStart;
+        public int hourCount;
+        public int activeHours;
+        public int pastHoursTotal;
+        public List<String> countries = new ArrayList<>();
+        public int[] hours = new int[24];
+
+        public FraudState() {}
+    }
+
+    /** The anomaly rule set's state of one customer. */
+    public static class AnomalyState {
+        public long n;
+        public double mean;
+        public double m2;
+        public List<String> devices = new ArrayList<>();
+        public List<Long> recentTimes = new ArrayList<>();
+        public List<BigDecimal> recentAmounts = new ArrayList<>();
+        public long lastVelocityAlert;
+
+        public AnomalyState() {}
+    }
+
+    static final BigDecimal THREE = new BigDecimal(3);
+    static final BigDecimal SMALL = new BigDecimal("5.00");
+
+    /** The fraud and anomaly rule sets, per customer, with keyed state. */
+    static class Rules extends KeyedProcessFunction<String, Event, String> {
+        transient ValueState<FraudState> fraud;
+        transient ValueState<AnomalyState> anomaly;
+
+        @Override
+        public void open(org.apache.flink.api.common.functions.OpenContext ctx) {
+            fraud = getRuntimeContext().getState(new ValueStateDescriptor<>("fraud", FraudState.class));
+            anomaly = getRuntimeContext().getState(new ValueStateDescriptor<>("anomaly", AnomalyState.class));
+        }
+
+        static String alert(String kind, Event e) throws Exception {
+            ObjectNode a = JSON.createObjectNode();
+            a.put("kind", kind);
+            a.put("transaction_id", e.id);
+            a.put("customer_id", e.customer);
+            a.put("event_time", e.time);
+            return JSON.writeValueAsString(a);
+        }
+
+        @Override
+        public void processElement(Event e, Context ctx, Collector<String> out) throws Exception {
+            FraudState c = fraud.value();
+            if (c == null) {
+                c = new FraudState();
+            }
+            long t = e.time;
+            BigDecimal amount = e.amount;
+            if (c.count >= 5 && amount.compareTo(c.maxAmount.multiply(THREE)) > 0) {
+                out.collect(alert("HIGH_AMOUNT", e));
+            }
+            c.recent.removeIf(r -> t - r >= MINUTE);
+            c.recent.add(t);
+            if (c.recent.size() == 6) {
+                out.collect(alert("RAPID_ORDERS", e));
+            }
+            if (c.recent.size() > 16) {
+                c.recent.remove(0);
+            }
+            if (amount.compareTo(SMALL) < 0) {
+                c.small.removeIf(r -> t - r >= 10 * MINUTE);
+                c.small.add(t);
+                if (c.small.size() == 3) {
+                    out.collect(alert("CARD_TESTING", e));
+                }
+                if (c.small.size() > 16) {
+                    c.small.remove(0);
+                }
+            }
+            long hourStart = t - Math.floorMod(t, HOUR);
+            if (hourStart != c.hourStart) {
+                if (c.hourCount > 0) {
+                    c.activeHours++;
+                    c.pastHoursTotal += c.hourCount;
+                }
+                c.hourStart = hourStart;
+                c.hourCount = 0;
+            }
+            c.hourCount++;
+            if (c.activeHours >= 3) {
+                double average = (double) c.pastHoursTotal / c.activeHours;
+                long limit = (long) Math.ceil(Math.max(average * 3.0, 10.0));
+                if (c.hourCount == limit + 1) {
+                    out.collect(alert("FREQUENCY_ANOMALY", e));
+                }
+            }
+            if (e.country != null && !c.countries.contains(e.country)) {
+                if (c.count >= 3) {
+                    out.collect(alert("LOCATION_ANOMALY", e));
+                }
+                if (c.countries.size() < 8) {
+                    c.countries.add(e.country);
+                }
+            }
+            int hour = (int) (Math.floorMod(t, 86_400_000L) / HOUR);
+            if (c.count >= 20 && c.hours[hour] == 0) {
+                out.collect(alert("TIME_ANOMALY", e));
+            }
+            c.hours[hour]++;
+            c.count++;
+            if (amount.compareTo(c.maxAmount) > 0) {
+                c.maxAmount = amount;
+            }
+            fraud.update(c);
+
+            AnomalyState s = anomaly.value();
+            if (s == null) {
+                s = new AnomalyState();
+            }
+            // Scores, not money: the running statistics are doubles.
+            double x = amount.doubleValue();
+            if (s.n >= 10) {
+                double sd = Math.sqrt(s.m2 / (s.n - 1));
+                if (sd > 0 && Math.abs((x - s.mean) / sd) > 3.0) {
+                    out.collect(alert("STATISTICAL_OUTLIER", e));
+                }
+            }
+            if (e.device != null && !s.devices.contains(e.device)) {
+                if (s.n >= 10) {
+                    out.collect(alert("PATTERN_DEVIATION", e));
+                }
+                if (s.devices.size() >= 4) {
+                    s.devices.remove(0);
+                }
+                s.devices.add(e.device);
+            }
+            for (int i = s.recentTimes.size() - 1; i >= 0; i--) {
+                if (t - s.recentTimes.get(i) >= 10 * MINUTE) {
+                    s.recentTimes.remove(i);
+                    s.recentAmounts.remove(i);
+                }
+            }
+            s.recentTimes.add(t);
+            s.recentAmounts.add(amount);
+            if (s.recentTimes.size() > 32) {
+                s.recentTimes.remove(0);
+                s.recentAmounts.remove(0);
+            }
+            if (s.n >= 5 && s.recentTimes.size() >= 3 && t - s.lastVelocityAlert >= 10 * MINUTE) {
+                BigDecimal spend = BigDecimal.ZERO;
+                for (BigDecimal a : s.recentAmounts) {
+                    spend = spend.add(a);
+                }
+                if (spend.doubleValue() > s.mean * 5.0) {
+                    s.lastVelocityAlert = t;
+                    out.collect(alert("VELOCITY_ANOMALY", e));
+                }
+            }
+            s.n++;
+            double delta = x - s.mean;
+            s.mean += delta / s.n;
+            s.m2 += delta * (x - s.mean);
+            anomaly.update(s);
+        }
+    }
+
+    static FileSink<String> lines(String dir) {
+        return FileSink.forRowFormat(new Path(dir), new SimpleStringEncoder<String>("UTF-8"))
+            .withBucketAssigner(new BasePathBucketAssigner<>())
+            .build();
+    }
+
+    static String windowSql(String table, String key, int minutes, String money, String where) {
+        return "INSERT INTO " + table + " SELECT " + key + ", "
+            + "DATE_FORMAT(window_start, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), "
+            + "DATE_FORMAT(window_end, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), "
+            + "COUNT(*), COUNT(DISTINCT customer_id), CAST(SUM(amount) AS STRING) "
+            + "FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(rowtime), INTERVAL '" + minutes + "' MINUTES)) "
+            + where + " GROUP BY " + key + ", window_start, window_end";
+    }
+
+    static void sinkTable(StreamTableEnvironment tables, String name, String key, String money, String out) {
+        tables.executeSql("CREATE TEMPORARY TABLE " + name + " (" + key + " STRING, window_start STRING, "
+            + "window_end STRING, transaction_count BIGINT, unique_customers BIGINT, " + money + " STRING) "
+            + "WITH ('connector' = 'filesystem', 'path' = '" + out + "/" + name + "', 'format' = 'json')");
+    }
+
+    public static void main(String[] args) throws Exception {
+        String input = args[0];
+        String out = args[1];
+        int parallelism = Integer.parseInt(args[2]);
+        Configuration conf = new Configuration();
+        conf.setString("table.local-time-zone", "UTC");
+        conf.setString("execution.checkpointing.storage", "filesystem");
+        conf.setString("execution.checkpointing.dir", new java.io.File(out, ".checkpoints").toURI().toString());
+        StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment(conf);
+        env.setRuntimeMode(RuntimeExecutionMode.STREAMING);
+        env.setParallelism(parallelism);
+        // The file sinks commit what they wrote on checkpoints (exactly once);
+        // the last one is taken when the input ends.
+        env.enableCheckpointing(2_000);
+        StreamTableEnvironment tables = StreamTableEnvironment.create(env);
+        tables.getConfig().set("table.local-time-zone", "UTC");
+
+        DataStream<String> raw = env.fromSource(
+            FileSource.forRecordStreamFormat(new TextLineInputFormat(), new Path(input)).build(),
+            WatermarkStrategy.noWatermarks(), "events");
+        SingleOutputStreamOperator<Event> checked = raw.process(new Validate()).setParallelism(1);
+        SingleOutputStreamOperator<Event> events = checked.keyBy(e -> e.id).process(new Dedup());
+        checked.getSideOutput(DEAD).union(events.getSideOutput(DEAD)).sinkTo(lines(out + "/dead_letter"));
+        events.keyBy(e -> e.customer).process(new Rules()).sinkTo(lines(out + "/alerts"));
+
+        DataStream<Row> rows = events
+            .assignTimestampsAndWatermarks(WatermarkStrategy.<Event>forBoundedOutOfOrderness(Duration.ofSeconds(5))
+                .withTimestampAssigner((e, ts) -> e.time))
+            .map(e -> Row.of(e.customer, e.merchant, e.amount, Instant.ofEpochMilli(e.time)))
+            .returns(Types.ROW_NAMED(new String[] {"customer_id", "merchant_id", "amount", "ts"},
+                Types.STRING, Types.STRING, Types.BIG_DEC, Types.INSTANT));
+        Table table = tables.fromDataStream(rows, Schema.newBuilder()
+            .column("customer_id", "STRING")
+            .column("merchant_id", "STRING")
+            .column("amount", "DECIMAL(38, 8)")
+            .column("ts", "TIMESTAMP_LTZ(3)")
+            .columnByMetadata("rowtime", "TIMESTAMP_LTZ(3)")
+            .watermark("rowtime", "SOURCE_WATERMARK()")
+            .build());
+        tables.createTemporaryView("events", table);
+        sinkTable(tables, "merchant_metrics", "merchant_id", "revenue", out);
+        sinkTable(tables, "compliance_metrics", "customer_id", "total_amount", out);
+        sinkTable(tables, "customer_lifecycle", "customer_id", "total_spend", out);
+        var set = tables.createStatementSet();
+        set.addInsertSql(windowSql("merchant_metrics", "merchant_id", 10, "revenue", "WHERE merchant_id IS NOT NULL"));
+        set.addInsertSql(windowSql("compliance_metrics", "customer_id", 30, "total_amount", ""));
+        set.addInsertSql(windowSql("customer_lifecycle", "customer_id", 15, "total_spend", ""));
+        set.attachAsDataStream();
+        long started = System.currentTimeMillis();
+        env.execute("edge-comparison");
+        System.err.printf("flink: done in %.2f s%n", (System.currentTimeMillis() - started) / 1000.0);
+    }
+}
