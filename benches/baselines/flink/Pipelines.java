@@ -62,6 +62,10 @@ public class Pipelines {
     static final long MIN_EVENT_TIME = 946_684_800_000L;
     static final long MAX_FUTURE_MS = 86_400_000L;
     static final long MINUTE = 60_000L;
+    static final BigDecimal[] BANDS = {
+        new BigDecimal(10), new BigDecimal(50), new BigDecimal(100), new BigDecimal(500),
+        new BigDecimal(1000), new BigDecimal(5000)};
+    static final String[] BAND_LABELS = {"<10", "10-50", "50-100", "100-500", "500-1000", "1000-5000", ">=5000"};
     static final long HOUR = 3_600_000L;
     // Numbers are read as BigDecimal: money stays exact.
     static final ObjectMapper JSON = new ObjectMapper()
@@ -78,6 +82,18 @@ public class Pipelines {
         public String device;
         public BigDecimal amount;
         public long time;
+        public String city;
+        /** Occurrences of the compliance flags the compliance table counts. */
+        public int highValue;
+        public int highRisk;
+        public int structuring;
+        public int sanctions;
+        /** 1 if the event carries any compliance flag. */
+        public int flagged;
+        /** LOW, MEDIUM, HIGH or UNKNOWN, from the risk score. */
+        public String level;
+        /** The amount band of the merchant table (0: under 10 ... 6: 5000 and over). */
+        public int band;
 
         public Event() {}
     }
@@ -202,6 +218,7 @@ public class Pipelines {
                 money(n, "fee_amount");
                 e.time = time(n);
                 JsonNode risk = n.get("risk_score");
+                e.level = "UNKNOWN";
                 if (risk != null && !risk.isNull()) {
                     double r;
                     try {
@@ -211,6 +228,33 @@ public class Pipelines {
                     }
                     if (!(r >= 0 && r <= 1)) {
                         throw new IllegalArgumentException("invalid_risk_score");
+                    }
+                    e.level = r < 0.3 ? "LOW" : r < 0.7 ? "MEDIUM" : "HIGH";
+                }
+                JsonNode flags = n.get("compliance_flags");
+                if (flags != null && !flags.isNull()) {
+                    if (!flags.isArray()) {
+                        throw new IllegalArgumentException("wrong_type");
+                    }
+                    for (JsonNode f : flags) {
+                        if (!f.isTextual()) {
+                            throw new IllegalArgumentException("wrong_type");
+                        }
+                        e.flagged = 1;
+                        switch (f.textValue()) {
+                            case "HIGH_VALUE" -> e.highValue++;
+                            case "HIGH_RISK" -> e.highRisk++;
+                            case "STRUCTURING_SUSPECTED" -> e.structuring++;
+                            case "SANCTIONS_CHECK_REQUIRED" -> e.sanctions++;
+                            default -> { }
+                        }
+                    }
+                }
+                e.band = BANDS.length;
+                for (int b = 0; b < BANDS.length; b++) {
+                    if (e.amount.compareTo(BANDS[b]) < 0) {
+                        e.band = b;
+                        break;
                     }
                 }
                 e.id = e.id.trim();
@@ -222,6 +266,8 @@ public class Pipelines {
                 JsonNode location = n.get("location");
                 String country = location != null && location.isObject() ? text(location, "country") : null;
                 e.country = country == null ? null : country.trim();
+                String city = location != null && location.isObject() ? text(location, "city") : null;
+                e.city = city == null ? null : city.trim();
                 out.collect(e);
             } catch (IllegalArgumentException reason) {
                 ObjectNode dead = JSON.createObjectNode();
@@ -429,19 +475,68 @@ public class Pipelines {
             .build();
     }
 
-    static String windowSql(String table, String key, int minutes, String money, String where) {
-        return "INSERT INTO " + table + " SELECT " + key + ", "
-            + "DATE_FORMAT(window_start, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), "
-            + "DATE_FORMAT(window_end, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), "
-            + "COUNT(*), COUNT(DISTINCT customer_id), CAST(SUM(amount) AS STRING) "
-            + "FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(rowtime), INTERVAL '" + minutes + "' MINUTES)) "
-            + where + " GROUP BY " + key + ", window_start, window_end";
+    static final String START = "DATE_FORMAT(window_start, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z''')";
+    static final String END = "DATE_FORMAT(window_end, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z''')";
+
+    static void sink(StreamTableEnvironment tables, String out, String name, String columns) {
+        tables.executeSql("CREATE TEMPORARY TABLE " + name + " (" + columns + ") WITH ('connector' = "
+            + "'filesystem', 'path' = '" + out + "/" + name + "', 'format' = 'json')");
     }
 
-    static void sinkTable(StreamTableEnvironment tables, String name, String key, String money, String out) {
-        tables.executeSql("CREATE TEMPORARY TABLE " + name + " (" + key + " STRING, window_start STRING, "
-            + "window_end STRING, transaction_count BIGINT, unique_customers BIGINT, " + money + " STRING) "
-            + "WITH ('connector' = 'filesystem', 'path' = '" + out + "/" + name + "', 'format' = 'json')");
+    static String tumble(String table, String time, int minutes) {
+        return "TABLE(TUMBLE(TABLE " + table + ", DESCRIPTOR(" + time + "), INTERVAL '" + minutes + "' MINUTES))";
+    }
+
+    static void windows(StreamTableEnvironment tables, String out,
+            org.apache.flink.table.api.StatementSet set) {
+        // merchant_metrics, 10 minutes per merchant: a window per merchant and
+        // customer first (repeat customers), then per merchant, cascaded.
+        StringBuilder bands = new StringBuilder();
+        StringBuilder bandJson = new StringBuilder("JSON_OBJECT(");
+        for (int b = 0; b < BAND_LABELS.length; b++) {
+            bands.append(", SUM(CASE WHEN band = ").append(b).append(" THEN 1 ELSE 0 END) AS b").append(b);
+            bandJson.append(b == 0 ? "" : ", ").append("'").append(BAND_LABELS[b]).append("' VALUE SUM(b")
+                .append(b).append(")");
+        }
+        bandJson.append(")");
+        tables.executeSql("CREATE TEMPORARY VIEW merchant_customers AS SELECT merchant_id, customer_id, "
+            + "window_time, COUNT(*) AS n, SUM(amount) AS spend, MIN(amount) AS low, "
+            + "MAX(amount) AS high" + bands + " FROM " + tumble("events", "rowtime", 10)
+            + " WHERE merchant_id IS NOT NULL GROUP BY merchant_id, customer_id, window_start, window_end, window_time");
+        sink(tables, out, "merchant_metrics", "merchant_id STRING, window_start STRING, window_end STRING, "
+            + "revenue STRING, transaction_count BIGINT, average_value STRING, min_amount STRING, max_amount STRING, "
+            + "unique_customers BIGINT, repeat_customers INT, retention DOUBLE, amount_ranges STRING");
+        set.addInsertSql("INSERT INTO merchant_metrics SELECT merchant_id, " + START + ", " + END + ", "
+            + "CAST(SUM(spend) AS STRING), SUM(n), CAST(ROUND(SUM(spend) / SUM(n), 2) AS STRING), "
+            + "CAST(MIN(low) AS STRING), CAST(MAX(high) AS STRING), COUNT(*), "
+            + "SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END), "
+            + "ROUND(CAST(SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*) * 10000.0, 0) / 10000.0, "
+            + bandJson + " FROM " + tumble("merchant_customers", "window_time", 10)
+            + " GROUP BY merchant_id, window_start, window_end");
+
+        // compliance_metrics, 30 minutes per customer.
+        String score = "ROUND((1.0 - CAST(SUM(flagged) AS DOUBLE) / COUNT(*)) * 10000.0, 0) / 10000.0";
+        sink(tables, out, "compliance_metrics", "customer_id STRING, window_start STRING, window_end STRING, "
+            + "transaction_count BIGINT, total_amount STRING, high_value_count INT, high_risk_count INT, "
+            + "structuring_count INT, sanctions_count INT, flagged_count INT, flagged_transaction_ids ARRAY<STRING>, "
+            + "violation_amount STRING, risk_distribution STRING, compliance_score DOUBLE, requires_review BOOLEAN");
+        set.addInsertSql("INSERT INTO compliance_metrics SELECT customer_id, " + START + ", " + END + ", "
+            + "COUNT(*), CAST(SUM(amount) AS STRING), SUM(high_value), SUM(high_risk), SUM(structuring), "
+            + "SUM(sanctions), SUM(flagged), ARRAY_AGG(transaction_id) FILTER (WHERE flagged = 1), "
+            + "CAST(COALESCE(SUM(amount) FILTER (WHERE flagged = 1), 0) AS STRING), "
+            + "JSON_OBJECT('LOW' VALUE SUM(CASE WHEN level = 'LOW' THEN 1 ELSE 0 END), "
+            + "'MEDIUM' VALUE SUM(CASE WHEN level = 'MEDIUM' THEN 1 ELSE 0 END), "
+            + "'HIGH' VALUE SUM(CASE WHEN level = 'HIGH' THEN 1 ELSE 0 END), "
+            + "'UNKNOWN' VALUE SUM(CASE WHEN level = 'UNKNOWN' THEN 1 ELSE 0 END)), "
+            + score + ", " + score + " < 0.7 OR SUM(sanctions) > 0 FROM " + tumble("events", "rowtime", 30)
+            + " GROUP BY customer_id, window_start, window_end");
+
+        // customer_lifecycle, 15 minutes per customer.
+        sink(tables, out, "customer_lifecycle", "customer_id STRING, window_start STRING, window_end STRING, "
+            + "transaction_count BIGINT, total_spend STRING");
+        set.addInsertSql("INSERT INTO customer_lifecycle SELECT customer_id, " + START + ", " + END + ", "
+            + "COUNT(*), CAST(SUM(amount) AS STRING) FROM " + tumble("events", "rowtime", 15)
+            + " GROUP BY customer_id, window_start, window_end");
     }
 
     public static void main(String[] args) throws Exception {
@@ -472,25 +567,32 @@ public class Pipelines {
         DataStream<Row> rows = events
             .assignTimestampsAndWatermarks(WatermarkStrategy.<Event>forBoundedOutOfOrderness(Duration.ofSeconds(5))
                 .withTimestampAssigner((e, ts) -> e.time))
-            .map(e -> Row.of(e.customer, e.merchant, e.amount, Instant.ofEpochMilli(e.time)))
-            .returns(Types.ROW_NAMED(new String[] {"customer_id", "merchant_id", "amount", "ts"},
-                Types.STRING, Types.STRING, Types.BIG_DEC, Types.INSTANT));
+            .map(e -> Row.of(e.customer, e.merchant, e.id, e.amount, e.city, e.highValue, e.highRisk,
+                e.structuring, e.sanctions, e.flagged, e.level, e.band, Instant.ofEpochMilli(e.time)))
+            .returns(Types.ROW_NAMED(new String[] {"customer_id", "merchant_id", "transaction_id", "amount", "city",
+                    "high_value", "high_risk", "structuring", "sanctions", "flagged", "level", "band", "ts"},
+                Types.STRING, Types.STRING, Types.STRING, Types.BIG_DEC, Types.STRING, Types.INT, Types.INT,
+                Types.INT, Types.INT, Types.INT, Types.STRING, Types.INT, Types.INSTANT));
         Table table = tables.fromDataStream(rows, Schema.newBuilder()
             .column("customer_id", "STRING")
             .column("merchant_id", "STRING")
+            .column("transaction_id", "STRING")
             .column("amount", "DECIMAL(38, 8)")
+            .column("city", "STRING")
+            .column("high_value", "INT")
+            .column("high_risk", "INT")
+            .column("structuring", "INT")
+            .column("sanctions", "INT")
+            .column("flagged", "INT")
+            .column("level", "STRING")
+            .column("band", "INT")
             .column("ts", "TIMESTAMP_LTZ(3)")
             .columnByMetadata("rowtime", "TIMESTAMP_LTZ(3)")
             .watermark("rowtime", "SOURCE_WATERMARK()")
             .build());
         tables.createTemporaryView("events", table);
-        sinkTable(tables, "merchant_metrics", "merchant_id", "revenue", out);
-        sinkTable(tables, "compliance_metrics", "customer_id", "total_amount", out);
-        sinkTable(tables, "customer_lifecycle", "customer_id", "total_spend", out);
         var set = tables.createStatementSet();
-        set.addInsertSql(windowSql("merchant_metrics", "merchant_id", 10, "revenue", "WHERE merchant_id IS NOT NULL"));
-        set.addInsertSql(windowSql("compliance_metrics", "customer_id", 30, "total_amount", ""));
-        set.addInsertSql(windowSql("customer_lifecycle", "customer_id", 15, "total_spend", ""));
+        windows(tables, out, set);
         set.attachAsDataStream();
         long started = System.currentTimeMillis();
         env.execute("edge-comparison");

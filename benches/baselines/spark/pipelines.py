@@ -220,6 +220,9 @@ def main():
         F.when(blank(F.col("r.device_fingerprint")), None)
         .otherwise(F.trim("r.device_fingerprint"))
         .alias("device"),
+        F.when(blank(F.col("r.location.city")), None).otherwise(F.trim("r.location.city")).alias("city"),
+        F.coalesce(F.col("r.compliance_flags"), F.array().cast("array<string>")).alias("flags"),
+        risk.alias("risk_score"),
         amount.alias("amount"),
         event_time.alias("event_time"),
     ).cache()
@@ -248,26 +251,139 @@ def main():
     )
     alerts.write.mode("overwrite").json(f"{out}/alerts")
 
-    def windows(df, key, minutes):
-        w = F.window("event_time", f"{minutes} minutes")
-        return df.groupBy(F.col(key), w.alias("w")).agg(
-            F.count(F.lit(1)).alias("transaction_count"),
-            F.sum("amount").alias("total"),
-            F.countDistinct("customer_id").alias("unique_customers"),
-        ).select(
-            key,
-            F.date_format("w.start", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("window_start"),
-            F.date_format("w.end", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("window_end"),
-            "transaction_count",
-            "unique_customers",
-            F.col("total").cast("string").alias("total"),
-        )
+    fmt = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
-    merchant = windows(events.where(F.col("merchant_id").isNotNull()), "merchant_id", 10).withColumnRenamed(
-        "total", "revenue"
+    def bounds():
+        return [
+            F.date_format("w.start", fmt).alias("window_start"),
+            F.date_format("w.end", fmt).alias("window_end"),
+        ]
+
+    def counts_json(pairs):
+        """A JSON object of the non-zero counts among (label, count column)."""
+        entries = F.create_map(*[x for label, c in pairs for x in (F.lit(label), c)])
+        return F.to_json(F.map_filter(entries, lambda k, v: v > 0))
+
+    # merchant_metrics: per merchant, 10 minutes; repeat customers need the
+    # count per customer first.
+    bands = [("<10", 10), ("10-50", 50), ("50-100", 100), ("100-500", 500), ("500-1000", 1000),
+             ("1000-5000", 5000), (">=5000", None)]
+    band = F.lit(">=5000")
+    for label, upper in reversed(bands[:-1]):
+        band = F.when(F.col("amount") < upper, F.lit(label)).otherwise(band)
+    m = events.where(F.col("merchant_id").isNotNull()).withColumn(
+        "w", F.window("event_time", "10 minutes")
+    ).withColumn("band", band)
+    per_customer = m.groupBy("merchant_id", "w", "customer_id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum("amount").alias("spend"),
+        F.min("amount").alias("low"),
+        F.max("amount").alias("high"),
+        *[F.sum(F.when(F.col("band") == label, 1).otherwise(0)).alias(f"b{i}") for i, (label, _) in enumerate(bands)],
     )
-    compliance = windows(events, "customer_id", 30).withColumnRenamed("total", "total_amount")
-    lifecycle = windows(events, "customer_id", 15).withColumnRenamed("total", "total_spend")
+    cities = (
+        m.where(F.col("city").isNotNull())
+        .groupBy("merchant_id", "w", "city")
+        .count()
+        .groupBy("merchant_id", "w")
+        .agg(F.to_json(F.map_from_entries(F.collect_list(F.struct("city", "count")))).alias("locations"))
+    )
+    merchant = (
+        per_customer.groupBy("merchant_id", "w")
+        .agg(
+            F.sum("n").alias("transaction_count"),
+            F.sum("spend").alias("revenue"),
+            F.min("low").alias("min_amount"),
+            F.max("high").alias("max_amount"),
+            F.count(F.lit(1)).alias("unique_customers"),
+            F.sum(F.when(F.col("n") > 1, 1).otherwise(0)).alias("repeat_customers"),
+            *[F.sum(f"b{i}").alias(f"b{i}") for i in range(len(bands))],
+        )
+        .join(cities, ["merchant_id", "w"], "left")
+        .select(
+            "merchant_id",
+            *bounds(),
+            F.col("revenue").cast("string").alias("revenue"),
+            "transaction_count",
+            F.round(F.col("revenue") / F.col("transaction_count"), 2).cast("string").alias("average_value"),
+            F.col("min_amount").cast("string").alias("min_amount"),
+            F.col("max_amount").cast("string").alias("max_amount"),
+            "unique_customers",
+            "repeat_customers",
+            (F.round(F.col("repeat_customers") / F.col("unique_customers") * 10_000.0) / 10_000.0).alias("retention"),
+            F.to_json(F.create_map(*[x for i, (label, _) in enumerate(bands) for x in (F.lit(label), F.col(f"b{i}"))])).alias(
+                "amount_ranges"
+            ),
+            F.coalesce("locations", F.lit("{}")).alias("locations"),
+        )
+    )
+
+    # compliance_metrics: per customer, 30 minutes.
+    def flag(name):
+        return F.sum(F.size(F.filter("flags", lambda f: f == name)))
+
+    flagged = F.size("flags") > 0
+    levels = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"]
+    level = (
+        F.when(F.col("risk_score").isNull(), "UNKNOWN")
+        .when(F.col("risk_score") < 0.3, "LOW")
+        .when(F.col("risk_score") < 0.7, "MEDIUM")
+        .otherwise("HIGH")
+    )
+    compliance = (
+        events.withColumn("w", F.window("event_time", "30 minutes"))
+        .withColumn("level", level)
+        .groupBy("customer_id", "w")
+        .agg(
+            F.count(F.lit(1)).alias("transaction_count"),
+            F.sum("amount").alias("total_amount"),
+            flag("HIGH_VALUE").alias("high_value_count"),
+            flag("HIGH_RISK").alias("high_risk_count"),
+            flag("STRUCTURING_SUSPECTED").alias("structuring_count"),
+            flag("SANCTIONS_CHECK_REQUIRED").alias("sanctions_count"),
+            F.sum(F.when(flagged, 1).otherwise(0)).alias("flagged_count"),
+            F.array_sort(F.collect_list(F.when(flagged, F.struct("line", "transaction_id")))).alias("flagged"),
+            F.coalesce(F.sum(F.when(flagged, F.col("amount"))), F.lit(0)).alias("violation_amount"),
+            *[F.sum(F.when(F.col("level") == lv, 1).otherwise(0)).alias(f"r_{lv}") for lv in levels],
+        )
+        .withColumn(
+            "compliance_score",
+            F.round((1.0 - F.col("flagged_count") / F.col("transaction_count")) * 10_000.0) / 10_000.0,
+        )
+        .select(
+            "customer_id",
+            *bounds(),
+            "transaction_count",
+            F.col("total_amount").cast("string").alias("total_amount"),
+            "high_value_count",
+            "high_risk_count",
+            "structuring_count",
+            "sanctions_count",
+            "flagged_count",
+            F.transform("flagged", lambda x: x["transaction_id"]).alias("flagged_transaction_ids"),
+            F.col("violation_amount").cast("string").alias("violation_amount"),
+            counts_json([(lv, F.col(f"r_{lv}")) for lv in levels]).alias("risk_distribution"),
+            "compliance_score",
+            ((F.col("compliance_score") < 0.7) | (F.col("sanctions_count") > 0)).alias("requires_review"),
+        )
+    )
+
+    # customer_lifecycle: per customer, 15 minutes.
+    lifecycle = (
+        events.withColumn("w", F.window("event_time", "15 minutes"))
+        .groupBy("customer_id", "w")
+        .agg(
+            F.count(F.lit(1)).alias("transaction_count"),
+            F.sum("amount").alias("total_spend"),
+            F.countDistinct("customer_id").alias("unique_customers"),
+        )
+        .select(
+            "customer_id",
+            *bounds(),
+            "transaction_count",
+            F.col("total_spend").cast("string").alias("total_spend"),
+        )
+    )
     for name, df in [
         ("merchant_metrics", merchant),
         ("compliance_metrics", compliance),
