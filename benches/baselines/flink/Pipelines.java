@@ -33,6 +33,9 @@ import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.streaming.api.functions.ProcessFunction;
+import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
+import org.apache.flink.streaming.api.windowing.assigners.TumblingEventTimeWindows;
+import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
 import org.apache.flink.table.api.Schema;
 import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
@@ -83,6 +86,7 @@ public class Pipelines {
         public BigDecimal amount;
         public long time;
         public String city;
+        public String channel;
         /** Occurrences of the compliance flags the compliance table counts. */
         public int highValue;
         public int highRisk;
@@ -268,6 +272,8 @@ public class Pipelines {
                 e.country = country == null ? null : country.trim();
                 String city = location != null && location.isObject() ? text(location, "city") : null;
                 e.city = city == null ? null : city.trim();
+                String channel = text(n, "channel");
+                e.channel = channel == null ? null : channel.trim();
                 out.collect(e);
             } catch (IllegalArgumentException reason) {
                 ObjectNode dead = JSON.createObjectNode();
@@ -469,6 +475,101 @@ public class Pipelines {
         }
     }
 
+    /** The lifecycle rule set's state of one customer, across its windows. */
+    public static class LifeState {
+        public long transactions;
+        public BigDecimal spend = BigDecimal.ZERO;
+        public int activeWindows;
+        public long lastWindowEnd;
+        public long lastWindowCount;
+
+        public LifeState() {}
+    }
+
+    static final java.time.format.DateTimeFormatter ISO =
+        java.time.format.DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").withZone(ZoneOffset.UTC);
+
+    static double share(java.util.Map<String, Long> counts, long total) {
+        long top = counts.values().stream().mapToLong(Long::longValue).max().orElse(0);
+        return total == 0 ? 1.0 : Math.round((double) top / total * 10_000.0) / 10_000.0;
+    }
+
+    /**
+     * customer_lifecycle: 15-minute event-time windows per customer, whose
+     * per-key state carries the lifetime totals and the stage from one of a
+     * customer's windows to the next (windows fire in event-time order).
+     */
+    static class Lifecycle extends ProcessWindowFunction<Event, String, String, TimeWindow> {
+        static final ValueStateDescriptor<LifeState> LIFE = new ValueStateDescriptor<>("life", LifeState.class);
+        static final long DAY = 86_400_000L;
+
+        @Override
+        public void process(String customer, Context ctx, Iterable<Event> events, Collector<String> out)
+                throws Exception {
+            long count = 0;
+            BigDecimal spend = BigDecimal.ZERO;
+            BigDecimal merchantSpend = null;
+            java.util.Map<String, Long> channels = new java.util.TreeMap<>();
+            java.util.Map<String, Long> cities = new java.util.HashMap<>();
+            java.util.Map<String, Long> devices = new java.util.HashMap<>();
+            for (Event e : events) {
+                count++;
+                spend = spend.add(e.amount);
+                if (e.merchant != null) {
+                    // No merchant dimension is loaded: every category is unknown.
+                    merchantSpend = merchantSpend == null ? e.amount : merchantSpend.add(e.amount);
+                }
+                if (e.channel != null) {
+                    channels.merge(e.channel, 1L, Long::sum);
+                }
+                if (e.city != null) {
+                    cities.merge(e.city, 1L, Long::sum);
+                }
+                if (e.device != null) {
+                    devices.merge(e.device, 1L, Long::sum);
+                }
+            }
+            long start = ctx.window().getStart();
+            long end = ctx.window().getEnd();
+            ValueState<LifeState> state = ctx.globalState().getState(LIFE);
+            LifeState life = state.value() == null ? new LifeState() : state.value();
+            long previousCount = life.lastWindowCount;
+            boolean reactivated = life.lastWindowEnd > 0 && start - life.lastWindowEnd > 7 * DAY;
+            life.transactions += count;
+            life.spend = life.spend.add(spend);
+            life.activeWindows++;
+            String stage = reactivated ? "REACTIVATED"
+                : life.transactions <= 5 ? "NEW"
+                : previousCount >= 4 && count * 3 < previousCount ? "AT_RISK"
+                : life.activeWindows >= 8 ? "LOYAL"
+                : "ACTIVE";
+            life.lastWindowEnd = end;
+            life.lastWindowCount = count;
+            state.update(life);
+
+            ObjectNode row = JSON.createObjectNode();
+            row.put("customer_id", customer);
+            row.put("window_start", ISO.format(Instant.ofEpochMilli(start)));
+            row.put("window_end", ISO.format(Instant.ofEpochMilli(end)));
+            row.put("tier", "UNKNOWN");
+            row.put("segment", "UNKNOWN");
+            row.put("transaction_count", count);
+            row.put("total_spend", spend.toPlainString());
+            ObjectNode usage = row.putObject("channel_usage");
+            channels.forEach(usage::put);
+            ObjectNode categories = row.putObject("spending_by_category");
+            if (merchantSpend != null) {
+                categories.put("unknown", merchantSpend.toPlainString());
+            }
+            row.put("location_consistency", share(cities, count));
+            row.put("device_consistency", share(devices, count));
+            row.put("lifecycle_stage", stage);
+            row.put("lifetime_transactions", life.transactions);
+            row.put("lifetime_spend", life.spend.toPlainString());
+            out.collect(JSON.writeValueAsString(row));
+        }
+    }
+
     static FileSink<String> lines(String dir) {
         return FileSink.forRowFormat(new Path(dir), new SimpleStringEncoder<String>("UTF-8"))
             .withBucketAssigner(new BasePathBucketAssigner<>())
@@ -503,16 +604,30 @@ public class Pipelines {
             + "window_time, COUNT(*) AS n, SUM(amount) AS spend, MIN(amount) AS low, "
             + "MAX(amount) AS high" + bands + " FROM " + tumble("events", "rowtime", 10)
             + " WHERE merchant_id IS NOT NULL GROUP BY merchant_id, customer_id, window_start, window_end, window_time");
+        // Per-city counts: a window per merchant and city, then per merchant,
+        // joined to the merchant windows by a window join.
+        tables.executeSql("CREATE TEMPORARY VIEW merchant_city_counts AS SELECT merchant_id, city, window_time, "
+            + "COUNT(*) AS n FROM " + tumble("events", "rowtime", 10) + " WHERE merchant_id IS NOT NULL "
+            + "AND city IS NOT NULL GROUP BY merchant_id, city, window_start, window_end, window_time");
         sink(tables, out, "merchant_metrics", "merchant_id STRING, window_start STRING, window_end STRING, "
             + "revenue STRING, transaction_count BIGINT, average_value STRING, min_amount STRING, max_amount STRING, "
-            + "unique_customers BIGINT, repeat_customers INT, retention DOUBLE, amount_ranges STRING");
-        set.addInsertSql("INSERT INTO merchant_metrics SELECT merchant_id, " + START + ", " + END + ", "
-            + "CAST(SUM(spend) AS STRING), SUM(n), CAST(ROUND(SUM(spend) / SUM(n), 2) AS STRING), "
-            + "CAST(MIN(low) AS STRING), CAST(MAX(high) AS STRING), COUNT(*), "
-            + "SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END), "
-            + "ROUND(CAST(SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*) * 10000.0, 0) / 10000.0, "
-            + bandJson + " FROM " + tumble("merchant_customers", "window_time", 10)
-            + " GROUP BY merchant_id, window_start, window_end");
+            + "unique_customers BIGINT, repeat_customers INT, retention DOUBLE, amount_ranges STRING, "
+            + "locations STRING");
+        set.addInsertSql("INSERT INTO merchant_metrics SELECT m.merchant_id, "
+            + START.replace("window_start", "m.window_start") + ", " + END.replace("window_end", "m.window_end")
+            + ", revenue, transaction_count, average_value, min_amount, max_amount, unique_customers, "
+            + "repeat_customers, retention, amount_ranges, COALESCE(c.locations, '{}') FROM ("
+            + "SELECT merchant_id, window_start, window_end, "
+            + "CAST(SUM(spend) AS STRING) AS revenue, SUM(n) AS transaction_count, "
+            + "CAST(ROUND(SUM(spend) / SUM(n), 2) AS STRING) AS average_value, "
+            + "CAST(MIN(low) AS STRING) AS min_amount, CAST(MAX(high) AS STRING) AS max_amount, "
+            + "COUNT(*) AS unique_customers, SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS repeat_customers, "
+            + "ROUND(CAST(SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END) AS DOUBLE) / COUNT(*) * 10000.0, 0) / 10000.0 "
+            + "AS retention, " + bandJson + " AS amount_ranges FROM " + tumble("merchant_customers", "window_time", 10)
+            + " GROUP BY merchant_id, window_start, window_end) m LEFT JOIN ("
+            + "SELECT merchant_id, window_start, window_end, JSON_OBJECTAGG(KEY city VALUE n) AS locations FROM "
+            + tumble("merchant_city_counts", "window_time", 10) + " GROUP BY merchant_id, window_start, window_end) c "
+            + "ON m.merchant_id = c.merchant_id AND m.window_start = c.window_start AND m.window_end = c.window_end");
 
         // compliance_metrics, 30 minutes per customer.
         String score = "ROUND((1.0 - CAST(SUM(flagged) AS DOUBLE) / COUNT(*)) * 10000.0, 0) / 10000.0";
@@ -531,12 +646,6 @@ public class Pipelines {
             + score + ", " + score + " < 0.7 OR SUM(sanctions) > 0 FROM " + tumble("events", "rowtime", 30)
             + " GROUP BY customer_id, window_start, window_end");
 
-        // customer_lifecycle, 15 minutes per customer.
-        sink(tables, out, "customer_lifecycle", "customer_id STRING, window_start STRING, window_end STRING, "
-            + "transaction_count BIGINT, total_spend STRING");
-        set.addInsertSql("INSERT INTO customer_lifecycle SELECT customer_id, " + START + ", " + END + ", "
-            + "COUNT(*), CAST(SUM(amount) AS STRING) FROM " + tumble("events", "rowtime", 15)
-            + " GROUP BY customer_id, window_start, window_end");
     }
 
     public static void main(String[] args) throws Exception {
@@ -564,9 +673,14 @@ public class Pipelines {
         checked.getSideOutput(DEAD).union(events.getSideOutput(DEAD)).sinkTo(lines(out + "/dead_letter"));
         events.keyBy(e -> e.customer).process(new Rules()).sinkTo(lines(out + "/alerts"));
 
-        DataStream<Row> rows = events
+        DataStream<Event> timed = events
             .assignTimestampsAndWatermarks(WatermarkStrategy.<Event>forBoundedOutOfOrderness(Duration.ofSeconds(5))
-                .withTimestampAssigner((e, ts) -> e.time))
+                .withTimestampAssigner((e, ts) -> e.time));
+        timed.keyBy(e -> e.customer)
+            .window(TumblingEventTimeWindows.of(Duration.ofMinutes(15)))
+            .process(new Lifecycle())
+            .sinkTo(lines(out + "/customer_lifecycle"));
+        DataStream<Row> rows = timed
             .map(e -> Row.of(e.customer, e.merchant, e.id, e.amount, e.city, e.highValue, e.highRisk,
                 e.structuring, e.sanctions, e.flagged, e.level, e.band, Instant.ofEpochMilli(e.time)))
             .returns(Types.ROW_NAMED(new String[] {"customer_id", "merchant_id", "transaction_id", "amount", "city",

@@ -221,6 +221,7 @@ def main():
         .otherwise(F.trim("r.device_fingerprint"))
         .alias("device"),
         F.when(blank(F.col("r.location.city")), None).otherwise(F.trim("r.location.city")).alias("city"),
+        F.when(blank(F.col("r.channel")), None).otherwise(F.trim("r.channel")).alias("channel"),
         F.coalesce(F.col("r.compliance_flags"), F.array().cast("array<string>")).alias("flags"),
         risk.alias("risk_score"),
         amount.alias("amount"),
@@ -368,20 +369,74 @@ def main():
         )
     )
 
-    # customer_lifecycle: per customer, 15 minutes.
-    lifecycle = (
-        events.withColumn("w", F.window("event_time", "15 minutes"))
+    # customer_lifecycle: per customer, 15 minutes; the stage and the
+    # lifetime totals carry across a customer's windows in order.
+    lc = events.withColumn("w", F.window("event_time", "15 minutes"))
+
+    def top_share(column):
+        per = lc.where(F.col(column).isNotNull()).groupBy("customer_id", "w", column).count()
+        return per.groupBy("customer_id", "w").agg(F.max("count").alias(f"top_{column}"))
+
+    channels = (
+        lc.where(F.col("channel").isNotNull())
+        .groupBy("customer_id", "w", "channel")
+        .count()
         .groupBy("customer_id", "w")
+        .agg(F.to_json(F.map_from_entries(F.collect_list(F.struct("channel", "count")))).alias("channel_usage"))
+    )
+    per_window = (
+        lc.groupBy("customer_id", "w")
         .agg(
             F.count(F.lit(1)).alias("transaction_count"),
-            F.sum("amount").alias("total_spend"),
-            F.countDistinct("customer_id").alias("unique_customers"),
+            F.sum("amount").alias("spend"),
+            # No merchant dimension is loaded: every merchant's category is unknown.
+            F.sum(F.when(F.col("merchant_id").isNotNull(), F.col("amount"))).alias("merchant_spend"),
+        )
+        .join(channels, ["customer_id", "w"], "left")
+        .join(top_share("city"), ["customer_id", "w"], "left")
+        .join(top_share("device"), ["customer_id", "w"], "left")
+    )
+    history = Window.partitionBy("customer_id").orderBy("w.start")
+    so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    day_ms = 86_400_000
+    lifecycle = (
+        per_window.withColumn("lifetime_transactions", F.sum("transaction_count").over(so_far))
+        .withColumn("lifetime_spend", F.sum("spend").over(so_far))
+        .withColumn("active_windows", F.count(F.lit(1)).over(so_far))
+        .withColumn("previous_count", F.coalesce(F.lag("transaction_count").over(history), F.lit(0)))
+        .withColumn("previous_end", F.lag(F.expr("unix_millis(w.end)")).over(history))
+        .withColumn(
+            "lifecycle_stage",
+            F.when(
+                F.col("previous_end").isNotNull()
+                & (F.expr("unix_millis(w.start)") - F.col("previous_end") > 7 * day_ms),
+                "REACTIVATED",
+            )
+            .when(F.col("lifetime_transactions") <= 5, "NEW")
+            .when((F.col("previous_count") >= 4) & (F.col("transaction_count") * 3 < F.col("previous_count")), "AT_RISK")
+            .when(F.col("active_windows") >= 8, "LOYAL")
+            .otherwise("ACTIVE"),
         )
         .select(
             "customer_id",
             *bounds(),
+            F.lit("UNKNOWN").alias("tier"),
+            F.lit("UNKNOWN").alias("segment"),
             "transaction_count",
-            F.col("total_spend").cast("string").alias("total_spend"),
+            F.col("spend").cast("string").alias("total_spend"),
+            F.coalesce("channel_usage", F.lit("{}")).alias("channel_usage"),
+            F.when(F.col("merchant_spend").isNull(), F.lit("{}"))
+            .otherwise(F.to_json(F.create_map(F.lit("unknown"), F.col("merchant_spend").cast("string"))))
+            .alias("spending_by_category"),
+            (F.round(F.coalesce("top_city", F.lit(0)) / F.col("transaction_count") * 10_000.0) / 10_000.0).alias(
+                "location_consistency"
+            ),
+            (F.round(F.coalesce("top_device", F.lit(0)) / F.col("transaction_count") * 10_000.0) / 10_000.0).alias(
+                "device_consistency"
+            ),
+            "lifecycle_stage",
+            "lifetime_transactions",
+            F.col("lifetime_spend").cast("string").alias("lifetime_spend"),
         )
     )
     for name, df in [
