@@ -309,9 +309,26 @@ fn measures(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn run_edge(input: &Path, work: &Path) -> Run {
-    let out = work.join("edge-out");
+/// An empty output directory for an engine's run.
+fn fresh(work: &Path, engine: &str) -> PathBuf {
+    let out = work.join(format!("{engine}-out"));
     let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+/// Runs an engine's command and reads what it wrote to `out`.
+fn finish(cmd: Command, out: &Path) -> Run {
+    let (wall, cpu, peak_rss) = measure(cmd);
+    Run {
+        wall,
+        cpu,
+        peak_rss,
+        measures: measures(out),
+    }
+}
+
+fn run_edge(input: &Path, work: &Path) -> Run {
+    let out = fresh(work, "edge");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-bench-engine"));
     cmd.arg("run")
         .arg("--rules")
@@ -331,13 +348,7 @@ fn run_edge(input: &Path, work: &Path) -> Run {
         ])
         // The compiled rule sets are cached apart from the user's.
         .env("HOME", work);
-    let (wall, cpu, peak_rss) = measure(cmd);
-    Run {
-        wall,
-        cpu,
-        peak_rss,
-        measures: measures(&out),
-    }
+    finish(cmd, &out)
 }
 
 /// The jar directory of the Flink distribution PyFlink ships.
@@ -368,8 +379,7 @@ fn compile_flink(lib: &Path, classes: &Path) {
 /// Apache Flink: the DataStream and SQL job in benches/baselines/flink, run
 /// in a local JVM (Flink's mini cluster) with the given parallelism.
 fn run_flink(lib: &Path, classes: &Path, input: &Path, work: &Path, parallelism: usize) -> Run {
-    let out = work.join("flink-out");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh(work, "flink");
     let mut cmd = Command::new("java");
     cmd.arg("-cp")
         .arg(format!("{}/*:{}", lib.display(), classes.display()))
@@ -377,19 +387,12 @@ fn run_flink(lib: &Path, classes: &Path, input: &Path, work: &Path, parallelism:
         .arg(input)
         .arg(&out)
         .arg(parallelism.to_string());
-    let (wall, cpu, peak_rss) = measure(cmd);
-    Run {
-        wall,
-        cpu,
-        peak_rss,
-        measures: measures(&out),
-    }
+    finish(cmd, &out)
 }
 
 /// Apache Spark: the DataFrame job in benches/baselines/spark, `local[N]`.
 fn run_spark(venv: &Path, input: &Path, work: &Path, parallelism: usize) -> Run {
-    let out = work.join("spark-out");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh(work, "spark");
     let python = venv.join("bin/python");
     let mut cmd = Command::new(&python);
     cmd.arg(edge_tests::root().join("benches/baselines/spark/pipelines.py"))
@@ -397,13 +400,7 @@ fn run_spark(venv: &Path, input: &Path, work: &Path, parallelism: usize) -> Run 
         .arg(&out)
         .arg(parallelism.to_string())
         .env("PYSPARK_PYTHON", &python);
-    let (wall, cpu, peak_rss) = measure(cmd);
-    Run {
-        wall,
-        cpu,
-        peak_rss,
-        measures: measures(&out),
-    }
+    finish(cmd, &out)
 }
 
 fn generate(events: usize, path: &Path) {
