@@ -103,18 +103,19 @@ fn pipeline(c: &mut Criterion) {
     // Ten hours of event time: windows open and fire as in a long run, not
     // only in the final flush, and start-up is a small share.
     let input = records(1_000_000);
+    let count = input.len() as u64;
     std::fs::write(
         &path,
         input
-            .iter()
-            .flat_map(|r| r.iter().copied().chain([b'\n']))
+            .into_iter()
+            .flat_map(|r| r.into_iter().chain([b'\n']))
             .collect::<Vec<u8>>(),
     )
     .unwrap();
     let rt = runtime();
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(input.len() as u64));
+    group.throughput(Throughput::Elements(count));
     group.bench_function("file-five-rule-sets-no-sink", |b| {
         // Only the run is timed: loading the rule sets and tearing the
         // pipeline down are start-up and exit, not throughput.

@@ -28,7 +28,6 @@ MAX_RECORD_BYTES = 64 * 1024
 MAX_AMOUNT = 1_000_000_000
 MIN_EVENT_TIME = "2000-01-01 00:00:00"
 MAX_FUTURE_SECONDS = 86_400
-MONEY = T.DecimalType(38, 8)
 
 LOCATION = T.StructType([T.StructField("country", T.StringType()), T.StructField("city", T.StringType())])
 SCHEMA = T.StructType(
@@ -265,6 +264,16 @@ def main():
         entries = F.create_map(*[x for label, c in pairs for x in (F.lit(label), c)])
         return F.to_json(F.map_filter(entries, lambda k, v: v > 0))
 
+    def counts_by(df, key, column, name):
+        """Per window: a JSON object of the events per value of `column`."""
+        return (
+            df.where(F.col(column).isNotNull())
+            .groupBy(key, "w", column)
+            .count()
+            .groupBy(key, "w")
+            .agg(F.to_json(F.map_from_entries(F.collect_list(F.struct(column, "count")))).alias(name))
+        )
+
     # merchant_metrics: per merchant, 10 minutes; repeat customers need the
     # count per customer first.
     bands = [("<10", 10), ("10-50", 50), ("50-100", 100), ("100-500", 500), ("500-1000", 1000),
@@ -282,13 +291,7 @@ def main():
         F.max("amount").alias("high"),
         *[F.sum(F.when(F.col("band") == label, 1).otherwise(0)).alias(f"b{i}") for i, (label, _) in enumerate(bands)],
     )
-    cities = (
-        m.where(F.col("city").isNotNull())
-        .groupBy("merchant_id", "w", "city")
-        .count()
-        .groupBy("merchant_id", "w")
-        .agg(F.to_json(F.map_from_entries(F.collect_list(F.struct("city", "count")))).alias("locations"))
-    )
+    cities = counts_by(m, "merchant_id", "city", "locations")
     merchant = (
         per_customer.groupBy("merchant_id", "w")
         .agg(
@@ -377,13 +380,7 @@ def main():
         per = lc.where(F.col(column).isNotNull()).groupBy("customer_id", "w", column).count()
         return per.groupBy("customer_id", "w").agg(F.max("count").alias(f"top_{column}"))
 
-    channels = (
-        lc.where(F.col("channel").isNotNull())
-        .groupBy("customer_id", "w", "channel")
-        .count()
-        .groupBy("customer_id", "w")
-        .agg(F.to_json(F.map_from_entries(F.collect_list(F.struct("channel", "count")))).alias("channel_usage"))
-    )
+    channels = counts_by(lc, "customer_id", "channel", "channel_usage")
     per_window = (
         lc.groupBy("customer_id", "w")
         .agg(

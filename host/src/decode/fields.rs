@@ -164,11 +164,11 @@ pub trait Record {
     /// The value at a path of object keys.
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>>;
 
-    /// The value of a canonical field at its reference path, for records
-    /// that hold their fields by [`Field`] (read for the reference mapping
-    /// only); `None` if fields are found by path.
-    fn field(&self, _field: Field) -> Option<Option<FieldValue<'_>>> {
-        None
+    /// The value of a canonical field where `mapping` puts it. Records that
+    /// hold their fields by [`Field`] (read for the reference mapping only)
+    /// answer directly.
+    fn field(&self, mapping: &FieldMapping, field: Field) -> Option<FieldValue<'_>> {
+        self.lookup(&mapping.entry(field).2)
     }
 }
 
@@ -204,6 +204,10 @@ impl FieldMapping {
                 Ok((field, path.to_string(), parts))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        debug_assert!(paths
+            .iter()
+            .enumerate()
+            .all(|(i, (f, _, _))| *f as usize == i));
         let reference = paths
             .iter()
             .zip(Field::ALL)
@@ -213,14 +217,7 @@ impl FieldMapping {
 
     fn entry(&self, field: Field) -> &(Field, String, Vec<String>) {
         // `paths` follows `Field::ALL`, which follows the declaration order.
-        match self.paths.get(field as usize) {
-            Some(entry) if entry.0 == field => entry,
-            _ => self
-                .paths
-                .iter()
-                .find(|(f, _, _)| *f == field)
-                .unwrap_or(&self.paths[0]),
-        }
+        &self.paths[field as usize]
     }
 
     /// The path a field is read from, for messages.
@@ -230,12 +227,7 @@ impl FieldMapping {
 
     /// The value of a field in a record.
     pub fn get<'r>(&self, r: &'r dyn Record, field: Field) -> Option<FieldValue<'r>> {
-        if self.reference {
-            if let Some(v) = r.field(field) {
-                return v;
-            }
-        }
-        r.lookup(&self.entry(field).2)
+        r.field(self, field)
     }
 
     /// Whether every field is at its reference path (no overrides).

@@ -1,7 +1,7 @@
 //! JSON objects read lazily: the top level is split into (key, raw value)
 //! pairs once; nested objects are parsed only when a path goes into them.
 
-use super::fields::{FieldValue, Record};
+use super::fields::{FieldMapping, FieldValue, Record};
 use super::{Reject, RejectCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -196,26 +196,12 @@ fn text<'v>(t: &'v Option<Text<'_>>) -> Option<FieldValue<'v>> {
     t.as_ref().map(|Text(s)| FieldValue::Text(s))
 }
 
-impl<'a> Record for Reference<'a> {
-    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
-        let name = match path {
-            [one] => one.as_str(),
-            [parent, child] if parent == "location" => match child.as_str() {
-                "country" => "location.country",
-                "city" => "location.city",
-                _ => return None,
-            },
-            _ => return None,
-        };
-        let (field, _) = super::fields::Field::ALL.iter().find(|(_, n)| *n == name)?;
-        self.field(*field).flatten()
-    }
-
-    fn field(&self, field: super::fields::Field) -> Option<Option<FieldValue<'_>>> {
+impl<'a> Reference<'a> {
+    fn value(&self, field: super::fields::Field) -> Option<FieldValue<'_>> {
         use super::fields::Field as F;
         let raw = |r: &Option<&'a RawValue>| r.map(value);
         let location = self.location.as_ref();
-        Some(match field {
+        match field {
             F::Id => text(&self.transaction_id),
             F::Customer => text(&self.customer_id),
             F::Account => text(&self.account_id),
@@ -232,6 +218,23 @@ impl<'a> Record for Reference<'a> {
             F::RiskScore => raw(&self.risk_score),
             F::Flags => raw(&self.compliance_flags),
             F::EventTime => raw(&self.created_at),
-        })
+        }
+    }
+}
+
+impl Record for Reference<'_> {
+    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
+        let name = path.join(".");
+        let (field, _) = super::fields::Field::ALL.iter().find(|(_, n)| *n == name)?;
+        self.value(*field)
+    }
+
+    /// Read only for the reference mapping: the field's value is in its place.
+    fn field(
+        &self,
+        _mapping: &FieldMapping,
+        field: super::fields::Field,
+    ) -> Option<FieldValue<'_>> {
+        self.value(field)
     }
 }

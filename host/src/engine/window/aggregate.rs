@@ -509,14 +509,8 @@ impl Plan {
             Acc::Bands(counts) => AggregateValue::Counts(
                 counts
                     .iter()
-                    .enumerate()
-                    .map(|(i, n)| {
-                        let label = self.band_labels.get(i).cloned();
-                        (
-                            label.map_or_else(|| Label::Text(self.band_label(i)), Label::Shared),
-                            *n,
-                        )
-                    })
+                    .zip(&self.band_labels)
+                    .map(|(n, label)| (Label::Shared(label.clone()), *n))
                     .collect(),
             ),
             Acc::Collect(events) if events.is_empty() => AggregateValue::Empty,

@@ -98,11 +98,6 @@ impl WindowOperator {
         }
     }
 
-    /// The text of a key.
-    pub fn key_text(key_by: KeyBy, key: u32, strings: &Interner) -> String {
-        Self::key_label(key_by, key).text(strings).to_string()
-    }
-
     /// The label of a key.
     pub fn key_label(key_by: KeyBy, key: u32) -> Label {
         match key_by {
