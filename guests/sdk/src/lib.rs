@@ -86,16 +86,20 @@ pub fn __on_windows<T: RuleSet>(fired: WindowBatch) -> Result<Vec<Emit>, String>
     dims::refresh();
     let per_window = fired.results_per_window as usize;
     let mut emits = Vec::with_capacity(fired.keys.len());
+    let dict = Dict::new(&fired.dict_bytes, &fired.dict_ends);
+    let events = Dict::new(&fired.events.dict_bytes, &fired.events.dict_ends);
     for w in 0..fired.keys.len() {
         let window = Window {
             spec: fired.spec.clone(),
-            key: dict(&fired.dict_bytes, &fired.dict_ends, fired.keys[w]).to_string(),
+            key: dict.get(fired.keys[w]).to_string(),
             start: fired.starts[w],
             end: fired.ends[w],
             refire: fired.refires[w],
         };
         let aggregates = Aggregates {
             fired: &fired,
+            dict,
+            events,
             first: w * per_window,
             len: per_window,
         };
@@ -111,6 +115,7 @@ pub fn __on_events<T: RuleSet>(
 ) -> Result<EventsResult, String> {
     dims::refresh();
     let batch = Batch {
+        dict: Dict::new(&batch.dict_bytes, &batch.dict_ends),
         start: 0,
         len: batch.ids.len(),
         b: &batch,
@@ -125,23 +130,51 @@ pub fn __on_events<T: RuleSet>(
     })
 }
 
-/// String `index` of a dictionary (empty when out of range).
-fn dict<'a>(bytes: &'a [u8], ends: &[u32], index: u32) -> &'a str {
-    let i = index as usize;
-    let (Some(&end), start) = (ends.get(i), if i == 0 { Some(&0) } else { ends.get(i - 1) }) else {
-        return "";
-    };
-    let start = start.copied().unwrap_or(0) as usize;
-    bytes
-        .get(start..end as usize)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
+/// A batch's string dictionary, its UTF-8 checked once for the whole batch.
+#[derive(Clone, Copy)]
+struct Dict<'a> {
+    /// The whole dictionary as text (`None` if some entry is not UTF-8:
+    /// then each entry is checked on its own).
+    text: Option<&'a str>,
+    bytes: &'a [u8],
+    ends: &'a [u32],
+}
+
+impl<'a> Dict<'a> {
+    fn new(bytes: &'a [u8], ends: &'a [u32]) -> Self {
+        Self {
+            text: std::str::from_utf8(bytes).ok(),
+            bytes,
+            ends,
+        }
+    }
+
+    /// String `index` (empty when out of range).
+    fn get(&self, index: u32) -> &'a str {
+        let i = index as usize;
+        let (Some(&end), start) = (
+            self.ends.get(i),
+            if i == 0 { Some(&0) } else { self.ends.get(i - 1) },
+        ) else {
+            return "";
+        };
+        let range = start.copied().unwrap_or(0) as usize..end as usize;
+        match self.text {
+            Some(text) => text.get(range).unwrap_or(""),
+            None => self
+                .bytes
+                .get(range)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or(""),
+        }
+    }
 }
 
 /// Events read column by column: a micro-batch, or the events a window
 /// collected. Event indexes run from 0 to `len() - 1`.
 pub struct Batch<'a> {
     b: &'a EventBatch,
+    dict: Dict<'a>,
     start: usize,
     len: usize,
 }
@@ -153,7 +186,7 @@ impl<'a> Batch<'a> {
     }
     /// Dictionary string `index`.
     pub fn dict(&self, index: u32) -> &'a str {
-        dict(&self.b.dict_bytes, &self.b.dict_ends, index)
+        self.dict.get(index)
     }
     /// Whether there are no events.
     pub fn is_empty(&self) -> bool {
@@ -498,6 +531,9 @@ pub struct Window {
 /// The aggregates of a fired window, in the order the window spec declares them.
 pub struct Aggregates<'a> {
     fired: &'a WindowBatch,
+    dict: Dict<'a>,
+    /// The dictionary of the collected events.
+    events: Dict<'a>,
     first: usize,
     len: usize,
 }
@@ -527,8 +563,7 @@ impl<'a> Aggregates<'a> {
         }
     }
     fn label(&self, e: usize) -> &'a str {
-        let f = self.fired;
-        dict(&f.dict_bytes, &f.dict_ends, f.entry_labels[e])
+        self.dict.get(self.fired.entry_labels[e])
     }
     /// Number of aggregates.
     pub fn len(&self) -> usize {
@@ -582,7 +617,12 @@ impl<'a> Aggregates<'a> {
                 let b = &self.fired.events;
                 let start = (first.max(0) as usize).min(b.ids.len());
                 let len = (n as usize).min(b.ids.len() - start);
-                Some(Batch { b, start, len })
+                Some(Batch {
+                    b,
+                    dict: self.events,
+                    start,
+                    len,
+                })
             }
             _ => None,
         }
@@ -757,7 +797,9 @@ pub fn json_object<'a, V: std::fmt::Display + 'a>(
     entries: impl IntoIterator<Item = (&'a str, V)>,
     quote_values: bool,
 ) -> String {
+    use std::fmt::Write;
     let mut out = String::from("{");
+    let mut text = String::new();
     for (n, (key, value)) in entries.into_iter().enumerate() {
         if n > 0 {
             out.push(',');
@@ -765,9 +807,11 @@ pub fn json_object<'a, V: std::fmt::Display + 'a>(
         json_string(&mut out, key);
         out.push(':');
         if quote_values {
-            json_string(&mut out, &value.to_string());
+            text.clear();
+            let _ = write!(text, "{value}");
+            json_string(&mut out, &text);
         } else {
-            out.push_str(&value.to_string());
+            let _ = write!(out, "{value}");
         }
     }
     out.push('}');
@@ -788,15 +832,24 @@ pub fn json_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    let mut rest = s;
+    // Runs without a character to escape are copied whole; the characters
+    // escaped are ASCII, so every cut is at a character boundary.
+    while let Some(i) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
         }
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 

@@ -71,8 +71,15 @@ pub enum FieldValue<'a> {
     Null,
     /// A JSON value other than null.
     Json(&'a RawValue),
-    /// A text cell (CSV).
+    /// A text cell (CSV), or a JSON string already unescaped.
     Text(&'a str),
+    /// A JSON integer already read.
+    Int(i64),
+    /// A JSON number with a fraction or exponent already read (scores only:
+    /// money is never read from a float).
+    Float(f64),
+    /// A JSON array of strings already read.
+    Strings(&'a [&'a str]),
 }
 
 impl<'a> FieldValue<'a> {
@@ -100,6 +107,8 @@ impl<'a> FieldValue<'a> {
             Self::Text(s) => Some(Cow::Borrowed(s)),
             Self::Json(raw) if Self::is_json_number(raw) => Some(Cow::Borrowed(raw.get())),
             Self::Json(raw) => Self::json_string(raw),
+            Self::Int(i) => Some(Cow::Owned(i.to_string())),
+            Self::Float(_) | Self::Strings(_) => None,
         }
     }
 
@@ -110,6 +119,11 @@ impl<'a> FieldValue<'a> {
 
     /// A number (scores only; never money).
     pub fn number(&self) -> Option<f64> {
+        match *self {
+            Self::Int(i) => return Some(i as f64),
+            Self::Float(x) => return x.is_finite().then_some(x),
+            _ => {}
+        }
         self.numeric_text()?
             .trim()
             .parse::<f64>()
@@ -132,12 +146,16 @@ impl<'a> FieldValue<'a> {
                 let items: Vec<&'a RawValue> = serde_json::from_str(raw.get()).ok()?;
                 items.into_iter().map(Self::json_string).collect()
             }
+            Self::Strings(items) => Some(items.iter().map(|s| Cow::Borrowed(*s)).collect()),
+            Self::Int(_) | Self::Float(_) => None,
         }
     }
 
     /// A time: epoch milliseconds or ISO-8601.
     pub fn time_ms(&self) -> Option<i64> {
         match *self {
+            Self::Int(ms) => Some(ms),
+            Self::Float(f) => (f.is_finite() && f.abs() < 9.0e15).then(|| f.round() as i64),
             Self::Json(raw) if Self::is_json_number(raw) => {
                 let text = raw.get();
                 text.parse::<i64>().ok().or_else(|| {

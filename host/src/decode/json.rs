@@ -1,10 +1,11 @@
 //! JSON objects read lazily: the top level is split into (key, raw value)
 //! pairs once; nested objects are parsed only when a path goes into them.
 
-use super::fields::{FieldMapping, FieldValue, Record};
+use super::fields::{Field, FieldMapping, FieldValue, Record};
 use super::{Reject, RejectCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use simd_json::{Node, StaticNode};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
@@ -236,5 +237,217 @@ impl Record for Reference<'_> {
         field: super::fields::Field,
     ) -> Option<FieldValue<'_>> {
         self.value(field)
+    }
+}
+
+/// Reusable buffers of the [`Tape`] reader.
+#[derive(Default)]
+pub struct TapeBuffers {
+    input: Vec<u8>,
+    simd: simd_json::Buffers,
+}
+
+impl std::fmt::Debug for TapeBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TapeBuffers")
+    }
+}
+
+/// A record in the reference shape read in one pass by simd-json (SIMD,
+/// chosen at run time for the CPU), each field into its place. Only the
+/// usual forms are read here: strings (or null) where text belongs, money
+/// as strings or integers, times as strings or integer milliseconds,
+/// scores as numbers, flags as an array of strings, each key once. A
+/// record with anything else (money as a float, whose digits as written
+/// set its scale, a number where text belongs, a repeated key, ...) is
+/// not read here but by [`Reference`] and then [`Object`], whose result is
+/// authoritative.
+pub struct Tape<'a> {
+    values: [Option<FieldValue<'a>>; 16],
+    flags: Vec<&'a str>,
+}
+
+/// Where a reference key's value goes: its field, and how it is read.
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    Text(Field),
+    Money(Field),
+    Score,
+    Time,
+    Flags,
+    Location,
+}
+
+fn slot_of(key: &str) -> Option<Slot> {
+    Some(match key {
+        "transaction_id" => Slot::Text(Field::Id),
+        "customer_id" => Slot::Text(Field::Customer),
+        "account_id" => Slot::Text(Field::Account),
+        "merchant_id" => Slot::Text(Field::Merchant),
+        "transaction_type" => Slot::Text(Field::Kind),
+        "status" => Slot::Text(Field::Status),
+        "amount" => Slot::Money(Field::Amount),
+        "fee_amount" => Slot::Money(Field::Fee),
+        "currency" => Slot::Text(Field::Currency),
+        "channel" => Slot::Text(Field::Channel),
+        "device_fingerprint" => Slot::Text(Field::Device),
+        "location" => Slot::Location,
+        "risk_score" => Slot::Score,
+        "compliance_flags" => Slot::Flags,
+        "created_at" => Slot::Time,
+        _ => return None,
+    })
+}
+
+/// The number of tape nodes a value takes.
+fn width(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+impl<'a> Tape<'a> {
+    /// Reads `text` in the reference shape; `None` if it is not in its
+    /// usual forms.
+    pub fn parse(text: &str, buffers: &'a mut TapeBuffers) -> Option<Self> {
+        buffers.input.clear();
+        buffers.input.extend_from_slice(text.as_bytes());
+        let nodes = simd_json::to_tape_with_buffers(&mut buffers.input, &mut buffers.simd)
+            .ok()?
+            .0;
+        let Some(&Node::Object { len, .. }) = nodes.first() else {
+            return None;
+        };
+        let mut record = Tape {
+            values: [None; 16],
+            flags: Vec::new(),
+        };
+        let mut seen = 0u32;
+        let mut i = 1;
+        for _ in 0..len {
+            let Some(&Node::String(key)) = nodes.get(i) else {
+                return None;
+            };
+            let value = nodes.get(i + 1)?;
+            let next = i + 1 + width(value);
+            i = next;
+            let Some(slot) = slot_of(key) else {
+                continue;
+            };
+            let bit = 1 << (slot_index(slot));
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            match slot {
+                Slot::Text(field) => record.set(field, text_value(value)?),
+                Slot::Money(field) => record.set(
+                    field,
+                    match *value {
+                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
+                        _ => text_value(value)?,
+                    },
+                ),
+                Slot::Time => record.set(
+                    Field::EventTime,
+                    match *value {
+                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
+                        _ => text_value(value)?,
+                    },
+                ),
+                Slot::Score => record.set(
+                    Field::RiskScore,
+                    match *value {
+                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
+                        Node::Static(StaticNode::F64(x)) => FieldValue::Float(x),
+                        _ => text_value(value)?,
+                    },
+                ),
+                Slot::Flags => match *value {
+                    Node::Static(StaticNode::Null) => record.set(Field::Flags, FieldValue::Null),
+                    Node::Array { len, count } if len == count => {
+                        for node in &nodes[next - count..next] {
+                            let Node::String(flag) = *node else {
+                                return None;
+                            };
+                            record.flags.push(flag);
+                        }
+                        record.set(Field::Flags, FieldValue::Strings(&[]));
+                    }
+                    _ => return None,
+                },
+                Slot::Location => match *value {
+                    Node::Static(StaticNode::Null) => {}
+                    Node::Object { len, .. } => {
+                        let mut j = next - width(value) + 1;
+                        let mut seen_place = (false, false);
+                        for _ in 0..len {
+                            let Some(&Node::String(key)) = nodes.get(j) else {
+                                return None;
+                            };
+                            let value = nodes.get(j + 1)?;
+                            j += 1 + width(value);
+                            let (field, seen) = match key {
+                                "country" => (Field::Country, &mut seen_place.0),
+                                "city" => (Field::City, &mut seen_place.1),
+                                _ => continue,
+                            };
+                            if std::mem::replace(seen, true) {
+                                return None;
+                            }
+                            record.set(field, text_value(value)?);
+                        }
+                    }
+                    _ => return None,
+                },
+            }
+        }
+        Some(record)
+    }
+
+    fn set(&mut self, field: Field, value: FieldValue<'a>) {
+        self.values[field as usize] = Some(value);
+    }
+}
+
+fn slot_index(slot: Slot) -> u32 {
+    match slot {
+        Slot::Text(f) | Slot::Money(f) => f as u32,
+        Slot::Score => Field::RiskScore as u32,
+        Slot::Time => Field::EventTime as u32,
+        Slot::Flags => Field::Flags as u32,
+        Slot::Location => Field::Country as u32,
+    }
+}
+
+/// A string or null; `None` (not read here) for anything else.
+fn text_value<'a>(node: &Node<'a>) -> Option<FieldValue<'a>> {
+    match *node {
+        Node::String(s) => Some(FieldValue::Text(s)),
+        Node::Static(StaticNode::Null) => Some(FieldValue::Null),
+        _ => None,
+    }
+}
+
+impl Record for Tape<'_> {
+    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
+        let name = path.join(".");
+        let (field, _) = Field::ALL.iter().find(|(_, n)| *n == name)?;
+        self.field_value(*field)
+    }
+
+    /// Read only for the reference mapping: the field's value is in its place.
+    fn field(&self, _mapping: &FieldMapping, field: Field) -> Option<FieldValue<'_>> {
+        self.field_value(field)
+    }
+}
+
+impl Tape<'_> {
+    fn field_value(&self, field: Field) -> Option<FieldValue<'_>> {
+        match self.values[field as usize]? {
+            FieldValue::Strings(_) => Some(FieldValue::Strings(&self.flags)),
+            value => Some(value),
+        }
     }
 }

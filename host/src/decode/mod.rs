@@ -117,6 +117,8 @@ pub struct Decoder {
     max_future_ms: i64,
     default_currency: String,
     now_ms: i64,
+    /// Buffers of the one-pass reader, reused from record to record.
+    tape: std::cell::RefCell<json::TapeBuffers>,
 }
 
 const MAX_SCALE: u32 = 8;
@@ -134,6 +136,7 @@ impl Decoder {
             max_future_ms: config.max_future_ms,
             default_currency: config.default_currency.clone(),
             now_ms: chrono::Utc::now().timestamp_millis(),
+            tape: Default::default(),
         })
     }
 
@@ -196,6 +199,13 @@ impl Decoder {
         match self.format {
             Format::Json => {
                 if self.mapping.is_reference() {
+                    let mut buffers = self.tape.borrow_mut();
+                    if let Some(txn) = json::Tape::parse(text, &mut buffers)
+                        .and_then(|record| self.build(&record, strings).ok())
+                    {
+                        return Ok(txn);
+                    }
+                    drop(buffers);
                     if let Some(txn) = json::Reference::parse(text)
                         .and_then(|record| self.build(&record, strings).ok())
                     {

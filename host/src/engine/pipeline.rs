@@ -7,7 +7,7 @@ use super::batch::BatchBuilder;
 use super::control::Update;
 use super::dedup::Dedup;
 use super::router::{self, Router};
-use super::state::KeyedState;
+use super::state::{Handle, KeyedState};
 use super::watermark::Watermark;
 use super::window::encode::WindowBatchBuilder;
 use super::window::{Fired, WindowOperator};
@@ -139,8 +139,10 @@ pub struct Pipeline {
     builder: BatchBuilder,
     /// Encodes fired windows for `on-windows`.
     window_builder: WindowBatchBuilder,
-    /// The keyed states sent with a batch (reused).
+    /// The keyed states sent with a batch (reused), and where each key's
+    /// state was found.
     states: StateBlob,
+    handles: Vec<Option<Handle>>,
     router: Router,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -210,6 +212,7 @@ impl Pipeline {
                 bytes: Vec::new(),
                 ends: Vec::new(),
             },
+            handles: Vec::new(),
             router,
             metrics,
             stop,
@@ -434,11 +437,14 @@ impl Pipeline {
                     let s = &mut self.slots[slot];
                     self.states.bytes.clear();
                     self.states.ends.clear();
+                    self.handles.clear();
                     for (slot, &(first, _)) in self.builder.key_times.iter().enumerate() {
                         let key = self.builder.key_text(slot, &self.strings);
-                        if let Some(v) = s.rule.state().get_at(key, first) {
+                        let handle = s.rule.state().find(key);
+                        if let Some(v) = handle.and_then(|h| s.rule.state().value_at(h, first)) {
                             self.states.bytes.extend_from_slice(v);
                         }
+                        self.handles.push(handle);
                         self.states.ends.push(self.states.bytes.len() as u32);
                     }
                     let started = Instant::now();
@@ -471,7 +477,8 @@ impl Pipeline {
                                         .key_times
                                         .get(index as usize)
                                         .map_or(now, |&(_, last)| last);
-                                    s.rule.state_mut().set_bytes(key, value, at);
+                                    let handle = self.handles.get(index as usize).copied().flatten();
+                                    s.rule.state_mut().set_bytes_at(handle, key, value, at);
                                 }
                             }
                             self.route(slot, result.emits)?;

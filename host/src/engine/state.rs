@@ -4,20 +4,42 @@
 //! lives here, so a rule can trap, be re-instantiated or be replaced without
 //! losing it, and a checkpoint can copy it.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
+    key: Box<str>,
     value: Vec<u8>,
     touched: i64,
 }
 
+/// Where a key's entry is held, as found by [`KeyedState::find`]: a batch
+/// reads a key's state and writes it back with one lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(u32);
+
 /// Keyed state: key -> bytes, with the event time of the last write.
-#[derive(Clone, Debug, Default)]
+///
+/// Entries are held in a slab (freed places reused) and found through a
+/// table of slab indexes.
+#[derive(Clone, Default)]
 pub struct KeyedState {
-    map: HashMap<Box<str>, Entry, foldhash::fast::FixedState>,
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+    slab: Vec<Option<Entry>>,
+    free: Vec<u32>,
     ttl_ms: i64,
     bytes: usize,
+}
+
+impl std::fmt::Debug for KeyedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedState")
+            .field("keys", &self.len())
+            .field("bytes", &self.bytes)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish()
+    }
 }
 
 impl KeyedState {
@@ -36,61 +58,122 @@ impl KeyedState {
         self.ttl_ms = ttl_ms;
     }
 
+    fn entry(&self, i: u32) -> Option<&Entry> {
+        self.slab.get(i as usize).and_then(Option::as_ref)
+    }
+
+    /// Where `key` is held, if it is.
+    pub fn find(&self, key: &str) -> Option<Handle> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&i| self.entry(i).is_some_and(|e| &*e.key == key))
+            .map(|&i| Handle(i))
+    }
+
+    /// The value at `handle` as an event at `at` sees it (none once expired).
+    pub fn value_at(&self, handle: Handle, at: i64) -> Option<&[u8]> {
+        self.entry(handle.0)
+            .filter(|e| self.ttl_ms <= 0 || e.touched >= at.saturating_sub(self.ttl_ms))
+            .map(|e| e.value.as_slice())
+    }
+
     /// A key's value.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.map.get(key).map(|e| e.value.as_slice())
+        self.find(key)
+            .and_then(|h| self.entry(h.0))
+            .map(|e| e.value.as_slice())
     }
 
     /// A key's value as an event at event time `at` sees it: none once the
     /// time to live has passed since the last write. It depends only on
     /// the events' times, not on when the expiry sweep ran.
     pub fn get_at(&self, key: &str, at: i64) -> Option<&[u8]> {
-        self.map
-            .get(key)
-            .filter(|e| self.ttl_ms <= 0 || e.touched >= at.saturating_sub(self.ttl_ms))
-            .map(|e| e.value.as_slice())
+        self.value_at(self.find(key)?, at)
     }
 
     /// Writes a key's value at event time `now`.
     pub fn set(&mut self, key: &str, value: Vec<u8>, now: i64) {
-        self.bytes += value.len();
-        match self.map.get_mut(key) {
-            Some(e) => {
-                self.bytes -= e.value.len();
-                e.value = value;
-                e.touched = now;
+        match self.find(key) {
+            Some(h) => self.replace(h, value, now),
+            None => self.insert(key, value, now),
+        }
+    }
+
+    fn replace(&mut self, h: Handle, value: Vec<u8>, now: i64) {
+        if let Some(e) = self.slab[h.0 as usize].as_mut() {
+            self.bytes = self.bytes + value.len() - e.value.len();
+            e.value = value;
+            e.touched = now;
+        }
+    }
+
+    fn insert(&mut self, key: &str, value: Vec<u8>, now: i64) {
+        self.bytes += key.len() + value.len();
+        let entry = Entry {
+            key: key.into(),
+            value,
+            touched: now,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(entry);
+                i
             }
             None => {
-                self.bytes += key.len();
-                self.map.insert(
-                    key.into(),
-                    Entry {
-                        value,
-                        touched: now,
-                    },
-                );
+                self.slab.push(Some(entry));
+                (self.slab.len() - 1) as u32
             }
-        }
+        };
+        let (hasher, slab) = (&self.hasher, &self.slab);
+        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
+            slab[j as usize]
+                .as_ref()
+                .map_or(0, |e| hasher.hash_one(&*e.key))
+        });
     }
 
     /// Like [`Self::set`], copying `value` into the key's existing buffer
     /// when there is one.
     pub fn set_bytes(&mut self, key: &str, value: &[u8], now: i64) {
-        match self.map.get_mut(key) {
+        let handle = self.find(key);
+        self.set_bytes_at(handle, key, value, now);
+    }
+
+    /// Like [`Self::set_bytes`] for a key found before at `handle` (`None`:
+    /// it was not there). The handle is checked against the key, so one
+    /// that a write in between made stale is looked up again.
+    pub fn set_bytes_at(&mut self, handle: Option<Handle>, key: &str, value: &[u8], now: i64) {
+        let handle = match handle {
+            Some(h) if self.entry(h.0).is_some_and(|e| &*e.key == key) => Some(h),
+            _ => self.find(key),
+        };
+        match handle.and_then(|h| self.slab[h.0 as usize].as_mut()) {
             Some(e) => {
                 self.bytes = self.bytes + value.len() - e.value.len();
                 e.value.clear();
                 e.value.extend_from_slice(value);
                 e.touched = now;
             }
-            None => self.set(key, value.to_vec(), now),
+            None => self.insert(key, value.to_vec(), now),
         }
+    }
+
+    fn remove(&mut self, i: u32) {
+        let Some(e) = self.slab[i as usize].take() else {
+            return;
+        };
+        self.bytes -= e.key.len() + e.value.len();
+        let hash = self.hasher.hash_one(&*e.key);
+        if let Ok(found) = self.index.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
+        self.free.push(i);
     }
 
     /// Deletes a key.
     pub fn delete(&mut self, key: &str) {
-        if let Some((k, e)) = self.map.remove_entry(key) {
-            self.bytes -= k.len() + e.value.len();
+        if let Some(h) = self.find(key) {
+            self.remove(h.0);
         }
     }
 
@@ -103,28 +186,28 @@ impl KeyedState {
         if self.ttl_ms <= 0 || horizon == i64::MIN {
             return 0;
         }
-        let before = self.map.len();
         let horizon = horizon.saturating_sub(self.ttl_ms);
-        let mut freed = 0;
-        self.map.retain(|k, e| {
-            let keep = e.touched >= horizon;
-            if !keep {
-                freed += k.len() + e.value.len();
-            }
-            keep
-        });
-        self.bytes -= freed;
-        before - self.map.len()
+        let expired: Vec<u32> = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.touched < horizon))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for &i in &expired {
+            self.remove(i);
+        }
+        expired.len()
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     /// Approximate size of keys and values, bytes.
@@ -136,9 +219,10 @@ impl KeyedState {
     /// checkpoint stores.
     pub fn entries(&self) -> Vec<(&str, &[u8], i64)> {
         let mut v: Vec<_> = self
-            .map
+            .slab
             .iter()
-            .map(|(k, e)| (&**k, e.value.as_slice(), e.touched))
+            .flatten()
+            .map(|e| (&*e.key, e.value.as_slice(), e.touched))
             .collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
@@ -179,5 +263,33 @@ mod tests {
         s.set("a", vec![1], 0);
         assert_eq!(s.expire(i64::MAX), 0);
         assert_eq!(s.entries(), vec![("a", &[1u8][..], 0)]);
+    }
+
+    #[test]
+    fn a_stale_handle_writes_its_own_key() {
+        let mut s = KeyedState::new(0);
+        s.set("a", vec![1], 0);
+        let a = s.find("a");
+        assert!(a.is_some());
+        // A write between the read and the write back frees and reuses the
+        // place the handle points at.
+        s.delete("a");
+        s.set("b", vec![2], 0);
+        s.set_bytes_at(a, "a", &[3], 1);
+        assert_eq!(s.get("a"), Some(&[3u8][..]));
+        assert_eq!(s.get("b"), Some(&[2u8][..]));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.bytes(), 4);
+        let mut s = KeyedState::new(100);
+        for n in 0..1_000 {
+            s.set(&format!("k{n}"), vec![0; 3], n);
+        }
+        assert_eq!(s.expire(500), 400, "k0..k399");
+        assert_eq!(s.len(), 600);
+        assert_eq!(s.get("k399"), None);
+        assert_eq!(s.get("k400"), Some(&[0u8; 3][..]));
+        s.set("new", vec![1], 600);
+        assert_eq!(s.entries().len(), 601, "freed places are reused");
+        assert_eq!(s.slab.len(), 1_000);
     }
 }

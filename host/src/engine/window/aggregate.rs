@@ -10,6 +10,7 @@ use crate::runtime::bindings::types::{
 use crate::runtime::manifest::is_money;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 /// The result of one aggregate when its window fires.
 #[derive(Clone, Debug)]
@@ -141,10 +142,11 @@ impl Filter {
 
 /// A map that stays a short vector while it is small: most panes see one or
 /// two events, and a hash table per pane per aggregate costs more than a scan.
+/// Up to two entries are held in the accumulator itself, with no allocation.
 #[derive(Clone, Debug)]
 pub enum SmallMap<V> {
     /// Up to [`SMALL`] entries, scanned.
-    Small(Vec<(u64, V)>),
+    Small(SmallVec<[(u64, V); 2]>),
     /// More, hashed.
     Large(FxHashMap<u64, V>),
 }
@@ -153,7 +155,7 @@ const SMALL: usize = 16;
 
 impl<V: Default> Default for SmallMap<V> {
     fn default() -> Self {
-        SmallMap::Small(Vec::new())
+        SmallMap::Small(SmallVec::new())
     }
 }
 
@@ -204,7 +206,7 @@ impl<V: Default> SmallMap<V> {
     /// Consumes the map into its entries.
     pub fn into_entries(self) -> Vec<(u64, V)> {
         match self {
-            SmallMap::Small(v) => v,
+            SmallMap::Small(v) => v.into_vec(),
             SmallMap::Large(m) => m.into_iter().collect(),
         }
     }
@@ -239,7 +241,7 @@ pub enum Acc {
     /// sums by value
     SumBy(SmallMap<Decimal>),
     /// counts by band
-    Bands(Vec<u64>),
+    Bands(SmallVec<[u64; 6]>),
     /// the events
     Collect(Vec<Txn>),
 }
@@ -357,7 +359,7 @@ impl Plan {
             AggregateOp::Distinct(_) => Acc::Distinct(SmallMap::default()),
             AggregateOp::CountBy(_) => Acc::CountBy(SmallMap::default()),
             AggregateOp::SumBy(_) => Acc::SumBy(SmallMap::default()),
-            AggregateOp::CountByBand(_) => Acc::Bands(vec![0; self.bounds.len() + 1]),
+            AggregateOp::CountByBand(_) => Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1]),
             AggregateOp::Collect => Acc::Collect(Vec::new()),
         }
     }

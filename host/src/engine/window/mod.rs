@@ -17,9 +17,13 @@ use aggregate::{Acc, AggregateValue, Label, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 
+/// The accumulators of a pane, held in the pane itself for specs of up to
+/// eight aggregates: an event's update reads one place in memory.
+type Accs = smallvec::SmallVec<[Acc; 8]>;
+
 struct Pane {
     end: i64,
-    accs: Vec<Acc>,
+    accs: Accs,
     fired: u32,
     dirty: bool,
 }
@@ -204,7 +208,7 @@ impl WindowOperator {
                 return;
             }
         }
-        let mut accs: Vec<Acc> = self.plans.iter().map(Plan::empty).collect();
+        let mut accs: Accs = self.plans.iter().map(Plan::empty).collect();
         let mut fired = 0;
         for s in &overlapping {
             if let Some(pane) = self.panes.remove(&(key, *s)) {
