@@ -28,6 +28,99 @@ struct Pane {
     dirty: bool,
 }
 
+impl Pane {
+    fn vacant() -> Self {
+        Self {
+            end: 0,
+            accs: Accs::new(),
+            fired: 0,
+            dirty: false,
+        }
+    }
+}
+
+/// Open panes by (key, start): a table of indexes into a slab whose freed
+/// places are reused, so a pane is written once where it stays and the
+/// table moves only small entries.
+#[derive(Default)]
+struct Panes {
+    index: FxHashMap<(u32, i64), u32>,
+    slab: Vec<Pane>,
+    free: Vec<u32>,
+}
+
+impl Panes {
+    fn get(&self, k: &(u32, i64)) -> Option<&Pane> {
+        self.index.get(k).map(|&i| &self.slab[i as usize])
+    }
+
+    fn get_mut(&mut self, k: &(u32, i64)) -> Option<&mut Pane> {
+        let i = *self.index.get(k)?;
+        Some(&mut self.slab[i as usize])
+    }
+
+    fn place(&mut self, pane: Pane) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = pane;
+                i
+            }
+            None => {
+                self.slab.push(pane);
+                (self.slab.len() - 1) as u32
+            }
+        }
+    }
+
+    fn get_or_insert_with(&mut self, k: (u32, i64), make: impl FnOnce() -> Pane) -> &mut Pane {
+        let i = match self.index.get(&k) {
+            Some(&i) => i,
+            None => {
+                let i = self.place(make());
+                self.index.insert(k, i);
+                i
+            }
+        };
+        &mut self.slab[i as usize]
+    }
+
+    fn insert(&mut self, k: (u32, i64), pane: Pane) {
+        match self.index.get(&k) {
+            Some(&i) => self.slab[i as usize] = pane,
+            None => {
+                let i = self.place(pane);
+                self.index.insert(k, i);
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &(u32, i64)) -> Option<Pane> {
+        let i = self.index.remove(k)?;
+        self.free.push(i);
+        Some(std::mem::replace(&mut self.slab[i as usize], Pane::vacant()))
+    }
+
+    /// Removes a pane, dropping its accumulators in place.
+    fn discard(&mut self, k: &(u32, i64)) {
+        if let Some(i) = self.index.remove(k) {
+            self.slab[i as usize].accs.clear();
+            self.free.push(i);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn starts(&self) -> impl Iterator<Item = i64> + '_ {
+        self.index.keys().map(|&(_, start)| start)
+    }
+}
+
 /// A window that fired, with its aggregates.
 #[derive(Debug)]
 pub struct Fired {
@@ -51,7 +144,7 @@ pub struct WindowOperator {
     kind: WindowKind,
     lateness: i64,
     plans: Vec<Plan>,
-    panes: FxHashMap<(u32, i64), Pane>,
+    panes: Panes,
     timers: BTreeSet<(i64, u32, i64)>,
     purges: BTreeSet<(i64, u32, i64)>,
     refires: Vec<(u32, i64)>,
@@ -71,7 +164,7 @@ impl WindowOperator {
             kind: spec.kind,
             lateness: spec.allowed_lateness_ms,
             plans: spec.aggregates.iter().map(Plan::new).collect(),
-            panes: FxHashMap::default(),
+            panes: Panes::default(),
             timers: BTreeSet::new(),
             purges: BTreeSet::new(),
             refires: Vec::new(),
@@ -124,7 +217,7 @@ impl WindowOperator {
 
     fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) {
         let (plans, lateness) = (&self.plans, self.lateness);
-        let pane = self.panes.entry((key, start)).or_insert_with(|| {
+        let pane = self.panes.get_or_insert_with((key, start), || {
             self.timers.insert((end, key, start));
             self.purges
                 .insert((end.saturating_add(lateness), key, start));
@@ -245,7 +338,7 @@ impl WindowOperator {
     /// The start of the oldest window still held (fired or not), if any:
     /// events before it are in no open window.
     pub fn oldest_start(&self) -> Option<i64> {
-        self.panes.keys().map(|&(_, start)| start).min()
+        self.panes.starts().min()
     }
 
     /// Fires every window the watermark has reached (and every updated late
@@ -289,7 +382,7 @@ impl WindowOperator {
                 break;
             }
             self.purges.pop_first();
-            self.panes.remove(&(key, start));
+            self.panes.discard(&(key, start));
             if let Some(starts) = self.sessions.get_mut(&key) {
                 starts.retain(|s| *s != start);
                 if starts.is_empty() {
