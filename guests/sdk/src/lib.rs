@@ -130,23 +130,17 @@ pub fn __on_events<T: RuleSet>(
     })
 }
 
-/// A batch's string dictionary, its UTF-8 checked once for the whole batch.
+/// A batch's string dictionary. Entries are checked to be UTF-8 when read:
+/// a rule set reads few of a batch's strings.
 #[derive(Clone, Copy)]
 struct Dict<'a> {
-    /// The whole dictionary as text (`None` if some entry is not UTF-8:
-    /// then each entry is checked on its own).
-    text: Option<&'a str>,
     bytes: &'a [u8],
     ends: &'a [u32],
 }
 
 impl<'a> Dict<'a> {
     fn new(bytes: &'a [u8], ends: &'a [u32]) -> Self {
-        Self {
-            text: std::str::from_utf8(bytes).ok(),
-            bytes,
-            ends,
-        }
+        Self { bytes, ends }
     }
 
     /// String `index` (empty when out of range).
@@ -158,15 +152,11 @@ impl<'a> Dict<'a> {
         ) else {
             return "";
         };
-        let range = start.copied().unwrap_or(0) as usize..end as usize;
-        match self.text {
-            Some(text) => text.get(range).unwrap_or(""),
-            None => self
-                .bytes
-                .get(range)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or(""),
-        }
+        let start = start.copied().unwrap_or(0) as usize;
+        self.bytes
+            .get(start..end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
     }
 }
 
@@ -633,8 +623,8 @@ impl<'a> Aggregates<'a> {
 /// the same (the host reports a version that changes with every update).
 pub mod dims {
     use super::{host, Customer, Merchant};
+    use rustc_hash::FxHashMap as HashMap;
     use std::cell::RefCell;
-    use std::collections::HashMap;
     use std::rc::Rc;
 
     #[derive(Default)]
@@ -884,3 +874,7 @@ pub fn nullable(mut c: Column) -> Column {
     c.nullable = true;
     c
 }
+
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
