@@ -15,7 +15,7 @@ use crate::model::{Interner, Kind, Txn, NONE};
 use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
 use aggregate::{Acc, AggregateValue, Label, Plan};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// The accumulators of a pane, held in the pane itself for specs of up to
 /// eight aggregates: an event's update reads one place in memory.
@@ -121,6 +121,51 @@ impl Panes {
     }
 }
 
+/// Times at which windows fire or are purged, as (time, key, start),
+/// grouped by time: the windows of a tumbling or sliding spec share their
+/// ends, so the ordered part stays a few entries however many keys there
+/// are.
+#[derive(Default)]
+struct Timers {
+    by_time: BTreeMap<i64, Vec<(u32, i64)>>,
+}
+
+impl Timers {
+    /// Adds an entry (each is added once).
+    fn insert(&mut self, time: i64, key: u32, start: i64) {
+        self.by_time.entry(time).or_default().push((key, start));
+    }
+
+    fn remove(&mut self, time: i64, key: u32, start: i64) {
+        if let Some(group) = self.by_time.get_mut(&time) {
+            if let Some(i) = group.iter().position(|&e| e == (key, start)) {
+                group.swap_remove(i);
+            }
+            if group.is_empty() {
+                self.by_time.remove(&time);
+            }
+        }
+    }
+
+    fn contains(&self, time: i64, key: u32, start: i64) -> bool {
+        self.by_time
+            .get(&time)
+            .is_some_and(|group| group.contains(&(key, start)))
+    }
+
+    /// Takes every entry due by `until`, in (time, key, start) order.
+    fn take_until(&mut self, until: i64, out: &mut Vec<(u32, i64)>) {
+        while let Some(entry) = self.by_time.first_entry() {
+            if *entry.key() > until {
+                break;
+            }
+            let mut group = entry.remove();
+            group.sort_unstable();
+            out.extend(group);
+        }
+    }
+}
+
 /// A window that fired, with its aggregates.
 #[derive(Debug)]
 pub struct Fired {
@@ -145,8 +190,8 @@ pub struct WindowOperator {
     lateness: i64,
     plans: Vec<Plan>,
     panes: Panes,
-    timers: BTreeSet<(i64, u32, i64)>,
-    purges: BTreeSet<(i64, u32, i64)>,
+    timers: Timers,
+    purges: Timers,
     refires: Vec<(u32, i64)>,
     sessions: FxHashMap<u32, Vec<i64>>,
     /// Events that arrived after every window they belong to was purged.
@@ -165,8 +210,8 @@ impl WindowOperator {
             lateness: spec.allowed_lateness_ms,
             plans: spec.aggregates.iter().map(Plan::new).collect(),
             panes: Panes::default(),
-            timers: BTreeSet::new(),
-            purges: BTreeSet::new(),
+            timers: Timers::default(),
+            purges: Timers::default(),
             refires: Vec::new(),
             sessions: FxHashMap::default(),
             late_events: 0,
@@ -218,9 +263,9 @@ impl WindowOperator {
     fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) {
         let (plans, lateness) = (&self.plans, self.lateness);
         let pane = self.panes.get_or_insert_with((key, start), || {
-            self.timers.insert((end, key, start));
+            self.timers.insert(end, key, start);
             self.purges
-                .insert((end.saturating_add(lateness), key, start));
+                .insert(end.saturating_add(lateness), key, start);
             Pane {
                 end,
                 accs: plans.iter().map(Plan::empty).collect(),
@@ -231,7 +276,7 @@ impl WindowOperator {
         for (plan, acc) in plans.iter().zip(pane.accs.iter_mut()) {
             plan.update(acc, t);
         }
-        if pane.fired > 0 && !pane.dirty && !self.timers.contains(&(pane.end, key, start)) {
+        if pane.fired > 0 && !pane.dirty && !self.timers.contains(pane.end, key, start) {
             pane.dirty = true;
             self.refires.push((key, start));
         }
@@ -305,9 +350,9 @@ impl WindowOperator {
         let mut fired = 0;
         for s in &overlapping {
             if let Some(pane) = self.panes.remove(&(key, *s)) {
-                self.timers.remove(&(pane.end, key, *s));
+                self.timers.remove(pane.end, key, *s);
                 self.purges
-                    .remove(&(pane.end.saturating_add(self.lateness), key, *s));
+                    .remove(pane.end.saturating_add(self.lateness), key, *s);
                 start = start.min(*s);
                 end = end.max(pane.end);
                 fired = fired.max(pane.fired);
@@ -320,9 +365,9 @@ impl WindowOperator {
             starts.retain(|s| !overlapping.contains(s));
             starts.push(start);
         }
-        self.timers.insert((end, key, start));
+        self.timers.insert(end, key, start);
         self.purges
-            .insert((end.saturating_add(self.lateness), key, start));
+            .insert(end.saturating_add(self.lateness), key, start);
         self.panes.insert(
             (key, start),
             Pane {
@@ -345,13 +390,7 @@ impl WindowOperator {
     /// window), then purges windows past their lateness.
     pub fn fire(&mut self, watermark: i64, strings: &Interner, out: &mut Vec<Fired>) {
         let mut ready = Vec::new();
-        while let Some(&(end, key, start)) = self.timers.first() {
-            if end > watermark {
-                break;
-            }
-            self.timers.pop_first();
-            ready.push((key, start));
-        }
+        self.timers.take_until(watermark, &mut ready);
         for (key, start) in std::mem::take(&mut self.refires) {
             if self.panes.get(&(key, start)).is_some_and(|p| p.dirty) {
                 ready.push((key, start));
@@ -377,11 +416,9 @@ impl WindowOperator {
             pane.fired += 1;
             pane.dirty = false;
         }
-        while let Some(&(until, key, start)) = self.purges.first() {
-            if until > watermark {
-                break;
-            }
-            self.purges.pop_first();
+        let mut purged = Vec::new();
+        self.purges.take_until(watermark, &mut purged);
+        for (key, start) in purged {
             self.panes.discard(&(key, start));
             if let Some(starts) = self.sessions.get_mut(&key) {
                 starts.retain(|s| *s != start);
