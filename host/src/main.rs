@@ -96,7 +96,8 @@ struct RunArgs {
     /// Generator: fraction of dirty records (default 0.01).
     #[arg(long, value_name = "FRACTION")]
     dirty: Option<f64>,
-    /// Events per micro-batch (default 1024).
+    /// Events per micro-batch (default 16384; a slower stream is processed
+    /// every batch-timeout-ms).
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
     /// Live console summary.

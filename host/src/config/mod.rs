@@ -480,7 +480,9 @@ impl Default for DecodeConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct EngineConfig {
-    /// Events per micro-batch (one rule call per batch).
+    /// Events per micro-batch (one rule call per batch). Large batches
+    /// let a key's several events share one state read and write; a slow
+    /// stream is still processed every `batch_timeout_ms`.
     pub batch_size: usize,
     /// A partial batch is processed after this long without filling up.
     pub batch_timeout_ms: u64,
@@ -505,7 +507,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1024,
+            batch_size: 16_384,
             batch_timeout_ms: 50,
             out_of_orderness_ms: 5_000,
             dedup_horizon_ms: 600_000,

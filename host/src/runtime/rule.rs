@@ -119,7 +119,10 @@ fn classify(
         _ => RuleErrorKind::Trap,
     };
     let message = match kind {
-        RuleErrorKind::Timeout => format!("ran past its {} ms deadline", limits.deadline_ms),
+        RuleErrorKind::Timeout => format!(
+            "ran past its {} ms deadline (limits deadline-ms; a call handles up to engine.batch-size events)",
+            limits.deadline_ms
+        ),
         RuleErrorKind::OutOfFuel => format!("burnt its fuel budget of {} per call", limits.fuel),
         RuleErrorKind::OutOfMemory => format!(
             "exceeded its {} MiB memory cap ({cause})",
