@@ -148,7 +148,11 @@ impl<'a> Dict<'a> {
         let i = index as usize;
         let (Some(&end), start) = (
             self.ends.get(i),
-            if i == 0 { Some(&0) } else { self.ends.get(i - 1) },
+            if i == 0 {
+                Some(&0)
+            } else {
+                self.ends.get(i - 1)
+            },
         ) else {
             return "";
         };
@@ -828,7 +832,10 @@ fn json_string(out: &mut String, s: &str) {
     let mut rest = s;
     // Runs without a character to escape are copied whole; the characters
     // escaped are ASCII, so every cut is at a character boundary.
-    while let Some(i) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
         out.push_str(&rest[..i]);
         match rest.as_bytes()[i] {
             b'"' => out.push_str("\\\""),

@@ -277,18 +277,42 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
         (r#""amount":"123.45""#, r#""amount":1e2"#),
         (r#""amount":"123.45""#, r#""amount":"1.5e2""#),
         (r#""risk_score":0.25"#, r#""risk_score":1"#),
-        (r#""risk_score":0.25"#, r#""risk_score":0.1000000000000000055511151231257827"#),
+        (
+            r#""risk_score":0.25"#,
+            r#""risk_score":0.1000000000000000055511151231257827"#,
+        ),
         (r#""risk_score":0.25"#, r#""risk_score":2.5e-1"#),
-        (r#""created_at":"2026-01-01T10:00:00Z""#, r#""created_at":1767261600000.4"#),
-        (r#""created_at":"2026-01-01T10:00:00Z""#, r#""created_at":"1767261600000""#),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+            r#""created_at":1767261600000.4"#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+            r#""created_at":"1767261600000""#,
+        ),
         (r#""customer_id":"c1""#, r#""customer_id":"c\"1\u00e9""#),
         (r#""city":"Berlin""#, r#""city":"Berlin","city":"Paris""#),
         (r#""city":"Berlin""#, r#""city":"Berlin","zip":{"a":[1]}"#),
-        (r#""compliance_flags":["HIGH_RISK"]"#, r#""compliance_flags":["A","B\n",""]"#),
-        (r#""compliance_flags":["HIGH_RISK"]"#, r#""compliance_flags":[["A"]]"#),
-        (r#""compliance_flags":["HIGH_RISK"]"#, r#""compliance_flags":"HIGH_RISK""#),
-        (r#""created_at":"2026-01-01T10:00:00Z"}"#, r#""created_at":"2026-01-01T10:00:00Z"} x"#),
-        (r#""created_at":"2026-01-01T10:00:00Z"}"#, r#""created_at":"2026-01-01T10:00:00Z"}{}"#),
+        (
+            r#""compliance_flags":["HIGH_RISK"]"#,
+            r#""compliance_flags":["A","B\n",""]"#,
+        ),
+        (
+            r#""compliance_flags":["HIGH_RISK"]"#,
+            r#""compliance_flags":[["A"]]"#,
+        ),
+        (
+            r#""compliance_flags":["HIGH_RISK"]"#,
+            r#""compliance_flags":"HIGH_RISK""#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z"}"#,
+            r#""created_at":"2026-01-01T10:00:00Z"} x"#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z"}"#,
+            r#""created_at":"2026-01-01T10:00:00Z"}{}"#,
+        ),
         (r#"{"transaction_id""#, r#"[{"transaction_id""#),
         (
             r#""transaction_id":"t1","#,
@@ -322,4 +346,3 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
     }
     assert!(planted > 1_000, "the dirty records are in the sample");
 }
-

@@ -477,7 +477,8 @@ impl Pipeline {
                                         .key_times
                                         .get(index as usize)
                                         .map_or(now, |&(_, last)| last);
-                                    let handle = self.handles.get(index as usize).copied().flatten();
+                                    let handle =
+                                        self.handles.get(index as usize).copied().flatten();
                                     s.rule.state_mut().set_bytes_at(handle, key, value, at);
                                 }
                             }

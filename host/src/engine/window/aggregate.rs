@@ -359,7 +359,9 @@ impl Plan {
             AggregateOp::Distinct(_) => Acc::Distinct(SmallMap::default()),
             AggregateOp::CountBy(_) => Acc::CountBy(SmallMap::default()),
             AggregateOp::SumBy(_) => Acc::SumBy(SmallMap::default()),
-            AggregateOp::CountByBand(_) => Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1]),
+            AggregateOp::CountByBand(_) => {
+                Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1])
+            }
             AggregateOp::Collect => Acc::Collect(Vec::new()),
         }
     }

@@ -97,7 +97,10 @@ impl Panes {
     fn remove(&mut self, k: &(u32, i64)) -> Option<Pane> {
         let i = self.index.remove(k)?;
         self.free.push(i);
-        Some(std::mem::replace(&mut self.slab[i as usize], Pane::vacant()))
+        Some(std::mem::replace(
+            &mut self.slab[i as usize],
+            Pane::vacant(),
+        ))
     }
 
     /// Removes a pane, dropping its accumulators in place.
@@ -264,8 +267,7 @@ impl WindowOperator {
         let (plans, lateness) = (&self.plans, self.lateness);
         let pane = self.panes.get_or_insert_with((key, start), || {
             self.timers.insert(end, key, start);
-            self.purges
-                .insert(end.saturating_add(lateness), key, start);
+            self.purges.insert(end.saturating_add(lateness), key, start);
             Pane {
                 end,
                 accs: plans.iter().map(Plan::empty).collect(),
