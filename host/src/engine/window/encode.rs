@@ -4,7 +4,7 @@
 //! crosses in one copy, so a call costs a fixed number of guest allocations
 //! however many windows fired.
 
-use super::aggregate::AggregateValue;
+use super::aggregate::{AggregateValue, Label};
 use super::Fired;
 use crate::engine::batch::BatchBuilder;
 use crate::model::{Interner, Txn};
@@ -21,6 +21,9 @@ pub struct WindowBatchBuilder {
 struct Dict<'a> {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    /// Interned strings by symbol: most keys and labels are, and a symbol
+    /// hashes and compares as one integer.
+    syms: FxHashMap<u32, u32>,
     index: FxHashMap<&'a str, u32>,
 }
 
@@ -31,19 +34,39 @@ impl<'a> Dict<'a> {
         Self {
             bytes: Vec::new(),
             ends: vec![0],
+            syms: FxHashMap::default(),
             index,
         }
+    }
+
+    fn add(&mut self, s: &str) -> u32 {
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.ends.push(self.bytes.len() as u32);
+        (self.ends.len() - 1) as u32
     }
 
     fn push(&mut self, s: &'a str) -> u32 {
         if let Some(&i) = self.index.get(s) {
             return i;
         }
-        self.bytes.extend_from_slice(s.as_bytes());
-        self.ends.push(self.bytes.len() as u32);
-        let i = (self.ends.len() - 1) as u32;
+        let i = self.add(s);
         self.index.insert(s, i);
         i
+    }
+
+    fn label(&mut self, label: &'a Label, strings: &'a Interner) -> u32 {
+        match label {
+            Label::Sym(sym) => {
+                if let Some(&i) = self.syms.get(sym) {
+                    return i;
+                }
+                let text = strings.resolve(*sym);
+                let i = if text.is_empty() { 0 } else { self.add(text) };
+                self.syms.insert(*sym, i);
+                i
+            }
+            other => self.push(other.text(strings)),
+        }
     }
 }
 
@@ -66,7 +89,7 @@ impl WindowBatchBuilder {
         let mut scales = Vec::new();
         self.events.clear();
         for f in fired {
-            keys.push(dict.push(f.key.text(strings)));
+            keys.push(dict.label(&f.key, strings));
             starts.push(f.start);
             ends.push(f.end);
             refires.push(f.refire);
@@ -81,7 +104,7 @@ impl WindowBatchBuilder {
                     AggregateValue::Counts(entries) => {
                         let first = labels.len() as i64;
                         for (label, n) in entries {
-                            labels.push(dict.push(label.text(strings)));
+                            labels.push(dict.label(label, strings));
                             entry_ints.push(*n as i64);
                             scales.push(0);
                         }
@@ -90,7 +113,7 @@ impl WindowBatchBuilder {
                     AggregateValue::Sums(entries) => {
                         let first = labels.len() as i64;
                         for (label, d) in entries {
-                            labels.push(dict.push(label.text(strings)));
+                            labels.push(dict.label(label, strings));
                             entry_ints.push(d.units);
                             scales.push(d.scale);
                         }
