@@ -62,6 +62,12 @@ impl Field {
         (Field::Flags, "compliance_flags"),
         (Field::EventTime, "created_at"),
     ];
+
+    /// The field whose reference path is `path`.
+    pub fn at_reference_path(path: &[String]) -> Option<Field> {
+        let name = path.join(".");
+        Field::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
 }
 
 /// A field's value as found in a record.

@@ -225,9 +225,7 @@ impl<'a> Reference<'a> {
 
 impl Record for Reference<'_> {
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
-        let name = path.join(".");
-        let (field, _) = super::fields::Field::ALL.iter().find(|(_, n)| *n == name)?;
-        self.value(*field)
+        self.value(Field::at_reference_path(path)?)
     }
 
     /// Read only for the reference mapping: the field's value is in its place.
@@ -268,12 +266,14 @@ pub struct Tape<'a> {
 }
 
 /// Where a reference key's value goes: its field, and how it is read.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Slot {
+    /// A string or null.
     Text(Field),
-    Money(Field),
+    /// A string, null or an integer (money, times).
+    Integer(Field),
+    /// A string, null or any number.
     Score,
-    Time,
     Flags,
     Location,
 }
@@ -286,15 +286,15 @@ fn slot_of(key: &str) -> Option<Slot> {
         "merchant_id" => Slot::Text(Field::Merchant),
         "transaction_type" => Slot::Text(Field::Kind),
         "status" => Slot::Text(Field::Status),
-        "amount" => Slot::Money(Field::Amount),
-        "fee_amount" => Slot::Money(Field::Fee),
+        "amount" => Slot::Integer(Field::Amount),
+        "fee_amount" => Slot::Integer(Field::Fee),
         "currency" => Slot::Text(Field::Currency),
         "channel" => Slot::Text(Field::Channel),
         "device_fingerprint" => Slot::Text(Field::Device),
         "location" => Slot::Location,
         "risk_score" => Slot::Score,
         "compliance_flags" => Slot::Flags,
-        "created_at" => Slot::Time,
+        "created_at" => Slot::Integer(Field::EventTime),
         _ => return None,
     })
 }
@@ -342,15 +342,8 @@ impl<'a> Tape<'a> {
             seen |= bit;
             match slot {
                 Slot::Text(field) => record.set(field, text_value(value)?),
-                Slot::Money(field) => record.set(
+                Slot::Integer(field) => record.set(
                     field,
-                    match *value {
-                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
-                        _ => text_value(value)?,
-                    },
-                ),
-                Slot::Time => record.set(
-                    Field::EventTime,
                     match *value {
                         Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
                         _ => text_value(value)?,
@@ -413,9 +406,8 @@ impl<'a> Tape<'a> {
 
 fn slot_index(slot: Slot) -> u32 {
     match slot {
-        Slot::Text(f) | Slot::Money(f) => f as u32,
+        Slot::Text(f) | Slot::Integer(f) => f as u32,
         Slot::Score => Field::RiskScore as u32,
-        Slot::Time => Field::EventTime as u32,
         Slot::Flags => Field::Flags as u32,
         Slot::Location => Field::Country as u32,
     }
@@ -432,9 +424,7 @@ fn text_value<'a>(node: &Node<'a>) -> Option<FieldValue<'a>> {
 
 impl Record for Tape<'_> {
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
-        let name = path.join(".");
-        let (field, _) = Field::ALL.iter().find(|(_, n)| *n == name)?;
-        self.field_value(*field)
+        self.field_value(Field::at_reference_path(path)?)
     }
 
     /// Read only for the reference mapping: the field's value is in its place.

@@ -199,16 +199,16 @@ impl Decoder {
         match self.format {
             Format::Json => {
                 if self.mapping.is_reference() {
+                    // A record the tape reads but that fails validation
+                    // goes straight to the general reader for its reason;
+                    // the serde reader is for the forms the tape leaves.
                     let mut buffers = self.tape.borrow_mut();
-                    if let Some(txn) = json::Tape::parse(text, &mut buffers)
-                        .and_then(|record| self.build(&record, strings).ok())
-                    {
-                        return Ok(txn);
-                    }
-                    drop(buffers);
-                    if let Some(txn) = json::Reference::parse(text)
-                        .and_then(|record| self.build(&record, strings).ok())
-                    {
+                    let built = match json::Tape::parse(text, &mut buffers) {
+                        Some(record) => self.build(&record, strings).ok(),
+                        None => json::Reference::parse(text)
+                            .and_then(|record| self.build(&record, strings).ok()),
+                    };
+                    if let Some(txn) = built {
                         return Ok(txn);
                     }
                 }

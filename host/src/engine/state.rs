@@ -132,16 +132,10 @@ impl KeyedState {
         });
     }
 
-    /// Like [`Self::set`], copying `value` into the key's existing buffer
-    /// when there is one.
-    pub fn set_bytes(&mut self, key: &str, value: &[u8], now: i64) {
-        let handle = self.find(key);
-        self.set_bytes_at(handle, key, value, now);
-    }
-
-    /// Like [`Self::set_bytes`] for a key found before at `handle` (`None`:
-    /// it was not there). The handle is checked against the key, so one
-    /// that a write in between made stale is looked up again.
+    /// Like [`Self::set`], copying `value` into the key's existing buffer,
+    /// for a key found before at `handle` (`None`: it was not there). The
+    /// handle is checked against the key, so one that a write in between
+    /// made stale is looked up again.
     pub fn set_bytes_at(&mut self, handle: Option<Handle>, key: &str, value: &[u8], now: i64) {
         let handle = match handle {
             Some(h) if self.entry(h.0).is_some_and(|e| &*e.key == key) => Some(h),
