@@ -5,7 +5,6 @@ use super::fields::{Field, FieldMapping, FieldValue, Record};
 use super::{Reject, RejectCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use simd_json::{Node, StaticNode};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
@@ -238,29 +237,18 @@ impl Record for Reference<'_> {
     }
 }
 
-/// Reusable buffers of the [`Tape`] reader.
-#[derive(Default)]
-pub struct TapeBuffers {
-    input: Vec<u8>,
-    simd: simd_json::Buffers,
-}
-
-impl std::fmt::Debug for TapeBuffers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TapeBuffers")
-    }
-}
-
-/// A record in the reference shape read in one pass by simd-json (SIMD,
-/// chosen at run time for the CPU), each field into its place. Only the
-/// usual forms are read here: strings (or null) where text belongs, money
-/// as strings or integers, times as strings or integer milliseconds,
-/// scores as numbers, flags as an array of strings, each key once. A
-/// record with anything else (money as a float, whose digits as written
-/// set its scale, a number where text belongs, a repeated key, ...) is
-/// not read here but by [`Reference`] and then [`Object`], whose result is
-/// authoritative.
-pub struct Tape<'a> {
+/// A record in the reference shape read in one pass, each field into its
+/// place, straight from the input bytes (strings are borrowed, nothing is
+/// copied). Only the usual forms are read here: plain strings (no escapes)
+/// or null where text belongs, money and scores as strings or numbers,
+/// times as strings or integer milliseconds, flags as an array of plain
+/// strings, `location` as an object of plain strings, other keys with
+/// plain scalar values, each key once, nothing after the object. A record
+/// in any other form (an escape, a nested value under another key, a
+/// repeated key, ...) is not read here but by [`Reference`] and then
+/// [`Object`], whose result is authoritative; so is a record that is not
+/// valid JSON.
+pub struct Flat<'a> {
     values: [Option<FieldValue<'a>>; 16],
     flags: Vec<&'a str>,
 }
@@ -270,133 +258,294 @@ pub struct Tape<'a> {
 enum Slot {
     /// A string or null.
     Text(Field),
-    /// A string, null or an integer (money, times).
-    Integer(Field),
-    /// A string, null or any number.
-    Score,
+    /// A string, null or a number, read as written (money, scores).
+    Numeric(Field),
+    /// A string, null or an integer (times).
+    Time,
     Flags,
     Location,
 }
 
-fn slot_of(key: &str) -> Option<Slot> {
+fn slot_of(key: &[u8]) -> Option<Slot> {
     Some(match key {
-        "transaction_id" => Slot::Text(Field::Id),
-        "customer_id" => Slot::Text(Field::Customer),
-        "account_id" => Slot::Text(Field::Account),
-        "merchant_id" => Slot::Text(Field::Merchant),
-        "transaction_type" => Slot::Text(Field::Kind),
-        "status" => Slot::Text(Field::Status),
-        "amount" => Slot::Integer(Field::Amount),
-        "fee_amount" => Slot::Integer(Field::Fee),
-        "currency" => Slot::Text(Field::Currency),
-        "channel" => Slot::Text(Field::Channel),
-        "device_fingerprint" => Slot::Text(Field::Device),
-        "location" => Slot::Location,
-        "risk_score" => Slot::Score,
-        "compliance_flags" => Slot::Flags,
-        "created_at" => Slot::Integer(Field::EventTime),
+        b"transaction_id" => Slot::Text(Field::Id),
+        b"customer_id" => Slot::Text(Field::Customer),
+        b"account_id" => Slot::Text(Field::Account),
+        b"merchant_id" => Slot::Text(Field::Merchant),
+        b"transaction_type" => Slot::Text(Field::Kind),
+        b"status" => Slot::Text(Field::Status),
+        b"amount" => Slot::Numeric(Field::Amount),
+        b"fee_amount" => Slot::Numeric(Field::Fee),
+        b"currency" => Slot::Text(Field::Currency),
+        b"channel" => Slot::Text(Field::Channel),
+        b"device_fingerprint" => Slot::Text(Field::Device),
+        b"location" => Slot::Location,
+        b"risk_score" => Slot::Numeric(Field::RiskScore),
+        b"compliance_flags" => Slot::Flags,
+        b"created_at" => Slot::Time,
         _ => return None,
     })
 }
 
-/// The number of tape nodes a value takes.
-fn width(node: &Node<'_>) -> usize {
-    match node {
-        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
-        _ => 1,
+fn slot_index(slot: Slot) -> u32 {
+    match slot {
+        Slot::Text(f) | Slot::Numeric(f) => f as u32,
+        Slot::Time => Field::EventTime as u32,
+        Slot::Flags => Field::Flags as u32,
+        Slot::Location => Field::Country as u32,
     }
 }
 
-impl<'a> Tape<'a> {
+/// A scalar JSON value as written.
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    /// A string without escapes: its contents.
+    Str(&'a str),
+    /// A number: its text, and whether it is an integer.
+    Number(&'a str, bool),
+    Null,
+    Bool,
+}
+
+/// A cursor over a record's bytes. Every read returns `None` where the
+/// input leaves the forms [`Flat`] reads.
+struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte after any whitespace, consumed.
+    fn next_token(&mut self) -> Option<u8> {
+        self.skip_space();
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    /// The contents of a string whose opening quote was consumed; `None`
+    /// for an escape or a control character (or no closing quote).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut i = start;
+        loop {
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+        self.at = i + 1;
+        // Quotes are ASCII, so both ends are on character boundaries.
+        self.text.get(start..i)
+    }
+
+    /// A JSON number starting at the current byte: its text, and whether
+    /// it is an integer (no fraction, no exponent).
+    fn number(&mut self) -> Option<(&'a str, bool)> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut i = start;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                digits(&mut i);
+            }
+            _ => return None,
+        }
+        let mut integer = true;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            integer = false;
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
+            }
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        self.at = i;
+        Some((self.text.get(start..i)?, integer))
+    }
+
+    fn literal(&mut self, rest: &[u8]) -> Option<()> {
+        let end = self.at + rest.len();
+        (self.text.as_bytes().get(self.at..end)? == rest).then(|| self.at = end)
+    }
+
+    /// A scalar value whose first byte `first` was consumed; `None` for an
+    /// array, an object, or anything this reader leaves.
+    fn scalar(&mut self, first: u8) -> Option<Scalar<'a>> {
+        match first {
+            b'"' => self.plain_string().map(Scalar::Str),
+            b'n' => self.literal(b"ull").map(|()| Scalar::Null),
+            b't' => self.literal(b"rue").map(|()| Scalar::Bool),
+            b'f' => self.literal(b"alse").map(|()| Scalar::Bool),
+            b'-' | b'0'..=b'9' => {
+                self.at -= 1;
+                self.number()
+                    .map(|(text, integer)| Scalar::Number(text, integer))
+            }
+            _ => None,
+        }
+    }
+
+    /// An object's members after its `{`, each key handed to `member` with
+    /// the cursor at its value (which `member` reads).
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            if self.next_token()? != b'"' {
+                return None;
+            }
+            let key = self.plain_string()?;
+            if self.next_token()? != b':' {
+                return None;
+            }
+            member(self, key.as_bytes())?;
+            match self.next_token()? {
+                b',' => continue,
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A string or null; `None` (not read here) for anything else.
+fn text_value(value: Scalar<'_>) -> Option<FieldValue<'_>> {
+    match value {
+        Scalar::Str(s) => Some(FieldValue::Text(s)),
+        Scalar::Null => Some(FieldValue::Null),
+        Scalar::Number(..) | Scalar::Bool => None,
+    }
+}
+
+impl<'a> Flat<'a> {
     /// Reads `text` in the reference shape; `None` if it is not in its
     /// usual forms.
-    pub fn parse(text: &str, buffers: &'a mut TapeBuffers) -> Option<Self> {
-        buffers.input.clear();
-        buffers.input.extend_from_slice(text.as_bytes());
-        let nodes = simd_json::to_tape_with_buffers(&mut buffers.input, &mut buffers.simd)
-            .ok()?
-            .0;
-        let Some(&Node::Object { len, .. }) = nodes.first() else {
-            return None;
-        };
-        let mut record = Tape {
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let mut record = Flat {
             values: [None; 16],
             flags: Vec::new(),
         };
+        let mut cursor = Cursor { text, at: 0 };
+        if cursor.next_token()? != b'{' {
+            return None;
+        }
         let mut seen = 0u32;
-        let mut i = 1;
-        for _ in 0..len {
-            let Some(&Node::String(key)) = nodes.get(i) else {
-                return None;
-            };
-            let value = nodes.get(i + 1)?;
-            let next = i + 1 + width(value);
-            i = next;
+        cursor.members(|c, key| {
+            let first = c.next_token()?;
             let Some(slot) = slot_of(key) else {
-                continue;
+                // Another key: kept only when its value is a plain scalar.
+                return c.scalar(first).map(drop);
             };
-            let bit = 1 << (slot_index(slot));
+            let bit = 1 << slot_index(slot);
             if seen & bit != 0 {
                 return None;
             }
             seen |= bit;
             match slot {
-                Slot::Text(field) => record.set(field, text_value(value)?),
-                Slot::Integer(field) => record.set(
+                Slot::Text(field) => record.set(field, text_value(c.scalar(first)?)?),
+                Slot::Numeric(field) => record.set(
                     field,
-                    match *value {
-                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
-                        _ => text_value(value)?,
+                    match c.scalar(first)? {
+                        // Read as written, as the general reader does.
+                        Scalar::Number(text, _) => FieldValue::Text(text),
+                        other => text_value(other)?,
                     },
                 ),
-                Slot::Score => record.set(
-                    Field::RiskScore,
-                    match *value {
-                        Node::Static(StaticNode::I64(n)) => FieldValue::Int(n),
-                        Node::Static(StaticNode::F64(x)) => FieldValue::Float(x),
-                        _ => text_value(value)?,
+                Slot::Time => record.set(
+                    Field::EventTime,
+                    match c.scalar(first)? {
+                        Scalar::Number(text, true) => FieldValue::Int(text.parse().ok()?),
+                        other => text_value(other)?,
                     },
                 ),
-                Slot::Flags => match *value {
-                    Node::Static(StaticNode::Null) => record.set(Field::Flags, FieldValue::Null),
-                    Node::Array { len, count } if len == count => {
-                        for node in &nodes[next - count..next] {
-                            let Node::String(flag) = *node else {
-                                return None;
-                            };
-                            record.flags.push(flag);
+                Slot::Flags => match first {
+                    b'n' => {
+                        c.literal(b"ull")?;
+                        record.set(Field::Flags, FieldValue::Null);
+                    }
+                    b'[' => {
+                        c.skip_space();
+                        if c.peek() == Some(b']') {
+                            c.at += 1;
+                        } else {
+                            loop {
+                                if c.next_token()? != b'"' {
+                                    return None;
+                                }
+                                record.flags.push(c.plain_string()?);
+                                match c.next_token()? {
+                                    b',' => continue,
+                                    b']' => break,
+                                    _ => return None,
+                                }
+                            }
                         }
                         record.set(Field::Flags, FieldValue::Strings(&[]));
                     }
                     _ => return None,
                 },
-                Slot::Location => match *value {
-                    Node::Static(StaticNode::Null) => {}
-                    Node::Object { len, .. } => {
-                        let mut j = next - width(value) + 1;
+                Slot::Location => match first {
+                    b'n' => c.literal(b"ull")?,
+                    b'{' => {
                         let mut seen_place = (false, false);
-                        for _ in 0..len {
-                            let Some(&Node::String(key)) = nodes.get(j) else {
-                                return None;
-                            };
-                            let value = nodes.get(j + 1)?;
-                            j += 1 + width(value);
+                        c.members(|c, key| {
+                            let first = c.next_token()?;
+                            let value = c.scalar(first)?;
                             let (field, seen) = match key {
-                                "country" => (Field::Country, &mut seen_place.0),
-                                "city" => (Field::City, &mut seen_place.1),
-                                _ => continue,
+                                b"country" => (Field::Country, &mut seen_place.0),
+                                b"city" => (Field::City, &mut seen_place.1),
+                                _ => return Some(()),
                             };
                             if std::mem::replace(seen, true) {
                                 return None;
                             }
                             record.set(field, text_value(value)?);
-                        }
+                            Some(())
+                        })?;
                     }
                     _ => return None,
                 },
             }
-        }
-        Some(record)
+            Some(())
+        })?;
+        cursor.skip_space();
+        (cursor.at == text.len()).then_some(record)
     }
 
     fn set(&mut self, field: Field, value: FieldValue<'a>) {
@@ -404,25 +553,7 @@ impl<'a> Tape<'a> {
     }
 }
 
-fn slot_index(slot: Slot) -> u32 {
-    match slot {
-        Slot::Text(f) | Slot::Integer(f) => f as u32,
-        Slot::Score => Field::RiskScore as u32,
-        Slot::Flags => Field::Flags as u32,
-        Slot::Location => Field::Country as u32,
-    }
-}
-
-/// A string or null; `None` (not read here) for anything else.
-fn text_value<'a>(node: &Node<'a>) -> Option<FieldValue<'a>> {
-    match *node {
-        Node::String(s) => Some(FieldValue::Text(s)),
-        Node::Static(StaticNode::Null) => Some(FieldValue::Null),
-        _ => None,
-    }
-}
-
-impl Record for Tape<'_> {
+impl Record for Flat<'_> {
     fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
         self.field_value(Field::at_reference_path(path)?)
     }
@@ -433,7 +564,7 @@ impl Record for Tape<'_> {
     }
 }
 
-impl Tape<'_> {
+impl Flat<'_> {
     fn field_value(&self, field: Field) -> Option<FieldValue<'_>> {
         match self.values[field as usize]? {
             FieldValue::Strings(_) => Some(FieldValue::Strings(&self.flags)),

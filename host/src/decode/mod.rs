@@ -117,8 +117,6 @@ pub struct Decoder {
     max_future_ms: i64,
     default_currency: String,
     now_ms: i64,
-    /// Buffers of the one-pass reader, reused from record to record.
-    tape: std::cell::RefCell<json::TapeBuffers>,
 }
 
 const MAX_SCALE: u32 = 8;
@@ -136,7 +134,6 @@ impl Decoder {
             max_future_ms: config.max_future_ms,
             default_currency: config.default_currency.clone(),
             now_ms: chrono::Utc::now().timestamp_millis(),
-            tape: Default::default(),
         })
     }
 
@@ -199,11 +196,11 @@ impl Decoder {
         match self.format {
             Format::Json => {
                 if self.mapping.is_reference() {
-                    // A record the tape reads but that fails validation
-                    // goes straight to the general reader for its reason;
-                    // the serde reader is for the forms the tape leaves.
-                    let mut buffers = self.tape.borrow_mut();
-                    let built = match json::Tape::parse(text, &mut buffers) {
+                    // A record the flat reader reads but that fails
+                    // validation goes straight to the general reader for its
+                    // reason; the serde reader is for the forms the flat
+                    // reader leaves.
+                    let built = match json::Flat::parse(text) {
                         Some(record) => self.build(&record, strings).ok(),
                         None => json::Reference::parse(text)
                             .and_then(|record| self.build(&record, strings).ok()),

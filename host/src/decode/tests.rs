@@ -313,6 +313,53 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
             r#""created_at":"2026-01-01T10:00:00Z"}"#,
             r#""created_at":"2026-01-01T10:00:00Z"}{}"#,
         ),
+        (r#""amount":"123.45""#, r#""amount" : 0123"#),
+        (r#""amount":"123.45""#, r#""amount":1."#),
+        (r#""amount":"123.45""#, r#""amount":-"#),
+        (r#""amount":"123.45""#, r#""amount":12.5E+1"#),
+        (r#""amount":"123.45""#, r#""amount":99999999999999999999"#),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+            r#""created_at":99999999999999999999"#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+            r#""created_at":-1"#,
+        ),
+        (r#""customer_id":"c1""#, " \"customer_id\" :\t\"c1\"\r\n "),
+        (r#""customer_id":"c1""#, r#""customer_id""c1""#),
+        (r#""city":"Berlin""#, r#""city":"Zürich""#),
+        (r#""city":"Berlin""#, "\"city\":\"Ber\tlin\""),
+        (r#""status":"completed""#, r#""status":tru"#),
+        (r#""status":"completed""#, r#""status":nul"#),
+        (
+            r#""transaction_id":"t1","#,
+            r#""transaction_id":"t1","extra":true,"more":null,"n":-1.5e3,"#,
+        ),
+        (
+            r#""location":{"country":"DE","city":"Berlin"}"#,
+            r#""location":{}"#,
+        ),
+        (
+            r#""location":{"country":"DE","city":"Berlin"}"#,
+            r#""location":{"country":"DE","zip":"10115","city":"Berlin"}"#,
+        ),
+        (
+            r#""compliance_flags":["HIGH_RISK"]"#,
+            r#""compliance_flags":[ ]"#,
+        ),
+        (
+            r#""compliance_flags":["HIGH_RISK"]"#,
+            r#""compliance_flags":["A",]"#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z"}"#,
+            r#""created_at":"2026-01-01T10:00:00Z",}"#,
+        ),
+        (
+            r#""created_at":"2026-01-01T10:00:00Z"}"#,
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+        ),
         (r#"{"transaction_id""#, r#"[{"transaction_id""#),
         (
             r#""transaction_id":"t1","#,
@@ -320,11 +367,10 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
         ),
     ] {
         assert!(GOOD.contains(from), "{from}");
-        // GOOD's float fee is read by the serde reader; with the fee as a
-        // string the tape reader reads the record.
-        let tape_form = GOOD.replace(r#""fee_amount":1.5"#, r#""fee_amount":"1.5""#);
+        // Both the float fee of GOOD and a fee as a string.
+        let string_fee = GOOD.replace(r#""fee_amount":1.5"#, r#""fee_amount":"1.5""#);
         lines.push(GOOD.replace(from, to).into_bytes());
-        lines.push(tape_form.replace(from, to).into_bytes());
+        lines.push(string_fee.replace(from, to).into_bytes());
     }
     let mut planted = 0;
     for line in &lines {
@@ -345,4 +391,48 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
         planted += usize::from(one.is_err());
     }
     assert!(planted > 1_000, "the dirty records are in the sample");
+}
+
+/// The flat reader reads the usual records itself (it is not leaving them
+/// all to the general reader) and leaves the forms it does not read.
+#[test]
+fn the_flat_reader_reads_the_usual_records() {
+    let spaced = GOOD.replace(',', " ,\n ").replace(':', " : ");
+    for line in [GOOD, spaced.as_str()] {
+        let flat = json::Flat::parse(line).expect("read by the flat reader");
+        let mapping = FieldMapping::new(&Default::default()).unwrap();
+        let text = |f| {
+            mapping
+                .optional_text(&flat, f)
+                .unwrap()
+                .map(|s| s.to_string())
+        };
+        assert_eq!(text(Field::Customer).as_deref(), Some("c1"));
+        assert_eq!(text(Field::City).as_deref(), Some("Berlin"));
+        assert_eq!(text(Field::Fee).as_deref(), Some("1.5"));
+        let flags = mapping.get(&flat, Field::Flags).unwrap().string_list();
+        assert_eq!(flags.unwrap(), vec!["HIGH_RISK"]);
+    }
+    let config = crate::config::GeneratorConfig {
+        dirty: 0.0,
+        ..Default::default()
+    };
+    let mut g = crate::gen::Generator::new(&config);
+    let read = (0..1_000)
+        .map(|_| g.next_record().bytes)
+        .filter(|r| json::Flat::parse(std::str::from_utf8(r).unwrap()).is_some())
+        .count();
+    assert_eq!(read, 1_000);
+    for (from, to) in [
+        (r#""customer_id":"c1""#, r#""customer_id":"c\u0031""#),
+        (r#""customer_id":"c1""#, r#""customer_id":17"#),
+        (r#""amount":"123.45""#, r#""amount":0123"#),
+        (r#""city":"Berlin""#, r#""city":"Berlin","zip":{"a":[1]}"#),
+        (
+            r#""status":"completed""#,
+            r#""status":"completed","status":"x""#,
+        ),
+    ] {
+        assert!(json::Flat::parse(&GOOD.replace(from, to)).is_none(), "{to}");
+    }
 }
