@@ -401,8 +401,15 @@ impl<S: State> Keyed<S> {
 }
 
 /// Writes state bytes (little-endian, length-prefixed strings).
-#[derive(Default)]
 pub struct Writer(pub Vec<u8>);
+
+impl Default for Writer {
+    /// Room for a typical state up front: growing from empty would copy it
+    /// several times.
+    fn default() -> Self {
+        Self(Vec::with_capacity(128))
+    }
+}
 
 impl Writer {
     /// Writes a byte.
@@ -752,13 +759,116 @@ pub fn aggregate(name: &str, op: AggregateOp) -> AggregateSpec {
     }
 }
 
-/// Writes `{"key": value, ...}` as JSON text, for `json` columns.
-pub fn json_object<'a, V: std::fmt::Display + 'a>(
+/// A value [`json_object`] writes: numbers as their digits, text as is.
+pub trait JsonValue {
+    /// Appends the value's text to `out`.
+    fn write_text(&self, out: &mut String);
+}
+
+/// Appends the decimal digits of `n`.
+fn push_digits(out: &mut String, mut n: u128) {
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
+}
+
+macro_rules! json_integers {
+    ($($t:ty),*) => {$(
+        impl JsonValue for $t {
+            fn write_text(&self, out: &mut String) {
+                #[allow(unused_comparisons)]
+                if *self < 0 {
+                    out.push('-');
+                }
+                push_digits(out, self.unsigned_abs() as u128);
+            }
+        }
+    )*};
+}
+json_integers!(i32, i64);
+
+macro_rules! json_unsigned {
+    ($($t:ty),*) => {$(
+        impl JsonValue for $t {
+            fn write_text(&self, out: &mut String) {
+                push_digits(out, *self as u128);
+            }
+        }
+    )*};
+}
+json_unsigned!(u32, u64, usize);
+
+impl JsonValue for Decimal {
+    /// The same text as `Display`: every decimal place of the scale kept.
+    fn write_text(&self, out: &mut String) {
+        if self.is_sign_negative() {
+            out.push('-');
+        }
+        let scale = self.scale() as usize;
+        let mut digits = String::new();
+        if self.mantissa() != 0 {
+            push_digits(&mut digits, self.mantissa().unsigned_abs());
+        }
+        if digits.len() <= scale {
+            out.push('0');
+            if scale > 0 {
+                out.push('.');
+                out.extend(std::iter::repeat_n('0', scale - digits.len()));
+                out.push_str(&digits);
+            }
+        } else {
+            let (whole, fraction) = digits.split_at(digits.len() - scale);
+            out.push_str(whole);
+            if scale > 0 {
+                out.push('.');
+                out.push_str(fraction);
+            }
+        }
+    }
+}
+
+impl JsonValue for f64 {
+    fn write_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl JsonValue for str {
+    fn write_text(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl JsonValue for String {
+    fn write_text(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl<T: JsonValue + ?Sized> JsonValue for &T {
+    fn write_text(&self, out: &mut String) {
+        (**self).write_text(out);
+    }
+}
+
+/// Writes `{"key": value, ...}` as JSON text, for `json` columns; with
+/// `quote_values`, each value as a JSON string.
+pub fn json_object<'a, V: JsonValue + 'a>(
     entries: impl IntoIterator<Item = (&'a str, V)>,
     quote_values: bool,
 ) -> String {
-    use std::fmt::Write;
-    let mut out = String::from("{");
+    let mut out = String::with_capacity(64);
+    out.push('{');
     let mut text = String::new();
     for (n, (key, value)) in entries.into_iter().enumerate() {
         if n > 0 {
@@ -768,10 +878,10 @@ pub fn json_object<'a, V: std::fmt::Display + 'a>(
         out.push(':');
         if quote_values {
             text.clear();
-            let _ = write!(text, "{value}");
+            value.write_text(&mut text);
             json_string(&mut out, &text);
         } else {
-            let _ = write!(out, "{value}");
+            value.write_text(&mut out);
         }
     }
     out.push('}');
@@ -853,3 +963,59 @@ pub fn nullable(mut c: Column) -> Column {
 #[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
 #[global_allocator]
 static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_read_as_display_writes_them() {
+        for (units, scale) in [
+            (0i64, 0u32),
+            (0, 2),
+            (5, 0),
+            (5, 3),
+            (1250, 2),
+            (-1250, 2),
+            (-5, 4),
+            (123456789, 4),
+            (i64::MAX, 10),
+            (i64::MIN + 1, 0),
+        ] {
+            let d = Decimal::new(units, scale);
+            let mut out = String::new();
+            d.write_text(&mut out);
+            assert_eq!(out, d.to_string(), "{units} scale {scale}");
+        }
+        let negative_zero = -Decimal::new(0, 2);
+        let mut out = String::new();
+        negative_zero.write_text(&mut out);
+        assert_eq!(out, negative_zero.to_string());
+        for n in [0u64, 7, 10, 99, u64::MAX] {
+            let mut out = String::new();
+            n.write_text(&mut out);
+            assert_eq!(out, n.to_string());
+        }
+        for n in [0i64, -1, i64::MIN, i64::MAX] {
+            let mut out = String::new();
+            n.write_text(&mut out);
+            assert_eq!(out, n.to_string());
+        }
+        assert_eq!(
+            json_object(
+                [("a\"b", Decimal::new(150, 2)), ("c", Decimal::new(-3, 0))],
+                true
+            ),
+            r#"{"a\"b":"1.50","c":"-3"}"#
+        );
+        assert_eq!(json_object([("x", 3u64)], false), r#"{"x":3}"#);
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_requires() {
+        let mut out = String::new();
+        json_string(&mut out, "plain é \"q\" back\\slash \n\u{1}end");
+        assert_eq!(out, r#""plain é \"q\" back\\slash \u000a\u0001end""#);
+        assert_eq!(json_array(["a", "b\"c"]), r#"["a","b\"c"]"#);
+    }
+}

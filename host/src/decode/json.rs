@@ -307,6 +307,19 @@ enum Scalar<'a> {
     Bool,
 }
 
+/// Nonzero exactly when one of the eight bytes of `word` is a quote, a
+/// backslash or below 0x20 (the bytes that end or escape a JSON string, or
+/// may not be in one).
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    quote | backslash | control
+}
+
 /// A cursor over a record's bytes. Every read returns `None` where the
 /// input leaves the forms [`Flat`] reads.
 struct Cursor<'a> {
@@ -339,6 +352,15 @@ impl<'a> Cursor<'a> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut i = start;
+        // Eight bytes at a time while none of them is a quote, a backslash
+        // or a control character; then byte by byte.
+        while let Some(word) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(word.try_into().ok()?);
+            if special_bytes(word) != 0 {
+                break;
+            }
+            i += 8;
+        }
         loop {
             match *bytes.get(i)? {
                 b'"' => break,
@@ -569,6 +591,34 @@ impl Flat<'_> {
         match self.values[field as usize]? {
             FieldValue::Strings(_) => Some(FieldValue::Strings(&self.flags)),
             value => Some(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::special_bytes;
+
+    #[test]
+    fn special_bytes_finds_every_quote_backslash_and_control_byte() {
+        assert_eq!(special_bytes(u64::from_le_bytes(*b"ab!#[]\x7f ")), 0);
+        for other in [0x80u8, 0xc3, 0xff, 0x7f, 0x20, 0x21, 0x23, 0x5b, 0x5d] {
+            assert_eq!(
+                special_bytes(u64::from_le_bytes([other; 8])),
+                0,
+                "{other:#x}"
+            );
+        }
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = special;
+                assert_ne!(
+                    special_bytes(u64::from_le_bytes(word)),
+                    0,
+                    "{special:#x} at {at}"
+                );
+            }
         }
     }
 }
