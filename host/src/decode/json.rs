@@ -307,9 +307,10 @@ enum Scalar<'a> {
     Bool,
 }
 
-/// Nonzero exactly when one of the eight bytes of `word` is a quote, a
-/// backslash or below 0x20 (the bytes that end or escape a JSON string, or
-/// may not be in one).
+/// Nonzero exactly when one of the eight bytes of `word` (little-endian) is
+/// a quote, a backslash or below 0x20 (the bytes that end or escape a JSON
+/// string, or may not be in one); the lowest flag (0x80) marks the first
+/// such byte. (Flags above it may be wrong: a borrow runs upwards.)
 fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -352,11 +353,12 @@ impl<'a> Cursor<'a> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut i = start;
-        // Eight bytes at a time while none of them is a quote, a backslash
-        // or a control character; then byte by byte.
+        // Eight bytes at a time up to the first quote, backslash or control
+        // character; byte by byte near the end of the input.
         while let Some(word) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().ok()?);
-            if special_bytes(word) != 0 {
+            let special = special_bytes(u64::from_le_bytes(word.try_into().ok()?));
+            if special != 0 {
+                i += (special.trailing_zeros() / 8) as usize;
                 break;
             }
             i += 8;
