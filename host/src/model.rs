@@ -271,6 +271,19 @@ pub fn iso_time(ms: i64) -> String {
 /// (`2026-01-05T00:10:00.000Z`). On the output path for every row, so the
 /// digits are placed by hand (civil-from-days, H. Hinnant's algorithm).
 pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
+    match iso_time_bytes(ms) {
+        Some(b) => {
+            let _ = out.write_str(std::str::from_utf8(&b).unwrap_or(""));
+        }
+        None => {
+            let _ = write!(out, "{ms}");
+        }
+    }
+}
+
+/// The ISO-8601 text of an epoch-milliseconds time, as bytes; `None` for a
+/// year outside 0..=9999 (written as the number instead).
+pub fn iso_time_bytes(ms: i64) -> Option<[u8; 24]> {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let z = days + 719_468;
@@ -283,8 +296,7 @@ pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     if !(0..=9999).contains(&year) {
-        let _ = write!(out, "{ms}");
-        return;
+        return None;
     }
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: i64| {
@@ -300,7 +312,7 @@ pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
     put(14, 2, in_day / 60_000 % 60);
     put(17, 2, in_day / 1000 % 60);
     put(20, 3, in_day % 1000);
-    let _ = out.write_str(std::str::from_utf8(&b).unwrap_or(""));
+    Some(b)
 }
 
 /// A stable 64-bit FNV-1a hash, for deterministic output ids.

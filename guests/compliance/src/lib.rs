@@ -136,9 +136,9 @@ impl RuleSet for Compliance {
         let by_flag = aggs.counts(BY_FLAG);
         let flags = |name: &str| {
             by_flag
-                .iter()
+                .clone()
                 .find(|(k, _)| *k == name)
-                .map_or(0, |(_, n)| *n as i64)
+                .map_or(0, |(_, n)| n as i64)
         };
         let sanctions = flags("SANCTIONS_CHECK_REQUIRED");
         let (high_value, high_risk, structuring) = (

@@ -14,10 +14,10 @@
 
 use edge_rule_sdk::{
     aggregate, column, dims, host, json_object, money_value, round_half_up, row, text, AggregateOp,
-    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, Reader, RuleSet, State,
-    TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, Merchant, Reader, RuleSet,
+    State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
 };
-use std::collections::BTreeMap;
+use std::rc::Rc;
 
 const COUNT: usize = 0;
 const SPEND: usize = 1;
@@ -57,8 +57,8 @@ impl State for Lifetime {
     }
 }
 
-fn consistency(counts: &[(&str, u64)], total: u64) -> f64 {
-    let top = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+fn consistency<'a>(counts: impl Iterator<Item = (&'a str, u64)>, total: u64) -> f64 {
+    let top = counts.map(|(_, n)| n).max().unwrap_or(0);
     if total == 0 {
         1.0
     } else {
@@ -171,17 +171,20 @@ impl RuleSet for Lifecycle {
             .and_then(|b| Lifetime::decode(&mut Reader::new(&b)))
             .unwrap_or_default();
 
-        let mut by_category: BTreeMap<String, Decimal> = BTreeMap::new();
-        for (merchant, amount) in aggs.sums(BY_MERCHANT) {
-            let merchant = dims::merchant(merchant);
-            let category = merchant.as_ref().map_or("unknown", |m| m.category.as_str());
-            match by_category.get_mut(category) {
-                Some(sum) => *sum += amount,
-                None => {
-                    by_category.insert(category.to_string(), amount);
-                }
+        // Spend per category, in category order (a window has few).
+        let merchants: Vec<(Option<Rc<Merchant>>, Decimal)> = aggs
+            .sums(BY_MERCHANT)
+            .map(|(merchant, amount)| (dims::merchant(merchant), amount))
+            .collect();
+        let mut by_category: Vec<(&str, Decimal)> = Vec::with_capacity(merchants.len());
+        for (merchant, amount) in &merchants {
+            let name = merchant.as_ref().map_or("unknown", |m| m.category.as_str());
+            match by_category.iter_mut().find(|(c, _)| *c == name) {
+                Some((_, sum)) => *sum += *amount,
+                None => by_category.push((name, *amount)),
             }
         }
+        by_category.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
         let previous_count = life.last_window_count;
         let reactivated = life.last_window_end > 0 && window.start - life.last_window_end > 7 * DAY;
@@ -225,12 +228,9 @@ impl RuleSet for Lifecycle {
                 Value::Int(count as i64),
                 money_value(round_half_up(spend, 4)),
                 Value::Text(json_object(aggs.counts(CHANNELS), false)),
-                Value::Text(json_object(
-                    by_category.iter().map(|(k, v)| (k.as_str(), v)),
-                    true,
-                )),
-                Value::Float(consistency(&aggs.counts(CITIES), count)),
-                Value::Float(consistency(&aggs.counts(DEVICES), count)),
+                Value::Text(json_object(by_category.iter().map(|(k, v)| (*k, v)), true)),
+                Value::Float(consistency(aggs.counts(CITIES), count)),
+                Value::Float(consistency(aggs.counts(DEVICES), count)),
                 text(stage),
                 Value::Int(life.transactions as i64),
                 money_value(round_half_up(life.spend, 4)),

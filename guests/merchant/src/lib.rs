@@ -138,11 +138,7 @@ impl RuleSet for Merchant {
             round_half_up(revenue / Decimal::from(count), 2)
         };
         let unique = aggs.count(CUSTOMERS);
-        let repeat = aggs
-            .counts(PER_CUSTOMER)
-            .iter()
-            .filter(|(_, n)| *n > 1)
-            .count() as u64;
+        let repeat = aggs.counts(PER_CUSTOMER).filter(|(_, n)| *n > 1).count() as u64;
         let retention = if unique == 0 {
             0.0
         } else {

@@ -502,6 +502,11 @@ pub struct Window {
     pub refire: u32,
 }
 
+/// The label of entry `e` of a window batch's `counts` and `sums` results.
+fn entry_label(f: &WindowBatch, e: usize) -> &str {
+    dict(&f.dict_bytes, &f.dict_ends, f.entry_labels[e])
+}
+
 /// The aggregates of a fired window, in the order the window spec declares them.
 pub struct Aggregates<'a> {
     fired: &'a WindowBatch,
@@ -533,10 +538,6 @@ impl<'a> Aggregates<'a> {
             _ => 0..0,
         }
     }
-    fn label(&self, e: usize) -> &'a str {
-        let f = self.fired;
-        dict(&f.dict_bytes, &f.dict_ends, f.entry_labels[e])
-    }
     /// Number of aggregates.
     pub fn len(&self) -> usize {
         self.len
@@ -567,20 +568,18 @@ impl<'a> Aggregates<'a> {
         }
     }
     /// A `count-by` or `count-by-band` result, largest first.
-    pub fn counts(&self, i: usize) -> Vec<(&'a str, u64)> {
+    pub fn counts(&self, i: usize) -> impl ExactSizeIterator<Item = (&'a str, u64)> + Clone + 'a {
+        let f = self.fired;
         self.entries(i, ResultKind::Counts)
-            .map(|e| (self.label(e), self.fired.entry_ints[e].max(0) as u64))
-            .collect()
+            .map(move |e| (entry_label(f, e), f.entry_ints[e].max(0) as u64))
     }
     /// A `sum-by` result, largest first.
-    pub fn sums(&self, i: usize) -> Vec<(&'a str, Decimal)> {
+    pub fn sums(&self, i: usize) -> impl ExactSizeIterator<Item = (&'a str, Decimal)> + Clone + 'a {
         let f = self.fired;
-        self.entries(i, ResultKind::Sums)
-            .map(|e| {
-                let scale = u32::from(f.entry_scales.get(e).copied().unwrap_or(0)).min(28);
-                (self.label(e), Decimal::new(f.entry_ints[e], scale))
-            })
-            .collect()
+        self.entries(i, ResultKind::Sums).map(move |e| {
+            let scale = u32::from(f.entry_scales.get(e).copied().unwrap_or(0)).min(28);
+            (entry_label(f, e), Decimal::new(f.entry_ints[e], scale))
+        })
     }
     /// A `collect` result: the window's events (`None` when it collected none).
     pub fn events(&self, i: usize) -> Option<Batch<'a>> {

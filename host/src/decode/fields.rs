@@ -130,10 +130,10 @@ impl<'a> FieldValue<'a> {
             Self::Float(x) => return x.is_finite().then_some(x),
             _ => {}
         }
-        self.numeric_text()?
-            .trim()
-            .parse::<f64>()
-            .ok()
+        let text = self.numeric_text()?;
+        let text = text.trim();
+        simple_decimal(text)
+            .or_else(|| text.parse::<f64>().ok())
             .filter(|f| f.is_finite())
     }
 
@@ -172,6 +172,28 @@ impl<'a> FieldValue<'a> {
             _ => parse_time(&self.text()?),
         }
     }
+}
+
+/// `digits[.digits]` with at most 15 digits in all, read without the
+/// general parser: both the digits and the power of ten are exact in
+/// `f64`, so one division gives the nearest `f64`, as parsing does.
+fn simple_decimal(text: &str) -> Option<f64> {
+    const POWERS: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = whole.len() + fraction.len();
+    if whole.is_empty() || (text.len() > whole.len() && fraction.is_empty()) || digits > 15 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n as f64 / POWERS[fraction.len()])
 }
 
 /// Whether a text is empty or all whitespace; most texts start with a
@@ -291,6 +313,61 @@ impl FieldMapping {
                     format!("{} must be a string", self.name(field)),
                 )),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simple_decimal;
+
+    #[test]
+    fn simple_decimals_read_as_the_general_parser_reads_them() {
+        for text in [
+            "0",
+            "1",
+            "0.324",
+            "0.1",
+            "0.3",
+            "1.0",
+            "0.99999999999999",
+            "123456789012345",
+            "0.00000000000001",
+            "9.87654321",
+            "00.50",
+        ] {
+            assert_eq!(simple_decimal(text), text.parse::<f64>().ok(), "{text}");
+        }
+        // Every 1- to 15-digit decimal with the point anywhere, over a
+        // spread of digit patterns.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 15 + 1) as usize;
+            let n = (x >> 8) % 10u64.pow(digits as u32);
+            let text = format!("{n:0digits$}");
+            let point = (x >> 4) as usize % digits;
+            let text = if point == 0 {
+                text
+            } else {
+                format!("{}.{}", &text[..point], &text[point..])
+            };
+            assert_eq!(simple_decimal(&text), text.parse::<f64>().ok(), "{text}");
+        }
+        for text in [
+            "",
+            ".5",
+            "5.",
+            "-0.5",
+            "+1",
+            "1e5",
+            "1.2.3",
+            "0.123456789012345",
+            "inf",
+        ] {
+            assert_eq!(simple_decimal(text), None, "{text}");
         }
     }
 }

@@ -95,17 +95,20 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
     for (value, column) in values.iter().zip(&table.columns) {
         check(value, column).map_err(|e| format!("table {}: {e}", table.name))?;
     }
-    let key_texts: Vec<Vec<u8>> = table
-        .key
-        .iter()
-        .map(|&i| {
-            let mut out = Vec::new();
-            push_value(&mut out, &values[i], &table.columns[i].ty);
-            out
-        })
-        .collect();
-    let mut parts: Vec<&[u8]> = vec![table.name.as_bytes()];
-    parts.extend(key_texts.iter().map(Vec::as_slice));
+    // The key's values as JSON, back to back, then hashed part by part.
+    let mut text = Vec::with_capacity(64);
+    let mut ends = smallvec::SmallVec::<[usize; 4]>::new();
+    for &i in &table.key {
+        push_value(&mut text, &values[i], &table.columns[i].ty);
+        ends.push(text.len());
+    }
+    let mut parts = smallvec::SmallVec::<[&[u8]; 5]>::new();
+    parts.push(table.name.as_bytes());
+    let mut start = 0;
+    for &end in &ends {
+        parts.push(&text[start..end]);
+        start = end;
+    }
     Ok(RowRecord {
         table: table.clone(),
         id: format!("{:016x}", stable_hash(&parts)),

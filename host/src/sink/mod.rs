@@ -381,10 +381,11 @@ fn push_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
 }
 
 fn push_time(out: &mut Vec<u8>, ms: i64) {
-    let mut s = String::with_capacity(24);
-    crate::model::write_iso_time(&mut s, ms);
     out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
+    match crate::model::iso_time_bytes(ms) {
+        Some(b) => out.extend_from_slice(&b),
+        None => out.extend_from_slice(ms.to_string().as_bytes()),
+    }
     out.push(b'"');
 }
 
