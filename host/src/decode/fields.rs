@@ -272,7 +272,7 @@ impl FieldMapping {
     }
 
     /// The value of a field in a record.
-    pub fn get<'r>(&self, r: &'r dyn Record, field: Field) -> Option<FieldValue<'r>> {
+    pub fn get<'r, R: Record + ?Sized>(&self, r: &'r R, field: Field) -> Option<FieldValue<'r>> {
         r.field(self, field)
     }
 
@@ -282,9 +282,9 @@ impl FieldMapping {
     }
 
     /// A required, non-empty text field.
-    pub fn required_text<'r>(
+    pub fn required_text<'r, R: Record + ?Sized>(
         &self,
-        r: &'r dyn Record,
+        r: &'r R,
         field: Field,
     ) -> Result<Cow<'r, str>, Reject> {
         let name = self.name(field);
@@ -298,9 +298,9 @@ impl FieldMapping {
     }
 
     /// An optional text field; empty counts as absent.
-    pub fn optional_text<'r>(
+    pub fn optional_text<'r, R: Record + ?Sized>(
         &self,
-        r: &'r dyn Record,
+        r: &'r R,
         field: Field,
     ) -> Result<Option<Cow<'r, str>>, Reject> {
         match self.get(r, field) {

@@ -266,26 +266,31 @@ enum Slot {
     Location,
 }
 
-fn slot_of(key: &[u8]) -> Option<Slot> {
-    Some(match key {
-        b"transaction_id" => Slot::Text(Field::Id),
-        b"customer_id" => Slot::Text(Field::Customer),
-        b"account_id" => Slot::Text(Field::Account),
-        b"merchant_id" => Slot::Text(Field::Merchant),
-        b"transaction_type" => Slot::Text(Field::Kind),
-        b"status" => Slot::Text(Field::Status),
-        b"amount" => Slot::Numeric(Field::Amount),
-        b"fee_amount" => Slot::Numeric(Field::Fee),
-        b"currency" => Slot::Text(Field::Currency),
-        b"channel" => Slot::Text(Field::Channel),
-        b"device_fingerprint" => Slot::Text(Field::Device),
-        b"location" => Slot::Location,
-        b"risk_score" => Slot::Numeric(Field::RiskScore),
-        b"compliance_flags" => Slot::Flags,
-        b"created_at" => Slot::Time,
-        _ => return None,
-    })
-}
+/// The reference keys, in the order records usually give them, as they
+/// appear before their values.
+const ORDER: [(&[u8], Slot); 15] = [
+    (b"\"transaction_id\":", Slot::Text(Field::Id)),
+    (b"\"customer_id\":", Slot::Text(Field::Customer)),
+    (b"\"account_id\":", Slot::Text(Field::Account)),
+    (b"\"merchant_id\":", Slot::Text(Field::Merchant)),
+    (b"\"transaction_type\":", Slot::Text(Field::Kind)),
+    (b"\"status\":", Slot::Text(Field::Status)),
+    (b"\"amount\":", Slot::Numeric(Field::Amount)),
+    (b"\"fee_amount\":", Slot::Numeric(Field::Fee)),
+    (b"\"currency\":", Slot::Text(Field::Currency)),
+    (b"\"channel\":", Slot::Text(Field::Channel)),
+    (b"\"device_fingerprint\":", Slot::Text(Field::Device)),
+    (b"\"location\":", Slot::Location),
+    (b"\"risk_score\":", Slot::Numeric(Field::RiskScore)),
+    (b"\"compliance_flags\":", Slot::Flags),
+    (b"\"created_at\":", Slot::Time),
+];
+
+/// The keys of `location`.
+const PLACES: [(&[u8], Field); 2] = [
+    (b"\"country\":", Field::Country),
+    (b"\"city\":", Field::City),
+];
 
 fn slot_index(slot: Slot) -> u32 {
     match slot {
@@ -442,23 +447,54 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// An object's members after its `{`, each key handed to `member` with
-    /// the cursor at its value (which `member` reads).
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    /// An object's members after its `{`. Each key goes to `member`, with
+    /// the cursor at its value (which `member` reads): `Ok(k)` for a key of
+    /// `order`, the keys expected in the order they usually come (each as
+    /// `"name":`, read in one comparison when it comes where expected), or
+    /// `Err(name)` for another.
+    fn members<K: Copy>(
+        &mut self,
+        order: &[(&[u8], K)],
+        mut member: impl FnMut(&mut Self, Result<K, &'a [u8]>) -> Option<()>,
+    ) -> Option<()> {
         self.skip_space();
         if self.peek() == Some(b'}') {
             self.at += 1;
             return Some(());
         }
+        let mut next = 0;
         loop {
-            if self.next_token()? != b'"' {
-                return None;
-            }
-            let key = self.plain_string()?;
-            if self.next_token()? != b':' {
-                return None;
-            }
-            member(self, key.as_bytes())?;
+            self.skip_space();
+            let rest = &self.text.as_bytes()[self.at..];
+            // The expected key, or the one after it (an optional key left out).
+            let hit = (next..order.len().min(next + 2)).find(|&i| rest.starts_with(order[i].0));
+            let key = match hit {
+                Some(i) => {
+                    self.at += order[i].0.len();
+                    next = i + 1;
+                    Ok(order[i].1)
+                }
+                None => {
+                    if self.next_token()? != b'"' {
+                        return None;
+                    }
+                    let name = self.plain_string()?.as_bytes();
+                    if self.next_token()? != b':' {
+                        return None;
+                    }
+                    match order
+                        .iter()
+                        .position(|(p, _)| p.get(1..p.len() - 2) == Some(name))
+                    {
+                        Some(i) => {
+                            next = i + 1;
+                            Ok(order[i].1)
+                        }
+                        None => Err(name),
+                    }
+                }
+            };
+            member(self, key)?;
             match self.next_token()? {
                 b',' => continue,
                 b'}' => return Some(()),
@@ -490,9 +526,9 @@ impl<'a> Flat<'a> {
             return None;
         }
         let mut seen = 0u32;
-        cursor.members(|c, key| {
+        cursor.members(&ORDER, |c, key| {
             let first = c.next_token()?;
-            let Some(slot) = slot_of(key) else {
+            let Ok(slot) = key else {
                 // Another key: kept only when its value is a plain scalar.
                 return c.scalar(first).map(drop);
             };
@@ -548,13 +584,13 @@ impl<'a> Flat<'a> {
                     b'n' => c.literal(b"ull")?,
                     b'{' => {
                         let mut seen_place = (false, false);
-                        c.members(|c, key| {
+                        c.members(&PLACES, |c, key| {
                             let first = c.next_token()?;
                             let value = c.scalar(first)?;
                             let (field, seen) = match key {
-                                b"country" => (Field::Country, &mut seen_place.0),
-                                b"city" => (Field::City, &mut seen_place.1),
-                                _ => return Some(()),
+                                Ok(Field::Country) => (Field::Country, &mut seen_place.0),
+                                Ok(field) => (field, &mut seen_place.1),
+                                Err(_) => return Some(()),
                             };
                             if std::mem::replace(seen, true) {
                                 return None;

@@ -228,7 +228,7 @@ impl Decoder {
         }
     }
 
-    fn build(&self, r: &dyn Record, strings: &mut Interner) -> Result<Txn, Reject> {
+    fn build<R: Record + ?Sized>(&self, r: &R, strings: &mut Interner) -> Result<Txn, Reject> {
         let m = &self.mapping;
         let id = m.required_text(r, Field::Id)?;
         if id.len() > 256 {
@@ -328,7 +328,7 @@ impl Decoder {
         })
     }
 
-    fn money(&self, r: &dyn Record, field: Field) -> Result<Option<Decimal>, Reject> {
+    fn money<R: Record + ?Sized>(&self, r: &R, field: Field) -> Result<Option<Decimal>, Reject> {
         let name = self.mapping.name(field);
         let value = match self.mapping.get(r, field) {
             None | Some(FieldValue::Null) => return Ok(None),
@@ -372,7 +372,7 @@ impl Decoder {
         Ok(Some(d))
     }
 
-    fn time(&self, r: &dyn Record) -> Result<i64, Reject> {
+    fn time<R: Record + ?Sized>(&self, r: &R) -> Result<i64, Reject> {
         let value = match self.mapping.get(r, Field::EventTime) {
             None | Some(FieldValue::Null) => {
                 return Err(Reject::new(
