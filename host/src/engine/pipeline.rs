@@ -588,7 +588,6 @@ impl Pipeline {
 
     fn housekeeping(&mut self) {
         let wm = self.watermark.current();
-        self.dedup.evict(wm);
         for s in &mut self.slots {
             s.rule.state_mut().expire(wm);
         }
@@ -710,6 +709,10 @@ impl Pipeline {
             parts.clear();
             self.router.tick()?;
             batches += 1;
+            // Ids past the dedup horizon are forgotten every batch, so the
+            // filter holds about one horizon of ids; keyed-state expiry
+            // walks more and runs less often.
+            self.dedup.evict(self.watermark.current());
             if batches.is_multiple_of(64) {
                 self.housekeeping();
             }
