@@ -50,11 +50,9 @@ impl State for Customer {
         let mean = r.f64()?;
         let m2 = r.f64()?;
         let k = r.u32()?;
-        let devices = (0..k).map(|_| r.str()).collect::<Option<_>>()?;
+        let devices = r.items(k, 4, Reader::str)?;
         let k = r.u32()?;
-        let recent = (0..k)
-            .map(|_| Some((r.i64()?, r.decimal()?)))
-            .collect::<Option<_>>()?;
+        let recent = r.items(k, 24, |r| Some((r.i64()?, r.decimal()?)))?;
         let last_velocity_alert = r.i64()?;
         Some(Self {
             n,

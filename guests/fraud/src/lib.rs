@@ -64,15 +64,15 @@ impl State for Customer {
         let count = r.u32()?;
         let max_amount = r.decimal()?;
         let n = r.u32()?;
-        let recent = (0..n).map(|_| r.i64()).collect::<Option<_>>()?;
+        let recent = r.items(n, 8, Reader::i64)?;
         let n = r.u32()?;
-        let small = (0..n).map(|_| r.i64()).collect::<Option<_>>()?;
+        let small = r.items(n, 8, Reader::i64)?;
         let hour_start = r.i64()?;
         let hour_count = r.u32()?;
         let active_hours = r.u32()?;
         let past_hours_total = r.u32()?;
         let n = r.u32()?;
-        let countries = (0..n).map(|_| r.str()).collect::<Option<_>>()?;
+        let countries = r.items(n, 4, Reader::str)?;
         let mut hours = [0u32; 24];
         for h in hours.iter_mut() {
             *h = r.u32()?;

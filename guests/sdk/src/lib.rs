@@ -474,6 +474,24 @@ impl<'a> Reader<'a> {
     pub fn decimal(&mut self) -> Option<Decimal> {
         self.take().map(Decimal::deserialize)
     }
+    /// Reads `n` items with `item`, each taking at least `min_bytes`
+    /// bytes (the capacity is bounded by what is left, whatever `n` says).
+    pub fn items<T>(
+        &mut self,
+        n: u32,
+        min_bytes: usize,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let n = n as usize;
+        if n > self.bytes.len() / min_bytes.max(1) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(item(self)?);
+        }
+        Some(out)
+    }
     /// Reads a string.
     pub fn str(&mut self) -> Option<String> {
         let len = self.u32()? as usize;
@@ -717,8 +735,16 @@ pub fn alert(
     score: f64,
     reason: String,
 ) -> Emit {
+    // `<rule_set>.<kind in kebab-case>`, in one allocation.
+    let mut rule = String::with_capacity(rule_set.len() + 1 + kind.len());
+    rule.push_str(rule_set);
+    rule.push('.');
+    rule.extend(kind.chars().map(|c| match c {
+        '_' => '-',
+        c => c.to_ascii_lowercase(),
+    }));
     Emit::Alert(Alert {
-        rule: format!("{rule_set}.{}", kind.to_ascii_lowercase().replace('_', "-")),
+        rule,
         kind: kind.to_string(),
         severity,
         score: score.clamp(0.0, 1.0),
@@ -1008,6 +1034,81 @@ mod tests {
             r#"{"a\"b":"1.50","c":"-3"}"#
         );
         assert_eq!(json_object([("x", 3u64)], false), r#"{"x":3}"#);
+    }
+
+    #[test]
+    fn state_items_read_back_and_refuse_impossible_counts() {
+        let mut w = Writer::default();
+        w.u32(3);
+        for t in [7i64, -1, 42] {
+            w.i64(t);
+        }
+        w.u32(2);
+        w.str("DE");
+        w.str("é");
+        let mut r = Reader::new(&w.0);
+        let n = r.u32().unwrap();
+        assert_eq!(r.items(n, 8, Reader::i64), Some(vec![7, -1, 42]));
+        let n = r.u32().unwrap();
+        assert_eq!(
+            r.items(n, 4, Reader::str),
+            Some(vec!["DE".to_string(), "é".to_string()])
+        );
+        // A count the remaining bytes cannot hold is refused up front.
+        let mut r = Reader::new(&w.0[4..]);
+        assert_eq!(r.items(u32::MAX, 8, Reader::i64), None);
+        let mut r = Reader::new(&w.0[4..12]);
+        assert_eq!(r.items(2, 8, Reader::i64), None);
+    }
+
+    #[test]
+    fn alerts_name_their_rule_in_kebab_case() {
+        let batch = EventBatch {
+            dict_bytes: b"t1c1".to_vec(),
+            dict_ends: vec![0, 2, 4],
+            ids: vec![1],
+            customers: vec![2],
+            accounts: vec![0],
+            merchants: vec![0],
+            kinds: vec![TxnKind::Purchase],
+            statuses: vec![TxnStatus::Completed],
+            money_scale: 2,
+            amounts: vec![100],
+            fees: vec![0],
+            currencies: vec![0],
+            channels: vec![0],
+            devices: vec![0],
+            countries: vec![0],
+            cities: vec![0],
+            risk_scores: vec![None],
+            flag_starts: vec![0, 0],
+            flag_ids: vec![],
+            event_times: vec![5],
+            state_keys: vec![2],
+            key_slots: vec![0],
+        };
+        let b = Batch {
+            b: &batch,
+            start: 0,
+            len: 1,
+        };
+        let Emit::Alert(a) = alert(
+            &b,
+            0,
+            "fraud",
+            "RAPID_ORDERS",
+            Severity::High,
+            2.0,
+            "r".into(),
+        ) else {
+            panic!("an alert");
+        };
+        assert_eq!(a.rule, "fraud.rapid-orders");
+        assert_eq!(a.kind, "RAPID_ORDERS");
+        assert_eq!(a.score, 1.0);
+        assert_eq!(a.transaction_id.as_deref(), Some("t1"));
+        assert_eq!(a.customer_id.as_deref(), Some("c1"));
+        assert_eq!(a.event_time, 5);
     }
 
     #[test]
