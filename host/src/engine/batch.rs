@@ -14,7 +14,8 @@ use rustc_hash::FxHashMap;
 /// Reusable builder of event batches.
 pub struct BatchBuilder {
     batch: EventBatch,
-    syms: FxHashMap<Sym, u32>,
+    /// Each symbol's dictionary index in the batch being built.
+    syms: SymTable,
     keys: FxHashMap<u32, u32>,
     /// The distinct state keys of the last [`Self::set_state_keys`].
     pub key_labels: Vec<Label>,
@@ -53,7 +54,7 @@ impl Default for BatchBuilder {
     fn default() -> Self {
         Self {
             batch: empty_batch(),
-            syms: FxHashMap::default(),
+            syms: SymTable::default(),
             keys: FxHashMap::default(),
             key_labels: Vec::new(),
             key_times: Vec::new(),
@@ -67,11 +68,54 @@ fn units(d: Decimal, scale: u32) -> i64 {
     i64::try_from(d.mantissa()).unwrap_or(i64::MAX)
 }
 
+/// Dictionary indexes of interned strings by symbol, for one batch or call
+/// at a time: an entry is valid where its stamp is the current one, so a
+/// new batch needs no clearing and a lookup no hashing.
+#[derive(Default)]
+pub(crate) struct SymTable {
+    entries: Vec<(u32, u32)>,
+    stamp: u32,
+}
+
+impl SymTable {
+    /// Starts a new batch (`symbols` interned so far): every entry is stale.
+    pub(crate) fn next(&mut self, symbols: usize) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            // Stamps wrapped: no entry may look current.
+            self.entries.iter_mut().for_each(|e| e.0 = 0);
+            self.stamp = 1;
+        }
+        if self.entries.len() < symbols {
+            self.entries.resize(symbols, (0, 0));
+        }
+    }
+
+    /// The index of `sym` in this batch, added by `add` the first time.
+    pub(crate) fn get_or_insert(&mut self, sym: Sym, add: impl FnOnce() -> u32) -> u32 {
+        let at = sym as usize;
+        if at >= self.entries.len() {
+            self.entries.resize(at + 1, (0, 0));
+        }
+        let entry = &mut self.entries[at];
+        if entry.0 != self.stamp {
+            *entry = (self.stamp, add());
+        }
+        entry.1
+    }
+}
+
+/// Appends a string to a dictionary (its bytes and where each string
+/// ends); returns its index.
+pub(crate) fn dict_push(bytes: &mut Vec<u8>, ends: &mut Vec<u32>, s: &str) -> u32 {
+    bytes.extend_from_slice(s.as_bytes());
+    ends.push(bytes.len() as u32);
+    (ends.len() - 1) as u32
+}
+
 /// Appends a string to the batch's dictionary; returns its index.
 fn push_dict(batch: &mut EventBatch, s: &str) -> u32 {
-    batch.dict_bytes.extend_from_slice(s.as_bytes());
-    batch.dict_ends.push(batch.dict_bytes.len() as u32);
-    (batch.dict_ends.len() - 1) as u32
+    dict_push(&mut batch.dict_bytes, &mut batch.dict_ends, s)
 }
 
 impl BatchBuilder {
@@ -80,10 +124,8 @@ impl BatchBuilder {
             return 0;
         }
         let batch = &mut self.batch;
-        *self
-            .syms
-            .entry(s)
-            .or_insert_with(|| push_dict(batch, strings.resolve(s)))
+        self.syms
+            .get_or_insert(s, || push_dict(batch, strings.resolve(s)))
     }
 
     /// Builds the batch of `txns` (without state keys).
@@ -92,7 +134,7 @@ impl BatchBuilder {
         b.dict_bytes.clear();
         b.dict_ends.clear();
         push_dict(b, "");
-        self.syms.clear();
+        self.syms.next(strings.len());
         for v in [
             &mut b.ids,
             &mut b.customers,
@@ -258,5 +300,27 @@ mod tests {
         assert_eq!(batch.key_slots, vec![0, 0]);
         assert_eq!(b.key_text(0, &s), "cust");
         assert_eq!(batch.flag_starts, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn symbol_indexes_hold_for_one_batch_only() {
+        let mut t = SymTable::default();
+        let mut added = 0;
+        let mut add = || {
+            added += 1;
+            added
+        };
+        t.next(4);
+        assert_eq!(t.get_or_insert(2, &mut add), 1);
+        assert_eq!(t.get_or_insert(2, &mut add), 1);
+        assert_eq!(t.get_or_insert(9, &mut add), 2, "a symbol past the size");
+        t.next(4);
+        assert_eq!(t.get_or_insert(2, &mut add), 3, "a new batch starts over");
+        // After the stamps wrap, no entry from before looks current.
+        t.stamp = u32::MAX;
+        t.get_or_insert(5, &mut add);
+        t.next(4);
+        assert_eq!(t.stamp, 1);
+        assert_eq!(t.get_or_insert(5, &mut add), 5);
     }
 }

@@ -6,7 +6,7 @@
 
 use super::aggregate::{AggregateValue, Label};
 use super::Fired;
-use crate::engine::batch::BatchBuilder;
+use crate::engine::batch::{dict_push, BatchBuilder, SymTable};
 use crate::model::{Interner, Txn};
 use crate::runtime::bindings::types::{ResultKind, WindowBatch};
 use rustc_hash::FxHashMap;
@@ -16,33 +16,31 @@ use rustc_hash::FxHashMap;
 pub struct WindowBatchBuilder {
     events: Vec<Txn>,
     batch: BatchBuilder,
+    syms: SymTable,
 }
 
-struct Dict<'a> {
+struct Dict<'a, 's> {
     bytes: Vec<u8>,
     ends: Vec<u32>,
-    /// Interned strings by symbol: most keys and labels are, and a symbol
-    /// hashes and compares as one integer.
-    syms: FxHashMap<u32, u32>,
+    /// Interned strings by symbol: most keys and labels are.
+    syms: &'s mut SymTable,
     index: FxHashMap<&'a str, u32>,
 }
 
-impl<'a> Dict<'a> {
-    fn new() -> Self {
+impl<'a, 's> Dict<'a, 's> {
+    fn new(syms: &'s mut SymTable) -> Self {
         let mut index = FxHashMap::default();
         index.insert("", 0);
         Self {
             bytes: Vec::new(),
             ends: vec![0],
-            syms: FxHashMap::default(),
+            syms,
             index,
         }
     }
 
     fn add(&mut self, s: &str) -> u32 {
-        self.bytes.extend_from_slice(s.as_bytes());
-        self.ends.push(self.bytes.len() as u32);
-        (self.ends.len() - 1) as u32
+        dict_push(&mut self.bytes, &mut self.ends, s)
     }
 
     fn push(&mut self, s: &'a str) -> u32 {
@@ -57,13 +55,15 @@ impl<'a> Dict<'a> {
     fn label(&mut self, label: &'a Label, strings: &'a Interner) -> u32 {
         match label {
             Label::Sym(sym) => {
-                if let Some(&i) = self.syms.get(sym) {
-                    return i;
-                }
-                let text = strings.resolve(*sym);
-                let i = if text.is_empty() { 0 } else { self.add(text) };
-                self.syms.insert(*sym, i);
-                i
+                let (bytes, ends) = (&mut self.bytes, &mut self.ends);
+                self.syms.get_or_insert(*sym, || {
+                    let text = strings.resolve(*sym);
+                    if text.is_empty() {
+                        0
+                    } else {
+                        dict_push(bytes, ends, text)
+                    }
+                })
             }
             other => self.push(other.text(strings)),
         }
@@ -75,7 +75,8 @@ impl WindowBatchBuilder {
     pub fn build(&mut self, spec: &str, fired: &[Fired], strings: &Interner) -> WindowBatch {
         let per_window = fired.first().map_or(0, |f| f.values.len());
         let results = fired.len() * per_window;
-        let mut dict = Dict::new();
+        self.syms.next(strings.len());
+        let mut dict = Dict::new(&mut self.syms);
         let mut keys = Vec::with_capacity(fired.len());
         let mut starts = Vec::with_capacity(fired.len());
         let mut ends = Vec::with_capacity(fired.len());
