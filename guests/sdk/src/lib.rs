@@ -790,18 +790,36 @@ pub trait JsonValue {
     fn write_text(&self, out: &mut String);
 }
 
-/// Appends the decimal digits of `n`.
-fn push_digits(out: &mut String, mut n: u128) {
-    let mut buf = [0u8; 40];
+/// The decimal digits of `n`, at the end of `buf`; returns where they start.
+/// (`u64` arithmetic when it fits: 128-bit division is a library call in
+/// WebAssembly.)
+fn digits_into(buf: &mut [u8; 40], n: u128) -> usize {
     let mut at = buf.len();
+    if let Ok(mut n) = u64::try_from(n) {
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return at;
+            }
+        }
+    }
+    let mut n = n;
     loop {
         at -= 1;
         buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return at;
         }
     }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_digits(out: &mut String, n: u128) {
+    let mut buf = [0u8; 40];
+    let at = digits_into(&mut buf, n);
     // Only ASCII digits were written.
     out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
 }
@@ -839,16 +857,20 @@ impl JsonValue for Decimal {
             out.push('-');
         }
         let scale = self.scale() as usize;
-        let mut digits = String::new();
-        if self.mantissa() != 0 {
-            push_digits(&mut digits, self.mantissa().unsigned_abs());
-        }
+        let mut buf = [0u8; 40];
+        let at = if self.mantissa() == 0 {
+            buf.len()
+        } else {
+            digits_into(&mut buf, self.mantissa().unsigned_abs())
+        };
+        // Only ASCII digits were written.
+        let digits = std::str::from_utf8(&buf[at..]).unwrap_or("");
         if digits.len() <= scale {
             out.push('0');
             if scale > 0 {
                 out.push('.');
                 out.extend(std::iter::repeat_n('0', scale - digits.len()));
-                out.push_str(&digits);
+                out.push_str(digits);
             }
         } else {
             let (whole, fraction) = digits.split_at(digits.len() - scale);
@@ -1012,6 +1034,11 @@ mod tests {
             d.write_text(&mut out);
             assert_eq!(out, d.to_string(), "{units} scale {scale}");
         }
+        // Mantissas past u64 take the 128-bit path.
+        let wide = Decimal::from_i128_with_scale(79_228_162_514_264_337_593_543_950_335, 5);
+        let mut out = String::new();
+        wide.write_text(&mut out);
+        assert_eq!(out, wide.to_string());
         let negative_zero = -Decimal::new(0, 2);
         let mut out = String::new();
         negative_zero.write_text(&mut out);
