@@ -11,8 +11,8 @@
 //! The running statistics are scores, not money: they use f64; amounts stay exact.
 
 use edge_rule_sdk::{
-    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
-    TxnKind, Writer,
+    same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State,
+    States, TxnKind, Writer,
 };
 
 const WINDOW: i64 = 600_000;
@@ -128,7 +128,7 @@ impl RuleSet for Anomaly {
             }
 
             if let Some(device) = batch.device(i) {
-                if !c.devices.iter().any(|d| d == device) {
+                if !c.devices.iter().any(|d| same_text(d, device)) {
                     if c.n >= 10 {
                         let risky =
                             matches!(batch.kind(i), TxnKind::Withdrawal | TxnKind::WireTransfer);

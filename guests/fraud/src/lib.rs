@@ -16,7 +16,8 @@
 //! `high-amount-factor` (default 3).
 
 use edge_rule_sdk::{
-    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States, Writer,
+    same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State,
+    States, Writer,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -235,7 +236,7 @@ impl RuleSet for Fraud {
             }
 
             if let Some(country) = batch.country(i) {
-                if !c.countries.iter().any(|k| k == country) {
+                if !c.countries.iter().any(|k| same_text(k, country)) {
                     if c.count >= 3 {
                         out.push(alert(
                             batch,

@@ -982,11 +982,29 @@ pub fn to_f64(d: Decimal) -> f64 {
     ];
     let (m, scale) = (d.mantissa(), d.scale() as usize);
     // Both operands are exact in f64, so one correctly rounded division
-    // gives the nearest f64, as parsing does.
+    // gives the nearest f64, as parsing does. (Converted from i64: from
+    // i128 is a library call in WebAssembly.)
     if m.unsigned_abs() < 1 << 53 && scale < POWERS.len() {
-        return m as f64 / POWERS[scale];
+        return m as i64 as f64 / POWERS[scale];
     }
     d.to_string().parse().unwrap_or(0.0)
+}
+
+/// Whether two strings are equal, compared eight bytes at a time (string
+/// equality otherwise calls the C library's byte-by-byte `memcmp`).
+pub fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in x.by_ref().zip(y.by_ref()) {
+        let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        if word(p) != word(q) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 /// The hour of day (UTC) of an event time.
@@ -1136,6 +1154,26 @@ mod tests {
         assert_eq!(a.transaction_id.as_deref(), Some("t1"));
         assert_eq!(a.customer_id.as_deref(), Some("c1"));
         assert_eq!(a.event_time, 5);
+    }
+
+    #[test]
+    fn same_text_is_string_equality() {
+        let texts = [
+            "",
+            "a",
+            "dev-604c90f1a0a2",
+            "dev-604c90f1a0a3",
+            "dev-604c90f1a0a",
+            "DE",
+            "é",
+            "e",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(same_text(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(to_f64(Decimal::new(-12345, 3)), -12.345);
     }
 
     #[test]
