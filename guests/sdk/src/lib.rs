@@ -794,25 +794,24 @@ pub trait JsonValue {
 /// (`u64` arithmetic when it fits: 128-bit division is a library call in
 /// WebAssembly.)
 fn digits_into(buf: &mut [u8; 40], n: u128) -> usize {
-    let mut at = buf.len();
-    if let Ok(mut n) = u64::try_from(n) {
-        loop {
-            at -= 1;
-            buf[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return at;
+    // The same loop for either width.
+    macro_rules! digits {
+        ($n:expr) => {{
+            let mut n = $n;
+            let mut at = buf.len();
+            loop {
+                at -= 1;
+                buf[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    return at;
+                }
             }
-        }
+        }};
     }
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return at;
-        }
+    match u64::try_from(n) {
+        Ok(n) => digits!(n),
+        Err(_) => digits!(n),
     }
 }
 
