@@ -827,7 +827,6 @@ macro_rules! json_integers {
     ($($t:ty),*) => {$(
         impl JsonValue for $t {
             fn write_text(&self, out: &mut String) {
-                #[allow(unused_comparisons)]
                 if *self < 0 {
                     out.push('-');
                 }

@@ -81,9 +81,6 @@ pub enum FieldValue<'a> {
     Text(&'a str),
     /// A JSON integer already read.
     Int(i64),
-    /// A JSON number with a fraction or exponent already read (scores only:
-    /// money is never read from a float).
-    Float(f64),
     /// A JSON array of strings already read.
     Strings(&'a [&'a str]),
 }
@@ -114,7 +111,7 @@ impl<'a> FieldValue<'a> {
             Self::Json(raw) if Self::is_json_number(raw) => Some(Cow::Borrowed(raw.get())),
             Self::Json(raw) => Self::json_string(raw),
             Self::Int(i) => Some(Cow::Owned(i.to_string())),
-            Self::Float(_) | Self::Strings(_) => None,
+            Self::Strings(_) => None,
         }
     }
 
@@ -125,10 +122,8 @@ impl<'a> FieldValue<'a> {
 
     /// A number (scores only; never money).
     pub fn number(&self) -> Option<f64> {
-        match *self {
-            Self::Int(i) => return Some(i as f64),
-            Self::Float(x) => return x.is_finite().then_some(x),
-            _ => {}
+        if let Self::Int(i) = *self {
+            return Some(i as f64);
         }
         let text = self.numeric_text()?;
         let text = text.trim();
@@ -153,7 +148,7 @@ impl<'a> FieldValue<'a> {
                 items.into_iter().map(Self::json_string).collect()
             }
             Self::Strings(items) => Some(items.iter().map(|s| Cow::Borrowed(*s)).collect()),
-            Self::Int(_) | Self::Float(_) => None,
+            Self::Int(_) => None,
         }
     }
 
@@ -161,7 +156,6 @@ impl<'a> FieldValue<'a> {
     pub fn time_ms(&self) -> Option<i64> {
         match *self {
             Self::Int(ms) => Some(ms),
-            Self::Float(f) => (f.is_finite() && f.abs() < 9.0e15).then(|| f.round() as i64),
             Self::Json(raw) if Self::is_json_number(raw) => {
                 let text = raw.get();
                 text.parse::<i64>().ok().or_else(|| {
