@@ -25,6 +25,8 @@ pub mod bindings {
     });
 }
 
+pub mod pool;
+
 pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, Alert, Bands, Column, ColumnType, Customer, Decimal as WitDecimal,
@@ -85,17 +87,21 @@ macro_rules! rule_set {
 pub fn __on_windows<T: RuleSet>(fired: WindowBatch) -> Result<Vec<Emit>, String> {
     dims::refresh();
     let per_window = fired.results_per_window as usize;
+    let dict = Dict::new(&fired.dict_bytes, &fired.dict_ends);
+    let events_dict = Dict::new(&fired.events.dict_bytes, &fired.events.dict_ends);
     let mut emits = Vec::with_capacity(fired.keys.len());
     for w in 0..fired.keys.len() {
         let window = Window {
             spec: fired.spec.clone(),
-            key: dict(&fired.dict_bytes, &fired.dict_ends, fired.keys[w]).to_string(),
+            key: dict.get(fired.keys[w]).to_string(),
             start: fired.starts[w],
             end: fired.ends[w],
             refire: fired.refires[w],
         };
         let aggregates = Aggregates {
             fired: &fired,
+            dict,
+            events_dict,
             first: w * per_window,
             len: per_window,
         };
@@ -110,11 +116,7 @@ pub fn __on_events<T: RuleSet>(
     states: StateBlob,
 ) -> Result<EventsResult, String> {
     dims::refresh();
-    let batch = Batch {
-        start: 0,
-        len: batch.ids.len(),
-        b: &batch,
-    };
+    let batch = Batch::whole(&batch);
     let mut states = States::new(states);
     let emits = T::on_events(&batch, &mut states)?;
     let (changed_slots, changed_states) = states.changed();
@@ -125,35 +127,76 @@ pub fn __on_events<T: RuleSet>(
     })
 }
 
-/// String `index` of a dictionary (empty when out of range).
-fn dict<'a>(bytes: &'a [u8], ends: &[u32], index: u32) -> &'a str {
-    let i = index as usize;
-    let (Some(&end), start) = (ends.get(i), if i == 0 { Some(&0) } else { ends.get(i - 1) }) else {
-        return "";
-    };
-    let start = start.copied().unwrap_or(0) as usize;
-    bytes
-        .get(start..end as usize)
-        .and_then(|b| std::str::from_utf8(b).ok())
+/// A dictionary of a batch: strings back to back, read by index. The bytes
+/// are checked as UTF-8 once, when the call starts, not at every read.
+#[derive(Clone, Copy)]
+struct Dict<'a> {
+    bytes: &'a [u8],
+    /// The whole dictionary as text, when it is valid UTF-8 (the host sends
+    /// only valid text; otherwise each string is checked when read).
+    text: Option<&'a str>,
+    ends: &'a [u32],
+}
+
+impl<'a> Dict<'a> {
+    fn new(bytes: &'a [u8], ends: &'a [u32]) -> Self {
+        Self {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+            ends,
+        }
+    }
+
+    /// String `index` (empty when out of range or not text).
+    fn get(&self, index: u32) -> &'a str {
+        let i = index as usize;
+        let Some(&end) = self.ends.get(i) else {
+            return "";
+        };
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends.get(i - 1).copied().unwrap_or(0) as usize
+        };
+        let range = start..end as usize;
+        match self.text {
+            // `get` checks that both ends fall between characters.
+            Some(text) => text.get(range),
+            None => self
+                .bytes
+                .get(range)
+                .and_then(|b| std::str::from_utf8(b).ok()),
+        }
         .unwrap_or("")
+    }
 }
 
 /// Events read column by column: a micro-batch, or the events a window
 /// collected. Event indexes run from 0 to `len() - 1`.
 pub struct Batch<'a> {
     b: &'a EventBatch,
+    dict: Dict<'a>,
     start: usize,
     len: usize,
 }
 
 impl<'a> Batch<'a> {
+    /// Every event of `b`.
+    fn whole(b: &'a EventBatch) -> Self {
+        Self {
+            b,
+            dict: Dict::new(&b.dict_bytes, &b.dict_ends),
+            start: 0,
+            len: b.ids.len(),
+        }
+    }
     /// Number of events.
     pub fn len(&self) -> usize {
         self.len
     }
     /// Dictionary string `index`.
     pub fn dict(&self, index: u32) -> &'a str {
-        dict(&self.b.dict_bytes, &self.b.dict_ends, index)
+        self.dict.get(index)
     }
     /// Whether there are no events.
     pub fn is_empty(&self) -> bool {
@@ -520,14 +563,11 @@ pub struct Window {
     pub refire: u32,
 }
 
-/// The label of entry `e` of a window batch's `counts` and `sums` results.
-fn entry_label(f: &WindowBatch, e: usize) -> &str {
-    dict(&f.dict_bytes, &f.dict_ends, f.entry_labels[e])
-}
-
 /// The aggregates of a fired window, in the order the window spec declares them.
 pub struct Aggregates<'a> {
     fired: &'a WindowBatch,
+    dict: Dict<'a>,
+    events_dict: Dict<'a>,
     first: usize,
     len: usize,
 }
@@ -587,16 +627,19 @@ impl<'a> Aggregates<'a> {
     }
     /// A `count-by` or `count-by-band` result, largest first.
     pub fn counts(&self, i: usize) -> impl ExactSizeIterator<Item = (&'a str, u64)> + Clone + 'a {
-        let f = self.fired;
+        let (f, dict) = (self.fired, self.dict);
         self.entries(i, ResultKind::Counts)
-            .map(move |e| (entry_label(f, e), f.entry_ints[e].max(0) as u64))
+            .map(move |e| (dict.get(f.entry_labels[e]), f.entry_ints[e].max(0) as u64))
     }
     /// A `sum-by` result, largest first.
     pub fn sums(&self, i: usize) -> impl ExactSizeIterator<Item = (&'a str, Decimal)> + Clone + 'a {
-        let f = self.fired;
+        let (f, dict) = (self.fired, self.dict);
         self.entries(i, ResultKind::Sums).map(move |e| {
             let scale = u32::from(f.entry_scales.get(e).copied().unwrap_or(0)).min(28);
-            (entry_label(f, e), Decimal::new(f.entry_ints[e], scale))
+            (
+                dict.get(f.entry_labels[e]),
+                Decimal::new(f.entry_ints[e], scale),
+            )
         })
     }
     /// A `collect` result: the window's events (`None` when it collected none).
@@ -606,7 +649,12 @@ impl<'a> Aggregates<'a> {
                 let b = &self.fired.events;
                 let start = (first.max(0) as usize).min(b.ids.len());
                 let len = (n as usize).min(b.ids.len() - start);
-                Some(Batch { b, start, len })
+                Some(Batch {
+                    b,
+                    dict: self.events_dict,
+                    start,
+                    len,
+                })
             }
             _ => None,
         }
@@ -1021,11 +1069,13 @@ pub fn nullable(mut c: Column) -> Column {
     c
 }
 
-/// Rule sets allocate for every batch and window they handle: talc takes
-/// fewer instructions per allocation than the default dlmalloc.
+/// Rule sets allocate for every batch and window they handle: small blocks
+/// are reused by size class ([`pool`]), and everything else comes from talc,
+/// which takes fewer instructions per allocation than the default dlmalloc.
 #[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
 #[global_allocator]
-static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: pool::Pool<talc::wasm::WasmDynamicTalc> =
+    pool::Pool::new(talc::wasm::new_wasm_dynamic_allocator());
 
 #[cfg(test)]
 mod tests {
@@ -1130,11 +1180,7 @@ mod tests {
             state_keys: vec![2],
             key_slots: vec![0],
         };
-        let b = Batch {
-            b: &batch,
-            start: 0,
-            len: 1,
-        };
+        let b = Batch::whole(&batch);
         let Emit::Alert(a) = alert(
             &b,
             0,
