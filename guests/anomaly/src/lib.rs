@@ -10,9 +10,10 @@
 //!
 //! The running statistics are scores, not money: they use f64; amounts stay exact.
 
+use edge_rule_sdk::Part::{Dec, Fixed, Int, Str};
 use edge_rule_sdk::{
-    same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State,
-    States, TxnKind, Writer,
+    concat, same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity,
+    State, States, TxnKind, Writer,
 };
 
 const WINDOW: i64 = 600_000;
@@ -118,10 +119,19 @@ impl RuleSet for Anomaly {
                                 Severity::Medium
                             },
                             z.abs() / 6.0,
-                            format!(
-                                "amount {amount} has z-score {z:.2} (mean {:.2}, sd {sd:.2}, n {})",
-                                c.mean, c.n
-                            ),
+                            concat(&[
+                                Str("amount "),
+                                Dec(amount),
+                                Str(" has z-score "),
+                                Fixed(z, 2),
+                                Str(" (mean "),
+                                Fixed(c.mean, 2),
+                                Str(", sd "),
+                                Fixed(sd, 2),
+                                Str(", n "),
+                                Int(c.n as i64),
+                                Str(")"),
+                            ]),
                         ));
                     }
                 }
@@ -172,7 +182,15 @@ impl RuleSet for Anomaly {
                         "VELOCITY_ANOMALY",
                         Severity::Medium,
                         0.65,
-                        format!("spent {spend} in {} transactions within ten minutes (mean amount {:.2})", c.recent.len(), c.mean),
+                        concat(&[
+                            Str("spent "),
+                            Dec(spend),
+                            Str(" in "),
+                            Int(c.recent.len() as i64),
+                            Str(" transactions within ten minutes (mean amount "),
+                            Fixed(c.mean, 2),
+                            Str(")"),
+                        ]),
                     ));
                 }
             }

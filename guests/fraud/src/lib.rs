@@ -15,9 +15,10 @@
 //! Config (`[rules.fraud.config]`): `rapid-orders-limit` (default 5),
 //! `high-amount-factor` (default 3).
 
+use edge_rule_sdk::Part::{Dec, Fixed, Int, Str};
 use edge_rule_sdk::{
-    same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State,
-    States, Writer,
+    concat, same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity,
+    State, States, Writer,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -163,10 +164,15 @@ impl RuleSet for Fraud {
                         Severity::Medium
                     },
                     0.5 + ratio / 40.0,
-                    format!(
-                        "amount {amount} is {ratio:.1}x the customer's largest so far ({})",
-                        c.max_amount
-                    ),
+                    concat(&[
+                        Str("amount "),
+                        Dec(amount),
+                        Str(" is "),
+                        Fixed(ratio, 1),
+                        Str("x the customer's largest so far ("),
+                        Dec(c.max_amount),
+                        Str(")"),
+                    ]),
                 ));
             }
 
@@ -179,10 +185,12 @@ impl RuleSet for Fraud {
                     "RAPID_ORDERS",
                     Severity::High,
                     0.8,
-                    format!(
-                        "{} transactions within one minute (limit {rapid_limit})",
-                        c.recent.len()
-                    ),
+                    concat(&[
+                        Int(c.recent.len() as i64),
+                        Str(" transactions within one minute (limit "),
+                        Int(rapid_limit as i64),
+                        Str(")"),
+                    ]),
                 ));
             }
             if c.recent.len() > 16 {
@@ -227,10 +235,12 @@ impl RuleSet for Fraud {
                         "FREQUENCY_ANOMALY",
                         Severity::Medium,
                         0.6,
-                        format!(
-                            "{} transactions this hour, usual {average:.1} per active hour",
-                            c.hour_count
-                        ),
+                        concat(&[
+                            Int(i64::from(c.hour_count)),
+                            Str(" transactions this hour, usual "),
+                            Fixed(average, 1),
+                            Str(" per active hour"),
+                        ]),
                     ));
                 }
             }
@@ -269,10 +279,14 @@ impl RuleSet for Fraud {
                         Severity::Low
                     },
                     if night { 0.7 } else { 0.5 },
-                    format!(
-                        "first transaction at {hour:02}h UTC after {} transactions",
-                        c.count
-                    ),
+                    concat(&[
+                        Str("first transaction at "),
+                        Str(if hour < 10 { "0" } else { "" }),
+                        Int(hour as i64),
+                        Str("h UTC after "),
+                        Int(i64::from(c.count)),
+                        Str(" transactions"),
+                    ]),
                 ));
             }
             c.hours[hour] += 1;
