@@ -94,6 +94,16 @@ fn main() -> anyhow::Result<()> {
             copy.display().to_string()
         ));
     }
+    // `lifecycle` with its window state through host calls, copied aside;
+    // then the real one again.
+    build(&["-p", "lifecycle", "--features", "lifecycle/host-state"])?;
+    let copy = release.join("lifecycle_host_state.wasm");
+    std::fs::copy(release.join("lifecycle.wasm"), &copy)?;
+    constants.push_str(&format!(
+        "/// Path of the `lifecycle` rule set reading its window state through host calls.\npub const LIFECYCLE_HOST_STATE: &str = {:?};\n",
+        copy.display().to_string()
+    ));
+    build(&["-p", "lifecycle"])?;
     for guest in GUESTS {
         let path = target_dir
             .join("wasm32-wasip2")

@@ -190,6 +190,68 @@ fn lifecycle_enriches_with_customer_and_merchant_dimensions() {
 }
 
 #[test]
+fn lifecycle_carries_lifetime_totals_from_window_to_window() {
+    // L1 buys in three successive windows, L2 in the first and the third.
+    // The file fits one batch, so all windows fire together at its end and
+    // one call holds several windows of a key: each must see the totals the
+    // one before left. The same with the state read through host calls.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let mut lines = Vec::new();
+    for (n, (customer, minute, amount)) in [
+        ("L1", 0, "10.00"),
+        ("L1", 5, "20.00"),
+        ("L2", 6, "7.50"),
+        ("L1", 16, "30.00"),
+        ("L1", 31, "40.00"),
+        ("L1", 32, "1.25"),
+        ("L2", 40, "2.50"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        lines.push(format!(
+            r#"{{"transaction_id":"t-{n}","customer_id":"{customer}","merchant_id":"M1","transaction_type":"PURCHASE","status":"COMPLETED","amount":"{amount}","currency":"USD","created_at":"2026-01-05T00:{minute:02}:00Z"}}"#
+        ));
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    for guest in [guests::LIFECYCLE, guests::LIFECYCLE_HOST_STATE] {
+        let (out, _) = run_pipeline(&[guest], |c| c.source = file_source(&input)).unwrap();
+        let rows = read_jsonl(&out.path().join("customer_lifecycle.jsonl"));
+        let totals = |customer: &str| {
+            let mut t: Vec<(String, i64, String)> = rows
+                .iter()
+                .filter(|r| r["customer_id"] == customer)
+                .map(|r| {
+                    (
+                        r["window_start"].as_str().unwrap()[11..16].to_string(),
+                        r["lifetime_transactions"].as_i64().unwrap(),
+                        r["lifetime_spend"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            t.sort();
+            t
+        };
+        let row = |start: &str, n: i64, spend: &str| (start.to_string(), n, spend.to_string());
+        assert_eq!(
+            totals("L1"),
+            [
+                row("00:00", 2, "30.00"),
+                row("00:15", 3, "60.00"),
+                row("00:30", 5, "101.25")
+            ],
+            "{guest}"
+        );
+        assert_eq!(
+            totals("L2"),
+            [row("00:00", 1, "7.50"), row("00:30", 2, "10.00")],
+            "{guest}"
+        );
+    }
+}
+
+#[test]
 fn rule_sets_running_together_see_the_same_events_as_alone() {
     let input = fixture("realtime.jsonl");
     let (together, _) =

@@ -8,8 +8,8 @@
 
 use edge_rule_sdk::{
     aggregate, column, json_array, json_object, money_value, round_half_up, row, same_text, text,
-    AggregateOp, AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, Manifest,
-    RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
+    AggregateOp, AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, KeyState,
+    Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
 };
 
 const COUNT: usize = 0;
@@ -49,6 +49,7 @@ impl RuleSet for Compliance {
                 kind: WindowKind::Tumbling(30 * 60_000),
                 key: KeyBy::Customer,
                 allowed_lateness_ms: 0,
+                with_state: false,
                 aggregates: vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("total", AggregateOp::Sum(Field::Amount)),
@@ -131,7 +132,11 @@ impl RuleSet for Compliance {
         }
     }
 
-    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
+    fn on_window(
+        window: Window,
+        aggs: Aggregates<'_>,
+        _state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let by_flag = aggs.counts(BY_FLAG);
         let flags = |name: &str| {

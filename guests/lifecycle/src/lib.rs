@@ -13,9 +13,9 @@
 //! - `ACTIVE` otherwise.
 
 use edge_rule_sdk::{
-    aggregate, column, dims, host, json_object, money_value, round_half_up, row, same_text, text,
-    AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, Merchant, Reader,
-    RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+    aggregate, column, dims, json_object, money_value, round_half_up, row, same_text, text,
+    AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant,
+    Reader, RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
 };
 use std::rc::Rc;
 
@@ -80,6 +80,7 @@ impl RuleSet for Lifecycle {
                 kind: WindowKind::Tumbling(15 * 60_000),
                 key: KeyBy::Customer,
                 allowed_lateness_ms: 0,
+                with_state: !cfg!(feature = "host-state"),
                 aggregates: vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("spend", AggregateOp::Sum(Field::Amount)),
@@ -163,13 +164,15 @@ impl RuleSet for Lifecycle {
         }
     }
 
-    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
+    fn on_window(
+        window: Window,
+        aggs: Aggregates<'_>,
+        state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let spend = aggs.money(SPEND).unwrap_or_default();
         let customer = dims::customer(&window.key);
-        let mut life = host::state_get(&window.key)
-            .and_then(|b| Lifetime::decode(&mut Reader::new(&b)))
-            .unwrap_or_default();
+        let mut life: Lifetime = state.read();
 
         // Spend per category, in category order (a window has few).
         let merchants: Vec<(Option<Rc<Merchant>>, Decimal)> = aggs
@@ -210,9 +213,7 @@ impl RuleSet for Lifecycle {
         };
         life.last_window_end = window.end;
         life.last_window_count = count;
-        let mut w = Writer::default();
-        life.encode(&mut w);
-        host::state_set(&window.key, &w.0);
+        state.write(&life);
 
         let (tier, segment) = customer
             .map(|c| (c.tier.clone(), c.segment.clone()))

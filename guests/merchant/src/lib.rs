@@ -8,8 +8,8 @@
 
 use edge_rule_sdk::{
     aggregate, column, dims, json_object, money_value, nullable, round_half_up, row, text,
-    AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, Manifest, RuleSet,
-    TableSpec, Value, Window, WindowKind, WindowSpec,
+    AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest,
+    RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
 };
 
 const COUNT: usize = 0;
@@ -44,6 +44,7 @@ impl RuleSet for Merchant {
                 kind: WindowKind::Tumbling(10 * 60_000),
                 key: KeyBy::Merchant,
                 allowed_lateness_ms: 0,
+                with_state: false,
                 aggregates: vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("revenue", AggregateOp::Sum(Field::Amount)),
@@ -129,7 +130,11 @@ impl RuleSet for Merchant {
         }
     }
 
-    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
+    fn on_window(
+        window: Window,
+        aggs: Aggregates<'_>,
+        _state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let revenue = aggs.money(REVENUE).unwrap_or_default();
         let average = if count == 0 {

@@ -32,7 +32,7 @@ pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, Alert, Bands, Column, ColumnType, Customer, Decimal as WitDecimal,
     Emit, EventBatch, EventsResult, Field, Filter, Geo, KeyBy, Level, Manifest, Merchant,
     ResultKind, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction, TxnKind,
-    TxnStatus, Value, WindowBatch, WindowKind, WindowSpec,
+    TxnStatus, Value, WindowBatch, WindowKind, WindowSpec, WindowsResult,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -49,8 +49,13 @@ pub trait RuleSet {
         Ok(Vec::new())
     }
     /// Handles a fired window (the host delivers fired windows in groups;
-    /// the SDK calls this once per window).
-    fn on_window(_window: Window, _aggregates: Aggregates<'_>) -> Result<Vec<Emit>, String> {
+    /// the SDK calls this once per window), with the keyed state of the
+    /// window's key.
+    fn on_window(
+        _window: Window,
+        _aggregates: Aggregates<'_>,
+        _state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
         Ok(Vec::new())
     }
 }
@@ -75,7 +80,7 @@ macro_rules! rule_set {
             }
             fn on_windows(
                 fired: $crate::WindowBatch,
-            ) -> Result<::std::vec::Vec<$crate::Emit>, String> {
+            ) -> Result<$crate::WindowsResult, String> {
                 $crate::__on_windows::<$t>(fired)
             }
         }
@@ -84,9 +89,24 @@ macro_rules! rule_set {
 }
 
 #[doc(hidden)]
-pub fn __on_windows<T: RuleSet>(fired: WindowBatch) -> Result<Vec<Emit>, String> {
+pub fn __on_windows<T: RuleSet>(mut fired: WindowBatch) -> Result<WindowsResult, String> {
     dims::refresh();
     let per_window = fired.results_per_window as usize;
+    // States with the batch when the spec is declared `with-state`.
+    let blob = std::mem::replace(
+        &mut fired.states,
+        StateBlob {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        },
+    );
+    let with_state = blob.ends.len() == fired.keys.len();
+    let mut states = States::new(blob);
+    // The window before each one with the same key, if any.
+    let mut last_of_key = rustc_hash::FxHashMap::default();
+    let earlier: Vec<Option<usize>> = (0..fired.keys.len())
+        .map(|w| last_of_key.insert(fired.keys[w], w))
+        .collect();
     let dict = Dict::new(&fired.dict_bytes, &fired.dict_ends);
     let events_dict = Dict::new(&fired.events.dict_bytes, &fired.events.dict_ends);
     let mut emits = Vec::with_capacity(fired.keys.len());
@@ -105,9 +125,78 @@ pub fn __on_windows<T: RuleSet>(fired: WindowBatch) -> Result<Vec<Emit>, String>
             first: w * per_window,
             len: per_window,
         };
-        emits.extend(T::on_window(window, aggregates)?);
+        let mut state = KeyState {
+            key: dict.get(fired.keys[w]),
+            window: w,
+            batch: with_state.then_some((&mut states, &earlier[..])),
+        };
+        emits.extend(T::on_window(window, aggregates, &mut state)?);
     }
-    Ok(emits)
+    let (changed_windows, changed_states) = states.changed();
+    Ok(WindowsResult {
+        emits,
+        changed_windows,
+        changed_states,
+    })
+}
+
+/// The keyed state of a fired window's key. For a spec declared
+/// `with-state` it came with the window batch and changes go back with the
+/// call's result; otherwise each read and write is a host call
+/// (`state-get`, `state-set`). A window sees the changes that earlier
+/// windows of its key made in the same call.
+pub struct KeyState<'a> {
+    key: &'a str,
+    window: usize,
+    /// The call's states (one slot per window) and, per window, the earlier
+    /// window with the same key.
+    batch: Option<(&'a mut States, &'a [Option<usize>])>,
+}
+
+impl KeyState<'_> {
+    /// Calls `f` with the state's bytes (`None` when the key has none).
+    fn with_bytes<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let Some((states, earlier)) = &self.batch else {
+            return f(host::state_get(self.key).as_deref());
+        };
+        // The latest write to this key in the call, else the state it
+        // started with.
+        let mut w = self.window;
+        loop {
+            match (states.written(w), earlier.get(w).copied().flatten()) {
+                (true, _) | (false, None) => return f(states.get(w)),
+                (false, Some(before)) => w = before,
+            }
+        }
+    }
+    /// The state's bytes (`None` when the key has none).
+    pub fn get(&self) -> Option<Vec<u8>> {
+        self.with_bytes(|b| b.map(<[u8]>::to_vec))
+    }
+    /// The state decoded, or the default when there is none (or it does not
+    /// parse).
+    pub fn read<S: State>(&self) -> S {
+        self.with_bytes(|b| b.and_then(|b| S::decode(&mut Reader::new(b))))
+            .unwrap_or_default()
+    }
+    /// Replaces the state with `state`.
+    pub fn write<S: State>(&mut self, state: &S) {
+        match &mut self.batch {
+            Some((states, _)) => states.write(self.window, |w| state.encode(w)),
+            None => {
+                let mut w = Writer::default();
+                state.encode(&mut w);
+                host::state_set(self.key, &w.0);
+            }
+        }
+    }
+    /// Deletes the state.
+    pub fn delete(&mut self) {
+        match &mut self.batch {
+            Some((states, _)) => states.delete(self.window),
+            None => host::state_delete(self.key),
+        }
+    }
 }
 
 #[doc(hidden)]
@@ -353,6 +442,10 @@ impl States {
             self.blob.ends[slot - 1] as usize
         };
         self.blob.bytes.get(start..end).filter(|b| !b.is_empty())
+    }
+    /// Whether a slot was written in this call.
+    fn written(&self, slot: usize) -> bool {
+        matches!(self.changed.get(slot), Some(Some(_)))
     }
     /// Replaces a slot's state.
     pub fn set(&mut self, slot: usize, value: Vec<u8>) {
@@ -1300,6 +1393,52 @@ mod tests {
     }
 
     #[test]
+    fn a_window_sees_what_earlier_windows_of_its_key_wrote() {
+        // Three windows; the first and the last have the same key.
+        let mut states = States::new(StateBlob {
+            bytes: b"aba".to_vec(),
+            ends: vec![1, 2, 3],
+        });
+        let earlier = [None, None, Some(0)];
+        fn state<'a>(
+            w: usize,
+            states: &'a mut States,
+            earlier: &'a [Option<usize>],
+        ) -> KeyState<'a> {
+            KeyState {
+                key: "",
+                window: w,
+                batch: Some((states, earlier)),
+            }
+        }
+        assert_eq!(
+            state(2, &mut states, &earlier).get(),
+            Some(b"a".to_vec()),
+            "the call's start"
+        );
+        state(0, &mut states, &earlier).write(&Count(7));
+        assert_eq!(state(1, &mut states, &earlier).get(), Some(b"b".to_vec()));
+        assert_eq!(state(2, &mut states, &earlier).read::<Count>(), Count(7));
+        state(2, &mut states, &earlier).delete();
+        assert_eq!(state(2, &mut states, &earlier).get(), None);
+        let (windows, blob) = states.changed();
+        assert_eq!(windows, [0, 2]);
+        assert_eq!(blob.ends, [8, 8], "7 as eight bytes, then nothing");
+    }
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Count(i64);
+
+    impl State for Count {
+        fn encode(&self, w: &mut Writer) {
+            w.i64(self.0);
+        }
+        fn decode(r: &mut Reader<'_>) -> Option<Self> {
+            r.i64().map(Count)
+        }
+    }
+
+    #[test]
     fn fixed_places_match_core_fmt() {
         let mut values = vec![
             0.0,
@@ -1368,11 +1507,11 @@ mod tests {
                 Part::Str("amount "),
                 Part::Dec(d),
                 Part::Str(" z "),
-                Part::Fixed(3.14159, 2),
+                Part::Fixed(3.14659, 2),
                 Part::Str(" n "),
                 Part::Int(-42),
             ]),
-            format!("amount {d} z {:.2} n {}", 3.14159, -42)
+            format!("amount {d} z {:.2} n {}", 3.14659, -42)
         );
     }
 

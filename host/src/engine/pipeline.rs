@@ -520,12 +520,13 @@ impl Pipeline {
                 continue;
             }
             let spec = self.slots[slot].windows[w].name.clone();
+            let with_state = self.slots[slot].windows[w].with_state;
             self.metrics
                 .windows_fired
                 .fetch_add(fired.len() as u64, Ordering::Relaxed);
             let mut outcome = Ok(());
             for chunk in fired.chunks(WINDOWS_PER_CALL) {
-                outcome = self.deliver_windows(slot, &spec, chunk, watermark);
+                outcome = self.deliver_windows(slot, (&spec, with_state), chunk, watermark);
                 if outcome.is_err() {
                     break;
                 }
@@ -541,7 +542,7 @@ impl Pipeline {
     fn deliver_windows(
         &mut self,
         slot: usize,
-        spec: &str,
+        (spec, with_state): (&str, bool),
         chunk: &[Fired],
         watermark: i64,
     ) -> Result<(), SinkError> {
@@ -564,8 +565,17 @@ impl Pipeline {
             let windows = windows_json(&self.strings);
             return self.rule_dead_letter(&skip, None, Some(windows));
         }
-        let batch = self.window_builder.build(spec, chunk, &self.strings);
+        let mut batch = self.window_builder.build(spec, chunk, &self.strings);
         let s = &mut self.slots[slot];
+        if with_state {
+            let states = &mut batch.states;
+            for f in chunk {
+                if let Some(v) = s.rule.state().get(f.key.text(&self.strings)) {
+                    states.bytes.extend_from_slice(v);
+                }
+                states.ends.push(states.bytes.len() as u32);
+            }
+        }
         let started = Instant::now();
         let result = s.rule.on_windows(&batch, watermark);
         let micros = started.elapsed().as_micros() as u64;
@@ -574,8 +584,27 @@ impl Pipeline {
             let _ = r.latency_us.record(micros.max(1));
         });
         match result {
-            Ok(emits) => {
-                self.route(slot, emits)?;
+            Ok(result) => {
+                let changed = &result.changed_states;
+                let mut start = 0usize;
+                for (&w, &end) in result.changed_windows.iter().zip(&changed.ends) {
+                    let end = (end as usize).min(changed.bytes.len());
+                    let value = changed.bytes.get(start..end).unwrap_or(&[]);
+                    start = end;
+                    // Only specs declared `with-state` change states here.
+                    let Some(f) = chunk.get(w as usize).filter(|_| with_state) else {
+                        continue;
+                    };
+                    let key = f.key.text(&self.strings);
+                    let state = self.slots[slot].rule.state_mut();
+                    if value.is_empty() {
+                        state.delete(key);
+                    } else {
+                        // Stamped with the watermark, as `state-set` is.
+                        state.set(key, value.to_vec(), watermark);
+                    }
+                }
+                self.route(slot, result.emits)?;
             }
             Err(error) => {
                 self.note_failure(slot);

@@ -191,10 +191,11 @@ pub fn describe(m: &Manifest) -> String {
         };
         let aggs: Vec<&str> = w.aggregates.iter().map(|a| a.name.as_str()).collect();
         out.push_str(&format!(
-            "  window {}: {kind} by {}, lateness {} ms; aggregates: {}\n",
+            "  window {}: {kind} by {}, lateness {} ms{}; aggregates: {}\n",
             w.name,
             key_name(w.key),
             w.allowed_lateness_ms,
+            if w.with_state { ", with state" } else { "" },
             aggs.join(", ")
         ));
     }

@@ -300,11 +300,11 @@ impl Rule {
         &mut self,
         fired: &types::WindowBatch,
         now: i64,
-    ) -> Result<Vec<types::Emit>, RuleError> {
+    ) -> Result<types::WindowsResult, RuleError> {
         self.store.data_mut().now = now;
-        let emits = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
-        self.check_output(&emits, &format!("{} windows", fired.keys.len()))?;
-        Ok(emits)
+        let result = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
+        self.check_output(&result.emits, &format!("{} windows", fired.keys.len()))?;
+        Ok(result)
     }
 
     /// Refuses a call's output past `max-emits` or `max-output-bytes`.

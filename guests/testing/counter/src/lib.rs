@@ -8,8 +8,8 @@
 
 use edge_rule_sdk::{
     aggregate, alert, column, row, text, AggregateOp, Aggregates, Batch, ColumnType, Emit, KeyBy,
-    Manifest, Reader, RuleSet, Severity, States, TableSpec, Value, Window, WindowKind, WindowSpec,
-    Writer,
+    KeyState, Manifest, Reader, RuleSet, Severity, States, TableSpec, Value, Window, WindowKind,
+    WindowSpec, Writer,
 };
 
 #[cfg(not(any(feature = "v2", feature = "resized", feature = "wide")))]
@@ -42,6 +42,7 @@ impl RuleSet for Counter {
                 kind: WindowKind::Tumbling(WINDOW.1),
                 key: KeyBy::Customer,
                 allowed_lateness_ms: 0,
+                with_state: false,
                 aggregates: vec![aggregate("count", AggregateOp::Count)],
             }],
             tables: vec![TableSpec {
@@ -102,7 +103,11 @@ impl RuleSet for Counter {
         Ok(out)
     }
 
-    fn on_window(window: Window, aggs: Aggregates<'_>) -> Result<Vec<Emit>, String> {
+    fn on_window(
+        window: Window,
+        aggs: Aggregates<'_>,
+        _state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
         let mut values = vec![
             text(window.key),
             Value::Time(window.start),

@@ -8,7 +8,7 @@ use super::aggregate::{AggregateValue, Label};
 use super::Fired;
 use crate::engine::batch::{dict_push, BatchBuilder, SymTable};
 use crate::model::{Interner, Txn};
-use crate::runtime::bindings::types::{ResultKind, WindowBatch};
+use crate::runtime::bindings::types::{ResultKind, StateBlob, WindowBatch};
 use rustc_hash::FxHashMap;
 
 /// Reusable encoder of window batches.
@@ -141,6 +141,11 @@ impl WindowBatchBuilder {
             starts,
             ends,
             refires,
+            // Filled by the pipeline for specs declared `with-state`.
+            states: StateBlob {
+                bytes: Vec::new(),
+                ends: Vec::new(),
+            },
             results_per_window: per_window as u32,
             result_kinds: kinds,
             result_ints: ints,

@@ -188,6 +188,8 @@ pub struct Fired {
 pub struct WindowOperator {
     /// The spec's name.
     pub name: String,
+    /// Whether its window batches carry the keys' states.
+    pub with_state: bool,
     key_by: KeyBy,
     kind: WindowKind,
     lateness: i64,
@@ -208,6 +210,7 @@ impl WindowOperator {
     pub fn new(spec: &WindowSpec) -> Self {
         Self {
             name: spec.name.clone(),
+            with_state: spec.with_state,
             key_by: spec.key,
             kind: spec.kind,
             lateness: spec.allowed_lateness_ms,

@@ -9,6 +9,7 @@ fn spec(kind: WindowKind, lateness: i64) -> WindowSpec {
         kind,
         key: KeyBy::Customer,
         allowed_lateness_ms: lateness,
+        with_state: false,
         aggregates: vec![
             AggregateSpec {
                 name: "n".into(),
