@@ -315,6 +315,18 @@ pub fn iso_time_bytes(ms: i64) -> Option<[u8; 24]> {
     Some(b)
 }
 
+/// A 64-bit id as output records carry it: 16 lowercase hex digits (the
+/// text of `format!("{id:016x}")`, without the formatting machinery: every
+/// row and alert gets one).
+pub fn hex_id(id: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text: Vec<u8> = (0..16)
+        .map(|i| DIGITS[(id >> (60 - 4 * i)) as usize & 0xf])
+        .collect();
+    // Only ASCII hex digits.
+    String::from_utf8(text).unwrap_or_default()
+}
+
 /// A stable 64-bit FNV-1a hash, for deterministic output ids.
 pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -332,6 +344,17 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_ids_are_sixteen_lowercase_digits() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef, 1 << 63] {
+            assert_eq!(hex_id(id), format!("{id:016x}"));
+        }
+        assert_eq!(
+            hex_id(stable_hash(&[b"x"])),
+            format!("{:016x}", stable_hash(&[b"x"]))
+        );
+    }
 
     #[test]
     fn kinds_parse_in_every_spelling() {

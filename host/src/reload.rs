@@ -89,7 +89,7 @@ fn watch_dir(pattern: &str) -> (PathBuf, bool) {
 }
 
 fn hash_of(bytes: &[u8]) -> String {
-    format!("{:016x}", crate::model::stable_hash(&[bytes]))
+    crate::model::hex_id(crate::model::stable_hash(&[bytes]))
 }
 
 impl Reloader {

@@ -249,7 +249,7 @@ impl Pipeline {
         if !extra.is_empty() {
             parts.push(extra);
         }
-        let id = format!("{:016x}", stable_hash(&parts));
+        let id = crate::model::hex_id(stable_hash(&parts));
         (source, origin, id)
     }
 
@@ -316,7 +316,7 @@ impl Pipeline {
             window_text.as_bytes(),
         ]);
         let record = DeadLetter {
-            id: format!("{id:016x}"),
+            id: crate::model::hex_id(id),
             reason: error.kind.as_str().into(),
             detail: error.message.clone(),
             source: self.source.name().to_string(),

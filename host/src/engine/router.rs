@@ -3,7 +3,7 @@
 
 use crate::config::{OutputConfig, SinkKind};
 use crate::metrics::Metrics;
-use crate::model::stable_hash;
+use crate::model::{hex_id, stable_hash};
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
 use crate::sink::{push_value, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
 use std::collections::HashMap;
@@ -111,7 +111,7 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
     }
     Ok(RowRecord {
         table: table.clone(),
-        id: format!("{:016x}", stable_hash(&parts)),
+        id: hex_id(stable_hash(&parts)),
         rule: rule.to_string(),
         values,
     })
@@ -129,7 +129,7 @@ pub fn alert(rule_set: &str, name: &str, alert: Alert) -> AlertRecord {
         &time,
     ]);
     AlertRecord {
-        id: format!("{id:016x}"),
+        id: hex_id(id),
         rule_set: rule_set.to_string(),
         alert,
     }

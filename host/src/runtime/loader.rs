@@ -202,7 +202,7 @@ pub(super) fn load(
     }
     store.data_mut().rule = manifest.name.clone();
     store.data_mut().state = KeyedState::new(manifest.state_ttl_ms);
-    let hash = format!("{:016x}", crate::model::stable_hash(&[&bytes]));
+    let hash = crate::model::hex_id(crate::model::stable_hash(&[&bytes]));
     Ok(Rule {
         label: format!("{}@{}+{}", manifest.name, manifest.version, &hash[..8]),
         fuel: runtime.fuel,

@@ -436,14 +436,11 @@ impl Record {
                     .get("transaction_id")
                     .and_then(Json::as_str)
                     .unwrap_or("");
-                format!(
-                    "{:016x}",
-                    crate::model::stable_hash(&[
-                        l.rule.as_bytes(),
-                        l.window.as_bytes(),
-                        id.as_bytes()
-                    ])
-                )
+                crate::model::hex_id(crate::model::stable_hash(&[
+                    l.rule.as_bytes(),
+                    l.window.as_bytes(),
+                    id.as_bytes(),
+                ]))
                 .into()
             }
         }

@@ -293,7 +293,7 @@ fn category_label(f: Field, v: u64) -> Label {
         Field::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
         Field::RiskLevel => Label::Name(RISK_LEVELS.get(v as usize).copied().unwrap_or("UNKNOWN")),
         Field::HourOfDay => Label::Text(format!("{v:02}")),
-        Field::Id => Label::Text(format!("{v:016x}")),
+        Field::Id => Label::Text(crate::model::hex_id(v)),
         _ => Label::Sym(v as u32),
     }
 }
