@@ -117,6 +117,21 @@ impl Slot {
     }
 }
 
+/// The changed states a call returned: (slot or window, new state), in
+/// order; an empty state deletes.
+fn changed_states<'a>(
+    slots: &'a [u32],
+    blob: &'a StateBlob,
+) -> impl Iterator<Item = (u32, &'a [u8])> + 'a {
+    let mut start = 0usize;
+    slots.iter().zip(&blob.ends).map(move |(&slot, &end)| {
+        let end = (end as usize).min(blob.bytes.len());
+        let value = blob.bytes.get(start..end).unwrap_or(&[]);
+        start = end;
+        (slot, value)
+    })
+}
+
 fn loaded(rule: &Rule) -> Loaded<'_> {
     Loaded {
         name: &rule.name,
@@ -457,12 +472,9 @@ impl Pipeline {
                     match result {
                         Ok(result) => {
                             let s = &mut self.slots[slot];
-                            let changed = &result.changed_states;
-                            let mut start = 0usize;
-                            for (&index, &end) in result.changed_slots.iter().zip(&changed.ends) {
-                                let end = (end as usize).min(changed.bytes.len());
-                                let value = changed.bytes.get(start..end).unwrap_or(&[]);
-                                start = end;
+                            for (index, value) in
+                                changed_states(&result.changed_slots, &result.changed_states)
+                            {
                                 if index as usize >= self.builder.key_labels.len() {
                                     continue;
                                 }
@@ -585,12 +597,7 @@ impl Pipeline {
         });
         match result {
             Ok(result) => {
-                let changed = &result.changed_states;
-                let mut start = 0usize;
-                for (&w, &end) in result.changed_windows.iter().zip(&changed.ends) {
-                    let end = (end as usize).min(changed.bytes.len());
-                    let value = changed.bytes.get(start..end).unwrap_or(&[]);
-                    start = end;
+                for (w, value) in changed_states(&result.changed_windows, &result.changed_states) {
                     // Only specs declared `with-state` change states here.
                     let Some(f) = chunk.get(w as usize).filter(|_| with_state) else {
                         continue;
