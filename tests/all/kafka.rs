@@ -830,9 +830,22 @@ clean = ["postgres"]
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    // A commit the server received before the kill still completes.
-    std::thread::sleep(Duration::from_millis(500));
-    let at_crash = stored();
+    // A commit the server received before the kill still completes, in its
+    // own time on a loaded machine: wait until the stored offsets have not
+    // moved for three seconds.
+    let mut at_crash = stored();
+    let (mut unchanged_since, waiting) = (Instant::now(), Instant::now());
+    while unchanged_since.elapsed() < Duration::from_secs(3) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "offsets never settled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = stored();
+        if now != at_crash {
+            (at_crash, unchanged_since) = (now, Instant::now());
+        }
+    }
     assert!(
         at_crash < 3_000,
         "open windows hold events the stored offsets do not cover"
