@@ -102,11 +102,16 @@ pub fn __on_windows<T: RuleSet>(mut fired: WindowBatch) -> Result<WindowsResult,
     );
     let with_state = blob.ends.len() == fired.keys.len();
     let mut states = States::new(blob);
-    // The window before each one with the same key, if any.
-    let mut last_of_key = rustc_hash::FxHashMap::default();
-    let earlier: Vec<Option<usize>> = (0..fired.keys.len())
-        .map(|w| last_of_key.insert(fired.keys[w], w))
-        .collect();
+    // The window before each one with the same key, if any (only states
+    // that came with the batch need it).
+    let earlier: Vec<Option<usize>> = if with_state {
+        let mut last_of_key = rustc_hash::FxHashMap::default();
+        (0..fired.keys.len())
+            .map(|w| last_of_key.insert(fired.keys[w], w))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let dict = Dict::new(&fired.dict_bytes, &fired.dict_ends);
     let events_dict = Dict::new(&fired.events.dict_bytes, &fired.events.dict_ends);
     let mut emits = Vec::with_capacity(fired.keys.len());

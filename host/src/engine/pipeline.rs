@@ -579,12 +579,15 @@ impl Pipeline {
         }
         let mut batch = self.window_builder.build(spec, chunk, &self.strings);
         let s = &mut self.slots[slot];
+        self.handles.clear();
         if with_state {
             let states = &mut batch.states;
             for f in chunk {
-                if let Some(v) = s.rule.state().get(f.key.text(&self.strings)) {
+                let handle = s.rule.state().find(f.key.text(&self.strings));
+                if let Some(v) = handle.and_then(|h| s.rule.state().value(h)) {
                     states.bytes.extend_from_slice(v);
                 }
+                self.handles.push(handle);
                 states.ends.push(states.bytes.len() as u32);
             }
         }
@@ -607,8 +610,10 @@ impl Pipeline {
                     if value.is_empty() {
                         state.delete(key);
                     } else {
-                        // Stamped with the watermark, as `state-set` is.
-                        state.set(key, value.to_vec(), watermark);
+                        // Stamped with the watermark, as `state-set` is;
+                        // copied into the key's buffer when it has one.
+                        let handle = self.handles.get(w as usize).copied().flatten();
+                        state.set_bytes_at(handle, key, value, watermark);
                     }
                 }
                 self.route(slot, result.emits)?;

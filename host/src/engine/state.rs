@@ -77,11 +77,14 @@ impl KeyedState {
             .map(|e| e.value.as_slice())
     }
 
+    /// The value at `handle`.
+    pub fn value(&self, handle: Handle) -> Option<&[u8]> {
+        self.entry(handle.0).map(|e| e.value.as_slice())
+    }
+
     /// A key's value.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.find(key)
-            .and_then(|h| self.entry(h.0))
-            .map(|e| e.value.as_slice())
+        self.value(self.find(key)?)
     }
 
     /// A key's value as an event at event time `at` sees it: none once the
