@@ -217,7 +217,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                     );
                 }
                 resume_after = stored.watermark;
-                kafka.resume_from(stored.offsets);
+                let (postgres, group) = (config.postgres.clone(), config.source.group.clone());
+                kafka.resume_from(Box::new(move || {
+                    crate::sink::postgres::stored_offsets(&postgres, &group)
+                        .map(|s| s.offsets)
+                        .map_err(|e| e.to_string())
+                }));
             }
             Box::new(kafka)
         }

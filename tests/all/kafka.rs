@@ -886,7 +886,7 @@ clean = ["postgres"]
     // It read exactly what the first run had not settled.
     assert!(
         text.contains(&format!("records {}", 6_000 - at_crash)),
-        "expected {} records after {at_crash} stored offsets:\n{text}",
+        "{text}\nexpected {} records after {at_crash} stored offsets",
         6_000 - at_crash
     );
 

@@ -9,17 +9,27 @@
 use super::{Mark, Poll, RecordBatch, Source};
 use crate::config::{KafkaConfig, KafkaStart, SourceConfig};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
-/// Logs what librdkafka reports (lost connections, rebalances) and notes
-/// when the assignment changed.
+/// Where each partition starts when offsets are kept outside Kafka
+/// (`postgres.exactly-once`): (topic, partition, next offset), read again
+/// at every assignment.
+pub type OffsetStore = Box<dyn Fn() -> Result<Vec<(String, i32, i64)>, String> + Send + Sync>;
+
+/// Logs what librdkafka reports (lost connections, rebalances), notes
+/// when the assignment changed, and starts assigned partitions at the
+/// offsets of the [`OffsetStore`], if there is one.
 #[derive(Default)]
 pub struct LogContext {
     rebalanced: std::sync::atomic::AtomicBool,
+    store: std::sync::OnceLock<OffsetStore>,
+    /// Why the stored offsets could not be read at an assignment.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 impl ClientContext for LogContext {
@@ -28,20 +38,77 @@ impl ClientContext for LogContext {
     }
 }
 
+impl LogContext {
+    /// Sets the start of each partition of `tpl` that the store knows;
+    /// false when the store could not be read.
+    fn start_at_stored(&self, tpl: &mut TopicPartitionList) -> bool {
+        let Some(store) = self.store.get() else {
+            return true;
+        };
+        match store() {
+            Ok(offsets) => {
+                for (topic, partition, next) in offsets {
+                    if tpl.find_partition(&topic, partition).is_some() {
+                        let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(next));
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                false
+            }
+        }
+    }
+}
+
 impl ConsumerContext for LogContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if !self.start_at_stored(tpl) {
+                    // Nothing is read; the next poll reports the failure.
+                    if cooperative {
+                        Ok(())
+                    } else {
+                        consumer.assign(&TopicPartitionList::new())
+                    }
+                } else if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            _ if cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!("kafka: applying the assignment failed: {e}");
+        }
         self.rebalanced
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => tracing::info!(
                 partitions = %describe(tpl),
                 "kafka: partitions assigned"
             ),
-            Rebalance::Revoke(tpl) => tracing::info!(
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => tracing::info!(
                 partitions = %describe(tpl),
                 "kafka: partitions revoked"
             ),
-            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+            other => tracing::warn!(
+                "kafka: rebalance failed: {}",
+                rdkafka::error::RDKafkaErrorCode::from(other)
+            ),
         }
     }
 }
@@ -72,10 +139,6 @@ pub struct KafkaSource {
     parts: Vec<(String, i32)>,
     /// Next offset per slot (-1: nothing read).
     next: Vec<i64>,
-    /// Where to resume each (topic, partition), when offsets are kept
-    /// outside Kafka (`postgres.exactly-once`): earlier records are skipped
-    /// (also after a rebalance hands the partition back).
-    resume: Vec<(String, i32, i64)>,
 }
 
 impl KafkaSource {
@@ -113,15 +176,16 @@ impl KafkaSource {
             consumer,
             parts: Vec::new(),
             next: Vec::new(),
-            resume: Vec::new(),
         })
     }
 
-    /// Resumes each (topic, partition) at the given next offset, whatever
-    /// the group has committed: records before it were already processed
-    /// and their results stored with these offsets.
-    pub fn resume_from(&mut self, offsets: impl IntoIterator<Item = (String, i32, i64)>) {
-        self.resume = offsets.into_iter().collect();
+    /// Starts every partition assigned to this member at the offset
+    /// `store` gives for it, whatever the group has committed: the records
+    /// before it were processed and their results stored with that offset.
+    /// The store is read at each assignment, so a partition handed over by
+    /// another member resumes where that member's results end.
+    pub fn resume_from(&mut self, store: OffsetStore) {
+        let _ = self.consumer.context().store.set(store);
     }
 }
 
@@ -149,6 +213,12 @@ impl Source for KafkaSource {
         timeout: Duration,
     ) -> std::io::Result<Poll> {
         let deadline = Instant::now() + timeout;
+        let failed = self.consumer.context().failed.lock().map(|mut f| f.take());
+        if let Ok(Some(e)) = failed {
+            return Err(std::io::Error::other(format!(
+                "cannot read the offsets stored for the assigned partitions: {e}"
+            )));
+        }
         while batch.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // Once something is in the batch, take only what is already here.
@@ -165,14 +235,6 @@ impl Source for KafkaSource {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset();
-                    let (topic, partition) = (m.topic(), m.partition());
-                    if self
-                        .resume
-                        .iter()
-                        .any(|(t, p, from)| *p == partition && offset < *from && t == topic)
-                    {
-                        continue;
-                    }
                     let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
                     batch.push_in(m.payload().unwrap_or(&[]), part, offset.max(0) as u64);
                     self.next[part as usize] = offset + 1;
