@@ -23,6 +23,34 @@ pub struct Interner {
     strings: Vec<Box<str>>,
 }
 
+/// Whether `a` and `b` hold the same bytes, compared a word at a time with
+/// the last word overlapping: for the short strings of a record (keys, ids,
+/// codes) a call to `memcmp`, whose length is not known when compiling,
+/// costs more than the comparison.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0..4 => a == b,
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
+    }
+}
+
 /// Strings up to this many bytes are held inline in the table.
 const INLINE: usize = 22;
 
@@ -40,7 +68,7 @@ impl Slot {
         if self.len == u8::MAX {
             s.len() > INLINE && strings.get(self.sym as usize).map(|t| t.as_bytes()) == Some(s)
         } else {
-            usize::from(self.len) == s.len() && self.bytes[..s.len()] == *s
+            usize::from(self.len) == s.len() && same_bytes(&self.bytes[..s.len()], s)
         }
     }
 }
@@ -344,6 +372,20 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_agrees_with_slice_equality() {
+        let text = b"CUST_000123\"transaction_id\":MERCH_0042";
+        for n in 0..=24 {
+            for i in 0..=text.len() - n {
+                for j in 0..=text.len() - n {
+                    let (a, b) = (&text[i..i + n], &text[j..j + n]);
+                    assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+                }
+            }
+        }
+        assert!(!same_bytes(b"CUST_0001", b"CUST_00012"));
+    }
 
     #[test]
     fn hex_ids_are_sixteen_lowercase_digits() {

@@ -326,6 +326,13 @@ fn special_bytes(word: u64) -> u64 {
     quote | backslash | control
 }
 
+/// Whether `bytes` starts with `prefix`.
+fn has_prefix(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes
+        .get(..prefix.len())
+        .is_some_and(|head| crate::model::same_bytes(head, prefix))
+}
+
 /// A cursor over a record's bytes. Every read returns `None` where the
 /// input leaves the forms [`Flat`] reads.
 struct Cursor<'a> {
@@ -467,7 +474,7 @@ impl<'a> Cursor<'a> {
             self.skip_space();
             let rest = &self.text.as_bytes()[self.at..];
             // The expected key, or the one after it (an optional key left out).
-            let hit = (next..order.len().min(next + 2)).find(|&i| rest.starts_with(order[i].0));
+            let hit = (next..order.len().min(next + 2)).find(|&i| has_prefix(rest, order[i].0));
             let key = match hit {
                 Some(i) => {
                     self.at += order[i].0.len();
@@ -635,7 +642,25 @@ impl Flat<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::special_bytes;
+    use super::{has_prefix, special_bytes};
+
+    #[test]
+    fn has_prefix_agrees_with_starts_with() {
+        let text = b"\"transaction_id\":\"x\",\"customer_id\":1";
+        for from in 0..text.len() {
+            for to in from..=text.len() {
+                let prefix = &text[from..to];
+                for at in 0..text.len() {
+                    let bytes = &text[at..];
+                    assert_eq!(
+                        has_prefix(bytes, prefix),
+                        bytes.starts_with(prefix),
+                        "{prefix:?} at {at}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn special_bytes_finds_every_quote_backslash_and_control_byte() {
