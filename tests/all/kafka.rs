@@ -316,6 +316,82 @@ fn generator_to_kafka_to_edge_to_kafka_round_trip() {
     }
 }
 
+#[test]
+fn a_failed_batch_too_big_for_one_kafka_message_is_dead_lettered_in_parts() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("big");
+    let cfg = dir.path().join("big.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.topics]
+dead-letter = "{prefix}.dlq"
+[engine]
+batch-size = 16384
+[generator]
+seed = 5
+dirty = 0.0
+[output.routes]
+"*" = ["jsonl"]
+dead_letter = ["kafka", "jsonl"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (cfg, out_dir) = (cfg.display().to_string(), out.display().to_string());
+    // Batches of 16,384 events, about 8 MB of event JSON each: the rule set
+    // traps on every one of them.
+    ok(&edge(&[
+        "run",
+        "--rules",
+        guests::TRAPPER,
+        "--config",
+        &cfg,
+        "--max-events",
+        "40000",
+        "--rate",
+        "0",
+        "--console",
+        "never",
+        "--out-dir",
+        &out_dir,
+    ]));
+    let dlq = read_topic(&brokers, &format!("{prefix}.dlq"));
+    let local = read_jsonl(&out.join("dead_letter.jsonl"));
+    assert_eq!(dlq.len(), local.len(), "every dead letter reached Kafka");
+    let events: Vec<&str> = dlq
+        .iter()
+        .filter(|m| m.value["rule"] == "trapper")
+        .flat_map(|m| m.value["events"].as_array().unwrap())
+        .map(|e| e["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.len(), 40_000, "every event the rule set missed");
+    assert_eq!(events.iter().collect::<HashSet<_>>().len(), 40_000);
+    for m in &dlq {
+        let size = serde_json::to_vec(&m.value).unwrap().len();
+        assert!(size < 1_000_000, "a dead letter of {size} bytes");
+    }
+    // The failed batches were cut into parts, each saying what it holds.
+    let traps: Vec<&str> = dlq
+        .iter()
+        .filter(|m| m.value["reason"] == "rule_trap")
+        .filter_map(|m| m.value["detail"].as_str())
+        .collect();
+    assert!(
+        traps
+            .iter()
+            .any(|d| d.contains("trapper fails on a batch of ")
+                && d.contains("(part 1 of ")
+                && d.contains(": events 1 to ")),
+        "{traps:?}"
+    );
+}
+
 /// Produces the records of `file` to `topic` (4 partitions, keyed by
 /// customer), one record per produce batch: Tansu serves a fetch only from
 /// the start of a record batch, so a consumer resuming from an offset inside

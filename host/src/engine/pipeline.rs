@@ -68,6 +68,10 @@ pub struct Summary {
 /// Fired windows per `on-windows` call: bounds the guest memory one call needs.
 const WINDOWS_PER_CALL: usize = 256;
 
+/// The most event JSON one dead letter of a failed batch holds: with its
+/// envelope it stays under Kafka's default message size (1 MB).
+const DEAD_LETTER_EVENT_BYTES: usize = 512 * 1024;
+
 /// A batch's place in the source, waiting to be settled.
 struct Pending {
     /// The source's mark after the batch.
@@ -312,17 +316,68 @@ impl Pipeline {
         }))
     }
 
-    fn events_json(&self, txns: &[Txn]) -> serde_json::Value {
-        serde_json::Value::Array(txns.iter().map(|t| t.to_json(&self.strings)).collect())
-    }
-
+    /// A failed call's dead letters: one for a window call (with its
+    /// windows), and for a batch of events as many as keep each under
+    /// [`DEAD_LETTER_EVENT_BYTES`] of events, so that every one fits in a
+    /// Kafka message; the detail of each part says which events it holds.
     fn rule_dead_letter(
         &mut self,
         error: &RuleError,
         events: Option<&[Txn]>,
         window: Option<serde_json::Value>,
     ) -> Result<(), SinkError> {
-        let first = events.and_then(|e| e.first()).map_or("", |t| &t.id);
+        let Some(events) = events else {
+            return self.rule_dead_letter_part(error, error.message.clone(), None, "", window);
+        };
+        let mut parts: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
+        let mut bytes = 0;
+        for (i, t) in events.iter().enumerate() {
+            let json = t.to_json(&self.strings);
+            let size = serde_json::to_vec(&json).map_or(0, |v| v.len()) + 1;
+            match parts.last_mut() {
+                Some((_, part)) if bytes + size <= DEAD_LETTER_EVENT_BYTES => part.push(json),
+                _ => {
+                    parts.push((i, vec![json]));
+                    bytes = 0;
+                }
+            }
+            bytes += size;
+        }
+        let count = parts.len();
+        for (n, (from, part)) in parts.into_iter().enumerate() {
+            let detail = if count == 1 {
+                error.message.clone()
+            } else {
+                format!(
+                    "{} (part {} of {}: events {} to {} of {})",
+                    error.message,
+                    n + 1,
+                    count,
+                    from + 1,
+                    from + part.len(),
+                    events.len()
+                )
+            };
+            let first = events[from].id.clone();
+            self.rule_dead_letter_part(
+                error,
+                detail,
+                Some(serde_json::Value::Array(part)),
+                &first,
+                window.clone(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rule_dead_letter_part(
+        &mut self,
+        error: &RuleError,
+        detail: String,
+        events: Option<serde_json::Value>,
+        first: &str,
+        window: Option<serde_json::Value>,
+    ) -> Result<(), SinkError> {
         let window_text = window.as_ref().map(|w| w.to_string()).unwrap_or_default();
         let id = stable_hash(&[
             error.rule.as_bytes(),
@@ -333,13 +388,13 @@ impl Pipeline {
         let record = DeadLetter {
             id: crate::model::hex_id(id),
             reason: error.kind.as_str().into(),
-            detail: error.message.clone(),
+            detail,
             source: self.source.name().to_string(),
             position: None,
             origin: None,
             raw: None,
             rule: Some(error.rule.clone()),
-            events: events.map(|e| self.events_json(e)),
+            events,
             window,
         };
         self.router.emit(Record::DeadLetter(record))
