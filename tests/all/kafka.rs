@@ -801,31 +801,18 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
-    let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
-        return;
-    };
-    use edge_tests::db::{self, dec};
-    let dir = tempfile::tempdir().unwrap();
-    // One event per simulated second: 6,000 events span 100 minutes, so
-    // windows close (and offsets settle) during the run.
-    let lines = edge_tests::generated_lines(
-        &edge::config::GeneratorConfig {
-            dirty: 0.0,
-            seed: 12,
-            traffic: 1,
-            ..Default::default()
-        },
-        6_000,
-    );
-    let file = dir.path().join("events.jsonl");
-    let topic = unique("eo");
-    let (head, tail) = lines.split_at(3_000);
-    std::fs::write(&file, head.join("\n")).unwrap();
-    assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
-    let schema = edge_tests::db::unique("edge_eo");
-    let cfg = dir.path().join("eo.toml");
+/// `edge run` arguments for reading `topic` exactly once into PostgreSQL
+/// (schema `schema`), with `rules`: small batches and frequent commits, so
+/// that offsets settle while a run goes on.
+fn exactly_once_args(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    pg: &str,
+    schema: &str,
+    rules: &[&str],
+) -> Vec<String> {
+    let cfg = dir.join("eo.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -859,11 +846,91 @@ clean = ["postgres"]
     )
     .unwrap();
     let mut args: Vec<String> = vec!["run".into()];
-    for r in guests::RULE_SETS {
+    for r in rules {
         args.extend(["--rules".into(), r.to_string()]);
     }
     args.extend(["--config".into(), cfg.display().to_string()]);
     args.extend(["--console".into(), "never".into()]);
+    args
+}
+
+#[test]
+fn exactly_once_starts_at_the_stored_offsets_when_kafka_has_committed_further() {
+    let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
+        return;
+    };
+    use edge_tests::db;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("ahead");
+    let file = gen_file(dir.path(), 3_000);
+    assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
+    let schema = db::unique("edge_eo");
+    let args = exactly_once_args(dir.path(), &brokers, &topic, &pg, &schema, &[guests::TALLY]);
+    let run = |max: &str| {
+        let mut args = args.clone();
+        // Bounded by the records (the duration only guards a hang).
+        args.extend(["--max-events", max, "--duration", "60"].map(String::from));
+        let out = Command::new(edge_bin())
+            .args(&args)
+            .env("EDGE_LOG", "info")
+            .output()
+            .unwrap();
+        ok(&out)
+    };
+    let stored = || {
+        db::postgres(
+            &pg,
+            &format!("select sum(next_offset) from \"{schema}\".edge_offsets"),
+        )[0][0]
+            .clone()
+    };
+    let text = run("3000");
+    assert!(text.contains("records 3000 "), "{text}");
+    assert_eq!(stored(), "3000");
+    // PostgreSQL holds less than the group committed to Kafka, as after a
+    // crash between the two: the next run starts where PostgreSQL says.
+    db::postgres(
+        &pg,
+        &format!("update \"{schema}\".edge_offsets set next_offset = next_offset - 100"),
+    );
+    let text = run("400");
+    assert!(text.contains("records 400 "), "{text}");
+    assert_eq!(stored(), "3000");
+    db::postgres(&pg, &format!("drop schema \"{schema}\" cascade"));
+}
+
+#[test]
+fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
+    let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
+        return;
+    };
+    use edge_tests::db::{self, dec};
+    let dir = tempfile::tempdir().unwrap();
+    // One event per simulated second: 6,000 events span 100 minutes, so
+    // windows close (and offsets settle) during the run.
+    let lines = edge_tests::generated_lines(
+        &edge::config::GeneratorConfig {
+            dirty: 0.0,
+            seed: 12,
+            traffic: 1,
+            ..Default::default()
+        },
+        6_000,
+    );
+    let file = dir.path().join("events.jsonl");
+    let topic = unique("eo");
+    let (head, tail) = lines.split_at(3_000);
+    std::fs::write(&file, head.join("\n")).unwrap();
+    assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
+    let schema = edge_tests::db::unique("edge_eo");
+    let args = exactly_once_args(
+        dir.path(),
+        &brokers,
+        &topic,
+        &pg,
+        &schema,
+        &guests::RULE_SETS,
+    );
     let number = |sql: String| {
         db::try_postgres(&pg, &sql)
             .ok()

@@ -358,12 +358,11 @@ impl Pipeline {
                     events.len()
                 )
             };
-            let first = events[from].id.clone();
             self.rule_dead_letter_part(
                 error,
                 detail,
                 Some(serde_json::Value::Array(part)),
-                &first,
+                &events[from].id,
                 window.clone(),
             )?;
         }
