@@ -159,6 +159,18 @@ macro_rules! named_enum {
 
             /// Parses a name, ignoring case and treating `-` and ` ` like `_`.
             pub fn parse(s: &str) -> Option<Self> {
+                // The usual spellings (`purchase`, `PURCHASE`) first.
+                let b = s.as_bytes();
+                if b.len() <= 16 {
+                    let mut lower = [0u8; 16];
+                    for (l, c) in lower.iter_mut().zip(b) {
+                        *l = c.to_ascii_lowercase();
+                    }
+                    let lower = &lower[..b.len()];
+                    if let Some(&v) = Self::ALL.iter().find(|v| same_bytes(v.name().as_bytes(), lower)) {
+                        return Some(v);
+                    }
+                }
                 let s = s.trim();
                 Self::ALL.iter().copied().find(|v| {
                     let name = v.name();
@@ -348,11 +360,12 @@ pub fn iso_time_bytes(ms: i64) -> Option<[u8; 24]> {
 /// row and alert gets one).
 pub fn hex_id(id: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let text: Vec<u8> = (0..16)
-        .map(|i| DIGITS[(id >> (60 - 4 * i)) as usize & 0xf])
-        .collect();
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = DIGITS[(id >> (60 - 4 * i)) as usize & 0xf];
+    }
     // Only ASCII hex digits.
-    String::from_utf8(text).unwrap_or_default()
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 /// A stable 64-bit FNV-1a hash, for deterministic output ids.

@@ -113,6 +113,10 @@ pub struct Decoder {
     csv_header: Option<csv::Header>,
     max_bytes: usize,
     max_amount: Decimal,
+    /// `max_amount` in units of each scale up to [`MAX_SCALE`], where that
+    /// is a whole number that fits a `u64`: plain amounts compare against it
+    /// without decimal arithmetic.
+    max_units: [Option<u64>; MAX_SCALE as usize + 1],
     min_time: i64,
     max_future_ms: i64,
     default_currency: String,
@@ -130,6 +134,16 @@ impl Decoder {
             csv_header: None,
             max_bytes: config.max_record_bytes,
             max_amount: config.max_amount,
+            max_units: std::array::from_fn(|scale| {
+                let units = config
+                    .max_amount
+                    .checked_mul(Decimal::from(10u64.pow(scale as u32)))?;
+                if units.fract().is_zero() {
+                    rust_decimal::prelude::ToPrimitive::to_u64(&units)
+                } else {
+                    None
+                }
+            }),
             min_time: config.min_event_time_ms,
             max_future_ms: config.max_future_ms,
             default_currency: config.default_currency.clone(),
@@ -340,6 +354,11 @@ impl Decoder {
                 format!("{name} must be a number or a numeric string"),
             )
         })?;
+        if let Some((units, scale)) = plain_decimal(text.as_bytes()) {
+            if self.max_units[scale as usize].is_some_and(|max| units <= max) {
+                return Ok(Some(Decimal::new(units as i64, scale)));
+            }
+        }
         let d = parse_decimal(text.trim()).ok_or_else(|| {
             Reject::new(
                 RejectCode::InvalidAmount,
@@ -401,6 +420,32 @@ impl Decoder {
         }
         Ok(ms)
     }
+}
+
+/// Digits with an optional fraction (`123`, `19.90`), at most 18 digits and
+/// [`MAX_SCALE`] decimal places, as units and scale; anything else (signs,
+/// spaces, exponents, more digits) is `None` and takes the general path.
+fn plain_decimal(text: &[u8]) -> Option<(u64, u32)> {
+    let (whole, fraction) = match text.iter().position(|&b| b == b'.') {
+        Some(dot) => (&text[..dot], &text[dot + 1..]),
+        None => (text, &[][..]),
+    };
+    if whole.is_empty()
+        || (fraction.is_empty() && whole.len() < text.len())
+        || whole.len() + fraction.len() > 18
+        || fraction.len() > MAX_SCALE as usize
+    {
+        return None;
+    }
+    let mut units = 0u64;
+    for &b in whole.iter().chain(fraction) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        units = units * 10 + u64::from(digit);
+    }
+    Some((units, fraction.len() as u32))
 }
 
 /// Parses a decimal in plain or scientific notation, exactly.

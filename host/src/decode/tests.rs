@@ -31,6 +31,62 @@ fn number_amounts_stay_exact() {
     assert_eq!(t.amount.to_string(), "0.1");
 }
 
+#[test]
+fn plain_amounts_decode_as_the_general_parser_reads_them() {
+    let mut s = Interner::default();
+    let d = decoder();
+    let max = DecodeConfig::default().max_amount;
+    for text in [
+        "0",
+        "7",
+        "007",
+        "19.90",
+        "0.00000001",
+        "1.5000",
+        "12345678.12345678",
+        "999999999999999999",
+        "99999999999999999.9",
+        "1000000000",
+        "1000000000.00000000",
+        "1000000000.00000001",
+        "1.",
+        ".5",
+        "1.2.3",
+        "1e3",
+        " 12",
+        "+1",
+        "-0",
+        "0.123456789",
+        "12a",
+    ] {
+        let line = GOOD.replace(r#""123.45""#, &format!("{text:?}"));
+        let decoded = d.decode(line.as_bytes(), &mut s).ok().map(|t| t.amount);
+        let general = parse_decimal(text.trim())
+            .filter(|a| *a <= max)
+            .map(|a| if a.scale() > 8 { a.normalize() } else { a })
+            .filter(|a| (a.is_zero() || !a.is_sign_negative()) && a.scale() <= 8);
+        assert_eq!(
+            decoded.map(|a| a.to_string()),
+            general.map(|a| a.to_string()),
+            "{text}"
+        );
+    }
+    assert_eq!(plain_decimal(b"19.90"), Some((1990, 2)));
+    for text in [
+        "1.",
+        ".5",
+        "1e3",
+        " 12",
+        "+1",
+        "-0",
+        "0.123456789",
+        "",
+        "1234567890123456789",
+    ] {
+        assert_eq!(plain_decimal(text.as_bytes()), None, "{text}");
+    }
+}
+
 fn reject(line: &[u8]) -> RejectCode {
     let mut s = Interner::default();
     decoder().decode(line, &mut s).unwrap_err().code

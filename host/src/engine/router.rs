@@ -47,6 +47,7 @@ fn check(value: &Value, column: &Column) -> Result<(), String> {
         (Value::Int(_), ColumnType::Int | ColumnType::Time | ColumnType::Float) => true,
         (Value::Float(_), ColumnType::Float) => true,
         (Value::Text(_), ColumnType::Text) => true,
+        (Value::Text(s), ColumnType::Json) if plain_json(s.as_bytes()) => true,
         (Value::Text(s), ColumnType::Json) => {
             return serde_json::from_str::<serde::de::IgnoredAny>(s)
                 .map(|_| ())
@@ -80,6 +81,160 @@ fn check(value: &Value, column: &Column) -> Result<(), String> {
             }
         ))
     }
+}
+
+/// Whether `text` is one JSON value in the forms rule sets write: objects,
+/// arrays, strings without escapes or control characters, numbers, `true`,
+/// `false`, `null`, nested at most 32 deep. `false` means "not shown valid
+/// here", and the general parser decides (and gives the reason).
+fn plain_json(text: &[u8]) -> bool {
+    let mut at = 0;
+    let skip_space = |at: &mut usize| {
+        while matches!(text.get(*at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            *at += 1;
+        }
+    };
+    // What is open: `{` or `[` each.
+    let mut open = [0u8; 32];
+    let mut depth = 0;
+    loop {
+        skip_space(&mut at);
+        // A value.
+        match text.get(at) {
+            Some(&c @ (b'{' | b'[')) => {
+                if depth == open.len() {
+                    return false;
+                }
+                open[depth] = c;
+                depth += 1;
+                at += 1;
+                skip_space(&mut at);
+                let close = if c == b'{' { b'}' } else { b']' };
+                if text.get(at) == Some(&close) {
+                    depth -= 1;
+                    at += 1;
+                } else if c == b'{' {
+                    if !plain_json_key(text, &mut at) {
+                        return false;
+                    }
+                    continue;
+                } else {
+                    continue;
+                }
+            }
+            Some(b'"') => {
+                if !plain_json_string(text, &mut at) {
+                    return false;
+                }
+            }
+            Some(b't') if text[at..].starts_with(b"true") => at += 4,
+            Some(b'f') if text[at..].starts_with(b"false") => at += 5,
+            Some(b'n') if text[at..].starts_with(b"null") => at += 4,
+            Some(b'-' | b'0'..=b'9') => {
+                if !plain_json_number(text, &mut at) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        // After a value: a separator, a close, or the end.
+        loop {
+            skip_space(&mut at);
+            if depth == 0 {
+                return at == text.len();
+            }
+            let inside = open[depth - 1];
+            match text.get(at) {
+                Some(b',') => {
+                    at += 1;
+                    if inside == b'{' {
+                        skip_space(&mut at);
+                        if !plain_json_key(text, &mut at) {
+                            return false;
+                        }
+                    }
+                    break;
+                }
+                Some(b'}') if inside == b'{' => {
+                    depth -= 1;
+                    at += 1;
+                }
+                Some(b']') if inside == b'[' => {
+                    depth -= 1;
+                    at += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// A string and the colon after it.
+fn plain_json_key(text: &[u8], at: &mut usize) -> bool {
+    if text.get(*at) != Some(&b'"') || !plain_json_string(text, at) {
+        return false;
+    }
+    while matches!(text.get(*at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        *at += 1;
+    }
+    if text.get(*at) != Some(&b':') {
+        return false;
+    }
+    *at += 1;
+    true
+}
+
+/// A string without escapes or control characters, from its opening quote.
+fn plain_json_string(text: &[u8], at: &mut usize) -> bool {
+    let mut i = *at + 1;
+    while let Some(&c) = text.get(i) {
+        match c {
+            b'"' => {
+                *at = i + 1;
+                return true;
+            }
+            b'\\' | 0..0x20 => return false,
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`
+fn plain_json_number(text: &[u8], at: &mut usize) -> bool {
+    let mut i = *at;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while text.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    if text.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let whole = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && text[whole] == b'0') {
+        return false;
+    }
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    *at = i;
+    true
 }
 
 /// Builds a row record, or says why the row does not fit its table.
@@ -258,5 +413,89 @@ impl Router {
     /// Flushes every sink.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_json;
+
+    fn serde_valid(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    #[test]
+    fn plain_json_accepts_what_rule_sets_write() {
+        for text in [
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"mobile":2,"web":1}"#,
+            r#"{"groceries":"12.3400","travel":"0.5000"}"#,
+            r#" { "a" : [ 1 , -2.5e-3 , 0 , true , false , null , { } , [ ] ] } "#,
+            r#"[[[{"x":{"y":[0.0]}}]]]"#,
+            r#""text""#,
+            r#"-0"#,
+            r#"1E+9"#,
+            r#"{"ünïcode":"✓"}"#,
+        ] {
+            assert!(plain_json(text.as_bytes()), "{text}");
+            assert!(serde_valid(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn plain_json_never_accepts_what_the_general_parser_refuses() {
+        let seeds = [
+            r#"{"mobile":2,"web":1}"#,
+            r#"[1,-2.5e-3,0,true,false,null,{},[],"s"]"#,
+            r#"{"a":{"b":[{"c":"d"}]}}"#,
+        ];
+        // Every seed with each byte dropped, doubled or replaced by each of
+        // the bytes that matter to JSON.
+        let swaps = b"{}[]\":,. -+eE0123456789tfnulx\\\n\t";
+        let mut checked = 0;
+        for seed in seeds {
+            let seed = seed.as_bytes();
+            for i in 0..seed.len() {
+                let mut variants = vec![
+                    [&seed[..i], &seed[i + 1..]].concat(),
+                    [&seed[..=i], &seed[i..]].concat(),
+                ];
+                for &b in swaps {
+                    let mut v = seed.to_vec();
+                    v[i] = b;
+                    variants.push(v);
+                }
+                for v in variants {
+                    if plain_json(&v) {
+                        assert!(serde_valid(&v), "{}", String::from_utf8_lossy(&v));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000);
+        for text in [
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"01"#,
+            r#"1."#,
+            r#".5"#,
+            r#"{"a" 1}"#,
+            r#"{1:2}"#,
+            r#"[1 2]"#,
+            r#"{"a":1}}"#,
+            r#"tru"#,
+            "",
+        ] {
+            assert!(!plain_json(text.as_bytes()), "{text}");
+            assert!(!serde_valid(text.as_bytes()), "{text}");
+        }
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(
+            !plain_json(deep.as_bytes()),
+            "past 32 levels the general parser decides"
+        );
+        assert!(serde_valid(deep.as_bytes()));
     }
 }
