@@ -115,9 +115,10 @@ pub fn __on_windows<T: RuleSet>(mut fired: WindowBatch) -> Result<WindowsResult,
     let dict = Dict::new(&fired.dict_bytes, &fired.dict_ends);
     let events_dict = Dict::new(&fired.events.dict_bytes, &fired.events.dict_ends);
     let mut emits = Vec::with_capacity(fired.keys.len());
+    let spec: std::rc::Rc<str> = fired.spec.as_str().into();
     for w in 0..fired.keys.len() {
         let window = Window {
-            spec: fired.spec.clone(),
+            spec: spec.clone(),
             key: dict.get(fired.keys[w]).to_string(),
             start: fired.starts[w],
             end: fired.ends[w],
@@ -648,8 +649,8 @@ impl<'a> Reader<'a> {
 /// A window that fired.
 #[derive(Clone, Debug)]
 pub struct Window {
-    /// The window spec's name.
-    pub spec: String,
+    /// The window spec's name (shared by every window of a call).
+    pub spec: std::rc::Rc<str>,
     /// The key's value (empty for `global`).
     pub key: String,
     /// Inclusive start (ms).
@@ -767,11 +768,16 @@ pub mod dims {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// Lookups by a 64-bit hash of the id, each with its id: a different id
+    /// with the same hash takes the entry over (it is a cache), and ids are
+    /// compared eight bytes at a time rather than by `memcmp`.
+    type Lookups<T> = HashMap<u64, (Box<str>, Option<Rc<T>>)>;
+
     #[derive(Default)]
     struct Cache {
         version: Option<u64>,
-        customers: HashMap<String, Option<Rc<Customer>>>,
-        merchants: HashMap<String, Option<Rc<Merchant>>>,
+        customers: Lookups<Customer>,
+        merchants: Lookups<Merchant>,
     }
 
     thread_local! {
@@ -797,20 +803,24 @@ pub mod dims {
 
     fn cached<T>(
         id: &str,
-        map: impl Fn(&mut Cache) -> &mut HashMap<String, Option<Rc<T>>>,
+        map: impl Fn(&mut Cache) -> &mut Lookups<T>,
         lookup: impl Fn(&str) -> Option<T>,
     ) -> Option<Rc<T>> {
+        use std::hash::BuildHasher;
+        let hash = rustc_hash::FxBuildHasher.hash_one(id);
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let map = map(&mut c);
-            if let Some(hit) = map.get(id) {
-                return hit.clone();
+            if let Some((known, hit)) = map.get(&hash) {
+                if super::same_text(known, id) {
+                    return hit.clone();
+                }
             }
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
             let found = lookup(id).map(Rc::new);
-            map.insert(id.to_string(), found.clone());
+            map.insert(hash, (id.into(), found.clone()));
             found
         })
     }
@@ -1171,10 +1181,37 @@ pub fn json_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
+/// Whether any byte of `s` must be escaped in a JSON string (a quote, a
+/// backslash or a control character), looked for eight bytes at a time.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let mut words = s.chunks_exact(8);
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // Non-zero exactly when some byte is zero (after the xor) or below
+        // 0x20.
+        let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let found = zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if found != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| special(b))
+}
+
 fn json_string(out: &mut String, s: &str) {
     use std::fmt::Write;
     out.reserve(s.len() + 2);
     out.push('"');
+    if !needs_escape(s.as_bytes()) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut rest = s;
     // Runs without a character to escape are copied whole; the characters
     // escaped are ASCII, so every cut is at a character boundary.
@@ -1526,5 +1563,18 @@ mod tests {
         json_string(&mut out, "plain é \"q\" back\\slash \n\u{1}end");
         assert_eq!(out, r#""plain é \"q\" back\\slash \u000a\u0001end""#);
         assert_eq!(json_array(["a", "b\"c"]), r#"["a","b\"c"]"#);
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_json_escapes_wherever_it_is() {
+        let plain = "abcdefghijklmnopé~\x7f !#[]";
+        assert!(!needs_escape(plain.as_bytes()));
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in 0..plain.len() {
+                let mut bytes = plain.as_bytes().to_vec();
+                bytes[at] = special;
+                assert!(needs_escape(&bytes), "{special:#x} at {at}");
+            }
+        }
     }
 }
