@@ -31,8 +31,8 @@ pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, Alert, Bands, Column, ColumnType, Customer, Decimal as WitDecimal,
     Emit, EventBatch, EventsResult, Field, Filter, Geo, KeyBy, Level, Manifest, Merchant,
-    ResultKind, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction, TxnKind,
-    TxnStatus, Value, WindowBatch, WindowKind, WindowSpec, WindowsResult,
+    PackedRows, ResultKind, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction,
+    TxnKind, TxnStatus, Value, WindowBatch, WindowKind, WindowSpec, WindowsResult,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -139,8 +139,10 @@ pub fn __on_windows<T: RuleSet>(mut fired: WindowBatch) -> Result<WindowsResult,
         emits.extend(T::on_window(window, aggregates, &mut state)?);
     }
     let (changed_windows, changed_states) = states.changed();
+    let rows = pack(&mut emits);
     Ok(WindowsResult {
         emits,
+        rows,
         changed_windows,
         changed_states,
     })
@@ -213,13 +215,86 @@ pub fn __on_events<T: RuleSet>(
     dims::refresh();
     let batch = Batch::whole(&batch);
     let mut states = States::new(states);
-    let emits = T::on_events(&batch, &mut states)?;
+    let mut emits = T::on_events(&batch, &mut states)?;
     let (changed_slots, changed_states) = states.changed();
+    let rows = pack(&mut emits);
     Ok(EventsResult {
         emits,
+        rows,
         changed_slots,
         changed_states,
     })
+}
+
+/// Moves the rows of `emits` into a packing, in order; alerts stay. Rows
+/// cross to the host packed: a few flat lists cost less to pass than a list
+/// of values per row.
+fn pack(emits: &mut Vec<Emit>) -> PackedRows {
+    let mut p = PackedRows {
+        tables: Vec::new(),
+        row_tables: Vec::new(),
+        row_lengths: Vec::new(),
+        tags: Vec::new(),
+        ints: Vec::new(),
+        scales: Vec::new(),
+        floats: Vec::new(),
+        text_bytes: Vec::new(),
+        text_ends: Vec::new(),
+    };
+    if !emits.iter().any(|e| matches!(e, Emit::Row(_))) {
+        return p;
+    }
+    for emit in std::mem::take(emits) {
+        let row = match emit {
+            Emit::Row(row) => row,
+            alert => {
+                emits.push(alert);
+                continue;
+            }
+        };
+        let table = match p.tables.iter().position(|t| same_text(t, &row.table)) {
+            Some(i) => i,
+            None => {
+                p.tables.push(row.table);
+                p.tables.len() - 1
+            }
+        };
+        p.row_tables.push(table as u32);
+        p.row_lengths.push(row.values.len() as u32);
+        for value in row.values {
+            let tag = match value {
+                Value::Null => 0,
+                Value::Boolean(b) => {
+                    p.ints.push(i64::from(b));
+                    1
+                }
+                Value::Int(n) => {
+                    p.ints.push(n);
+                    2
+                }
+                Value::Float(x) => {
+                    p.floats.push(x);
+                    3
+                }
+                Value::Text(text) => {
+                    p.text_bytes.extend_from_slice(text.as_bytes());
+                    p.text_ends.push(p.text_bytes.len() as u32);
+                    4
+                }
+                Value::Money(d) => {
+                    p.ints.push(d.units);
+                    p.scales.push(d.scale);
+                    5
+                }
+                Value::Time(t) => {
+                    p.ints.push(t);
+                    6
+                }
+            };
+            p.tags.push(tag);
+        }
+    }
+    p
 }
 
 /// A dictionary of a batch: strings back to back, read by index. The bytes
@@ -1563,6 +1638,49 @@ mod tests {
         json_string(&mut out, "plain é \"q\" back\\slash \n\u{1}end");
         assert_eq!(out, r#""plain é \"q\" back\\slash \u000a\u0001end""#);
         assert_eq!(json_array(["a", "b\"c"]), r#"["a","b\"c"]"#);
+    }
+
+    #[test]
+    fn pack_moves_rows_in_order_and_leaves_alerts() {
+        let alert = Emit::Alert(Alert {
+            rule: "r.x".into(),
+            kind: "X".into(),
+            severity: Severity::Low,
+            score: 0.5,
+            transaction_id: None,
+            customer_id: None,
+            reason: "why".into(),
+            event_time: 9,
+        });
+        let mut emits = vec![
+            row("b", vec![text("é1"), Value::Int(-3), Value::Null]),
+            alert,
+            row(
+                "a",
+                vec![
+                    Value::Money(WitDecimal {
+                        units: 1999,
+                        scale: 2,
+                    }),
+                    Value::Float(0.25),
+                ],
+            ),
+            row("b", vec![Value::Boolean(true), Value::Time(7), text("")]),
+        ];
+        let p = pack(&mut emits);
+        assert_eq!(emits.len(), 1);
+        assert!(matches!(&emits[0], Emit::Alert(a) if a.reason == "why"));
+        assert_eq!(p.tables, ["b", "a"]);
+        assert_eq!(p.row_tables, [0, 1, 0]);
+        assert_eq!(p.row_lengths, [3, 2, 3]);
+        assert_eq!(p.tags, [4, 2, 0, 5, 3, 1, 6, 4]);
+        assert_eq!(p.ints, [-3, 1999, 1, 7]);
+        assert_eq!(p.scales, [2]);
+        assert_eq!(p.floats, [0.25]);
+        assert_eq!(p.text_bytes, "é1".as_bytes());
+        assert_eq!(p.text_ends, [3, 3]);
+        let mut none = vec![];
+        assert!(pack(&mut none).tags.is_empty());
     }
 
     #[test]

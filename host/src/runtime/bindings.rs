@@ -8,3 +8,16 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::edge::rules::types;
+
+/// The version of the `edge:rules` package this host implements.
+pub const WIT_VERSION: &str = "0.2.0";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/edge-rules.wit");
+        let package = format!("package edge:rules@{};", super::WIT_VERSION);
+        assert!(wit.lines().any(|l| l == package), "{package}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Loading a rule set file: compile, check imports, instantiate, validate.
 
-use super::bindings::RuleSetPre;
+use super::bindings::{RuleSetPre, WIT_VERSION};
 use super::rule::new_store;
 use super::{Rule, Runtime};
 use crate::config::Limits;
@@ -131,6 +131,18 @@ fn check_imports(
         return Err(LoadError::ForbiddenImport {
             path: path.to_path_buf(),
             import: bad.clone(),
+        });
+    }
+    let other_version = imports.iter().chain(&exports).find_map(|name| {
+        let (base, version) = name.split_once('@')?;
+        (base.starts_with("edge:rules/") && version != WIT_VERSION).then_some(version)
+    });
+    if let Some(version) = other_version {
+        return Err(LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            message: format!(
+                "it was built against edge:rules@{version}, and this edge runs edge:rules@{WIT_VERSION}; rebuild it with the current SDK"
+            ),
         });
     }
     Ok(Inspection { imports, exports })

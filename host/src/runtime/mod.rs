@@ -11,6 +11,7 @@ pub mod bindings;
 mod host;
 mod loader;
 pub mod manifest;
+mod packed;
 mod rule;
 
 pub use host::HostState;

@@ -1,7 +1,7 @@
 //! A loaded rule set: its store, its limits, its health.
 
 use super::bindings::{types, RuleSet, RuleSetPre};
-use super::{HostState, SharedDims, EPOCH_TICK};
+use super::{packed, HostState, SharedDims, EPOCH_TICK};
 use crate::config::Limits;
 use crate::engine::state::KeyedState;
 use std::time::Instant;
@@ -290,8 +290,9 @@ impl Rule {
         now: i64,
     ) -> Result<types::EventsResult, RuleError> {
         self.store.data_mut().now = now;
-        let result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
-        self.check_output(&result.emits, "one batch")?;
+        let mut result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
+        let rows = std::mem::replace(&mut result.rows, packed::empty());
+        self.take_rows(&mut result.emits, rows, "one batch")?;
         Ok(result)
     }
 
@@ -302,9 +303,33 @@ impl Rule {
         now: i64,
     ) -> Result<types::WindowsResult, RuleError> {
         self.store.data_mut().now = now;
-        let result = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
-        self.check_output(&result.emits, &format!("{} windows", fired.keys.len()))?;
+        let mut result = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
+        let rows = std::mem::replace(&mut result.rows, packed::empty());
+        let what = format!("{} windows", fired.keys.len());
+        self.take_rows(&mut result.emits, rows, &what)?;
         Ok(result)
+    }
+
+    /// Adds a call's packed rows to its emits (after checking their number
+    /// against `max-emits`), then checks the whole output.
+    fn take_rows(
+        &mut self,
+        emits: &mut Vec<types::Emit>,
+        rows: types::PackedRows,
+        what: &str,
+    ) -> Result<(), RuleError> {
+        let total = emits.len() + packed::count(&rows);
+        if total > self.limits.max_emits {
+            let message = format!(
+                "returned {total} rows and alerts for {what}; the limit (max-emits) is {}",
+                self.limits.max_emits
+            );
+            return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
+        }
+        if let Err(message) = packed::unpack(rows, emits) {
+            return Err(self.fail_output(RuleErrorKind::InvalidOutput, message));
+        }
+        self.check_output(emits, what)
     }
 
     /// Refuses a call's output past `max-emits` or `max-output-bytes`.
