@@ -260,6 +260,30 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let text_file = dir.path().join("notes.wasm");
     std::fs::write(&text_file, "hello").unwrap();
+    // The same rule set as if built against an older edge:rules: its
+    // interface names say @0.1.0 (same length, so the binary stays whole).
+    let older = dir.path().join("older.wasm");
+    let mut bytes = std::fs::read(guests::MERCHANT).unwrap();
+    let (current, previous) = (b"edge:rules/rule@0.2.0", b"edge:rules/rule@0.1.0");
+    let mut patched = 0;
+    for name in [
+        &current[..],
+        b"edge:rules/host@0.2.0",
+        b"edge:rules/types@0.2.0",
+    ] {
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(name.len()).position(|w| w == name) {
+            let end = at + i + name.len();
+            bytes[end - 5..end].copy_from_slice(&previous[previous.len() - 5..]);
+            at = end;
+            patched += 1;
+        }
+    }
+    assert!(
+        patched >= 2,
+        "the interface names were not found in the component"
+    );
+    std::fs::write(&older, &bytes).unwrap();
 
     let ok = edge(&["rules", "check", guests::MERCHANT]);
     assert!(ok.status.success(), "{}", text(&ok));
@@ -277,9 +301,16 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
         truncated.to_str().unwrap(),
         core.to_str().unwrap(),
         text_file.to_str().unwrap(),
+        older.to_str().unwrap(),
     ]);
     assert!(!bad.status.success());
     let report = text(&bad);
+    assert!(
+        report.contains(
+            "built against edge:rules@0.1.0, and this edge runs edge:rules@0.2.0; rebuild it"
+        ),
+        "{report}"
+    );
     assert!(
         report.contains("core WebAssembly module, not a component"),
         "{report}"
@@ -288,7 +319,7 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
         report.contains("not WebAssembly (no \\0asm header)"),
         "{report}"
     );
-    assert_eq!(report.matches("REFUSED").count(), 3, "{report}");
+    assert_eq!(report.matches("REFUSED").count(), 4, "{report}");
 }
 
 #[test]
