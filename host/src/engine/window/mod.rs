@@ -17,9 +17,10 @@ use aggregate::{Acc, AggregateValue, Label, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
-/// The accumulators of a pane, held in the pane itself for specs of up to
-/// eight aggregates: an event's update reads one place in memory.
-type Accs = smallvec::SmallVec<[Acc; 8]>;
+/// The accumulators of a pane, side by side in one block: the slab of panes
+/// stays small, and an event's update reads the pane and then one run of
+/// memory.
+type Accs = Box<[Acc]>;
 
 struct Pane {
     end: i64,
@@ -32,7 +33,7 @@ impl Pane {
     fn vacant() -> Self {
         Self {
             end: 0,
-            accs: Accs::new(),
+            accs: Accs::default(),
             fired: 0,
             dirty: false,
         }
@@ -106,7 +107,7 @@ impl Panes {
     /// Removes a pane, dropping its accumulators in place.
     fn discard(&mut self, k: &(u32, i64)) {
         if let Some(i) = self.index.remove(k) {
-            self.slab[i as usize].accs.clear();
+            self.slab[i as usize].accs = Accs::default();
             self.free.push(i);
         }
     }
