@@ -147,6 +147,41 @@ fn oversized_output_is_refused() {
     );
 }
 
+/// The flood rule set's `emit` setting.
+fn flood_emits(c: &mut edge::config::Config, what: &str) {
+    c.rules
+        .rule
+        .entry("flood".into())
+        .or_default()
+        .config
+        .insert("emit".into(), what.into());
+}
+
+#[test]
+fn oversized_packed_rows_are_refused() {
+    check_contained_with(
+        guests::FLOOD,
+        "flood",
+        "rule_oversized_output",
+        "returned 110000 rows and alerts for one batch; the limit (max-emits) is 100000",
+        &|c| flood_emits(c, "rows"),
+    );
+}
+
+#[test]
+fn packed_row_text_past_its_byte_limit_is_refused() {
+    check_contained_with(
+        guests::FLOOD,
+        "flood",
+        "rule_oversized_output",
+        "returned 2097152 bytes of packed row text for one batch; the limit (max-output-bytes) is 1048576",
+        &|c| {
+            flood_emits(c, "row-text");
+            limits_of(c, "flood", |l| l.max_output_bytes = 1 << 20);
+        },
+    );
+}
+
 #[test]
 fn an_infinite_loop_burns_its_fuel_budget() {
     check_contained_with(

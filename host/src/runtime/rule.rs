@@ -311,7 +311,9 @@ impl Rule {
     }
 
     /// Adds a call's packed rows to its emits (after checking their number
-    /// against `max-emits`), then checks the whole output.
+    /// against `max-emits` and their text against `max-output-bytes`, so
+    /// that an oversized output is refused before it is copied), then checks
+    /// the whole output.
     fn take_rows(
         &mut self,
         emits: &mut Vec<types::Emit>,
@@ -323,6 +325,14 @@ impl Rule {
             let message = format!(
                 "returned {total} rows and alerts for {what}; the limit (max-emits) is {}",
                 self.limits.max_emits
+            );
+            return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
+        }
+        if rows.text_bytes.len() > self.limits.max_output_bytes {
+            let message = format!(
+                "returned {} bytes of packed row text for {what}; the limit (max-output-bytes) is {}",
+                rows.text_bytes.len(),
+                self.limits.max_output_bytes
             );
             return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
         }

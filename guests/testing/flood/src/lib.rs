@@ -1,6 +1,24 @@
-//! Test-only hostile rule set: answers every batch with 110,000 alerts, over the default max-emits of 100,000 (oversized output).
+//! Test-only hostile rule set: answers every batch with 110,000 alerts, over
+//! the default max-emits of 100,000 (oversized output). With the config
+//! `emit = "rows"` it answers with 110,000 rows instead, and with
+//! `emit = "row-text"` with one row holding 2 MiB of text; the SDK packs
+//! rows, so these flood the host through `packed-rows`.
 
-use edge_rule_sdk::{Batch, Emit, KeyBy, Manifest, RuleSet, States};
+use edge_rule_sdk::{
+    column, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet, States, TableSpec,
+};
+use std::cell::Cell;
+
+#[derive(Clone, Copy)]
+enum Flood {
+    Alerts,
+    Rows,
+    RowText,
+}
+
+thread_local! {
+    static FLOOD: Cell<Flood> = const { Cell::new(Flood::Alerts) };
+}
 
 struct Hostile;
 
@@ -12,25 +30,50 @@ impl RuleSet for Hostile {
             state_key: Some(KeyBy::Customer),
             state_ttl_ms: 0,
             windows: Vec::new(),
-            tables: Vec::new(),
+            tables: vec![TableSpec {
+                name: "flood".into(),
+                key: vec!["n".into()],
+                columns: vec![column("n", ColumnType::Text, "Anything.")],
+            }],
         }
     }
 
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        let flood = match config
+            .iter()
+            .find(|(k, _)| k == "emit")
+            .map(|(_, v)| v.as_str())
+        {
+            None | Some("alerts") => Flood::Alerts,
+            Some("rows") => Flood::Rows,
+            Some("row-text") => Flood::RowText,
+            Some(other) => return Err(format!("emit {other:?} is not alerts, rows or row-text")),
+        };
+        FLOOD.with(|f| f.set(flood));
+        Ok(())
+    }
+
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
-        Ok((0..110_000)
-            .map(|_| {
-                Emit::Alert(edge_rule_sdk::Alert {
-                    rule: "f".into(),
-                    kind: "F".into(),
-                    severity: edge_rule_sdk::Severity::Low,
-                    score: 0.0,
-                    transaction_id: None,
-                    customer_id: None,
-                    reason: String::new(),
-                    event_time: batch.event_time(0),
+        Ok(match FLOOD.with(Cell::get) {
+            Flood::Alerts => (0..110_000)
+                .map(|_| {
+                    Emit::Alert(edge_rule_sdk::Alert {
+                        rule: "f".into(),
+                        kind: "F".into(),
+                        severity: edge_rule_sdk::Severity::Low,
+                        score: 0.0,
+                        transaction_id: None,
+                        customer_id: None,
+                        reason: String::new(),
+                        event_time: batch.event_time(0),
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+            Flood::Rows => (0..110_000)
+                .map(|_| row("flood", vec![text("x")]))
+                .collect(),
+            Flood::RowText => vec![row("flood", vec![text("x".repeat(2 << 20))])],
+        })
     }
 }
 
