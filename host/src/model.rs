@@ -142,6 +142,9 @@ impl Interner {
     }
 }
 
+/// The longest name a [`named_enum!`] may have.
+const NAME_BYTES: usize = 16;
+
 macro_rules! named_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -159,27 +162,18 @@ macro_rules! named_enum {
 
             /// Parses a name, ignoring case and treating `-` and ` ` like `_`.
             pub fn parse(s: &str) -> Option<Self> {
-                // The usual spellings (`purchase`, `PURCHASE`) first.
-                let b = s.as_bytes();
-                if b.len() <= 16 {
-                    let mut lower = [0u8; 16];
-                    for (l, c) in lower.iter_mut().zip(b) {
-                        *l = c.to_ascii_lowercase();
-                    }
-                    let lower = &lower[..b.len()];
-                    if let Some(&v) = Self::ALL.iter().find(|v| same_bytes(v.name().as_bytes(), lower)) {
-                        return Some(v);
-                    }
+                // Folded into a buffer as long as the longest name; a longer
+                // text names nothing.
+                let s = s.as_bytes().trim_ascii();
+                let mut folded = [0u8; NAME_BYTES];
+                let folded = folded.get_mut(..s.len())?;
+                for (f, c) in folded.iter_mut().zip(s) {
+                    *f = match c.to_ascii_lowercase() {
+                        b'-' | b' ' => b'_',
+                        c => c,
+                    };
                 }
-                let s = s.trim();
-                Self::ALL.iter().copied().find(|v| {
-                    let name = v.name();
-                    name.len() == s.len()
-                        && name.bytes().zip(s.bytes()).all(|(a, b)| {
-                            let b = match b.to_ascii_lowercase() { b'-' | b' ' => b'_', b => b };
-                            a == b
-                        })
-                })
+                Self::ALL.iter().copied().find(|v| same_bytes(v.name().as_bytes(), folded))
             }
 
             /// The valid names, for error messages.
@@ -385,6 +379,33 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_and_statuses_parse_in_any_case_with_dashes_or_spaces() {
+        let spellings = |name: &str| {
+            [
+                name.to_string(),
+                name.to_uppercase(),
+                name.replace('_', "-"),
+                format!(" {} ", name.to_uppercase().replace('_', " ")),
+            ]
+        };
+        for kind in Kind::ALL {
+            assert!(kind.name().len() <= NAME_BYTES);
+            for text in spellings(kind.name()) {
+                assert_eq!(Kind::parse(&text), Some(*kind), "{text:?}");
+            }
+        }
+        for status in Status::ALL {
+            assert!(status.name().len() <= NAME_BYTES);
+            for text in spellings(status.name()) {
+                assert_eq!(Status::parse(&text), Some(*status), "{text:?}");
+            }
+        }
+        for text in ["", "purchases", "wire__transfer", "a_much_longer_kind_name"] {
+            assert_eq!(Kind::parse(text), None, "{text:?}");
+        }
+    }
 
     #[test]
     fn same_bytes_agrees_with_slice_equality() {

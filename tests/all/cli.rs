@@ -264,17 +264,16 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
     // interface names say @0.1.0 (same length, so the binary stays whole).
     let older = dir.path().join("older.wasm");
     let mut bytes = std::fs::read(guests::MERCHANT).unwrap();
-    let (current, previous) = (b"edge:rules/rule@0.2.0", b"edge:rules/rule@0.1.0");
     let mut patched = 0;
-    for name in [
-        &current[..],
-        b"edge:rules/host@0.2.0",
-        b"edge:rules/types@0.2.0",
-    ] {
+    for name in [&b"rule"[..], b"host", b"types"] {
+        let current = [&b"edge:rules/"[..], name, b"@0.2.0"].concat();
         let mut at = 0;
-        while let Some(i) = bytes[at..].windows(name.len()).position(|w| w == name) {
-            let end = at + i + name.len();
-            bytes[end - 5..end].copy_from_slice(&previous[previous.len() - 5..]);
+        while let Some(i) = bytes[at..]
+            .windows(current.len())
+            .position(|w| w == current)
+        {
+            let end = at + i + current.len();
+            bytes[end - 5..end].copy_from_slice(b"0.1.0");
             at = end;
             patched += 1;
         }

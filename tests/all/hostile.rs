@@ -174,7 +174,7 @@ fn packed_row_text_past_its_byte_limit_is_refused() {
         guests::FLOOD,
         "flood",
         "rule_oversized_output",
-        "returned 2097152 bytes of packed row text for one batch; the limit (max-output-bytes) is 1048576",
+        "returned 2097157 bytes of rows and alerts for one batch; the limit (max-output-bytes) is 1048576",
         &|c| {
             flood_emits(c, "row-text");
             limits_of(c, "flood", |l| l.max_output_bytes = 1 << 20);

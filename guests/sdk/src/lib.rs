@@ -1256,44 +1256,39 @@ pub fn json_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
-/// Whether any byte of `s` must be escaped in a JSON string (a quote, a
-/// backslash or a control character), looked for eight bytes at a time.
-fn needs_escape(s: &[u8]) -> bool {
+/// Where the first byte of `s` that must be escaped in a JSON string is (a
+/// quote, a backslash or a control character), looked for eight bytes at a
+/// time.
+fn first_to_escape(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
     let mut words = s.chunks_exact(8);
+    let mut at = 0;
     for word in words.by_ref() {
         let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        // Non-zero exactly when some byte is zero (after the xor) or below
-        // 0x20.
+        // The lowest flagged byte is the first zero byte (after the xor) or
+        // the first below 0x20; flags above it may be false.
         let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
         let found = zero_byte(w ^ (ONES * u64::from(b'"')))
             | zero_byte(w ^ (ONES * u64::from(b'\\')))
             | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
         if found != 0 {
-            return true;
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
+        at += 8;
     }
-    words.remainder().iter().any(|&b| special(b))
+    let special = |&b: &u8| b == b'"' || b == b'\\' || b < 0x20;
+    words.remainder().iter().position(special).map(|i| at + i)
 }
 
 fn json_string(out: &mut String, s: &str) {
     use std::fmt::Write;
     out.reserve(s.len() + 2);
     out.push('"');
-    if !needs_escape(s.as_bytes()) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
     let mut rest = s;
     // Runs without a character to escape are copied whole; the characters
     // escaped are ASCII, so every cut is at a character boundary.
-    while let Some(i) = rest
-        .bytes()
-        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
-    {
+    while let Some(i) = first_to_escape(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         match rest.as_bytes()[i] {
             b'"' => out.push_str("\\\""),
@@ -1684,14 +1679,16 @@ mod tests {
     }
 
     #[test]
-    fn needs_escape_finds_every_byte_json_escapes_wherever_it_is() {
+    fn first_to_escape_finds_the_first_byte_json_escapes_wherever_it_is() {
         let plain = "abcdefghijklmnopé~\x7f !#[]";
-        assert!(!needs_escape(plain.as_bytes()));
+        assert_eq!(first_to_escape(plain.as_bytes()), None);
         for special in (0u8..0x20).chain([b'"', b'\\']) {
             for at in 0..plain.len() {
                 let mut bytes = plain.as_bytes().to_vec();
                 bytes[at] = special;
-                assert!(needs_escape(&bytes), "{special:#x} at {at}");
+                // A second one later must not hide the first.
+                bytes.push(special);
+                assert_eq!(first_to_escape(&bytes), Some(at), "{special:#x} at {at}");
             }
         }
     }

@@ -511,6 +511,58 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// How deep [`is_plain`] follows nested arrays and objects.
+const PLAIN_DEPTH: usize = 32;
+
+/// Whether `text` is one JSON value in the forms the cursor reads (strings
+/// without escapes or control characters), nested at most [`PLAIN_DEPTH`]
+/// deep: the JSON columns rule sets write. `false` means "not shown valid
+/// here", and a general parser decides.
+pub fn is_plain(text: &str) -> bool {
+    let mut cursor = Cursor { text, at: 0 };
+    cursor.plain_value(0).is_some() && {
+        cursor.skip_space();
+        cursor.at == text.len()
+    }
+}
+
+impl Cursor<'_> {
+    /// A value of [`is_plain`]'s forms.
+    fn plain_value(&mut self, depth: usize) -> Option<()> {
+        let first = self.next_token()?;
+        let close = match first {
+            b'[' => b']',
+            b'{' => b'}',
+            _ => return self.scalar(first).map(drop),
+        };
+        if depth == PLAIN_DEPTH {
+            return None;
+        }
+        self.skip_space();
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            if first == b'{' {
+                if self.next_token()? != b'"' {
+                    return None;
+                }
+                self.plain_string()?;
+                if self.next_token()? != b':' {
+                    return None;
+                }
+            }
+            self.plain_value(depth + 1)?;
+            match self.next_token()? {
+                b',' => continue,
+                b if b == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+}
+
 /// A string or null; `None` (not read here) for anything else.
 fn text_value(value: Scalar<'_>) -> Option<FieldValue<'_>> {
     match value {
@@ -642,7 +694,86 @@ impl Flat<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_prefix, special_bytes};
+    use super::{has_prefix, is_plain, special_bytes};
+
+    fn serde_valid(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    #[test]
+    fn is_plain_accepts_what_rule_sets_write() {
+        for text in [
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"mobile":2,"web":1}"#,
+            r#"{"groceries":"12.3400","travel":"0.5000"}"#,
+            r#" { "a" : [ 1 , -2.5e-3 , 0 , true , false , null , { } , [ ] ] } "#,
+            r#"[[[{"x":{"y":[0.0]}}]]]"#,
+            r#""text""#,
+            r#"-0"#,
+            r#"1E+9"#,
+            r#"{"ünïcode":"✓"}"#,
+        ] {
+            assert!(is_plain(text), "{text}");
+            assert!(serde_valid(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn is_plain_never_accepts_what_the_general_parser_refuses() {
+        let seeds = [
+            r#"{"mobile":2,"web":1}"#,
+            r#"[1,-2.5e-3,0,true,false,null,{},[],"s"]"#,
+            r#"{"a":{"b":[{"c":"d"}]}}"#,
+        ];
+        // Every seed with each byte dropped, doubled or replaced by each of
+        // the bytes that matter to JSON.
+        let swaps = b"{}[]\":,. -+eE0123456789tfnulx\\\n\t";
+        let mut checked = 0;
+        for seed in seeds {
+            let seed = seed.as_bytes();
+            for i in 0..seed.len() {
+                let mut variants = vec![
+                    [&seed[..i], &seed[i + 1..]].concat(),
+                    [&seed[..=i], &seed[i..]].concat(),
+                ];
+                for &b in swaps {
+                    let mut v = seed.to_vec();
+                    v[i] = b;
+                    variants.push(v);
+                }
+                for v in variants {
+                    if std::str::from_utf8(&v).is_ok_and(is_plain) {
+                        assert!(serde_valid(&v), "{}", String::from_utf8_lossy(&v));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000);
+        for text in [
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"01"#,
+            r#"1."#,
+            r#".5"#,
+            r#"{"a" 1}"#,
+            r#"{1:2}"#,
+            r#"[1 2]"#,
+            r#"{"a":1}}"#,
+            r#"tru"#,
+            "",
+        ] {
+            assert!(!is_plain(text), "{text}");
+            assert!(!serde_valid(text.as_bytes()), "{text}");
+        }
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(
+            !is_plain(&deep),
+            "past 32 levels the general parser decides"
+        );
+        assert!(serde_valid(deep.as_bytes()));
+    }
 
     #[test]
     fn has_prefix_agrees_with_starts_with() {

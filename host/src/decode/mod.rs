@@ -7,7 +7,7 @@
 mod csv;
 pub mod debezium;
 mod fields;
-mod json;
+pub(crate) mod json;
 
 pub use fields::{Field, FieldMapping};
 

@@ -8,6 +8,18 @@ pub fn count(rows: &PackedRows) -> usize {
     rows.row_tables.len()
 }
 
+/// The size of the rows as the output limit counts rows of `emit`
+/// (`max-output-bytes`): each row's table name, text by length, other values
+/// as 8 bytes.
+pub fn size(rows: &PackedRows) -> usize {
+    let names: usize = rows
+        .row_tables
+        .iter()
+        .map(|&t| rows.tables.get(t as usize).map_or(0, String::len))
+        .sum();
+    names + rows.text_bytes.len() + 8 * rows.tags.len().saturating_sub(rows.text_ends.len())
+}
+
 /// An empty packing, to take a call's rows out of its result.
 pub fn empty() -> PackedRows {
     PackedRows {
@@ -148,6 +160,7 @@ mod tests {
             ]
         );
         assert_eq!(count(&sample()), 2);
+        assert_eq!(size(&sample()), super::super::rule::output_bytes(&emits));
         unpack(empty(), &mut emits).unwrap();
         assert_eq!(emits.len(), 2);
     }

@@ -310,57 +310,36 @@ impl Rule {
         Ok(result)
     }
 
-    /// Adds a call's packed rows to its emits (after checking their number
-    /// against `max-emits` and their text against `max-output-bytes`, so
-    /// that an oversized output is refused before it is copied), then checks
-    /// the whole output.
+    /// Refuses a call's output past `max-emits` or `max-output-bytes`,
+    /// counting the rows and alerts of `emits` and the packed `rows`
+    /// together before the packed rows are copied; then reads the packed
+    /// rows back after `emits`.
     fn take_rows(
         &mut self,
         emits: &mut Vec<types::Emit>,
         rows: types::PackedRows,
         what: &str,
     ) -> Result<(), RuleError> {
-        let total = emits.len() + packed::count(&rows);
-        if total > self.limits.max_emits {
-            let message = format!(
-                "returned {total} rows and alerts for {what}; the limit (max-emits) is {}",
+        let count = emits.len() + packed::count(&rows);
+        let message = if count > self.limits.max_emits {
+            Some(format!(
+                "returned {count} rows and alerts for {what}; the limit (max-emits) is {}",
                 self.limits.max_emits
-            );
-            return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
-        }
-        if rows.text_bytes.len() > self.limits.max_output_bytes {
-            let message = format!(
-                "returned {} bytes of packed row text for {what}; the limit (max-output-bytes) is {}",
-                rows.text_bytes.len(),
-                self.limits.max_output_bytes
-            );
-            return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
-        }
-        if let Err(message) = packed::unpack(rows, emits) {
-            return Err(self.fail_output(RuleErrorKind::InvalidOutput, message));
-        }
-        self.check_output(emits, what)
-    }
-
-    /// Refuses a call's output past `max-emits` or `max-output-bytes`.
-    fn check_output(&mut self, emits: &[types::Emit], what: &str) -> Result<(), RuleError> {
-        let message = if emits.len() > self.limits.max_emits {
-            format!(
-                "returned {} rows and alerts for {what}; the limit (max-emits) is {}",
-                emits.len(),
-                self.limits.max_emits
-            )
+            ))
         } else {
-            let bytes = output_bytes(emits);
-            if bytes <= self.limits.max_output_bytes {
-                return Ok(());
-            }
-            format!(
-                "returned {bytes} bytes of rows and alerts for {what}; the limit (max-output-bytes) is {}",
-                self.limits.max_output_bytes
-            )
+            let bytes = output_bytes(emits) + packed::size(&rows);
+            (bytes > self.limits.max_output_bytes).then(|| {
+                format!(
+                    "returned {bytes} bytes of rows and alerts for {what}; the limit (max-output-bytes) is {}",
+                    self.limits.max_output_bytes
+                )
+            })
         };
-        Err(self.fail_output(RuleErrorKind::OversizedOutput, message))
+        if let Some(message) = message {
+            return Err(self.fail_output(RuleErrorKind::OversizedOutput, message));
+        }
+        packed::unpack(rows, emits)
+            .map_err(|message| self.fail_output(RuleErrorKind::InvalidOutput, message))
     }
 
     /// The rule set's keyed state.
@@ -387,7 +366,7 @@ impl Rule {
 }
 
 /// The size of a call's output: text by length, other values as 8 bytes.
-fn output_bytes(emits: &[types::Emit]) -> usize {
+pub(super) fn output_bytes(emits: &[types::Emit]) -> usize {
     use types::{Emit, Value};
     emits
         .iter()

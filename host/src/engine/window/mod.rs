@@ -104,7 +104,7 @@ impl Panes {
         ))
     }
 
-    /// Removes a pane, dropping its accumulators in place.
+    /// Removes a pane and drops its accumulators, keeping its place for reuse.
     fn discard(&mut self, k: &(u32, i64)) {
         if let Some(i) = self.index.remove(k) {
             self.slab[i as usize].accs = Accs::default();
