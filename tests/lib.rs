@@ -27,9 +27,18 @@ pub fn edge_bin() -> PathBuf {
 
 /// Reads a JSON lines file into values (an absent file reads as empty).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_jsonl(path, &text)
+}
+
+/// Reads the complete lines of a JSON lines file that a running edge is
+/// still writing: a last line without its newline is not read yet.
+pub fn read_jsonl_so_far(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_jsonl(path, text.rfind('\n').map_or("", |end| &text[..end]))
+}
+
+fn parse_jsonl(path: &Path, text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| {
             serde_json::from_str(l)

@@ -2,7 +2,7 @@
 //! found through EDGE_KAFKA_BROKERS): round trip, Debezium, consumer groups,
 //! restarts.
 
-use edge_tests::{edge_bin, guests, read_jsonl};
+use edge_tests::{edge_bin, guests, read_jsonl, read_jsonl_so_far};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -753,7 +753,13 @@ fn a_broker_restart_is_survived_and_logged() {
         .unwrap();
     // Wait until edge has processed the first records, then take the broker away.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tally_ids(&out).len() < 3_000 {
+    while ids(
+        &read_jsonl_so_far(&out.join("seen.jsonl")),
+        "transaction_id",
+    )
+    .len()
+        < 3_000
+    {
         assert!(
             Instant::now() < deadline,
             "edge did not read the first records"
