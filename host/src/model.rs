@@ -151,6 +151,10 @@ macro_rules! named_enum {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
 
+        const _: () = {
+            $(assert!($text.len() <= NAME_BYTES, concat!($text, " is longer than NAME_BYTES"));)+
+        };
+
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -391,13 +395,11 @@ mod tests {
             ]
         };
         for kind in Kind::ALL {
-            assert!(kind.name().len() <= NAME_BYTES);
             for text in spellings(kind.name()) {
                 assert_eq!(Kind::parse(&text), Some(*kind), "{text:?}");
             }
         }
         for status in Status::ALL {
-            assert!(status.name().len() <= NAME_BYTES);
             for text in spellings(status.name()) {
                 assert_eq!(Status::parse(&text), Some(*status), "{text:?}");
             }

@@ -457,6 +457,14 @@ fn tally_ids(out: &Path) -> Vec<String> {
     ids(&read_jsonl(&out.join("seen.jsonl")), "transaction_id")
 }
 
+/// The ids the tally rule set has written so far, while edge still runs.
+fn tally_ids_so_far(out: &Path) -> Vec<String> {
+    ids(
+        &read_jsonl_so_far(&out.join("seen.jsonl")),
+        "transaction_id",
+    )
+}
+
 fn produced_ids(brokers: &str, topic: &str) -> HashSet<String> {
     read_topic(brokers, topic)
         .iter()
@@ -753,13 +761,7 @@ fn a_broker_restart_is_survived_and_logged() {
         .unwrap();
     // Wait until edge has processed the first records, then take the broker away.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ids(
-        &read_jsonl_so_far(&out.join("seen.jsonl")),
-        "transaction_id",
-    )
-    .len()
-        < 3_000
-    {
+    while tally_ids_so_far(&out).len() < 3_000 {
         assert!(
             Instant::now() < deadline,
             "edge did not read the first records"

@@ -20,21 +20,6 @@ pub fn size(rows: &PackedRows) -> usize {
     names + rows.text_bytes.len() + 8 * rows.tags.len().saturating_sub(rows.text_ends.len())
 }
 
-/// An empty packing, to take a call's rows out of its result.
-pub fn empty() -> PackedRows {
-    PackedRows {
-        tables: Vec::new(),
-        row_tables: Vec::new(),
-        row_lengths: Vec::new(),
-        tags: Vec::new(),
-        ints: Vec::new(),
-        scales: Vec::new(),
-        floats: Vec::new(),
-        text_bytes: Vec::new(),
-        text_ends: Vec::new(),
-    }
-}
-
 /// The next item of a list, or why there is none.
 fn take<T: Copy>(list: &[T], at: &mut usize, what: &str) -> Result<T, String> {
     let item = list
@@ -47,7 +32,7 @@ fn take<T: Copy>(list: &[T], at: &mut usize, what: &str) -> Result<T, String> {
 
 /// Appends the rows of `rows` to `emits`, in order, or says why the packing
 /// does not add up.
-pub fn unpack(rows: PackedRows, emits: &mut Vec<Emit>) -> Result<(), String> {
+pub fn unpack(rows: &PackedRows, emits: &mut Vec<Emit>) -> Result<(), String> {
     let n = rows.row_tables.len();
     if rows.row_lengths.len() != n {
         return Err(format!(
@@ -137,7 +122,7 @@ mod tests {
     #[test]
     fn packed_rows_read_back_as_rows_in_order() {
         let mut emits = Vec::new();
-        unpack(sample(), &mut emits).unwrap();
+        unpack(&sample(), &mut emits).unwrap();
         assert_eq!(
             emits,
             vec![
@@ -161,8 +146,6 @@ mod tests {
         );
         assert_eq!(count(&sample()), 2);
         assert_eq!(size(&sample()), super::super::rule::output_bytes(&emits));
-        unpack(empty(), &mut emits).unwrap();
-        assert_eq!(emits.len(), 2);
     }
 
     #[test]
@@ -182,7 +165,7 @@ mod tests {
         for (reason, spoil) in cases {
             let mut rows = sample();
             spoil(&mut rows);
-            let error = unpack(rows, &mut Vec::new()).unwrap_err();
+            let error = unpack(&rows, &mut Vec::new()).unwrap_err();
             assert!(error.contains(reason), "{reason}: {error}");
         }
     }

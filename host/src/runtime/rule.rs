@@ -291,8 +291,7 @@ impl Rule {
     ) -> Result<types::EventsResult, RuleError> {
         self.store.data_mut().now = now;
         let mut result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
-        let rows = std::mem::replace(&mut result.rows, packed::empty());
-        self.take_rows(&mut result.emits, rows, "one batch")?;
+        self.take_rows(&mut result.emits, &result.rows, format_args!("one batch"))?;
         Ok(result)
     }
 
@@ -304,30 +303,35 @@ impl Rule {
     ) -> Result<types::WindowsResult, RuleError> {
         self.store.data_mut().now = now;
         let mut result = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
-        let rows = std::mem::replace(&mut result.rows, packed::empty());
-        let what = format!("{} windows", fired.keys.len());
-        self.take_rows(&mut result.emits, rows, &what)?;
+        let windows = fired.keys.len();
+        self.take_rows(
+            &mut result.emits,
+            &result.rows,
+            format_args!("{windows} windows"),
+        )?;
         Ok(result)
     }
 
     /// Refuses a call's output past `max-emits` or `max-output-bytes`,
     /// counting the rows and alerts of `emits` and the packed `rows`
     /// together before the packed rows are copied; then reads the packed
-    /// rows back after `emits`.
+    /// rows back after `emits`, where the rest of the pipeline takes them.
+    /// `what` (the call's input, for the messages) is formatted only on
+    /// refusal.
     fn take_rows(
         &mut self,
         emits: &mut Vec<types::Emit>,
-        rows: types::PackedRows,
-        what: &str,
+        rows: &types::PackedRows,
+        what: std::fmt::Arguments<'_>,
     ) -> Result<(), RuleError> {
-        let count = emits.len() + packed::count(&rows);
+        let count = emits.len() + packed::count(rows);
         let message = if count > self.limits.max_emits {
             Some(format!(
                 "returned {count} rows and alerts for {what}; the limit (max-emits) is {}",
                 self.limits.max_emits
             ))
         } else {
-            let bytes = output_bytes(emits) + packed::size(&rows);
+            let bytes = output_bytes(emits) + packed::size(rows);
             (bytes > self.limits.max_output_bytes).then(|| {
                 format!(
                     "returned {bytes} bytes of rows and alerts for {what}; the limit (max-output-bytes) is {}",
