@@ -106,8 +106,13 @@ fn main() {
                         ..Default::default()
                     };
                     Box::new(
-                        edge::sink::PostgresSink::new(&config, std::slice::from_ref(&table), None)
-                            .expect("postgres sink"),
+                        edge::sink::PostgresSink::new(
+                            &config,
+                            std::slice::from_ref(&table),
+                            None,
+                            65_536,
+                        )
+                        .expect("postgres sink"),
                     )
                 };
                 measure("postgres", batch, make, &records);

@@ -121,7 +121,8 @@ fn dims_for(config: &Config, generator: Option<&Generator>) -> anyhow::Result<Sh
     Ok(Arc::new(RwLock::new(dims)))
 }
 
-/// Sets the returned flag on Ctrl-C (SIGINT) or SIGTERM.
+/// Sets the returned flag on Ctrl-C (SIGINT) or SIGTERM; a second one
+/// exits at once, after saying what may be lost.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -136,23 +137,34 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
             };
             rt.block_on(async {
                 #[cfg(unix)]
-                {
-                    let mut term = match tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    ) {
-                        Ok(t) => t,
-                        Err(_) => return,
-                    };
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                for second in [false, true] {
+                    #[cfg(unix)]
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}
                     }
+                    #[cfg(not(unix))]
+                    let _ = tokio::signal::ctrl_c().await;
+                    if !second {
+                        tracing::info!(
+                            "stopping: flushing output (a second Ctrl-C or SIGTERM exits at once)"
+                        );
+                        flag.store(true, Ordering::Relaxed);
+                    }
                 }
-                #[cfg(not(unix))]
-                let _ = tokio::signal::ctrl_c().await;
+                tracing::error!(
+                    "second stop signal: exiting now. Output not yet written by the sinks is \
+                     lost: with a Kafka source its records are read again at the next start \
+                     (only offsets of written results are committed); from a file or the \
+                     generator, run again to produce it"
+                );
+                std::process::exit(130);
             });
-            tracing::info!("stopping: firing open windows and flushing output");
-            flag.store(true, Ordering::Relaxed);
         });
     stop
 }
@@ -190,7 +202,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     )
     .map_err(anyhow::Error::msg)?;
     let runtime = Arc::new(Runtime::with_options(
-        dims,
+        dims.clone(),
         config.rules.compile_cache,
         config.rules.uses_fuel(),
     )?);
@@ -203,7 +215,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let format = config.source.format();
     let mut resume_after = None;
     let source: Box<dyn Source> = match (config.source.kind, generator) {
-        (SourceKind::Gen, Some(g)) => Box::new(GenSource::new(g, config.generator.rate)),
+        (SourceKind::Gen, Some(g)) => {
+            Box::new(GenSource::new(g, config.generator.rate).with_dims(dims.clone()))
+        }
         (SourceKind::Kafka, _) => {
             let mut kafka =
                 KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?;
@@ -303,6 +317,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                     .postgres
                     .exactly_once
                     .then_some(config.source.group.as_str()),
+                config.output.max_raw_bytes,
             )?),
             SinkKind::Clickhouse => Box::new(crate::sink::ClickHouseSink::new(
                 &config.clickhouse,
@@ -519,7 +534,7 @@ fn gen_kafka(
                     .and_then(|v| v.get(id).and_then(|k| k.as_str()).map(String::from))
                     .unwrap_or_default();
                 send(&producer, seq, topic, key.as_bytes(), line.as_bytes(), None)
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(|e| anyhow::Error::msg(e.to_string()))?;
                 seq += 1;
             }
         }
@@ -528,7 +543,8 @@ fn gen_kafka(
     let written = each_record(options, generator, ts_ms, |record, payload, position| {
         // Keyed by the record's customer, so a customer's events keep their order.
         let key = message_key(record, position);
-        send(&producer, seq, topic, key.as_bytes(), payload, None).map_err(anyhow::Error::msg)?;
+        send(&producer, seq, topic, key.as_bytes(), payload, None)
+            .map_err(|e| anyhow::Error::msg(e.to_string()))?;
         seq += 1;
         Ok(())
     })?;

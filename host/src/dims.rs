@@ -104,6 +104,13 @@ impl Dims {
         self.version += 1;
     }
 
+    /// Removes a customer; returns whether it was there.
+    pub fn remove_customer(&mut self, id: &str) -> bool {
+        let removed = self.customers.remove(id).is_some();
+        self.version += u64::from(removed);
+        removed
+    }
+
     /// Changes whenever a customer or merchant is added or replaced.
     pub fn version(&self) -> u64 {
         self.version

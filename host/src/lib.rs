@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod dims;

@@ -97,6 +97,17 @@ pub struct Metrics {
     pub skipped: AtomicU64,
     /// Current watermark (ms; i64::MIN before any event).
     pub watermark: AtomicI64,
+    /// Events stamped ahead of the source's clock by more than the
+    /// out-of-orderness bound (processed, but not moving the watermark).
+    pub ahead_of_clock: AtomicU64,
+    /// Records a sink refused for good (dead-lettered as `sink_refused`).
+    pub sink_refused: AtomicU64,
+    /// Keyed-state keys dropped at `engine.max-keyed-states`.
+    pub state_shed: AtomicU64,
+    /// Interned strings held now (ids, names, codes in open windows).
+    pub strings_held: AtomicU64,
+    /// Interned strings released once nothing held them any more.
+    pub strings_released: AtomicU64,
     /// Per rule set.
     pub rules: Mutex<BTreeMap<String, RuleStats>>,
     /// How long the hot path paused to apply a swap, add, removal,

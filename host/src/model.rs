@@ -11,16 +11,44 @@ pub type Sym = u32;
 /// The absent symbol.
 pub const NONE: Sym = 0;
 
-/// Interns strings into [`Sym`]s for the life of a pipeline.
+/// Interns strings into [`Sym`]s.
 ///
 /// The table holds short strings (most ids, names and codes) inline, so a
 /// lookup that finds its string compares it in the table's own memory
 /// instead of following a pointer to it.
+///
+/// Ids churn in a long run (new customers and devices every day), so
+/// strings are not kept for ever: [`Interner::sweep`] releases every string
+/// its caller did not mark as still held (by a window, say), and their
+/// symbols are given to new strings.
 pub struct Interner {
     table: hashbrown::HashTable<Slot>,
     /// foldhash: measured faster than FxHash on ids that share long prefixes.
     hasher: foldhash::fast::FixedState,
     strings: Vec<Box<str>>,
+    /// Released symbols, given out again.
+    free: Vec<Sym>,
+    /// Strings released so far.
+    released: u64,
+}
+
+/// The symbols a sweep keeps: every one marked, by whatever still holds it.
+pub struct Marks(Vec<u64>);
+
+impl Marks {
+    /// Marks `sym` as held.
+    #[inline]
+    pub fn mark(&mut self, sym: Sym) {
+        if let Some(word) = self.0.get_mut(sym as usize / 64) {
+            *word |= 1 << (sym % 64);
+        }
+    }
+
+    fn holds(&self, sym: Sym) -> bool {
+        self.0
+            .get(sym as usize / 64)
+            .is_some_and(|w| w & (1 << (sym % 64)) != 0)
+    }
 }
 
 /// Whether `a` and `b` hold the same bytes, compared a word at a time with
@@ -87,6 +115,8 @@ impl Default for Interner {
             table: hashbrown::HashTable::new(),
             hasher: foldhash::fast::FixedState::default(),
             strings: Vec::new(),
+            free: Vec::new(),
+            released: 0,
         };
         interner.intern("");
         interner
@@ -103,7 +133,16 @@ impl Interner {
         if let Some(slot) = self.table.find(hash, |slot| slot.holds(bytes, strings)) {
             return slot.sym;
         }
-        let sym = self.strings.len() as Sym;
+        let sym = match self.free.pop() {
+            Some(sym) => {
+                self.strings[sym as usize] = s.into();
+                sym
+            }
+            None => {
+                self.strings.push(s.into());
+                (self.strings.len() - 1) as Sym
+            }
+        };
         let mut slot = Slot {
             sym,
             len: u8::MAX,
@@ -113,7 +152,6 @@ impl Interner {
             slot.len = bytes.len() as u8;
             slot.bytes[..bytes.len()].copy_from_slice(bytes);
         }
-        self.strings.push(s.into());
         let (hasher, strings) = (&self.hasher, &self.strings);
         self.table.insert_unique(hash, slot, |slot| {
             hasher.hash_one(strings[slot.sym as usize].as_bytes())
@@ -131,14 +169,59 @@ impl Interner {
         (sym != NONE).then(|| self.resolve(sym))
     }
 
-    /// Number of interned strings.
+    /// One past the largest symbol given out: tables indexed by symbol
+    /// need this many entries.
     pub fn len(&self) -> usize {
         self.strings.len()
     }
 
     /// Whether only the empty string is interned.
     pub fn is_empty(&self) -> bool {
-        self.strings.len() <= 1
+        self.held() <= 1
+    }
+
+    /// Strings held now.
+    pub fn held(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Strings released by sweeps so far.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    /// Empty marks for a sweep: the empty string is always kept.
+    pub fn marks(&self) -> Marks {
+        let mut marks = Marks(vec![0; self.strings.len().div_ceil(64)]);
+        marks.mark(NONE);
+        marks
+    }
+
+    /// Releases every string not in `marks`; their symbols are given to
+    /// new strings from now on, so a symbol that was not marked must not
+    /// be used again. Returns how many were released.
+    pub fn sweep(&mut self, marks: &Marks) -> usize {
+        use std::hash::BuildHasher;
+        let (hasher, strings) = (&self.hasher, &mut self.strings);
+        let before = self.table.len();
+        self.table.retain(|slot| {
+            if marks.holds(slot.sym) {
+                return true;
+            }
+            strings[slot.sym as usize] = Box::default();
+            self.free.push(slot.sym);
+            false
+        });
+        let released = before - self.table.len();
+        self.released += released as u64;
+        // Keep later sweeps cheap: a table far larger than what it holds
+        // shrinks, leaving room to grow.
+        if self.table.capacity() > 4 * self.table.len().max(1024) {
+            self.table.shrink_to(2 * self.table.len(), |slot| {
+                hasher.hash_one(strings[slot.sym as usize].as_bytes())
+            });
+        }
+        released
     }
 }
 
@@ -224,13 +307,33 @@ named_enum!(
     }
 );
 
-/// The risk level derived from a risk score (LOW < 0.3 <= MEDIUM < 0.7 <= HIGH).
-pub fn risk_level(score: Option<f64>) -> &'static str {
-    match score {
-        None => "UNKNOWN",
-        Some(s) if s < 0.3 => "LOW",
-        Some(s) if s < 0.7 => "MEDIUM",
-        Some(_) => "HIGH",
+named_enum!(
+    /// How risky a payment is, as the reference systems grade it: from the
+    /// record's `risk_level` when it has one, else from its risk score
+    /// (`decode.risk-levels`).
+    RiskLevel {
+        /// At or below the `medium` threshold.
+        Low = "low",
+        /// Above `medium`.
+        Medium = "medium",
+        /// Above `high`.
+        High = "high",
+        /// Above `critical`.
+        Critical = "critical",
+    }
+);
+
+impl RiskLevel {
+    /// The level as outputs write it (`LOW`, `MEDIUM`, `HIGH`, `CRITICAL`);
+    /// `UNKNOWN` for an event with neither a level nor a score.
+    pub fn label(level: Option<RiskLevel>) -> &'static str {
+        match level {
+            None => "UNKNOWN",
+            Some(RiskLevel::Low) => "LOW",
+            Some(RiskLevel::Medium) => "MEDIUM",
+            Some(RiskLevel::High) => "HIGH",
+            Some(RiskLevel::Critical) => "CRITICAL",
+        }
     }
 }
 
@@ -263,8 +366,10 @@ pub struct Txn {
     pub country: Sym,
     /// City, or [`NONE`].
     pub city: Sym,
-    /// Risk score in [0, 1], if given.
+    /// Risk score in [0, 1] (normalised from `decode.risk-score-scale`), if given.
     pub risk_score: Option<f64>,
+    /// Risk level: the record's own, or derived from the score.
+    pub risk_level: Option<RiskLevel>,
     /// Compliance flags.
     pub flags: Box<[Sym]>,
     /// Event time, ms since the epoch.
@@ -272,6 +377,23 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// Marks the interned strings the event holds.
+    pub fn mark_strings(&self, marks: &mut Marks) {
+        for sym in [
+            self.customer,
+            self.account,
+            self.merchant,
+            self.currency,
+            self.channel,
+            self.device,
+            self.country,
+            self.city,
+        ] {
+            marks.mark(sym);
+        }
+        self.flags.iter().for_each(|&f| marks.mark(f));
+    }
+
     /// The event in the reference JSON shape (used for dead letters and side outputs).
     pub fn to_json(&self, strings: &Interner) -> serde_json::Value {
         use serde_json::json;
@@ -292,9 +414,20 @@ impl Txn {
             "device_fingerprint": strings.optional(self.device),
             "location": location,
             "risk_score": self.risk_score,
+            "risk_level": self.risk_level.map(|l| RiskLevel::label(Some(l))),
             "compliance_flags": self.flags.iter().map(|f| strings.resolve(*f)).collect::<Vec<_>>(),
             "created_at": self.event_time,
         })
+    }
+}
+
+/// At most the first 64 characters of `text`, with `…` when cut: how a
+/// message quotes a value that came from outside.
+pub fn preview(text: &str) -> std::borrow::Cow<'_, str> {
+    const CHARS: usize = 64;
+    match text.char_indices().nth(CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
     }
 }
 
@@ -461,6 +594,28 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(i.intern(&"y".repeat(255)), i.intern(&"y".repeat(255)));
         assert_ne!(i.intern(&"y".repeat(255)), i.intern(&"y".repeat(254)));
+    }
+
+    #[test]
+    fn a_sweep_releases_what_is_not_marked_and_reuses_its_symbols() {
+        let mut i = Interner::default();
+        let kept = i.intern("kept-customer-with-a-long-id-0001");
+        let short = i.intern("DE");
+        let gone: Vec<Sym> = (0..100).map(|n| i.intern(&format!("old-{n}"))).collect();
+        let mut marks = i.marks();
+        marks.mark(kept);
+        marks.mark(short);
+        assert_eq!(i.sweep(&marks), 100);
+        assert_eq!((i.held(), i.released()), (3, 100));
+        assert_eq!(i.resolve(kept), "kept-customer-with-a-long-id-0001");
+        assert_eq!(i.intern("DE"), short);
+        assert_eq!(i.intern(""), NONE);
+        // Released strings are gone; new ones take their symbols.
+        let new = i.intern("new-customer");
+        assert!(gone.contains(&new));
+        assert_eq!(i.resolve(new), "new-customer");
+        assert_eq!(i.intern("old-7"), i.intern("old-7"));
+        assert!(i.len() <= 103);
     }
 
     #[test]

@@ -27,6 +27,9 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
         "x".repeat(100_000)
     )
     .into_bytes();
+    // An hour ahead of the clock: within a day, but past the five minutes
+    // a live event may run ahead.
+    let in_an_hour = edge::model::iso_time(chrono_now() + 3_600_000);
     let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
         (good("ok-1"), None),
         (b"{this is not json".to_vec(), Some("malformed_json")),
@@ -78,8 +81,44 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
             Some("time_out_of_range"),
         ),
         (
+            swap("t-hour-ahead", "2026-01-05T00:00:00Z", &in_an_hour),
+            Some("time_out_of_range"),
+        ),
+        (
             swap("t-time", "2026-01-05T00:00:00Z", "last tuesday"),
             Some("invalid_time"),
+        ),
+        (
+            swap(
+                "t-reference-risk",
+                r#""currency":"USD""#,
+                r#""currency":"USD","risk_score":73.5,"risk_level":"HIGH""#,
+            ),
+            None,
+        ),
+        (
+            swap(
+                "t-risk-scale",
+                r#""currency":"USD""#,
+                r#""currency":"USD","risk_score":150"#,
+            ),
+            Some("invalid_risk_score"),
+        ),
+        (
+            swap(
+                "t-risk-level",
+                r#""currency":"USD""#,
+                r#""currency":"USD","risk_score":20,"risk_level":"SEVERE""#,
+            ),
+            Some("invalid_risk_level"),
+        ),
+        (
+            swap(
+                "t-long-id",
+                r#""customer_id":"c1""#,
+                &format!(r#""customer_id":"{}""#, "c".repeat(300)),
+            ),
+            Some("field_too_long"),
         ),
         (
             swap(
@@ -132,16 +171,38 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
         utf8["raw_base64"].is_string(),
         "invalid UTF-8 is kept exactly, as base64"
     );
+    // A record larger than a dead letter keeps: its first 64 KiB, its
+    // size and its SHA-256.
+    let big = dead.iter().find(|d| d["reason"] == "oversized").unwrap();
+    let raw =
+        std::str::from_utf8(&cases.iter().find(|(l, _)| l.len() > 100_000).unwrap().0).unwrap();
+    assert_eq!(big["raw"].as_str().unwrap(), &raw[..65_536]);
+    assert_eq!(big["raw_bytes"], raw.len());
+    assert_eq!(
+        big["raw_sha256"].as_str().unwrap(),
+        sha256_hex(raw.as_bytes())
+    );
+    let long = dead
+        .iter()
+        .find(|d| d["reason"] == "field_too_long")
+        .unwrap();
+    assert!(
+        long["detail"]
+            .as_str()
+            .unwrap()
+            .contains("customer_id is 300 bytes; decode.max-field-bytes is 256"),
+        "{long}"
+    );
     assert_eq!(summary.records, cases.len() as u64);
     assert_eq!(
-        summary.events, 2,
+        summary.events, 3,
         "the stream went on past every bad record"
     );
     assert_eq!(summary.dead_letters, expected.len() as u64);
     assert_eq!(summary.duplicates, 1);
     let merchant = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
     assert_eq!(merchant.len(), 1);
-    assert_eq!(merchant[0]["transaction_count"], 2);
+    assert_eq!(merchant[0]["transaction_count"], 3);
 
     // The same dead letters, and every record as received, land in
     // PostgreSQL and ClickHouse (NUL bytes and invalid UTF-8 included).
@@ -201,6 +262,28 @@ fn every_bad_input_lands_in_dead_letter_with_its_reason() {
     );
     db::postgres(&pg, &format!("drop schema \"{name}\" cascade"));
     db::clickhouse(&ch, &format!("DROP DATABASE `{name}`"));
+}
+
+/// The wall clock, ms since the epoch.
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// SHA-256 of `bytes` as lowercase hex, computed apart from edge with the
+/// system's `sha256sum`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
 #[test]

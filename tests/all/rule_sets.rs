@@ -96,13 +96,17 @@ fn compliance_rows_per_customer_and_30_minute_window() {
     assert_eq!(c1["flagged_count"], 2);
     assert_eq!(c1["flagged_transaction_ids"], json!(["c1-0", "c1-1"]));
     assert_eq!(c1["violation_amount"], "21500.00");
+    // Scores on the reference's 0 to 100 scale, graded as it grades them
+    // (50 MEDIUM, 20 LOW, 90 CRITICAL; no score UNKNOWN).
     assert_eq!(
         c1["risk_distribution"],
-        json!({"HIGH": 1, "LOW": 1, "MEDIUM": 1, "UNKNOWN": 1})
+        json!({"CRITICAL": 1, "LOW": 1, "MEDIUM": 1, "UNKNOWN": 1})
     );
     assert_eq!(c1["compliance_score"], 0.5);
     assert_eq!(c1["requires_review"], true);
     let c2 = by_key(&rows, "C2", "2026-01-05T00:00:00.000Z");
+    // The record's own risk_level is read before its score.
+    assert_eq!(c2["risk_distribution"], json!({"HIGH": 1}));
     assert_eq!(c2["compliance_score"], 1.0);
     assert_eq!(c2["requires_review"], false);
     let later = by_key(&rows, "C1", "2026-01-05T00:30:00.000Z");

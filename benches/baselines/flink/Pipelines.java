@@ -62,7 +62,7 @@ public class Pipelines {
     static final int MAX_RECORD_BYTES = 64 * 1024;
     static final BigDecimal MAX_AMOUNT = new BigDecimal(1_000_000_000);
     static final long MIN_EVENT_TIME = 946_684_800_000L;
-    static final long MAX_FUTURE_MS = 86_400_000L;
+    static final long MAX_FUTURE_MS = 300_000L;
     static final long MINUTE = 60_000L;
     static final BigDecimal[] BANDS = {
         new BigDecimal(10), new BigDecimal(50), new BigDecimal(100), new BigDecimal(500),
@@ -93,7 +93,7 @@ public class Pipelines {
         public int sanctions;
         /** 1 if the event carries any compliance flag. */
         public int flagged;
-        /** LOW, MEDIUM, HIGH or UNKNOWN, from the risk score. */
+        /** LOW, MEDIUM, HIGH, CRITICAL or UNKNOWN: the record's risk_level, else from the risk score (0 to 100). */
         public String level;
         /** The amount band of the merchant table (0: under 10 ... 6: 5000 and over). */
         public int band;
@@ -200,8 +200,8 @@ public class Pipelines {
                 if (e.id == null || e.customer == null) {
                     throw new IllegalArgumentException("missing_field");
                 }
-                if (e.id.length() > 256) {
-                    throw new IllegalArgumentException("wrong_type");
+                if (e.id.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 256) {
+                    throw new IllegalArgumentException("field_too_long");
                 }
                 String kind = text(n, "transaction_type");
                 if (kind == null) {
@@ -229,10 +229,17 @@ public class Pipelines {
                     } catch (NumberFormatException x) {
                         throw new IllegalArgumentException("invalid_risk_score");
                     }
-                    if (!(r >= 0 && r <= 1)) {
+                    if (!(r >= 0 && r <= 100)) {
                         throw new IllegalArgumentException("invalid_risk_score");
                     }
-                    e.level = r < 0.3 ? "LOW" : r < 0.7 ? "MEDIUM" : "HIGH";
+                    e.level = r > 80 ? "CRITICAL" : r > 60 ? "HIGH" : r > 30 ? "MEDIUM" : "LOW";
+                }
+                String level = text(n, "risk_level");
+                if (level != null && !level.isBlank()) {
+                    e.level = switch (level.trim().toUpperCase()) {
+                        case "LOW", "MEDIUM", "HIGH", "CRITICAL" -> level.trim().toUpperCase();
+                        default -> throw new IllegalArgumentException("invalid_risk_level");
+                    };
                 }
                 JsonNode flags = n.get("compliance_flags");
                 if (flags != null && !flags.isNull()) {

@@ -27,7 +27,7 @@ STATUSES = ["PENDING", "COMPLETED", "FAILED", "REVERSED"]
 MAX_RECORD_BYTES = 64 * 1024
 MAX_AMOUNT = 1_000_000_000
 MIN_EVENT_TIME = "2000-01-01 00:00:00"
-MAX_FUTURE_SECONDS = 86_400
+MAX_FUTURE_SECONDS = 300
 
 LOCATION = T.StructType([T.StructField("country", T.StringType()), T.StructField("city", T.StringType())])
 SCHEMA = T.StructType(
@@ -37,6 +37,7 @@ SCHEMA = T.StructType(
     + [
         T.StructField("location", LOCATION),
         T.StructField("risk_score", T.StringType()),
+        T.StructField("risk_level", T.StringType()),
         T.StructField("compliance_flags", T.ArrayType(T.StringType())),
         T.StructField("created_at", T.StringType()),
         T.StructField("_corrupt", T.StringType()),
@@ -188,7 +189,7 @@ def main():
         .when(~F.expr("is_valid_utf8(value)"), F.lit("invalid_utf8"))
         .when(F.col("r").isNull() | F.col("r._corrupt").isNotNull(), F.lit("malformed_json"))
         .when(blank(F.col("r.transaction_id")) | blank(F.col("r.customer_id")), F.lit("missing_field"))
-        .when(F.length(F.trim("r.transaction_id")) > 256, F.lit("wrong_type"))
+        .when(F.octet_length(F.trim("r.transaction_id")) > 256, F.lit("field_too_long"))
         .when(~normalized(F.col("r.transaction_type")).isin(KINDS), F.lit("unknown_kind"))
         .when(
             ~blank(F.col("r.status")) & ~normalized(F.col("r.status")).isin(STATUSES),
@@ -206,8 +207,13 @@ def main():
             F.lit("time_out_of_range"),
         )
         .when(
-            ~blank(F.col("r.risk_score")) & (risk.isNull() | (risk < 0) | (risk > 1)),
+            ~blank(F.col("r.risk_score")) & (risk.isNull() | (risk < 0) | (risk > 100)),
             F.lit("invalid_risk_score"),
+        )
+        .when(
+            ~blank(F.col("r.risk_level"))
+            & ~F.upper(F.trim(F.col("r.risk_level"))).isin("LOW", "MEDIUM", "HIGH", "CRITICAL"),
+            F.lit("invalid_risk_level"),
         )
     )
     checked = r.select(
@@ -223,6 +229,7 @@ def main():
         F.when(blank(F.col("r.channel")), None).otherwise(F.trim("r.channel")).alias("channel"),
         F.coalesce(F.col("r.compliance_flags"), F.array().cast("array<string>")).alias("flags"),
         risk.alias("risk_score"),
+        F.col("r.risk_level").alias("risk_level"),
         amount.alias("amount"),
         event_time.alias("event_time"),
     ).cache()
@@ -327,12 +334,14 @@ def main():
         return F.sum(F.size(F.filter("flags", lambda f: f == name)))
 
     flagged = F.size("flags") > 0
-    levels = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"]
+    levels = ["LOW", "MEDIUM", "HIGH", "CRITICAL", "UNKNOWN"]
     level = (
-        F.when(F.col("risk_score").isNull(), "UNKNOWN")
-        .when(F.col("risk_score") < 0.3, "LOW")
-        .when(F.col("risk_score") < 0.7, "MEDIUM")
-        .otherwise("HIGH")
+        F.when(F.upper(F.trim(F.col("risk_level"))).isin(levels[:4]), F.upper(F.trim(F.col("risk_level"))))
+        .when(F.col("risk_score").isNull(), "UNKNOWN")
+        .when(F.col("risk_score") > 80, "CRITICAL")
+        .when(F.col("risk_score") > 60, "HIGH")
+        .when(F.col("risk_score") > 30, "MEDIUM")
+        .otherwise("LOW")
     )
     compliance = (
         events.withColumn("w", F.window("event_time", "30 minutes"))

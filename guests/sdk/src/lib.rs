@@ -31,8 +31,8 @@ pub use bindings::edge::rules::host;
 pub use bindings::edge::rules::types::{
     AggregateOp, AggregateSpec, Alert, Bands, Column, ColumnType, Customer, Decimal as WitDecimal,
     Emit, EventBatch, EventsResult, Field, Filter, Geo, KeyBy, Level, Manifest, Merchant,
-    PackedRows, ResultKind, Row, Severity, SlidingWindow, StateBlob, TableSpec, Transaction,
-    TxnKind, TxnStatus, Value, WindowBatch, WindowKind, WindowSpec, WindowsResult,
+    PackedRows, ResultKind, RiskLevel, Row, Severity, SlidingWindow, StateBlob, TableSpec,
+    Transaction, TxnKind, TxnStatus, Value, WindowBatch, WindowKind, WindowSpec, WindowsResult,
 };
 pub use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -433,9 +433,14 @@ impl<'a> Batch<'a> {
     pub fn city(&self, i: usize) -> Option<&str> {
         self.optional(self.b.cities[self.start + i])
     }
-    /// Event `i`'s risk score, if given.
+    /// Event `i`'s risk score in [0, 1], if given.
     pub fn risk_score(&self, i: usize) -> Option<f64> {
         self.b.risk_scores[self.start + i]
+    }
+    /// Event `i`'s risk level: the record's own, or graded from its score
+    /// by the host; `None` when it has neither.
+    pub fn risk_level(&self, i: usize) -> Option<RiskLevel> {
+        self.b.risk_levels.get(self.start + i).copied().flatten()
     }
     /// Event `i`'s compliance flags.
     pub fn flags(&self, i: usize) -> impl Iterator<Item = &str> + '_ {
@@ -474,6 +479,7 @@ impl<'a> Batch<'a> {
                 city: self.city(i).unwrap_or("").to_string(),
             }),
             risk_score: self.risk_score(i),
+            risk_level: self.risk_level(i),
             compliance_flags: self.flags(i).map(str::to_string).collect(),
             event_time: self.event_time(i),
         }
@@ -816,10 +822,12 @@ impl<'a> Aggregates<'a> {
             )
         })
     }
-    /// A `collect` result: the window's events (`None` when it collected none).
+    /// A `collect` result: the window's events (`None` when it collected
+    /// none). A window holds at most `engine.max-collect-events` of them;
+    /// [`Aggregates::collected`] says how many it had in all.
     pub fn events(&self, i: usize) -> Option<Batch<'a>> {
         match self.result(i) {
-            Some((ResultKind::Events, first, n, _)) => {
+            Some((ResultKind::Events | ResultKind::EventsCut, first, n, _)) => {
                 let b = &self.fired.events;
                 let start = (first.max(0) as usize).min(b.ids.len());
                 let len = (n as usize).min(b.ids.len() - start);
@@ -831,6 +839,16 @@ impl<'a> Aggregates<'a> {
                 })
             }
             _ => None,
+        }
+    }
+    /// How many events a `collect` result's window held in all: more than
+    /// [`Aggregates::events`] gives when the host cut the list at
+    /// `engine.max-collect-events`.
+    pub fn collected(&self, i: usize) -> u64 {
+        match self.result(i) {
+            Some((ResultKind::Events, _, n, _)) => u64::from(n),
+            Some((ResultKind::EventsCut, _, _, total)) => total as u64,
+            _ => 0,
         }
     }
 }
@@ -1458,6 +1476,7 @@ mod tests {
             countries: vec![0],
             cities: vec![0],
             risk_scores: vec![None],
+            risk_levels: vec![None],
             flag_starts: vec![0, 0],
             flag_ids: vec![],
             event_times: vec![5],

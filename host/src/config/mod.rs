@@ -186,6 +186,10 @@ pub struct PostgresConfig {
     /// and resume from them at start, so that a crash neither loses nor
     /// repeats a result.
     pub exactly_once: bool,
+    /// The longest a statement may run (the server's `statement_timeout`;
+    /// the client gives up on a server that does not answer a little
+    /// later): a hung write is retried like a lost connection.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -198,6 +202,7 @@ impl Default for PostgresConfig {
             buffer_batches: 64,
             retry_max_secs: 0,
             exactly_once: false,
+            statement_timeout_ms: 30_000,
         }
     }
 }
@@ -424,6 +429,12 @@ pub struct GeneratorConfig {
     pub dirty: f64,
     /// Fraction of events that belong to planted fraud patterns.
     pub fraud: f64,
+    /// Fraction of the customers replaced by new ones (new ids, accounts
+    /// and devices) at each simulated midnight: the churn of a long run.
+    pub customer_churn: f64,
+    /// Fraction of the customers who get a new device at each simulated
+    /// midnight (each keeps at most three).
+    pub device_churn: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -437,6 +448,8 @@ impl Default for GeneratorConfig {
             merchants: 300,
             dirty: 0.01,
             fraud: 0.01,
+            customer_churn: 0.0,
+            device_churn: 0.0,
         }
     }
 }
@@ -447,19 +460,30 @@ impl Default for GeneratorConfig {
 pub struct DecodeConfig {
     /// Records larger than this are rejected as `oversized`.
     pub max_record_bytes: usize,
+    /// Text fields (ids, codes, names, each compliance flag) longer than
+    /// this many bytes are rejected as `field_too_long`.
+    pub max_field_bytes: usize,
     /// Amounts above this are rejected as `absurd_amount`.
     pub max_amount: Decimal,
     /// Event times before this (ms since the epoch) are rejected.
     pub min_event_time_ms: i64,
-    /// Event times more than this ahead of the wall clock are rejected.
+    /// Event times more than this ahead of the source's clock (the wall
+    /// clock; the generator's own for `gen`) are rejected.
     pub max_future_ms: i64,
     /// Currency assumed when a record has none.
     pub default_currency: String,
+    /// The scale incoming `risk_score`s are on: 100 (the reference
+    /// systems', 0 to 100) or 1 (0 to 1). Scores are held in [0, 1]; one
+    /// outside [0, scale] is rejected as `invalid_risk_score`.
+    pub risk_score_scale: u32,
+    /// Thresholds of the risk levels, on the scale of the scores; unset:
+    /// the reference's 30, 60 and 80 (of 100).
+    pub risk_levels: Option<RiskLevels>,
     /// Where to find fields in other shapes: canonical name -> dotted path,
     /// e.g. `customer_id = "user.id"`. Canonical names: transaction_id,
     /// customer_id, account_id, merchant_id, transaction_type, status, amount,
     /// fee_amount, currency, channel, device_fingerprint, location.country,
-    /// location.city, risk_score, compliance_flags, created_at.
+    /// location.city, risk_score, risk_level, compliance_flags, created_at.
     pub fields: BTreeMap<String, String>,
 }
 
@@ -467,12 +491,43 @@ impl Default for DecodeConfig {
     fn default() -> Self {
         Self {
             max_record_bytes: 64 * 1024,
+            max_field_bytes: 256,
             max_amount: Decimal::from(1_000_000_000),
             min_event_time_ms: 946_684_800_000,
-            max_future_ms: 86_400_000,
+            max_future_ms: 300_000,
             default_currency: "USD".into(),
+            risk_score_scale: 100,
+            risk_levels: None,
             fields: BTreeMap::new(),
         }
+    }
+}
+
+/// The risk level of a score without a `risk_level` of its own: above
+/// `critical` CRITICAL, above `high` HIGH, above `medium` MEDIUM, else LOW.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RiskLevels {
+    /// Scores above this are at least MEDIUM.
+    pub medium: f64,
+    /// Scores above this are at least HIGH.
+    pub high: f64,
+    /// Scores above this are CRITICAL.
+    pub critical: f64,
+}
+
+impl DecodeConfig {
+    /// The risk levels' thresholds on the scores' scale: the configured
+    /// ones, or the reference's (30, 60, 80 of 100) scaled to it.
+    pub fn risk_levels(&self) -> RiskLevels {
+        self.risk_levels.unwrap_or_else(|| {
+            let scale = f64::from(self.risk_score_scale) / 100.0;
+            RiskLevels {
+                medium: 30.0 * scale,
+                high: 60.0 * scale,
+                critical: 80.0 * scale,
+            }
+        })
     }
 }
 
@@ -502,6 +557,17 @@ pub struct EngineConfig {
     pub idle_ms: u64,
     /// How often the offsets of settled records are committed (Kafka).
     pub commit_interval_ms: u64,
+    /// Windows one window spec of a rule set keeps open at once. An event
+    /// that would open one more is dead-lettered (`window_limit`) for that
+    /// spec; the windows open go on as before.
+    pub max_open_windows: usize,
+    /// Keys of keyed state one rule set keeps. Past it, the keys written
+    /// longest ago (in event time) are dropped, as if their time to live had
+    /// passed, and counted (`edge_state_shed_total`).
+    pub max_keyed_states: usize,
+    /// Events a `collect` aggregate keeps per window (the first ones); a
+    /// window that held more tells its rule set how many it held in all.
+    pub max_collect_events: usize,
 }
 
 impl Default for EngineConfig {
@@ -516,6 +582,9 @@ impl Default for EngineConfig {
             duration_secs: 0,
             idle_ms: 5_000,
             commit_interval_ms: 1_000,
+            max_open_windows: 1_000_000,
+            max_keyed_states: 5_000_000,
+            max_collect_events: 10_000,
         }
     }
 }
@@ -639,6 +708,10 @@ pub struct OutputConfig {
     /// `dead_letter` or `late`, mapped to a list of `jsonl` and `kafka`;
     /// `"*"` is every stream not named.
     pub routes: BTreeMap<String, Vec<SinkKind>>,
+    /// A dead letter keeps at most this many bytes of its record's raw
+    /// bytes; a longer record is cut, with its size and SHA-256 kept, so
+    /// that every dead letter fits in a Kafka message.
+    pub max_raw_bytes: usize,
 }
 
 impl Default for OutputConfig {
@@ -647,6 +720,7 @@ impl Default for OutputConfig {
             dir: PathBuf::from("edge-out"),
             console: ConsoleMode::Auto,
             routes: BTreeMap::from([("*".to_string(), vec![SinkKind::Jsonl])]),
+            max_raw_bytes: 65_536,
         }
     }
 }
@@ -753,6 +827,15 @@ impl Config {
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
             return invalid("engine.batch-size", "must be between 1 and 65536");
         }
+        if self.engine.max_open_windows == 0
+            || self.engine.max_keyed_states == 0
+            || self.engine.max_collect_events == 0
+        {
+            return invalid(
+                "engine.max-open-windows",
+                "max-open-windows, max-keyed-states and max-collect-events must be at least 1",
+            );
+        }
         if self.engine.out_of_orderness_ms < 0 {
             return invalid("engine.out-of-orderness-ms", "must not be negative");
         }
@@ -761,6 +844,14 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.generator.fraud) {
             return invalid("generator.fraud", "must be a fraction between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.generator.customer_churn)
+            || !(0.0..=1.0).contains(&self.generator.device_churn)
+        {
+            return invalid(
+                "generator.customer-churn",
+                "customer-churn and device-churn must be fractions between 0 and 1",
+            );
         }
         if self.generator.customers == 0 || self.generator.merchants == 0 {
             return invalid(
@@ -779,6 +870,36 @@ impl Config {
                 "generator.start",
                 "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
             );
+        }
+        if !matches!(self.decode.risk_score_scale, 1 | 100) {
+            return invalid(
+                "decode.risk-score-scale",
+                "must be 100 (scores from 0 to 100, as the reference systems send) or 1 (from 0 to 1)",
+            );
+        }
+        let levels = self.decode.risk_levels();
+        let scale = f64::from(self.decode.risk_score_scale);
+        if !(0.0 <= levels.medium
+            && levels.medium <= levels.high
+            && levels.high <= levels.critical
+            && levels.critical <= scale)
+        {
+            return invalid(
+                "decode.risk-levels",
+                &format!(
+                    "thresholds must rise from medium to high to critical within [0, {scale}] \
+                     (decode.risk-score-scale); the reference uses medium = 30, high = 60, critical = 80"
+                ),
+            );
+        }
+        if !(1..=262_144).contains(&self.output.max_raw_bytes) {
+            return invalid(
+                "output.max-raw-bytes",
+                "must be between 1 and 262144, so that a dead letter fits in a Kafka message",
+            );
+        }
+        if self.decode.max_field_bytes == 0 {
+            return invalid("decode.max-field-bytes", "must be at least 1");
         }
         // The clean stream holds amounts as money with 8 places in 64 bits.
         if !self.output.sinks_of("clean").is_empty()

@@ -36,6 +36,8 @@ pub enum Field {
     City,
     /// `risk_score`
     RiskScore,
+    /// `risk_level`
+    RiskLevel,
     /// `compliance_flags`
     Flags,
     /// `created_at`
@@ -44,7 +46,7 @@ pub enum Field {
 
 impl Field {
     /// Every field with its canonical name, which is also its default path.
-    pub const ALL: [(Field, &'static str); 16] = [
+    pub const ALL: [(Field, &'static str); 17] = [
         (Field::Id, "transaction_id"),
         (Field::Customer, "customer_id"),
         (Field::Account, "account_id"),
@@ -59,6 +61,7 @@ impl Field {
         (Field::Country, "location.country"),
         (Field::City, "location.city"),
         (Field::RiskScore, "risk_score"),
+        (Field::RiskLevel, "risk_level"),
         (Field::Flags, "compliance_flags"),
         (Field::EventTime, "created_at"),
     ];

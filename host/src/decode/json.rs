@@ -176,6 +176,8 @@ pub struct Reference<'a> {
     #[serde(borrow)]
     risk_score: Option<&'a RawValue>,
     #[serde(borrow)]
+    risk_level: Option<Text<'a>>,
+    #[serde(borrow)]
     compliance_flags: Option<&'a RawValue>,
     #[serde(borrow)]
     created_at: Option<&'a RawValue>,
@@ -216,6 +218,7 @@ impl<'a> Reference<'a> {
             F::Country => location.and_then(|l| text(&l.country)),
             F::City => location.and_then(|l| text(&l.city)),
             F::RiskScore => raw(&self.risk_score),
+            F::RiskLevel => text(&self.risk_level),
             F::Flags => raw(&self.compliance_flags),
             F::EventTime => raw(&self.created_at),
         }
@@ -249,7 +252,7 @@ impl Record for Reference<'_> {
 /// [`Object`], whose result is authoritative; so is a record that is not
 /// valid JSON.
 pub struct Flat<'a> {
-    values: [Option<FieldValue<'a>>; 16],
+    values: [Option<FieldValue<'a>>; 17],
     flags: Vec<&'a str>,
 }
 
@@ -268,7 +271,7 @@ enum Slot {
 
 /// The reference keys, in the order records usually give them, as they
 /// appear before their values.
-const ORDER: [(&[u8], Slot); 15] = [
+const ORDER: [(&[u8], Slot); 16] = [
     (b"\"transaction_id\":", Slot::Text(Field::Id)),
     (b"\"customer_id\":", Slot::Text(Field::Customer)),
     (b"\"account_id\":", Slot::Text(Field::Account)),
@@ -282,6 +285,7 @@ const ORDER: [(&[u8], Slot); 15] = [
     (b"\"device_fingerprint\":", Slot::Text(Field::Device)),
     (b"\"location\":", Slot::Location),
     (b"\"risk_score\":", Slot::Numeric(Field::RiskScore)),
+    (b"\"risk_level\":", Slot::Text(Field::RiskLevel)),
     (b"\"compliance_flags\":", Slot::Flags),
     (b"\"created_at\":", Slot::Time),
 ];
@@ -577,7 +581,7 @@ impl<'a> Flat<'a> {
     /// usual forms.
     pub fn parse(text: &'a str) -> Option<Self> {
         let mut record = Flat {
-            values: [None; 16],
+            values: [None; 17],
             flags: Vec::new(),
         };
         let mut cursor = Cursor { text, at: 0 };

@@ -12,9 +12,10 @@ pub(crate) mod json;
 pub use fields::{Field, FieldMapping};
 
 use crate::config::DecodeConfig;
-use crate::model::{Interner, Kind, Status, Txn};
+use crate::model::{Interner, Kind, RiskLevel, Status, Txn};
 use fields::{FieldValue, Record};
 use rust_decimal::Decimal;
+use std::borrow::Cow;
 
 /// Why a record was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,8 +46,12 @@ pub enum RejectCode {
     InvalidTime,
     /// The event time is before `decode.min-event-time` or too far in the future.
     TimeOutOfRange,
-    /// The risk score is not a number in [0, 1].
+    /// The risk score is not a number within `decode.risk-score-scale`.
     InvalidRiskScore,
+    /// `risk_level` is not LOW, MEDIUM, HIGH or CRITICAL.
+    InvalidRiskLevel,
+    /// A text field is longer than `decode.max-field-bytes`.
+    FieldTooLong,
     /// The transaction id was seen within the dedup horizon.
     Duplicate,
 }
@@ -69,6 +74,8 @@ impl RejectCode {
             Self::InvalidTime => "invalid_time",
             Self::TimeOutOfRange => "time_out_of_range",
             Self::InvalidRiskScore => "invalid_risk_score",
+            Self::InvalidRiskLevel => "invalid_risk_level",
+            Self::FieldTooLong => "field_too_long",
             Self::Duplicate => "duplicate",
         }
     }
@@ -120,6 +127,12 @@ pub struct Decoder {
     min_time: i64,
     max_future_ms: i64,
     default_currency: String,
+    max_field_bytes: usize,
+    /// The scale of incoming risk scores (1 or 100).
+    risk_scale: f64,
+    /// The thresholds of MEDIUM, HIGH and CRITICAL on that scale.
+    risk_levels: [f64; 3],
+    /// The source's clock as of the batch being decoded (ms).
     now_ms: i64,
 }
 
@@ -147,8 +160,89 @@ impl Decoder {
             min_time: config.min_event_time_ms,
             max_future_ms: config.max_future_ms,
             default_currency: config.default_currency.clone(),
+            max_field_bytes: config.max_field_bytes,
+            risk_scale: f64::from(config.risk_score_scale),
+            risk_levels: {
+                let l = config.risk_levels();
+                [l.medium, l.high, l.critical]
+            },
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
+    }
+
+    /// Sets the time records are checked against (`max-future-ms`): the
+    /// source's clock, read once per batch as time passes.
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+    }
+
+    /// A text field, refused when longer than `decode.max-field-bytes`.
+    fn bounded<'t>(&self, field: Field, text: Cow<'t, str>) -> Result<Cow<'t, str>, Reject> {
+        if text.len() > self.max_field_bytes {
+            return Err(Reject::new(
+                RejectCode::FieldTooLong,
+                format!(
+                    "{} is {} bytes; decode.max-field-bytes is {}",
+                    self.mapping.name(field),
+                    text.len(),
+                    self.max_field_bytes
+                ),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The risk score in [0, 1] and its level: the record's `risk_level`
+    /// when it has one, else graded from the score.
+    fn risk<R: Record + ?Sized>(&self, r: &R) -> Result<(Option<f64>, Option<RiskLevel>), Reject> {
+        let m = &self.mapping;
+        let score = match m.get(r, Field::RiskScore) {
+            None | Some(FieldValue::Null) => None,
+            Some(v) => {
+                let score = v.number().ok_or_else(|| {
+                    Reject::new(
+                        RejectCode::InvalidRiskScore,
+                        format!("{} is not a number", m.name(Field::RiskScore)),
+                    )
+                })?;
+                if !(0.0..=self.risk_scale).contains(&score) {
+                    return Err(Reject::new(
+                        RejectCode::InvalidRiskScore,
+                        format!(
+                            "{} {score} is outside [0, {}] (decode.risk-score-scale)",
+                            m.name(Field::RiskScore),
+                            self.risk_scale
+                        ),
+                    ));
+                }
+                Some(score)
+            }
+        };
+        let level = match m.optional_text(r, Field::RiskLevel)? {
+            Some(text) => Some(RiskLevel::parse(&text).ok_or_else(|| {
+                Reject::new(
+                    RejectCode::InvalidRiskLevel,
+                    format!(
+                        "{} {:?} is not one of LOW, MEDIUM, HIGH, CRITICAL",
+                        m.name(Field::RiskLevel),
+                        crate::model::preview(&text)
+                    ),
+                )
+            })?),
+            None => score.map(|s| {
+                let [medium, high, critical] = self.risk_levels;
+                if s > critical {
+                    RiskLevel::Critical
+                } else if s > high {
+                    RiskLevel::High
+                } else if s > medium {
+                    RiskLevel::Medium
+                } else {
+                    RiskLevel::Low
+                }
+            }),
+        };
+        Ok((score.map(|s| s / self.risk_scale), level))
     }
 
     /// For CSV: reads the header line. Returns whether the line was a header
@@ -244,21 +338,16 @@ impl Decoder {
 
     fn build<R: Record + ?Sized>(&self, r: &R, strings: &mut Interner) -> Result<Txn, Reject> {
         let m = &self.mapping;
-        let id = m.required_text(r, Field::Id)?;
-        if id.len() > 256 {
-            return Err(Reject::new(
-                RejectCode::WrongType,
-                "transaction_id is longer than 256 characters",
-            ));
-        }
-        let customer = m.required_text(r, Field::Customer)?;
+        let id = self.bounded(Field::Id, m.required_text(r, Field::Id)?)?;
+        let customer = self.bounded(Field::Customer, m.required_text(r, Field::Customer)?)?;
         let customer = strings.intern(&customer);
         let kind_text = m.required_text(r, Field::Kind)?;
         let kind = Kind::parse(&kind_text).ok_or_else(|| {
             Reject::new(
                 RejectCode::UnknownKind,
                 format!(
-                    "transaction_type {kind_text:?} is not one of {}",
+                    "transaction_type {:?} is not one of {}",
+                    crate::model::preview(&kind_text),
                     Kind::names()
                 ),
             )
@@ -268,7 +357,11 @@ impl Decoder {
             Some(s) => Status::parse(&s).ok_or_else(|| {
                 Reject::new(
                     RejectCode::UnknownStatus,
-                    format!("status {s:?} is not one of {}", Status::names()),
+                    format!(
+                        "status {:?} is not one of {}",
+                        crate::model::preview(&s),
+                        Status::names()
+                    ),
                 )
             })?,
         };
@@ -277,21 +370,7 @@ impl Decoder {
             .ok_or_else(|| Reject::new(RejectCode::MissingField, "amount is missing"))?;
         let fee = self.money(r, Field::Fee)?.unwrap_or(Decimal::ZERO);
         let event_time = self.time(r)?;
-        let risk_score = match m.get(r, Field::RiskScore) {
-            None | Some(FieldValue::Null) => None,
-            Some(v) => {
-                let score = v.number().ok_or_else(|| {
-                    Reject::new(RejectCode::InvalidRiskScore, "risk_score is not a number")
-                })?;
-                if !(0.0..=1.0).contains(&score) {
-                    return Err(Reject::new(
-                        RejectCode::InvalidRiskScore,
-                        format!("risk_score {score} is outside [0, 1]"),
-                    ));
-                }
-                Some(score)
-            }
-        };
+        let (risk_score, risk_level) = self.risk(r)?;
         let flags = match m.get(r, Field::Flags) {
             None | Some(FieldValue::Null) => Box::default(),
             Some(v) => v
@@ -302,13 +381,13 @@ impl Decoder {
                         "compliance_flags is not a list of strings",
                     )
                 })?
-                .iter()
-                .map(|f| strings.intern(f))
-                .collect(),
+                .into_iter()
+                .map(|f| Ok(strings.intern(&self.bounded(Field::Flags, f)?)))
+                .collect::<Result<_, Reject>>()?,
         };
         let mut intern_optional = |field: Field| -> Result<u32, Reject> {
             Ok(match m.optional_text(r, field)? {
-                Some(s) => strings.intern(&s),
+                Some(s) => strings.intern(&self.bounded(field, s)?),
                 None => crate::model::NONE,
             })
         };
@@ -319,7 +398,7 @@ impl Decoder {
         let country = intern_optional(Field::Country)?;
         let city = intern_optional(Field::City)?;
         let currency = match m.optional_text(r, Field::Currency)? {
-            Some(c) => strings.intern(&c),
+            Some(c) => strings.intern(&self.bounded(Field::Currency, c)?),
             None => strings.intern(&self.default_currency),
         };
         Ok(Txn {
@@ -337,6 +416,7 @@ impl Decoder {
             country,
             city,
             risk_score,
+            risk_level,
             flags,
             event_time,
         })

@@ -5,7 +5,7 @@ fn decoder() -> Decoder {
     Decoder::new(Format::Json, &DecodeConfig::default()).unwrap()
 }
 
-const GOOD: &str = r#"{"transaction_id":"t1","customer_id":"c1","account_id":"a1","merchant_id":"m1","transaction_type":"PURCHASE","status":"completed","amount":"123.45","fee_amount":1.5,"currency":"EUR","channel":"web","device_fingerprint":"d1","location":{"country":"DE","city":"Berlin"},"risk_score":0.25,"compliance_flags":["HIGH_RISK"],"created_at":"2026-01-01T10:00:00Z"}"#;
+const GOOD: &str = r#"{"transaction_id":"t1","customer_id":"c1","account_id":"a1","merchant_id":"m1","transaction_type":"PURCHASE","status":"completed","amount":"123.45","fee_amount":1.5,"currency":"EUR","channel":"web","device_fingerprint":"d1","location":{"country":"DE","city":"Berlin"},"risk_score":25,"compliance_flags":["HIGH_RISK"],"created_at":"2026-01-01T10:00:00Z"}"#;
 
 #[test]
 fn decodes_the_reference_shape() {
@@ -19,6 +19,7 @@ fn decodes_the_reference_shape() {
     assert_eq!(s.resolve(t.country), "DE");
     assert_eq!(s.resolve(t.city), "Berlin");
     assert_eq!(t.risk_score, Some(0.25));
+    assert_eq!(t.risk_level, Some(RiskLevel::Low));
     assert_eq!(t.flags.len(), 1);
     assert_eq!(t.event_time, 1_767_261_600_000);
 }
@@ -152,8 +153,51 @@ fn every_bad_input_has_its_reason() {
             RejectCode::TimeOutOfRange,
         ),
         (
-            GOOD.replace("0.25", "7").into_bytes(),
+            GOOD.replace(r#""risk_score":25"#, r#""risk_score":170"#)
+                .into_bytes(),
             RejectCode::InvalidRiskScore,
+        ),
+        (
+            GOOD.replace(r#""risk_score":25"#, r#""risk_score":-1"#)
+                .into_bytes(),
+            RejectCode::InvalidRiskScore,
+        ),
+        (
+            GOOD.replace(
+                r#""risk_score":25"#,
+                r#""risk_score":25,"risk_level":"EXTREME""#,
+            )
+            .into_bytes(),
+            RejectCode::InvalidRiskLevel,
+        ),
+        (
+            GOOD.replace(
+                r#""customer_id":"c1""#,
+                &format!(r#""customer_id":"{}""#, "c".repeat(257)),
+            )
+            .into_bytes(),
+            RejectCode::FieldTooLong,
+        ),
+        (
+            GOOD.replace(
+                r#""transaction_id":"t1""#,
+                &format!(r#""transaction_id":"{}""#, "t".repeat(300)),
+            )
+            .into_bytes(),
+            RejectCode::FieldTooLong,
+        ),
+        (
+            GOOD.replace(r#"["HIGH_RISK"]"#, &format!(r#"["{}"]"#, "F".repeat(300)))
+                .into_bytes(),
+            RejectCode::FieldTooLong,
+        ),
+        (
+            GOOD.replace(
+                r#""city":"Berlin""#,
+                &format!(r#""city":"{}""#, "é".repeat(200)),
+            )
+            .into_bytes(),
+            RejectCode::FieldTooLong,
         ),
         (
             GOOD.replace(r#"["HIGH_RISK"]"#, "[1]").into_bytes(),
@@ -173,6 +217,101 @@ fn every_bad_input_has_its_reason() {
             String::from_utf8_lossy(&line[..line.len().min(120)])
         );
     }
+}
+
+#[test]
+fn reference_scale_scores_are_accepted_and_graded_as_the_reference_grades_them() {
+    let mut s = Interner::default();
+    let d = decoder();
+    let decode = |d: &Decoder, s: &mut Interner, from: &str, to: &str| {
+        d.decode(GOOD.replace(from, to).as_bytes(), s)
+    };
+    for (score, level, canonical) in [
+        ("0", RiskLevel::Low, 0.0),
+        ("30", RiskLevel::Low, 0.3),
+        ("30.1", RiskLevel::Medium, 0.301),
+        ("60", RiskLevel::Medium, 0.6),
+        ("60.5", RiskLevel::High, 0.605),
+        ("80", RiskLevel::High, 0.8),
+        ("80.01", RiskLevel::Critical, 0.8001),
+        ("100", RiskLevel::Critical, 1.0),
+    ] {
+        let t = decode(
+            &d,
+            &mut s,
+            r#""risk_score":25"#,
+            &format!(r#""risk_score":{score}"#),
+        )
+        .unwrap();
+        assert_eq!(t.risk_level, Some(level), "{score}");
+        assert!((t.risk_score.unwrap() - canonical).abs() < 1e-12, "{score}");
+    }
+    // The record's own level is read when present, in any case.
+    let t = decode(
+        &d,
+        &mut s,
+        r#""risk_score":25"#,
+        r#""risk_score":25,"risk_level":"critical""#,
+    )
+    .unwrap();
+    assert_eq!(t.risk_level, Some(RiskLevel::Critical));
+    let t = decode(&d, &mut s, r#""risk_score":25"#, r#""risk_level":"High""#).unwrap();
+    assert_eq!((t.risk_score, t.risk_level), (None, Some(RiskLevel::High)));
+    let t = decode(&d, &mut s, r#""risk_score":25,"#, "").unwrap();
+    assert_eq!((t.risk_score, t.risk_level), (None, None));
+    // On the 0 to 1 scale, with thresholds of its own.
+    let config = DecodeConfig {
+        risk_score_scale: 1,
+        ..DecodeConfig::default()
+    };
+    let unit = Decoder::new(Format::Json, &config).unwrap();
+    let t = decode(&unit, &mut s, r#""risk_score":25"#, r#""risk_score":0.85"#).unwrap();
+    assert_eq!(
+        (t.risk_score, t.risk_level),
+        (Some(0.85), Some(RiskLevel::Critical))
+    );
+    let err = decode(&unit, &mut s, r#""risk_score":25"#, r#""risk_score":25"#).unwrap_err();
+    assert_eq!(err.code, RejectCode::InvalidRiskScore);
+    assert!(err.detail.contains("outside [0, 1]"), "{}", err.detail);
+    let config = DecodeConfig {
+        risk_levels: Some(crate::config::RiskLevels {
+            medium: 10.0,
+            high: 20.0,
+            critical: 90.0,
+        }),
+        ..DecodeConfig::default()
+    };
+    let custom = Decoder::new(Format::Json, &config).unwrap();
+    let t = custom.decode(GOOD.as_bytes(), &mut s).unwrap();
+    assert_eq!(t.risk_level, Some(RiskLevel::High));
+}
+
+#[test]
+fn the_clock_is_read_as_time_passes() {
+    let mut s = Interner::default();
+    let mut d = decoder();
+    let day = 86_400_000;
+    let start = 1_800_000_000_000;
+    let at = |ms: i64| {
+        GOOD.replace(
+            r#""created_at":"2026-01-01T10:00:00Z""#,
+            &format!(r#""created_at":{ms}"#),
+        )
+    };
+    d.set_now(start);
+    assert!(d.decode(at(start).as_bytes(), &mut s).is_ok());
+    let err = d
+        .decode(at(start + 2 * day).as_bytes(), &mut s)
+        .unwrap_err();
+    assert_eq!(err.code, RejectCode::TimeOutOfRange);
+    // Two days later, events of that time are current.
+    d.set_now(start + 2 * day);
+    assert!(d.decode(at(start + 2 * day).as_bytes(), &mut s).is_ok());
+    // Minutes ahead of the clock are refused by default.
+    let err = d
+        .decode(at(start + 2 * day + 10 * 60_000).as_bytes(), &mut s)
+        .unwrap_err();
+    assert_eq!(err.code, RejectCode::TimeOutOfRange);
 }
 
 #[test]
@@ -322,7 +461,17 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
             r#""compliance_flags":["HIGH_RISK"]"#,
             r#""compliance_flags":[1]"#,
         ),
-        (r#""risk_score":0.25"#, r#""risk_score":"0.25""#),
+        (r#""risk_score":25"#, r#""risk_score":"25""#),
+        (
+            r#""risk_score":25"#,
+            r#""risk_score":25,"risk_level":"critical""#,
+        ),
+        (r#""risk_score":25"#, r#""risk_level":"HIGH""#),
+        (r#""risk_score":25"#, r#""risk_score":25,"risk_level":7"#),
+        (
+            r#""risk_score":25"#,
+            r#""risk_score":25,"risk_level":"NONE""#,
+        ),
         (
             r#""created_at":"2026-01-01T10:00:00Z""#,
             r#""created_at":1767261600000"#,
@@ -332,12 +481,13 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
         (r#""amount":"123.45""#, r#""amount":12345"#),
         (r#""amount":"123.45""#, r#""amount":1e2"#),
         (r#""amount":"123.45""#, r#""amount":"1.5e2""#),
-        (r#""risk_score":0.25"#, r#""risk_score":1"#),
+        (r#""risk_score":25"#, r#""risk_score":100"#),
+        (r#""risk_score":25"#, r#""risk_score":100.5"#),
         (
-            r#""risk_score":0.25"#,
-            r#""risk_score":0.1000000000000000055511151231257827"#,
+            r#""risk_score":25"#,
+            r#""risk_score":10.000000000000000055511151231257827"#,
         ),
-        (r#""risk_score":0.25"#, r#""risk_score":2.5e-1"#),
+        (r#""risk_score":25"#, r#""risk_score":2.5e1"#),
         (
             r#""created_at":"2026-01-01T10:00:00Z""#,
             r#""created_at":1767261600000.4"#,

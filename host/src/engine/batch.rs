@@ -4,7 +4,7 @@
 //! batch crosses once. Amounts and fees share one scale per batch. The
 //! buffers are reused from batch to batch.
 
-use crate::engine::window::aggregate::{wit_kind, wit_status, Label};
+use crate::engine::window::aggregate::{wit_kind, wit_risk_level, wit_status, Label};
 use crate::engine::window::WindowOperator;
 use crate::model::{Interner, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{EventBatch, KeyBy};
@@ -42,6 +42,7 @@ fn empty_batch() -> EventBatch {
         countries: Vec::new(),
         cities: Vec::new(),
         risk_scores: Vec::new(),
+        risk_levels: Vec::new(),
         flag_starts: Vec::new(),
         flag_ids: Vec::new(),
         event_times: Vec::new(),
@@ -157,6 +158,7 @@ impl BatchBuilder {
         b.amounts.clear();
         b.fees.clear();
         b.risk_scores.clear();
+        b.risk_levels.clear();
         b.event_times.clear();
         let scale = txns
             .iter()
@@ -195,6 +197,7 @@ impl BatchBuilder {
             b.amounts.push(units(t.amount, scale));
             b.fees.push(units(t.fee, scale));
             b.risk_scores.push(t.risk_score);
+            b.risk_levels.push(t.risk_level.map(wit_risk_level));
             b.event_times.push(t.event_time);
         }
         &self.batch
@@ -283,6 +286,7 @@ mod tests {
             country: NONE,
             city: NONE,
             risk_score: None,
+            risk_level: None,
             flags: Box::default(),
             event_time: 7,
         };

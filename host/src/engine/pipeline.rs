@@ -10,7 +10,8 @@ use super::router::{self, Router};
 use super::state::{Handle, KeyedState};
 use super::watermark::Watermark;
 use super::window::encode::WindowBatchBuilder;
-use super::window::{Fired, WindowOperator};
+use super::window::{Admit, Fired, WindowLimits, WindowOperator};
+use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Loaded;
@@ -61,9 +62,18 @@ pub struct Summary {
     pub alerts: u64,
     /// Rows written.
     pub rows: u64,
+    /// Interned strings held at the end.
+    pub strings_held: u64,
+    /// Interned strings released during the run.
+    pub strings_released: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
+
+/// The interner is swept once it holds this many strings and twice as
+/// many as after the last sweep: a sweep walks every open window, so it
+/// runs about once per as many new strings as are held.
+const SWEEP_AT_LEAST: usize = 1 << 16;
 
 /// Fired windows per `on-windows` call: bounds the guest memory one call needs.
 const WINDOWS_PER_CALL: usize = 256;
@@ -94,18 +104,18 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(rule: Rule) -> Self {
+    fn new(rule: Rule, limits: WindowLimits) -> Self {
         let tables = Self::tables_of(&rule);
-        Self::with_tables(rule, tables)
+        Self::with_tables(rule, tables, limits)
     }
 
-    fn with_tables(rule: Rule, tables: Tables) -> Self {
+    fn with_tables(rule: Rule, tables: Tables, limits: WindowLimits) -> Self {
         Self {
             windows: rule
                 .manifest
                 .windows
                 .iter()
-                .map(WindowOperator::new)
+                .map(|spec| WindowOperator::with_limits(spec, limits))
                 .collect(),
             tables,
             rule,
@@ -182,6 +192,15 @@ pub struct Pipeline {
     parked: FxHashMap<String, KeyedState>,
     /// Every table the sinks know, by name.
     known_tables: FxHashMap<String, Arc<TableInfo>>,
+    /// The source's clock, read once per batch.
+    clock: SharedClock,
+    /// The interner is swept when it holds this many strings.
+    sweep_at: usize,
+    /// When a window limit and the keyed-state ceiling were last logged.
+    warned_full: Option<Instant>,
+    warned_shed: Option<Instant>,
+    /// Whether the source is live (its watermark held to the clock).
+    live: bool,
 }
 
 impl Pipeline {
@@ -200,7 +219,7 @@ impl Pipeline {
             .into_iter()
             .map(|rule| {
                 metrics.loaded(loaded(&rule), false);
-                Slot::new(rule)
+                Slot::new(rule, WindowLimits::of(&config))
             })
             .collect();
         let known_tables = slots
@@ -208,6 +227,11 @@ impl Pipeline {
             .flat_map(|s| s.tables.iter().map(|(k, v)| (k.clone(), v.clone())))
             .collect();
         Self {
+            clock: source.clock().unwrap_or_else(crate::clock::system),
+            live: source.is_live(),
+            sweep_at: SWEEP_AT_LEAST,
+            warned_full: None,
+            warned_shed: None,
             updates: None,
             parked: FxHashMap::default(),
             known_tables,
@@ -238,6 +262,12 @@ impl Pipeline {
             fired: Vec::new(),
             pending: VecDeque::new(),
         }
+    }
+
+    /// Reads time from `clock` instead of the source's (a test driving it).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn origin(&self, position: u64, part: Option<u32>) -> Option<Origin> {
@@ -302,18 +332,11 @@ impl Pipeline {
         part: Option<u32>,
     ) -> Result<(), SinkError> {
         let (source, origin, id) = self.locate(position, part, reject.code.as_str().as_bytes());
-        self.router.emit(Record::DeadLetter(DeadLetter {
-            id,
-            reason: reject.code.as_str().into(),
-            detail: reject.detail,
-            source,
-            position: Some(position),
-            origin,
-            raw: Some(raw.to_vec()),
-            rule: None,
-            events: None,
-            window: None,
-        }))
+        let mut letter = DeadLetter::new(id, reject.code.as_str(), reject.detail, source);
+        letter.position = Some(position);
+        letter.origin = origin;
+        letter.set_raw(raw, self.router.max_raw_bytes());
+        self.router.emit(Record::DeadLetter(letter))
     }
 
     /// A failed call's dead letters: one for a window call (with its
@@ -384,19 +407,16 @@ impl Pipeline {
             first.as_bytes(),
             window_text.as_bytes(),
         ]);
-        let record = DeadLetter {
-            id: crate::model::hex_id(id),
-            reason: error.kind.as_str().into(),
+        let mut letter = DeadLetter::new(
+            crate::model::hex_id(id),
+            error.kind.as_str(),
             detail,
-            source: self.source.name().to_string(),
-            position: None,
-            origin: None,
-            raw: None,
-            rule: Some(error.rule.clone()),
-            events,
-            window,
-        };
-        self.router.emit(Record::DeadLetter(record))
+            self.source.name().to_string(),
+        );
+        letter.rule = Some(error.rule.clone());
+        letter.events = events;
+        letter.window = window;
+        self.router.emit(Record::DeadLetter(letter))
     }
 
     /// Routes a call's emits; a row that does not fit its table is a failure
@@ -559,20 +579,100 @@ impl Pipeline {
             }
             for w in 0..self.slots[slot].windows.len() {
                 for t in txns {
-                    if !self.slots[slot].windows[w].add(t, watermark_before) {
-                        let late = LateRecord {
-                            rule: self.slots[slot].rule.name.clone(),
-                            window: self.slots[slot].windows[w].name.clone(),
-                            watermark: watermark_before,
-                            event: t.to_json(&self.strings),
-                        };
-                        self.router.emit(Record::Late(late))?;
+                    match self.slots[slot].windows[w].add(t, watermark_before) {
+                        Admit::Added => {}
+                        Admit::Late => {
+                            let late = LateRecord {
+                                rule: self.slots[slot].rule.name.clone(),
+                                window: self.slots[slot].windows[w].name.clone(),
+                                watermark: watermark_before,
+                                event: t.to_json(&self.strings),
+                            };
+                            self.router.emit(Record::Late(late))?;
+                        }
+                        Admit::Full { key, start } => self.window_full(slot, w, t, key, start)?,
                     }
                 }
             }
             self.fire_windows(slot, now, now)?;
         }
         Ok(())
+    }
+
+    /// An event a window spec refused at `engine.max-open-windows`: a dead
+    /// letter with the event and the window it did not get into.
+    fn window_full(
+        &mut self,
+        slot: usize,
+        w: usize,
+        t: &Txn,
+        key: u32,
+        start: i64,
+    ) -> Result<(), SinkError> {
+        let (rule, op) = (&self.slots[slot].rule, &self.slots[slot].windows[w]);
+        let key = WindowOperator::key_label(op.key_by(), key);
+        let key = key.text(&self.strings);
+        let detail = format!(
+            "rule set {} window spec {} has {} windows open (engine.max-open-windows); \
+             the event is not in its window of key {:?} from {}",
+            rule.name,
+            op.name,
+            op.len(),
+            crate::model::preview(key),
+            crate::model::iso_time(start)
+        );
+        if self
+            .warned_full
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            self.warned_full = Some(Instant::now());
+            tracing::warn!("{detail}; such events go to the dead letters (raise the limit or shorten the windows)");
+        }
+        let id = stable_hash(&[
+            b"window_limit",
+            rule.name.as_bytes(),
+            op.name.as_bytes(),
+            t.id.as_bytes(),
+        ]);
+        let window = serde_json::json!({
+            "spec": op.name,
+            "key": key,
+            "start": crate::model::iso_time(start),
+        });
+        let mut letter = DeadLetter::new(
+            crate::model::hex_id(id),
+            "window_limit",
+            detail,
+            self.source.name().to_string(),
+        );
+        letter.rule = Some(rule.name.clone());
+        letter.events = Some(serde_json::Value::Array(vec![t.to_json(&self.strings)]));
+        letter.window = Some(window);
+        self.router.emit(Record::DeadLetter(letter))
+    }
+
+    /// Holds every rule set's keyed state to `engine.max-keyed-states`.
+    fn bound_states(&mut self) {
+        let max = self.config.max_keyed_states;
+        for s in &mut self.slots {
+            let shed = s.rule.state_mut().shed(max);
+            if shed > 0 {
+                self.metrics
+                    .state_shed
+                    .fetch_add(shed as u64, Ordering::Relaxed);
+                if self
+                    .warned_shed
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    self.warned_shed = Some(Instant::now());
+                    tracing::warn!(
+                        rule = %s.rule.name,
+                        "keyed state reached engine.max-keyed-states ({max} keys): dropped the \
+                         {shed} keys written longest ago, as if their time to live had passed"
+                    );
+                }
+            }
+        }
     }
 
     /// Fires the slot's windows ending by `until`; `watermark` is what the
@@ -681,6 +781,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Releases the interned strings no open window holds any more, once
+    /// the interner has grown enough since the last sweep. Between
+    /// batches: no event of a batch in flight holds a symbol then.
+    fn sweep_strings(&mut self) {
+        if self.strings.held() >= self.sweep_at {
+            let mut marks = self.strings.marks();
+            for w in self.slots.iter().flat_map(|s| s.windows.iter()) {
+                w.mark_strings(&mut marks);
+            }
+            let released = self.strings.sweep(&marks);
+            self.sweep_at = SWEEP_AT_LEAST.max(2 * self.strings.held());
+            tracing::debug!(
+                released,
+                held = self.strings.held(),
+                "released interned strings no window holds"
+            );
+        }
+        let m = &self.metrics;
+        m.strings_held
+            .store(self.strings.held() as u64, Ordering::Relaxed);
+        m.strings_released
+            .store(self.strings.released(), Ordering::Relaxed);
+    }
+
     fn housekeeping(&mut self) {
         let wm = self.watermark.current();
         for s in &mut self.slots {
@@ -722,6 +846,13 @@ impl Pipeline {
                     error,
                 }
             })?;
+            // Time as it passes: what this batch's records are checked
+            // against, and (live) how far the watermark may go.
+            let now_ms = self.clock.now_ms();
+            self.decoder.set_now(now_ms);
+            if self.live {
+                self.watermark.set_clock(now_ms);
+            }
             let partitioned = raw.has_parts();
             if partitioned {
                 let now = Instant::now();
@@ -802,6 +933,8 @@ impl Pipeline {
             }
             txns.clear();
             parts.clear();
+            self.sweep_strings();
+            self.bound_states();
             self.router.tick()?;
             batches += 1;
             // Ids past the dedup horizon are forgotten every batch, so the
@@ -838,6 +971,8 @@ impl Pipeline {
             late: Metrics::get(&m.late),
             alerts: Metrics::get(&m.alerts),
             rows: Metrics::get(&m.rows),
+            strings_held: self.strings.held() as u64,
+            strings_released: self.strings.released(),
             elapsed: started.elapsed(),
         })
     }
@@ -962,6 +1097,9 @@ impl Pipeline {
             self.watermark.observe_in(part, t.event_time, Some(now));
         }
         self.watermark.advance(now);
+        self.metrics
+            .ahead_of_clock
+            .store(self.watermark.ahead_of_clock(), Ordering::Relaxed);
         self.run_rules(txns, before)?;
         self.metrics
             .watermark

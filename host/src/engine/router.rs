@@ -5,8 +5,11 @@ use crate::config::{OutputConfig, SinkKind};
 use crate::metrics::Metrics;
 use crate::model::{hex_id, stable_hash};
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
-use crate::sink::{push_value, AlertRecord, Record, RowRecord, Sink, SinkError, TableInfo};
+use crate::sink::{
+    push_value, AlertRecord, Record, Refused, RowRecord, Sink, SinkError, TableInfo,
+};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The output side of the pipeline.
@@ -20,6 +23,8 @@ pub struct Router {
     /// Records written to each sink.
     written: Vec<u64>,
     metrics: Arc<Metrics>,
+    /// Dead letters of refused records emitted and not yet flushed.
+    unflushed_refusals: bool,
 }
 
 /// Table infos of a manifest's tables.
@@ -146,6 +151,7 @@ impl Router {
             routes: None,
             by_stream: HashMap::new(),
             metrics,
+            unflushed_refusals: false,
         }
     }
 
@@ -163,7 +169,46 @@ impl Router {
             routes: Some(routes),
             by_stream: HashMap::new(),
             metrics,
+            unflushed_refusals: false,
         }
+    }
+
+    /// How many bytes of a record a dead letter keeps (`output.max-raw-bytes`).
+    pub fn max_raw_bytes(&self) -> usize {
+        self.routes
+            .as_ref()
+            .map_or(OutputConfig::default().max_raw_bytes, |r| r.max_raw_bytes)
+    }
+
+    /// Dead-letters the records the sinks refused for good (`sink_refused`);
+    /// returns how many. A refused dead letter is logged, not dead-lettered
+    /// again.
+    fn dead_letter_refused(&mut self) -> Result<usize, SinkError> {
+        let refused: Vec<Refused> = self
+            .sinks
+            .iter_mut()
+            .flat_map(|s| s.take_refused())
+            .collect();
+        let max_raw = self.max_raw_bytes();
+        let mut emitted = 0;
+        for r in refused {
+            self.metrics.sink_refused.fetch_add(1, Ordering::Relaxed);
+            if r.stream == "dead_letter" {
+                tracing::error!(
+                    sink = %r.sink,
+                    "a dead letter was refused ({}); it was: {}",
+                    r.message,
+                    crate::model::preview(&r.row)
+                );
+                continue;
+            }
+            self.emit(Record::DeadLetter(r.dead_letter(max_raw)))?;
+            emitted += 1;
+        }
+        if emitted > 0 {
+            self.unflushed_refusals = true;
+        }
+        Ok(emitted)
     }
 
     /// Writes a record to every sink.
@@ -232,12 +277,25 @@ impl Router {
     }
 
     /// How many records (from the first) each sink holds durably now.
+    /// A refused record counts once its dead letter is durable: refusals
+    /// are dead-lettered and flushed before the counts are given.
     pub fn acknowledged(&mut self) -> Result<Vec<u64>, SinkError> {
-        self.sinks
+        let acked = self
+            .sinks
             .iter_mut()
             .zip(&self.written)
             .map(|(s, &n)| s.acknowledged(n))
-            .collect()
+            .collect::<Result<Vec<u64>, SinkError>>()?;
+        // Every refusal counted above was handed over before it was
+        // counted: its dead letter is emitted now (or was), and made
+        // durable before the counts are used.
+        self.dead_letter_refused()?;
+        if std::mem::take(&mut self.unflushed_refusals) {
+            self.sinks.iter_mut().try_for_each(|s| s.flush())?;
+            self.dead_letter_refused()?;
+            self.unflushed_refusals = false;
+        }
+        Ok(acked)
     }
 
     /// Hands the source's offsets to the sinks that store them.
@@ -251,13 +309,23 @@ impl Router {
             .try_for_each(|s| s.store_offsets(offsets, watermark))
     }
 
-    /// Lets every sink send what has waited too long.
+    /// Lets every sink send what has waited too long, and dead-letters
+    /// what they refused.
     pub fn tick(&mut self) -> Result<(), SinkError> {
-        self.sinks.iter_mut().try_for_each(|s| s.tick())
+        self.sinks.iter_mut().try_for_each(|s| s.tick())?;
+        self.dead_letter_refused()?;
+        Ok(())
     }
 
-    /// Flushes every sink.
+    /// Flushes every sink, with the dead letters of what they refused.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.sinks.iter_mut().try_for_each(|s| s.flush())
+        loop {
+            self.sinks.iter_mut().try_for_each(|s| s.flush())?;
+            // A dead letter is never dead-lettered again, so this ends.
+            if self.dead_letter_refused()? == 0 {
+                self.unflushed_refusals = false;
+                return Ok(());
+            }
+        }
     }
 }

@@ -197,6 +197,30 @@ impl KeyedState {
         expired.len()
     }
 
+    /// Keeps at most `max_keys` keys: past that, the keys written longest
+    /// ago (in event time; ties by key) are dropped, as if their time to
+    /// live had passed, down to 99 % of the ceiling so that a key added
+    /// at the ceiling does not shed one key per batch. Returns how many.
+    pub fn shed(&mut self, max_keys: usize) -> usize {
+        if self.len() <= max_keys {
+            return 0;
+        }
+        let keep = max_keys - max_keys / 100;
+        let mut by_age: Vec<(i64, &str, u32)> = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (e.touched, &*e.key, i as u32)))
+            .collect();
+        let drop = by_age.len() - keep;
+        by_age.select_nth_unstable(drop - 1);
+        let oldest: Vec<u32> = by_age[..drop].iter().map(|&(_, _, i)| i).collect();
+        for i in oldest {
+            self.remove(i);
+        }
+        drop
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -252,6 +276,25 @@ mod tests {
         assert_eq!(s.get_at("a", 6_001), None);
         // An earlier event (out of order) still sees it.
         assert_eq!(s.get_at("a", 4_000), Some(&[1u8][..]));
+    }
+
+    #[test]
+    fn past_the_ceiling_the_keys_written_longest_ago_go() {
+        let mut s = KeyedState::new(0);
+        for n in 0..1_000 {
+            // Written in an order unrelated to their times.
+            let t = (n * 7_919) % 1_000;
+            s.set(&format!("k{t}"), vec![1], t);
+        }
+        assert_eq!(s.shed(1_000), 0);
+        s.set("newest", vec![2], 5_000);
+        assert_eq!(s.shed(1_000), 11, "down to 99 % of the ceiling");
+        assert_eq!(s.len(), 990);
+        for t in 0..11 {
+            assert_eq!(s.get(&format!("k{t}")), None, "k{t}");
+        }
+        assert_eq!(s.get("k11"), Some(&[1u8][..]));
+        assert_eq!(s.get("newest"), Some(&[2u8][..]));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! partition that is behind holds time back; a partition that has sent
 //! nothing for the idle timeout (wall time) stops counting until it sends
 //! again. The watermark never goes back.
+//!
+//! For a live source the watermark also never runs ahead of the clock: an
+//! event stamped later than the clock plus the bound is processed, but its
+//! time does not count here, so one future-dated record cannot fire windows
+//! early or make the events after it late.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +26,11 @@ pub struct Watermark {
     idle: Duration,
     emitted: i64,
     closed: bool,
+    /// The latest event time that counts (the clock plus the bound, for a
+    /// live source).
+    ceiling: i64,
+    /// Events whose time was past the ceiling.
+    ahead: u64,
 }
 
 impl Watermark {
@@ -37,7 +47,22 @@ impl Watermark {
             idle,
             emitted: i64::MIN,
             closed: false,
+            ceiling: i64::MAX,
+            ahead: 0,
         }
+    }
+
+    /// For a live source, the clock's time as of this batch: events later
+    /// than it plus the bound do not move the watermark. Call once per
+    /// batch, before the batch's events are observed.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.ceiling = now_ms.saturating_add(self.bound_ms);
+    }
+
+    /// Events seen so far whose time was ahead of the clock by more than
+    /// the bound (they did not move the watermark).
+    pub fn ahead_of_clock(&self) -> u64 {
+        self.ahead
     }
 
     /// Takes an event time of a partition into account (`now` for idleness;
@@ -49,10 +74,14 @@ impl Watermark {
             self.parts.resize(i + 1, (i64::MIN, at));
         }
         let p = &mut self.parts[i];
-        p.0 = p.0.max(event_time);
         if let Some(now) = now {
             p.1 = now;
         }
+        if event_time > self.ceiling {
+            self.ahead += 1;
+            return;
+        }
+        p.0 = p.0.max(event_time);
     }
 
     /// Registers a partition the source was assigned: until it sends an
@@ -113,6 +142,32 @@ mod tests {
         }
         w.close();
         assert_eq!(w.current(), i64::MAX);
+    }
+
+    #[test]
+    fn an_event_ahead_of_the_clock_does_not_move_the_watermark() {
+        let day = 86_400_000;
+        let now = Instant::now();
+        let clock = 1_800_000_000_000;
+        let mut w = Watermark::new(5_000);
+        w.set_clock(clock);
+        w.observe_in(0, clock - 1_000, Some(now));
+        // A record a day ahead, then the stream goes on at the clock's time.
+        w.observe_in(0, clock + day, Some(now));
+        w.advance(now);
+        assert_eq!(w.current(), clock - 6_000);
+        assert!(w.current() <= clock);
+        assert_eq!(w.ahead_of_clock(), 1);
+        // Stamped within the bound of the clock, an event counts.
+        w.set_clock(clock + 10_000);
+        w.observe_in(0, clock + 12_000, Some(now));
+        w.advance(now);
+        assert_eq!(w.current(), clock + 7_000);
+        // Without a clock (a replay), every time counts.
+        let mut replay = Watermark::new(5_000);
+        replay.observe_in(0, clock + day, Some(now));
+        replay.advance(now);
+        assert_eq!(replay.current(), clock + day - 5_000);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Customers come in tiers BASIC/PREMIUM/VIP/ENTERPRISE (60/25/10/5 %), with
 //! amount ranges per tier and busier higher tiers (weights 1/2/3/4). Traffic
-//! follows time-of-day multipliers in simulated event time. Risk scores and
+//! follows time-of-day multipliers in simulated event time. Risk scores
+//! (0 to 100, with their level, as the reference systems write them) and
 //! compliance flags follow fixed rules; planted fraud patterns (bursts of
 //! small amounts, far locations on new devices, amount spikes) give the rule
 //! sets something to find; a fraction of records is dirty on purpose. The same
@@ -199,6 +200,17 @@ pub struct Generator {
     seq: u64,
     scheduled: BinaryHeap<Scheduled>,
     last: Vec<u8>,
+    customer_churn: f64,
+    device_churn: f64,
+    /// The simulated day of the last event (days since the epoch).
+    day: i64,
+    /// The number of the next new customer.
+    next_customer: u32,
+    /// Customers replaced since the last [`Generator::take_churned`]:
+    /// (the old id, the new customer).
+    churned: Vec<(String, CustomerDim)>,
+    /// Dirty records planted so far.
+    planted: u64,
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, weighted: &[(T, u32)]) -> T {
@@ -284,7 +296,65 @@ impl Generator {
             seq: 0,
             scheduled: BinaryHeap::new(),
             last: Vec::new(),
+            customer_churn: config.customer_churn,
+            device_churn: config.device_churn,
+            day: start.div_euclid(86_400_000),
+            next_customer: config.customers + 1,
+            churned: Vec::new(),
+            planted: 0,
         }
+    }
+
+    /// Dirty records planted so far (each should be a dead letter).
+    pub fn planted(&self) -> u64 {
+        self.planted
+    }
+
+    /// The customers replaced since the last call, as (old id, new
+    /// customer), for the dimension table.
+    pub fn take_churned(&mut self) -> Vec<(String, CustomerDim)> {
+        std::mem::take(&mut self.churned)
+    }
+
+    /// A simulated midnight: some customers leave and new ones come, some
+    /// get a new device.
+    fn new_day(&mut self) {
+        let replaced = (self.customers.len() as f64 * self.customer_churn).round() as usize;
+        for _ in 0..replaced {
+            let i = self.rng.random_range(0..self.customers.len());
+            let n = self.next_customer;
+            self.next_customer += 1;
+            let home = self.rng.random_range(0..CITIES.len());
+            let devices = (0..self.rng.random_range(1..=2))
+                .map(|_| format!("dev-{:012x}", self.rng.random::<u64>() >> 16))
+                .collect();
+            let c = &mut self.customers[i];
+            let old = std::mem::replace(&mut c.id, format!("CUST_{n:06}"));
+            c.account = format!("ACC_{n:08}");
+            c.home = home;
+            c.devices = devices;
+            let dim = &mut self.customer_dims[i];
+            dim.id = c.id.clone();
+            dim.signup_time = self.clock as i64;
+            dim.country = CITIES[home].0.to_string();
+            dim.city = CITIES[home].1.to_string();
+            self.churned.push((old, dim.clone()));
+        }
+        let renewed = (self.customers.len() as f64 * self.device_churn).round() as usize;
+        for _ in 0..renewed {
+            let i = self.rng.random_range(0..self.customers.len());
+            let device = format!("dev-{:012x}", self.rng.random::<u64>() >> 16);
+            let devices = &mut self.customers[i].devices;
+            if devices.len() >= 3 {
+                devices.remove(0);
+            }
+            devices.push(device);
+        }
+    }
+
+    /// The simulated time: that of the latest event (ms since the epoch).
+    pub fn now_ms(&self) -> i64 {
+        self.clock as i64
     }
 
     /// The customers and merchants as dimension tables.
@@ -508,6 +578,15 @@ impl Generator {
             + if hour < 5 { 0.1 } else { 0.0 }
             + self.rng.random_range(0.0..0.2);
         risk = (risk.min(1.0) * 1000.0).round() / 1000.0;
+        // Written as the reference systems write it: a score from 0 to 100
+        // with its level (CRITICAL above 80, HIGH above 60, MEDIUM above 30).
+        let score = (risk * 1000.0).round() / 10.0;
+        let level = match score {
+            s if s > 80.0 => "CRITICAL",
+            s if s > 60.0 => "HIGH",
+            s if s > 30.0 => "MEDIUM",
+            _ => "LOW",
+        };
         let mut flags: Vec<&str> = Vec::new();
         if e.cents > 1_000_000 {
             flags.push("HIGH_VALUE");
@@ -534,7 +613,7 @@ impl Generator {
         }
         let _ = write!(
             out,
-            r#""transaction_type":"{}","status":"{}","amount":"{}.{:02}","fee_amount":"{}.{:02}","currency":"{currency}","channel":"{}","device_fingerprint":"{}","location":{{"country":"{country}","city":"{city}"}},"risk_score":{risk},"compliance_flags":["#,
+            r#""transaction_type":"{}","status":"{}","amount":"{}.{:02}","fee_amount":"{}.{:02}","currency":"{currency}","channel":"{}","device_fingerprint":"{}","location":{{"country":"{country}","city":"{city}"}},"risk_score":{score},"risk_level":"{level}","compliance_flags":["#,
             e.kind,
             e.status,
             e.cents / 100,
@@ -605,12 +684,20 @@ impl Generator {
             }
         }
         let time = self.advance_clock();
+        let day = time.div_euclid(86_400_000);
+        if day != self.day {
+            self.day = day;
+            if self.customer_churn > 0.0 || self.device_churn > 0.0 {
+                self.new_day();
+            }
+        }
         if self.fraud > 0.0 && self.rng.random_bool(self.fraud / 4.0) {
             self.plant_fraud(time);
         }
         let event = self.normal_event(time);
         let clean = self.render(&event);
         if self.dirty > 0.0 && self.rng.random_bool(self.dirty) {
+            self.planted += 1;
             let (bytes, kind) = self.make_dirty(clean);
             return Generated {
                 bytes,
@@ -718,6 +805,32 @@ mod tests {
         // Busier higher tiers: VIP customers are a sixth as many as BASIC but weigh 3x.
         assert!(tiers["BASIC"] > tiers["VIP"], "{tiers:?}");
         assert!(clean > 17_000);
+    }
+
+    #[test]
+    fn customers_churn_at_each_simulated_midnight() {
+        let mut g = Generator::new(&GeneratorConfig {
+            customer_churn: 0.1,
+            device_churn: 0.1,
+            traffic: 500,
+            ..config(0.0)
+        });
+        let first: std::collections::HashSet<String> =
+            g.customers.iter().map(|c| c.id.clone()).collect();
+        // Two simulated days at 500 events/s before the hour multipliers.
+        while g.now_ms() < 1_767_571_200_000 + 2 * 86_400_000 {
+            g.next_record();
+        }
+        let churned = g.take_churned();
+        assert_eq!(churned.len(), 40, "10 % of 200 customers, twice");
+        let now: std::collections::HashSet<String> =
+            g.customers.iter().map(|c| c.id.clone()).collect();
+        assert!(now.len() == 200 && now.difference(&first).count() >= 30);
+        for (old, new) in &churned {
+            assert!(first.contains(old) || churned.iter().any(|(_, c)| &c.id == old));
+            assert!(new.id.starts_with("CUST_0002"), "{}", new.id);
+        }
+        assert!(g.customers.iter().all(|c| c.devices.len() <= 3));
     }
 
     #[test]

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 pub use self::edge::rules::types;
 
 /// The version of the `edge:rules` package this host implements.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 #[cfg(test)]
 mod tests {

@@ -10,9 +10,13 @@
 //! ClickHouse 18.16 and current releases both know: `String`, `Int64`,
 //! `Float64`, `Decimal(38, S)` for money, `DateTime('UTC')` for times,
 //! `UInt8` for booleans, `Nullable(...)`.
+//!
+//! A row the server refuses for good (a value it cannot parse or hold), or
+//! a time outside `DateTime`'s range (checked before sending), is
+//! dead-lettered while the rest of its batch lands.
 
-use super::spool::{BatchWriter, Spool};
-use super::{stored_columns, Record, Sink, SinkError, TableInfo};
+use super::spool::{BatchWriter, Spool, WriteError};
+use super::{stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::ClickHouseConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::HashMap;
@@ -38,6 +42,40 @@ pub fn ch_type(column: &Column) -> String {
         format!("Nullable({base})")
     } else {
         base
+    }
+}
+
+/// Times `DateTime` holds: seconds from 1970 that fit 32 bits unsigned
+/// (to 2106-02-07).
+const TIMES: std::ops::Range<i64> = 0..4_294_967_296_000;
+
+/// ClickHouse error codes that mean the data itself was refused, so that
+/// sending it again would fail again: it cannot be parsed or held
+/// (`CANNOT_PARSE_*`, `TYPE_MISMATCH`, `ARGUMENT_OUT_OF_BOUND`,
+/// `CANNOT_CONVERT_TYPE`, `INCORRECT_DATA`, `TOO_LARGE_STRING_SIZE`,
+/// `VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE`, `DECIMAL_OVERFLOW`,
+/// `VIOLATED_CONSTRAINT`, ...).
+const REFUSED_CODES: [u32; 22] = [
+    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407, 469, 471, 500, 641,
+    1001,
+];
+
+/// A write's error, classed: the server refusing the data, or a failure
+/// worth retrying (network, timeouts, the server busy or away).
+fn classify(what: &str, e: &clickhouse::error::Error) -> WriteError {
+    let message = format!("{what}: {e}");
+    let code = match e {
+        clickhouse::error::Error::BadResponse(text) => {
+            text.split_once("Code: ").and_then(|(_, rest)| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u32>().ok()
+            })
+        }
+        _ => None,
+    };
+    match code {
+        Some(code) if REFUSED_CODES.contains(&code) => WriteError::Refused(message),
+        _ => WriteError::Transient(message),
     }
 }
 
@@ -101,6 +139,7 @@ pub struct ClickHouseSink {
     /// Table index by stream name.
     index: HashMap<String, usize>,
     columns: Vec<Vec<Column>>,
+    shown: String,
 }
 
 impl Writer {
@@ -208,7 +247,7 @@ impl Writer {
 impl BatchWriter for Writer {
     type Row = Vec<u8>;
 
-    fn write(&mut self, batch: &[(usize, Vec<u8>)]) -> Result<(), String> {
+    fn write(&mut self, batch: &[(usize, Vec<u8>)]) -> Result<(), WriteError> {
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); self.tables.len()];
         for (table, row) in batch {
             if let Some(body) = bodies.get_mut(*table) {
@@ -237,10 +276,31 @@ impl BatchWriter for Writer {
                     insert.send(bytes::Bytes::from(body)).await?;
                     insert.end().await
                 })
-                .map_err(|e| format!("inserting {rows} rows into {}: {e}", table.name))?;
+                .map_err(|e| classify(&format!("inserting {rows} rows into {}", table.name), &e))?;
         }
         Ok(())
     }
+
+    fn describe(&self, (table, row): &(usize, Vec<u8>)) -> (String, String) {
+        let name = self.tables.get(*table).map_or("", |t| t.name.as_str());
+        (name.to_string(), String::from_utf8_lossy(row).into_owned())
+    }
+}
+
+/// Why a value cannot be stored: a time outside `DateTime`'s range.
+fn unstorable(record: &Record, columns: &[Column]) -> Option<String> {
+    record.values().iter().zip(columns).find_map(|(v, c)| {
+        let time = match (v, &c.ty) {
+            (Value::Time(t), _) | (Value::Int(t), ColumnType::Time) => *t,
+            _ => return None,
+        };
+        (!TIMES.contains(&time)).then(|| {
+            format!(
+                "column {} holds the time {time} ms, outside DateTime's range (1970-01-01 to 2106-02-07)",
+                c.name
+            )
+        })
+    })
 }
 
 impl ClickHouseSink {
@@ -300,6 +360,7 @@ impl ClickHouseSink {
             spool: Spool::start(format!("clickhouse ({shown})"), config.delivery(), writer),
             index,
             columns: all_columns,
+            shown,
         })
     }
 }
@@ -316,6 +377,16 @@ impl Sink for ClickHouseSink {
                 message: format!("no table for stream {}", record.stream()),
             });
         };
+        if let Some(message) = unstorable(record, &self.columns[table]) {
+            let mut json = Vec::new();
+            record.write_json(&mut json);
+            return self.spool.refuse(Refused {
+                sink: format!("clickhouse ({})", self.shown),
+                stream: record.stream().to_string(),
+                row: String::from_utf8_lossy(&json).into_owned(),
+                message,
+            });
+        }
         let mut row = Vec::with_capacity(256);
         row.push(b'{');
         for (i, (value, column)) in record.values().iter().zip(&self.columns[table]).enumerate() {
@@ -340,6 +411,10 @@ impl Sink for ClickHouseSink {
 
     fn acknowledged(&mut self, _written: u64) -> Result<u64, SinkError> {
         self.spool.acknowledged()
+    }
+
+    fn take_refused(&mut self) -> Vec<Refused> {
+        self.spool.take_refused()
     }
 }
 

@@ -6,9 +6,12 @@
 //! deterministic ids: a replay produces the same keys. Dead letters carry
 //! headers for the reason, the source topic, partition and offset. When the
 //! producer's queue is full, `write` waits for deliveries: the pipeline, and
-//! with it consumption, pauses instead of memory growing.
+//! with it consumption, pauses instead of memory growing. A record the
+//! cluster refuses for good (larger than a message may be, invalid) is
+//! dead-lettered; lost connections and brokers away are retried by the
+//! producer.
 
-use super::{Record, Sink, SinkError};
+use super::{Record, Refused, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::source::kafka::client_config;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -21,12 +24,47 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Tracks deliveries: the records still in flight (by sequence number),
-/// the failed ones and the last error.
+/// the failed ones and the last error, and the refused ones.
 #[derive(Default)]
 pub struct Deliveries {
     in_flight: Mutex<std::collections::BTreeSet<usize>>,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Records refused for good, by topic, for the dead letters.
+    refused: Mutex<Vec<Refused>>,
+    /// The cluster, for messages.
+    brokers: String,
+}
+
+/// Whether the cluster refused a record for good: sending it again would
+/// fail again (too large, invalid), unlike a broker or connection away.
+pub fn refuses(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
+/// Why a record could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The cluster refuses it for good.
+    Refused(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Refused(m) | SendError::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 impl ClientContext for Deliveries {
@@ -38,15 +76,32 @@ impl ClientContext for Deliveries {
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            in_flight.remove(&seq);
-        }
+        // A refused record is handed over before it stops being in flight,
+        // so it is dead-lettered before it counts as acknowledged.
         if let Err((e, m)) = result {
             use rdkafka::message::Message;
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.last_error.lock() {
-                *last = Some(format!("{} (topic {})", e, m.topic()));
+            match e.rdkafka_error_code() {
+                Some(code) if refuses(code) => {
+                    if let Ok(mut refused) = self.refused.lock() {
+                        refused.push(Refused {
+                            sink: format!("kafka ({})", self.brokers),
+                            stream: m.topic().to_string(),
+                            row: String::from_utf8_lossy(m.payload().unwrap_or_default())
+                                .into_owned(),
+                            message: format!("{e} (topic {})", m.topic()),
+                        });
+                    }
+                }
+                _ => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut last) = self.last_error.lock() {
+                        *last = Some(format!("{} (topic {})", e, m.topic()));
+                    }
+                }
             }
+        }
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&seq);
         }
     }
 }
@@ -66,7 +121,11 @@ pub fn producer(kafka: &KafkaConfig) -> Result<EdgeProducer, String> {
     for (k, v) in client_config(kafka).config_map().iter() {
         c.set(k, v);
     }
-    c.create_with_context(Deliveries::default())
+    let deliveries = Deliveries {
+        brokers: kafka.brokers.clone(),
+        ..Deliveries::default()
+    };
+    c.create_with_context(deliveries)
         .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))
 }
 
@@ -79,7 +138,7 @@ pub fn send(
     key: &[u8],
     payload: &[u8],
     headers: Option<OwnedHeaders>,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let mut record = BaseRecord::with_opaque_to(topic, seq)
         .key(key)
         .payload(payload);
@@ -103,7 +162,11 @@ pub fn send(
                 if let Ok(mut in_flight) = producer.context().in_flight.lock() {
                     in_flight.remove(&seq);
                 }
-                return Err(format!("producing to {topic}: {e}"));
+                let message = format!("producing to {topic}: {e}");
+                return Err(match e.rdkafka_error_code() {
+                    Some(code) if refuses(code) => SendError::Refused(message),
+                    _ => SendError::Failed(message),
+                });
             }
         }
     }
@@ -230,8 +293,23 @@ impl Sink for KafkaSink {
             &line,
             headers(record),
         );
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(SendError::Refused(message)) => {
+                if let Ok(mut refused) = self.producer.context().refused.lock() {
+                    refused.push(Refused {
+                        sink: format!("kafka ({})", self.config.brokers),
+                        stream: stream.to_string(),
+                        row: String::from_utf8_lossy(&line).into_owned(),
+                        message,
+                    });
+                }
+                Ok(())
+            }
+            Err(SendError::Failed(m)) => Err(self.error(m)),
+        };
         self.line = line;
-        result.map_err(|m| self.error(m))
+        result
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -249,5 +327,23 @@ impl Sink for KafkaSink {
             .ok()
             .and_then(|f| f.first().copied());
         Ok(lowest.map_or(written, |seq| (seq as u64).min(written)))
+    }
+
+    fn take_refused(&mut self) -> Vec<Refused> {
+        let mut refused = self
+            .producer
+            .context()
+            .refused
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        // Refused after sending, a record is known by its topic: named by
+        // its stream again (so a refused dead letter is not dead-lettered).
+        for r in &mut refused {
+            if let Some((stream, _)) = self.topics.iter().find(|(_, t)| **t == r.stream) {
+                r.stream = stream.clone();
+            }
+        }
+        refused
     }
 }

@@ -31,6 +31,45 @@ pub struct SinkError {
     pub message: String,
 }
 
+/// A record a sink refused for good (its server refused it, or it holds a
+/// value the server cannot): it becomes a dead letter (`sink_refused`)
+/// while the rest of its batch lands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The sink and its server (without credentials).
+    pub sink: String,
+    /// The record's stream (a table, `alerts`, ...).
+    pub stream: String,
+    /// The record as JSON text.
+    pub row: String,
+    /// Why: the server's message.
+    pub message: String,
+}
+
+impl Refused {
+    /// The dead letter of the refused record: its JSON as the raw bytes
+    /// (cut to `max_raw` bytes), the sink and the message as the detail.
+    pub fn dead_letter(&self, max_raw: usize) -> DeadLetter {
+        let id = crate::model::stable_hash(&[
+            b"sink_refused",
+            self.sink.as_bytes(),
+            self.stream.as_bytes(),
+            self.row.as_bytes(),
+        ]);
+        let mut letter = DeadLetter::new(
+            crate::model::hex_id(id),
+            "sink_refused",
+            format!(
+                "{} refused a record of {}: {}",
+                self.sink, self.stream, self.message
+            ),
+            self.sink.clone(),
+        );
+        letter.set_raw(self.row.as_bytes(), max_raw);
+        letter
+    }
+}
+
 /// An output table as the sinks see it.
 #[derive(Debug)]
 pub struct TableInfo {
@@ -81,14 +120,77 @@ pub struct DeadLetter {
     pub position: Option<u64>,
     /// For records from Kafka: topic, partition and offset.
     pub origin: Option<Origin>,
-    /// The raw bytes, for single records.
+    /// The raw bytes, for single records (the first `output.max-raw-bytes`
+    /// of a larger record).
     pub raw: Option<Vec<u8>>,
+    /// When `raw` was cut: the record's size in bytes and its SHA-256 (hex).
+    pub raw_cut: Option<(u64, String)>,
     /// The rule set, for rule failures.
     pub rule: Option<String>,
     /// The events of a failed batch, in the reference shape.
     pub events: Option<Json>,
     /// The window of a failed window call.
     pub window: Option<Json>,
+}
+
+/// The most bytes of a dead letter's `detail`: a message from outside
+/// (a rule set's error) is cut there.
+const MAX_DETAIL_BYTES: usize = 4096;
+
+/// The longest prefix of `bytes` of at most `max` bytes that does not cut
+/// a UTF-8 character (when `bytes` is UTF-8).
+fn cut_at(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    if std::str::from_utf8(bytes).is_ok() {
+        while end > 0 && (bytes[end] & 0xc0) == 0x80 {
+            end -= 1;
+        }
+    }
+    &bytes[..end]
+}
+
+impl DeadLetter {
+    /// A dead letter with only its id, reason, detail (cut to 4 KiB) and
+    /// source; the rest is filled in by the caller.
+    pub fn new(id: String, reason: &str, detail: String, source: String) -> Self {
+        let detail = if detail.len() > MAX_DETAIL_BYTES {
+            let kept = cut_at(detail.as_bytes(), MAX_DETAIL_BYTES);
+            format!("{}…", String::from_utf8_lossy(kept))
+        } else {
+            detail
+        };
+        Self {
+            id,
+            reason: reason.to_string(),
+            detail,
+            source,
+            position: None,
+            origin: None,
+            raw: None,
+            raw_cut: None,
+            rule: None,
+            events: None,
+            window: None,
+        }
+    }
+
+    /// Sets the record's raw bytes, keeping at most `max` of them: a dead
+    /// letter must fit a Kafka message however large the record was. A cut
+    /// record keeps its size and SHA-256, to match it against the source.
+    pub fn set_raw(&mut self, raw: &[u8], max: usize) {
+        if raw.len() <= max {
+            self.raw = Some(raw.to_vec());
+            return;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(raw);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.raw = Some(cut_at(raw, max).to_vec());
+        self.raw_cut = Some((raw.len() as u64, hex));
+    }
 }
 
 /// Where a Kafka record came from.
@@ -179,6 +281,9 @@ impl CleanRecord {
                 opt(t.country),
                 opt(t.city),
                 t.risk_score.map_or(Value::Null, Value::Float),
+                t.risk_level.map_or(Value::Null, |l| {
+                    text(crate::model::RiskLevel::label(Some(l)))
+                }),
                 Value::Text(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".into())),
                 Value::Time(t.event_time),
             ],
@@ -226,6 +331,8 @@ fn fixed_spec(stream: &str) -> Option<Spec> {
             ("offset", T::Int, true),
             ("raw", T::Text, true),
             ("raw_base64", T::Text, true),
+            ("raw_bytes", T::Int, true),
+            ("raw_sha256", T::Text, true),
             ("rule", T::Text, true),
             ("events", T::Json, true),
             ("window", T::Json, true),
@@ -263,6 +370,7 @@ fn fixed_spec(stream: &str) -> Option<Spec> {
             ("country", T::Text, true),
             ("city", T::Text, true),
             ("risk_score", T::Float, true),
+            ("risk_level", T::Text, true),
             ("compliance_flags", T::Json, false),
             ("created_at", T::Time, false),
         ],
@@ -502,6 +610,10 @@ impl Record {
                         .map_or(Value::Null, |o| Value::Int(o.offset)),
                     raw,
                     raw_base64,
+                    d.raw_cut
+                        .as_ref()
+                        .map_or(Value::Null, |(n, _)| Value::Int(*n as i64)),
+                    opt_text(d.raw_cut.as_ref().map(|(_, h)| h.as_str())),
                     opt_text(d.rule.as_deref()),
                     json(&d.events),
                     json(&d.window),
@@ -642,9 +754,15 @@ pub trait Sink: Send {
         Ok(())
     }
     /// Of the `written` records written so far, how many (from the first)
-    /// are durable now, without waiting for the rest.
+    /// are durable now, without waiting for the rest. A record the sink
+    /// refused for good counts once it is among [`Sink::take_refused`]'s.
     fn acknowledged(&mut self, written: u64) -> Result<u64, SinkError> {
         self.flush()?;
         Ok(written)
+    }
+    /// The records refused for good since the last call, for the dead
+    /// letters.
+    fn take_refused(&mut self) -> Vec<Refused> {
+        Vec::new()
     }
 }

@@ -7,17 +7,25 @@
 //! so a replay or a re-run updates rows instead of doubling them. Names are
 //! quoted identifiers; values travel in `COPY`'s data stream or as bound
 //! parameters, never spliced into SQL. A table that exists with other
-//! columns is reported with the difference.
+//! columns, or columns of other types, is reported with the difference.
+//!
+//! Every statement runs under `postgres.statement-timeout-ms` (on the
+//! server, and on the client for a server that does not answer), so a hung
+//! write is retried like a lost connection. A row the server refuses for
+//! good (a data exception or a broken constraint, SQLSTATE classes 22 and
+//! 23) is dead-lettered while the rest of its batch lands.
 
-use super::spool::{BatchWriter, Spool};
-use super::{redact, stored_columns, Record, Sink, SinkError, TableInfo};
+use super::spool::{BatchWriter, Spool, WriteError};
+use super::{redact, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
-/// A column as PostgreSQL sees it: name and SQL type.
+/// A column as PostgreSQL sees it: name and SQL type (as `format_type`
+/// writes it).
 #[derive(Clone, Debug)]
 struct Col {
     name: String,
@@ -39,6 +47,7 @@ pub struct PostgresSink {
     offsets: Option<(String, usize)>,
     /// Table index and stored columns by stream name.
     index: std::collections::HashMap<String, (usize, Vec<Column>)>,
+    shown: String,
 }
 
 /// The connection and the tables, owned by the writer thread.
@@ -50,6 +59,13 @@ struct Writer {
     tables: Vec<Table>,
     /// The URL without its password, for messages.
     shown: String,
+    /// How long one statement may run (on the server; the client waits a
+    /// little longer for a server that does not answer).
+    timeout: Duration,
+    /// With `exactly-once`: the dead-letter table's index, where the writer
+    /// lands the dead letters of refused rows itself, in order with the
+    /// offsets, and how many bytes of a record they keep.
+    own_dead_letters: Option<(usize, usize)>,
 }
 
 /// `"name"`, with inner quotes doubled.
@@ -57,15 +73,39 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The SQL type of a column, as `format_type` writes it (so an existing
+/// table's types compare as text).
 fn sql_type(ty: &ColumnType) -> String {
     match ty {
         ColumnType::Text => "text".into(),
         ColumnType::Int => "bigint".into(),
         ColumnType::Float => "double precision".into(),
         ColumnType::Money(scale) => format!("numeric(38,{scale})"),
-        ColumnType::Time => "timestamptz".into(),
+        ColumnType::Time => "timestamp with time zone".into(),
         ColumnType::Boolean => "boolean".into(),
         ColumnType::Json => "jsonb".into(),
+    }
+}
+
+/// Times PostgreSQL is given: years 1 to 9999, written as ISO-8601
+/// (`timestamptz` itself reaches further, but not in that form).
+const TIMES: std::ops::Range<i64> = -62_135_596_800_000..253_402_300_800_000;
+
+/// Whether a SQLSTATE says the data was refused (a data exception, an
+/// integrity constraint, a program limit such as a row too large), so that
+/// writing it again would fail again.
+fn refused_for_good(code: &str) -> bool {
+    matches!(code.get(..2), Some("22" | "23" | "54"))
+}
+
+/// A write's error, classed: refused data, or a failure worth retrying.
+fn classify(what: &str, e: &tokio_postgres::Error) -> WriteError {
+    let message = format!("{what}: {e}");
+    match e.as_db_error() {
+        Some(db) if refused_for_good(db.code().code()) => {
+            WriteError::Refused(format!("{what}: {} ({})", db.message(), db.code().code()))
+        }
+        _ => WriteError::Transient(message),
     }
 }
 
@@ -130,9 +170,8 @@ pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffs
         .build()
         .map_err(|e| fail(e.to_string()))?;
     runtime.block_on(async {
-        let client = connect(&config.url)
-            .await
-            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let timeout = Duration::from_millis(config.statement_timeout_ms.max(1));
+        let client = connect_within(&config.url, timeout).await.map_err(fail)?;
         let exists = client
             .query(
                 "select 1 from information_schema.tables where table_schema = $1 and table_name = $2",
@@ -180,6 +219,20 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Connects with every statement limited to `timeout` on the server, and
+/// the connection itself to `timeout` on the client.
+async fn connect_within(url: &str, timeout: Duration) -> Result<Client, String> {
+    let client = tokio::time::timeout(timeout, connect(url))
+        .await
+        .map_err(|_| format!("cannot connect: no answer in {} ms", timeout.as_millis()))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    client
+        .batch_execute(&format!("set statement_timeout = {}", timeout.as_millis()))
+        .await
+        .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+    Ok(client)
+}
+
 impl Writer {
     fn error(&self, message: String) -> SinkError {
         SinkError {
@@ -195,8 +248,7 @@ impl Writer {
             return Ok(client);
         }
         self.runtime
-            .block_on(connect(&self.url))
-            .map_err(|e| format!("cannot connect: {e}"))
+            .block_on(connect_within(&self.url, self.timeout))
     }
 
     fn keep(&mut self, client: Client) {
@@ -225,8 +277,11 @@ impl Writer {
                 let r = self
                     .runtime
                     .block_on(client.query(
-                        "select column_name, data_type from information_schema.columns \
-                         where table_schema = $1 and table_name = $2 order by ordinal_position",
+                        "select a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                         from pg_attribute a join pg_class c on a.attrelid = c.oid \
+                         join pg_namespace n on c.relnamespace = n.oid \
+                         where n.nspname = $1 and c.relname = $2 and a.attnum > 0 \
+                         and not a.attisdropped order by a.attnum",
                         &[&schema, &name],
                     ))
                     .map_err(|e| format!("reading the columns of {name}: {e}"));
@@ -248,20 +303,30 @@ impl Writer {
                 columns.join(", ")
             ));
         }
-        let have: Vec<String> = existing.iter().map(|r| r.get::<_, String>(0)).collect();
-        let want: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-        let missing: Vec<&&str> = want
+        let have: Vec<(String, String)> = existing
             .iter()
-            .filter(|c| !have.iter().any(|h| h == *c))
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect();
-        let extra: Vec<&String> = have
-            .iter()
-            .filter(|h| !want.contains(&h.as_str()))
-            .collect();
-        if !missing.is_empty() || !extra.is_empty() {
+        let mut differences = Vec::new();
+        for c in cols {
+            match have.iter().find(|(n, _)| *n == c.name) {
+                None => differences.push(format!("missing column {} {}", c.name, c.sql)),
+                Some((_, ty)) if *ty != c.sql => {
+                    differences.push(format!("column {} is {ty}, expected {}", c.name, c.sql))
+                }
+                Some(_) => {}
+            }
+        }
+        for (n, ty) in &have {
+            if !cols.iter().any(|c| c.name == *n) {
+                differences.push(format!("unexpected column {n} {ty}"));
+            }
+        }
+        if !differences.is_empty() {
             return Err(self.error(format!(
-                "table {schema}.{name} exists with other columns: missing {missing:?}, unexpected {extra:?}; \
-                 drop or rename it, or write to another schema (postgres.schema)"
+                "table {schema}.{name} exists with other columns: {}; \
+                 drop or rename it, or write to another schema (postgres.schema)",
+                differences.join("; ")
             )));
         }
         Ok(())
@@ -347,11 +412,15 @@ fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
 impl BatchWriter for Writer {
     type Row = Row;
 
-    fn write(&mut self, batch: &[(usize, Row)]) -> Result<(), String> {
+    fn write(&mut self, batch: &[(usize, Row)]) -> Result<(), WriteError> {
         use futures_util::SinkExt;
         let jobs = self.jobs(batch);
-        let mut client = self.client()?;
-        let result: Result<(), tokio_postgres::Error> = self.runtime.block_on(async {
+        let mut client = self.client().map_err(WriteError::Transient)?;
+        let what = format!("writing a batch of {} rows", batch.len());
+        // The server stops a statement at the timeout; a server that does
+        // not answer at all is given up on a little later.
+        let wait = self.timeout + Duration::from_secs(5);
+        let work = async {
             let tx = client.transaction().await?;
             for job in jobs {
                 tx.batch_execute(&job.stage).await?;
@@ -362,10 +431,84 @@ impl BatchWriter for Writer {
                 tx.batch_execute(&job.upsert).await?;
             }
             tx.commit().await
-        });
-        self.keep(client);
-        result.map_err(|e| format!("writing a batch of {} rows: {e}", batch.len()))
+        };
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(wait, work).await });
+        match result {
+            Ok(Ok(())) => {
+                self.keep(client);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.keep(client);
+                Err(classify(&what, &e))
+            }
+            // The connection is in an unknown state: a new one is opened.
+            Err(_) => Err(WriteError::Transient(format!(
+                "{what}: no answer in {} ms",
+                wait.as_millis()
+            ))),
+        }
     }
+
+    fn describe(&self, (table, row): &(usize, Row)) -> (String, String) {
+        let Some(t) = self.tables.get(*table) else {
+            return (String::new(), String::new());
+        };
+        let object: serde_json::Map<String, serde_json::Value> = t
+            .cols
+            .iter()
+            .zip(row)
+            .map(|(c, v)| {
+                (
+                    c.name.clone(),
+                    v.clone().map_or(serde_json::Value::Null, Into::into),
+                )
+            })
+            .collect();
+        (
+            t.name.clone(),
+            serde_json::Value::Object(object).to_string(),
+        )
+    }
+
+    fn land_refused(&mut self, refused: &Refused) -> Result<bool, WriteError> {
+        let Some((table, max_raw)) = self.own_dead_letters else {
+            return Ok(false);
+        };
+        let letter = Record::DeadLetter(refused.dead_letter(max_raw));
+        let columns = super::fixed_columns("dead_letter").unwrap_or_default();
+        let row = row_of(&letter, columns);
+        self.write(&[(table, row)]).map(|()| true)
+    }
+}
+
+/// A record's values as `COPY` texts, for its stored columns.
+fn row_of(record: &Record, columns: &[Column]) -> Row {
+    record
+        .values()
+        .into_owned()
+        .into_iter()
+        .zip(columns)
+        .map(|(v, c)| text_of(v, &c.ty))
+        .collect()
+}
+
+/// Why a value cannot be stored: a time outside what PostgreSQL is given.
+fn unstorable(record: &Record, columns: &[Column]) -> Option<String> {
+    record.values().iter().zip(columns).find_map(|(v, c)| {
+        let time = match (v, &c.ty) {
+            (Value::Time(t), _) | (Value::Int(t), ColumnType::Time) => *t,
+            _ => return None,
+        };
+        (!TIMES.contains(&time)).then(|| {
+            format!(
+                "column {} holds the time {time} ms, outside the years 1 to 9999",
+                c.name
+            )
+        })
+    })
 }
 
 impl PostgresSink {
@@ -376,6 +519,7 @@ impl PostgresSink {
         config: &PostgresConfig,
         tables: &[Arc<TableInfo>],
         offsets_of: Option<&str>,
+        max_raw: usize,
     ) -> Result<Self, SinkError> {
         let shown = redact(&config.url);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -392,6 +536,8 @@ impl PostgresSink {
             schema: config.schema.clone(),
             tables: Vec::new(),
             shown: shown.clone(),
+            timeout: Duration::from_millis(config.statement_timeout_ms.max(1)),
+            own_dead_letters: None,
         };
         writer.execute(&format!(
             "create schema if not exists {}",
@@ -426,10 +572,16 @@ impl PostgresSink {
             }
             None => None,
         };
+        if offsets.is_some() {
+            // Exactly-once keeps every stream here: refused rows' dead
+            // letters land in order with the offsets that cover them.
+            writer.own_dead_letters = index.get("dead_letter").map(|(i, _)| (*i, max_raw));
+        }
         Ok(Self {
             spool: Spool::start(format!("postgres ({shown})"), config.delivery(), writer),
             index,
             offsets,
+            shown,
         })
     }
 }
@@ -446,14 +598,17 @@ impl Sink for PostgresSink {
                 message: format!("no table for stream {}", record.stream()),
             });
         };
-        let row = record
-            .values()
-            .into_owned()
-            .into_iter()
-            .zip(columns)
-            .map(|(v, c)| text_of(v, &c.ty))
-            .collect();
-        self.spool.push(*table, row)
+        if let Some(message) = unstorable(record, columns) {
+            let mut json = Vec::new();
+            record.write_json(&mut json);
+            return self.spool.refuse(Refused {
+                sink: format!("postgres ({})", self.shown),
+                stream: record.stream().to_string(),
+                row: String::from_utf8_lossy(&json).into_owned(),
+                message,
+            });
+        }
+        self.spool.push(*table, row_of(record, columns))
     }
 
     fn store_offsets(
@@ -488,6 +643,10 @@ impl Sink for PostgresSink {
 
     fn acknowledged(&mut self, _written: u64) -> Result<u64, SinkError> {
         self.spool.acknowledged()
+    }
+
+    fn take_refused(&mut self) -> Vec<Refused> {
+        self.spool.take_refused()
     }
 }
 

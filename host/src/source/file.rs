@@ -36,6 +36,11 @@ impl Source for FileSource {
         self.csv
     }
 
+    /// A file is a replay: its events' times are history, not the clock's.
+    fn is_live(&self) -> bool {
+        false
+    }
+
     fn poll(
         &mut self,
         batch: &mut RecordBatch,

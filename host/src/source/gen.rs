@@ -1,7 +1,14 @@
 //! The generator as a source, paced to a wall-clock rate.
+//!
+//! Its events happen in simulated time, which runs `rate / traffic` times
+//! faster than the wall clock; that time is the source's clock, so a run
+//! of any length sees its events as current.
 
 use super::{Poll, RecordBatch, Source};
+use crate::clock::{DrivenClock, SharedClock};
 use crate::gen::Generator;
+use crate::runtime::SharedDims;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Generated records at `rate` per second (0: as fast as possible).
@@ -10,17 +17,34 @@ pub struct GenSource {
     rate: u64,
     started: Option<Instant>,
     emitted: u64,
+    clock: Arc<DrivenClock>,
+    /// The dimension table that follows the generator's churned customers.
+    dims: Option<SharedDims>,
 }
 
 impl GenSource {
     /// A paced generator source.
     pub fn new(generator: Generator, rate: u64) -> Self {
+        let clock = DrivenClock::at(generator.now_ms());
         Self {
             generator,
             rate,
             started: None,
             emitted: 0,
+            clock,
+            dims: None,
         }
+    }
+
+    /// Keeps `dims` up to date with the customers the generator replaces.
+    pub fn with_dims(mut self, dims: SharedDims) -> Self {
+        self.dims = Some(dims);
+        self
+    }
+
+    /// The generator.
+    pub fn generator(&self) -> &Generator {
+        &self.generator
     }
 }
 
@@ -57,6 +81,20 @@ impl Source for GenSource {
             self.emitted += 1;
             batch.push(&record.bytes, self.emitted);
         }
+        self.clock.set(self.generator.now_ms());
+        let churned = self.generator.take_churned();
+        if let (false, Some(dims)) = (churned.is_empty(), &self.dims) {
+            if let Ok(mut dims) = dims.write() {
+                for (old, new) in churned {
+                    dims.remove_customer(&old);
+                    dims.put_customer(new);
+                }
+            }
+        }
         Ok(Poll::Ready)
+    }
+
+    fn clock(&self) -> Option<SharedClock> {
+        Some(self.clock.clone())
     }
 }

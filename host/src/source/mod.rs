@@ -125,6 +125,16 @@ pub trait Source: Send {
     fn commit(&mut self, _mark: &Mark) -> std::io::Result<()> {
         Ok(())
     }
+    /// The clock the source's events happen by, when it is not the wall
+    /// clock (the generator's simulated time).
+    fn clock(&self) -> Option<crate::clock::SharedClock> {
+        None
+    }
+    /// Whether events arrive as they happen (Kafka, the generator), so the
+    /// watermark is held to the clock, rather than replayed from a file.
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// The next offset of each partition slot.

@@ -9,7 +9,7 @@
 
 use super::{loaded, Pipeline, Slot, Tables};
 use crate::engine::control::{Outcome, Refusal, Update};
-use crate::engine::window::WindowOperator;
+use crate::engine::window::{WindowLimits, WindowOperator};
 use crate::runtime::Rule;
 use crate::sink::SinkError;
 use std::time::Instant;
@@ -117,7 +117,9 @@ impl Pipeline {
             let label = rule.label.clone();
             self.metrics.loaded(loaded(&rule), false);
             let at = self.slots.partition_point(|s| s.rule.name < rule.name);
-            self.slots.insert(at, Slot::with_tables(rule, tables));
+            let limits = WindowLimits::of(&self.config);
+            self.slots
+                .insert(at, Slot::with_tables(rule, tables, limits));
             return Ok(Ok(format!("rule set {label} added")));
         };
         // Windows whose spec is unchanged carry over; the others are drained
@@ -139,7 +141,10 @@ impl Pipeline {
                     carried.push(spec.name.clone());
                     windows.push(op);
                 }
-                None => windows.push(WindowOperator::new(spec)),
+                None => windows.push(WindowOperator::with_limits(
+                    spec,
+                    WindowLimits::of(&self.config),
+                )),
             }
         }
         let drained: Vec<WindowOperator> = old.into_iter().flatten().collect();

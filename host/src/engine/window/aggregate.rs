@@ -3,7 +3,7 @@
 //! Each event updates an accumulator in O(1) (O(flags) for `flag`); results
 //! cross the Wasm boundary only when a window fires.
 
-use crate::model::{risk_level, Interner, Kind, Status, Txn, NONE};
+use crate::model::{Interner, Kind, Marks, RiskLevel, Status, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{
     AggregateOp, AggregateSpec, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
 };
@@ -27,8 +27,9 @@ pub enum AggregateValue {
     Counts(Vec<(Label, u64)>),
     /// `sum-by`: (label, sum), largest first.
     Sums(Vec<(Label, WitDecimal)>),
-    /// `collect`: the window's events.
-    Events(Vec<Txn>),
+    /// `collect`: the window's events (at most the plan's bound), and how
+    /// many the window held in all.
+    Events(Vec<Txn>, u64),
 }
 
 /// A window key or a group's label, as text only when the window batch is
@@ -64,7 +65,11 @@ impl From<&str> for Label {
     }
 }
 
-const RISK_LEVELS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "UNKNOWN"];
+/// A risk level's category value: its place in [`RiskLevel::ALL`], and
+/// one past the last for an event without one.
+fn risk_category(level: Option<RiskLevel>) -> u64 {
+    level.map_or(RiskLevel::ALL.len(), |l| l as usize) as u64
+}
 
 /// A Decimal as a WIT decimal (exact: amounts fit in s64 units).
 pub fn wit_decimal(d: Decimal) -> WitDecimal {
@@ -104,6 +109,17 @@ pub fn wit_kind(k: Kind) -> TxnKind {
         Kind::Payment => TxnKind::Payment,
         Kind::Refund => TxnKind::Refund,
         Kind::Other => TxnKind::Other,
+    }
+}
+
+/// The risk level as in WIT.
+pub fn wit_risk_level(l: RiskLevel) -> crate::runtime::bindings::types::RiskLevel {
+    use crate::runtime::bindings::types::RiskLevel as Wit;
+    match l {
+        RiskLevel::Low => Wit::Low,
+        RiskLevel::Medium => Wit::Medium,
+        RiskLevel::High => Wit::High,
+        RiskLevel::Critical => Wit::Critical,
     }
 }
 
@@ -219,6 +235,8 @@ pub struct Plan {
     filter: Option<Filter>,
     bounds: Vec<Decimal>,
     band_labels: Vec<std::sync::Arc<str>>,
+    /// The most events a `collect` keeps per window.
+    max_collect: usize,
 }
 
 /// An accumulator.
@@ -242,8 +260,8 @@ pub enum Acc {
     SumBy(SmallMap<Decimal>),
     /// counts by band
     Bands(SmallVec<[u64; 6]>),
-    /// the events
-    Collect(Vec<Txn>),
+    /// the events (at most the plan's bound), and how many there were
+    Collect(Vec<Txn>, u64),
 }
 
 fn money(f: Field, t: &Txn) -> Decimal {
@@ -269,12 +287,7 @@ fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
         Field::Device => sym(t.device),
         Field::Country => sym(t.country),
         Field::City => sym(t.city),
-        Field::RiskLevel => Some(
-            RISK_LEVELS
-                .iter()
-                .position(|l| *l == risk_level(t.risk_score))
-                .unwrap_or(3) as u64,
-        ),
+        Field::RiskLevel => Some(risk_category(t.risk_level)),
         Field::HourOfDay => Some((t.event_time.rem_euclid(86_400_000) / 3_600_000) as u64),
         Field::Flag => {
             t.flags.iter().for_each(|f| out(u64::from(*f)));
@@ -291,7 +304,7 @@ fn category_label(f: Field, v: u64) -> Label {
     match f {
         Field::Kind => Label::Name(Kind::ALL.get(v as usize).map_or("other", |k| k.name())),
         Field::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
-        Field::RiskLevel => Label::Name(RISK_LEVELS.get(v as usize).copied().unwrap_or("UNKNOWN")),
+        Field::RiskLevel => Label::Name(RiskLevel::label(RiskLevel::ALL.get(v as usize).copied())),
         Field::HourOfDay => Label::Text(format!("{v:02}")),
         Field::Id => Label::Text(crate::model::hex_id(v)),
         _ => Label::Sym(v as u32),
@@ -314,8 +327,9 @@ fn ordered<T: Ord + Copy + Default>(
 }
 
 impl Plan {
-    /// Compiles a validated aggregate spec.
-    pub fn new(spec: &AggregateSpec) -> Self {
+    /// Compiles a validated aggregate spec; a `collect` keeps at most
+    /// `max_collect` events per window.
+    pub fn new(spec: &AggregateSpec, max_collect: usize) -> Self {
         let filter = spec.filter.as_ref().map(|f| Filter {
             statuses: f
                 .status_in
@@ -337,6 +351,7 @@ impl Plan {
             filter,
             bounds,
             band_labels: Vec::new(),
+            max_collect,
         };
         if matches!(spec.op, AggregateOp::CountByBand(_)) {
             plan.band_labels = (0..=plan.bounds.len())
@@ -362,7 +377,7 @@ impl Plan {
             AggregateOp::CountByBand(_) => {
                 Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1])
             }
-            AggregateOp::Collect => Acc::Collect(Vec::new()),
+            AggregateOp::Collect => Acc::Collect(Vec::new(), 0),
         }
     }
 
@@ -418,7 +433,12 @@ impl Plan {
                 let band = self.bounds.partition_point(|bound| *bound <= x);
                 counts[band] += 1;
             }
-            (AggregateOp::Collect, Acc::Collect(events)) => events.push(t.clone()),
+            (AggregateOp::Collect, Acc::Collect(events, total)) => {
+                *total += 1;
+                if events.len() < self.max_collect {
+                    events.push(t.clone());
+                }
+            }
             _ => {}
         }
     }
@@ -462,7 +482,11 @@ impl Plan {
                 .into_iter()
                 .for_each(|(k, v)| *a.entry(k) += v),
             (Acc::Bands(a), Acc::Bands(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
-            (Acc::Collect(a), Acc::Collect(b)) => a.extend(b),
+            (Acc::Collect(a, n), Acc::Collect(b, m)) => {
+                *n += m;
+                let room = self.max_collect.saturating_sub(a.len());
+                a.extend(b.into_iter().take(room));
+            }
             _ => {}
         }
     }
@@ -473,6 +497,35 @@ impl Plan {
             (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
             (Some(lo), None) => format!(">={lo}"),
             (None, None) => "all".into(),
+        }
+    }
+
+    /// Marks the interned strings `acc` holds, so a sweep of the interner
+    /// keeps them.
+    pub fn mark_strings(&self, acc: &Acc, marks: &mut Marks) {
+        let grouped_by = match &self.op {
+            AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
+            AggregateOp::SumBy((g, _)) => *g,
+            _ => Field::Id,
+        };
+        let interned = matches!(
+            grouped_by,
+            Field::Customer
+                | Field::Account
+                | Field::Merchant
+                | Field::Currency
+                | Field::Channel
+                | Field::Device
+                | Field::Country
+                | Field::City
+                | Field::Flag
+        );
+        match acc {
+            Acc::Distinct(map) if interned => map.for_each(|k, _| marks.mark(k as Sym)),
+            Acc::CountBy(map) if interned => map.for_each(|k, _| marks.mark(k as Sym)),
+            Acc::SumBy(map) if interned => map.for_each(|k, _| marks.mark(k as Sym)),
+            Acc::Collect(events, _) => events.iter().for_each(|t| t.mark_strings(marks)),
+            _ => {}
         }
     }
 
@@ -517,8 +570,8 @@ impl Plan {
                     .map(|(n, label)| (Label::Shared(label.clone()), *n))
                     .collect(),
             ),
-            Acc::Collect(events) if events.is_empty() => AggregateValue::Empty,
-            Acc::Collect(events) => AggregateValue::Events(events.clone()),
+            Acc::Collect(events, _) if events.is_empty() => AggregateValue::Empty,
+            Acc::Collect(events, total) => AggregateValue::Events(events.clone(), *total),
         }
     }
 }
@@ -544,6 +597,7 @@ mod tests {
             country: NONE,
             city: NONE,
             risk_score: Some(0.5),
+            risk_level: None,
             flags: flags.iter().map(|f| strings.intern(f)).collect(),
             event_time: 0,
         }
@@ -558,7 +612,7 @@ mod tests {
     }
 
     fn run(op: AggregateOp, events: &[Txn], strings: &Interner) -> AggregateValue {
-        let plan = Plan::new(&spec(op));
+        let plan = Plan::new(&spec(op), 10_000);
         let mut acc = plan.empty();
         events.iter().for_each(|t| plan.update(&mut acc, t));
         plan.finish(&acc, strings)
@@ -589,6 +643,26 @@ mod tests {
             run(AggregateOp::Min(Field::Amount), &[], &s),
             AggregateValue::Empty
         ));
+    }
+
+    #[test]
+    fn collect_keeps_the_first_events_up_to_its_bound_and_counts_them_all() {
+        let mut s = Interner::default();
+        let plan = Plan::new(&spec(AggregateOp::Collect), 3);
+        let (mut a, mut b) = (plan.empty(), plan.empty());
+        for n in 0..5 {
+            plan.update(&mut a, &txn(&mut s, &format!("c{n}"), n, &[]));
+        }
+        plan.update(&mut b, &txn(&mut s, "late", 9, &[]));
+        plan.merge(&mut a, b);
+        match plan.finish(&a, &s) {
+            AggregateValue::Events(events, total) => {
+                let kept: Vec<&str> = events.iter().map(|t| s.resolve(t.customer)).collect();
+                assert_eq!(kept, ["c0", "c1", "c2"]);
+                assert_eq!(total, 6);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -670,7 +744,10 @@ mod tests {
             run(AggregateOp::Distinct(Field::Customer), &events, &s),
             AggregateValue::Count(40)
         ));
-        let plan = Plan::new(&spec(AggregateOp::SumBy((Field::Customer, Field::Amount))));
+        let plan = Plan::new(
+            &spec(AggregateOp::SumBy((Field::Customer, Field::Amount))),
+            10_000,
+        );
         let (mut a, mut b) = (plan.empty(), plan.empty());
         events[..50].iter().for_each(|t| plan.update(&mut a, t));
         events[50..].iter().for_each(|t| plan.update(&mut b, t));
@@ -692,15 +769,18 @@ mod tests {
             txn(&mut s, "a", 5_000, &[]),
             txn(&mut s, "a", 50_000, &[]),
         ];
-        let plan = Plan::new(&AggregateSpec {
-            name: "flagged".into(),
-            op: AggregateOp::Count,
-            filter: Some(WitFilter {
-                status_in: vec![],
-                kind_in: vec![],
-                flagged: true,
-            }),
-        });
+        let plan = Plan::new(
+            &AggregateSpec {
+                name: "flagged".into(),
+                op: AggregateOp::Count,
+                filter: Some(WitFilter {
+                    status_in: vec![],
+                    kind_in: vec![],
+                    flagged: true,
+                }),
+            },
+            10_000,
+        );
         let mut acc = plan.empty();
         events.iter().for_each(|t| plan.update(&mut acc, t));
         assert!(matches!(acc, Acc::Count(1)));

@@ -120,10 +120,15 @@ impl WindowBatchBuilder {
                         }
                         (ResultKind::Sums, first, entries.len() as u32, 0.0)
                     }
-                    AggregateValue::Events(events) => {
+                    AggregateValue::Events(events, total) => {
                         let first = self.events.len() as i64;
                         self.events.extend(events.iter().cloned());
-                        (ResultKind::Events, first, events.len() as u32, 0.0)
+                        let n = events.len() as u32;
+                        if *total > u64::from(n) {
+                            (ResultKind::EventsCut, first, n, *total as f64)
+                        } else {
+                            (ResultKind::Events, first, n, 0.0)
+                        }
                     }
                 };
                 kinds.push(kind);

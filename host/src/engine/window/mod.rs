@@ -11,7 +11,7 @@ pub mod aggregate;
 pub mod assign;
 pub mod encode;
 
-use crate::model::{Interner, Kind, Txn, NONE};
+use crate::model::{Interner, Kind, Marks, Txn, NONE};
 use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
 use aggregate::{Acc, AggregateValue, Label, Plan};
 use rustc_hash::FxHashMap;
@@ -185,6 +185,48 @@ pub struct Fired {
     pub values: Vec<AggregateValue>,
 }
 
+/// What a window spec may hold, from `[engine]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// Windows open at once (`engine.max-open-windows`).
+    pub max_open: usize,
+    /// Events a `collect` keeps per window (`engine.max-collect-events`).
+    pub max_collect: usize,
+}
+
+impl WindowLimits {
+    /// The limits `config` sets.
+    pub fn of(config: &crate::config::EngineConfig) -> Self {
+        Self {
+            max_open: config.max_open_windows,
+            max_collect: config.max_collect_events,
+        }
+    }
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        Self::of(&crate::config::EngineConfig::default())
+    }
+}
+
+/// What became of an event given to a window spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// It is in its windows (or the spec does not key it).
+    Added,
+    /// Every window it belongs to was already purged.
+    Late,
+    /// A window it belongs to would have been opened past
+    /// `engine.max-open-windows`; it is not in that window.
+    Full {
+        /// The window's key.
+        key: u32,
+        /// The window's start.
+        start: i64,
+    },
+}
+
 /// The panes of one window spec.
 pub struct WindowOperator {
     /// The spec's name.
@@ -204,18 +246,31 @@ pub struct WindowOperator {
     pub late_events: u64,
     /// Windows ending at or before this fired before a restart.
     fired_until: i64,
+    /// The most windows open at once.
+    max_open: usize,
+    /// Events refused because that many were open.
+    pub refused_events: u64,
 }
 
 impl WindowOperator {
-    /// An operator for a validated spec.
+    /// An operator for a validated spec, with the default limits.
     pub fn new(spec: &WindowSpec) -> Self {
+        Self::with_limits(spec, WindowLimits::default())
+    }
+
+    /// An operator for a validated spec.
+    pub fn with_limits(spec: &WindowSpec, limits: WindowLimits) -> Self {
         Self {
             name: spec.name.clone(),
             with_state: spec.with_state,
             key_by: spec.key,
             kind: spec.kind,
             lateness: spec.allowed_lateness_ms,
-            plans: spec.aggregates.iter().map(Plan::new).collect(),
+            plans: spec
+                .aggregates
+                .iter()
+                .map(|a| Plan::new(a, limits.max_collect))
+                .collect(),
             panes: Panes::default(),
             timers: Timers::default(),
             purges: Timers::default(),
@@ -223,7 +278,19 @@ impl WindowOperator {
             sessions: FxHashMap::default(),
             late_events: 0,
             fired_until: i64::MIN,
+            max_open: limits.max_open.max(1),
+            refused_events: 0,
         }
+    }
+
+    /// What the spec's windows are keyed by.
+    pub fn key_by(&self) -> KeyBy {
+        self.key_by
+    }
+
+    /// The most windows this spec keeps open at once.
+    pub fn max_open(&self) -> usize {
+        self.max_open
     }
 
     /// After a restart from stored offsets: windows ending at or before
@@ -267,7 +334,12 @@ impl WindowOperator {
         self.panes.is_empty()
     }
 
-    fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) {
+    /// Adds an event to the window `(key, start)`, opening it if needed;
+    /// false when that would open more windows than allowed.
+    fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) -> bool {
+        if self.panes.len() >= self.max_open && self.panes.get(&(key, start)).is_none() {
+            return false;
+        }
         let (plans, lateness) = (&self.plans, self.lateness);
         let pane = self.panes.get_or_insert_with((key, start), || {
             self.timers.insert(end, key, start);
@@ -286,25 +358,27 @@ impl WindowOperator {
             pane.dirty = true;
             self.refires.push((key, start));
         }
+        true
     }
 
     fn is_late(&self, end: i64, watermark: i64) -> bool {
         watermark != i64::MIN && end.saturating_add(self.lateness) <= watermark
     }
 
-    /// Adds an event given the watermark before its batch. Returns false if
-    /// the event is late for this spec (counted in `late_events`).
-    pub fn add(&mut self, t: &Txn, watermark: i64) -> bool {
+    /// Adds an event given the watermark before its batch: late events
+    /// are counted in `late_events`, refused ones in `refused_events`.
+    pub fn add(&mut self, t: &Txn, watermark: i64) -> Admit {
         let Some(key) = Self::key_of(self.key_by, t) else {
-            return true;
+            return Admit::Added;
         };
         let time = t.event_time;
+        let mut refused = None;
         let accepted = match self.kind {
             WindowKind::Tumbling(size) => {
                 let (start, end) = assign::tumbling(time, size);
                 let ok = !self.is_late(end, watermark);
-                if ok && end > self.fired_until {
-                    self.update(key, start, end, t);
+                if ok && end > self.fired_until && !self.update(key, start, end, t) {
+                    refused = Some(start);
                 }
                 ok
             }
@@ -313,8 +387,8 @@ impl WindowOperator {
                 for (start, end) in assign::sliding(time, s.size_ms, s.slide_ms) {
                     if !self.is_late(end, watermark) {
                         any = true;
-                        if end > self.fired_until {
-                            self.update(key, start, end, t);
+                        if end > self.fired_until && !self.update(key, start, end, t) {
+                            refused.get_or_insert(start);
                         }
                     }
                 }
@@ -322,23 +396,35 @@ impl WindowOperator {
             }
             WindowKind::Session(gap) => {
                 let ok = !self.is_late(time.saturating_add(gap), watermark);
-                if ok && time.saturating_add(gap) > self.fired_until {
-                    self.add_to_session(key, t, gap);
+                if ok
+                    && time.saturating_add(gap) > self.fired_until
+                    && !self.add_to_session(key, t, gap)
+                {
+                    refused = Some(time);
                 }
                 ok
             }
         };
+        if let Some(start) = refused {
+            self.refused_events += 1;
+            return Admit::Full { key, start };
+        }
         if !accepted {
             self.late_events += 1;
+            return Admit::Late;
         }
-        accepted
+        Admit::Added
     }
 
-    fn add_to_session(&mut self, key: u32, t: &Txn, gap: i64) {
+    /// Adds an event to its session, merging the sessions it joins; false
+    /// when it would open a session past the limit.
+    fn add_to_session(&mut self, key: u32, t: &Txn, gap: i64) -> bool {
         let (mut start, mut end) = (t.event_time, t.event_time.saturating_add(gap));
-        let starts = self.sessions.entry(key).or_default();
-        let overlapping: Vec<i64> = starts
-            .iter()
+        let overlapping: Vec<i64> = self
+            .sessions
+            .get(&key)
+            .into_iter()
+            .flatten()
             .copied()
             .filter(|s| {
                 let pane_end = self.panes.get(&(key, *s)).map_or(i64::MIN, |p| p.end);
@@ -348,9 +434,11 @@ impl WindowOperator {
         if let [only] = overlapping[..] {
             let pane_end = self.panes.get(&(key, only)).map_or(i64::MIN, |p| p.end);
             if only <= start && end <= pane_end {
-                self.update(key, only, pane_end, t);
-                return;
+                return self.update(key, only, pane_end, t);
             }
+        }
+        if overlapping.is_empty() && self.panes.len() >= self.max_open {
+            return false;
         }
         let mut accs: Accs = self.plans.iter().map(Plan::empty).collect();
         let mut fired = 0;
@@ -367,10 +455,9 @@ impl WindowOperator {
                 }
             }
         }
-        if let Some(starts) = self.sessions.get_mut(&key) {
-            starts.retain(|s| !overlapping.contains(s));
-            starts.push(start);
-        }
+        let starts = self.sessions.entry(key).or_default();
+        starts.retain(|s| !overlapping.contains(s));
+        starts.push(start);
         self.timers.insert(end, key, start);
         self.purges
             .insert(end.saturating_add(self.lateness), key, start);
@@ -383,7 +470,25 @@ impl WindowOperator {
                 dirty: false,
             },
         );
-        self.update(key, start, end, t);
+        self.update(key, start, end, t)
+    }
+
+    /// Marks the interned strings the open windows hold (keys, grouped
+    /// values, collected events), so a sweep of the interner keeps them.
+    pub fn mark_strings(&self, marks: &mut Marks) {
+        for &(key, _) in self.panes.index.keys() {
+            marks.mark(key);
+        }
+        for timers in [&self.timers, &self.purges] {
+            for group in timers.by_time.values() {
+                group.iter().for_each(|&(key, _)| marks.mark(key));
+            }
+        }
+        for pane in &self.panes.slab {
+            for (plan, acc) in self.plans.iter().zip(pane.accs.iter()) {
+                plan.mark_strings(acc, marks);
+            }
+        }
     }
 
     /// The start of the oldest window still held (fired or not), if any:

@@ -41,6 +41,7 @@ fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Txn {
         country: NONE,
         city: NONE,
         risk_score: None,
+        risk_level: None,
         flags: Box::default(),
         event_time: time,
     }
@@ -65,7 +66,7 @@ fn tumbling_windows_fire_when_the_watermark_passes_their_end() {
     let mut s = Interner::default();
     let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 0));
     for (c, t) in [("a", 10), ("a", 99), ("b", 50), ("a", 100)] {
-        assert!(op.add(&txn(&mut s, c, t, 100), i64::MIN));
+        assert_eq!(op.add(&txn(&mut s, c, t, 100), i64::MIN), Admit::Added);
     }
     assert!(fire(&mut op, 99, &s).is_empty());
     let fired = fire(&mut op, 100, &s);
@@ -86,10 +87,18 @@ fn late_events_within_lateness_refire_and_beyond_are_counted() {
     let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 50));
     op.add(&txn(&mut s, "a", 10, 100), i64::MIN);
     assert_eq!(fire(&mut op, 120, &s), vec![("a".into(), 0, 100, 0, 1)]);
-    assert!(op.add(&txn(&mut s, "a", 20, 100), 120), "within lateness");
+    assert_eq!(
+        op.add(&txn(&mut s, "a", 20, 100), 120),
+        Admit::Added,
+        "within lateness"
+    );
     assert_eq!(fire(&mut op, 130, &s), vec![("a".into(), 0, 100, 1, 2)]);
     assert!(fire(&mut op, 150, &s).is_empty());
-    assert!(!op.add(&txn(&mut s, "a", 30, 100), 150), "beyond lateness");
+    assert_eq!(
+        op.add(&txn(&mut s, "a", 30, 100), 150),
+        Admit::Late,
+        "beyond lateness"
+    );
     assert_eq!(op.late_events, 1);
     assert!(op.is_empty());
 }
@@ -142,7 +151,7 @@ fn a_window_batch_lays_every_result_out_once() {
             values: vec![
                 AggregateValue::Count(2),
                 AggregateValue::Counts(vec![("web".into(), 2), ("pos".into(), 1)]),
-                AggregateValue::Events(vec![a.clone()]),
+                AggregateValue::Events(vec![a.clone()], 1),
             ],
         },
         Fired {
@@ -213,11 +222,73 @@ fn windows_fired_before_a_restart_are_not_fired_again() {
         (120_000, 300),
         (130_000, 400),
     ] {
-        assert!(op.add(&txn(&mut s, "c1", time, cents), i64::MIN));
+        assert_eq!(
+            op.add(&txn(&mut s, "c1", time, cents), i64::MIN),
+            Admit::Added
+        );
     }
     assert_eq!(op.len(), 1);
     assert_eq!(
         fire(&mut op, 200_000, &s),
         vec![("c1".to_string(), 120_000, 180_000, 0, 2)]
     );
+}
+
+#[test]
+fn past_the_open_window_ceiling_an_event_is_refused_and_open_windows_go_on() {
+    let mut s = Interner::default();
+    let limits = WindowLimits {
+        max_open: 2,
+        max_collect: 10,
+    };
+    let mut op = WindowOperator::with_limits(&spec(WindowKind::Tumbling(100), 0), limits);
+    assert_eq!(op.add(&txn(&mut s, "a", 10, 100), i64::MIN), Admit::Added);
+    assert_eq!(op.add(&txn(&mut s, "b", 10, 100), i64::MIN), Admit::Added);
+    let c = txn(&mut s, "c", 10, 100);
+    assert_eq!(
+        op.add(&c, i64::MIN),
+        Admit::Full {
+            key: c.customer,
+            start: 0
+        }
+    );
+    assert_eq!(op.refused_events, 1);
+    assert_eq!(op.add(&txn(&mut s, "a", 20, 100), i64::MIN), Admit::Added);
+    let fired = fire(&mut op, 100, &s);
+    assert_eq!(fired.len(), 2);
+    assert_eq!((fired[0].0.as_str(), fired[0].4), ("a", 2));
+    // Fired and purged, they make room again.
+    assert_eq!(op.add(&txn(&mut s, "c", 110, 100), 100), Admit::Added);
+    // Sessions are held to the ceiling too.
+    let mut sessions = WindowOperator::with_limits(&spec(WindowKind::Session(10), 0), limits);
+    for (c, t) in [("a", 1), ("b", 1), ("a", 5)] {
+        assert_eq!(sessions.add(&txn(&mut s, c, t, 1), i64::MIN), Admit::Added);
+    }
+    assert!(matches!(
+        sessions.add(&txn(&mut s, "c", 1, 1), i64::MIN),
+        Admit::Full { .. }
+    ));
+}
+
+#[test]
+fn a_sweep_of_the_interner_keeps_what_open_windows_hold() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 0));
+    for n in 0..1_000 {
+        // Strings no window holds: other customers' ids, seen and gone.
+        s.intern(&format!("gone-{n}"));
+    }
+    for c in ["alice", "bob"] {
+        op.add(&txn(&mut s, c, 10, 100), i64::MIN);
+    }
+    let mut marks = s.marks();
+    op.mark_strings(&mut marks);
+    assert!(s.sweep(&marks) >= 1_000);
+    // New strings take the released symbols; the windows' keys stay theirs.
+    for n in 0..1_000 {
+        s.intern(&format!("new-{n}"));
+    }
+    let fired = fire(&mut op, 100, &s);
+    let keys: Vec<&str> = fired.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(keys, ["alice", "bob"]);
 }
