@@ -207,3 +207,78 @@ fn an_unreachable_server_is_refused_at_start_without_showing_credentials() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn a_time_clickhouse_cannot_hold_is_dead_lettered_and_the_rest_lands() {
+    let (Some(ch), Some(pg)) = (service("EDGE_CLICKHOUSE_URL"), service("EDGE_POSTGRES_URL"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let lines = gen_events(&file, 2_000, 41);
+    // The tally rule set writes these rows' event time 2,000 years ahead:
+    // past ClickHouse's DateTime (2106), within what PostgreSQL holds.
+    let far: Vec<String> = [7usize, 700, 1_400]
+        .iter()
+        .map(|&i| {
+            let v: serde_json::Value = serde_json::from_str(&lines[i]).unwrap();
+            v["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let (database, schema) = (unique("edge_far"), unique("edge_far"));
+    let (out, _) = run_pipeline(&[guests::TALLY], |c| {
+        c.source = edge_tests::file_source(&file);
+        c.clickhouse.url = ch.clone();
+        c.clickhouse.database = database.clone();
+        c.postgres.url = pg.clone();
+        c.postgres.schema = schema.clone();
+        c.rules.rule.insert(
+            "tally".into(),
+            edge::config::RuleConfig {
+                config: [("far-future-ids".to_string(), far.join(","))].into(),
+                ..Default::default()
+            },
+        );
+        c.output.routes.insert(
+            "seen".into(),
+            vec![SinkKind::Clickhouse, SinkKind::Postgres],
+        );
+    })
+    .expect("run");
+    let count = |rows: Vec<Vec<String>>| rows[0][0].clone();
+    assert_eq!(
+        count(db::clickhouse(
+            &ch,
+            &format!("SELECT count() FROM `{database}`.seen FINAL")
+        )),
+        "1997"
+    );
+    assert_eq!(
+        count(db::postgres(
+            &pg,
+            &format!("select count(*) from \"{schema}\".seen where event_time > '4000-01-01'")
+        )),
+        "3"
+    );
+    let dead = read_jsonl(&out.path().join("dead_letter.jsonl"));
+    let mut refused: Vec<String> = dead
+        .iter()
+        .map(|d| {
+            assert_eq!(d["reason"], "sink_refused");
+            let detail = d["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with("clickhouse (") && detail.contains("outside DateTime's range"),
+                "{detail}"
+            );
+            let row: serde_json::Value = serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
+            row["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    refused.sort();
+    let mut want = far.clone();
+    want.sort();
+    assert_eq!(refused, want);
+    db::postgres(&pg, &format!("drop schema \"{schema}\" cascade"));
+    db::clickhouse(&ch, &format!("DROP DATABASE `{database}`"));
+}

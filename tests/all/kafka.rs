@@ -1073,3 +1073,127 @@ fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
     assert_eq!(stored(), 6_000);
     db::postgres(&pg, &format!("drop schema \"{schema}\" cascade"));
 }
+
+#[test]
+fn a_record_too_large_for_kafka_is_dead_lettered_and_the_rest_lands() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("large");
+    // One customer with forty flagged transactions of long ids in one
+    // window: its compliance row lists them all and outgrows a message of
+    // 4,000 bytes. A record of 2 MB besides, refused as oversized: its dead
+    // letter must still fit a Kafka message.
+    let mut lines = edge_tests::clean_events(300, 17);
+    for n in 0..40 {
+        lines.push(format!(
+            r#"{{"transaction_id":"big-{n:03}-{}","customer_id":"BIG","transaction_type":"PURCHASE","amount":"12500.00","currency":"USD","risk_score":55,"compliance_flags":["HIGH_VALUE"],"created_at":"2026-01-05T00:{:02}:00Z"}}"#,
+            "x".repeat(180),
+            n % 30
+        ));
+    }
+    let huge = format!(
+        r#"{{"transaction_id":"huge","padding":"{}"}}"#,
+        "y".repeat(2_000_000)
+    );
+    lines.push(huge.clone());
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let cfg = dir.path().join("large.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.options]
+"message.max.bytes" = "4000"
+[kafka.topics]
+tables = "{prefix}.{{table}}"
+dead-letter = "{prefix}.dlq"
+[output.routes]
+"*" = ["jsonl"]
+compliance_metrics = ["kafka", "jsonl"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    ok(&edge(&[
+        "run",
+        "--rules",
+        guests::COMPLIANCE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--source",
+        &format!("file:{}", input.display()),
+        "--console",
+        "never",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]));
+    let dead = read_jsonl(&out.join("dead_letter.jsonl"));
+    let refused: Vec<&serde_json::Value> = dead
+        .iter()
+        .filter(|d| d["reason"] == "sink_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{dead:#?}");
+    let detail = refused[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("kafka")
+            && detail.contains("compliance_metrics")
+            && detail.contains("MessageSizeTooLarge"),
+        "{detail}"
+    );
+    let row: serde_json::Value = serde_json::from_str(refused[0]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(row["customer_id"], "BIG");
+    // The rest of the table landed on its topic.
+    let local: Vec<String> = ids(&read_jsonl(&out.join("compliance_metrics.jsonl")), "_id");
+    let want: Vec<String> = local
+        .iter()
+        .filter(|id| **id != row["_id"].as_str().unwrap())
+        .cloned()
+        .collect();
+    let topic = read_topic(&brokers, &format!("{prefix}.compliance_metrics"));
+    let got: Vec<String> = topic.iter().map(|m| m.key.clone()).collect();
+    same_set(&got, &want, "compliance rows on Kafka");
+    assert!(want.len() > 100, "{}", want.len());
+
+    // The oversized record's dead letter, on Kafka with the default limit:
+    // its first 64 KiB, its size and its hash.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.topics]
+dead-letter = "{prefix}.dlq"
+[output.routes]
+"*" = ["jsonl"]
+dead_letter = ["kafka"]
+"#
+        ),
+    )
+    .unwrap();
+    ok(&edge(&[
+        "run",
+        "--rules",
+        guests::COMPLIANCE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--source",
+        &format!("file:{}", input.display()),
+        "--console",
+        "never",
+        "--out-dir",
+        dir.path().join("out2").to_str().unwrap(),
+    ]));
+    let dlq = read_topic(&brokers, &format!("{prefix}.dlq"));
+    let big = dlq
+        .iter()
+        .find(|m| m.value["reason"] == "oversized")
+        .expect("the oversized record's dead letter");
+    assert_eq!(big.value["raw"].as_str().unwrap(), &huge[..65_536]);
+    assert_eq!(big.value["raw_bytes"], huge.len());
+    assert_eq!(big.value["raw_sha256"].as_str().unwrap().len(), 64);
+}

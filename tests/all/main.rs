@@ -5,6 +5,7 @@ mod clickhouse;
 mod dead_letters;
 mod hostile;
 mod kafka;
+mod long_run;
 mod outages;
 mod postgres;
 mod reload;

@@ -129,3 +129,114 @@ fn postgres_stopped_mid_run_ends_with_exact_totals() {
     .remove(0);
     check(out.path(), &row);
 }
+
+#[test]
+fn a_second_stop_signal_exits_at_once_saying_what_may_be_lost() {
+    let Some(bindir) = service("EDGE_PG_BINDIR") else {
+        return;
+    };
+    let server = Postgres::start(&bindir);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[postgres]\nurl = \"{}\"\nschema = \"{}\"\nbatch-rows = 200\nflush-interval-ms = 100\n\
+             [output.routes]\n\"*\" = [\"postgres\"]\n",
+            server.url(),
+            unique("edge_signal")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("edge.log");
+    let mut rules = vec!["--rules"];
+    rules.extend(guests::RULE_SETS);
+    rules.extend(["--config", config.to_str().unwrap(), "--rate", "2000"]);
+    let mut edge = edge_tests::RunningEdge::start(&rules, None, &log);
+    edge.wait_until("events flow", 60, || edge.events() > 2_000);
+    // With the server away, stopping waits to flush: retried for ever.
+    server.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    edge.signal("TERM");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(edge.is_running(), "the first signal waits for the flush");
+    edge.signal("TERM");
+    let code = edge.wait_exit(10);
+    let text = edge.log();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(
+        text.contains("second stop signal: exiting now")
+            && text.contains("read again at the next start"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_write_that_hangs_is_stopped_retried_and_given_up_on_in_time() {
+    let Some(url) = service("EDGE_POSTGRES_URL") else {
+        return;
+    };
+    let schema = unique("edge_hung");
+    db::postgres(&url, &format!("create schema \"{schema}\""));
+    db::postgres(
+        &url,
+        &format!(
+            "create table \"{schema}\".seen (_id text primary key, _rule text, \
+             transaction_id text, customer_id text, amount numeric(38,8), event_time timestamptz)"
+        ),
+    );
+    // Another session holds the table locked: every write waits on it.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (u, s) = (url.clone(), schema.clone());
+    let holder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&u, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!(
+                    "begin; lock table \"{s}\".seen in access exclusive mode"
+                ))
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+            client.batch_execute("rollback").await.unwrap();
+        });
+    });
+    locked_rx.recv().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    edge_tests::gen_events(&file, 500, 13);
+    let started = std::time::Instant::now();
+    let err = run_pipeline(&[guests::TALLY], |c| {
+        c.source = edge_tests::file_source(&file);
+        c.postgres.url = url.clone();
+        c.postgres.schema = schema.clone();
+        c.postgres.statement_timeout_ms = 1_000;
+        c.postgres.retry_max_secs = 4;
+        c.output
+            .routes
+            .insert("seen".into(), vec![SinkKind::Postgres]);
+    })
+    .expect_err("the write never lands")
+    .to_string();
+    let took = started.elapsed();
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(
+        err.contains("gave up after") && err.contains("statement timeout"),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "retry-max-secs held: {took:?}"
+    );
+    db::postgres(&url, &format!("drop schema \"{schema}\" cascade"));
+}

@@ -131,3 +131,84 @@ fn a_table_with_other_columns_is_reported_and_hostile_names_are_quoted() {
     );
     db::postgres(&url, &format!("drop schema \"{quoted}\" cascade"));
 }
+
+/// Runs the `tally` rule set over `file` into `schema`: `seen` to
+/// PostgreSQL, the dead letters to JSON lines.
+fn run_tally(url: &str, schema: &str, file: &Path) -> anyhow::Result<tempfile::TempDir> {
+    run_pipeline(&[guests::TALLY], |c| {
+        c.source = edge_tests::file_source(file);
+        c.postgres.url = url.to_string();
+        c.postgres.schema = schema.to_string();
+        c.postgres.batch_rows = 500;
+        c.output
+            .routes
+            .insert("seen".into(), vec![edge::config::SinkKind::Postgres]);
+    })
+    .map(|(out, _)| out)
+}
+
+#[test]
+fn rows_postgres_refuses_are_dead_lettered_and_the_rest_lands() {
+    let Some(url) = url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let lines = gen_events(&file, 3_000, 31);
+    let big: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| amount(v) >= Decimal::from(1_000))
+        .map(|v| v["transaction_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(big.len() > 10 && big.len() < 2_000, "{}", big.len());
+    // The table as edge makes it, written by hand, with a constraint the
+    // large amounts break.
+    let schema = unique("edge_refused");
+    db::postgres(&url, &format!("create schema \"{schema}\""));
+    db::postgres(
+        &url,
+        &format!(
+            "create table \"{schema}\".seen (_id text primary key, _rule text, \
+             transaction_id text, customer_id text, amount numeric(38,8), \
+             event_time timestamptz, constraint small check (amount < 1000))"
+        ),
+    );
+    let out = run_tally(&url, &schema, &file).expect("run");
+    let n = value(&url, &format!("select count(*) from \"{schema}\".seen"));
+    assert_eq!(n, (3_000 - big.len()).to_string(), "the rest landed");
+    let dead = read_jsonl(&out.path().join("dead_letter.jsonl"));
+    assert_eq!(dead.len(), big.len());
+    let mut refused: Vec<String> = dead
+        .iter()
+        .map(|d| {
+            assert_eq!(d["reason"], "sink_refused");
+            let detail = d["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with("postgres (") && detail.contains("violates check constraint"),
+                "{detail}"
+            );
+            let row: serde_json::Value = serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
+            row["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    refused.sort();
+    let mut want = big.clone();
+    want.sort();
+    assert_eq!(refused, want);
+    // A column of another type is refused at start, with the difference.
+    db::postgres(&url, &format!("drop table \"{schema}\".seen"));
+    db::postgres(
+        &url,
+        &format!(
+            "create table \"{schema}\".seen (_id text primary key, _rule text, \
+             transaction_id text, customer_id text, amount text, event_time timestamptz)"
+        ),
+    );
+    let err = run_tally(&url, &schema, &file)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("column amount is text, expected numeric(38,8)"),
+        "{err}"
+    );
+    db::postgres(&url, &format!("drop schema \"{schema}\" cascade"));
+}

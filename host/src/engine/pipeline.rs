@@ -66,6 +66,8 @@ pub struct Summary {
     pub strings_held: u64,
     /// Interned strings released during the run.
     pub strings_released: u64,
+    /// Keyed-state keys dropped at `engine.max-keyed-states`.
+    pub state_shed: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -973,6 +975,7 @@ impl Pipeline {
             rows: Metrics::get(&m.rows),
             strings_held: self.strings.held() as u64,
             strings_released: self.strings.released(),
+            state_shed: Metrics::get(&m.state_shed),
             elapsed: started.elapsed(),
         })
     }

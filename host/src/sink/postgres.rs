@@ -98,13 +98,23 @@ fn refused_for_good(code: &str) -> bool {
     matches!(code.get(..2), Some("22" | "23" | "54"))
 }
 
+/// An error as a person reads it: the server's message and SQLSTATE, or
+/// the client's error with its cause.
+fn explain(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 /// A write's error, classed: refused data, or a failure worth retrying.
 fn classify(what: &str, e: &tokio_postgres::Error) -> WriteError {
-    let message = format!("{what}: {e}");
+    let message = format!("{what}: {}", explain(e));
     match e.as_db_error() {
-        Some(db) if refused_for_good(db.code().code()) => {
-            WriteError::Refused(format!("{what}: {} ({})", db.message(), db.code().code()))
-        }
+        Some(db) if refused_for_good(db.code().code()) => WriteError::Refused(message),
         _ => WriteError::Transient(message),
     }
 }
@@ -178,7 +188,7 @@ pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffs
                 &[&config.schema, &OFFSETS_TABLE],
             )
             .await
-            .map_err(|e| fail(format!("looking for {OFFSETS_TABLE}: {e}")))?;
+            .map_err(|e| fail(format!("looking for {OFFSETS_TABLE}: {}", explain(&e))))?;
         if exists.is_empty() {
             return Ok(StoredOffsets::default());
         }
@@ -192,7 +202,7 @@ pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffs
                 &[&group],
             )
             .await
-            .map_err(|e| fail(format!("reading {OFFSETS_TABLE}: {e}")))?;
+            .map_err(|e| fail(format!("reading {OFFSETS_TABLE}: {}", explain(&e))))?;
         Ok(StoredOffsets {
             offsets: rows
                 .iter()
@@ -225,11 +235,11 @@ async fn connect_within(url: &str, timeout: Duration) -> Result<Client, String> 
     let client = tokio::time::timeout(timeout, connect(url))
         .await
         .map_err(|_| format!("cannot connect: no answer in {} ms", timeout.as_millis()))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", explain(&e)))?;
     client
         .batch_execute(&format!("set statement_timeout = {}", timeout.as_millis()))
         .await
-        .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+        .map_err(|e| format!("cannot set the statement timeout: {}", explain(&e)))?;
     Ok(client)
 }
 
@@ -261,7 +271,7 @@ impl Writer {
                 let r = self
                     .runtime
                     .block_on(client.batch_execute(sql))
-                    .map_err(|e| format!("{sql}: {e}"));
+                    .map_err(|e| format!("{sql}: {}", explain(&e)));
                 self.keep(client);
                 r
             }
@@ -284,7 +294,7 @@ impl Writer {
                          and not a.attisdropped order by a.attnum",
                         &[&schema, &name],
                     ))
-                    .map_err(|e| format!("reading the columns of {name}: {e}"));
+                    .map_err(|e| format!("reading the columns of {name}: {}", explain(&e)));
                 self.keep(client);
                 r
             }

@@ -1,10 +1,22 @@
 //! Test-only rule set: one `seen` row per event (transaction id, customer,
-//! amount), so tests can count what was processed by transaction id.
+//! amount, event time), so tests can count what was processed by
+//! transaction id.
+//!
+//! Config `far-future-ids` (comma-separated transaction ids): those rows
+//! carry an event time 2,000 years ahead, a time some sinks cannot hold.
 
 use edge_rule_sdk::{
     column, money_value, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet, States,
-    TableSpec,
+    TableSpec, Value,
 };
+use std::cell::RefCell;
+
+/// 2,000 years of 365.25 days, in ms.
+const FAR: i64 = 2_000 * 36_525 * 864_000;
+
+thread_local! {
+    static FAR_IDS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
 
 struct Tally;
 
@@ -23,24 +35,45 @@ impl RuleSet for Tally {
                     column("transaction_id", ColumnType::Text, "Transaction id."),
                     column("customer_id", ColumnType::Text, "Customer id."),
                     column("amount", ColumnType::Money(8), "Amount."),
+                    column("event_time", ColumnType::Time, "Event time."),
                 ],
             }],
         }
     }
 
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        for (key, value) in config {
+            match key.as_str() {
+                "far-future-ids" => FAR_IDS.with(|ids| {
+                    *ids.borrow_mut() = value.split(',').map(|s| s.trim().to_string()).collect()
+                }),
+                other => return Err(format!("unknown setting {other}")),
+            }
+        }
+        Ok(())
+    }
+
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
-        Ok((0..batch.len())
-            .map(|i| {
-                row(
-                    "seen",
-                    vec![
-                        text(batch.id(i)),
-                        text(batch.customer(i)),
-                        money_value(batch.amount(i)),
-                    ],
-                )
-            })
-            .collect())
+        FAR_IDS.with(|far| {
+            let far = far.borrow();
+            Ok((0..batch.len())
+                .map(|i| {
+                    let mut time = batch.event_time(i);
+                    if far.iter().any(|id| id == batch.id(i)) {
+                        time += FAR;
+                    }
+                    row(
+                        "seen",
+                        vec![
+                            text(batch.id(i)),
+                            text(batch.customer(i)),
+                            money_value(batch.amount(i)),
+                            Value::Time(time),
+                        ],
+                    )
+                })
+                .collect())
+        })
     }
 }
 
