@@ -172,6 +172,15 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
 /// Runs the pipeline described by `config` until its input ends, a bound is
 /// reached or `stop` is set.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    run_with_metrics(config, stop, Arc::new(Metrics::new()))
+}
+
+/// [`run`], counting into `metrics` (which a caller may watch as it runs).
+pub fn run_with_metrics(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Summary> {
     config.validate()?;
     let paths = expand_rules(&config.rules.paths)?;
     if paths.is_empty() {
@@ -326,7 +335,6 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         };
         sinks.push((kind, sink));
     }
-    let metrics = Arc::new(Metrics::new());
     let files: Vec<(PathBuf, String, String)> = rules
         .iter()
         .map(|r| (r.path.clone(), r.name.clone(), r.hash.clone()))

@@ -362,7 +362,8 @@ impl<W: BatchWriter> Delivery<'_, W> {
         let n = batch.len() as u64;
         let mut refused = batch.refused;
         // Ranges still to write, the next one last.
-        let mut todo = vec![0..batch.rows.len()];
+        let mut todo = Vec::with_capacity(8);
+        todo.push(0..batch.rows.len());
         let rows = &batch.rows;
         while let Some(range) = todo.pop() {
             if range.is_empty() {
