@@ -316,10 +316,35 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
                 "Rule set files refused at reload.",
                 &m.refusals,
             ),
+            (
+                "edge_sink_refused_total",
+                "Records a sink refused for good (dead-lettered as sink_refused).",
+                &m.sink_refused,
+            ),
+            (
+                "edge_state_shed_total",
+                "Keyed-state keys dropped at engine.max-keyed-states.",
+                &m.state_shed,
+            ),
+            (
+                "edge_strings_released_total",
+                "Interned strings released once no window held them.",
+                &m.strings_released,
+            ),
+            (
+                "edge_events_ahead_of_clock_total",
+                "Events stamped ahead of the source's clock by more than the out-of-orderness bound (not moving the watermark).",
+                &m.ahead_of_clock,
+            ),
         ] {
             describe_counter!(name, help);
             counter!(name).absolute(value.load(Ordering::Relaxed));
         }
+        describe_gauge!(
+            "edge_strings_held",
+            "Interned strings held (ids, names and codes in open windows)."
+        );
+        gauge!("edge_strings_held").set(m.strings_held.load(Ordering::Relaxed) as f64);
         describe_gauge!(
             "edge_watermark_ms",
             "Current event-time watermark, Unix ms."

@@ -10,7 +10,8 @@
 //! - [`sink`]: where results go (JSON lines files, the console).
 //!
 //! [`config`] holds `edge.toml`'s schema; [`metrics`] the counters the console
-//! and the summary read. `main.rs` only parses the command line and calls [`app`].
+//! and the summary read; [`clock`] the time a run reads as it passes.
+//! `main.rs` only parses the command line and calls [`app`].
 
 pub mod admin;
 pub mod app;

@@ -31,6 +31,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run rule sets over a stream of payment events.
+    ///
+    /// Output files in --out-dir are appended to, never truncated. Ctrl-C or
+    /// SIGTERM stops the run and flushes every sink; a second one exits at
+    /// once, saying what may be lost.
     Run(RunArgs),
     /// Generate realistic payment traffic: JSON lines to a file or standard
     /// output, or records (plain or Debezium change events) to a Kafka topic.
@@ -80,7 +84,8 @@ struct RunArgs {
     /// group; group and other settings in `[source]` of the config).
     #[arg(long, value_name = "gen|file:PATH|kafka://BROKERS/TOPIC")]
     source: Option<String>,
-    /// Directory for the JSON lines output (default ./edge-out).
+    /// Directory for the JSON lines output (default ./edge-out); files are
+    /// appended to.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
     /// Stop after this many records, then fire every open window and flush.

@@ -812,12 +812,12 @@ mod tests {
         let mut g = Generator::new(&GeneratorConfig {
             customer_churn: 0.1,
             device_churn: 0.1,
-            traffic: 500,
+            traffic: 1,
             ..config(0.0)
         });
         let first: std::collections::HashSet<String> =
             g.customers.iter().map(|c| c.id.clone()).collect();
-        // Two simulated days at 500 events/s before the hour multipliers.
+        // Two simulated days at one event a second before the hour multipliers.
         while g.now_ms() < 1_767_571_200_000 + 2 * 86_400_000 {
             g.next_record();
         }

@@ -16,7 +16,7 @@
 //! dead-lettered while the rest of its batch lands.
 
 use super::spool::{BatchWriter, Spool, WriteError};
-use super::{stored_columns, Record, Refused, Sink, SinkError, TableInfo};
+use super::{refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::ClickHouseConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::HashMap;
@@ -139,7 +139,8 @@ pub struct ClickHouseSink {
     /// Table index by stream name.
     index: HashMap<String, usize>,
     columns: Vec<Vec<Column>>,
-    shown: String,
+    /// The sink and its server (without credentials), for messages.
+    label: String,
 }
 
 impl Writer {
@@ -287,22 +288,6 @@ impl BatchWriter for Writer {
     }
 }
 
-/// Why a value cannot be stored: a time outside `DateTime`'s range.
-fn unstorable(record: &Record, columns: &[Column]) -> Option<String> {
-    record.values().iter().zip(columns).find_map(|(v, c)| {
-        let time = match (v, &c.ty) {
-            (Value::Time(t), _) | (Value::Int(t), ColumnType::Time) => *t,
-            _ => return None,
-        };
-        (!TIMES.contains(&time)).then(|| {
-            format!(
-                "column {} holds the time {time} ms, outside DateTime's range (1970-01-01 to 2106-02-07)",
-                c.name
-            )
-        })
-    })
-}
-
 impl ClickHouseSink {
     /// Connects, creates the database and the tables of `tables` (the
     /// streams routed here) when missing, checks the existing ones, and
@@ -360,7 +345,7 @@ impl ClickHouseSink {
             spool: Spool::start(format!("clickhouse ({shown})"), config.delivery(), writer),
             index,
             columns: all_columns,
-            shown,
+            label: format!("clickhouse ({shown})"),
         })
     }
 }
@@ -377,19 +362,15 @@ impl Sink for ClickHouseSink {
                 message: format!("no table for stream {}", record.stream()),
             });
         };
-        if let Some(message) = unstorable(record, &self.columns[table]) {
-            let mut json = Vec::new();
-            record.write_json(&mut json);
-            return self.spool.refuse(Refused {
-                sink: format!("clickhouse ({})", self.shown),
-                stream: record.stream().to_string(),
-                row: String::from_utf8_lossy(&json).into_owned(),
-                message,
-            });
+        let values = record.values();
+        let columns = &self.columns[table];
+        let times = (TIMES, "DateTime's range (1970-01-01 to 2106-02-07)");
+        if let Some(r) = refuse_time(&self.label, record, &values, columns, times) {
+            return self.spool.refuse(r);
         }
         let mut row = Vec::with_capacity(256);
         row.push(b'{');
-        for (i, (value, column)) in record.values().iter().zip(&self.columns[table]).enumerate() {
+        for (i, (value, column)) in values.iter().zip(columns).enumerate() {
             if i > 0 {
                 row.push(b',');
             }

@@ -46,6 +46,37 @@ pub struct Refused {
     pub message: String,
 }
 
+/// The refusal of a record (with `values`) one of whose times a server
+/// cannot hold (it holds `times`, described by `held`), before it is sent.
+pub(crate) fn refuse_time(
+    sink: &str,
+    record: &Record,
+    values: &[Value],
+    columns: &[Column],
+    (times, held): (std::ops::Range<i64>, &str),
+) -> Option<Refused> {
+    let (column, time) = values
+        .iter()
+        .zip(columns)
+        .find_map(|(v, c)| match (v, &c.ty) {
+            (Value::Time(t), _) | (Value::Int(t), ColumnType::Time) if !times.contains(t) => {
+                Some((c, *t))
+            }
+            _ => None,
+        })?;
+    let mut json = Vec::new();
+    record.write_json(&mut json);
+    Some(Refused {
+        sink: sink.to_string(),
+        stream: record.stream().to_string(),
+        row: String::from_utf8_lossy(&json).into_owned(),
+        message: format!(
+            "column {} holds the time {time} ms, outside {held}",
+            column.name
+        ),
+    })
+}
+
 impl Refused {
     /// The dead letter of the refused record: its JSON as the raw bytes
     /// (cut to `max_raw` bytes), the sink and the message as the detail.

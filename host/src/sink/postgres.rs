@@ -16,7 +16,7 @@
 //! 23) is dead-lettered while the rest of its batch lands.
 
 use super::spool::{BatchWriter, Spool, WriteError};
-use super::{redact, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
+use super::{redact, refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
@@ -47,7 +47,8 @@ pub struct PostgresSink {
     offsets: Option<(String, usize)>,
     /// Table index and stored columns by stream name.
     index: std::collections::HashMap<String, (usize, Vec<Column>)>,
-    shown: String,
+    /// The sink and its server (without credentials), for messages.
+    label: String,
 }
 
 /// The connection and the tables, owned by the writer thread.
@@ -489,36 +490,18 @@ impl BatchWriter for Writer {
         };
         let letter = Record::DeadLetter(refused.dead_letter(max_raw));
         let columns = super::fixed_columns("dead_letter").unwrap_or_default();
-        let row = row_of(&letter, columns);
+        let row = row_of(letter.values().into_owned(), columns);
         self.write(&[(table, row)]).map(|()| true)
     }
 }
 
 /// A record's values as `COPY` texts, for its stored columns.
-fn row_of(record: &Record, columns: &[Column]) -> Row {
-    record
-        .values()
-        .into_owned()
+fn row_of(values: Vec<Value>, columns: &[Column]) -> Row {
+    values
         .into_iter()
         .zip(columns)
         .map(|(v, c)| text_of(v, &c.ty))
         .collect()
-}
-
-/// Why a value cannot be stored: a time outside what PostgreSQL is given.
-fn unstorable(record: &Record, columns: &[Column]) -> Option<String> {
-    record.values().iter().zip(columns).find_map(|(v, c)| {
-        let time = match (v, &c.ty) {
-            (Value::Time(t), _) | (Value::Int(t), ColumnType::Time) => *t,
-            _ => return None,
-        };
-        (!TIMES.contains(&time)).then(|| {
-            format!(
-                "column {} holds the time {time} ms, outside the years 1 to 9999",
-                c.name
-            )
-        })
-    })
 }
 
 impl PostgresSink {
@@ -591,7 +574,7 @@ impl PostgresSink {
             spool: Spool::start(format!("postgres ({shown})"), config.delivery(), writer),
             index,
             offsets,
-            shown,
+            label: format!("postgres ({shown})"),
         })
     }
 }
@@ -608,17 +591,12 @@ impl Sink for PostgresSink {
                 message: format!("no table for stream {}", record.stream()),
             });
         };
-        if let Some(message) = unstorable(record, columns) {
-            let mut json = Vec::new();
-            record.write_json(&mut json);
-            return self.spool.refuse(Refused {
-                sink: format!("postgres ({})", self.shown),
-                stream: record.stream().to_string(),
-                row: String::from_utf8_lossy(&json).into_owned(),
-                message,
-            });
+        let values = record.values().into_owned();
+        let times = (TIMES, "the years 1 to 9999");
+        if let Some(r) = refuse_time(&self.label, record, &values, columns, times) {
+            return self.spool.refuse(r);
         }
-        self.spool.push(*table, row_of(record, columns))
+        self.spool.push(*table, row_of(values, columns))
     }
 
     fn store_offsets(

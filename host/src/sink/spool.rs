@@ -360,7 +360,12 @@ impl<W: BatchWriter> Delivery<'_, W> {
     /// handed back; `Err` once the writer gave up.
     fn deliver(&mut self, batch: Batch<W::Row>) -> Result<(), ()> {
         let n = batch.len() as u64;
-        let mut refused = batch.refused;
+        let mut refused = Vec::new();
+        for r in batch.refused {
+            if !self.land(&r)? {
+                refused.push(r);
+            }
+        }
         // Ranges still to write, the next one last.
         let mut todo = Vec::with_capacity(8);
         todo.push(0..batch.rows.len());
