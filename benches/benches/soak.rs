@@ -35,6 +35,11 @@ struct Day {
     wall: Duration,
     rss_mib: f64,
     strings: u64,
+    /// Keys and bytes of keyed state, over every rule set.
+    state_keys: u64,
+    state_mib: f64,
+    /// Linear memory of the rule sets' instances.
+    guests_mib: f64,
     dead_letters: u64,
 }
 
@@ -92,6 +97,10 @@ fn main() {
     config.output.console = ConsoleMode::Never;
     config.admin.addr = Some("off".into());
     config.rules.watch = false;
+    let max_keys = env("EDGE_SOAK_MAX_KEYS", 0);
+    if max_keys > 0 {
+        config.engine.max_keyed_states = max_keys as usize;
+    }
     let metrics = Arc::new(Metrics::new());
     let stop = Arc::new(AtomicBool::new(false));
     eprintln!(
@@ -112,21 +121,31 @@ fn main() {
         }
         let day = ((watermark - start) / DAY) as u32;
         if day > samples.last().map_or(0, |d| d.day) {
+            let rules = metrics.rules_snapshot();
             let d = Day {
                 day,
                 events: Metrics::get(&metrics.events),
                 wall: started.elapsed(),
                 rss_mib: rss_mib(),
                 strings: metrics.strings_held.load(Ordering::Relaxed),
+                state_keys: rules.values().map(|r| r.state_keys).sum(),
+                state_mib: rules.values().map(|r| r.state_bytes).sum::<u64>() as f64
+                    / (1 << 20) as f64,
+                guests_mib: rules.values().map(|r| r.memory_bytes).sum::<u64>() as f64
+                    / (1 << 20) as f64,
                 dead_letters: Metrics::get(&metrics.dead_letters),
             };
             eprintln!(
-                "day {:>2}: {:>11} events, {:>7.1} s, RSS {:>6.1} MiB, {} strings held",
+                "day {:>2}: {:>11} events, {:>7.1} s, RSS {:>6.1} MiB, {} strings held, \
+                 keyed state {} keys / {:.1} MiB, rule sets' memory {:.1} MiB",
                 d.day,
                 d.events,
                 d.wall.as_secs_f64(),
                 d.rss_mib,
-                d.strings
+                d.strings,
+                d.state_keys,
+                d.state_mib,
+                d.guests_mib
             );
             samples.push(d);
             if day >= days {
@@ -173,13 +192,13 @@ fn report(samples: &[Day], dead_letters: u64, planted: u64, traffic: u64) -> Str
     );
     let _ = writeln!(
         md,
-        "| day | events | events/s | RSS (MiB) | interned strings | dead letters |\n|---:|---:|---:|---:|---:|---:|"
+        "| day | events | events/s | RSS (MiB) | keyed state: keys | keyed state (MiB) | interned strings | dead letters |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (d, rate) in samples.iter().zip(&rates) {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.1} | {} | {} |",
-            d.day, d.events, rate, d.rss_mib, d.strings, d.dead_letters
+            "| {} | {} | {:.0} | {:.1} | {} | {:.1} | {} | {} |",
+            d.day, d.events, rate, d.rss_mib, d.state_keys, d.state_mib, d.strings, d.dead_letters
         );
     }
     let (Some(third), Some(last)) = (samples.get(2), samples.last()) else {

@@ -203,6 +203,9 @@ async fn rules(State(shared): State<Arc<Shared>>) -> Json<Value> {
                     "skipped": r.skipped,
                     "alerts": r.alerts,
                     "rows": r.rows,
+                    "state_keys": r.state_keys,
+                    "state_bytes": r.state_bytes,
+                    "memory_bytes": r.memory_bytes,
                     "latency_us": {"p50": quantile(0.5), "p99": quantile(0.99), "max": if r.latency_us.is_empty() { Value::Null } else { json!(r.latency_us.max()) }},
                     "last_error": r.last_error,
                     "refused": r.refused,
@@ -384,6 +387,15 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
         describe_counter!("edge_rule_reloads_total", "Versions swapped in.");
         describe_counter!("edge_rule_refused_total", "New versions refused.");
         describe_gauge!("edge_rule_latency_us", "Call latency, microseconds.");
+        describe_gauge!("edge_rule_state_keys", "Keys of a rule set's keyed state.");
+        describe_gauge!(
+            "edge_rule_state_bytes",
+            "Bytes of a rule set's keyed state (keys and values)."
+        );
+        describe_gauge!(
+            "edge_rule_memory_bytes",
+            "Bytes of linear memory a rule set's instance holds."
+        );
         for (name, r) in m.rules_snapshot() {
             let rule = name.clone();
             gauge!("edge_rule_info", "rule" => rule.clone(), "version" => r.version.clone(), "hash" => r.hash.clone()).set(1.0);
@@ -402,6 +414,9 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             counter!("edge_rule_rows_total", "rule" => rule.clone()).absolute(r.rows);
             counter!("edge_rule_reloads_total", "rule" => rule.clone()).absolute(r.reloads);
             counter!("edge_rule_refused_total", "rule" => rule.clone()).absolute(r.refused);
+            gauge!("edge_rule_state_keys", "rule" => rule.clone()).set(r.state_keys as f64);
+            gauge!("edge_rule_state_bytes", "rule" => rule.clone()).set(r.state_bytes as f64);
+            gauge!("edge_rule_memory_bytes", "rule" => rule.clone()).set(r.memory_bytes as f64);
             if !r.latency_us.is_empty() {
                 for (q, at) in [("0.5", 0.5), ("0.99", 0.99)] {
                     let v = r.latency_us.value_at_quantile(at);

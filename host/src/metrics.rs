@@ -44,6 +44,12 @@ pub struct RuleStats {
     pub rows: u64,
     /// Whether it is quarantined now.
     pub quarantined: bool,
+    /// Keys of its keyed state.
+    pub state_keys: u64,
+    /// Bytes of its keyed state (keys and values).
+    pub state_bytes: u64,
+    /// Bytes of linear memory its instance holds.
+    pub memory_bytes: u64,
     /// Call latency, microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -69,6 +75,9 @@ impl RuleStats {
             alerts: 0,
             rows: 0,
             quarantined: false,
+            state_keys: 0,
+            state_bytes: 0,
+            memory_bytes: 0,
             latency_us: micros_histogram(),
         }
     }

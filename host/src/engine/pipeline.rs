@@ -810,7 +810,15 @@ impl Pipeline {
     fn housekeeping(&mut self) {
         let wm = self.watermark.current();
         for s in &mut self.slots {
-            s.rule.state_mut().expire(wm);
+            let state = s.rule.state_mut();
+            state.expire(wm);
+            let (keys, bytes) = (state.len() as u64, state.bytes() as u64);
+            let memory = s.rule.memory_bytes() as u64;
+            self.metrics.rule(&s.rule.name, &s.rule.version, |r| {
+                r.state_keys = keys;
+                r.state_bytes = bytes;
+                r.memory_bytes = memory;
+            });
         }
     }
 

@@ -4,7 +4,7 @@ use super::bindings::edge::rules::{host, types};
 use super::SharedDims;
 use crate::engine::state::KeyedState;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -34,12 +34,56 @@ impl HostMonotonicClock for FixedMonotonicClock {
     }
 }
 
+/// The store's limits, counting the linear memory its instances hold (a
+/// guest's memory only grows).
+pub(crate) struct Counted {
+    limits: StoreLimits,
+    /// Bytes of linear memory held.
+    pub(crate) memory_bytes: usize,
+}
+
+impl ResourceLimiter for Counted {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// The data of one rule set's store.
 pub struct HostState {
     wasi: WasiCtx,
     stderr: MemoryOutputPipe,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Counted,
     /// The rule set's name, for logs.
     pub rule: String,
     /// The rule set's keyed state.
@@ -72,13 +116,16 @@ impl HostState {
             wasi,
             stderr,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .trap_on_grow_failure(true)
-                .instances(16)
-                .memories(4)
-                .tables(16)
-                .build(),
+            limits: Counted {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .instances(16)
+                    .memories(4)
+                    .tables(16)
+                    .build(),
+                memory_bytes: 0,
+            },
             rule,
             state,
             now: i64::MIN,

@@ -346,6 +346,11 @@ impl Rule {
             .map_err(|message| self.fail_output(RuleErrorKind::InvalidOutput, message))
     }
 
+    /// Bytes of linear memory the rule set's instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+
     /// The rule set's keyed state.
     pub fn state(&self) -> &KeyedState {
         &self.store.data().state
