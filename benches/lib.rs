@@ -1,9 +1,10 @@
 //! Shared set-up for edge's benchmarks: generated input and loaded rule sets.
 
 use edge::config::{DecodeConfig, GeneratorConfig, Limits};
-use edge::decode::{Decoder, Format};
+use edge::decode::Decoder;
 use edge::dims::Dims;
 use edge::gen::Generator;
+use edge::model::Format;
 use edge::model::{Interner, Txn};
 use edge::runtime::{Rule, Runtime};
 use std::sync::{Arc, RwLock};

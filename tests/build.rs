@@ -17,6 +17,7 @@ const GUESTS: &[&str] = &[
     "flood",
     "tally",
     "stranger",
+    "big_spender",
 ];
 
 /// Builds of the `counter` test guest: (feature, constant).

@@ -3,12 +3,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edge::config::{DecodeConfig, EngineConfig};
-use edge::decode::{Decoder, Format};
+use edge::decode::Decoder;
 use edge::engine::batch::BatchBuilder;
 use edge::engine::router::Router;
 use edge::engine::window::WindowOperator;
 use edge::engine::Pipeline;
 use edge::metrics::Metrics;
+use edge::model::Format;
 use edge::model::Interner;
 use edge::runtime::bindings::types::StateBlob;
 use edge::source::FileSource;

@@ -83,7 +83,7 @@ fn main() {
         device_churn: 0.05,
         ..GeneratorConfig::default()
     };
-    let start = edge::decode::parse_time(&generator.start).expect("start");
+    let start = edge::model::parse_time(&generator.start).expect("start");
     let out = tempfile::tempdir().expect("output directory");
     let mut config = Config {
         generator: generator.clone(),

@@ -23,7 +23,7 @@ pub fn expand_rules(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut empty = Vec::new();
     for pattern in patterns {
-        if pattern.contains(['*', '?', '[']) {
+        if crate::reload::is_glob(pattern) {
             let mut matched: Vec<PathBuf> = glob::glob(pattern)
                 .with_context(|| format!("invalid glob {pattern:?}"))?
                 .filter_map(Result::ok)
@@ -77,7 +77,7 @@ pub fn load_rules(
                     ));
                     continue;
                 }
-                if config.rule.get(&rule.name).is_some_and(|r| r.disabled) {
+                if config.section(&rule.name).is_some_and(|r| r.disabled) {
                     tracing::info!(rule = %rule.name, "disabled in the config; not running it");
                     continue;
                 }
@@ -88,10 +88,12 @@ pub fn load_rules(
         }
     }
     for name in config.rule.keys() {
-        let known = rules.iter().any(|r| &r.name == name)
+        let known = rules
+            .iter()
+            .any(|r| crate::config::same_rule_name(&r.name, name))
             || paths.iter().any(|p| {
                 p.file_stem()
-                    .is_some_and(|s| s.to_string_lossy() == name.as_str())
+                    .is_some_and(|s| crate::config::same_rule_name(&s.to_string_lossy(), name))
             });
         if !known && errors.is_empty() {
             errors.push(format!(
@@ -256,7 +258,7 @@ pub fn run_with_metrics(
                 .as_deref()
                 .context("source.path is required for a file source")?;
             Box::new(
-                FileSource::open(path, format == crate::decode::Format::Csv)
+                FileSource::open(path, format == crate::model::Format::Csv)
                     .with_context(|| format!("cannot open source file {}", path.display()))?,
             )
         }

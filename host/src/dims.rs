@@ -217,8 +217,8 @@ impl From<CustomerLine> for CustomerDim {
     fn from(c: CustomerLine) -> Self {
         let signup_time = match &c.signup_date {
             Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
-            Some(serde_json::Value::String(s)) => crate::decode::parse_time(s)
-                .or_else(|| crate::decode::parse_time(&format!("{s}T00:00:00Z")))
+            Some(serde_json::Value::String(s)) => crate::model::parse_time(s)
+                .or_else(|| crate::model::parse_time(&format!("{s}T00:00:00Z")))
                 .unwrap_or(0),
             _ => 0,
         };

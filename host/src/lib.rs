@@ -1,17 +1,25 @@
 //! edge: real-time payments analytics with sandboxed WebAssembly rule sets.
 //!
-//! The data flow reads in the module names:
+//! The data flow reads in the module names (`docs/architecture.md` draws it):
 //!
-//! - [`source`]: where raw records come from (the built-in [`gen`]erator, files).
-//! - [`decode`]: raw bytes to canonical [`model::Txn`]s; rejects go to the dead-letter sink.
-//! - [`engine`]: dedup, event time and watermarks, windows with native
-//!   aggregates, keyed state, and the [`engine::Pipeline`] that drives it all.
-//! - [`runtime`]: the wasmtime host for rule sets: loading, limits, calls.
-//! - [`sink`]: where results go (JSON lines files, the console).
+//! - [`source`]: where raw records come from (the built-in [`gen`]erator,
+//!   files, Kafka topics), with their positions and the source's [`clock`].
+//! - [`decode`]: raw bytes (JSON, CSV, Debezium) to canonical [`model::Txn`]s;
+//!   rejects become dead letters with a reason.
+//! - [`engine`]: deduplication, columnar batches, event time and watermarks,
+//!   windows with native aggregates, keyed state, the router that gives rows
+//!   their ids, and the [`engine::Pipeline`] that drives them.
+//! - [`runtime`]: the wasmtime host for rule sets: loading and checking
+//!   components, limits, calls, host imports.
+//! - [`sink`]: where results go (JSON lines, the console, Kafka, PostgreSQL,
+//!   ClickHouse; the server sinks through a spool of batches on a writer
+//!   thread).
 //!
-//! [`config`] holds `edge.toml`'s schema; [`metrics`] the counters the console
-//! and the summary read; [`clock`] the time a run reads as it passes.
-//! `main.rs` only parses the command line and calls [`app`].
+//! Around them: [`config`] holds `edge.toml`'s schema; [`dims`] the customer
+//! and merchant dimensions; [`reload`] watches rule set files; [`admin`] is
+//! the HTTP API; [`metrics`] the counters the console, the summary and
+//! `/metrics` read. `main.rs` only parses the command line and calls [`app`],
+//! which builds and runs a pipeline.
 
 pub mod admin;
 pub mod app;

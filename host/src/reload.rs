@@ -50,11 +50,16 @@ pub fn load_file(runtime: &Runtime, path: &Path, config: &RulesConfig) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// Whether a `--rules` argument is a glob (`guests/*.wasm`) rather than a path.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
 /// The files the patterns name now: globs expanded, plain paths that exist.
 fn current_files(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for pattern in patterns {
-        if pattern.contains(['*', '?', '[']) {
+        if is_glob(pattern) {
             if let Ok(paths) = glob::glob(pattern) {
                 out.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
             }
@@ -77,7 +82,7 @@ fn watch_dir(pattern: &str) -> (PathBuf, bool) {
     let parts: Vec<_> = path.components().collect();
     let mut dir = PathBuf::new();
     for (i, part) in parts.iter().enumerate() {
-        if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+        if is_glob(&part.as_os_str().to_string_lossy()) {
             return (dir, i + 1 < parts.len());
         }
         dir.push(part);
@@ -89,7 +94,7 @@ fn watch_dir(pattern: &str) -> (PathBuf, bool) {
 }
 
 fn hash_of(bytes: &[u8]) -> String {
-    crate::model::hex_id(crate::model::stable_hash(&[bytes]))
+    crate::runtime::module_hash(bytes)
 }
 
 impl Reloader {
@@ -213,7 +218,7 @@ impl Reloader {
                 other.display()
             ));
         }
-        if self.config.rule.get(&rule.name).is_some_and(|r| r.disabled) {
+        if self.config.section(&rule.name).is_some_and(|r| r.disabled) {
             return refuse(format!(
                 "{}: rule set {} is disabled in the config",
                 path.display(),

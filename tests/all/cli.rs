@@ -119,6 +119,106 @@ fn gen_then_run_from_file_matches_an_independent_computation() {
     }
 }
 
+/// The rule-set guide's example (`guests/examples/big-spender`), run as the
+/// guide runs it: its alerts and its table match a computation of their own.
+#[test]
+fn the_rule_set_guide_example_runs_as_the_guide_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let input_s = input.to_str().unwrap();
+    let out = edge(&[
+        "gen", "--out", input_s, "--events", "20000", "--rate", "0", "--seed", "11", "--dirty", "0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[rules.rule.big-spender.config]\nfactor = \"4\"\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let source = format!("file:{input_s}");
+    let run = |config: &std::path::Path| {
+        edge(&[
+            "run",
+            "--source",
+            &source,
+            "--config",
+            config.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--console",
+            "never",
+            "--rules",
+            guests::BIG_SPENDER,
+        ])
+    };
+    let out = run(&config);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Independently, in file order: per customer the count and total so
+    // far; an alert when an amount is over 4 times the mean of 3 or more.
+    let mut seen: std::collections::HashMap<String, (u32, Decimal)> = Default::default();
+    let mut expected_alerts = BTreeSet::new();
+    let mut per_country: std::collections::BTreeMap<String, (u64, Decimal)> = Default::default();
+    for line in std::fs::read_to_string(&input).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let amount = Decimal::from_str(v["amount"].as_str().unwrap()).unwrap();
+        let customer = v["customer_id"].as_str().unwrap().to_string();
+        let (count, total) = seen.entry(customer).or_default();
+        if *count >= 3 && amount > *total / Decimal::from(*count) * Decimal::from(4) {
+            expected_alerts.insert(v["transaction_id"].as_str().unwrap().to_string());
+        }
+        *count += 1;
+        *total += amount;
+        if let Some(country) = v["location"]["country"].as_str() {
+            let c = per_country.entry(country.to_string()).or_default();
+            c.0 += 1;
+            c.1 += amount;
+        }
+    }
+    let alerts: BTreeSet<String> = read_jsonl(&out_dir.join("alerts.jsonl"))
+        .iter()
+        .inspect(|a| assert_eq!(a["kind"], "BIG_SPEND"))
+        .map(|a| a["transaction_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!expected_alerts.is_empty());
+    let missing: Vec<_> = expected_alerts.difference(&alerts).take(5).collect();
+    let extra: Vec<_> = alerts.difference(&expected_alerts).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} alerts, {} expected; missing {missing:?}, extra {extra:?}",
+        alerts.len(),
+        expected_alerts.len()
+    );
+    let mut totals: std::collections::BTreeMap<String, (u64, Decimal)> = Default::default();
+    for row in read_jsonl(&out_dir.join("country_spend.jsonl")) {
+        assert!(row["_rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("big-spender@0.1.0+"));
+        let t = totals
+            .entry(row["country"].as_str().unwrap().to_string())
+            .or_default();
+        t.0 += row["transactions"].as_u64().unwrap();
+        t.1 += Decimal::from_str(row["spend"].as_str().unwrap()).unwrap();
+    }
+    assert_eq!(
+        totals.keys().collect::<Vec<_>>(),
+        per_country.keys().collect::<Vec<_>>()
+    );
+    for (country, (n, spend)) in &per_country {
+        let (rows_n, rows_spend) = totals[country];
+        assert_eq!((rows_n, rows_spend), (*n, *spend), "{country}");
+    }
+
+    // A setting the rule set refuses stops the start with its message.
+    std::fs::write(&config, "[rules.rule.big-spender.config]\nfactor = \"1\"\n").unwrap();
+    let out = run(&config);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("factor must be an integer above 1"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn the_generator_source_and_its_file_give_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();

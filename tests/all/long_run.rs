@@ -5,11 +5,12 @@
 
 use edge::clock::{DrivenClock, SharedClock};
 use edge::config::{DecodeConfig, EngineConfig, GeneratorConfig, Limits};
-use edge::decode::{Decoder, Format};
+use edge::decode::Decoder;
 use edge::engine::router::Router;
 use edge::engine::{Pipeline, Summary};
 use edge::metrics::Metrics;
 use edge::model::iso_time;
+use edge::model::Format;
 use edge::source::{FileSource, Poll, RecordBatch, Source};
 use edge_tests::{file_source, generated_lines, guests, read_jsonl, run_pipeline};
 use serde_json::Value;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 fn hash_of(path: &str) -> String {
     let bytes = std::fs::read(path).unwrap();
-    format!("{:016x}", edge::model::stable_hash(&[&bytes]))
+    edge::runtime::module_hash(&bytes)
 }
 
 /// Replaces `to` with `from` as a user would: a plain copy over the file
@@ -388,8 +388,8 @@ fn a_changed_window_spec_drains_the_old_windows_and_a_changed_table_is_refused()
     let mut in_windows = 0;
     let mut lengths = BTreeSet::new();
     for r in &rows {
-        let length = edge::decode::parse_time(r["window_end"].as_str().unwrap()).unwrap()
-            - edge::decode::parse_time(r["window_start"].as_str().unwrap()).unwrap();
+        let length = edge::model::parse_time(r["window_end"].as_str().unwrap()).unwrap()
+            - edge::model::parse_time(r["window_start"].as_str().unwrap()).unwrap();
         let label = r["_rule"].as_str().unwrap();
         assert!(
             (label == label_v1 && length == 60_000) || (label == label_v3 && length == 120_000),

@@ -38,8 +38,10 @@ pub struct Pool<A> {
     lists: UnsafeCell<Lists>,
 }
 
-// SAFETY: the pool is used only where there is one thread (WebAssembly
-// without the atomics feature), or from one thread at a time in tests.
+// SAFETY: WebAssembly without the atomics feature has one thread, so the
+// lists are never reached from two at once. Elsewhere the pool is not
+// `Sync` and cannot be a global allocator (the tests use it from one thread).
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
 unsafe impl<A: Sync> Sync for Pool<A> {}
 
 /// The class of a layout, if it is pooled.
@@ -73,9 +75,13 @@ impl<A> Pool<A> {
     }
 }
 
+// SAFETY: every block handed out comes from `inner` with a layout at least
+// as large and as aligned as the one asked for (a class's layout), and is
+// returned to `inner` with that same layout or kept on its class's list.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Pool<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(c) = class_of(layout) else {
+            // SAFETY: the caller's guarantees for `alloc`, passed on.
             return unsafe { self.inner.alloc(layout) };
         };
         // SAFETY: single-threaded; a listed block is free, of class `c`, and
@@ -94,6 +100,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Pool<A> {
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         let Some(c) = class_of(layout) else {
+            // SAFETY: an unpooled block came from `inner` with this layout.
             return unsafe { self.inner.dealloc(block, layout) };
         };
         // SAFETY: `block` was allocated for class `c` (by `alloc` or
@@ -142,6 +149,8 @@ mod tests {
     #[test]
     fn a_freed_block_is_reused_for_its_class_only() {
         let pool = Pool::new(System);
+        // SAFETY: every block is freed once, with the layout it was
+        // allocated (or last reallocated) with.
         unsafe {
             let a = pool.alloc(layout(20, 1));
             pool.dealloc(a, layout(20, 1));
@@ -162,6 +171,8 @@ mod tests {
     #[test]
     fn blocks_keep_their_contents_through_realloc() {
         let pool = Pool::new(System);
+        // SAFETY: every block is freed once, with the layout it was
+        // allocated (or last reallocated) with.
         unsafe {
             let mut size = 1;
             let mut p = pool.alloc(layout(size, 1));
@@ -180,6 +191,8 @@ mod tests {
     #[test]
     fn large_or_overaligned_blocks_are_not_pooled() {
         let pool = Pool::new(System);
+        // SAFETY: every block is freed once, with the layout it was
+        // allocated (or last reallocated) with.
         unsafe {
             for l in [layout(257, 1), layout(64, 32), layout(10_000, 8)] {
                 let p = pool.alloc(l);
@@ -195,6 +208,8 @@ mod tests {
     fn each_class_keeps_a_bounded_number_of_bytes() {
         let pool = Pool::new(System);
         let l = layout(64, 8);
+        // SAFETY: every block is freed once, with the layout it was
+        // allocated with.
         unsafe {
             let blocks: Vec<*mut u8> = (0..2 * MAX_CACHED / 64).map(|_| pool.alloc(l)).collect();
             for &b in &blocks {

@@ -4,7 +4,7 @@
 //! line flags override the file. Strings may use `${VAR}` or
 //! `${VAR:-default}` to read the environment.
 
-use crate::decode::Format;
+use crate::model::Format;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -151,18 +151,6 @@ impl Default for ClickHouseConfig {
     }
 }
 
-impl ClickHouseConfig {
-    /// Batching and retries.
-    pub fn delivery(&self) -> crate::sink::spool::SpoolConfig {
-        crate::sink::spool::SpoolConfig::new(
-            self.batch_rows,
-            self.flush_interval_ms,
-            self.buffer_batches,
-            self.retry_max_secs,
-        )
-    }
-}
-
 /// The PostgreSQL sink.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -204,18 +192,6 @@ impl Default for PostgresConfig {
             exactly_once: false,
             statement_timeout_ms: 30_000,
         }
-    }
-}
-
-impl PostgresConfig {
-    /// Batching and retries.
-    pub fn delivery(&self) -> crate::sink::spool::SpoolConfig {
-        crate::sink::spool::SpoolConfig::new(
-            self.batch_rows,
-            self.flush_interval_ms,
-            self.buffer_batches,
-            self.retry_max_secs,
-        )
     }
 }
 
@@ -624,16 +600,36 @@ impl Default for RulesConfig {
     }
 }
 
+/// Whether two rule set names (or file stems) name the same rule set: equal
+/// once `_` is read as `-`.
+pub fn same_rule_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (matches!(x, b'-' | b'_') && matches!(y, b'-' | b'_')))
+}
+
 impl RulesConfig {
+    /// The `[rules.rule.<name>]` section of a rule set, by its name or the
+    /// stem of its file; `-` and `_` are the same (cargo builds the crate
+    /// `big-spender` into `big_spender.wasm`).
+    pub fn section(&self, name: &str) -> Option<&RuleConfig> {
+        self.rule.get(name).or_else(|| {
+            self.rule
+                .iter()
+                .find(|(k, _)| same_rule_name(k, name))
+                .map(|(_, r)| r)
+        })
+    }
+
     /// The settings of the rule set in a file with this stem (or manifest name).
     pub fn of(&self, name: &str) -> RuleConfig {
-        self.rule.get(name).cloned().unwrap_or_default()
+        self.section(name).cloned().unwrap_or_default()
     }
 
     /// The limits of the rule set named `name`.
     pub fn limits_of(&self, name: &str) -> Limits {
-        self.rule
-            .get(name)
+        self.section(name)
             .and_then(|r| r.limits.clone())
             .unwrap_or_else(|| self.limits.clone())
     }
@@ -865,7 +861,7 @@ impl Config {
                 "must be at least 1 event per simulated second",
             );
         }
-        if crate::decode::parse_time(&self.generator.start).is_none() {
+        if crate::model::parse_time(&self.generator.start).is_none() {
             return invalid(
                 "generator.start",
                 "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
@@ -1157,5 +1153,16 @@ mod tests {
             KafkaTopics::default().topic("dead_letter"),
             "dead_letter_queue"
         );
+    }
+
+    #[test]
+    fn a_rule_sets_section_is_found_by_its_name_or_its_file_stem() {
+        let c: Config =
+            toml::from_str("[rules.rule.big-spender.config]\nfactor = \"4\"\n").unwrap();
+        for name in ["big-spender", "big_spender"] {
+            assert_eq!(c.rules.of(name).config["factor"], "4", "{name}");
+        }
+        assert!(c.rules.section("bigspender").is_none());
+        assert!(c.rules.section("big-spender2").is_none());
     }
 }

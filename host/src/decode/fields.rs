@@ -1,6 +1,7 @@
 //! Canonical fields, where to find them in a record, and typed reads.
 
-use super::{parse_time, Reject, RejectCode};
+use super::{Reject, RejectCode};
+use crate::model::parse_time;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@ pub(crate) mod json;
 pub use fields::{Field, FieldMapping};
 
 use crate::config::DecodeConfig;
-use crate::model::{Interner, Kind, RiskLevel, Status, Txn};
+use crate::model::{Format, Interner, Kind, RiskLevel, Status, Txn};
 use fields::{FieldValue, Record};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
@@ -97,20 +97,6 @@ impl Reject {
             detail: detail.into(),
         }
     }
-}
-
-/// The wire format of records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// One JSON object per record (JSON lines in files).
-    #[default]
-    Json,
-    /// CSV with a header line.
-    Csv,
-    /// Debezium change events (JSON, with or without the schema wrapper);
-    /// the `after` row is read with the field mapping.
-    Debezium,
 }
 
 /// Decodes and validates records of one source.
@@ -537,96 +523,6 @@ pub fn parse_decimal(text: &str) -> Option<Decimal> {
         Decimal::from_scientific(text).ok()
     } else {
         Decimal::from_str_exact(text).ok()
-    }
-}
-
-/// Parses a time: epoch milliseconds (number or digits) or ISO-8601.
-/// ISO times without an offset are taken as UTC.
-pub fn parse_time(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().ok();
-    }
-    if let Some(ms) = parse_utc_fast(text) {
-        return Some(ms);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_millis());
-    }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp_millis());
-        }
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z") {
-        return Some(t.timestamp_millis());
-    }
-    None
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or without the `Z`), the shape nearly every
-/// producer writes, parsed without a general date parser. Anything else
-/// returns `None` and takes the general path.
-fn parse_utc_fast(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let b = b.strip_suffix(b"Z").unwrap_or(b);
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || (b[10] != b'T' && b[10] != b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        b[range].iter().try_fold(0i64, |n, c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-        })
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let millis = match &b[19..] {
-        [] => 0,
-        [b'.', frac @ ..]
-            if !frac.is_empty() && frac.len() <= 9 && frac.iter().all(u8::is_ascii_digit) =>
-        {
-            let digits = &frac[..frac.len().min(3)];
-            let n = digits
-                .iter()
-                .fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
-            n * 10i64.pow(3 - digits.len() as u32)
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), as in H. Hinnant's algorithm.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    if day > days_in_month(year, month) {
-        return None;
-    }
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 

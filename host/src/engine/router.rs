@@ -329,3 +329,114 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::types::Decimal as Money;
+
+    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            nullable,
+            doc: String::new(),
+        }
+    }
+
+    fn merchant_table() -> Arc<TableInfo> {
+        tables(&[TableSpec {
+            name: "merchant_metrics".into(),
+            columns: vec![
+                column("merchant_id", ColumnType::Text, false),
+                column("window_start", ColumnType::Time, false),
+                column("revenue", ColumnType::Money(2), false),
+                column("cities", ColumnType::Json, true),
+            ],
+            key: vec!["merchant_id".into(), "window_start".into()],
+        }])
+        .remove(0)
+    }
+
+    fn values(merchant: &str, start: i64, units: i64) -> Vec<Value> {
+        vec![
+            Value::Text(merchant.into()),
+            Value::Time(start),
+            Value::Money(Money { units, scale: 2 }),
+            Value::Text(r#"{"Lagos":3}"#.into()),
+        ]
+    }
+
+    #[test]
+    fn a_rows_id_is_its_table_and_key_and_stays_the_same_across_versions() {
+        let table = merchant_table();
+        let a = row(
+            &table,
+            "merchant@1",
+            values("MERCH_1", 1_767_571_200_000, 1000),
+        )
+        .unwrap();
+        // Other values of the same key: the same id, so sinks upsert it.
+        let b = row(
+            &table,
+            "merchant@2",
+            values("MERCH_1", 1_767_571_200_000, 2500),
+        )
+        .unwrap();
+        assert_eq!(a.id, b.id);
+        // The id is part of what users store: it must not change between
+        // releases (a changed id duplicates every upserted row).
+        assert_eq!(a.id, "4da6cbe237da8149");
+        let other_key = row(
+            &table,
+            "merchant@1",
+            values("MERCH_1", 1_767_571_800_000, 1000),
+        );
+        let other_merchant = row(
+            &table,
+            "merchant@1",
+            values("MERCH_2", 1_767_571_200_000, 1000),
+        );
+        assert_ne!(other_key.unwrap().id, a.id);
+        assert_ne!(other_merchant.unwrap().id, a.id);
+        assert_eq!(a.rule, "merchant@1");
+    }
+
+    #[test]
+    fn a_row_that_does_not_fit_its_table_is_refused_with_the_reason() {
+        let table = merchant_table();
+        let refused = |values: Vec<Value>| row(&table, "r", values).unwrap_err();
+
+        let mut short = values("M", 0, 1);
+        short.pop();
+        assert_eq!(
+            refused(short),
+            "table merchant_metrics has 4 columns but the row has 3 values"
+        );
+        let mut wrong = values("M", 0, 1);
+        wrong[0] = Value::Int(7);
+        let message = refused(wrong);
+        assert!(
+            message.contains("column merchant_id is text (not nullable) but got"),
+            "{message}"
+        );
+        let mut null = values("M", 0, 1);
+        null[1] = Value::Null;
+        assert!(refused(null).contains("column window_start"));
+        let mut precise = values("M", 0, 1);
+        precise[2] = Value::Money(Money {
+            units: 12345,
+            scale: 3,
+        });
+        assert!(refused(precise).contains("has 3 decimal places; round it in the rule set"));
+        let mut json = values("M", 0, 1);
+        json[3] = Value::Text("{not json".into());
+        assert!(refused(json).contains("column cities holds invalid JSON"));
+
+        // Nullable columns take null; money with fewer places fits.
+        let mut fits = values("M", 0, 1);
+        fits[3] = Value::Null;
+        fits[2] = Value::Money(Money { units: 5, scale: 0 });
+        assert!(row(&table, "r", fits).is_ok());
+    }
+}

@@ -229,7 +229,7 @@ impl Generator {
     /// A generator with its population of customers and merchants.
     pub fn new(config: &GeneratorConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let start = crate::decode::parse_time(&config.start).unwrap_or(1_767_571_200_000);
+        let start = crate::model::parse_time(&config.start).unwrap_or(1_767_571_200_000);
         let tier_shares: Vec<(usize, u32)> =
             TIERS.iter().enumerate().map(|(i, t)| (i, t.1)).collect();
         let mut customers = Vec::new();
@@ -426,7 +426,7 @@ impl Generator {
     }
 
     fn advance_clock(&mut self) -> i64 {
-        let hour = ((self.clock as i64).rem_euclid(86_400_000) / 3_600_000) as usize;
+        let hour = crate::model::hour_of_day(self.clock as i64) as usize;
         let rate = self.traffic * HOURLY[hour];
         let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
         self.clock += -u.ln() * 1000.0 / rate;
@@ -569,7 +569,7 @@ impl Generator {
             "WITHDRAWAL" => 250,
             _ => 0,
         };
-        let hour = (e.time.rem_euclid(86_400_000) / 3_600_000) as usize;
+        let hour = crate::model::hour_of_day(e.time) as usize;
         let foreign = CITIES[e.city].0 != CITIES[home].0;
         let base_risk = [0.2, 0.15, 0.1, 0.08][tier];
         let mut risk = base_risk
@@ -750,7 +750,8 @@ fn replace_field(text: &str, name: &str, value: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{DecodeConfig, GeneratorConfig};
-    use crate::decode::{Decoder, Format};
+    use crate::decode::Decoder;
+    use crate::model::Format;
     use crate::model::Interner;
 
     fn config(dirty: f64) -> GeneratorConfig {

@@ -179,8 +179,7 @@ pub(super) fn load(
         runtime.dims.clone(),
         limits,
     );
-    store
-        .set_epoch_deadline((limits.deadline_ms / super::EPOCH_TICK.as_millis() as u64).max(1) + 1);
+    store.set_epoch_deadline(super::deadline_ticks(limits.deadline_ms));
     if runtime.fuel {
         // Start-up is not metered; calls get their budget each time.
         let _ = store.set_fuel(u64::MAX);
@@ -205,8 +204,7 @@ pub(super) fn load(
         rule: manifest.name.clone(),
         message,
     };
-    store
-        .set_epoch_deadline((limits.deadline_ms / super::EPOCH_TICK.as_millis() as u64).max(1) + 1);
+    store.set_epoch_deadline(super::deadline_ticks(limits.deadline_ms));
     match instance.edge_rules_rule().call_init(&mut store, &config) {
         Ok(Ok(())) => {}
         Ok(Err(message)) => return Err(init_error(message)),
@@ -214,7 +212,7 @@ pub(super) fn load(
     }
     store.data_mut().rule = manifest.name.clone();
     store.data_mut().state = KeyedState::new(manifest.state_ttl_ms);
-    let hash = crate::model::hex_id(crate::model::stable_hash(&[&bytes]));
+    let hash = super::module_hash(&bytes);
     Ok(Rule {
         label: format!("{}@{}+{}", manifest.name, manifest.version, &hash[..8]),
         fuel: runtime.fuel,

@@ -22,8 +22,18 @@ fn valid_name(name: &str, extra: &[char]) -> bool {
         && name.len() <= 64
 }
 
+/// A field's name as the WIT spells it (`risk-score`).
 fn field_name(f: Field) -> String {
-    format!("{f:?}").to_lowercase()
+    let debug = format!("{f:?}");
+    let variant = debug.rsplit("::").next().unwrap_or(&debug);
+    let mut name = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// Checks a manifest; the error names the item and what is wrong.
@@ -250,5 +260,185 @@ fn duration(ms: i64) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::types::{
+        AggregateSpec, Bands, Column, Decimal, SlidingWindow, TableSpec, WindowSpec,
+    };
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "merchant-perf".into(),
+            version: "1.0.0".into(),
+            state_key: None,
+            state_ttl_ms: 0,
+            windows: vec![WindowSpec {
+                name: "merchant-10m".into(),
+                kind: WindowKind::Tumbling(600_000),
+                key: KeyBy::Merchant,
+                allowed_lateness_ms: 0,
+                aggregates: vec![
+                    AggregateSpec {
+                        name: "revenue".into(),
+                        op: AggregateOp::Sum(Field::Amount),
+                        filter: None,
+                    },
+                    AggregateSpec {
+                        name: "cities".into(),
+                        op: AggregateOp::CountBy(Field::City),
+                        filter: None,
+                    },
+                ],
+                with_state: false,
+            }],
+            tables: vec![TableSpec {
+                name: "merchant_perf".into(),
+                columns: vec![
+                    Column {
+                        name: "merchant_id".into(),
+                        ty: ColumnType::Text,
+                        nullable: false,
+                        doc: String::new(),
+                    },
+                    Column {
+                        name: "revenue".into(),
+                        ty: ColumnType::Money(4),
+                        nullable: false,
+                        doc: String::new(),
+                    },
+                ],
+                key: vec!["merchant_id".into()],
+            }],
+        }
+    }
+
+    /// The message a manifest changed by `change` is refused with.
+    fn refused(change: impl FnOnce(&mut Manifest)) -> String {
+        let mut m = manifest();
+        change(&mut m);
+        validate(&m).expect_err("refused")
+    }
+
+    #[test]
+    fn a_sound_manifest_is_accepted_and_described() {
+        let m = manifest();
+        assert_eq!(validate(&m), Ok(()));
+        let text = describe(&m);
+        assert!(
+            text.contains("window merchant-10m: tumbling 10m by merchant"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "table merchant_perf (key merchant_id): merchant_id text, revenue money(4)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_impossible_request_is_refused_naming_the_item() {
+        type Change = Box<dyn FnOnce(&mut Manifest)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|m| m.name = "Merchant".into()),
+                "name \"Merchant\" must be lowercase",
+            ),
+            (Box::new(|m| m.version.clear()), "version is empty"),
+            (
+                Box::new(|m| m.state_ttl_ms = -1),
+                "state-ttl-ms is negative",
+            ),
+            (
+                Box::new(|m| {
+                    let w = m.windows[0].clone();
+                    m.windows.push(w)
+                }),
+                "window \"merchant-10m\": window names must be non-empty and unique",
+            ),
+            (
+                Box::new(|m| m.windows[0].kind = WindowKind::Tumbling(0)),
+                "size/gap must be positive",
+            ),
+            (
+                Box::new(|m| {
+                    m.windows[0].kind = WindowKind::Sliding(SlidingWindow {
+                        size_ms: 60_000,
+                        slide_ms: 120_000,
+                    })
+                }),
+                "sliding windows need 0 < slide-ms <= size-ms",
+            ),
+            (
+                Box::new(|m| {
+                    m.windows[0].kind = WindowKind::Sliding(SlidingWindow {
+                        size_ms: 1_000_000,
+                        slide_ms: 1_000,
+                    })
+                }),
+                "more than 100 overlapping windows",
+            ),
+            (
+                Box::new(|m| m.windows[0].aggregates.clear()),
+                "declares no aggregates",
+            ),
+            (
+                Box::new(|m| m.windows[0].aggregates[0].op = AggregateOp::Sum(Field::City)),
+                "aggregate \"revenue\": city is not a money or number field",
+            ),
+            (
+                Box::new(|m| m.windows[0].aggregates[0].op = AggregateOp::Sum(Field::HourOfDay)),
+                "hour-of-day is not a money or number field",
+            ),
+            (
+                Box::new(|m| m.windows[0].aggregates[1].op = AggregateOp::CountBy(Field::Amount)),
+                "aggregate \"cities\": amount cannot be grouped by",
+            ),
+            (
+                Box::new(|m| {
+                    m.windows[0].aggregates[0].op = AggregateOp::CountByBand(Bands {
+                        field: Field::Amount,
+                        bounds: vec![
+                            Decimal {
+                                units: 100,
+                                scale: 0,
+                            },
+                            Decimal {
+                                units: 10,
+                                scale: 0,
+                            },
+                        ],
+                    })
+                }),
+                "band bounds must be non-empty and ascending",
+            ),
+            (
+                Box::new(|m| m.tables[0].name = "alerts".into()),
+                "the name is reserved for edge's own outputs",
+            ),
+            (
+                Box::new(|m| m.tables[0].columns[1].name = "_id".into()),
+                "column \"_id\" must be a unique lowercase identifier",
+            ),
+            (
+                Box::new(|m| m.tables[0].columns[1].ty = ColumnType::Money(19)),
+                "money scale above 18",
+            ),
+            (
+                Box::new(|m| m.tables[0].key = vec!["merchant".into()]),
+                "key column \"merchant\" is not a column",
+            ),
+        ];
+        for (change, expected) in cases {
+            let message = refused(change);
+            assert!(
+                message.contains(expected),
+                "{message:?} should say {expected:?}"
+            );
+        }
     }
 }

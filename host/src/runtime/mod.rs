@@ -25,6 +25,22 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
+/// The identity of a rule set file: the SHA-256 of its bytes, in hex. A
+/// rule's label carries its first 8 digits.
+pub fn module_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Epoch ticks for a per-call deadline of `deadline_ms`: whole ticks, at
+/// least one, plus one for the tick already under way.
+pub(crate) fn deadline_ticks(deadline_ms: u64) -> u64 {
+    (deadline_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+}
+
 /// How often the epoch ticks; deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -38,7 +54,7 @@ pub struct Runtime {
     dims: SharedDims,
     /// Compiled components by content hash: loading the same bytes again
     /// (a restart of a rule, a reload of an unchanged file) skips compilation.
-    compiled: std::sync::Mutex<std::collections::HashMap<u64, Component>>,
+    compiled: std::sync::Mutex<std::collections::HashMap<String, Component>>,
     /// Whether calls are metered with fuel.
     fuel: bool,
 }
@@ -116,7 +132,7 @@ impl Runtime {
 
     /// Compiles a component from bytes, or takes it from the cache.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let hash = crate::model::stable_hash(&[bytes]);
+        let hash = module_hash(bytes);
         if let Some(c) = self
             .compiled
             .lock()

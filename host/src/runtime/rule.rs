@@ -1,7 +1,7 @@
 //! A loaded rule set: its store, its limits, its health.
 
 use super::bindings::{types, RuleSet, RuleSetPre};
-use super::{packed, HostState, SharedDims, EPOCH_TICK};
+use super::{packed, HostState, SharedDims};
 use crate::config::Limits;
 use crate::engine::state::KeyedState;
 use std::time::Instant;
@@ -159,7 +159,7 @@ pub(super) fn new_store(
 
 impl Rule {
     fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+        super::deadline_ticks(self.limits.deadline_ms)
     }
 
     /// Arms the per-call deadline and fuel budget.

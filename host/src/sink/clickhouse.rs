@@ -15,7 +15,7 @@
 //! a time outside `DateTime`'s range (checked before sending), is
 //! dead-lettered while the rest of its batch lands.
 
-use super::spool::{BatchWriter, Spool, WriteError};
+use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::ClickHouseConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
@@ -342,7 +342,16 @@ impl ClickHouseSink {
             all_columns.push(columns);
         }
         Ok(Self {
-            spool: Spool::start(format!("clickhouse ({shown})"), config.delivery(), writer),
+            spool: Spool::start(
+                format!("clickhouse ({shown})"),
+                SpoolConfig::new(
+                    config.batch_rows,
+                    config.flush_interval_ms,
+                    config.buffer_batches,
+                    config.retry_max_secs,
+                ),
+                writer,
+            ),
             index,
             columns: all_columns,
             label: format!("clickhouse ({shown})"),

@@ -15,7 +15,7 @@
 //! good (a data exception or a broken constraint, SQLSTATE classes 22 and
 //! 23) is dead-lettered while the rest of its batch lands.
 
-use super::spool::{BatchWriter, Spool, WriteError};
+use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{redact, refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
@@ -571,7 +571,16 @@ impl PostgresSink {
             writer.own_dead_letters = index.get("dead_letter").map(|(i, _)| (*i, max_raw));
         }
         Ok(Self {
-            spool: Spool::start(format!("postgres ({shown})"), config.delivery(), writer),
+            spool: Spool::start(
+                format!("postgres ({shown})"),
+                SpoolConfig::new(
+                    config.batch_rows,
+                    config.flush_interval_ms,
+                    config.buffer_batches,
+                    config.retry_max_secs,
+                ),
+                writer,
+            ),
             index,
             offsets,
             label: format!("postgres ({shown})"),

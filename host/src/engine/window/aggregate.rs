@@ -288,7 +288,7 @@ fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
         Field::Country => sym(t.country),
         Field::City => sym(t.city),
         Field::RiskLevel => Some(risk_category(t.risk_level)),
-        Field::HourOfDay => Some((t.event_time.rem_euclid(86_400_000) / 3_600_000) as u64),
+        Field::HourOfDay => Some(u64::from(crate::model::hour_of_day(t.event_time))),
         Field::Flag => {
             t.flags.iter().for_each(|f| out(u64::from(*f)));
             None

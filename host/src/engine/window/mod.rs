@@ -309,7 +309,7 @@ impl WindowOperator {
             KeyBy::Account => present(t.account),
             KeyBy::Country => present(t.country),
             KeyBy::Kind => Some(t.kind as u32),
-            KeyBy::HourOfDay => Some((t.event_time.rem_euclid(86_400_000) / 3_600_000) as u32),
+            KeyBy::HourOfDay => Some(crate::model::hour_of_day(t.event_time)),
             KeyBy::Global => Some(0),
         }
     }

@@ -5,6 +5,25 @@
 
 use rust_decimal::Decimal;
 
+mod time;
+pub use time::{
+    hour_of_day, iso_time, iso_time_bytes, parse_time, write_iso_time, DAY_MS, HOUR_MS,
+};
+
+/// The wire format of records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One JSON object per record (JSON lines in files).
+    #[default]
+    Json,
+    /// CSV with a header line.
+    Csv,
+    /// Debezium change events (JSON, with or without the schema wrapper);
+    /// the `after` row is read with the field mapping.
+    Debezium,
+}
+
 /// An interned string. `0` is the empty string and stands for "absent".
 pub type Sym = u32;
 
@@ -429,61 +448,6 @@ pub fn preview(text: &str) -> std::borrow::Cow<'_, str> {
         None => text.into(),
         Some((end, _)) => format!("{}…", &text[..end]).into(),
     }
-}
-
-/// Formats epoch milliseconds as ISO-8601 UTC with milliseconds.
-pub fn iso_time(ms: i64) -> String {
-    let mut s = String::with_capacity(24);
-    write_iso_time(&mut s, ms);
-    s
-}
-
-/// Appends epoch milliseconds as ISO-8601 UTC with milliseconds
-/// (`2026-01-05T00:10:00.000Z`). On the output path for every row, so the
-/// digits are placed by hand (civil-from-days, H. Hinnant's algorithm).
-pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
-    match iso_time_bytes(ms) {
-        Some(b) => {
-            let _ = out.write_str(std::str::from_utf8(&b).unwrap_or(""));
-        }
-        None => {
-            let _ = write!(out, "{ms}");
-        }
-    }
-}
-
-/// The ISO-8601 text of an epoch-milliseconds time, as bytes; `None` for a
-/// year outside 0..=9999 (written as the number instead).
-pub fn iso_time_bytes(ms: i64) -> Option<[u8; 24]> {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    let mut b = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut v: i64| {
-        for i in (0..width).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, in_day / 3_600_000);
-    put(14, 2, in_day / 60_000 % 60);
-    put(17, 2, in_day / 1000 % 60);
-    put(20, 3, in_day % 1000);
-    Some(b)
 }
 
 /// A 64-bit id as output records carry it: 16 lowercase hex digits (the
