@@ -9,6 +9,8 @@
 //! - [`engine`]: deduplication, columnar batches, event time and watermarks,
 //!   windows with native aggregates, keyed state, the router that gives rows
 //!   their ids, and the [`engine::Pipeline`] that drives them.
+//! - [`state`]: keyed state of a rule set (key to bytes, with a time to
+//!   live), held by the host so rule sets can be replaced without losing it.
 //! - [`runtime`]: the wasmtime host for rule sets: loading and checking
 //!   components, limits, calls, host imports.
 //! - [`sink`]: where results go (JSON lines, the console, Kafka, PostgreSQL,
@@ -35,3 +37,4 @@ pub mod reload;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;

@@ -10,10 +10,9 @@
 //!
 //! The running statistics are scores, not money: they use f64; amounts stay exact.
 
-use edge_rule_sdk::Part::{Dec, Fixed, Int, Str};
 use edge_rule_sdk::{
-    concat, same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity,
-    State, States, TxnKind, Writer,
+    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States,
+    TxnKind, Writer,
 };
 
 const WINDOW: i64 = 600_000;
@@ -119,26 +118,17 @@ impl RuleSet for Anomaly {
                                 Severity::Medium
                             },
                             z.abs() / 6.0,
-                            concat(&[
-                                Str("amount "),
-                                Dec(amount),
-                                Str(" has z-score "),
-                                Fixed(z, 2),
-                                Str(" (mean "),
-                                Fixed(c.mean, 2),
-                                Str(", sd "),
-                                Fixed(sd, 2),
-                                Str(", n "),
-                                Int(c.n as i64),
-                                Str(")"),
-                            ]),
+                            format!(
+                                "amount {} has z-score {:.2} (mean {:.2}, sd {:.2}, n {})",
+                                amount, z, c.mean, sd, c.n as i64
+                            ),
                         ));
                     }
                 }
             }
 
             if let Some(device) = batch.device(i) {
-                if !c.devices.iter().any(|d| same_text(d, device)) {
+                if !c.devices.iter().any(|d| d == device) {
                     if c.n >= 10 {
                         let risky =
                             matches!(batch.kind(i), TxnKind::Withdrawal | TxnKind::WireTransfer);
@@ -182,15 +172,12 @@ impl RuleSet for Anomaly {
                         "VELOCITY_ANOMALY",
                         Severity::Medium,
                         0.65,
-                        concat(&[
-                            Str("spent "),
-                            Dec(spend),
-                            Str(" in "),
-                            Int(c.recent.len() as i64),
-                            Str(" transactions within ten minutes (mean amount "),
-                            Fixed(c.mean, 2),
-                            Str(")"),
-                        ]),
+                        format!(
+                            "spent {} in {} transactions within ten minutes (mean amount {:.2})",
+                            spend,
+                            c.recent.len() as i64,
+                            c.mean
+                        ),
                     ));
                 }
             }

@@ -7,9 +7,9 @@
 //! customer requires review (score below 0.7, or any sanctions check).
 
 use edge_rule_sdk::{
-    aggregate, column, json_array, json_object, money_value, round_half_up, row, same_text, text,
-    AggregateOp, AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, KeyState,
-    Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
+    aggregate, column, json_array, json_object, money_value, round_half_up, row, text, AggregateOp,
+    AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, KeyState, Manifest, RuleSet,
+    TableSpec, Value, Window, WindowKind, WindowSpec,
 };
 
 const COUNT: usize = 0;
@@ -142,7 +142,7 @@ impl RuleSet for Compliance {
         let flags = |name: &str| {
             by_flag
                 .clone()
-                .find(|(k, _)| same_text(k, name))
+                .find(|(k, _)| *k == name)
                 .map_or(0, |(_, n)| n as i64)
         };
         let sanctions = flags("SANCTIONS_CHECK_REQUIRED");

@@ -15,10 +15,8 @@
 //! Config (`[rules.fraud.config]`): `rapid-orders-limit` (default 5),
 //! `high-amount-factor` (default 3).
 
-use edge_rule_sdk::Part::{Dec, Fixed, Int, Str};
 use edge_rule_sdk::{
-    concat, same_text, Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity,
-    State, States, Writer,
+    Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States, Writer,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -164,15 +162,10 @@ impl RuleSet for Fraud {
                         Severity::Medium
                     },
                     0.5 + ratio / 40.0,
-                    concat(&[
-                        Str("amount "),
-                        Dec(amount),
-                        Str(" is "),
-                        Fixed(ratio, 1),
-                        Str("x the customer's largest so far ("),
-                        Dec(c.max_amount),
-                        Str(")"),
-                    ]),
+                    format!(
+                        "amount {} is {:.1}x the customer's largest so far ({})",
+                        amount, ratio, c.max_amount
+                    ),
                 ));
             }
 
@@ -185,12 +178,11 @@ impl RuleSet for Fraud {
                     "RAPID_ORDERS",
                     Severity::High,
                     0.8,
-                    concat(&[
-                        Int(c.recent.len() as i64),
-                        Str(" transactions within one minute (limit "),
-                        Int(rapid_limit as i64),
-                        Str(")"),
-                    ]),
+                    format!(
+                        "{} transactions within one minute (limit {})",
+                        c.recent.len() as i64,
+                        rapid_limit as i64
+                    ),
                 ));
             }
             if c.recent.len() > 16 {
@@ -235,18 +227,17 @@ impl RuleSet for Fraud {
                         "FREQUENCY_ANOMALY",
                         Severity::Medium,
                         0.6,
-                        concat(&[
-                            Int(i64::from(c.hour_count)),
-                            Str(" transactions this hour, usual "),
-                            Fixed(average, 1),
-                            Str(" per active hour"),
-                        ]),
+                        format!(
+                            "{} transactions this hour, usual {:.1} per active hour",
+                            i64::from(c.hour_count),
+                            average
+                        ),
                     ));
                 }
             }
 
             if let Some(country) = batch.country(i) {
-                if !c.countries.iter().any(|k| same_text(k, country)) {
+                if !c.countries.iter().any(|k| k == country) {
                     if c.count >= 3 {
                         out.push(alert(
                             batch,
@@ -279,14 +270,12 @@ impl RuleSet for Fraud {
                         Severity::Low
                     },
                     if night { 0.7 } else { 0.5 },
-                    concat(&[
-                        Str("first transaction at "),
-                        Str(if hour < 10 { "0" } else { "" }),
-                        Int(hour as i64),
-                        Str("h UTC after "),
-                        Int(i64::from(c.count)),
-                        Str(" transactions"),
-                    ]),
+                    format!(
+                        "first transaction at {}{}h UTC after {} transactions",
+                        if hour < 10 { "0" } else { "" },
+                        hour as i64,
+                        i64::from(c.count)
+                    ),
                 ));
             }
             c.hours[hour] += 1;

@@ -13,9 +13,9 @@
 //! - `ACTIVE` otherwise.
 
 use edge_rule_sdk::{
-    aggregate, column, dims, json_object, money_value, round_half_up, row, same_text, text,
-    AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant,
-    Reader, RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+    aggregate, column, dims, json_object, money_value, round_half_up, row, text, AggregateOp,
+    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant, Reader,
+    RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
 };
 use std::rc::Rc;
 
@@ -182,7 +182,7 @@ impl RuleSet for Lifecycle {
         let mut by_category: Vec<(&str, Decimal)> = Vec::with_capacity(merchants.len());
         for (merchant, amount) in &merchants {
             let name = merchant.as_ref().map_or("unknown", |m| m.category.as_str());
-            match by_category.iter_mut().find(|(c, _)| same_text(c, name)) {
+            match by_category.iter_mut().find(|(c, _)| *c == name) {
                 Some((_, sum)) => *sum += *amount,
                 None => by_category.push((name, *amount)),
             }

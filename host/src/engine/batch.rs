@@ -4,10 +4,10 @@
 //! batch crosses once. Amounts and fees share one scale per batch. The
 //! buffers are reused from batch to batch.
 
-use crate::engine::window::aggregate::{wit_kind, wit_risk_level, wit_status, Label};
-use crate::engine::window::WindowOperator;
+use crate::engine::key::{key_label, key_of, Label};
 use crate::model::{Interner, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{EventBatch, KeyBy};
+use crate::runtime::bindings::{wit_kind, wit_risk_level, wit_status};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
@@ -217,14 +217,14 @@ impl BatchBuilder {
         self.batch.state_keys.clear();
         self.batch.key_slots.clear();
         for t in txns {
-            let key = WindowOperator::key_of(key_by, t).unwrap_or(u32::MAX);
+            let key = key_of(key_by, t).unwrap_or(u32::MAX);
             let slot = match self.keys.get(&key) {
                 Some(slot) => *slot,
                 None => {
                     let label = if key == u32::MAX {
                         Label::Name("")
                     } else {
-                        WindowOperator::key_label(key_by, key)
+                        key_label(key_by, key)
                     };
                     let dict_index = match key_by {
                         KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country

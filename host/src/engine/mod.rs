@@ -1,12 +1,14 @@
-//! The engine: event time, dedup, windows, keyed state and the pipeline
-//! that drives a micro-batch through them.
+//! The engine: event time, dedup, windows and the pipeline that drives a
+//! micro-batch through them and the rule sets (whose keyed state is
+//! [`crate::state`]).
 
 pub mod batch;
 pub mod control;
 pub mod dedup;
+pub mod key;
 pub mod pipeline;
 pub mod router;
-pub mod state;
+pub mod settle;
 pub mod watermark;
 pub mod window;
 

@@ -7,7 +7,7 @@ use super::batch::BatchBuilder;
 use super::control::Update;
 use super::dedup::Dedup;
 use super::router::{self, Router};
-use super::state::{Handle, KeyedState};
+use super::settle::{self, Pending};
 use super::watermark::Watermark;
 use super::window::encode::WindowBatchBuilder;
 use super::window::{Admit, Fired, WindowLimits, WindowOperator};
@@ -23,6 +23,7 @@ use crate::sink::{
     CleanRecord, DeadLetter, LateRecord, Origin, RawRecord, Record, SinkError, TableInfo,
 };
 use crate::source::{Mark, Poll, RecordBatch, Source};
+use crate::state::{Handle, KeyedState};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,16 +84,6 @@ const WINDOWS_PER_CALL: usize = 256;
 /// The most event JSON one dead letter of a failed batch holds: with its
 /// envelope it stays under Kafka's default message size (1 MB).
 const DEAD_LETTER_EVENT_BYTES: usize = 512 * 1024;
-
-/// A batch's place in the source, waiting to be settled.
-struct Pending {
-    /// The source's mark after the batch.
-    mark: Mark,
-    /// The newest event time of the batch per partition slot.
-    newest: Vec<(u32, i64)>,
-    /// Records written to each sink by then.
-    written: Vec<u64>,
-}
 
 /// A rule set's output tables by name.
 type Tables = FxHashMap<String, Arc<TableInfo>>;
@@ -529,15 +520,15 @@ impl Pipeline {
                     self.states.bytes.clear();
                     self.states.ends.clear();
                     self.handles.clear();
-                    for (slot, &(first, _)) in self.builder.key_times.iter().enumerate() {
-                        let key = self.builder.key_text(slot, &self.strings);
-                        let handle = s.rule.state().find(key);
-                        if let Some(v) = handle.and_then(|h| s.rule.state().value_at(h, first)) {
-                            self.states.bytes.extend_from_slice(v);
-                        }
-                        self.handles.push(handle);
-                        self.states.ends.push(self.states.bytes.len() as u32);
-                    }
+                    let (builder, strings) = (&self.builder, &self.strings);
+                    s.rule.state().lend(
+                        (builder.key_times.iter().enumerate()).map(|(slot, &(first, _))| {
+                            (builder.key_text(slot, strings), Some(first))
+                        }),
+                        &mut self.states.bytes,
+                        &mut self.states.ends,
+                        &mut self.handles,
+                    );
                     let started = Instant::now();
                     let result = s.rule.on_events(self.builder.batch(), &self.states, now);
                     let micros = started.elapsed().as_micros() as u64;
@@ -555,20 +546,12 @@ impl Pipeline {
                                     continue;
                                 }
                                 let key = self.builder.key_text(index as usize, &self.strings);
-                                if value.is_empty() {
-                                    s.rule.state_mut().delete(key);
-                                } else {
-                                    // Stamped with the key's latest event
-                                    // time, not with when the batch ran.
-                                    let at = self
-                                        .builder
-                                        .key_times
-                                        .get(index as usize)
-                                        .map_or(now, |&(_, last)| last);
-                                    let handle =
-                                        self.handles.get(index as usize).copied().flatten();
-                                    s.rule.state_mut().set_bytes_at(handle, key, value, at);
-                                }
+                                // Stamped with the key's latest event time,
+                                // not with when the batch ran.
+                                let at = (self.builder.key_times.get(index as usize))
+                                    .map_or(now, |&(_, last)| last);
+                                let handle = self.handles.get(index as usize).copied().flatten();
+                                s.rule.state_mut().write_back(handle, key, value, at);
                             }
                             self.route(slot, result.emits)?;
                         }
@@ -612,7 +595,7 @@ impl Pipeline {
         start: i64,
     ) -> Result<(), SinkError> {
         let (rule, op) = (&self.slots[slot].rule, &self.slots[slot].windows[w]);
-        let key = WindowOperator::key_label(op.key_by(), key);
+        let key = crate::engine::key::key_label(op.key_by(), key);
         let key = key.text(&self.strings);
         let detail = format!(
             "rule set {} window spec {} has {} windows open (engine.max-open-windows); \
@@ -737,15 +720,13 @@ impl Pipeline {
         let s = &mut self.slots[slot];
         self.handles.clear();
         if with_state {
-            let states = &mut batch.states;
-            for f in chunk {
-                let handle = s.rule.state().find(f.key.text(&self.strings));
-                if let Some(v) = handle.and_then(|h| s.rule.state().value(h)) {
-                    states.bytes.extend_from_slice(v);
-                }
-                self.handles.push(handle);
-                states.ends.push(states.bytes.len() as u32);
-            }
+            let strings = &self.strings;
+            s.rule.state().lend(
+                chunk.iter().map(|f| (f.key.text(strings), None)),
+                &mut batch.states.bytes,
+                &mut batch.states.ends,
+                &mut self.handles,
+            );
         }
         let started = Instant::now();
         let result = s.rule.on_windows(&batch, watermark);
@@ -761,16 +742,11 @@ impl Pipeline {
                     let Some(f) = chunk.get(w as usize).filter(|_| with_state) else {
                         continue;
                     };
+                    // Stamped with the watermark, as `state-set` is.
                     let key = f.key.text(&self.strings);
+                    let handle = self.handles.get(w as usize).copied().flatten();
                     let state = self.slots[slot].rule.state_mut();
-                    if value.is_empty() {
-                        state.delete(key);
-                    } else {
-                        // Stamped with the watermark, as `state-set` is;
-                        // copied into the key's buffer when it has one.
-                        let handle = self.handles.get(w as usize).copied().flatten();
-                        state.set_bytes_at(handle, key, value, watermark);
-                    }
+                    state.write_back(handle, key, value, watermark);
                 }
                 self.route(slot, result.emits)?;
             }
@@ -923,18 +899,8 @@ impl Pipeline {
                 .events
                 .fetch_add(txns.len() as u64, Ordering::Relaxed);
             if let Some(mark) = self.source.mark() {
-                let mut newest: Vec<(u32, i64)> = Vec::new();
-                for (t, &part) in txns.iter().zip(&parts) {
-                    match newest.iter_mut().find(|(p, _)| *p == part) {
-                        Some((_, n)) => *n = (*n).max(t.event_time),
-                        None => newest.push((part, t.event_time)),
-                    }
-                }
-                self.pending.push_back(Pending {
-                    mark,
-                    newest,
-                    written: self.router.written(),
-                });
+                let times = parts.iter().zip(&txns).map(|(&p, t)| (p, t.event_time));
+                (self.pending).push_back(Pending::new(mark, times, self.router.written()));
                 let interval = Duration::from_millis(self.config.commit_interval_ms.max(1));
                 if last_commit.elapsed() >= interval {
                     last_commit = Instant::now();
@@ -1015,39 +981,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The offsets each partition can resume from: for every partition,
-    /// the mark of the last batch before the first one holding an event of
-    /// that partition in an open window (or, with `acked`, a record not yet
-    /// acknowledged by every sink). Also how many batches at the front are
-    /// settled for every partition.
+    /// The positions each partition can resume from, and how many batches
+    /// at the front are settled ([`settle::settled`]).
     fn settled(&self, open_from: i64, acked: Option<&[u64]>) -> (Option<Mark>, usize) {
-        let mut blocked: Vec<u32> = Vec::new();
-        let mut offsets: Vec<(u32, i64)> = Vec::new();
-        let mut done = 0;
-        for entry in &self.pending {
-            let durable = acked.is_none_or(|a| entry.written.iter().zip(a).all(|(w, a)| w <= a));
-            if !durable {
-                break;
-            }
-            for &(part, newest) in &entry.newest {
-                if newest >= open_from && !blocked.contains(&part) {
-                    blocked.push(part);
-                }
-            }
-            for &(part, next) in &entry.mark.0 {
-                if blocked.contains(&part) {
-                    continue;
-                }
-                match offsets.iter_mut().find(|(p, _)| *p == part) {
-                    Some((_, n)) => *n = next,
-                    None => offsets.push((part, next)),
-                }
-            }
-            if blocked.is_empty() {
-                done += 1;
-            }
-        }
-        ((!offsets.is_empty()).then_some(Mark(offsets)), done)
+        settle::settled(&self.pending, open_from, acked)
     }
 
     /// The start of the oldest window still open (`i64::MAX`: none).

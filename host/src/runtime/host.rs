@@ -2,7 +2,7 @@
 
 use super::bindings::edge::rules::{host, types};
 use super::SharedDims;
-use crate::engine::state::KeyedState;
+use crate::state::KeyedState;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;

@@ -4,7 +4,7 @@ use super::bindings::{RuleSetPre, WIT_VERSION};
 use super::rule::new_store;
 use super::{Rule, Runtime};
 use crate::config::Limits;
-use crate::engine::state::KeyedState;
+use crate::state::KeyedState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;

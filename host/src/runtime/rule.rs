@@ -3,7 +3,7 @@
 use super::bindings::{types, RuleSet, RuleSetPre};
 use super::{packed, HostState, SharedDims};
 use crate::config::Limits;
-use crate::engine::state::KeyedState;
+use crate::state::KeyedState;
 use std::time::Instant;
 use wasmtime::{Store, Trap};
 

@@ -3,10 +3,12 @@
 //! Each event updates an accumulator in O(1) (O(flags) for `flag`); results
 //! cross the Wasm boundary only when a window fires.
 
+use crate::engine::key::Label;
 use crate::model::{Interner, Kind, Marks, RiskLevel, Status, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{
     AggregateOp, AggregateSpec, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
 };
+use crate::runtime::bindings::wit_decimal;
 use crate::runtime::manifest::is_money;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rustc_hash::FxHashMap;
@@ -32,105 +34,10 @@ pub enum AggregateValue {
     Events(Vec<Txn>, u64),
 }
 
-/// A window key or a group's label, as text only when the window batch is
-/// encoded: most are interned strings, and resolving them then costs no
-/// allocation per window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Label {
-    /// An interned string.
-    Sym(u32),
-    /// A fixed name (kinds, statuses, risk levels).
-    Name(&'static str),
-    /// A label shared by every window of a spec (amount bands).
-    Shared(std::sync::Arc<str>),
-    /// Any other text.
-    Text(String),
-}
-
-impl Label {
-    /// The label's text.
-    pub fn text<'a>(&'a self, strings: &'a Interner) -> &'a str {
-        match self {
-            Label::Sym(s) => strings.resolve(*s),
-            Label::Name(n) => n,
-            Label::Shared(s) => s,
-            Label::Text(t) => t,
-        }
-    }
-}
-
-impl From<&str> for Label {
-    fn from(s: &str) -> Self {
-        Label::Text(s.to_string())
-    }
-}
-
 /// A risk level's category value: its place in [`RiskLevel::ALL`], and
 /// one past the last for an event without one.
 fn risk_category(level: Option<RiskLevel>) -> u64 {
     level.map_or(RiskLevel::ALL.len(), |l| l as usize) as u64
-}
-
-/// A Decimal as a WIT decimal (exact: amounts fit in s64 units).
-pub fn wit_decimal(d: Decimal) -> WitDecimal {
-    let mut d = d;
-    if i64::try_from(d.mantissa()).is_err() {
-        d = d.normalize();
-    }
-    loop {
-        if let Ok(units) = i64::try_from(d.mantissa()) {
-            return WitDecimal {
-                units,
-                scale: d.scale() as u8,
-            };
-        }
-        if d.scale() == 0 {
-            return WitDecimal {
-                units: if d.is_sign_negative() {
-                    i64::MIN
-                } else {
-                    i64::MAX
-                },
-                scale: 0,
-            };
-        }
-        d = d.round_dp_with_strategy(d.scale() - 1, RoundingStrategy::MidpointAwayFromZero);
-    }
-}
-
-/// The kind as in WIT.
-pub fn wit_kind(k: Kind) -> TxnKind {
-    match k {
-        Kind::Purchase => TxnKind::Purchase,
-        Kind::Transfer => TxnKind::Transfer,
-        Kind::WireTransfer => TxnKind::WireTransfer,
-        Kind::Withdrawal => TxnKind::Withdrawal,
-        Kind::Deposit => TxnKind::Deposit,
-        Kind::Payment => TxnKind::Payment,
-        Kind::Refund => TxnKind::Refund,
-        Kind::Other => TxnKind::Other,
-    }
-}
-
-/// The risk level as in WIT.
-pub fn wit_risk_level(l: RiskLevel) -> crate::runtime::bindings::types::RiskLevel {
-    use crate::runtime::bindings::types::RiskLevel as Wit;
-    match l {
-        RiskLevel::Low => Wit::Low,
-        RiskLevel::Medium => Wit::Medium,
-        RiskLevel::High => Wit::High,
-        RiskLevel::Critical => Wit::Critical,
-    }
-}
-
-/// The status as in WIT.
-pub fn wit_status(s: Status) -> TxnStatus {
-    match s {
-        Status::Pending => TxnStatus::Pending,
-        Status::Completed => TxnStatus::Completed,
-        Status::Failed => TxnStatus::Failed,
-        Status::Reversed => TxnStatus::Reversed,
-    }
 }
 
 fn kind_of(k: TxnKind) -> Kind {

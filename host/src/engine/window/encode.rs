@@ -4,9 +4,10 @@
 //! crosses in one copy, so a call costs a fixed number of guest allocations
 //! however many windows fired.
 
-use super::aggregate::{AggregateValue, Label};
+use super::aggregate::AggregateValue;
 use super::Fired;
 use crate::engine::batch::{dict_push, BatchBuilder, SymTable};
+use crate::engine::key::Label;
 use crate::model::{Interner, Txn};
 use crate::runtime::bindings::types::{ResultKind, StateBlob, WindowBatch};
 use rustc_hash::FxHashMap;

@@ -11,9 +11,10 @@ pub mod aggregate;
 pub mod assign;
 pub mod encode;
 
-use crate::model::{Interner, Kind, Marks, Txn, NONE};
+use crate::engine::key::{key_label, key_of, Label};
+use crate::model::{Interner, Marks, Txn};
 use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
-use aggregate::{Acc, AggregateValue, Label, Plan};
+use aggregate::{Acc, AggregateValue, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
@@ -300,30 +301,6 @@ impl WindowOperator {
         self.fired_until = watermark;
     }
 
-    /// The key of an event, or `None` if it lacks the keyed field.
-    pub fn key_of(key_by: KeyBy, t: &Txn) -> Option<u32> {
-        let present = |s: u32| (s != NONE).then_some(s);
-        match key_by {
-            KeyBy::Customer => present(t.customer),
-            KeyBy::Merchant => present(t.merchant),
-            KeyBy::Account => present(t.account),
-            KeyBy::Country => present(t.country),
-            KeyBy::Kind => Some(t.kind as u32),
-            KeyBy::HourOfDay => Some(crate::model::hour_of_day(t.event_time)),
-            KeyBy::Global => Some(0),
-        }
-    }
-
-    /// The label of a key.
-    pub fn key_label(key_by: KeyBy, key: u32) -> Label {
-        match key_by {
-            KeyBy::Kind => Label::Name(Kind::ALL.get(key as usize).map_or("other", |k| k.name())),
-            KeyBy::HourOfDay => Label::Text(format!("{key:02}")),
-            KeyBy::Global => Label::Name(""),
-            _ => Label::Sym(key),
-        }
-    }
-
     /// Open panes.
     pub fn len(&self) -> usize {
         self.panes.len()
@@ -368,7 +345,7 @@ impl WindowOperator {
     /// Adds an event given the watermark before its batch: late events
     /// are counted in `late_events`, refused ones in `refused_events`.
     pub fn add(&mut self, t: &Txn, watermark: i64) -> Admit {
-        let Some(key) = Self::key_of(self.key_by, t) else {
+        let Some(key) = key_of(self.key_by, t) else {
             return Admit::Added;
         };
         let time = t.event_time;
@@ -518,7 +495,7 @@ impl WindowOperator {
                 .map(|(plan, acc)| plan.finish(acc, strings))
                 .collect();
             out.push(Fired {
-                key: Self::key_label(self.key_by, key),
+                key: key_label(self.key_by, key),
                 start,
                 end: pane.end,
                 refire: pane.fired,

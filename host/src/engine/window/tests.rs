@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::Status;
+use crate::model::{Kind, Status, NONE};
 use crate::runtime::bindings::types::{AggregateOp, AggregateSpec, Field, SlidingWindow};
 use rust_decimal::Decimal;
 

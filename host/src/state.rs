@@ -155,6 +155,43 @@ impl KeyedState {
         }
     }
 
+    /// Lends the values of `keys` to a rule call: each key's value (as an
+    /// event at its time sees it; `None`: whatever the TTL) is appended to
+    /// `bytes`, ending at its entry of `ends` (none: an empty range), and
+    /// where the key is held is pushed to `handles`, for
+    /// [`Self::write_back`].
+    pub fn lend<'k>(
+        &self,
+        keys: impl IntoIterator<Item = (&'k str, Option<i64>)>,
+        bytes: &mut Vec<u8>,
+        ends: &mut Vec<u32>,
+        handles: &mut Vec<Option<Handle>>,
+    ) {
+        for (key, at) in keys {
+            let handle = self.find(key);
+            let value = handle.and_then(|h| match at {
+                Some(at) => self.value_at(h, at),
+                None => self.value(h),
+            });
+            if let Some(v) = value {
+                bytes.extend_from_slice(v);
+            }
+            handles.push(handle);
+            ends.push(bytes.len() as u32);
+        }
+    }
+
+    /// Takes back a state a rule call changed: an empty value deletes the
+    /// key; another is written at event time `at`, into the key's buffer
+    /// when `handle` (from [`Self::lend`]) still holds it.
+    pub fn write_back(&mut self, handle: Option<Handle>, key: &str, value: &[u8], at: i64) {
+        if value.is_empty() {
+            self.delete(key);
+        } else {
+            self.set_bytes_at(handle, key, value, at);
+        }
+    }
+
     fn remove(&mut self, i: u32) {
         let Some(e) = self.slab[i as usize].take() else {
             return;
