@@ -16,7 +16,7 @@ use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
 use crate::metrics::Loaded;
 use crate::metrics::Metrics;
-use crate::model::{stable_hash, Interner, Txn};
+use crate::model::{ids, Interner, Txn};
 use crate::runtime::bindings::types::{Emit, StateBlob};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::{
@@ -285,13 +285,7 @@ impl Pipeline {
         let (topic, partition) = origin
             .as_ref()
             .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
-        let (partition, position) = (partition.to_le_bytes(), position.to_le_bytes());
-        let mut parts: Vec<&[u8]> =
-            vec![source.as_bytes(), topic.as_bytes(), &partition, &position];
-        if !extra.is_empty() {
-            parts.push(extra);
-        }
-        let id = crate::model::hex_id(stable_hash(&parts));
+        let id = ids::record(&source, topic, partition, position, extra);
         (source, origin, id)
     }
 
@@ -394,14 +388,9 @@ impl Pipeline {
         window: Option<serde_json::Value>,
     ) -> Result<(), SinkError> {
         let window_text = window.as_ref().map(|w| w.to_string()).unwrap_or_default();
-        let id = stable_hash(&[
-            error.rule.as_bytes(),
-            error.kind.as_str().as_bytes(),
-            first.as_bytes(),
-            window_text.as_bytes(),
-        ]);
+        let id = ids::rule_failure(&error.rule, error.kind.as_str(), first, &window_text);
         let mut letter = DeadLetter::new(
-            crate::model::hex_id(id),
+            id,
             error.kind.as_str(),
             detail,
             self.source.name().to_string(),
@@ -613,23 +602,14 @@ impl Pipeline {
             self.warned_full = Some(Instant::now());
             tracing::warn!("{detail}; such events go to the dead letters (raise the limit or shorten the windows)");
         }
-        let id = stable_hash(&[
-            b"window_limit",
-            rule.name.as_bytes(),
-            op.name.as_bytes(),
-            t.id.as_bytes(),
-        ]);
+        let id = ids::window_limit(&rule.name, &op.name, &t.id);
         let window = serde_json::json!({
             "spec": op.name,
             "key": key,
             "start": crate::model::iso_time(start),
         });
-        let mut letter = DeadLetter::new(
-            crate::model::hex_id(id),
-            "window_limit",
-            detail,
-            self.source.name().to_string(),
-        );
+        let mut letter =
+            DeadLetter::new(id, "window_limit", detail, self.source.name().to_string());
         letter.rule = Some(rule.name.clone());
         letter.events = Some(serde_json::Value::Array(vec![t.to_json(&self.strings)]));
         letter.window = Some(window);

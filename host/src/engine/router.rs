@@ -3,7 +3,7 @@
 
 use crate::config::{OutputConfig, SinkKind};
 use crate::metrics::Metrics;
-use crate::model::{hex_id, stable_hash};
+use crate::model::ids;
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
 use crate::sink::{
     push_value, AlertRecord, Record, Refused, RowRecord, Sink, SinkError, TableInfo,
@@ -108,16 +108,15 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
         push_value(&mut text, &values[i], &table.columns[i].ty);
         ends.push(text.len());
     }
-    let mut parts = smallvec::SmallVec::<[&[u8]; 5]>::new();
-    parts.push(table.name.as_bytes());
     let mut start = 0;
-    for &end in &ends {
-        parts.push(&text[start..end]);
-        start = end;
-    }
+    let id = ids::row(
+        &table.name,
+        ends.iter()
+            .map(|&end| &text[std::mem::replace(&mut start, end)..end]),
+    );
     Ok(RowRecord {
         table: table.clone(),
-        id: hex_id(stable_hash(&parts)),
+        id,
         rule: rule.to_string(),
         values,
     })
@@ -125,17 +124,16 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
 
 /// Builds an alert record with its deterministic id.
 pub fn alert(rule_set: &str, name: &str, alert: Alert) -> AlertRecord {
-    let time = alert.event_time.to_le_bytes();
-    let id = stable_hash(&[
-        name.as_bytes(),
-        alert.rule.as_bytes(),
-        alert.kind.as_bytes(),
-        alert.transaction_id.as_deref().unwrap_or("").as_bytes(),
-        alert.customer_id.as_deref().unwrap_or("").as_bytes(),
-        &time,
-    ]);
+    let id = ids::alert(
+        name,
+        &alert.rule,
+        &alert.kind,
+        alert.transaction_id.as_deref().unwrap_or(""),
+        alert.customer_id.as_deref().unwrap_or(""),
+        alert.event_time,
+    );
     AlertRecord {
-        id: hex_id(id),
+        id,
         rule_set: rule_set.to_string(),
         alert,
     }

@@ -5,7 +5,9 @@
 
 use rust_decimal::Decimal;
 
+pub mod ids;
 mod time;
+pub use ids::{hex_id, stable_hash};
 pub use time::{
     hour_of_day, iso_time, iso_time_bytes, parse_time, write_iso_time, DAY_MS, HOUR_MS,
 };
@@ -448,33 +450,6 @@ pub fn preview(text: &str) -> std::borrow::Cow<'_, str> {
         None => text.into(),
         Some((end, _)) => format!("{}…", &text[..end]).into(),
     }
-}
-
-/// A 64-bit id as output records carry it: 16 lowercase hex digits (the
-/// text of `format!("{id:016x}")`, without the formatting machinery: every
-/// row and alert gets one).
-pub fn hex_id(id: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 16];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = DIGITS[(id >> (60 - 4 * i)) as usize & 0xf];
-    }
-    // Only ASCII hex digits.
-    std::str::from_utf8(&text).unwrap_or_default().to_owned()
-}
-
-/// A stable 64-bit FNV-1a hash, for deterministic output ids.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

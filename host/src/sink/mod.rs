@@ -81,14 +81,9 @@ impl Refused {
     /// The dead letter of the refused record: its JSON as the raw bytes
     /// (cut to `max_raw` bytes), the sink and the message as the detail.
     pub fn dead_letter(&self, max_raw: usize) -> DeadLetter {
-        let id = crate::model::stable_hash(&[
-            b"sink_refused",
-            self.sink.as_bytes(),
-            self.stream.as_bytes(),
-            self.row.as_bytes(),
-        ]);
+        let id = crate::model::ids::sink_refused(&self.sink, &self.stream, &self.row);
         let mut letter = DeadLetter::new(
-            crate::model::hex_id(id),
+            id,
             "sink_refused",
             format!(
                 "{} refused a record of {}: {}",
@@ -575,12 +570,7 @@ impl Record {
                     .get("transaction_id")
                     .and_then(Json::as_str)
                     .unwrap_or("");
-                crate::model::hex_id(crate::model::stable_hash(&[
-                    l.rule.as_bytes(),
-                    l.window.as_bytes(),
-                    id.as_bytes(),
-                ]))
-                .into()
+                crate::model::ids::late(&l.rule, &l.window, id).into()
             }
         }
     }
