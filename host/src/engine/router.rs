@@ -332,15 +332,7 @@ impl Router {
 mod tests {
     use super::*;
     use crate::runtime::bindings::types::Decimal as Money;
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.into(),
-            ty,
-            nullable,
-            doc: String::new(),
-        }
-    }
+    use crate::sink::column;
 
     fn merchant_table() -> Arc<TableInfo> {
         tables(&[TableSpec {

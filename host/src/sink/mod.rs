@@ -320,7 +320,8 @@ impl CleanRecord {
 /// The streams every run has besides the manifests' tables.
 pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "clean"];
 
-fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+/// A column of one of the fixed streams (and of tests' tables).
+pub(crate) fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
     Column {
         name: name.into(),
         ty,
