@@ -10,9 +10,48 @@
 use super::{loaded, Pipeline, Slot, Tables};
 use crate::engine::control::{Outcome, Refusal, Update};
 use crate::engine::window::{WindowLimits, WindowOperator};
+use crate::runtime::bindings::types::WindowSpec;
 use crate::runtime::Rule;
 use crate::sink::SinkError;
 use std::time::Instant;
+
+/// The windows of a new version of a rule set: the old version's open
+/// windows of every spec it keeps unchanged, and new empty ones for the rest.
+struct CarryOver {
+    /// The new version's window operators, in its specs' order.
+    windows: Vec<WindowOperator>,
+    /// The specs carried over with their open windows.
+    carried: Vec<String>,
+    /// The old version's operators of specs changed or gone: to be fired
+    /// now through the old version.
+    drained: Vec<WindowOperator>,
+}
+
+fn carry_over(
+    old_specs: &[WindowSpec],
+    old: Vec<WindowOperator>,
+    new_specs: &[WindowSpec],
+    limits: WindowLimits,
+) -> CarryOver {
+    let mut old: Vec<Option<WindowOperator>> = old.into_iter().map(Some).collect();
+    let mut windows = Vec::with_capacity(new_specs.len());
+    let mut carried = Vec::new();
+    for spec in new_specs {
+        let kept = (old_specs.iter().position(|o| o == spec)).and_then(|j| old[j].take());
+        match kept {
+            Some(op) => {
+                carried.push(spec.name.clone());
+                windows.push(op);
+            }
+            None => windows.push(WindowOperator::with_limits(spec, limits)),
+        }
+    }
+    CarryOver {
+        windows,
+        carried,
+        drained: old.into_iter().flatten().collect(),
+    }
+}
 
 impl Pipeline {
     /// A sender of changes to the rule sets, applied between batches.
@@ -124,30 +163,16 @@ impl Pipeline {
         };
         // Windows whose spec is unchanged carry over; the others are drained
         // through the old version.
-        let old_specs = self.slots[i].rule.manifest.windows.clone();
-        let mut old: Vec<Option<WindowOperator>> = std::mem::take(&mut self.slots[i].windows)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut windows = Vec::with_capacity(rule.manifest.windows.len());
-        let mut carried = Vec::new();
-        for spec in &rule.manifest.windows {
-            let kept = old_specs
-                .iter()
-                .position(|o| o == spec)
-                .and_then(|j| old[j].take());
-            match kept {
-                Some(op) => {
-                    carried.push(spec.name.clone());
-                    windows.push(op);
-                }
-                None => windows.push(WindowOperator::with_limits(
-                    spec,
-                    WindowLimits::of(&self.config),
-                )),
-            }
-        }
-        let drained: Vec<WindowOperator> = old.into_iter().flatten().collect();
+        let CarryOver {
+            windows,
+            carried,
+            drained,
+        } = carry_over(
+            &self.slots[i].rule.manifest.windows.clone(),
+            std::mem::take(&mut self.slots[i].windows),
+            &rule.manifest.windows,
+            WindowLimits::of(&self.config),
+        );
         let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
         if !drained.is_empty() {
             self.slots[i].windows = drained;
@@ -230,5 +255,85 @@ impl Pipeline {
         } else {
             format!("rule set {} enabled", slot.rule.label)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interner, Kind, RiskLevel, Status, Txn, NONE};
+    use crate::runtime::bindings::types::{AggregateOp, AggregateSpec, KeyBy, WindowKind};
+
+    fn spec(name: &str, minutes: i64) -> WindowSpec {
+        WindowSpec {
+            name: name.into(),
+            kind: WindowKind::Tumbling(minutes * 60_000),
+            key: KeyBy::Customer,
+            allowed_lateness_ms: 0,
+            with_state: false,
+            aggregates: vec![AggregateSpec {
+                name: "n".into(),
+                op: AggregateOp::Count,
+                filter: None,
+            }],
+        }
+    }
+
+    fn event(strings: &mut Interner, customer: &str, time: i64) -> Txn {
+        Txn {
+            id: format!("{customer}-{time}").into(),
+            customer: strings.intern(customer),
+            account: NONE,
+            merchant: NONE,
+            kind: Kind::Purchase,
+            status: Status::Completed,
+            amount: rust_decimal::Decimal::ONE,
+            fee: rust_decimal::Decimal::ZERO,
+            currency: NONE,
+            channel: NONE,
+            device: NONE,
+            country: NONE,
+            city: NONE,
+            risk_score: None,
+            risk_level: Some(RiskLevel::Low),
+            flags: Box::default(),
+            event_time: time,
+        }
+    }
+
+    #[test]
+    fn unchanged_specs_keep_their_open_windows_and_the_others_are_drained() {
+        let limits = WindowLimits {
+            max_open: 1000,
+            max_collect: 10,
+        };
+        let mut strings = Interner::default();
+        let old_specs = vec![spec("kept", 10), spec("resized", 10), spec("gone", 5)];
+        let mut old: Vec<WindowOperator> = old_specs
+            .iter()
+            .map(|s| WindowOperator::with_limits(s, limits))
+            .collect();
+        let t = event(&mut strings, "CUST_1", 60_000);
+        for op in &mut old {
+            op.add(&t, i64::MIN);
+        }
+        let new_specs = vec![spec("added", 1), spec("resized", 15), spec("kept", 10)];
+        let CarryOver {
+            windows,
+            carried,
+            drained,
+        } = carry_over(&old_specs, old, &new_specs, limits);
+
+        // In the new version's order; only `kept` holds its open window.
+        let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["added", "resized", "kept"]);
+        let open: Vec<usize> = windows.iter().map(WindowOperator::len).collect();
+        assert_eq!(open, [0, 0, 1]);
+        assert_eq!(carried, ["kept"]);
+        // The changed and the removed spec fire through the old version,
+        // each with the event it holds.
+        let drained: Vec<(&str, usize)> =
+            drained.iter().map(|w| (w.name.as_str(), w.len())).collect();
+        assert_eq!(drained, [("resized", 1), ("gone", 1)]);
     }
 }
