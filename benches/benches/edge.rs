@@ -51,6 +51,7 @@ fn rule_call(c: &mut Criterion) {
             group.throughput(Throughput::Elements((chunks.len() * size) as u64));
             group.bench_function(format!("{}/batch-{size}", rule.name), |b| {
                 let mut builder = BatchBuilder::default();
+                let mut handles = Vec::new();
                 b.iter(|| {
                     for chunk in &chunks {
                         builder.build(chunk, &strings);
@@ -59,13 +60,13 @@ fn rule_call(c: &mut Criterion) {
                             bytes: Vec::new(),
                             ends: Vec::new(),
                         };
-                        for slot in 0..builder.key_labels.len() {
-                            let k = builder.key_text(slot, &strings);
-                            states
-                                .bytes
-                                .extend_from_slice(rule.state().get(k).unwrap_or(&[]));
-                            states.ends.push(states.bytes.len() as u32);
-                        }
+                        handles.clear();
+                        rule.state().lend(
+                            builder.key_reads(&strings),
+                            &mut states.bytes,
+                            &mut states.ends,
+                            &mut handles,
+                        );
                         let _ = black_box(rule.on_events(builder.batch(), &states, 0));
                     }
                 })

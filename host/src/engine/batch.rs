@@ -18,9 +18,9 @@ pub struct BatchBuilder {
     syms: SymTable,
     keys: FxHashMap<u32, u32>,
     /// The distinct state keys of the last [`Self::set_state_keys`].
-    pub key_labels: Vec<Label>,
+    key_labels: Vec<Label>,
     /// The earliest and the latest event time of each of those keys' events.
-    pub key_times: Vec<(i64, i64)>,
+    key_times: Vec<(i64, i64)>,
 }
 
 fn empty_batch() -> EventBatch {
@@ -204,7 +204,7 @@ impl BatchBuilder {
     }
 
     /// Sets the state keys of the last built batch for `key_by`; the distinct
-    /// keys' texts are left in [`Self::key_texts`], aligned with `state-keys`.
+    /// keys are left for [`Self::key_reads`], aligned with `state-keys`.
     pub fn set_state_keys(
         &mut self,
         txns: &[Txn],
@@ -249,6 +249,25 @@ impl BatchBuilder {
             self.batch.key_slots.push(slot);
         }
         &self.batch
+    }
+
+    /// The state keys of the last batch, slot by slot, each with the time
+    /// its state is read at (its earliest event's).
+    pub fn key_reads<'a>(
+        &'a self,
+        strings: &'a Interner,
+    ) -> impl Iterator<Item = (&'a str, Option<i64>)> + 'a {
+        (self.key_labels.iter().zip(&self.key_times))
+            .map(|(label, &(first, _))| (label.text(strings), Some(first)))
+    }
+
+    /// The state key in slot `slot` of the last batch and its latest event
+    /// time (what a state written for it is stamped with); `None` for a
+    /// slot the batch does not have.
+    pub fn key_written<'a>(&'a self, slot: usize, strings: &'a Interner) -> Option<(&'a str, i64)> {
+        let label = self.key_labels.get(slot)?;
+        let &(_, last) = self.key_times.get(slot)?;
+        Some((label.text(strings), last))
     }
 
     /// The text of the state key in slot `slot` of the last batch.

@@ -509,11 +509,8 @@ impl Pipeline {
                     self.states.bytes.clear();
                     self.states.ends.clear();
                     self.handles.clear();
-                    let (builder, strings) = (&self.builder, &self.strings);
                     s.rule.state().lend(
-                        (builder.key_times.iter().enumerate()).map(|(slot, &(first, _))| {
-                            (builder.key_text(slot, strings), Some(first))
-                        }),
+                        self.builder.key_reads(&self.strings),
                         &mut self.states.bytes,
                         &mut self.states.ends,
                         &mut self.handles,
@@ -531,14 +528,13 @@ impl Pipeline {
                             for (index, value) in
                                 changed_states(&result.changed_slots, &result.changed_states)
                             {
-                                if index as usize >= self.builder.key_labels.len() {
-                                    continue;
-                                }
-                                let key = self.builder.key_text(index as usize, &self.strings);
                                 // Stamped with the key's latest event time,
                                 // not with when the batch ran.
-                                let at = (self.builder.key_times.get(index as usize))
-                                    .map_or(now, |&(_, last)| last);
+                                let Some((key, at)) =
+                                    self.builder.key_written(index as usize, &self.strings)
+                                else {
+                                    continue;
+                                };
                                 let handle = self.handles.get(index as usize).copied().flatten();
                                 s.rule.state_mut().write_back(handle, key, value, at);
                             }
