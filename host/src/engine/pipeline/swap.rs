@@ -261,7 +261,8 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Interner, Kind, RiskLevel, Status, Txn, NONE};
+    use crate::engine::window::tests::txn;
+    use crate::model::Interner;
     use crate::runtime::bindings::types::{AggregateOp, AggregateSpec, KeyBy, WindowKind};
 
     fn spec(name: &str, minutes: i64) -> WindowSpec {
@@ -279,28 +280,6 @@ mod tests {
         }
     }
 
-    fn event(strings: &mut Interner, customer: &str, time: i64) -> Txn {
-        Txn {
-            id: format!("{customer}-{time}").into(),
-            customer: strings.intern(customer),
-            account: NONE,
-            merchant: NONE,
-            kind: Kind::Purchase,
-            status: Status::Completed,
-            amount: rust_decimal::Decimal::ONE,
-            fee: rust_decimal::Decimal::ZERO,
-            currency: NONE,
-            channel: NONE,
-            device: NONE,
-            country: NONE,
-            city: NONE,
-            risk_score: None,
-            risk_level: Some(RiskLevel::Low),
-            flags: Box::default(),
-            event_time: time,
-        }
-    }
-
     #[test]
     fn unchanged_specs_keep_their_open_windows_and_the_others_are_drained() {
         let limits = WindowLimits {
@@ -313,7 +292,7 @@ mod tests {
             .iter()
             .map(|s| WindowOperator::with_limits(s, limits))
             .collect();
-        let t = event(&mut strings, "CUST_1", 60_000);
+        let t = txn(&mut strings, "CUST_1", 60_000, 100);
         for op in &mut old {
             op.add(&t, i64::MIN);
         }

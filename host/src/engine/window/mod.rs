@@ -519,4 +519,4 @@ impl WindowOperator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,7 +25,8 @@ fn spec(kind: WindowKind, lateness: i64) -> WindowSpec {
     }
 }
 
-fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Txn {
+/// An event of `customer` at `time` for `cents` (for the engine's tests).
+pub(crate) fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Txn {
     Txn {
         id: format!("{customer}-{time}").into(),
         customer: s.intern(customer),
