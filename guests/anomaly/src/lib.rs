@@ -119,8 +119,8 @@ impl RuleSet for Anomaly {
                             },
                             z.abs() / 6.0,
                             format!(
-                                "amount {} has z-score {:.2} (mean {:.2}, sd {:.2}, n {})",
-                                amount, z, c.mean, sd, c.n as i64
+                                "amount {amount} has z-score {z:.2} (mean {:.2}, sd {sd:.2}, n {})",
+                                c.mean, c.n
                             ),
                         ));
                     }
@@ -173,9 +173,8 @@ impl RuleSet for Anomaly {
                         Severity::Medium,
                         0.65,
                         format!(
-                            "spent {} in {} transactions within ten minutes (mean amount {:.2})",
-                            spend,
-                            c.recent.len() as i64,
+                            "spent {spend} in {} transactions within ten minutes (mean amount {:.2})",
+                            c.recent.len(),
                             c.mean
                         ),
                     ));

@@ -163,8 +163,8 @@ impl RuleSet for Fraud {
                     },
                     0.5 + ratio / 40.0,
                     format!(
-                        "amount {} is {:.1}x the customer's largest so far ({})",
-                        amount, ratio, c.max_amount
+                        "amount {amount} is {ratio:.1}x the customer's largest so far ({})",
+                        c.max_amount
                     ),
                 ));
             }
@@ -179,9 +179,8 @@ impl RuleSet for Fraud {
                     Severity::High,
                     0.8,
                     format!(
-                        "{} transactions within one minute (limit {})",
-                        c.recent.len() as i64,
-                        rapid_limit as i64
+                        "{} transactions within one minute (limit {rapid_limit})",
+                        c.recent.len()
                     ),
                 ));
             }
@@ -228,9 +227,8 @@ impl RuleSet for Fraud {
                         Severity::Medium,
                         0.6,
                         format!(
-                            "{} transactions this hour, usual {:.1} per active hour",
-                            i64::from(c.hour_count),
-                            average
+                            "{} transactions this hour, usual {average:.1} per active hour",
+                            c.hour_count
                         ),
                     ));
                 }
@@ -271,10 +269,8 @@ impl RuleSet for Fraud {
                     },
                     if night { 0.7 } else { 0.5 },
                     format!(
-                        "first transaction at {}{}h UTC after {} transactions",
-                        if hour < 10 { "0" } else { "" },
-                        hour as i64,
-                        i64::from(c.count)
+                        "first transaction at {hour:02}h UTC after {} transactions",
+                        c.count
                     ),
                 ));
             }

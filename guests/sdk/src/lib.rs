@@ -1155,85 +1155,6 @@ impl<T: JsonValue + ?Sized> JsonValue for &T {
     }
 }
 
-/// A piece of text for [`concat`].
-#[derive(Clone, Copy, Debug)]
-pub enum Part<'a> {
-    /// Text, as is.
-    Str(&'a str),
-    /// An integer, as `Display` writes it.
-    Int(i64),
-    /// A decimal, as `Display` writes it (every place of its scale).
-    Dec(Decimal),
-    /// A number with this many decimal places, as `format!("{x:.N}")` writes it.
-    Fixed(f64, usize),
-}
-
-/// Joins parts into one string, in one allocation: alert reasons are built
-/// for many events, and `format!` costs several times as much per part.
-pub fn concat(parts: &[Part]) -> String {
-    let room = parts
-        .iter()
-        .map(|p| match p {
-            Part::Str(s) => s.len(),
-            _ => 24,
-        })
-        .sum();
-    let mut out = String::with_capacity(room);
-    for part in parts {
-        match *part {
-            Part::Str(s) => out.push_str(s),
-            Part::Int(n) => n.write_text(&mut out),
-            Part::Dec(d) => d.write_text(&mut out),
-            Part::Fixed(x, places) => push_fixed(&mut out, x, places),
-        }
-    }
-    out
-}
-
-/// Appends `x` with `places` decimal places, the same text as
-/// `format!("{x:.places$}")`: the exact binary value rounded half to even.
-/// Up to two places and below 2^52 this is integer arithmetic; other values
-/// go through `core::fmt`.
-pub fn push_fixed(out: &mut String, x: f64, places: usize) {
-    const SCALES: [u64; 3] = [1, 10, 100];
-    let bits = x.to_bits();
-    let (biased, fraction) = (((bits >> 52) & 0x7ff) as i32, bits & ((1 << 52) - 1));
-    // x = m * 2^e exactly.
-    let (m, e) = if biased == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | 1 << 52, biased - 1075)
-    };
-    if places < SCALES.len() && biased != 0x7ff && e < 0 {
-        let scale = SCALES[places];
-        // Below 2^60: no overflow.
-        let n = m * scale;
-        let shift = (-e) as u32;
-        // x * scale = n / 2^shift, rounded half to even.
-        let q = if shift > 60 {
-            0
-        } else {
-            let (q, r, half) = (n >> shift, n & ((1 << shift) - 1), 1 << (shift - 1));
-            q + u64::from(r > half || (r == half && q & 1 == 1))
-        };
-        if x.is_sign_negative() {
-            out.push('-');
-        }
-        (q / scale).write_text(out);
-        if places > 0 {
-            out.push('.');
-            let fraction = q % scale;
-            if places == 2 && fraction < 10 {
-                out.push('0');
-            }
-            fraction.write_text(out);
-        }
-        return;
-    }
-    use std::fmt::Write;
-    let _ = write!(out, "{x:.places$}");
-}
-
 /// Writes `{"key": value, ...}` as JSON text, for `json` columns; with
 /// `quote_values`, each value as a JSON string.
 pub fn json_object<'a, V: JsonValue + 'a>(
@@ -1339,8 +1260,9 @@ pub fn to_f64(d: Decimal) -> f64 {
 }
 
 /// Whether two strings are equal, compared eight bytes at a time (string
-/// equality otherwise calls the C library's byte-by-byte `memcmp`).
-pub fn same_text(a: &str, b: &str) -> bool {
+/// equality otherwise calls the C library's byte-by-byte `memcmp`): the
+/// SDK's own lookups of tables and dimensions use it.
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
@@ -1567,83 +1489,6 @@ mod tests {
         fn decode(r: &mut Reader<'_>) -> Option<Self> {
             r.i64().map(Count)
         }
-    }
-
-    #[test]
-    fn fixed_places_match_core_fmt() {
-        let mut values = vec![
-            0.0,
-            -0.0,
-            0.125,
-            0.375,
-            0.625,
-            2.5,
-            3.5,
-            0.25,
-            0.75,
-            1.5,
-            0.05,
-            0.005,
-            1e-300,
-            5e-324,
-            -5e-324,
-            0.994999,
-            0.995,
-            0.9949999999999999,
-            99.995,
-            -1.005,
-            1.0,
-            123456.785,
-            4503599627370495.5,
-            4503599627370496.0,
-            1e20,
-            -1e20,
-            1.7976931348623157e308,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NAN,
-            38.7,
-            2.7,
-            3.12,
-        ];
-        // Exact ties at every place count, both signs.
-        for k in 0..2000 {
-            values.push(k as f64 / 8.0);
-            values.push(-(k as f64) / 64.0);
-        }
-        // Random bit patterns over the whole range, and random moderate values.
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            values.push(f64::from_bits(seed));
-            values.push((seed % 10_000_000) as f64 / 1000.0 - 5000.0);
-            values.push((seed >> 11) as f64 / (1u64 << 40) as f64);
-        }
-        for x in values {
-            for places in 0..=3 {
-                let mut out = String::new();
-                push_fixed(&mut out, x, places);
-                assert_eq!(out, format!("{x:.places$}"), "{x:e} to {places} places");
-            }
-        }
-    }
-
-    #[test]
-    fn concat_writes_each_part_as_display_does() {
-        let d = Decimal::new(-12_050, 3);
-        assert_eq!(
-            concat(&[
-                Part::Str("amount "),
-                Part::Dec(d),
-                Part::Str(" z "),
-                Part::Fixed(3.14659, 2),
-                Part::Str(" n "),
-                Part::Int(-42),
-            ]),
-            format!("amount {d} z {:.2} n {}", 3.14659, -42)
-        );
     }
 
     #[test]

@@ -940,6 +940,18 @@ impl Config {
                 "a file source needs a path (or use --source file:PATH)",
             );
         }
+        let names: Vec<&String> = self.rules.rule.keys().collect();
+        for (i, a) in names.iter().enumerate() {
+            if let Some(b) = names[i + 1..].iter().find(|b| same_rule_name(a, b)) {
+                return invalid(
+                    "rules.rule",
+                    &format!(
+                        "[rules.rule.{a}] and [rules.rule.{b}] name the same rule set ('-' and '_' \
+                         are the same in rule set names); merge them into one"
+                    ),
+                );
+            }
+        }
         let limits = std::iter::once(&self.rules.limits)
             .chain(self.rules.rule.values().filter_map(|r| r.limits.as_ref()));
         for l in limits {
@@ -1164,5 +1176,9 @@ mod tests {
         }
         assert!(c.rules.section("bigspender").is_none());
         assert!(c.rules.section("big-spender2").is_none());
+        let both: Config =
+            toml::from_str("[rules.rule.big-spender]\n[rules.rule.big_spender]\n").unwrap();
+        let error = both.validate().unwrap_err().to_string();
+        assert!(error.contains("name the same rule set"), "{error}");
     }
 }

@@ -108,12 +108,14 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
         push_value(&mut text, &values[i], &table.columns[i].ty);
         ends.push(text.len());
     }
+    let mut parts = smallvec::SmallVec::<[&[u8]; 5]>::new();
+    parts.push(table.name.as_bytes());
     let mut start = 0;
-    let id = ids::row(
-        &table.name,
-        ends.iter()
-            .map(|&end| &text[std::mem::replace(&mut start, end)..end]),
-    );
+    for &end in &ends {
+        parts.push(&text[start..end]);
+        start = end;
+    }
+    let id = ids::row(&parts);
     Ok(RowRecord {
         table: table.clone(),
         id,

@@ -36,19 +36,21 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 /// position, and `extra` to tell records of one place apart.
 pub fn record(source: &str, topic: &str, partition: i32, position: u64, extra: &[u8]) -> String {
     let (partition, position) = (partition.to_le_bytes(), position.to_le_bytes());
-    let mut parts: Vec<&[u8]> = vec![source.as_bytes(), topic.as_bytes(), &partition, &position];
-    if !extra.is_empty() {
-        parts.push(extra);
-    }
-    hex_id(stable_hash(&parts))
+    let parts: [&[u8]; 5] = [
+        source.as_bytes(),
+        topic.as_bytes(),
+        &partition,
+        &position,
+        extra,
+    ];
+    // Without `extra`, four parts: ids of records written before it existed.
+    hex_id(stable_hash(&parts[..if extra.is_empty() { 4 } else { 5 }]))
 }
 
-/// A row: its table and the JSON text of each of its key's values.
-pub fn row<'a>(table: &'a str, key_values: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut parts = smallvec::SmallVec::<[&[u8]; 5]>::new();
-    parts.push(table.as_bytes());
-    parts.extend(key_values);
-    hex_id(stable_hash(&parts))
+/// A row: its table's name first, then the JSON text of each of its key's
+/// values (`parts`).
+pub fn row(parts: &[&[u8]]) -> String {
+    hex_id(stable_hash(parts))
 }
 
 /// An alert: the rule set that raised it (`name`), its rule and kind, its
@@ -110,4 +112,26 @@ pub fn late(rule: &str, window: &str, transaction: &str) -> String {
         window.as_bytes(),
         transaction.as_bytes(),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids_are_sixteen_lowercase_digits() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef, 1 << 63] {
+            assert_eq!(hex_id(id), format!("{id:016x}"));
+        }
+        assert_eq!(
+            hex_id(stable_hash(&[b"x"])),
+            format!("{:016x}", stable_hash(&[b"x"]))
+        );
+    }
+
+    #[test]
+    fn stable_hash_separates_parts() {
+        assert_ne!(stable_hash(&[b"ab", b"c"]), stable_hash(&[b"a", b"bc"]));
+        assert_eq!(stable_hash(&[b"x"]), stable_hash(&[b"x"]));
+    }
 }

@@ -4,9 +4,9 @@
 use chrono::{DateTime, NaiveDate};
 
 /// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
+const DAY_MS: i64 = 86_400_000;
 /// Milliseconds in an hour.
-pub const HOUR_MS: i64 = 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// The hour of day (UTC, 0 to 23) of an epoch-milliseconds time.
 pub fn hour_of_day(ms: i64) -> u32 {
@@ -113,18 +113,6 @@ pub fn iso_time(ms: i64) -> String {
         // Only ASCII digits and punctuation.
         Some(b) => String::from_utf8_lossy(&b).into_owned(),
         None => ms.to_string(),
-    }
-}
-
-/// Appends [`iso_time`]'s text.
-pub fn write_iso_time(out: &mut impl std::fmt::Write, ms: i64) {
-    match iso_time_bytes(ms) {
-        Some(b) => {
-            let _ = out.write_str(std::str::from_utf8(&b).unwrap_or_default());
-        }
-        None => {
-            let _ = write!(out, "{ms}");
-        }
     }
 }
 

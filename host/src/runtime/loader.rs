@@ -87,7 +87,7 @@ fn allowed_import(name: &str) -> bool {
         .any(|p| base.starts_with(p))
 }
 
-fn compile(runtime: &Runtime, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+fn compile(runtime: &Runtime, path: &Path, bytes: &[u8]) -> Result<(Component, String), LoadError> {
     runtime.compile(bytes).map_err(|e| {
         let message = if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             "the file is not WebAssembly (no \\0asm header); was it truncated or is it another file?".to_string()
@@ -109,7 +109,7 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Inspection, LoadError> 
         path: path.to_path_buf(),
         source,
     })?;
-    let component = compile(runtime, path, &bytes)?;
+    let (component, _) = compile(runtime, path, &bytes)?;
     check_imports(runtime, path, &component)
 }
 
@@ -158,7 +158,7 @@ pub(super) fn load(
         path: path.to_path_buf(),
         source,
     })?;
-    let component = compile(runtime, path, &bytes)?;
+    let (component, hash) = compile(runtime, path, &bytes)?;
     check_imports(runtime, path, &component)?;
     let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         path: path.to_path_buf(),
@@ -212,7 +212,6 @@ pub(super) fn load(
     }
     store.data_mut().rule = manifest.name.clone();
     store.data_mut().state = KeyedState::new(manifest.state_ttl_ms);
-    let hash = super::module_hash(&bytes);
     Ok(Rule {
         label: format!("{}@{}+{}", manifest.name, manifest.version, &hash[..8]),
         fuel: runtime.fuel,

@@ -29,10 +29,12 @@ use wasmtime::{Config, Engine};
 /// rule's label carries its first 8 digits.
 pub fn module_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(64);
+    for b in sha2::Sha256::digest(bytes) {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// Epoch ticks for a per-call deadline of `deadline_ms`: whole ticks, at
@@ -130,8 +132,9 @@ impl Runtime {
         loader::load(self, path, limits, config)
     }
 
-    /// Compiles a component from bytes, or takes it from the cache.
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// Compiles a component from bytes, or takes it from the cache; with
+    /// its [`module_hash`].
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, String)> {
         let hash = module_hash(bytes);
         if let Some(c) = self
             .compiled
@@ -139,12 +142,12 @@ impl Runtime {
             .ok()
             .and_then(|m| m.get(&hash).cloned())
         {
-            return Ok(c);
+            return Ok((c, hash));
         }
         let component = Component::from_binary(&self.engine, bytes)?;
         if let Ok(mut m) = self.compiled.lock() {
-            m.insert(hash, component.clone());
+            m.insert(hash.clone(), component.clone());
         }
-        Ok(component)
+        Ok((component, hash))
     }
 }

@@ -167,12 +167,12 @@ impl Pipeline {
             windows,
             carried,
             drained,
-        } = carry_over(
-            &self.slots[i].rule.manifest.windows.clone(),
-            std::mem::take(&mut self.slots[i].windows),
-            &rule.manifest.windows,
-            WindowLimits::of(&self.config),
-        );
+        } = {
+            let old = std::mem::take(&mut self.slots[i].windows);
+            let limits = WindowLimits::of(&self.config);
+            let old_specs = &self.slots[i].rule.manifest.windows;
+            carry_over(old_specs, old, &rule.manifest.windows, limits)
+        };
         let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
         if !drained.is_empty() {
             self.slots[i].windows = drained;

@@ -183,7 +183,7 @@ fn money(f: Field, t: &Txn) -> Decimal {
 fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
     let sym = |s: u32| if s == NONE { None } else { Some(u64::from(s)) };
     let v = match f {
-        Field::Id => Some(crate::model::stable_hash(&[t.id.as_bytes()])),
+        Field::Id => Some(crate::model::ids::stable_hash(&[t.id.as_bytes()])),
         Field::Customer => sym(t.customer),
         Field::Account => sym(t.account),
         Field::Merchant => sym(t.merchant),
@@ -213,7 +213,7 @@ fn category_label(f: Field, v: u64) -> Label {
         Field::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
         Field::RiskLevel => Label::Name(RiskLevel::label(RiskLevel::ALL.get(v as usize).copied())),
         Field::HourOfDay => Label::Text(format!("{v:02}")),
-        Field::Id => Label::Text(crate::model::hex_id(v)),
+        Field::Id => Label::Text(crate::model::ids::hex_id(v)),
         _ => Label::Sym(v as u32),
     }
 }
