@@ -23,17 +23,26 @@ fn valid_name(name: &str, extra: &[char]) -> bool {
 }
 
 /// A field's name as the WIT spells it (`risk-score`).
-fn field_name(f: Field) -> String {
-    let debug = format!("{f:?}");
-    let variant = debug.rsplit("::").next().unwrap_or(&debug);
-    let mut name = String::new();
-    for (i, c) in variant.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('-');
-        }
-        name.push(c.to_ascii_lowercase());
+fn field_name(f: Field) -> &'static str {
+    match f {
+        Field::Id => "id",
+        Field::Customer => "customer",
+        Field::Account => "account",
+        Field::Merchant => "merchant",
+        Field::Kind => "kind",
+        Field::Status => "status",
+        Field::Amount => "amount",
+        Field::Fee => "fee",
+        Field::Currency => "currency",
+        Field::Channel => "channel",
+        Field::Device => "device",
+        Field::Country => "country",
+        Field::City => "city",
+        Field::RiskScore => "risk-score",
+        Field::RiskLevel => "risk-level",
+        Field::Flag => "flag",
+        Field::HourOfDay => "hour-of-day",
     }
-    name
 }
 
 /// Checks a manifest; the error names the item and what is wrong.
