@@ -45,11 +45,12 @@ fn rule_call(c: &mut Criterion) {
     let mut group = c.benchmark_group("rule-call");
     for guest in [guests::FRAUD, guests::ANOMALY] {
         let mut rule = load(&rt, guest);
-        let key = rule.manifest.state_key.unwrap();
+        let key = rule.manifest().state_key.unwrap();
+        let mut state = rule.new_state();
         for size in [16usize, 128, 1024] {
             let chunks: Vec<&[edge::model::Txn]> = txns.chunks(size).take(16).collect();
             group.throughput(Throughput::Elements((chunks.len() * size) as u64));
-            group.bench_function(format!("{}/batch-{size}", rule.name), |b| {
+            group.bench_function(format!("{}/batch-{size}", rule.name()), |b| {
                 let mut builder = BatchBuilder::default();
                 let mut handles = Vec::new();
                 b.iter(|| {
@@ -61,13 +62,13 @@ fn rule_call(c: &mut Criterion) {
                             ends: Vec::new(),
                         };
                         handles.clear();
-                        rule.state().lend(
+                        state.lend(
                             builder.key_reads(&strings),
                             &mut states.bytes,
                             &mut states.ends,
                             &mut handles,
                         );
-                        let _ = black_box(rule.on_events(builder.batch(), &states, 0));
+                        let _ = black_box(rule.on_events(&mut state, builder.batch(), &states, 0));
                     }
                 })
             });
@@ -83,7 +84,7 @@ fn windows(c: &mut Criterion) {
     group.throughput(Throughput::Elements(txns.len() as u64));
     for guest in [guests::MERCHANT, guests::COMPLIANCE, guests::LIFECYCLE] {
         let rule = load(&rt, guest);
-        let spec = rule.manifest.windows[0].clone();
+        let spec = rule.manifest().windows[0].clone();
         group.bench_function(format!("{}/aggregate-and-fire", spec.name), |b| {
             b.iter(|| {
                 let mut op = WindowOperator::new(&spec);

@@ -68,20 +68,20 @@ pub fn load_rules(
     for path in paths {
         match crate::reload::load_file(runtime, path, config) {
             Ok(rule) => {
-                if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
+                if let Some(other) = rules.iter().find(|r| r.name() == rule.name()) {
                     errors.push(format!(
                         "{} and {} both declare rule set {:?}; load one of them",
-                        other.path.display(),
+                        other.path().display(),
                         path.display(),
-                        rule.name
+                        rule.name()
                     ));
                     continue;
                 }
-                if config.section(&rule.name).is_some_and(|r| r.disabled) {
-                    tracing::info!(rule = %rule.name, "disabled in the config; not running it");
+                if config.section(rule.name()).is_some_and(|r| r.disabled) {
+                    tracing::info!(rule = %rule.name(), "disabled in the config; not running it");
                     continue;
                 }
-                tracing::info!(rule = %rule.name, version = %rule.version, path = %path.display(), hash = %rule.hash, "rule set loaded");
+                tracing::info!(rule = %rule.name(), version = %rule.version(), path = %path.display(), hash = %rule.hash(), "rule set loaded");
                 rules.push(rule);
             }
             Err(e) => errors.push(e),
@@ -90,7 +90,7 @@ pub fn load_rules(
     for name in config.rule.keys() {
         let known = rules
             .iter()
-            .any(|r| crate::config::same_rule_name(&r.name, name))
+            .any(|r| crate::config::same_rule_name(r.name(), name))
             || paths.iter().any(|p| {
                 p.file_stem()
                     .is_some_and(|s| crate::config::same_rule_name(&s.to_string_lossy(), name))
@@ -100,7 +100,7 @@ pub fn load_rules(
                 "[rules.rule.{name}] configures a rule set that is not loaded (loaded: {})",
                 rules
                     .iter()
-                    .map(|r| r.name.as_str())
+                    .map(|r| r.name())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -266,7 +266,7 @@ pub fn run_with_metrics(
     let decoder = Decoder::new(format, &config.decode).map_err(anyhow::Error::msg)?;
     let mut streams: Vec<String> = rules
         .iter()
-        .flat_map(|r| r.manifest.tables.iter().map(|t| t.name.clone()))
+        .flat_map(|r| r.manifest().tables.iter().map(|t| t.name.clone()))
         .collect();
     streams.extend(["alerts", "dead_letter", "late"].map(String::from));
     streams.extend(
@@ -280,7 +280,7 @@ pub fn run_with_metrics(
     let db_tables = |kind: SinkKind| -> Vec<Arc<crate::sink::TableInfo>> {
         let mut tables: Vec<_> = rules
             .iter()
-            .flat_map(|r| crate::engine::router::tables(&r.manifest.tables))
+            .flat_map(|r| crate::engine::router::tables(&r.manifest().tables))
             .collect();
         tables.extend(streams.iter().filter_map(|s| {
             crate::sink::fixed_columns(s).map(|columns| {
@@ -339,11 +339,17 @@ pub fn run_with_metrics(
     }
     let files: Vec<(PathBuf, String, String)> = rules
         .iter()
-        .map(|r| (r.path.clone(), r.name.clone(), r.hash.clone()))
+        .map(|r| {
+            (
+                r.path().to_path_buf(),
+                r.name().to_string(),
+                r.hash().to_string(),
+            )
+        })
         .collect();
     tracing::info!(
         source = source.name(),
-        rules = %rules.iter().map(|r| r.label.as_str()).collect::<Vec<_>>().join(", "),
+        rules = %rules.iter().map(|r| r.label()).collect::<Vec<_>>().join(", "),
         out = %config.output.dir.display(),
         "edge running"
     );
@@ -638,13 +644,13 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<(String, bool)> {
             Ok((inspection, rule)) => {
                 report.push_str(&format!(
                     "  ok: rule set {}\n",
-                    manifest::describe(&rule.manifest)
+                    manifest::describe(rule.manifest())
                         .trim_end()
                         .replace('\n', "\n  ")
                 ));
                 report.push_str(&format!(
                     "  hash {}\n  imports: {}\n",
-                    rule.hash,
+                    rule.hash(),
                     inspection.imports.join(", ")
                 ));
             }

@@ -209,23 +209,23 @@ impl Reloader {
         };
         if let Some((other, _)) = files
             .iter()
-            .find(|(p, f)| p.as_path() != path && f.name.as_deref() == Some(rule.name.as_str()))
+            .find(|(p, f)| p.as_path() != path && f.name.as_deref() == Some(rule.name()))
         {
             return refuse(format!(
                 "{}: declares rule set {:?}, which {} already provides; load one of them",
                 path.display(),
-                rule.name,
+                rule.name(),
                 other.display()
             ));
         }
-        if self.config.section(&rule.name).is_some_and(|r| r.disabled) {
+        if self.config.section(rule.name()).is_some_and(|r| r.disabled) {
             return refuse(format!(
                 "{}: rule set {} is disabled in the config",
                 path.display(),
-                rule.name
+                rule.name()
             ));
         }
-        if let Some(old) = running.filter(|old| *old != rule.name) {
+        if let Some(old) = running.filter(|old| *old != rule.name()) {
             // The file now holds another rule set: the old one goes.
             let _ = self.updates.send(Update::Remove {
                 name: old.to_string(),
@@ -233,7 +233,7 @@ impl Reloader {
             });
         }
         if let Some(f) = files.get_mut(path) {
-            f.name = Some(rule.name.clone());
+            f.name = Some(rule.name().to_string());
         }
         self.updates
             .send(Update::Load {

@@ -1,5 +1,8 @@
-//! JSON objects read lazily: the top level is split into (key, raw value)
-//! pairs once; nested objects are parsed only when a path goes into them.
+//! The two JSON readers. [`Object`] is the authoritative one: any field
+//! mapping, any valid JSON; the top level is split into (key, raw value)
+//! pairs once, nested objects are parsed only when a path goes into them.
+//! [`Flat`] is the fast one, for the reference shape in its usual forms; a
+//! record it leaves is read by [`Object`].
 
 use super::fields::{Field, FieldMapping, FieldValue, Record};
 use super::{Reject, RejectCode};
@@ -123,123 +126,6 @@ impl Record for Object<'_> {
     }
 }
 
-/// A string value, borrowed from the input when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Key::deserialize(d).map(|Key(k)| Text(k))
-    }
-}
-
-/// `location` in the reference shape.
-#[derive(serde::Deserialize)]
-struct Location<'a> {
-    #[serde(borrow)]
-    country: Option<Text<'a>>,
-    #[serde(borrow)]
-    city: Option<Text<'a>>,
-}
-
-/// A record in the reference shape read in one pass, each field into its
-/// place. Only for the reference field names: a record this cannot read (a
-/// number where a string belongs, a repeated key, ...) is read again by
-/// [`Object`], whose result is authoritative. Values whose reading has more
-/// than one form (money, times, scores, flags) stay raw and go through the
-/// same reads as [`Object`]'s.
-#[derive(serde::Deserialize)]
-pub struct Reference<'a> {
-    #[serde(borrow)]
-    transaction_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    customer_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    account_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    merchant_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    transaction_type: Option<Text<'a>>,
-    #[serde(borrow)]
-    status: Option<Text<'a>>,
-    #[serde(borrow)]
-    amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    fee_amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    currency: Option<Text<'a>>,
-    #[serde(borrow)]
-    channel: Option<Text<'a>>,
-    #[serde(borrow)]
-    device_fingerprint: Option<Text<'a>>,
-    #[serde(borrow)]
-    location: Option<Location<'a>>,
-    #[serde(borrow)]
-    risk_score: Option<&'a RawValue>,
-    #[serde(borrow)]
-    risk_level: Option<Text<'a>>,
-    #[serde(borrow)]
-    compliance_flags: Option<&'a RawValue>,
-    #[serde(borrow)]
-    created_at: Option<&'a RawValue>,
-}
-
-impl<'a> Reference<'a> {
-    /// Reads a JSON object in the reference shape; `None` if it is not one.
-    pub fn parse(text: &'a str) -> Option<Self> {
-        // A struct would also be read from an array; only objects are records.
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
-        serde_json::from_str(text).ok()
-    }
-}
-
-fn text<'v>(t: &'v Option<Text<'_>>) -> Option<FieldValue<'v>> {
-    t.as_ref().map(|Text(s)| FieldValue::Text(s))
-}
-
-impl<'a> Reference<'a> {
-    fn value(&self, field: super::fields::Field) -> Option<FieldValue<'_>> {
-        use super::fields::Field as F;
-        let raw = |r: &Option<&'a RawValue>| r.map(value);
-        let location = self.location.as_ref();
-        match field {
-            F::Id => text(&self.transaction_id),
-            F::Customer => text(&self.customer_id),
-            F::Account => text(&self.account_id),
-            F::Merchant => text(&self.merchant_id),
-            F::Kind => text(&self.transaction_type),
-            F::Status => text(&self.status),
-            F::Amount => raw(&self.amount),
-            F::Fee => raw(&self.fee_amount),
-            F::Currency => text(&self.currency),
-            F::Channel => text(&self.channel),
-            F::Device => text(&self.device_fingerprint),
-            F::Country => location.and_then(|l| text(&l.country)),
-            F::City => location.and_then(|l| text(&l.city)),
-            F::RiskScore => raw(&self.risk_score),
-            F::RiskLevel => text(&self.risk_level),
-            F::Flags => raw(&self.compliance_flags),
-            F::EventTime => raw(&self.created_at),
-        }
-    }
-}
-
-impl Record for Reference<'_> {
-    fn lookup(&self, path: &[String]) -> Option<FieldValue<'_>> {
-        self.value(Field::at_reference_path(path)?)
-    }
-
-    /// Read only for the reference mapping: the field's value is in its place.
-    fn field(
-        &self,
-        _mapping: &FieldMapping,
-        field: super::fields::Field,
-    ) -> Option<FieldValue<'_>> {
-        self.value(field)
-    }
-}
-
 /// A record in the reference shape read in one pass, each field into its
 /// place, straight from the input bytes (strings are borrowed, nothing is
 /// copied). Only the usual forms are read here: plain strings (no escapes)
@@ -248,9 +134,8 @@ impl Record for Reference<'_> {
 /// strings, `location` as an object of plain strings, other keys with
 /// plain scalar values, each key once, nothing after the object. A record
 /// in any other form (an escape, a nested value under another key, a
-/// repeated key, ...) is not read here but by [`Reference`] and then
-/// [`Object`], whose result is authoritative; so is a record that is not
-/// valid JSON.
+/// repeated key, ...) is not read here but by [`Object`], whose result is
+/// authoritative; so is a record that is not valid JSON.
 pub struct Flat<'a> {
     values: [Option<FieldValue<'a>>; 17],
     flags: Vec<&'a str>,

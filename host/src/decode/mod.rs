@@ -290,15 +290,10 @@ impl Decoder {
         match self.format {
             Format::Json => {
                 if self.mapping.is_reference() {
-                    // A record the flat reader reads but that fails
-                    // validation goes straight to the general reader for its
-                    // reason; the serde reader is for the forms the flat
-                    // reader leaves.
-                    let built = match json::Flat::parse(text) {
-                        Some(record) => self.build(&record, strings).ok(),
-                        None => json::Reference::parse(text)
-                            .and_then(|record| self.build(&record, strings).ok()),
-                    };
+                    // The fast reader, for the usual forms of the reference
+                    // shape; a record it leaves or that fails validation is
+                    // read again by the authoritative reader, for its reason.
+                    let built = json::Flat::parse(text).and_then(|r| self.build(&r, strings).ok());
                     if let Some(txn) = built {
                         return Ok(txn);
                     }

@@ -86,7 +86,8 @@ pub struct HostState {
     pub(crate) limits: Counted,
     /// The rule set's name, for logs.
     pub rule: String,
-    /// The rule set's keyed state.
+    /// The keyed state lent to the call in progress (the pipeline owns it;
+    /// empty between calls).
     pub state: KeyedState,
     /// Event time used to stamp state writes (the current watermark).
     pub now: i64,
@@ -95,7 +96,7 @@ pub struct HostState {
 
 impl HostState {
     /// A store's data with a memory cap of `memory_bytes`.
-    pub fn new(rule: String, state: KeyedState, dims: SharedDims, memory_bytes: usize) -> Self {
+    pub fn new(rule: String, dims: SharedDims, memory_bytes: usize) -> Self {
         let stderr = MemoryOutputPipe::new(8 * 1024);
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
@@ -127,7 +128,7 @@ impl HostState {
                 memory_bytes: 0,
             },
             rule,
-            state,
+            state: KeyedState::default(),
             now: i64::MIN,
             dims,
         }

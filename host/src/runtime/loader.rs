@@ -4,7 +4,6 @@ use super::bindings::{RuleSetPre, WIT_VERSION};
 use super::rule::new_store;
 use super::{Rule, Runtime};
 use crate::config::Limits;
-use crate::state::KeyedState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
@@ -172,13 +171,7 @@ pub(super) fn load(
     let file_name = path
         .file_stem()
         .map_or("rule".into(), |s| s.to_string_lossy().into_owned());
-    let mut store = new_store(
-        runtime.engine(),
-        &file_name,
-        KeyedState::default(),
-        runtime.dims.clone(),
-        limits,
-    );
+    let mut store = new_store(runtime.engine(), &file_name, runtime.dims.clone(), limits);
     store.set_epoch_deadline(super::deadline_ticks(limits.deadline_ms));
     if runtime.fuel {
         // Start-up is not metered; calls get their budget each time.
@@ -211,7 +204,6 @@ pub(super) fn load(
         Err(e) => return Err(init_error(format!("init trapped: {e:#}"))),
     }
     store.data_mut().rule = manifest.name.clone();
-    store.data_mut().state = KeyedState::new(manifest.state_ttl_ms);
     Ok(Rule {
         label: format!("{}@{}+{}", manifest.name, manifest.version, &hash[..8]),
         fuel: runtime.fuel,

@@ -16,7 +16,7 @@ mod rule;
 
 pub use host::HostState;
 pub use loader::{inspect, Inspection, LoadError};
-pub use rule::{Health, Rule, RuleError, RuleErrorKind};
+pub use rule::{Health, Output, Rule, RuleError, RuleErrorKind};
 
 use crate::config::Limits;
 use crate::dims::Dims;

@@ -71,24 +71,17 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-/// A loaded, running rule set.
+/// A loaded, running rule set. Its keyed state is not its own: the
+/// pipeline owns it and lends it to each call.
 pub struct Rule {
-    /// Manifest name.
-    pub name: String,
-    /// Manifest version.
-    pub version: String,
-    /// The file it was loaded from.
-    pub path: std::path::PathBuf,
-    /// Hex hash of the file's bytes.
-    pub hash: String,
-    /// `name@version+hash`: what output rows and alerts carry in `_rule`.
-    pub label: String,
-    /// The validated manifest.
-    pub manifest: types::Manifest,
-    /// Limits in force.
-    pub limits: Limits,
-    /// Failure bookkeeping.
-    pub health: Health,
+    pub(super) name: String,
+    pub(super) version: String,
+    pub(super) path: std::path::PathBuf,
+    pub(super) hash: String,
+    pub(super) label: String,
+    pub(super) manifest: types::Manifest,
+    pub(super) limits: Limits,
+    pub(super) health: Health,
     pub(super) config: Vec<(String, String)>,
     pub(super) pre: RuleSetPre<HostState>,
     pub(super) store: Store<HostState>,
@@ -143,15 +136,11 @@ fn classify(
 pub(super) fn new_store(
     engine: &wasmtime::Engine,
     name: &str,
-    state: KeyedState,
     dims: SharedDims,
     limits: &Limits,
 ) -> Store<HostState> {
     let memory = usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    let mut store = Store::new(
-        engine,
-        HostState::new(name.to_string(), state, dims, memory),
-    );
+    let mut store = Store::new(engine, HostState::new(name.to_string(), dims, memory));
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
     store
@@ -214,12 +203,12 @@ impl Rule {
         }
     }
 
-    /// Replaces a trapped instance with a fresh one, keeping the keyed state.
+    /// Replaces a trapped instance with a fresh one (the keyed state, lent
+    /// per call, is not in it).
     fn reinstantiate(&mut self) {
-        let state = std::mem::take(&mut self.store.data_mut().state);
         let now = self.store.data().now;
         let engine = self.store.engine().clone();
-        let mut store = new_store(&engine, &self.name, state, self.dims.clone(), &self.limits);
+        let mut store = new_store(&engine, &self.name, self.dims.clone(), &self.limits);
         store.data_mut().now = now;
         store.set_epoch_deadline(self.deadline_ticks());
         if self.fuel {
@@ -238,19 +227,24 @@ impl Rule {
             }
             Err(e) => {
                 tracing::error!(rule = %self.name, "cannot re-instantiate rule set: {e:#}");
-                self.store.data_mut().state = std::mem::take(&mut store.data_mut().state);
             }
         }
     }
 
-    /// Calls into the guest with the deadline set, classifying failures.
+    /// Calls into the guest with the deadline set and `state` lent to it
+    /// (the guest reads and writes it through the host's state imports),
+    /// classifying failures.
     fn call<R>(
         &mut self,
+        state: &mut KeyedState,
         f: impl FnOnce(&RuleSet, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, RuleError> {
         self.health.calls += 1;
         self.arm();
-        let result = match f(&self.instance, &mut self.store) {
+        std::mem::swap(&mut self.store.data_mut().state, state);
+        let outcome = f(&self.instance, &mut self.store);
+        std::mem::swap(&mut self.store.data_mut().state, state);
+        let result = match outcome {
             Ok(Ok(r)) => return Ok(r),
             Ok(Err(message)) => RuleError {
                 rule: self.name.clone(),
@@ -282,34 +276,46 @@ impl Rule {
         error
     }
 
-    /// `on-events` for a batch with its states; the event time `now` stamps state writes.
+    /// `on-events` for a batch with its keys' states, `state` lent to the
+    /// call; the event time `now` stamps state writes.
     pub fn on_events(
         &mut self,
+        state: &mut KeyedState,
         batch: &types::EventBatch,
         states: &types::StateBlob,
         now: i64,
-    ) -> Result<types::EventsResult, RuleError> {
+    ) -> Result<Output, RuleError> {
         self.store.data_mut().now = now;
-        let mut result = self.call(|i, s| i.edge_rules_rule().call_on_events(s, batch, states))?;
-        self.take_rows(&mut result.emits, &result.rows, format_args!("one batch"))?;
-        Ok(result)
+        let r = self.call(state, |i, s| {
+            i.edge_rules_rule().call_on_events(s, batch, states)
+        })?;
+        let mut emits = r.emits;
+        self.take_rows(&mut emits, &r.rows, format_args!("one batch"))?;
+        Ok(Output {
+            emits,
+            changed: r.changed_slots,
+            states: r.changed_states,
+        })
     }
 
-    /// `on-windows` for a group of fired windows.
+    /// `on-windows` for a group of fired windows (with their keys' states
+    /// for a spec `with-state`), `state` lent to the call.
     pub fn on_windows(
         &mut self,
+        state: &mut KeyedState,
         fired: &types::WindowBatch,
         now: i64,
-    ) -> Result<types::WindowsResult, RuleError> {
+    ) -> Result<Output, RuleError> {
         self.store.data_mut().now = now;
-        let mut result = self.call(|i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
+        let r = self.call(state, |i, s| i.edge_rules_rule().call_on_windows(s, fired))?;
         let windows = fired.keys.len();
-        self.take_rows(
-            &mut result.emits,
-            &result.rows,
-            format_args!("{windows} windows"),
-        )?;
-        Ok(result)
+        let mut emits = r.emits;
+        self.take_rows(&mut emits, &r.rows, format_args!("{windows} windows"))?;
+        Ok(Output {
+            emits,
+            changed: r.changed_windows,
+            states: r.changed_states,
+        })
     }
 
     /// Refuses a call's output past `max-emits` or `max-output-bytes`,
@@ -351,26 +357,79 @@ impl Rule {
         self.store.data().limits.memory_bytes
     }
 
-    /// The rule set's keyed state.
-    pub fn state(&self) -> &KeyedState {
-        &self.store.data().state
+    /// Manifest name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Hands the keyed state over (to a new version of the rule set).
-    pub fn take_state(&mut self) -> KeyedState {
-        std::mem::take(&mut self.store.data_mut().state)
+    /// Manifest version.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
-    /// Takes over the keyed state of a previous version, under this
-    /// version's time to live.
-    pub fn adopt_state(&mut self, mut state: KeyedState) {
-        state.set_ttl(self.manifest.state_ttl_ms);
-        self.store.data_mut().state = state;
+    /// The file it was loaded from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
-    /// The rule set's keyed state, to update.
-    pub fn state_mut(&mut self) -> &mut KeyedState {
-        &mut self.store.data_mut().state
+    /// Hex SHA-256 of the file's bytes.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// `name@version+hash`: what output rows and alerts carry in `_rule`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The validated manifest.
+    pub fn manifest(&self) -> &types::Manifest {
+        &self.manifest
+    }
+
+    /// Limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Failure bookkeeping.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// An empty keyed state for this rule set (its time to live).
+    pub fn new_state(&self) -> KeyedState {
+        KeyedState::new(self.manifest.state_ttl_ms)
+    }
+}
+
+/// What a call returned: its rows and alerts (packed rows read back), and
+/// the keyed states it changed, by the index of their key in the call's
+/// input (an event batch's key slots, or a window batch's windows); an
+/// empty state deletes.
+pub struct Output {
+    /// Rows and alerts, in order.
+    pub emits: Vec<types::Emit>,
+    /// The changed keys' indexes, in step with `states`.
+    pub changed: Vec<u32>,
+    /// The changed states.
+    pub states: types::StateBlob,
+}
+
+impl Output {
+    /// The changed states: (index of the key, new state), in order.
+    pub fn changed_states(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        let mut start = 0usize;
+        let blob = &self.states;
+        self.changed
+            .iter()
+            .zip(&blob.ends)
+            .map(move |(&index, &end)| {
+                let end = (end as usize).min(blob.bytes.len());
+                let value = blob.bytes.get(start..end).unwrap_or(&[]);
+                start = end;
+                (index, value)
+            })
     }
 }
 

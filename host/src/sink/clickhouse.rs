@@ -145,10 +145,7 @@ pub struct ClickHouseSink {
 
 impl Writer {
     fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink: format!("clickhouse ({})", self.shown),
-            message,
-        }
+        SinkError::transient(format!("clickhouse ({})", self.shown), message)
     }
 
     fn execute(&self, sql: &str) -> Result<(), SinkError> {
@@ -240,7 +237,8 @@ impl Writer {
                 self.database,
                 table.name,
                 differences.join("; ")
-            )))
+            ))
+            .into_permanent())
         }
     }
 }
@@ -297,10 +295,7 @@ impl ClickHouseSink {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| SinkError {
-                sink: format!("clickhouse ({shown})"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SinkError::permanent(format!("clickhouse ({shown})"), e.to_string()))?;
         let mut client = clickhouse::Client::default()
             .with_url(&config.url)
             .with_validation(false)
@@ -325,6 +320,7 @@ impl ClickHouseSink {
             ))
             .map_err(|e| SinkError {
                 sink: e.sink,
+                kind: e.kind,
                 message: format!(
                     "{}; is ClickHouse running at {shown} (clickhouse.url, EDGE_CLICKHOUSE_URL)?",
                     e.message
@@ -366,10 +362,8 @@ impl Sink for ClickHouseSink {
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
         let Some(&table) = self.index.get(record.stream()) else {
-            return Err(SinkError {
-                sink: "clickhouse".into(),
-                message: format!("no table for stream {}", record.stream()),
-            });
+            let message = format!("no table for stream {}", record.stream());
+            return Err(SinkError::permanent("clickhouse", message));
         };
         let values = record.values();
         let columns = &self.columns[table];

@@ -8,7 +8,7 @@
 //! offset was not committed. Records keep their deterministic `_id`, so a
 //! reader that wants one row per id keeps the last line of each.
 
-use super::{Record, Sink, SinkError};
+use super::{Record, Sink, SinkError, SinkErrorKind};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -26,6 +26,7 @@ impl JsonlSink {
     /// to append to.
     pub fn new(dir: &Path, streams: &[String]) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|e| SinkError {
+            kind: SinkErrorKind::Permanent,
             sink: "jsonl".into(),
             message: format!("cannot create output directory {}: {e}", dir.display()),
         })?;
@@ -55,6 +56,7 @@ impl JsonlSink {
         if !self.files.contains_key(stream) {
             let path = self.dir.join(format!("{stream}.jsonl"));
             let file = open_for_append(&path).map_err(|e| SinkError {
+                kind: SinkErrorKind::Permanent,
                 sink: "jsonl".into(),
                 message: format!("cannot open {} to append to it: {e}", path.display()),
             })?;
@@ -62,6 +64,7 @@ impl JsonlSink {
                 .insert(stream.to_string(), BufWriter::with_capacity(1 << 16, file));
         }
         self.files.get_mut(stream).ok_or_else(|| SinkError {
+            kind: SinkErrorKind::Permanent,
             sink: "jsonl".into(),
             message: format!("no file for {stream}"),
         })
@@ -127,6 +130,7 @@ impl Sink for JsonlSink {
             .and_then(|file| file.write_all(&line).map_err(|e| e.to_string()));
         self.line = line;
         result.map_err(|message| SinkError {
+            kind: SinkErrorKind::Permanent,
             sink: format!("jsonl ({})", self.dir.display()),
             message,
         })
@@ -135,6 +139,7 @@ impl Sink for JsonlSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         for (stream, file) in &mut self.files {
             file.flush().map_err(|e| SinkError {
+                kind: SinkErrorKind::Permanent,
                 sink: "jsonl".into(),
                 message: format!("flushing {stream}.jsonl: {e}"),
             })?;

@@ -211,10 +211,7 @@ impl KafkaSink {
     /// A sink on the cluster of `config`.
     pub fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
         Ok(Self {
-            producer: producer(config).map_err(|message| SinkError {
-                sink: "kafka".into(),
-                message,
-            })?,
+            producer: producer(config).map_err(|message| SinkError::permanent("kafka", message))?,
             config: config.clone(),
             topics: HashMap::new(),
             line: Vec::with_capacity(1024),
@@ -223,10 +220,7 @@ impl KafkaSink {
     }
 
     fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink: format!("kafka ({})", self.config.brokers),
-            message,
-        }
+        SinkError::transient(format!("kafka ({})", self.config.brokers), message)
     }
 }
 

@@ -21,14 +21,55 @@ use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value
 use serde_json::Value as Json;
 use std::sync::Arc;
 
-/// A sink failed.
+/// A sink failed, and the run cannot go on.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message}")]
 pub struct SinkError {
     /// Which sink.
     pub sink: String,
+    /// Whether the same run could succeed later.
+    pub kind: SinkErrorKind,
     /// What happened.
     pub message: String,
+}
+
+/// Whether a sink's failure could pass by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// The server was unreachable or failing past every retry: starting
+    /// again later resumes from the last committed position.
+    Transient,
+    /// The configuration, a file, a table or the sink itself is wrong: it
+    /// fails the same way until that is fixed.
+    Permanent,
+}
+
+impl SinkError {
+    /// A failure that could pass by itself (a server down).
+    pub fn transient(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            sink: sink.into(),
+            kind: SinkErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    /// The same failure, as one that needs a fix.
+    pub fn into_permanent(self) -> Self {
+        Self {
+            kind: SinkErrorKind::Permanent,
+            ..self
+        }
+    }
+
+    /// A failure that needs a fix (configuration, a file, a table).
+    pub fn permanent(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            sink: sink.into(),
+            kind: SinkErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
 }
 
 /// A record a sink refused for good (its server refused it, or it holds a

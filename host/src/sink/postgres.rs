@@ -172,10 +172,7 @@ pub struct StoredOffsets {
 /// not exist yet.
 pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffsets, SinkError> {
     let shown = redact(&config.url);
-    let fail = |message: String| SinkError {
-        sink: format!("postgres ({shown})"),
-        message,
-    };
+    let fail = |message: String| SinkError::transient(format!("postgres ({shown})"), message);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,10 +243,7 @@ async fn connect_within(url: &str, timeout: Duration) -> Result<Client, String> 
 
 impl Writer {
     fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink: format!("postgres ({})", self.shown),
-            message,
-        }
+        SinkError::transient(format!("postgres ({})", self.shown), message)
     }
 
     /// The connection, opened again when it was lost. Given back with
@@ -334,11 +328,13 @@ impl Writer {
             }
         }
         if !differences.is_empty() {
-            return Err(self.error(format!(
-                "table {schema}.{name} exists with other columns: {}; \
+            return Err(self
+                .error(format!(
+                    "table {schema}.{name} exists with other columns: {}; \
                  drop or rename it, or write to another schema (postgres.schema)",
-                differences.join("; ")
-            )));
+                    differences.join("; ")
+                ))
+                .into_permanent());
         }
         Ok(())
     }
@@ -518,10 +514,7 @@ impl PostgresSink {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| SinkError {
-                sink: format!("postgres ({shown})"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SinkError::permanent(format!("postgres ({shown})"), e.to_string()))?;
         let mut writer = Writer {
             runtime,
             client: None,
@@ -595,10 +588,8 @@ impl Sink for PostgresSink {
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
         let Some((table, columns)) = self.index.get(record.stream()) else {
-            return Err(SinkError {
-                sink: "postgres".into(),
-                message: format!("no table for stream {}", record.stream()),
-            });
+            let message = format!("no table for stream {}", record.stream());
+            return Err(SinkError::permanent("postgres", message));
         };
         let values = record.values().into_owned();
         let times = (TIMES, "the years 1 to 9999");

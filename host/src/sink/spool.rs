@@ -122,7 +122,7 @@ struct Progress {
     /// filled before `acked` counts them.
     refused: Mutex<Vec<Refused>>,
     /// Set when the writer gave up (or panicked).
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<SinkError>>,
     /// Notified on every acknowledgement and on failure.
     changed: Condvar,
     lock: Mutex<()>,
@@ -175,7 +175,8 @@ impl<R: Send + 'static> Spool<R> {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "no message".into());
-                    shared.fail(&label, format!("the writer thread panicked: {what}"));
+                    let message = format!("the writer thread panicked: {what}");
+                    shared.fail(SinkError::permanent(label.as_str(), message));
                 }
             })
             .expect("spawning a sink writer thread");
@@ -191,17 +192,19 @@ impl<R: Send + 'static> Spool<R> {
         }
     }
 
+    /// The writer has stopped: the error it stopped with.
     fn error(&self, message: String) -> SinkError {
-        SinkError {
-            sink: self.name.clone(),
-            message,
-        }
+        SinkError::permanent(self.name.as_str(), message)
     }
 
     fn check(&self) -> Result<(), SinkError> {
         match self.progress.failed.lock() {
             Ok(f) => match f.as_ref() {
-                Some(m) => Err(self.error(m.clone())),
+                Some(e) => Err(SinkError {
+                    sink: self.name.clone(),
+                    kind: e.kind,
+                    message: e.message.clone(),
+                }),
                 None => Ok(()),
             },
             Err(_) => Err(self.error("the writer thread panicked".into())),
@@ -331,10 +334,10 @@ impl<R: Send + 'static> Spool<R> {
 
 impl Progress {
     /// Records that the writer gave up, and wakes whoever waits.
-    fn fail(&self, label: &str, message: String) {
-        tracing::error!(sink = %label, "{message}");
+    fn fail(&self, error: SinkError) {
+        tracing::error!(sink = %error.sink, "{}", error.message);
         if let Ok(mut f) = self.failed.lock() {
-            *f = Some(message);
+            *f = Some(error);
         }
         let _guard = self.lock.lock();
         self.changed.notify_all();
@@ -469,7 +472,7 @@ impl Retry<'_> {
                             "gave up after {attempts} attempts in {} s: {e}",
                             first_try.elapsed().as_secs()
                         );
-                        self.progress.fail(self.label, message);
+                        (self.progress).fail(SinkError::transient(self.label, message));
                         return Err(());
                     }
                     if attempts == 1 || attempts.is_power_of_two() {

@@ -7,7 +7,8 @@
 //! with the next event. Output tables must keep their columns and key (the
 //! databases' tables are created and checked at start).
 
-use super::{loaded, Pipeline, Slot, Tables};
+use super::rules::{loaded, Slot, Tables};
+use super::Pipeline;
 use crate::engine::control::{Outcome, Refusal, Update};
 use crate::engine::window::{WindowLimits, WindowOperator};
 use crate::runtime::bindings::types::WindowSpec;
@@ -90,7 +91,7 @@ impl Pipeline {
     fn slot_of(&self, name: &str) -> Result<usize, Refusal> {
         self.slots
             .iter()
-            .position(|s| s.rule.name == name)
+            .position(|s| s.rule.name() == name)
             .ok_or_else(|| Refusal::Unknown(name.to_string()))
     }
 
@@ -102,11 +103,12 @@ impl Pipeline {
             if let Some(other) = self
                 .slots
                 .iter()
-                .find(|s| s.rule.name != rule.name && s.tables.contains_key(name))
+                .find(|s| s.rule.name() != rule.name() && s.tables.contains_key(name))
             {
                 return Err(Refusal::Invalid(format!(
                     "{}: table {name} is already written by rule set {}; rename the table",
-                    rule.label, other.rule.name
+                    rule.label(),
+                    other.rule.name()
                 )));
             }
             match self.known_tables.get(name) {
@@ -116,7 +118,7 @@ impl Pipeline {
                         "{}: table {name} has other columns or another key than the running \
                          table; changing a table needs a restart of edge (tables are created \
                          and checked at start); the running version is kept",
-                        rule.label
+                        rule.label()
                     )))
                 }
                 None => {
@@ -125,7 +127,7 @@ impl Pipeline {
                         return Err(Refusal::Invalid(format!(
                             "{}: table {name} is new and is routed to {databases:?}, whose \
                              tables are created at start; restart edge to add it",
-                            rule.label
+                            rule.label()
                         )));
                     }
                 }
@@ -135,10 +137,10 @@ impl Pipeline {
     }
 
     /// Swaps in a new version of a running rule set, or adds a new one.
-    fn install(&mut self, mut rule: Rule) -> Result<Outcome, SinkError> {
+    fn install(&mut self, rule: Rule) -> Result<Outcome, SinkError> {
         let tables = Slot::tables_of(&rule);
         if let Err(refusal) = self.check_tables(&rule, &tables) {
-            self.metrics.rule(&rule.name, &rule.version, |r| {
+            self.metrics.rule(rule.name(), rule.version(), |r| {
                 r.refused += 1;
                 r.last_refusal = Some(refusal.to_string());
             });
@@ -149,16 +151,19 @@ impl Pipeline {
                 .entry(name.clone())
                 .or_insert_with(|| table.clone());
         }
-        let Ok(i) = self.slot_of(&rule.name) else {
-            if let Some(state) = self.parked.remove(&rule.name) {
-                rule.adopt_state(state);
-            }
-            let label = rule.label.clone();
+        let Ok(i) = self.slot_of(rule.name()) else {
+            let state = match self.parked.remove(rule.name()) {
+                Some(mut state) => {
+                    state.set_ttl(rule.manifest().state_ttl_ms);
+                    state
+                }
+                None => rule.new_state(),
+            };
+            let label = rule.label().to_string();
             self.metrics.loaded(loaded(&rule), false);
-            let at = self.slots.partition_point(|s| s.rule.name < rule.name);
+            let at = self.slots.partition_point(|s| s.rule.name() < rule.name());
             let limits = WindowLimits::of(&self.config);
-            self.slots
-                .insert(at, Slot::with_tables(rule, tables, limits));
+            (self.slots).insert(at, Slot::with(rule, state, tables, limits));
             return Ok(Ok(format!("rule set {label} added")));
         };
         // Windows whose spec is unchanged carry over; the others are drained
@@ -170,8 +175,8 @@ impl Pipeline {
         } = {
             let old = std::mem::take(&mut self.slots[i].windows);
             let limits = WindowLimits::of(&self.config);
-            let old_specs = &self.slots[i].rule.manifest.windows;
-            carry_over(old_specs, old, &rule.manifest.windows, limits)
+            let old_specs = &self.slots[i].rule.manifest().windows;
+            carry_over(old_specs, old, &rule.manifest().windows, limits)
         };
         let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
         if !drained.is_empty() {
@@ -179,8 +184,10 @@ impl Pipeline {
             self.drain(i)?;
         }
         let slot = &mut self.slots[i];
-        if slot.rule.manifest.state_key == rule.manifest.state_key {
-            rule.adopt_state(slot.rule.take_state());
+        if slot.rule.manifest().state_key == rule.manifest().state_key {
+            slot.state.set_ttl(rule.manifest().state_ttl_ms);
+        } else {
+            slot.state = rule.new_state();
         }
         slot.windows = windows;
         slot.tables = tables;
@@ -188,7 +195,8 @@ impl Pipeline {
         let previous = std::mem::replace(&mut slot.rule, rule);
         let mut done = format!(
             "rule set {} swapped in for {}",
-            slot.rule.label, previous.label
+            slot.rule.label(),
+            previous.label()
         );
         if !carried.is_empty() {
             done.push_str(&format!(
@@ -202,7 +210,7 @@ impl Pipeline {
                 drained_names.join(", ")
             ));
         }
-        if previous.manifest.state_key != slot.rule.manifest.state_key {
+        if previous.manifest().state_key != slot.rule.manifest().state_key {
             done.push_str("; the state key changed, so keyed state starts empty");
         }
         if slot.disabled {
@@ -223,14 +231,13 @@ impl Pipeline {
             Err(refusal) => return Ok(Err(refusal)),
         };
         self.drain(i)?;
-        let mut slot = self.slots.remove(i);
-        self.parked
-            .insert(slot.rule.name.clone(), slot.rule.take_state());
+        let slot = self.slots.remove(i);
+        (self.parked).insert(slot.rule.name().to_string(), slot.state);
         self.metrics
-            .rule(&slot.rule.name, &slot.rule.version, |r| r.removed = true);
+            .rule(slot.rule.name(), slot.rule.version(), |r| r.removed = true);
         Ok(Ok(format!(
             "rule set {} removed (its file is gone); its open windows fired",
-            slot.rule.label
+            slot.rule.label()
         )))
     }
 
@@ -244,16 +251,17 @@ impl Pipeline {
         }
         let slot = &mut self.slots[i];
         slot.disabled = disabled;
-        self.metrics.rule(&slot.rule.name, &slot.rule.version, |r| {
-            r.disabled = disabled
-        });
+        self.metrics
+            .rule(slot.rule.name(), slot.rule.version(), |r| {
+                r.disabled = disabled
+            });
         Ok(Ok(if disabled {
             format!(
                 "rule set {} disabled; its open windows fired",
-                slot.rule.label
+                slot.rule.label()
             )
         } else {
-            format!("rule set {} enabled", slot.rule.label)
+            format!("rule set {} enabled", slot.rule.label())
         }))
     }
 }

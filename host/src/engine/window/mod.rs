@@ -30,59 +30,31 @@ struct Pane {
     dirty: bool,
 }
 
-impl Pane {
-    fn vacant() -> Self {
-        Self {
-            end: 0,
-            accs: Accs::default(),
-            fired: 0,
-            dirty: false,
-        }
-    }
-}
-
-/// Open panes by (key, start): a table of indexes into a slab whose freed
+/// Open panes by (key, start): a table of keys into a slab whose freed
 /// places are reused, so a pane is written once where it stays and the
 /// table moves only small entries.
 #[derive(Default)]
 struct Panes {
     index: FxHashMap<(u32, i64), u32>,
-    slab: Vec<Pane>,
-    free: Vec<u32>,
+    slab: slab::Slab<Pane>,
 }
 
 impl Panes {
     fn get(&self, k: &(u32, i64)) -> Option<&Pane> {
-        self.index.get(k).map(|&i| &self.slab[i as usize])
+        self.index.get(k).and_then(|&i| self.slab.get(i as usize))
     }
 
     fn get_mut(&mut self, k: &(u32, i64)) -> Option<&mut Pane> {
         let i = *self.index.get(k)?;
-        Some(&mut self.slab[i as usize])
-    }
-
-    fn place(&mut self, pane: Pane) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = pane;
-                i
-            }
-            None => {
-                self.slab.push(pane);
-                (self.slab.len() - 1) as u32
-            }
-        }
+        self.slab.get_mut(i as usize)
     }
 
     fn get_or_insert_with(&mut self, k: (u32, i64), make: impl FnOnce() -> Pane) -> &mut Pane {
-        let i = match self.index.get(&k) {
-            Some(&i) => i,
-            None => {
-                let i = self.place(make());
-                self.index.insert(k, i);
-                i
-            }
-        };
+        let slab = &mut self.slab;
+        let i = *self
+            .index
+            .entry(k)
+            .or_insert_with(|| slab.insert(make()) as u32);
         &mut self.slab[i as usize]
     }
 
@@ -90,7 +62,7 @@ impl Panes {
         match self.index.get(&k) {
             Some(&i) => self.slab[i as usize] = pane,
             None => {
-                let i = self.place(pane);
+                let i = self.slab.insert(pane) as u32;
                 self.index.insert(k, i);
             }
         }
@@ -98,19 +70,7 @@ impl Panes {
 
     fn remove(&mut self, k: &(u32, i64)) -> Option<Pane> {
         let i = self.index.remove(k)?;
-        self.free.push(i);
-        Some(std::mem::replace(
-            &mut self.slab[i as usize],
-            Pane::vacant(),
-        ))
-    }
-
-    /// Removes a pane and drops its accumulators, keeping its place for reuse.
-    fn discard(&mut self, k: &(u32, i64)) {
-        if let Some(i) = self.index.remove(k) {
-            self.slab[i as usize].accs = Accs::default();
-            self.free.push(i);
-        }
+        self.slab.try_remove(i as usize)
     }
 
     fn len(&self) -> usize {
@@ -461,7 +421,7 @@ impl WindowOperator {
                 group.iter().for_each(|&(key, _)| marks.mark(key));
             }
         }
-        for pane in &self.panes.slab {
+        for (_, pane) in &self.panes.slab {
             for (plan, acc) in self.plans.iter().zip(pane.accs.iter()) {
                 plan.mark_strings(acc, marks);
             }
@@ -507,7 +467,7 @@ impl WindowOperator {
         let mut purged = Vec::new();
         self.purges.take_until(watermark, &mut purged);
         for (key, start) in purged {
-            self.panes.discard(&(key, start));
+            self.panes.remove(&(key, start));
             if let Some(starts) = self.sessions.get_mut(&key) {
                 starts.retain(|s| *s != start);
                 if starts.is_empty() {

@@ -1,0 +1,208 @@
+//! Ingest: a polled batch of records becomes events. Each record is landed
+//! as received (the `raw` stream, when routed), decoded and validated (a
+//! bad one is a dead letter with its reason), and dropped if its
+//! transaction was already seen within the dedup horizon.
+
+use crate::config::EngineConfig;
+use crate::decode::{Decoder, Reject, RejectCode};
+use crate::engine::dedup::Dedup;
+use crate::engine::router::Router;
+use crate::metrics::Metrics;
+use crate::model::{ids, Interner, Txn};
+use crate::sink::{CleanRecord, DeadLetter, Origin, RawRecord, Record, SinkError};
+use crate::source::{RecordBatch, Source};
+
+/// A batch's events, with the partition slot each came from (in step).
+#[derive(Default)]
+pub struct Events {
+    /// The events, in arrival order.
+    pub txns: Vec<Txn>,
+    /// The partition slot of each event (0 for an unpartitioned source).
+    pub parts: Vec<u32>,
+}
+
+impl Events {
+    /// Room for `n` events.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            txns: Vec::with_capacity(n),
+            parts: Vec::with_capacity(n),
+        }
+    }
+
+    /// Empties the batch, keeping its room.
+    pub fn clear(&mut self) {
+        self.txns.clear();
+        self.parts.clear();
+    }
+}
+
+/// Where ingest sends what it does not pass on as events.
+pub struct Out<'a> {
+    /// The source, for names and partitions.
+    pub source: &'a dyn Source,
+    /// The router: raw and clean records, dead letters.
+    pub router: &'a mut Router,
+    /// Counters.
+    pub metrics: &'a Metrics,
+}
+
+/// The ingest stage: decoder, dedup filter, and what is landed on the way.
+pub struct Ingest {
+    decoder: Decoder,
+    dedup: Dedup,
+    /// The source's first record is a header still to read (CSV).
+    header_pending: bool,
+    /// Whether the `raw` and `clean` streams are routed anywhere.
+    raw_out: bool,
+    clean_out: bool,
+}
+
+impl Ingest {
+    /// Ingest with `decoder`, deduplicating as `config` says; `header`: the
+    /// source starts with a header line.
+    pub fn new(config: &EngineConfig, decoder: Decoder, header: bool, router: &Router) -> Self {
+        Self {
+            decoder,
+            dedup: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
+            header_pending: header,
+            raw_out: router.takes("raw"),
+            clean_out: router.takes("clean"),
+        }
+    }
+
+    /// The time records are checked against (a future-dated one is refused).
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.decoder.set_now(now_ms);
+    }
+
+    /// Forgets ids past the dedup horizon of `watermark`.
+    pub fn forget(&mut self, watermark: i64) {
+        self.dedup.evict(watermark);
+    }
+
+    /// Reads `raw` into `events`; returns how many records it held (a
+    /// header line not counted).
+    pub fn read(
+        &mut self,
+        raw: &RecordBatch,
+        strings: &mut Interner,
+        out: &mut Out<'_>,
+        events: &mut Events,
+    ) -> Result<u64, SinkError> {
+        let partitioned = raw.has_parts();
+        let mut records = 0;
+        for i in 0..raw.len() {
+            let (bytes, position) = raw.get(i);
+            let part = partitioned.then(|| raw.part(i));
+            if self.header_pending {
+                self.header_pending = false;
+                match self.decoder.take_header(bytes) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(reject) => {
+                        reject_record(out, reject, bytes, position, part)?;
+                        continue;
+                    }
+                }
+            }
+            records += 1;
+            Metrics::inc(&out.metrics.records);
+            if self.raw_out {
+                emit_raw(out, bytes, position, part)?;
+            }
+            if partitioned && bytes.is_empty() {
+                // A tombstone: a compaction marker, not an event.
+                Metrics::inc(&out.metrics.skipped);
+                continue;
+            }
+            match self.decoder.decode_change(bytes, strings) {
+                Ok(None) => Metrics::inc(&out.metrics.skipped),
+                Ok(Some(t)) => {
+                    if self.dedup.insert(&t.id, t.event_time) {
+                        if self.clean_out {
+                            let record = CleanRecord::new(&t, strings);
+                            out.router.emit(Record::Clean(record))?;
+                        }
+                        events.txns.push(t);
+                        events.parts.push(part.unwrap_or(0));
+                    } else {
+                        Metrics::inc(&out.metrics.duplicates);
+                        let reject = Reject::new(
+                            RejectCode::Duplicate,
+                            format!(
+                                "transaction_id {} was already seen within the dedup horizon",
+                                t.id
+                            ),
+                        );
+                        reject_record(out, reject, bytes, position, part)?;
+                    }
+                }
+                Err(reject) => reject_record(out, reject, bytes, position, part)?,
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// The source's name, the record's origin and a deterministic id for the
+/// record at `position` (with `extra` hashed in).
+fn locate(
+    source: &dyn Source,
+    position: u64,
+    part: Option<u32>,
+    extra: &[u8],
+) -> (String, Option<Origin>, String) {
+    let name = source.name().to_string();
+    let origin = part
+        .and_then(|p| source.partition(p))
+        .map(|(topic, partition)| Origin {
+            topic: topic.to_string(),
+            partition,
+            offset: position as i64,
+        });
+    let (topic, partition) = origin
+        .as_ref()
+        .map_or(("", -1), |o| (o.topic.as_str(), o.partition));
+    let id = ids::record(&name, topic, partition, position, extra);
+    (name, origin, id)
+}
+
+/// Lands a record as received (the `raw` stream).
+fn emit_raw(
+    out: &mut Out<'_>,
+    raw: &[u8],
+    position: u64,
+    part: Option<u32>,
+) -> Result<(), SinkError> {
+    let (source, origin, id) = locate(out.source, position, part, b"");
+    let received_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    out.router.emit(Record::Raw(RawRecord {
+        id,
+        source,
+        position,
+        origin,
+        received_at,
+        raw: raw.to_vec(),
+    }))
+}
+
+/// A record refused by the decoder or the dedup filter: a dead letter with
+/// the reason and the record as received.
+fn reject_record(
+    out: &mut Out<'_>,
+    reject: Reject,
+    raw: &[u8],
+    position: u64,
+    part: Option<u32>,
+) -> Result<(), SinkError> {
+    let code = reject.code.as_str();
+    let (source, origin, id) = locate(out.source, position, part, code.as_bytes());
+    let mut letter = DeadLetter::new(id, code, reject.detail, source);
+    letter.position = Some(position);
+    letter.origin = origin;
+    letter.set_raw(raw, out.router.max_raw_bytes());
+    out.router.emit(Record::DeadLetter(letter))
+}

@@ -1,0 +1,407 @@
+//! Rules: each rule set is called with a batch of events (if it keeps
+//! state by a key) or with a group of its fired windows, through one call
+//! path: lend the keyed states of the call's keys, call, write the changed
+//! states back, route the rows and alerts. A failed call (or a rule set
+//! quarantined after repeated failures) sends its input to the dead
+//! letters with the reason.
+
+use super::Pipeline;
+use crate::engine::router;
+use crate::engine::window::{Fired, WindowLimits, WindowOperator};
+use crate::metrics::{Loaded, Metrics};
+use crate::model::{ids, Interner, Txn};
+use crate::runtime::bindings::types::{Emit, KeyBy};
+use crate::runtime::{Rule, RuleError, RuleErrorKind};
+use crate::sink::{DeadLetter, Record, SinkError, TableInfo};
+use crate::state::KeyedState;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The most event JSON one dead letter of a failed batch holds: with its
+/// envelope it stays under Kafka's default message size (1 MB).
+const DEAD_LETTER_EVENT_BYTES: usize = 512 * 1024;
+
+/// A rule set's output tables by name.
+pub(super) type Tables = FxHashMap<String, Arc<TableInfo>>;
+
+/// A running rule set with what the pipeline keeps for it.
+pub(super) struct Slot {
+    pub rule: Rule,
+    /// Its keyed state, lent to each call.
+    pub state: KeyedState,
+    pub windows: Vec<WindowOperator>,
+    pub tables: Tables,
+    /// Disabled through the admin API: not called, its state kept.
+    pub disabled: bool,
+}
+
+impl Slot {
+    pub fn new(rule: Rule, limits: WindowLimits) -> Self {
+        let tables = Self::tables_of(&rule);
+        let state = rule.new_state();
+        Self::with(rule, state, tables, limits)
+    }
+
+    pub fn with(rule: Rule, state: KeyedState, tables: Tables, limits: WindowLimits) -> Self {
+        Self {
+            windows: rule
+                .manifest()
+                .windows
+                .iter()
+                .map(|spec| WindowOperator::with_limits(spec, limits))
+                .collect(),
+            tables,
+            state,
+            rule,
+            disabled: false,
+        }
+    }
+
+    pub fn tables_of(rule: &Rule) -> Tables {
+        router::tables(&rule.manifest().tables)
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect()
+    }
+
+    /// Counts a failed call in the metrics.
+    fn note_failure(&mut self, metrics: &Metrics) {
+        let quarantined = self.rule.is_quarantined();
+        let last = self.rule.health().last_error.clone();
+        metrics.rule(self.rule.name(), self.rule.version(), |r| {
+            r.errors += 1;
+            r.quarantined = quarantined;
+            r.last_error = last;
+        });
+    }
+
+    /// The error a call gets instead of running while the rule set is
+    /// quarantined; none when it may run.
+    fn skip_if_quarantined(&mut self, metrics: &Metrics) -> Option<RuleError> {
+        let quarantined = self.rule.is_quarantined();
+        metrics.rule(self.rule.name(), self.rule.version(), |r| {
+            r.quarantined = quarantined;
+            if quarantined {
+                r.skipped += 1;
+            }
+        });
+        quarantined.then(|| RuleError {
+            rule: self.rule.name().to_string(),
+            kind: RuleErrorKind::Quarantined,
+            message: format!(
+                "skipped while quarantined after repeated failures (last: {})",
+                self.rule
+                    .health()
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("unknown")
+            ),
+        })
+    }
+}
+
+/// What the metrics and the admin API say of a loaded rule set.
+pub(super) fn loaded(rule: &Rule) -> Loaded<'_> {
+    Loaded {
+        name: rule.name(),
+        version: rule.version(),
+        hash: rule.hash(),
+        label: rule.label(),
+        path: rule.path(),
+    }
+}
+
+/// What a call is given.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    /// A batch of events, at watermark `now`, to a rule set keeping state
+    /// by `key_by`.
+    Events {
+        txns: &'a [Txn],
+        key_by: KeyBy,
+        now: i64,
+    },
+    /// Fired windows of one spec, at `watermark`.
+    Windows {
+        spec: &'a str,
+        with_state: bool,
+        fired: &'a [Fired],
+        watermark: i64,
+    },
+}
+
+impl Input<'_> {
+    /// The windows of the call, for a dead letter.
+    fn windows_json(&self, strings: &Interner) -> Option<serde_json::Value> {
+        let Input::Windows { spec, fired, .. } = self else {
+            return None;
+        };
+        Some(serde_json::Value::Array(
+            fired
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "spec": spec,
+                        "key": f.key.text(strings),
+                        "start": crate::model::iso_time(f.start),
+                        "end": crate::model::iso_time(f.end),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn events(&self) -> Option<&[Txn]> {
+        match self {
+            Input::Events { txns, .. } => Some(txns),
+            Input::Windows { .. } => None,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Runs every rule set over a batch: its event call, its windows (the
+    /// batch's events added, late ones set aside against
+    /// `watermark_before`), and the windows the watermark closed.
+    pub(super) fn run_rules(
+        &mut self,
+        txns: &[Txn],
+        watermark_before: i64,
+    ) -> Result<(), SinkError> {
+        let now = self.watermark.current();
+        let keyed = |s: &Slot| s.rule.manifest().state_key;
+        if !txns.is_empty() && self.slots.iter().any(|s| keyed(s).is_some()) {
+            self.builder.build(txns, &self.strings);
+        }
+        for slot in 0..self.slots.len() {
+            let s = &self.slots[slot];
+            if s.disabled {
+                if !txns.is_empty() {
+                    (self.metrics).rule(s.rule.name(), s.rule.version(), |r| r.skipped += 1);
+                }
+                continue;
+            }
+            if let (false, Some(key_by)) = (txns.is_empty(), keyed(s)) {
+                self.call(slot, Input::Events { txns, key_by, now })?;
+            }
+            self.admit(slot, txns, watermark_before)?;
+            self.fire_windows(slot, now, now)?;
+        }
+        Ok(())
+    }
+
+    /// One call of a rule set: its keyed states lent, the call timed, the
+    /// changed states written back, the output routed; a failure is a dead
+    /// letter with the call's input.
+    pub(super) fn call(&mut self, slot: usize, input: Input<'_>) -> Result<(), SinkError> {
+        if let Some(skip) = self.slots[slot].skip_if_quarantined(&self.metrics) {
+            let windows = input.windows_json(&self.strings);
+            return self.rule_dead_letter(&skip, input.events(), windows);
+        }
+        let strings = &self.strings;
+        let s = &mut self.slots[slot];
+        self.handles.clear();
+        let (result, took) = match input {
+            Input::Events { txns, key_by, now } => {
+                self.builder.set_state_keys(txns, key_by, strings);
+                self.states.bytes.clear();
+                self.states.ends.clear();
+                s.state.lend(
+                    self.builder.key_reads(strings),
+                    &mut self.states.bytes,
+                    &mut self.states.ends,
+                    &mut self.handles,
+                );
+                let started = Instant::now();
+                let result =
+                    (s.rule).on_events(&mut s.state, self.builder.batch(), &self.states, now);
+                (result, started.elapsed())
+            }
+            Input::Windows {
+                spec,
+                with_state,
+                fired,
+                watermark,
+            } => {
+                let mut batch = self.window_builder.build(spec, fired, strings);
+                if with_state {
+                    s.state.lend(
+                        fired.iter().map(|f| (f.key.text(strings), None)),
+                        &mut batch.states.bytes,
+                        &mut batch.states.ends,
+                        &mut self.handles,
+                    );
+                }
+                let started = Instant::now();
+                let result = s.rule.on_windows(&mut s.state, &batch, watermark);
+                (result, started.elapsed())
+            }
+        };
+        let micros = took.as_micros().max(1) as u64;
+        let events = matches!(input, Input::Events { .. });
+        self.metrics.rule(s.rule.name(), s.rule.version(), |r| {
+            if events {
+                r.event_calls += 1;
+            } else {
+                r.window_calls += 1;
+            }
+            let _ = r.latency_us.record(micros);
+        });
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                s.note_failure(&self.metrics);
+                let windows = input.windows_json(&self.strings);
+                return self.rule_dead_letter(&error, input.events(), windows);
+            }
+        };
+        for (index, value) in output.changed_states() {
+            // An event call's state is stamped with its key's latest event
+            // time (not with when the batch ran); a window call's with the
+            // watermark, as `state-set` is. Only specs declared `with-state`
+            // change states.
+            let key = match input {
+                Input::Events { .. } => self.builder.key_written(index as usize, strings),
+                Input::Windows {
+                    with_state,
+                    fired,
+                    watermark,
+                    ..
+                } => (fired.get(index as usize))
+                    .filter(|_| with_state)
+                    .map(|f| (f.key.text(strings), watermark)),
+            };
+            let Some((key, at)) = key else {
+                continue;
+            };
+            let handle = self.handles.get(index as usize).copied().flatten();
+            s.state.write_back(handle, key, value, at);
+        }
+        self.route(slot, output.emits)
+    }
+
+    /// Routes a call's emits; a row that does not fit its table is a failure
+    /// of the rule set. Returns whether everything was accepted.
+    fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<(), SinkError> {
+        let mut all_valid = true;
+        let (mut alerts, mut rows) = (0u64, 0u64);
+        for emit in emits {
+            let s = &mut self.slots[slot];
+            match emit {
+                Emit::Alert(a) => {
+                    let record = router::alert(s.rule.label(), s.rule.name(), a);
+                    alerts += 1;
+                    self.router.emit(Record::Alert(record))?;
+                }
+                Emit::Row(row) => {
+                    let built = match s.tables.get(&row.table) {
+                        Some(table) => router::row(table, s.rule.label(), row.values),
+                        None => Err(format!(
+                            "table {:?} is not declared in the manifest",
+                            row.table
+                        )),
+                    };
+                    match built {
+                        Ok(record) => {
+                            rows += 1;
+                            self.router.emit(Record::Row(record))?;
+                        }
+                        Err(message) => {
+                            all_valid = false;
+                            let error = s.rule.fail_output(RuleErrorKind::InvalidOutput, message);
+                            s.note_failure(&self.metrics);
+                            self.rule_dead_letter(&error, None, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        let s = &mut self.slots[slot];
+        if alerts + rows > 0 {
+            self.metrics.rule(s.rule.name(), s.rule.version(), |r| {
+                r.alerts += alerts;
+                r.rows += rows;
+            });
+        }
+        if all_valid {
+            s.rule.succeeded();
+        }
+        Ok(())
+    }
+
+    /// A failed call's dead letters: one for a window call (with its
+    /// windows), and for a batch of events as many as keep each under
+    /// [`DEAD_LETTER_EVENT_BYTES`] of events, so that every one fits in a
+    /// Kafka message; the detail of each part says which events it holds.
+    fn rule_dead_letter(
+        &mut self,
+        error: &RuleError,
+        events: Option<&[Txn]>,
+        window: Option<serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        let Some(events) = events else {
+            return self.rule_dead_letter_part(error, error.message.clone(), None, "", window);
+        };
+        let mut parts: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
+        let mut bytes = 0;
+        for (i, t) in events.iter().enumerate() {
+            let json = t.to_json(&self.strings);
+            let size = serde_json::to_vec(&json).map_or(0, |v| v.len()) + 1;
+            match parts.last_mut() {
+                Some((_, part)) if bytes + size <= DEAD_LETTER_EVENT_BYTES => part.push(json),
+                _ => {
+                    parts.push((i, vec![json]));
+                    bytes = 0;
+                }
+            }
+            bytes += size;
+        }
+        let count = parts.len();
+        for (n, (from, part)) in parts.into_iter().enumerate() {
+            let detail = if count == 1 {
+                error.message.clone()
+            } else {
+                format!(
+                    "{} (part {} of {}: events {} to {} of {})",
+                    error.message,
+                    n + 1,
+                    count,
+                    from + 1,
+                    from + part.len(),
+                    events.len()
+                )
+            };
+            self.rule_dead_letter_part(
+                error,
+                detail,
+                Some(serde_json::Value::Array(part)),
+                &events[from].id,
+                window.clone(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rule_dead_letter_part(
+        &mut self,
+        error: &RuleError,
+        detail: String,
+        events: Option<serde_json::Value>,
+        first: &str,
+        window: Option<serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        let window_text = window.as_ref().map(|w| w.to_string()).unwrap_or_default();
+        let id = ids::rule_failure(&error.rule, error.kind.as_str(), first, &window_text);
+        let mut letter = DeadLetter::new(
+            id,
+            error.kind.as_str(),
+            detail,
+            self.source.name().to_string(),
+        );
+        letter.rule = Some(error.rule.clone());
+        letter.events = events;
+        letter.window = window;
+        self.router.emit(Record::DeadLetter(letter))
+    }
+}

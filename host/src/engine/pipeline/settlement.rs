@@ -1,0 +1,136 @@
+//! Settlement: after each batch, the source positions whose records are
+//! settled (acknowledged by every sink and in no open window, see
+//! [`crate::engine::settle`]) are committed to the source, and with
+//! `postgres.exactly-once` stored in the sinks with the results.
+
+use super::ingest::Events;
+use super::{Pipeline, PipelineError};
+use crate::engine::settle::{self, Pending};
+use crate::engine::window::WindowOperator;
+use crate::sink::SinkError;
+use crate::source::Mark;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Source positions waiting to be settled.
+pub(super) struct Settlement {
+    /// Source marks after each batch, waiting to be committed.
+    pending: VecDeque<Pending>,
+    last_commit: Instant,
+    interval: Duration,
+    /// Whether the sinks store the source's offsets (`postgres.exactly-once`),
+    /// and the last mark handed to them.
+    offsets_in_sinks: bool,
+    stored: Option<Mark>,
+}
+
+impl Settlement {
+    /// Commits at most every `interval_ms`.
+    pub fn new(interval_ms: u64) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            last_commit: Instant::now(),
+            interval: Duration::from_millis(interval_ms.max(1)),
+            offsets_in_sinks: false,
+            stored: None,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Notes where the source stands after a batch of `events`, and commits
+    /// what is settled once the commit interval has passed.
+    pub(super) fn settle(&mut self, events: &Events) -> Result<(), PipelineError> {
+        let Some(mark) = self.source.mark() else {
+            return Ok(());
+        };
+        let times = (events.parts.iter().zip(&events.txns)).map(|(&p, t)| (p, t.event_time));
+        let pending = Pending::new(mark, times, self.router.written());
+        self.settlement.pending.push_back(pending);
+        if self.settlement.last_commit.elapsed() >= self.settlement.interval {
+            self.settlement.last_commit = Instant::now();
+            self.commit_settled(false)?;
+        }
+        Ok(())
+    }
+
+    /// At the end of a run: stores the settled offsets in the sinks (if
+    /// they keep them), flushes the sinks and commits.
+    pub(super) fn settle_last(&mut self) -> Result<(), PipelineError> {
+        if self.settlement.offsets_in_sinks {
+            let open_from = self.open_from();
+            self.store_settled(open_from)?;
+        }
+        self.router.flush()?;
+        self.commit_settled(true)
+    }
+
+    /// Commits, per partition, the source's offsets up to the newest batch
+    /// whose events of that partition are settled: acknowledged by every
+    /// sink, and in no window that is still open. Does not wait for
+    /// acknowledgements (`flushed`: everything written is known to be
+    /// durable).
+    fn commit_settled(&mut self, flushed: bool) -> Result<(), PipelineError> {
+        let open_from = self.open_from();
+        if self.settlement.offsets_in_sinks && !flushed {
+            self.store_settled(open_from)?;
+        }
+        let acked = if flushed {
+            None
+        } else {
+            Some(self.router.acknowledged()?)
+        };
+        let (mark, done) = settle::settled(&self.settlement.pending, open_from, acked.as_deref());
+        self.settlement.pending.drain(..done);
+        let Some(mark) = mark else {
+            return Ok(());
+        };
+        if let Err(error) = self.source.commit(&mark) {
+            // The next commit covers these offsets too.
+            tracing::warn!(source = self.source.name(), "{error}");
+        }
+        Ok(())
+    }
+
+    /// The start of the oldest window still open (`i64::MAX`: none).
+    fn open_from(&self) -> i64 {
+        self.slots
+            .iter()
+            .flat_map(|s| s.windows.iter())
+            .filter_map(WindowOperator::oldest_start)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Has the sinks store, per partition, the offsets after the newest
+    /// batch whose events are in no open window. They land after (or with)
+    /// every record written before them, so a restart from them neither
+    /// loses nor repeats a result.
+    fn store_settled(&mut self, open_from: i64) -> Result<(), SinkError> {
+        let (Some(mark), _) = settle::settled(&self.settlement.pending, open_from, None) else {
+            return Ok(());
+        };
+        if self.settlement.stored.as_ref() == Some(&mark) {
+            return Ok(());
+        }
+        let offsets: Vec<(String, i32, i64)> = mark
+            .0
+            .iter()
+            .filter_map(|&(part, next)| {
+                self.source
+                    .partition(part)
+                    .map(|(topic, partition)| (topic.to_string(), partition, next))
+            })
+            .collect();
+        self.router
+            .store_offsets(&offsets, self.watermark.current())?;
+        self.settlement.stored = Some(mark);
+        Ok(())
+    }
+
+    /// Offsets go to the sinks (which store them with the results and the
+    /// watermark) as well as to the source.
+    pub fn store_offsets_in_sinks(&mut self) {
+        self.settlement.offsets_in_sinks = true;
+    }
+}

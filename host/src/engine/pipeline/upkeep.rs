@@ -1,0 +1,94 @@
+//! Upkeep between batches: what bounds memory in a long run (interned
+//! strings released, keyed state held to its ceiling and expired, dedup
+//! ids forgotten) and the gauges the metrics show.
+
+use super::Pipeline;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The interner is swept once it holds this many strings and twice as
+/// many as after the last sweep: a sweep walks every open window, so it
+/// runs about once per as many new strings as are held.
+pub(super) const SWEEP_AT_LEAST: usize = 1 << 16;
+
+/// Keyed-state expiry walks every key, so it runs once per this many batches.
+const EXPIRE_EVERY: u64 = 64;
+
+impl Pipeline {
+    /// The upkeep after batch number `batch`.
+    pub(super) fn upkeep(&mut self, batch: u64) {
+        self.sweep_strings();
+        self.bound_states();
+        // Ids past the dedup horizon are forgotten every batch, so the
+        // filter holds about one horizon of ids; keyed-state expiry walks
+        // more and runs less often.
+        self.ingest.forget(self.watermark.current());
+        if batch.is_multiple_of(EXPIRE_EVERY) {
+            self.expire_states();
+        }
+    }
+
+    /// Releases the interned strings no open window holds any more, once
+    /// the interner has grown enough since the last sweep. Between
+    /// batches: no event of a batch in flight holds a symbol then.
+    fn sweep_strings(&mut self) {
+        if self.strings.held() >= self.sweep_at {
+            let mut marks = self.strings.marks();
+            for w in self.slots.iter().flat_map(|s| s.windows.iter()) {
+                w.mark_strings(&mut marks);
+            }
+            let released = self.strings.sweep(&marks);
+            self.sweep_at = SWEEP_AT_LEAST.max(2 * self.strings.held());
+            tracing::debug!(
+                released,
+                held = self.strings.held(),
+                "released interned strings no window holds"
+            );
+        }
+        let m = &self.metrics;
+        m.strings_held
+            .store(self.strings.held() as u64, Ordering::Relaxed);
+        m.strings_released
+            .store(self.strings.released(), Ordering::Relaxed);
+    }
+
+    /// Holds every rule set's keyed state to `engine.max-keyed-states`.
+    fn bound_states(&mut self) {
+        let max = self.config.max_keyed_states;
+        for s in &mut self.slots {
+            let shed = s.state.shed(max);
+            if shed > 0 {
+                self.metrics
+                    .state_shed
+                    .fetch_add(shed as u64, Ordering::Relaxed);
+                if self
+                    .warned_shed
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    self.warned_shed = Some(Instant::now());
+                    tracing::warn!(
+                        rule = %s.rule.name(),
+                        "keyed state reached engine.max-keyed-states ({max} keys): dropped the \
+                         {shed} keys written longest ago, as if their time to live had passed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Drops keyed state past its time to live; updates the per-rule-set
+    /// gauges (keys, bytes, instance memory).
+    fn expire_states(&mut self) {
+        let wm = self.watermark.current();
+        for s in &mut self.slots {
+            s.state.expire(wm);
+            let (keys, bytes) = (s.state.len() as u64, s.state.bytes() as u64);
+            let memory = s.rule.memory_bytes() as u64;
+            self.metrics.rule(s.rule.name(), s.rule.version(), |r| {
+                r.state_keys = keys;
+                r.state_bytes = bytes;
+                r.memory_bytes = memory;
+            });
+        }
+    }
+}
