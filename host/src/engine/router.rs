@@ -6,7 +6,8 @@ use crate::metrics::Metrics;
 use crate::model::ids;
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, TableSpec, Value};
 use crate::sink::{
-    push_value, AlertRecord, Record, Refused, RowRecord, Sink, SinkError, TableInfo,
+    encode::{self, Encoder},
+    AlertRecord, Record, Refused, RowRecord, Sink, SinkError, TableInfo,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -105,7 +106,7 @@ pub fn row(table: &Arc<TableInfo>, rule: &str, values: Vec<Value>) -> Result<Row
     let mut text = Vec::with_capacity(64);
     let mut ends = smallvec::SmallVec::<[usize; 4]>::new();
     for &i in &table.key {
-        push_value(&mut text, &values[i], &table.columns[i].ty);
+        encode::Json.value(&mut text, &values[i], &table.columns[i].ty);
         ends.push(text.len());
     }
     let mut parts = smallvec::SmallVec::<[&[u8]; 5]>::new();

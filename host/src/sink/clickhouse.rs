@@ -15,10 +15,11 @@
 //! a time outside `DateTime`'s range (checked before sending), is
 //! dead-lettered while the rest of its batch lands.
 
+use super::encode::{Encoder, JsonEachRow};
 use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::ClickHouseConfig;
-use crate::runtime::bindings::types::{Column, ColumnType, Value};
+use crate::runtime::bindings::types::{Column, ColumnType};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,47 +77,6 @@ fn classify(what: &str, e: &clickhouse::error::Error) -> WriteError {
     match code {
         Some(code) if REFUSED_CODES.contains(&code) => WriteError::Refused(message),
         _ => WriteError::Transient(message),
-    }
-}
-
-fn push_time(out: &mut Vec<u8>, ms: i64) {
-    let seconds = ms.div_euclid(1000);
-    let text = chrono::DateTime::from_timestamp(seconds, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "1970-01-01 00:00:00".into());
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
-}
-
-/// Appends a value as `JSONEachRow` reads it for the column's type: money
-/// as an exact unquoted number, times as `YYYY-MM-DD hh:mm:ss` (UTC),
-/// booleans as 0 and 1, JSON documents as strings.
-fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
-    use std::io::Write;
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Boolean(b) => out.push(if *b { b'1' } else { b'0' }),
-        Value::Int(i) | Value::Time(i) if matches!(ty, ColumnType::Time) => push_time(out, *i),
-        Value::Int(i) | Value::Time(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Float(f) if f.is_finite() => {
-            let _ = write!(out, "{f:?}");
-        }
-        Value::Float(f) if f.is_nan() => out.extend_from_slice(b"nan"),
-        Value::Float(f) => out.extend_from_slice(if *f > 0.0 { b"inf" } else { b"-inf" }),
-        Value::Text(s) => {
-            let _ = serde_json::to_writer(&mut *out, s);
-        }
-        Value::Money(d) => {
-            let mut exact = rust_decimal::Decimal::new(d.units, u32::from(d.scale));
-            if let ColumnType::Money(scale) = ty {
-                // Rows are checked to need no more places than the column has.
-                exact.rescale(u32::from(*scale));
-            }
-            let _ = write!(out, "{exact}");
-        }
     }
 }
 
@@ -372,16 +332,7 @@ impl Sink for ClickHouseSink {
             return self.spool.refuse(r);
         }
         let mut row = Vec::with_capacity(256);
-        row.push(b'{');
-        for (i, (value, column)) in values.iter().zip(columns).enumerate() {
-            if i > 0 {
-                row.push(b',');
-            }
-            let _ = serde_json::to_writer(&mut row, &column.name);
-            row.push(b':');
-            push_value(&mut row, value, &column.ty);
-        }
-        row.push(b'}');
+        JsonEachRow.row(&mut row, columns, &values);
         self.spool.push(table, row)
     }
 
@@ -407,26 +358,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_as_clickhouse_reads_them() {
-        let mut out = Vec::new();
-        push_value(
-            &mut out,
-            &Value::Money(crate::runtime::bindings::types::Decimal {
-                units: 1_234_500,
-                scale: 4,
-            }),
-            &ColumnType::Money(2),
-        );
-        out.push(b' ');
-        push_value(&mut out, &Value::Time(1_700_000_000_999), &ColumnType::Time);
-        out.push(b' ');
-        push_value(&mut out, &Value::Text("a\"b".into()), &ColumnType::Json);
-        out.push(b' ');
-        push_value(&mut out, &Value::Boolean(true), &ColumnType::Boolean);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "123.45 \"2023-11-14 22:13:20\" \"a\\\"b\" 1"
-        );
+    fn names_are_quoted() {
         assert_eq!(quote("a`b\\"), "`a\\`b\\\\`");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod clickhouse;
 pub mod console;
+pub mod encode;
 mod jsonl;
 pub mod kafka;
 pub mod postgres;
@@ -18,6 +19,7 @@ pub use kafka::KafkaSink;
 pub use postgres::PostgresSink;
 
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value};
+use encode::{json_f64, json_key, json_str, json_time, Encoder};
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -543,60 +545,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn push_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
-    if !std::mem::take(first) {
-        out.push(b',');
-    }
-    push_str(out, key);
-    out.push(b':');
-}
-
-fn push_time(out: &mut Vec<u8>, ms: i64) {
-    out.push(b'"');
-    match crate::model::iso_time_bytes(ms) {
-        Some(b) => out.extend_from_slice(&b),
-        None => out.extend_from_slice(ms.to_string().as_bytes()),
-    }
-    out.push(b'"');
-}
-
-fn push_f64(out: &mut Vec<u8>, f: f64) {
-    match serde_json::Number::from_f64(f) {
-        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// Appends a value as JSON: money as an exact string, times as ISO-8601,
-/// JSON columns embedded.
-pub fn push_value(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) {
-    use std::io::Write;
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) if matches!(ty, ColumnType::Time) => push_time(out, *i),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Float(f) => push_f64(out, *f),
-        Value::Text(s) if matches!(ty, ColumnType::Json) => out.extend_from_slice(s.as_bytes()),
-        Value::Text(s) => push_str(out, s),
-        Value::Money(d) => {
-            let _ = write!(
-                out,
-                "\"{}\"",
-                rust_decimal::Decimal::new(d.units, u32::from(d.scale))
-            );
-        }
-        Value::Time(t) => push_time(out, *t),
-    }
-}
-
 impl Record {
     /// The record's deterministic id (the Kafka message key).
     pub fn id(&self) -> std::borrow::Cow<'_, str> {
@@ -717,40 +665,40 @@ impl Record {
         out.push(b'{');
         match self {
             Record::Row(r) => {
-                push_key(out, &mut first, "_id");
-                push_str(out, &r.id);
-                push_key(out, &mut first, "_rule");
-                push_str(out, &r.rule);
+                json_key(out, &mut first, "_id");
+                json_str(out, &r.id);
+                json_key(out, &mut first, "_rule");
+                json_str(out, &r.rule);
                 for (column, value) in r.table.columns.iter().zip(&r.values) {
-                    push_key(out, &mut first, &column.name);
-                    push_value(out, value, &column.ty);
+                    json_key(out, &mut first, &column.name);
+                    encode::Json.value(out, value, &column.ty);
                 }
             }
             Record::Alert(a) => {
                 let text = |out: &mut Vec<u8>, first: &mut bool, key: &str, v: &str| {
-                    push_key(out, first, key);
-                    push_str(out, v);
+                    json_key(out, first, key);
+                    json_str(out, v);
                 };
                 text(out, &mut first, "_id", &a.id);
                 text(out, &mut first, "_rule", &a.rule_set);
                 text(out, &mut first, "rule", &a.alert.rule);
                 text(out, &mut first, "kind", &a.alert.kind);
                 text(out, &mut first, "severity", severity(a.alert.severity));
-                push_key(out, &mut first, "score");
-                push_f64(out, a.alert.score);
+                json_key(out, &mut first, "score");
+                json_f64(out, a.alert.score);
                 for (key, v) in [
                     ("transaction_id", &a.alert.transaction_id),
                     ("customer_id", &a.alert.customer_id),
                 ] {
-                    push_key(out, &mut first, key);
+                    json_key(out, &mut first, key);
                     match v {
-                        Some(v) => push_str(out, v),
+                        Some(v) => json_str(out, v),
                         None => out.extend_from_slice(b"null"),
                     }
                 }
                 text(out, &mut first, "reason", &a.alert.reason);
-                push_key(out, &mut first, "event_time");
-                push_time(out, a.alert.event_time);
+                json_key(out, &mut first, "event_time");
+                json_time(out, a.alert.event_time);
             }
             // The stored columns, leaving out the empty ones.
             Record::DeadLetter(_) | Record::Raw(_) | Record::Clean(_) => {
@@ -763,15 +711,15 @@ impl Record {
                     if matches!(value, Value::Null) {
                         continue;
                     }
-                    push_key(out, &mut first, &column.name);
-                    push_value(out, value, &column.ty);
+                    json_key(out, &mut first, &column.name);
+                    encode::Json.value(out, value, &column.ty);
                 }
             }
             Record::Late(l) => {
                 text_fields(out, &mut first, &[("rule", &l.rule), ("window", &l.window)]);
-                push_key(out, &mut first, "watermark");
-                push_time(out, l.watermark);
-                push_key(out, &mut first, "event");
+                json_key(out, &mut first, "watermark");
+                json_time(out, l.watermark);
+                json_key(out, &mut first, "event");
                 let _ = serde_json::to_writer(&mut *out, &l.event);
             }
         }
@@ -788,8 +736,8 @@ impl Record {
 
 fn text_fields(out: &mut Vec<u8>, first: &mut bool, fields: &[(&str, &str)]) {
     for (key, v) in fields {
-        push_key(out, first, key);
-        push_str(out, v);
+        json_key(out, first, key);
+        json_str(out, v);
     }
 }
 

@@ -15,6 +15,7 @@
 //! good (a data exception or a broken constraint, SQLSTATE classes 22 and
 //! 23) is dead-lettered while the rest of its batch lands.
 
+use super::encode::{CopyText, Encoder};
 use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{redact, refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
@@ -38,7 +39,8 @@ struct Table {
     cols: Vec<Col>,
 }
 
-type Row = Vec<Option<String>>;
+/// One row as a `COPY` text line.
+type Row = Vec<u8>;
 
 /// Writes output records to PostgreSQL tables.
 pub struct PostgresSink {
@@ -118,25 +120,6 @@ fn classify(what: &str, e: &tokio_postgres::Error) -> WriteError {
         Some(db) if refused_for_good(db.code().code()) => WriteError::Refused(message),
         _ => WriteError::Transient(message),
     }
-}
-
-/// A value as `COPY` text reads it for the column's type.
-fn text_of(value: Value, ty: &ColumnType) -> Option<String> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Boolean(b) => b.to_string(),
-        Value::Int(i) if matches!(ty, ColumnType::Time) => crate::model::iso_time(i),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) if f.is_finite() => f.to_string(),
-        Value::Float(_) => return None,
-        // jsonb refuses the escape \u0000.
-        Value::Text(s) if matches!(ty, ColumnType::Json) && s.contains("\\u0000") => {
-            s.replace("\\u0000", "\\ufffd")
-        }
-        Value::Text(s) => s,
-        Value::Money(d) => rust_decimal::Decimal::new(d.units, u32::from(d.scale)).to_string(),
-        Value::Time(t) => crate::model::iso_time(t),
-    })
 }
 
 /// The table of source offsets (`postgres.exactly-once`).
@@ -346,22 +329,18 @@ impl Writer {
         let schema = quote(&self.schema);
         let mut jobs = Vec::new();
         for (index, t) in self.tables.iter().enumerate() {
-            let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
+            let mut latest: BTreeMap<&[u8], &Row> = BTreeMap::new();
             for (_, row) in batch.iter().filter(|(i, _)| *i == index) {
-                latest.insert(row[0].as_deref().unwrap_or_default(), row);
+                // The first field is the id.
+                let id = row.split(|&b| b == b'\t').next().unwrap_or_default();
+                latest.insert(id, row);
             }
             if latest.is_empty() {
                 continue;
             }
             let mut body = Vec::with_capacity(latest.len() * 128);
             for row in latest.values() {
-                for (i, value) in row.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b'\t');
-                    }
-                    copy_text(&mut body, value.as_deref());
-                }
-                body.push(b'\n');
+                body.extend_from_slice(row);
             }
             let stage = quote(&format!("edge_stage_{index}"));
             let names: Vec<String> = t.cols.iter().map(|c| quote(&c.name)).collect();
@@ -394,26 +373,6 @@ struct Job {
     copy: String,
     body: Vec<u8>,
     upsert: String,
-}
-
-/// Appends a value in `COPY`'s text format: `\N` for null; backslash,
-/// tab, newline and carriage return escaped; NUL, which PostgreSQL text
-/// cannot hold, as U+FFFD.
-fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
-    let Some(text) = value else {
-        out.extend_from_slice(b"\\N");
-        return;
-    };
-    for &b in text.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0 => out.extend_from_slice("\u{fffd}".as_bytes()),
-            _ => out.push(b),
-        }
-    }
 }
 
 impl BatchWriter for Writer {
@@ -466,11 +425,11 @@ impl BatchWriter for Writer {
         let object: serde_json::Map<String, serde_json::Value> = t
             .cols
             .iter()
-            .zip(row)
+            .zip(CopyText::fields(row))
             .map(|(c, v)| {
                 (
                     c.name.clone(),
-                    v.clone().map_or(serde_json::Value::Null, Into::into),
+                    v.map_or(serde_json::Value::Null, Into::into),
                 )
             })
             .collect();
@@ -486,18 +445,16 @@ impl BatchWriter for Writer {
         };
         let letter = Record::DeadLetter(refused.dead_letter(max_raw));
         let columns = super::fixed_columns("dead_letter").unwrap_or_default();
-        let row = row_of(letter.values().into_owned(), columns);
+        let row = row_of(&letter.values(), columns);
         self.write(&[(table, row)]).map(|()| true)
     }
 }
 
-/// A record's values as `COPY` texts, for its stored columns.
-fn row_of(values: Vec<Value>, columns: &[Column]) -> Row {
-    values
-        .into_iter()
-        .zip(columns)
-        .map(|(v, c)| text_of(v, &c.ty))
-        .collect()
+/// A record's values as one `COPY` line, for its stored columns.
+fn row_of(values: &[Value], columns: &[Column]) -> Row {
+    let mut line = Vec::with_capacity(256);
+    CopyText.row(&mut line, columns, values);
+    line
 }
 
 impl PostgresSink {
@@ -591,12 +548,12 @@ impl Sink for PostgresSink {
             let message = format!("no table for stream {}", record.stream());
             return Err(SinkError::permanent("postgres", message));
         };
-        let values = record.values().into_owned();
+        let values = record.values();
         let times = (TIMES, "the years 1 to 9999");
         if let Some(r) = refuse_time(&self.label, record, &values, columns, times) {
             return self.spool.refuse(r);
         }
-        self.spool.push(*table, row_of(values, columns))
+        self.spool.push(*table, row_of(&values, columns))
     }
 
     fn store_offsets(
@@ -608,14 +565,22 @@ impl Sink for PostgresSink {
             return Ok(());
         };
         for (topic, partition, next) in offsets {
-            let row = vec![
-                Some(format!("{group}/{topic}/{partition}")),
-                Some(group.clone()),
-                Some(topic.clone()),
-                Some(partition.to_string()),
-                Some(next.to_string()),
-                Some(watermark.to_string()),
+            let values = [
+                Value::Text(format!("{group}/{topic}/{partition}")),
+                Value::Text(group.clone()),
+                Value::Text(topic.clone()),
+                Value::Int((*partition).into()),
+                Value::Int(*next),
+                Value::Int(watermark),
             ];
+            let mut row = Vec::with_capacity(128);
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    row.push(b'\t');
+                }
+                CopyText.value(&mut row, value, &ColumnType::Text);
+            }
+            row.push(b'\n');
             self.spool.push(*table, row)?;
         }
         Ok(())
@@ -641,22 +606,6 @@ impl Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_text_escapes_what_copy_reads_specially() {
-        let mut out = Vec::new();
-        copy_text(&mut out, Some("a\tb\\c\nd\re\0f"));
-        out.push(b' ');
-        copy_text(&mut out, None);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "a\\tb\\\\c\\nd\\re\u{fffd}f \\N"
-        );
-        assert_eq!(
-            text_of(Value::Text(r#"{"a":"x\u0000"}"#.into()), &ColumnType::Json).unwrap(),
-            r#"{"a":"x\ufffd"}"#
-        );
-    }
 
     #[test]
     fn names_are_quoted_and_passwords_hidden() {

@@ -1,0 +1,307 @@
+//! The steps of `edge run`, in the order [`super::run_with_metrics`] takes
+//! them: dimensions, source, output streams, sinks, the services around
+//! the pipeline (rule watcher, admin API, console), and the closing report.
+
+use crate::config::{Config, SinkKind, SourceKind};
+use crate::dims::DimKind;
+use crate::engine::Summary;
+use crate::gen::Generator;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::runtime::{Rule, Runtime, SharedDims};
+use crate::sink::{console, ClickHouseSink, JsonlSink, KafkaSink, PostgresSink, Sink, TableInfo};
+use crate::source::{FileSource, GenSource, KafkaSource, Source};
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The customer and merchant dimensions: the generator's own, then the
+/// configured files, kept up to date from the configured Kafka topics
+/// until `stop` is set.
+pub(super) fn dimensions(
+    config: &Config,
+    generator: Option<&Generator>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<SharedDims> {
+    let mut dims = generator.map(Generator::dims).unwrap_or_default();
+    if let Some(path) = &config.dimensions.customers {
+        dims.load_customers(path).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(path) = &config.dimensions.merchants {
+        dims.load_merchants(path).map_err(anyhow::Error::msg)?;
+    }
+    let dims = Arc::new(RwLock::new(dims));
+    let topics: Vec<(String, DimKind)> = [
+        (&config.dimensions.customers_topic, DimKind::Customers),
+        (&config.dimensions.merchants_topic, DimKind::Merchants),
+    ]
+    .into_iter()
+    .filter_map(|(t, k)| t.clone().map(|t| (t, k)))
+    .collect();
+    crate::source::dims::follow(
+        &config.kafka,
+        topics,
+        dims.clone(),
+        stop.clone(),
+        Duration::from_secs(30),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(dims)
+}
+
+/// The configured source, and with `postgres.exactly-once` the watermark
+/// stored with the offsets it resumes from.
+pub(super) fn open_source(
+    config: &Config,
+    generator: Option<Generator>,
+    dims: &SharedDims,
+) -> anyhow::Result<(Box<dyn Source>, Option<i64>)> {
+    Ok(match (config.source.kind, generator) {
+        (SourceKind::Gen, Some(g)) => (
+            Box::new(GenSource::new(g, config.generator.rate).with_dims(dims.clone())),
+            None,
+        ),
+        (SourceKind::Kafka, _) => {
+            let mut kafka =
+                KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?;
+            let mut resume_after = None;
+            if config.postgres.exactly_once {
+                let stored =
+                    crate::sink::postgres::stored_offsets(&config.postgres, &config.source.group)?;
+                if !stored.offsets.is_empty() {
+                    tracing::info!(
+                        partitions = stored.offsets.len(),
+                        "resuming from the offsets stored in postgres"
+                    );
+                }
+                resume_after = stored.watermark;
+                let (postgres, group) = (config.postgres.clone(), config.source.group.clone());
+                kafka.resume_from(Box::new(move || {
+                    crate::sink::postgres::stored_offsets(&postgres, &group)
+                        .map(|s| s.offsets)
+                        .map_err(|e| e.to_string())
+                }));
+            }
+            (Box::new(kafka), resume_after)
+        }
+        _ => {
+            let path = config
+                .source
+                .path
+                .as_deref()
+                .context("source.path is required for a file source")?;
+            let csv = config.source.format() == crate::model::Format::Csv;
+            let file = FileSource::open(path, csv)
+                .with_context(|| format!("cannot open source file {}", path.display()))?;
+            (Box::new(file), None)
+        }
+    })
+}
+
+/// The output streams: every rule set's tables, `alerts`, `dead_letter`
+/// and `late`, and `raw` and `clean` when they are routed somewhere.
+pub(super) fn streams(config: &Config, rules: &[Rule]) -> Vec<String> {
+    let mut streams: Vec<String> = rules
+        .iter()
+        .flat_map(|r| r.manifest().tables.iter().map(|t| t.name.clone()))
+        .collect();
+    streams.extend(["alerts", "dead_letter", "late"].map(String::from));
+    streams.extend(
+        ["raw", "clean"]
+            .into_iter()
+            .filter(|s| !config.output.sinks_of(s).is_empty())
+            .map(String::from),
+    );
+    streams
+}
+
+/// Opens every sink some stream is routed to; database sinks create or
+/// check the tables they store.
+pub(super) fn open_sinks(
+    config: &Config,
+    rules: &[Rule],
+    streams: &[String],
+) -> anyhow::Result<Vec<(SinkKind, Box<dyn Sink>)>> {
+    let routed_to = |kind: SinkKind| {
+        streams
+            .iter()
+            .filter(move |s| config.output.sinks_of(s).contains(&kind))
+    };
+    // The tables a database sink stores: the manifests' and the fixed
+    // streams' routed to it.
+    let db_tables = |kind: SinkKind| -> Vec<Arc<TableInfo>> {
+        let mut tables: Vec<_> = rules
+            .iter()
+            .flat_map(|r| crate::engine::router::tables(&r.manifest().tables))
+            .collect();
+        tables.extend(streams.iter().filter_map(|s| {
+            crate::sink::fixed_columns(s).map(|columns| {
+                Arc::new(TableInfo {
+                    name: s.clone(),
+                    columns: columns.to_vec(),
+                    key: vec![0],
+                })
+            })
+        }));
+        tables.retain(|t| config.output.sinks_of(&t.name).contains(&kind));
+        tables
+    };
+    let mut sinks: Vec<(SinkKind, Box<dyn Sink>)> = Vec::new();
+    for kind in config.output.used_sinks() {
+        let sink: Box<dyn Sink> = match kind {
+            SinkKind::Jsonl => {
+                let mine: Vec<String> = routed_to(kind).cloned().collect();
+                Box::new(JsonlSink::new(&config.output.dir, &mine)?)
+            }
+            SinkKind::Kafka => {
+                if config.kafka.create_topics {
+                    let topics: Vec<String> = routed_to(kind)
+                        .map(|s| config.kafka.topics.topic(s))
+                        .collect();
+                    crate::source::kafka::ensure_topics(
+                        &config.kafka,
+                        &topics,
+                        config.kafka.partitions,
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                }
+                Box::new(KafkaSink::new(&config.kafka)?)
+            }
+            SinkKind::Postgres => Box::new(PostgresSink::new(
+                &config.postgres,
+                &db_tables(kind),
+                config
+                    .postgres
+                    .exactly_once
+                    .then_some(config.source.group.as_str()),
+                config.output.max_raw_bytes,
+            )?),
+            SinkKind::Clickhouse => {
+                Box::new(ClickHouseSink::new(&config.clickhouse, &db_tables(kind))?)
+            }
+        };
+        sinks.push((kind, sink));
+    }
+    Ok(sinks)
+}
+
+/// Each rule set's file, name and hash, which the watcher and the admin
+/// API reload from.
+pub(super) fn rule_files(rules: &[Rule]) -> Vec<(PathBuf, String, String)> {
+    rules
+        .iter()
+        .map(|r| {
+            let (path, name) = (r.path().to_path_buf(), r.name().to_string());
+            (path, name, r.hash().to_string())
+        })
+        .collect()
+}
+
+/// Binds the admin API's address: `None` when it is off, or when the
+/// default port is taken (said in the log); an explicit address that cannot
+/// be bound is an error.
+pub(super) fn admin_listener(config: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some((addr, explicit)) = config.admin.listen()? else {
+        return Ok(None);
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if !explicit => {
+            tracing::warn!(
+                "admin API not started: cannot listen on {addr} ({e}); another edge may hold it. \
+                 Pass --admin HOST:PORT (or set [admin] addr) to choose another address"
+            );
+            Ok(None)
+        }
+        Err(e) => bail!(
+            "admin API: cannot listen on {addr}: {e}; choose another address with --admin HOST:PORT, or --admin off"
+        ),
+    }
+}
+
+/// What runs beside the pipeline: the rule-file watcher, the admin API
+/// and the live console line. Dropping it stops them.
+pub(super) struct Services {
+    _watch: Option<crate::reload::Watch>,
+    _admin: Option<crate::admin::AdminServer>,
+    console: Option<std::thread::JoinHandle<()>>,
+    console_stop: Arc<AtomicBool>,
+}
+
+impl Services {
+    /// Starts the services for the rule sets of `files` ([`rule_files`]), sending swaps to `updates`.
+    pub fn start(
+        config: &Config,
+        runtime: Arc<Runtime>,
+        files: Vec<(PathBuf, String, String)>,
+        updates: crate::engine::control::Updates,
+        metrics: &Arc<Metrics>,
+        admin_listener: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
+        let reloader = Arc::new(Reloader::new(
+            runtime,
+            config.rules.clone(),
+            files,
+            updates.clone(),
+            metrics.clone(),
+        ));
+        let watch = if config.rules.watch {
+            let debounce = Duration::from_millis(config.rules.watch_debounce_ms.max(1));
+            Some(reloader.watch(debounce)?)
+        } else {
+            None
+        };
+        let admin = match admin_listener {
+            Some(listener) => Some(crate::admin::serve(
+                listener,
+                metrics.clone(),
+                updates,
+                reloader,
+                Some(config.admin.token.clone()),
+            )?),
+            None => None,
+        };
+        let console_stop = Arc::new(AtomicBool::new(false));
+        let console = console::spawn(metrics.clone(), config.output.console, console_stop.clone());
+        Ok(Self {
+            _watch: watch,
+            _admin: admin,
+            console,
+            console_stop,
+        })
+    }
+
+    /// Stops the live console line (before the closing report).
+    pub fn stop_console(&mut self) {
+        self.console_stop.store(true, Ordering::Relaxed);
+        if let Some(c) = self.console.take() {
+            let _ = c.join();
+        }
+    }
+}
+
+/// The closing report on stderr: the status line, the rule table and the
+/// totals.
+pub(super) fn report(config: &Config, metrics: &Metrics, summary: &Summary) {
+    let rate = summary.events as f64 / summary.elapsed.as_secs_f64().max(1e-9);
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "{}",
+        console::status_line(metrics, summary.elapsed, rate)
+    );
+    let _ = write!(stderr, "{}", console::rule_table(metrics));
+    let _ = writeln!(
+        stderr,
+        "records {}  events {}  dead letters {}  alerts {}  rows {}  output in {}",
+        summary.records,
+        summary.events,
+        summary.dead_letters,
+        summary.alerts,
+        summary.rows,
+        config.output.dir.display()
+    );
+}
