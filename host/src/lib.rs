@@ -8,20 +8,22 @@
 //!   rejects become dead letters with a reason.
 //! - [`engine`]: deduplication, columnar batches, event time and watermarks,
 //!   windows with native aggregates, keyed state, the router that gives rows
-//!   their ids, and the [`engine::Pipeline`] that drives them.
+//!   their ids, and the [`engine::Pipeline`] whose stages (ingest, rules,
+//!   windows, settlement, upkeep) live in `engine/pipeline/`.
 //! - [`state`]: keyed state of a rule set (key to bytes, with a time to
 //!   live), held by the host so rule sets can be replaced without losing it.
 //! - [`runtime`]: the wasmtime host for rule sets: loading and checking
 //!   components, limits, calls, host imports.
 //! - [`sink`]: where results go (JSON lines, the console, Kafka, PostgreSQL,
 //!   ClickHouse; the server sinks through a spool of batches on a writer
-//!   thread).
+//!   thread), each writing WIT values in its dialect through
+//!   [`sink::encode::Encoder`].
 //!
 //! Around them: [`config`] holds `edge.toml`'s schema; [`dims`] the customer
 //! and merchant dimensions; [`reload`] watches rule set files; [`admin`] is
 //! the HTTP API; [`metrics`] the counters the console, the summary and
 //! `/metrics` read. `main.rs` only parses the command line and calls [`app`],
-//! which builds and runs a pipeline.
+//! which builds a pipeline in named steps and runs it.
 
 pub mod admin;
 pub mod app;

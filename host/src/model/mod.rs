@@ -9,6 +9,14 @@ pub mod ids;
 mod time;
 pub use time::{hour_of_day, iso_time, iso_time_bytes, parse_time};
 
+/// The output streams every run has besides the rule sets' tables (no
+/// rule set's table may take their names).
+pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "clean"];
+
+/// The table of source offsets that `postgres.exactly-once` keeps beside
+/// the results (no rule set's table may take its name).
+pub const OFFSETS_TABLE: &str = "edge_offsets";
+
 /// The wire format of records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

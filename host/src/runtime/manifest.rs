@@ -153,8 +153,8 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                 "{at}: table names must be unique lowercase identifiers (letters, digits, '_')"
             ));
         }
-        if crate::sink::FIXED_STREAMS.contains(&t.name.as_str())
-            || t.name == crate::sink::postgres::OFFSETS_TABLE
+        if crate::model::FIXED_STREAMS.contains(&t.name.as_str())
+            || t.name == crate::model::OFFSETS_TABLE
         {
             return Err(format!("{at}: the name is reserved for edge's own outputs"));
         }

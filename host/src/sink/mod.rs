@@ -360,8 +360,7 @@ impl CleanRecord {
     }
 }
 
-/// The streams every run has besides the manifests' tables.
-pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "clean"];
+pub use crate::model::FIXED_STREAMS;
 
 /// A column of one of the fixed streams (and of tests' tables).
 pub(crate) fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {

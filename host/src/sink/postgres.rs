@@ -122,8 +122,7 @@ fn classify(what: &str, e: &tokio_postgres::Error) -> WriteError {
     }
 }
 
-/// The table of source offsets (`postgres.exactly-once`).
-pub const OFFSETS_TABLE: &str = "edge_offsets";
+pub use crate::model::OFFSETS_TABLE;
 
 fn offsets_columns() -> Vec<Col> {
     [
