@@ -19,7 +19,8 @@
 //!   thread), each writing WIT values in its dialect through
 //!   [`sink::encode::Encoder`].
 //!
-//! Around them: [`config`] holds `edge.toml`'s schema; [`dims`] the customer
+//! Around them: [`checkpoint`] is the store of snapshots (numbered,
+//! checksummed files in a directory); [`config`] holds `edge.toml`'s schema; [`dims`] the customer
 //! and merchant dimensions; [`reload`] watches rule set files; [`admin`] is
 //! the HTTP API; [`metrics`] the counters the console, the summary and
 //! `/metrics` read. `main.rs` only parses the command line and calls [`app`],
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod decode;
