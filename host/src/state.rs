@@ -269,11 +269,85 @@ impl KeyedState {
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }
+
+    /// Appends the state in a checkpoint's form: the time to live and the
+    /// number of keys, then each entry, sorted by key, as its key and
+    /// value (each a little-endian `u32` length and the bytes) and the
+    /// event time of its last write (`i64`).
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        let entries = self.entries();
+        out.extend_from_slice(&self.ttl_ms.to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (key, value, touched) in entries {
+            for part in [key.as_bytes(), value] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+            out.extend_from_slice(&touched.to_le_bytes());
+        }
+    }
+
+    /// Reads a state written by [`Self::write_snapshot`] from the front of
+    /// `bytes`; returns it and the bytes after it.
+    pub fn read_snapshot(bytes: &[u8]) -> Result<(Self, &[u8]), String> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            if rest.len() < n {
+                return Err(format!(
+                    "keyed state cut short: {n} bytes wanted, {} left",
+                    rest.len()
+                ));
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let ttl_ms = word(take(8)?) as i64;
+        let count = word(take(8)?);
+        let mut state = Self::new(ttl_ms);
+        for _ in 0..count {
+            let mut part = || -> Result<&[u8], String> {
+                let len = u32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4]));
+                take(len as usize)
+            };
+            let key = std::str::from_utf8(part()?)
+                .map_err(|_| "a keyed state key is not UTF-8".to_string())?
+                .to_owned();
+            let value = part()?.to_vec();
+            let touched = word(take(8)?) as i64;
+            if state.find(&key).is_some() {
+                return Err(format!("keyed state holds key {key:?} twice"));
+            }
+            state.insert(&key, value, touched);
+        }
+        Ok((state, rest))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_reads_back_as_the_same_state() {
+        let mut s = KeyedState::new(1_000);
+        s.set("b", vec![2, 2], 50);
+        s.set("a", vec![1], 10);
+        s.set("é", Vec::new(), 70);
+        let mut out = vec![9];
+        s.write_snapshot(&mut out);
+        out.push(7);
+        let (read, rest) = KeyedState::read_snapshot(&out[1..]).unwrap();
+        assert_eq!(rest, [7]);
+        assert_eq!(read.entries(), s.entries());
+        assert_eq!((read.len(), read.bytes()), (3, s.bytes()));
+        // The time to live carries over: "a" has expired for an event at 2,000.
+        assert_eq!(read.get_at("a", 2_000), None);
+        assert_eq!(read.get_at("b", 1_040), Some(&[2u8, 2][..]));
+        let error = KeyedState::read_snapshot(&out[1..out.len() - 3]).unwrap_err();
+        assert!(error.contains("cut short"), "{error}");
+    }
 
     #[test]
     fn ttl_expires_by_event_time() {
