@@ -50,19 +50,18 @@ pub struct Loaded {
 
 impl Store {
     /// The store in `dir` (created when missing, as a directory only the
-    /// user can read), keeping the newest `keep` snapshots (at least one).
+    /// user can read; an existing one is left as it is), keeping the newest `keep` snapshots (at least one).
     pub fn open(dir: &Path, keep: usize) -> Result<Self, String> {
-        fs::create_dir_all(dir).map_err(|e| {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| {
             format!(
                 "cannot create the checkpoint directory {}: {e}; choose another with checkpoint.dir",
                 dir.display()
             )
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        }
         Ok(Self {
             dir: dir.to_path_buf(),
             keep: keep.max(1),

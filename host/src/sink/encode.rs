@@ -50,16 +50,22 @@ pub fn json_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
     out.push(b':');
 }
 
-/// Appends a time (ms since the epoch) as an ISO-8601 JSON string; the
-/// number of milliseconds when the year is outside 0 to 9999.
-pub fn json_time(out: &mut Vec<u8>, ms: i64) {
-    out.push(b'"');
+/// Appends a time (ms since the epoch) as ISO-8601 text; the number of
+/// milliseconds when the year is outside 0 to 9999 (the database sinks
+/// refuse those before they get here: see `refuse_time`).
+fn iso_text(out: &mut Vec<u8>, ms: i64) {
     match crate::model::iso_time_bytes(ms) {
         Some(b) => out.extend_from_slice(&b),
         None => {
             let _ = write!(out, "{ms}");
         }
     }
+}
+
+/// Appends a time (ms since the epoch) as an ISO-8601 JSON string.
+pub fn json_time(out: &mut Vec<u8>, ms: i64) {
+    out.push(b'"');
+    iso_text(out, ms);
     out.push(b'"');
 }
 
@@ -207,17 +213,9 @@ impl Encoder for CopyText {
             Value::Null => out.extend_from_slice(b"\\N"),
             Value::Float(f) if !f.is_finite() => out.extend_from_slice(b"\\N"),
             Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(t) | Value::Time(t)
-                if matches!(ty, ColumnType::Time) || matches!(value, Value::Time(_)) =>
-            {
-                match crate::model::iso_time_bytes(*t) {
-                    Some(b) => out.extend_from_slice(&b),
-                    None => {
-                        let _ = write!(out, "{t}");
-                    }
-                }
-            }
-            Value::Int(i) | Value::Time(i) => {
+            Value::Int(t) if matches!(ty, ColumnType::Time) => iso_text(out, *t),
+            Value::Time(t) => iso_text(out, *t),
+            Value::Int(i) => {
                 let _ = write!(out, "{i}");
             }
             Value::Float(f) => {

@@ -18,6 +18,7 @@ pub use jsonl::JsonlSink;
 pub use kafka::KafkaSink;
 pub use postgres::PostgresSink;
 
+use crate::model::FIXED_STREAMS;
 use crate::runtime::bindings::types::{Alert, Column, ColumnType, Severity, Value};
 use encode::{json_f64, json_key, json_str, json_time, Encoder};
 use serde_json::Value as Json;
@@ -359,8 +360,6 @@ impl CleanRecord {
         }
     }
 }
-
-pub use crate::model::FIXED_STREAMS;
 
 /// A column of one of the fixed streams (and of tests' tables).
 pub(crate) fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {

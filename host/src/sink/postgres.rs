@@ -19,6 +19,7 @@ use super::encode::{CopyText, Encoder};
 use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{redact, refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
+use crate::model::OFFSETS_TABLE;
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,8 +46,9 @@ type Row = Vec<u8>;
 /// Writes output records to PostgreSQL tables.
 pub struct PostgresSink {
     spool: Spool<Row>,
-    /// With `exactly-once`: the consumer group and the offsets table's index.
-    offsets: Option<(String, usize)>,
+    /// With `exactly-once`: the consumer group, the offsets table's index
+    /// and its columns.
+    offsets: Option<(String, usize, Vec<Column>)>,
     /// Table index and stored columns by stream name.
     index: std::collections::HashMap<String, (usize, Vec<Column>)>,
     /// The sink and its server (without credentials), for messages.
@@ -122,23 +124,27 @@ fn classify(what: &str, e: &tokio_postgres::Error) -> WriteError {
     }
 }
 
-pub use crate::model::OFFSETS_TABLE;
-
-fn offsets_columns() -> Vec<Col> {
+/// The columns of the offsets table.
+fn offsets_columns() -> Vec<Column> {
     [
-        ("_id", "text"),
-        ("consumer_group", "text"),
-        ("topic", "text"),
-        ("partition", "bigint"),
-        ("next_offset", "bigint"),
-        ("watermark", "bigint"),
+        ("_id", ColumnType::Text),
+        ("consumer_group", ColumnType::Text),
+        ("topic", ColumnType::Text),
+        ("partition", ColumnType::Int),
+        ("next_offset", ColumnType::Int),
+        ("watermark", ColumnType::Int),
     ]
     .into_iter()
-    .map(|(name, sql)| Col {
-        name: name.into(),
-        sql: sql.into(),
-    })
+    .map(|(name, ty)| super::column(name, ty, false))
     .collect()
+}
+
+/// A column's name and SQL type.
+fn col(c: &Column) -> Col {
+    Col {
+        name: c.name.clone(),
+        sql: sql_type(&c.ty),
+    }
 }
 
 /// Offsets stored for a consumer group.
@@ -488,13 +494,7 @@ impl PostgresSink {
         let mut index = std::collections::HashMap::new();
         for t in tables {
             let columns = stored_columns(t);
-            let cols: Vec<Col> = columns
-                .iter()
-                .map(|c| Col {
-                    name: c.name.clone(),
-                    sql: sql_type(&c.ty),
-                })
-                .collect();
+            let cols: Vec<Col> = columns.iter().map(col).collect();
             writer.ensure_table(&t.name, &cols)?;
             index.insert(t.name.clone(), (writer.tables.len(), columns));
             writer.tables.push(Table {
@@ -504,13 +504,14 @@ impl PostgresSink {
         }
         let offsets = match offsets_of {
             Some(group) => {
-                let cols = offsets_columns();
+                let columns = offsets_columns();
+                let cols: Vec<Col> = columns.iter().map(col).collect();
                 writer.ensure_table(OFFSETS_TABLE, &cols)?;
                 writer.tables.push(Table {
                     name: OFFSETS_TABLE.into(),
                     cols,
                 });
-                Some((group.to_string(), writer.tables.len() - 1))
+                Some((group.to_string(), writer.tables.len() - 1, columns))
             }
             None => None,
         };
@@ -560,7 +561,7 @@ impl Sink for PostgresSink {
         offsets: &[(String, i32, i64)],
         watermark: i64,
     ) -> Result<(), SinkError> {
-        let Some((group, table)) = &self.offsets else {
+        let Some((group, table, columns)) = &self.offsets else {
             return Ok(());
         };
         for (topic, partition, next) in offsets {
@@ -572,15 +573,7 @@ impl Sink for PostgresSink {
                 Value::Int(*next),
                 Value::Int(watermark),
             ];
-            let mut row = Vec::with_capacity(128);
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    row.push(b'\t');
-                }
-                CopyText.value(&mut row, value, &ColumnType::Text);
-            }
-            row.push(b'\n');
-            self.spool.push(*table, row)?;
+            self.spool.push(*table, row_of(&values, columns))?;
         }
         Ok(())
     }
