@@ -20,10 +20,10 @@
 //!   [`sink::encode::Encoder`].
 //!
 //! Around them: [`checkpoint`] is the store of snapshots (numbered,
-//! checksummed files in a directory); [`config`] holds `edge.toml`'s schema; [`dims`] the customer
-//! and merchant dimensions; [`reload`] watches rule set files; [`admin`] is
-//! the HTTP API; [`metrics`] the counters the console, the summary and
-//! `/metrics` read. `main.rs` only parses the command line and calls [`app`],
+//! checksummed files in a directory); [`config`] holds `edge.toml`'s
+//! schema; [`dims`] the customer and merchant dimensions; [`reload`]
+//! watches rule set files; [`admin`] is the HTTP API; [`metrics`] the
+//! counters the console, the summary and `/metrics` read. `main.rs` only parses the command line and calls [`app`],
 //! which builds a pipeline in named steps and runs it.
 
 pub mod admin;
