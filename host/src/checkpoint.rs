@@ -119,6 +119,20 @@ impl Store {
         Ok(path)
     }
 
+    /// Removes every snapshot (a run that finished its input: the next
+    /// one starts over).
+    pub fn clear(&self) -> Result<(), String> {
+        for (_, path) in self.list()? {
+            fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The newest snapshot that checks out; `None` when there is none.
     /// Snapshots refused on the way are listed in it; when every snapshot
     /// is refused, the error names each and why.

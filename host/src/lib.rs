@@ -30,6 +30,7 @@ pub mod admin;
 pub mod app;
 pub mod checkpoint;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod dims;

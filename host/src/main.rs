@@ -44,6 +44,25 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Inspect the checkpoints a run keeps to resume after a crash or a stop.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Show what each checkpoint in DIR holds (per rule set: keys, bytes,
+    /// open windows; the source's position; the watermark; the rule set
+    /// versions), or why it cannot be used; the newest usable one is where
+    /// the next `edge run` resumes.
+    Inspect {
+        /// The checkpoint directory (checkpoint.dir; by default
+        /// `checkpoints` in the output directory).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +145,18 @@ struct RunArgs {
     /// start (or through POST /rules/NAME/reload).
     #[arg(long)]
     no_watch: bool,
+    /// Checkpoint directory (default: `checkpoints` in --out-dir). A run
+    /// reading a file or Kafka checkpoints its state there every
+    /// checkpoint.interval-ms (default 5000) and when stopped; started
+    /// again with the same command after a crash or a stop, it resumes
+    /// from the newest checkpoint. A run that reaches the end of its
+    /// input (or --max-events, --duration) removes its checkpoints.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// How often to checkpoint, ms; 0 turns checkpoints off (a restart
+    /// then starts with empty state).
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval: Option<u64>,
 }
 
 #[derive(Args)]
@@ -233,6 +264,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.no_watch {
         config.rules.watch = false;
     }
+    if let Some(dir) = args.checkpoint_dir {
+        config.checkpoint.dir = Some(dir);
+    }
+    if let Some(ms) = args.checkpoint_interval {
+        config.checkpoint.interval_ms = ms;
+    }
     let stop = edge::app::stop_on_signal();
     edge::app::run(&config, stop)?;
     Ok(())
@@ -304,6 +341,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Gen(args) => gen(args),
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => edge::app::inspect_checkpoints(&dir).map(|report| print!("{report}")),
         Command::Rules {
             command: RulesCommand::Check { paths },
         } => edge::app::expand_rules(&paths).and_then(|paths| {

@@ -124,6 +124,21 @@ pub struct Metrics {
     pub swap_pause_us: Mutex<Option<Histogram<u64>>>,
     /// Rule set files refused at reload (any name).
     pub refusals: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Checkpoints that could not be written.
+    pub checkpoint_failures: AtomicU64,
+    /// Size of the last checkpoint written, bytes.
+    pub checkpoint_bytes: AtomicU64,
+    /// How long the hot path paused to copy its state into a checkpoint,
+    /// microseconds.
+    pub checkpoint_pause_us: Mutex<Option<Histogram<u64>>>,
+}
+
+fn record(histogram: &Mutex<Option<Histogram<u64>>>, micros: u64) {
+    if let Ok(mut h) = histogram.lock() {
+        let _ = h.get_or_insert_with(micros_histogram).record(micros.max(1));
+    }
 }
 
 /// A loaded rule set, as the metrics describe it.
@@ -189,9 +204,12 @@ impl Metrics {
 
     /// Records a pause of the hot path to apply a change of rule sets.
     pub fn pause(&self, micros: u64) {
-        if let Ok(mut h) = self.swap_pause_us.lock() {
-            let _ = h.get_or_insert_with(micros_histogram).record(micros.max(1));
-        }
+        record(&self.swap_pause_us, micros);
+    }
+
+    /// Records a pause of the hot path to take a checkpoint.
+    pub fn checkpoint_pause(&self, micros: u64) {
+        record(&self.checkpoint_pause_us, micros);
     }
 
     /// A copy of the per-rule figures.

@@ -4,6 +4,7 @@
 //! lives here, so a rule can trap, be re-instantiated or be replaced without
 //! losing it, and a checkpoint can copy it.
 
+use crate::codec::{self, Put, Reader};
 use std::hash::BuildHasher;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,57 +272,35 @@ impl KeyedState {
     }
 
     /// Appends the state in a checkpoint's form: the time to live and the
-    /// number of keys, then each entry, sorted by key, as its key and
-    /// value (each a little-endian `u32` length and the bytes) and the
-    /// event time of its last write (`i64`).
+    /// number of keys, then each entry (in no particular order) as its key,
+    /// its value and the event time of its last write.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
-        let entries = self.entries();
-        out.extend_from_slice(&self.ttl_ms.to_le_bytes());
-        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-        for (key, value, touched) in entries {
-            for part in [key.as_bytes(), value] {
-                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                out.extend_from_slice(part);
-            }
-            out.extend_from_slice(&touched.to_le_bytes());
+        out.put_i64(self.ttl_ms);
+        out.put_len(self.len());
+        for (_, e) in &self.slab {
+            out.put_str(&e.key);
+            out.put_bytes(&e.value);
+            out.put_i64(e.touched);
         }
     }
 
-    /// Reads a state written by [`Self::write_snapshot`] from the front of
-    /// `bytes`; returns it and the bytes after it.
-    pub fn read_snapshot(bytes: &[u8]) -> Result<(Self, &[u8]), String> {
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            if rest.len() < n {
-                return Err(format!(
-                    "keyed state cut short: {n} bytes wanted, {} left",
-                    rest.len()
-                ));
-            }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let ttl_ms = word(take(8)?) as i64;
-        let count = word(take(8)?);
+    /// Reads a state written by [`Self::write_snapshot`].
+    pub fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        r.reading("keyed state");
+        let ttl_ms = r.i64()?;
+        let count = r.len(16)?;
         let mut state = Self::new(ttl_ms);
+        state.slab.reserve(count);
         for _ in 0..count {
-            let mut part = || -> Result<&[u8], String> {
-                let len = u32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4]));
-                take(len as usize)
-            };
-            let key = std::str::from_utf8(part()?)
-                .map_err(|_| "a keyed state key is not UTF-8".to_string())?
-                .to_owned();
-            let value = part()?.to_vec();
-            let touched = word(take(8)?) as i64;
-            if state.find(&key).is_some() {
+            let key = r.str()?;
+            let value = r.bytes()?.to_vec();
+            let touched = r.i64()?;
+            if state.find(key).is_some() {
                 return Err(format!("keyed state holds key {key:?} twice"));
             }
-            state.insert(&key, value, touched);
+            state.insert(key, value, touched);
         }
-        Ok((state, rest))
+        Ok(state)
     }
 }
 
@@ -338,14 +317,16 @@ mod tests {
         let mut out = vec![9];
         s.write_snapshot(&mut out);
         out.push(7);
-        let (read, rest) = KeyedState::read_snapshot(&out[1..]).unwrap();
-        assert_eq!(rest, [7]);
+        let mut r = Reader::new(&out[1..], "test");
+        let read = KeyedState::read_snapshot(&mut r).unwrap();
+        assert_eq!(r.rest(), [7]);
         assert_eq!(read.entries(), s.entries());
         assert_eq!((read.len(), read.bytes()), (3, s.bytes()));
         // The time to live carries over: "a" has expired for an event at 2,000.
         assert_eq!(read.get_at("a", 2_000), None);
         assert_eq!(read.get_at("b", 1_040), Some(&[2u8, 2][..]));
-        let error = KeyedState::read_snapshot(&out[1..out.len() - 3]).unwrap_err();
+        let error = KeyedState::read_snapshot(&mut Reader::new(&out[1..out.len() - 3], "test"))
+            .unwrap_err();
         assert!(error.contains("cut short"), "{error}");
     }
 

@@ -1,5 +1,6 @@
 //! edge's integration tests: one binary, a module per topic.
 
+mod checkpoints;
 mod cli;
 mod clickhouse;
 mod dead_letters;

@@ -205,6 +205,7 @@ pub fn run_with_metrics(
         out = %config.output.dir.display(),
         "edge running"
     );
+    let resumable = source.position().is_some();
     let files = steps::rule_files(&rules);
     let router = Router::routed(sinks, config.output.clone(), metrics.clone());
     let mut pipeline = Pipeline::new(
@@ -222,6 +223,7 @@ pub fn run_with_metrics(
     if let Some(watermark) = resume_after {
         pipeline.resume_after(watermark);
     }
+    steps::checkpoints(config, &mut pipeline, resumable)?;
     let updates = pipeline.updates();
     let mut services =
         steps::Services::start(config, runtime, files, updates, &metrics, admin_listener)?;
@@ -265,6 +267,51 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<(String, bool)> {
         }
     }
     Ok((report, all_ok))
+}
+
+/// `edge checkpoint inspect`: what each checkpoint in `dir` holds, newest
+/// first, or why it cannot be used.
+pub fn inspect_checkpoints(dir: &Path) -> anyhow::Result<String> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory (checkpoints are kept in checkpoint.dir, by default \
+             `checkpoints` in the output directory)",
+            dir.display()
+        );
+    }
+    let store = crate::checkpoint::Store::open(dir, 1).map_err(anyhow::Error::msg)?;
+    let files = store.list().map_err(anyhow::Error::msg)?;
+    if files.is_empty() {
+        return Ok(format!(
+            "no checkpoints in {} (the next run starts from scratch)\n",
+            dir.display()
+        ));
+    }
+    let mut report = String::new();
+    let mut resumes = false;
+    for (sequence, path) in files.into_iter().rev() {
+        let described = crate::checkpoint::read(&path)
+            .and_then(|(_, payload)| crate::engine::snapshot::Snapshot::read(&payload)?.describe());
+        match described {
+            Ok(text) => {
+                let used = if resumes {
+                    ""
+                } else {
+                    " (the next run resumes from it)"
+                };
+                resumes = true;
+                report.push_str(&format!(
+                    "checkpoint {sequence}: {}{used}\n{text}",
+                    path.display()
+                ));
+            }
+            Err(e) => report.push_str(&format!(
+                "checkpoint {sequence}: {}\n  REFUSED: {e}\n",
+                path.display()
+            )),
+        }
+    }
+    Ok(report)
 }
 
 /// Reads a config file, or the defaults.

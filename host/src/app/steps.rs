@@ -2,9 +2,10 @@
 //! them: dimensions, source, output streams, sinks, the services around
 //! the pipeline (rule watcher, admin API, console), and the closing report.
 
+use crate::checkpoint::Store;
 use crate::config::{Config, SinkKind, SourceKind};
 use crate::dims::DimKind;
-use crate::engine::Summary;
+use crate::engine::{Pipeline, Summary};
 use crate::gen::Generator;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -99,6 +100,57 @@ pub(super) fn open_source(
             (Box::new(file), None)
         }
     })
+}
+
+/// Checkpoints in `checkpoint.dir`: the newest one that checks out is
+/// restored, and the pipeline takes them as it runs. Off with
+/// `checkpoint.interval-ms = 0`, for the generator (which cannot resume),
+/// and with `postgres.exactly-once` (a restart resumes from the offsets
+/// stored with the results).
+pub(super) fn checkpoints(
+    config: &Config,
+    pipeline: &mut Pipeline,
+    resumable: bool,
+) -> anyhow::Result<()> {
+    let Some(dir) = config.checkpoint_dir() else {
+        return Ok(());
+    };
+    if config.postgres.exactly_once {
+        tracing::info!(
+            "postgres.exactly-once: a restart resumes from the offsets stored with the results; \
+             no checkpoint files are taken"
+        );
+        return Ok(());
+    }
+    if !resumable {
+        tracing::debug!("the source cannot resume; no checkpoints are taken");
+        return Ok(());
+    }
+    let store = Store::open(&dir, config.checkpoint.keep).map_err(anyhow::Error::msg)?;
+    let mut sequence = 0;
+    if let Some(loaded) = store.latest().map_err(anyhow::Error::msg)? {
+        for (path, why) in &loaded.refused {
+            tracing::warn!(
+                "checkpoint {} refused: {why}; resuming from the one before it",
+                path.display()
+            );
+        }
+        let notes = pipeline.restore(&loaded.payload).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot resume from checkpoint {}: {e}\nremove {} to start over, or set \
+                 checkpoint.dir to another directory",
+                loaded.path.display(),
+                dir.display()
+            )
+        })?;
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        tracing::info!(checkpoint = %loaded.path.display(), "resuming from the checkpoint");
+        sequence = loaded.sequence;
+    }
+    pipeline.checkpoint_to(store, config.checkpoint.interval_ms, sequence);
+    Ok(())
 }
 
 /// The output streams: every rule set's tables, `alerts`, `dead_letter`

@@ -73,6 +73,44 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// Checkpoints of the run's state.
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints: keyed state, open windows, watermark, dedup ids and the
+/// source's position, taken at a batch boundary and written in the
+/// background, so that a run killed at any moment and started again with
+/// the same command resumes where the last one stood.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CheckpointConfig {
+    /// Directory of the checkpoint files (unset: `checkpoints` in
+    /// `output.dir`).
+    pub dir: Option<PathBuf>,
+    /// How often a checkpoint is taken, ms; 0: never (a restart then
+    /// re-reads what was not settled, with empty state).
+    pub interval_ms: u64,
+    /// How many of the newest checkpoints are kept.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            interval_ms: 5_000,
+            keep: 3,
+        }
+    }
+}
+
+impl Config {
+    /// The checkpoint directory, or `None` when checkpoints are off.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        (self.checkpoint.interval_ms > 0).then(|| {
+            (self.checkpoint.dir.clone()).unwrap_or_else(|| self.output.dir.join("checkpoints"))
+        })
+    }
 }
 
 /// The admin HTTP API: health, rule sets (reload, disable, enable) and
@@ -820,6 +858,12 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        if self.checkpoint.keep == 0 {
+            return invalid(
+                "checkpoint.keep",
+                "must be at least 1 (to turn checkpoints off, set checkpoint.interval-ms = 0)",
+            );
+        }
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
             return invalid("engine.batch-size", "must be between 1 and 65536");
         }

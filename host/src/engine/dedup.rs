@@ -4,6 +4,7 @@
 //! time or when more than `max_ids` are held (oldest first), so memory stays
 //! bounded however long the stream runs.
 
+use crate::codec::{self, Put, Reader};
 use rustc_hash::{FxBuildHasher, FxHashSet};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -65,6 +66,37 @@ impl Dedup {
         }
     }
 
+    /// Appends the ids held, oldest first, with their event times: the
+    /// form a checkpoint stores.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        out.put_len(self.order.len());
+        for &(time, f) in &self.order {
+            out.put_i64(time);
+            out.put_u128(f);
+        }
+    }
+
+    /// Takes the ids of a snapshot written by [`Self::write_snapshot`]
+    /// (this filter's horizon and bound stay).
+    pub fn read_snapshot(&mut self, r: &mut Reader<'_>) -> Result<(), codec::Error> {
+        r.reading("dedup ids");
+        let n = r.len(24)?;
+        self.seen.clear();
+        self.order.clear();
+        for _ in 0..n {
+            let (time, f) = (r.i64()?, r.u128()?);
+            if self.seen.insert(f) {
+                self.order.push_back((time, f));
+            }
+        }
+        while self.order.len() > self.max_ids {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        Ok(())
+    }
+
     /// Ids held.
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -97,5 +129,21 @@ mod tests {
         }
         assert_eq!(d.len(), 10);
         assert!(d.insert("0", 0), "the oldest ids are forgotten first");
+    }
+
+    #[test]
+    fn a_snapshot_remembers_the_same_ids() {
+        let mut d = Dedup::new(1_000, 100);
+        d.insert("a", 10);
+        d.insert("b", 20);
+        let mut out = Vec::new();
+        d.write_snapshot(&mut out);
+        let mut back = Dedup::new(1_000, 100);
+        back.read_snapshot(&mut Reader::new(&out, "test")).unwrap();
+        assert!(!back.insert("a", 30) && !back.insert("b", 30));
+        assert!(back.insert("c", 30));
+        back.evict(1_015);
+        assert!(back.insert("a", 40), "a's time came back with it");
+        assert!(!back.insert("b", 40));
     }
 }

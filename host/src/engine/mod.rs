@@ -9,6 +9,7 @@ pub mod key;
 pub mod pipeline;
 pub mod router;
 pub mod settle;
+pub mod snapshot;
 pub mod watermark;
 pub mod window;
 

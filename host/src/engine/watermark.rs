@@ -15,6 +15,7 @@
 //! time does not count here, so one future-dated record cannot fire windows
 //! early or make the events after it late.
 
+use crate::codec::{self, Put, Reader};
 use std::time::{Duration, Instant};
 
 /// A watermark generator.
@@ -118,6 +119,27 @@ impl Watermark {
         } else {
             self.emitted
         }
+    }
+
+    /// Appends the watermark in a checkpoint's form: the watermark, then
+    /// each partition slot's largest event time.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        out.put_i64(self.emitted);
+        out.put_len(self.parts.len());
+        self.parts.iter().for_each(|(t, _)| out.put_i64(*t));
+    }
+
+    /// Takes the watermark and partition times of a snapshot written by
+    /// [`Self::write_snapshot`]; each partition counts as active from `now`.
+    pub fn read_snapshot(&mut self, r: &mut Reader<'_>, now: Instant) -> Result<(), codec::Error> {
+        r.reading("watermark");
+        self.emitted = r.i64()?;
+        let n = r.len(8)?;
+        self.parts.clear();
+        for _ in 0..n {
+            self.parts.push((r.i64()?, now));
+        }
+        Ok(())
     }
 
     /// The input is over: everything may fire.

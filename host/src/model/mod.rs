@@ -223,6 +223,59 @@ impl Interner {
         marks
     }
 
+    /// Appends the strings in a checkpoint's form: every symbol's string
+    /// (a released one empty) and the released symbols, so that a restored
+    /// interner gives each string the symbol it had.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        use crate::codec::Put;
+        out.put_len(self.strings.len());
+        for s in &self.strings {
+            out.put_str(s);
+        }
+        out.put_len(self.free.len());
+        for &sym in &self.free {
+            out.put_u32(sym);
+        }
+    }
+
+    /// Reads strings written by [`Self::write_snapshot`].
+    pub fn read_snapshot(r: &mut crate::codec::Reader<'_>) -> Result<Self, crate::codec::Error> {
+        r.reading("interned strings");
+        let n = r.len(4)?;
+        let mut strings = Vec::with_capacity(n);
+        for _ in 0..n {
+            strings.push(r.str()?);
+        }
+        let n = r.len(4)?;
+        let mut free = Vec::with_capacity(n);
+        for _ in 0..n {
+            let sym = r.u32()?;
+            if sym == NONE || sym as usize >= strings.len() {
+                return Err(format!("released symbol {sym} is not one of the strings"));
+            }
+            free.push(sym);
+        }
+        let mut interner = Self::default();
+        interner.strings.clear();
+        interner.table.clear();
+        let mut released = vec![false; strings.len()];
+        free.iter().for_each(|&s| released[s as usize] = true);
+        for (sym, s) in strings.into_iter().enumerate() {
+            if released[sym] {
+                interner.strings.push(Box::default());
+                continue;
+            }
+            if interner.intern(s) != sym as Sym {
+                return Err(format!("string {s:?} is held twice"));
+            }
+        }
+        interner.free = free;
+        if interner.strings.first().is_none_or(|s| !s.is_empty()) {
+            return Err("the first interned string is not the empty one".into());
+        }
+        Ok(interner)
+    }
+
     /// Releases every string not in `marks`; their symbols are given to
     /// new strings from now on, so a symbol that was not marked must not
     /// be used again. Returns how many were released.
@@ -418,6 +471,93 @@ impl Txn {
             marks.mark(sym);
         }
         self.flags.iter().for_each(|&f| marks.mark(f));
+    }
+
+    /// Appends the event in a checkpoint's form (its strings as symbols of
+    /// the interner stored beside it).
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        use crate::codec::Put;
+        out.put_str(&self.id);
+        for sym in [
+            self.customer,
+            self.account,
+            self.merchant,
+            self.currency,
+            self.channel,
+            self.device,
+            self.country,
+            self.city,
+        ] {
+            out.put_u32(sym);
+        }
+        out.put_u8(self.kind as u8);
+        out.put_u8(self.status as u8);
+        out.put_decimal(self.amount);
+        out.put_decimal(self.fee);
+        match self.risk_score {
+            Some(x) => {
+                out.put_u8(1);
+                out.put_f64(x);
+            }
+            None => out.put_u8(0),
+        }
+        out.put_u8(self.risk_level.map_or(u8::MAX, |l| l as u8));
+        out.put_len(self.flags.len());
+        self.flags.iter().for_each(|&f| out.put_u32(f));
+        out.put_i64(self.event_time);
+    }
+
+    /// Reads an event written by [`Self::write_snapshot`].
+    pub fn read_snapshot(r: &mut crate::codec::Reader<'_>) -> Result<Self, crate::codec::Error> {
+        let id = r.str()?.into();
+        let mut syms = [NONE; 8];
+        for sym in &mut syms {
+            *sym = r.u32()?;
+        }
+        let [customer, account, merchant, currency, channel, device, country, city] = syms;
+        let kind = Kind::ALL
+            .get(r.u8()? as usize)
+            .copied()
+            .ok_or("an event's kind is unknown")?;
+        let status = Status::ALL
+            .get(r.u8()? as usize)
+            .copied()
+            .ok_or("an event's status is unknown")?;
+        let (amount, fee) = (r.decimal()?, r.decimal()?);
+        let risk_score = match r.u8()? {
+            0 => None,
+            _ => Some(r.f64()?),
+        };
+        let risk_level = match r.u8()? {
+            u8::MAX => None,
+            l => Some(
+                RiskLevel::ALL
+                    .get(l as usize)
+                    .copied()
+                    .ok_or("an event's risk level is unknown")?,
+            ),
+        };
+        let n = r.len(4)?;
+        let flags = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        Ok(Self {
+            id,
+            customer,
+            account,
+            merchant,
+            kind,
+            status,
+            amount,
+            fee,
+            currency,
+            channel,
+            device,
+            country,
+            city,
+            risk_score,
+            risk_level,
+            flags,
+            event_time: r.i64()?,
+        })
     }
 
     /// The event in the reference JSON shape (used for dead letters and side outputs).

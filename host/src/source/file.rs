@@ -1,8 +1,8 @@
 //! A file of records: JSON lines, or CSV with a header line.
 
-use super::{Poll, RecordBatch, Source};
+use super::{Poll, Position, RecordBatch, Source};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,7 +11,11 @@ pub struct FileSource {
     name: String,
     reader: BufReader<File>,
     line: u64,
+    /// Bytes read.
+    offset: u64,
     csv: bool,
+    /// Resuming a CSV file: its header line, given before the rest.
+    header: Option<Vec<u8>>,
 }
 
 impl FileSource {
@@ -22,7 +26,9 @@ impl FileSource {
             name: format!("file:{}", path.display()),
             reader: BufReader::with_capacity(1 << 20, file),
             line: 0,
+            offset: 0,
             csv,
+            header: None,
         })
     }
 }
@@ -41,6 +47,45 @@ impl Source for FileSource {
         false
     }
 
+    fn position(&self) -> Option<Position> {
+        Some(Position::File {
+            offset: self.offset,
+            line: self.line,
+        })
+    }
+
+    /// Continues at the checkpoint's byte offset (a CSV file's header line
+    /// is read again first); a file now shorter than that offset was
+    /// replaced, and is refused.
+    fn restore(&mut self, position: &Position) -> std::io::Result<()> {
+        let Position::File { offset, line } = *position else {
+            return Err(std::io::Error::other(format!(
+                "the checkpoint holds a Kafka position, not one in {}",
+                self.name
+            )));
+        };
+        let size = self.reader.get_ref().metadata()?.len();
+        if size < offset {
+            return Err(std::io::Error::other(format!(
+                "{} has {size} bytes, fewer than the {offset} the checkpoint had read: \
+                 it is another file now (remove the checkpoint directory to start over)",
+                self.name
+            )));
+        }
+        if self.csv && offset > 0 {
+            let mut header = Vec::new();
+            self.reader.read_until(b'\n', &mut header)?;
+            while matches!(header.last(), Some(b'\n' | b'\r')) {
+                header.pop();
+            }
+            self.header = Some(header);
+        }
+        self.reader.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        self.line = line;
+        Ok(())
+    }
+
     fn poll(
         &mut self,
         batch: &mut RecordBatch,
@@ -48,6 +93,10 @@ impl Source for FileSource {
         _timeout: Duration,
     ) -> std::io::Result<Poll> {
         let mut added = 0;
+        if let Some(header) = self.header.take() {
+            batch.push(&header, 1);
+            added += 1;
+        }
         while added < max {
             let buffer = batch.buffer();
             let start = buffer.len();
@@ -55,6 +104,7 @@ impl Source for FileSource {
             if n == 0 {
                 return Ok(if added == 0 { Poll::Done } else { Poll::Ready });
             }
+            self.offset += n as u64;
             self.line += 1;
             while buffer.len() > start && matches!(buffer.last(), Some(b'\n' | b'\r')) {
                 buffer.pop();

@@ -6,7 +6,7 @@
 //! restart (or another member taking the partitions over) re-reads what was
 //! not yet settled: at-least-once, with deterministic output keys.
 
-use super::{Mark, Poll, RecordBatch, Source};
+use super::{Mark, Poll, Position, RecordBatch, Source};
 use crate::config::{KafkaConfig, KafkaStart, SourceConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -30,6 +30,13 @@ pub struct LogContext {
     store: std::sync::OnceLock<OffsetStore>,
     /// Why the stored offsets could not be read at an assignment.
     failed: std::sync::Mutex<Option<String>>,
+    /// Where this member stands in each partition it has read (or was
+    /// restored to): a partition assigned to it again starts there.
+    positions: std::sync::Mutex<Vec<(String, i32, i64)>>,
+    /// Partitions handed to another member since the last poll: where
+    /// this member stood in them is forgotten (the other member goes on
+    /// from the group's offsets).
+    lost: std::sync::Mutex<Vec<(String, i32)>>,
 }
 
 impl ClientContext for LogContext {
@@ -43,6 +50,12 @@ impl LogContext {
     /// false when the store could not be read.
     fn start_at_stored(&self, tpl: &mut TopicPartitionList) -> bool {
         let Some(store) = self.store.get() else {
+            let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+            for (topic, partition, next) in positions.iter() {
+                if *next >= 0 && tpl.find_partition(topic, *partition).is_some() {
+                    let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(*next));
+                }
+            }
             return true;
         };
         match store() {
@@ -62,6 +75,21 @@ impl LogContext {
     }
 }
 
+impl LogContext {
+    /// Forgets where this member stood in the partitions `gone` picks.
+    fn lose(&self, gone: impl Fn(&str, i32) -> bool) {
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        positions.retain(|(topic, partition, next)| {
+            let keep = *next < 0 || !gone(topic, *partition);
+            if !keep {
+                lost.push((topic.clone(), *partition));
+            }
+            keep
+        });
+    }
+}
+
 impl ConsumerContext for LogContext {
     fn rebalance(
         &self,
@@ -73,6 +101,17 @@ impl ConsumerContext for LogContext {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
+        match err {
+            // Eager: every rebalance revokes all, then assigns the new set;
+            // the partitions not in it went to another member.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if !cooperative => {
+                self.lose(|t, p| tpl.find_partition(t, p).is_none())
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                self.lose(|t, p| tpl.find_partition(t, p).is_some())
+            }
+            _ => {}
+        }
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if !self.start_at_stored(tpl) {
@@ -189,6 +228,39 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// Each slot's topic, partition and next offset.
+    fn positions(&self) -> Vec<(String, i32, i64)> {
+        (self.parts.iter().zip(&self.next))
+            .map(|((t, p), n)| (t.clone(), *p, *n))
+            .collect()
+    }
+
+    /// Forgets the partitions handed to another member, and tells the
+    /// rebalance handler where this reader stands in the others.
+    fn share_positions(&mut self) {
+        let lost = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (topic, partition) in lost {
+            let part = slot(&mut self.parts, &mut self.next, &topic, partition);
+            self.next[part as usize] = -1;
+        }
+        let positions = self.positions();
+        *self
+            .consumer
+            .context()
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = positions;
+    }
+}
+
 fn slot(parts: &mut Vec<(String, i32)>, next: &mut Vec<i64>, topic: &str, partition: i32) -> u32 {
     if let Some(i) = parts
         .iter()
@@ -213,8 +285,8 @@ impl Source for KafkaSource {
         timeout: Duration,
     ) -> std::io::Result<Poll> {
         let deadline = Instant::now() + timeout;
-        let failed = self.consumer.context().failed.lock().map(|mut f| f.take());
-        if let Ok(Some(e)) = failed {
+        let failed = (self.consumer.context().failed.lock()).map_or(None, |mut f| f.take());
+        if let Some(e) = failed {
             return Err(std::io::Error::other(format!(
                 "cannot read the offsets stored for the assigned partitions: {e}"
             )));
@@ -236,6 +308,10 @@ impl Source for KafkaSource {
                 Some(Ok(m)) => {
                     let offset = m.offset();
                     let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
+                    if offset < self.next[part as usize] {
+                        // Fetched again after a reassignment: already read.
+                        continue;
+                    }
                     batch.push_in(m.payload().unwrap_or(&[]), part, offset.max(0) as u64);
                     self.next[part as usize] = offset + 1;
                 }
@@ -247,7 +323,30 @@ impl Source for KafkaSource {
                 }
             }
         }
+        self.share_positions();
         Ok(Poll::Ready)
+    }
+
+    fn position(&self) -> Option<Position> {
+        Some(Position::Kafka(self.positions()))
+    }
+
+    /// Continues from a checkpoint: its partitions become this reader's
+    /// first slots, in its order, and each assigned partition starts at
+    /// the checkpoint's offset, whatever the group has committed.
+    fn restore(&mut self, position: &Position) -> std::io::Result<()> {
+        let Position::Kafka(parts) = position else {
+            return Err(std::io::Error::other(format!(
+                "the checkpoint holds a file position, not one in {}",
+                self.name
+            )));
+        };
+        for (topic, partition, next) in parts {
+            let part = slot(&mut self.parts, &mut self.next, topic, *partition);
+            self.next[part as usize] = *next;
+        }
+        self.share_positions();
+        Ok(())
     }
 
     fn newly_assigned(&mut self) -> Vec<u32> {

@@ -121,6 +121,18 @@ pub trait Source: Send {
     fn mark(&self) -> Option<Mark> {
         None
     }
+    /// Where the source stands, for a checkpoint (`None`: it cannot
+    /// resume, as the generator cannot).
+    fn position(&self) -> Option<Position> {
+        None
+    }
+    /// Continues from a checkpoint's position, before the first poll.
+    fn restore(&mut self, _position: &Position) -> std::io::Result<()> {
+        Err(std::io::Error::other(format!(
+            "{} cannot resume from a checkpoint",
+            self.name()
+        )))
+    }
     /// Commits a mark: a restart resumes from there.
     fn commit(&mut self, _mark: &Mark) -> std::io::Result<()> {
         Ok(())
@@ -134,6 +146,82 @@ pub trait Source: Send {
     /// watermark is held to the clock, rather than replayed from a file.
     fn is_live(&self) -> bool {
         true
+    }
+}
+
+/// Where a source stands, as a checkpoint holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// A file: the byte offset of the next line, and the lines read.
+    File {
+        /// Bytes read.
+        offset: u64,
+        /// Lines read.
+        line: u64,
+    },
+    /// Kafka: per partition slot, in slot order, the topic, the partition
+    /// and the next offset to read (-1: nothing read yet).
+    Kafka(Vec<(String, i32, i64)>),
+}
+
+impl Position {
+    /// Appends the position in a checkpoint's form.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        use crate::codec::Put;
+        match self {
+            Position::File { offset, line } => {
+                out.put_u8(1);
+                out.put_u64(*offset);
+                out.put_u64(*line);
+            }
+            Position::Kafka(parts) => {
+                out.put_u8(2);
+                out.put_len(parts.len());
+                for (topic, partition, next) in parts {
+                    out.put_str(topic);
+                    out.put_u32(*partition as u32);
+                    out.put_i64(*next);
+                }
+            }
+        }
+    }
+
+    /// Reads a position written by [`Self::write_snapshot`].
+    pub fn read_snapshot(r: &mut crate::codec::Reader<'_>) -> Result<Self, crate::codec::Error> {
+        r.reading("source position");
+        Ok(match r.u8()? {
+            1 => Position::File {
+                offset: r.u64()?,
+                line: r.u64()?,
+            },
+            2 => {
+                let n = r.len(16)?;
+                let mut parts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    parts.push((r.str()?.to_string(), r.u32()? as i32, r.i64()?));
+                }
+                Position::Kafka(parts)
+            }
+            tag => return Err(format!("unknown source position kind {tag}")),
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::File { offset, line } => write!(f, "line {line} (byte {offset})"),
+            Position::Kafka(parts) => {
+                let parts: Vec<String> = parts
+                    .iter()
+                    .map(|(t, p, next)| match next {
+                        -1 => format!("{t}/{p}: nothing read"),
+                        n => format!("{t}/{p}: next offset {n}"),
+                    })
+                    .collect();
+                f.write_str(&parts.join(", "))
+            }
+        }
     }
 }
 

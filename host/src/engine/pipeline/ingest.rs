@@ -81,6 +81,16 @@ impl Ingest {
         self.dedup.evict(watermark);
     }
 
+    /// Appends the dedup ids in a checkpoint's form.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        self.dedup.write_snapshot(out);
+    }
+
+    /// Takes the dedup ids of a checkpoint.
+    pub fn read_snapshot(&mut self, r: &mut crate::codec::Reader<'_>) -> Result<(), String> {
+        self.dedup.read_snapshot(r)
+    }
+
     /// Reads `raw` into `events`; returns how many records it held (a
     /// header line not counted).
     pub fn read(

@@ -2,6 +2,7 @@
 //! and windows -> router -> sinks, then settlement, one micro-batch at a
 //! time. Each stage is a file of this folder; [`Pipeline::run`] chains them.
 
+mod checkpoint;
 mod ingest;
 mod rules;
 mod settlement;
@@ -112,6 +113,10 @@ pub struct Pipeline {
     warned_shed: Option<Instant>,
     /// Whether the source is live (its watermark held to the clock).
     live: bool,
+    /// Checkpoints, when the run takes them.
+    checkpoints: Option<checkpoint::Checkpoints>,
+    /// Records read before this run (by the run a checkpoint resumes).
+    records_before: u64,
 }
 
 impl Pipeline {
@@ -145,6 +150,8 @@ impl Pipeline {
             sweep_at: upkeep::SWEEP_AT_LEAST,
             warned_full: None,
             warned_shed: None,
+            checkpoints: None,
+            records_before: 0,
             updates: None,
             parked: FxHashMap::default(),
             known_tables,
@@ -184,7 +191,7 @@ impl Pipeline {
             .then(|| started + Duration::from_secs(self.config.duration_secs));
         let mut raw = RecordBatch::default();
         let mut events = Events::with_capacity(self.config.batch_size);
-        let (mut records, mut batches) = (0u64, 0u64);
+        let (mut records, mut batches) = (self.records_before, 0u64);
         loop {
             if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -206,6 +213,7 @@ impl Pipeline {
             self.settle(&events)?;
             events.clear();
             self.router.tick()?;
+            self.checkpoint_tick(records)?;
             batches += 1;
             self.upkeep(batches);
             if poll == Poll::Done {
@@ -276,16 +284,18 @@ impl Pipeline {
     }
 
     /// The end of a run. A stream stopped by a signal keeps its open
-    /// windows unfired: their events are not committed and are read again
-    /// at the next start. A bounded run (end of input, --max-events,
-    /// --duration) fires them.
+    /// windows unfired: a checkpoint holds them, or (without checkpoints)
+    /// their events are not committed and are read again at the next
+    /// start. A bounded run (end of input, --max-events, --duration)
+    /// fires them.
     fn finish(&mut self, records: u64, started: Instant) -> Result<Summary, PipelineError> {
         let interrupted = self.stop.load(Ordering::Relaxed);
-        if !(interrupted && self.source.mark().is_some()) {
+        if !(interrupted && (self.source.mark().is_some() || self.resumes())) {
             self.watermark.close();
             self.process(&Events::default())?;
         }
         self.settle_last()?;
+        self.checkpoint_last(records, interrupted);
         let m = &self.metrics;
         Ok(Summary {
             records,

@@ -1,5 +1,5 @@
-//! Settlement: after each batch, the source positions whose records are
-//! settled (acknowledged by every sink and in no open window, see
+//! Settlement (a run without checkpoints): after each batch, the source
+//! positions whose records are settled (acknowledged by every sink and in no open window, see
 //! [`crate::engine::settle`]) are committed to the source, and with
 //! `postgres.exactly-once` stored in the sinks with the results.
 
@@ -41,6 +41,10 @@ impl Pipeline {
     /// Notes where the source stands after a batch of `events`, and commits
     /// what is settled once the commit interval has passed.
     pub(super) fn settle(&mut self, events: &Events) -> Result<(), PipelineError> {
+        if self.resumes() {
+            // Checkpoints commit the offsets they cover.
+            return Ok(());
+        }
         let Some(mark) = self.source.mark() else {
             return Ok(());
         };
@@ -57,6 +61,10 @@ impl Pipeline {
     /// At the end of a run: stores the settled offsets in the sinks (if
     /// they keep them), flushes the sinks and commits.
     pub(super) fn settle_last(&mut self) -> Result<(), PipelineError> {
+        if self.resumes() {
+            self.router.flush()?;
+            return Ok(());
+        }
         if self.settlement.offsets_in_sinks {
             let open_from = self.open_from();
             self.store_settled(open_from)?;

@@ -3,6 +3,7 @@
 //! Each event updates an accumulator in O(1) (O(flags) for `flag`); results
 //! cross the Wasm boundary only when a window fires.
 
+use crate::codec::{self, Put, Reader};
 use crate::engine::key::Label;
 use crate::model::{Interner, Kind, Marks, RiskLevel, Status, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{
@@ -169,6 +170,122 @@ pub enum Acc {
     Bands(SmallVec<[u64; 6]>),
     /// the events (at most the plan's bound), and how many there were
     Collect(Vec<Txn>, u64),
+}
+
+fn put_small<V>(out: &mut Vec<u8>, map: &SmallMap<V>, mut put: impl FnMut(&mut Vec<u8>, &V))
+where
+    V: Default,
+{
+    out.put_len(map.len());
+    map.for_each(|k, v| {
+        out.put_u64(k);
+        put(out, v);
+    });
+}
+
+fn read_small<V: Default>(
+    r: &mut Reader<'_>,
+    mut read: impl FnMut(&mut Reader<'_>) -> Result<V, codec::Error>,
+) -> Result<SmallMap<V>, codec::Error> {
+    let n = r.len(8)?;
+    let mut map = SmallMap::default();
+    for _ in 0..n {
+        let k = r.u64()?;
+        *map.entry(k) = read(r)?;
+    }
+    Ok(map)
+}
+
+impl Acc {
+    /// Appends the accumulator in a checkpoint's form: a tag, then its values.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        let option = |out: &mut Vec<u8>, present: bool| out.put_u8(u8::from(present));
+        match self {
+            Acc::Count(n) => {
+                out.put_u8(0);
+                out.put_u64(*n);
+            }
+            Acc::Money(sum, n) => {
+                out.put_u8(1);
+                out.put_decimal(*sum);
+                out.put_u64(*n);
+            }
+            Acc::Number(sum, n) => {
+                out.put_u8(2);
+                out.put_f64(*sum);
+                out.put_u64(*n);
+            }
+            Acc::MoneyExtreme(m) => {
+                out.put_u8(3);
+                option(out, m.is_some());
+                m.iter().for_each(|d| out.put_decimal(*d));
+            }
+            Acc::NumberExtreme(m) => {
+                out.put_u8(4);
+                option(out, m.is_some());
+                m.iter().for_each(|x| out.put_f64(*x));
+            }
+            Acc::Distinct(map) => {
+                out.put_u8(5);
+                put_small(out, map, |_, _| {});
+            }
+            Acc::CountBy(map) => {
+                out.put_u8(6);
+                put_small(out, map, |out, n| out.put_u64(*n));
+            }
+            Acc::SumBy(map) => {
+                out.put_u8(7);
+                put_small(out, map, |out, d| out.put_decimal(*d));
+            }
+            Acc::Bands(counts) => {
+                out.put_u8(8);
+                out.put_len(counts.len());
+                counts.iter().for_each(|n| out.put_u64(*n));
+            }
+            Acc::Collect(events, total) => {
+                out.put_u8(9);
+                out.put_u64(*total);
+                out.put_len(events.len());
+                events.iter().for_each(|t| t.write_snapshot(out));
+            }
+        }
+    }
+
+    /// Reads an accumulator written by [`Self::write_snapshot`].
+    pub fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        Ok(match r.u8()? {
+            0 => Acc::Count(r.u64()?),
+            1 => Acc::Money(r.decimal()?, r.u64()?),
+            2 => Acc::Number(r.f64()?, r.u64()?),
+            3 => Acc::MoneyExtreme(if r.u8()? == 1 {
+                Some(r.decimal()?)
+            } else {
+                None
+            }),
+            4 => Acc::NumberExtreme(if r.u8()? == 1 { Some(r.f64()?) } else { None }),
+            5 => Acc::Distinct(read_small(r, |_| Ok(()))?),
+            6 => Acc::CountBy(read_small(r, |r| r.u64())?),
+            7 => Acc::SumBy(read_small(r, |r| r.decimal())?),
+            8 => {
+                let n = r.len(8)?;
+                Acc::Bands((0..n).map(|_| r.u64()).collect::<Result<_, _>>()?)
+            }
+            9 => {
+                let total = r.u64()?;
+                let n = r.len(8)?;
+                let events = (0..n)
+                    .map(|_| Txn::read_snapshot(r))
+                    .collect::<Result<_, _>>()?;
+                Acc::Collect(events, total)
+            }
+            tag => return Err(format!("unknown accumulator tag {tag}")),
+        })
+    }
+
+    /// Whether the accumulator is of the kind `plan` makes.
+    pub fn fits(&self, plan: &Plan) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(&plan.empty())
+    }
 }
 
 fn money(f: Field, t: &Txn) -> Decimal {

@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod assign;
 pub mod encode;
 
+use crate::codec::{self, Put, Reader};
 use crate::engine::key::{key_label, key_of, Label};
 use crate::model::{Interner, Marks, Txn};
 use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
@@ -209,6 +210,9 @@ pub struct WindowOperator {
     fired_until: i64,
     /// The most windows open at once.
     max_open: usize,
+    /// A hash of the spec: a checkpoint's windows are restored only into
+    /// an operator of the same spec.
+    fingerprint: u64,
     /// Events refused because that many were open.
     pub refused_events: u64,
 }
@@ -241,7 +245,96 @@ impl WindowOperator {
             fired_until: i64::MIN,
             max_open: limits.max_open.max(1),
             refused_events: 0,
+            fingerprint: crate::model::ids::stable_hash(&[format!("{spec:?}").as_bytes()]),
         }
+    }
+
+    /// The hash of the spec the operator was made for.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Appends the open windows in a checkpoint's form: what was fired
+    /// before a restart, then each window's key, start, end, fires, whether
+    /// it waits to fire (at its end, or again after a late event) and its
+    /// accumulators. Keys and grouped values are symbols of the interner
+    /// stored beside them.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        let waiting: rustc_hash::FxHashSet<(u32, i64)> = self
+            .timers
+            .by_time
+            .values()
+            .flat_map(|group| group.iter().copied())
+            .collect();
+        out.put_i64(self.fired_until);
+        out.put_len(self.panes.len());
+        for (&(key, start), &i) in &self.panes.index {
+            let Some(pane) = self.panes.slab.get(i as usize) else {
+                continue;
+            };
+            out.put_u32(key);
+            out.put_i64(start);
+            out.put_i64(pane.end);
+            out.put_u32(pane.fired);
+            out.put_u8(u8::from(pane.dirty) | u8::from(waiting.contains(&(key, start))) << 1);
+            out.put_len(pane.accs.len());
+            pane.accs.iter().for_each(|acc| acc.write_snapshot(out));
+        }
+    }
+
+    /// Takes the windows of a snapshot written by [`Self::write_snapshot`]
+    /// by an operator of the same spec, replacing any open now.
+    pub fn read_snapshot(&mut self, r: &mut Reader<'_>) -> Result<(), codec::Error> {
+        self.panes = Panes::default();
+        self.timers = Timers::default();
+        self.purges = Timers::default();
+        self.refires.clear();
+        self.sessions.clear();
+        self.fired_until = r.i64()?;
+        let n = r.len(29)?;
+        for _ in 0..n {
+            let (key, start, end) = (r.u32()?, r.i64()?, r.i64()?);
+            let (fired, flags) = (r.u32()?, r.u8()?);
+            let count = r.len(1)?;
+            if count != self.plans.len() {
+                return Err(format!(
+                    "window spec {}: a window holds {count} aggregates, the spec {}",
+                    self.name,
+                    self.plans.len()
+                ));
+            }
+            let mut accs = Vec::with_capacity(count);
+            for plan in &self.plans {
+                let acc = Acc::read_snapshot(r)?;
+                if !acc.fits(plan) {
+                    return Err(format!(
+                        "window spec {}: an accumulator is not of its aggregate's kind",
+                        self.name
+                    ));
+                }
+                accs.push(acc);
+            }
+            let dirty = flags & 1 != 0;
+            if flags & 2 != 0 {
+                self.timers.insert(end, key, start);
+            }
+            if dirty {
+                self.refires.push((key, start));
+            }
+            self.purges
+                .insert(end.saturating_add(self.lateness), key, start);
+            if matches!(self.kind, WindowKind::Session(_)) {
+                self.sessions.entry(key).or_default().push(start);
+            }
+            let pane = Pane {
+                end,
+                accs: accs.into_boxed_slice(),
+                fired,
+                dirty,
+            };
+            self.panes.insert((key, start), pane);
+        }
+        Ok(())
     }
 
     /// What the spec's windows are keyed by.

@@ -1,0 +1,393 @@
+//! Checkpoints: every `checkpoint.interval-ms`, between two batches, the
+//! pipeline's whole state (keyed state and open windows of each rule set,
+//! the watermark, the interned strings they refer to, the dedup ids and
+//! the source's position) is copied into one snapshot; the hot path pauses
+//! only for that copy. The snapshot waits until every sink holds what was
+//! written before it, so a restart from it neither loses nor repeats a
+//! result's first landing; then a background thread writes it to the
+//! store, and once it is on disk the source's offsets up to it are
+//! committed (the group's lag stays meaningful). A restart restores the
+//! newest checkpoint before the first record: results after it are
+//! produced again, the same, with the same `_id`.
+
+use super::rules::Slot;
+use super::{Pipeline, PipelineError};
+use crate::checkpoint::Store;
+use crate::engine::snapshot::{Snapshot, Writer};
+use crate::model::Interner;
+use crate::source::Mark;
+use crate::state::KeyedState;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A snapshot taken, on its way to the store.
+struct Taken {
+    sequence: u64,
+    payload: Vec<u8>,
+    /// Records written to each sink when it was taken.
+    written: Vec<u64>,
+    /// The source's offsets it covers, committed once it is stored.
+    mark: Option<Mark>,
+}
+
+/// A snapshot the store holds, or why it could not.
+struct Stored {
+    sequence: u64,
+    mark: Option<Mark>,
+    bytes: usize,
+    result: Result<(), String>,
+}
+
+/// The checkpoints of a run.
+pub(super) struct Checkpoints {
+    store: Store,
+    interval: Duration,
+    last: Instant,
+    sequence: u64,
+    /// Taken, waiting for the sinks to hold what was written before.
+    waiting: VecDeque<Taken>,
+    jobs: Option<mpsc::Sender<Taken>>,
+    stored: mpsc::Receiver<Stored>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    /// Checkpoints into `store` every `interval_ms`, numbered after
+    /// `sequence` (the newest the store holds).
+    fn start(store: Store, interval_ms: u64, sequence: u64) -> Self {
+        let (jobs, inbox) = mpsc::channel::<Taken>();
+        let (outbox, stored) = mpsc::channel();
+        let disk = store.clone();
+        let writer = std::thread::Builder::new()
+            .name("edge-checkpoint".into())
+            .spawn(move || {
+                for taken in inbox {
+                    let result = disk.write(taken.sequence, &taken.payload).map(|_| ());
+                    let done = Stored {
+                        sequence: taken.sequence,
+                        mark: taken.mark,
+                        bytes: taken.payload.len(),
+                        result,
+                    };
+                    if outbox.send(done).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Self {
+            store,
+            interval: Duration::from_millis(interval_ms.max(1)),
+            last: Instant::now(),
+            sequence,
+            waiting: VecDeque::new(),
+            jobs: Some(jobs),
+            stored,
+            writer,
+        }
+    }
+
+    /// Hands a snapshot to the writer (written at once when the writer
+    /// thread could not start).
+    fn send(&mut self, taken: Taken) -> Option<Stored> {
+        match &self.jobs {
+            Some(jobs) if self.writer.is_some() => {
+                jobs.send(taken).err().map(|e| write_now(&self.store, e.0))
+            }
+            _ => Some(write_now(&self.store, taken)),
+        }
+    }
+
+    /// Waits for every snapshot handed to the writer to be stored.
+    fn drain(&mut self) -> Vec<Stored> {
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.stored.try_iter().collect()
+    }
+}
+
+fn write_now(store: &Store, taken: Taken) -> Stored {
+    Stored {
+        sequence: taken.sequence,
+        bytes: taken.payload.len(),
+        result: store.write(taken.sequence, &taken.payload).map(|_| ()),
+        mark: taken.mark,
+    }
+}
+
+impl Pipeline {
+    /// Checkpoints the run into `store` every `interval_ms` and at a
+    /// stop; `sequence` is the newest checkpoint the store holds.
+    pub fn checkpoint_to(&mut self, store: Store, interval_ms: u64, sequence: u64) {
+        self.checkpoints = Some(Checkpoints::start(store, interval_ms, sequence));
+    }
+
+    /// After a batch: takes a checkpoint when one is due, hands those whose
+    /// output the sinks hold to the writer, and commits the source's
+    /// offsets of those stored.
+    pub(super) fn checkpoint_tick(&mut self, records: u64) -> Result<(), PipelineError> {
+        let Some(mut c) = self.checkpoints.take() else {
+            return Ok(());
+        };
+        let result = self.checkpoint_step(&mut c, records);
+        self.checkpoints = Some(c);
+        result
+    }
+
+    fn checkpoint_step(&mut self, c: &mut Checkpoints, records: u64) -> Result<(), PipelineError> {
+        let stored: Vec<Stored> = c.stored.try_iter().collect();
+        stored.into_iter().for_each(|s| self.checkpoint_stored(s));
+        if !c.waiting.is_empty() {
+            let acked = self.router.acknowledged()?;
+            while c
+                .waiting
+                .front()
+                .is_some_and(|t| t.written.iter().zip(&acked).all(|(w, a)| w <= a))
+            {
+                if let Some(done) = c.waiting.pop_front().and_then(|t| c.send(t)) {
+                    self.checkpoint_stored(done);
+                }
+            }
+        }
+        if c.last.elapsed() >= c.interval {
+            c.last = Instant::now();
+            c.sequence += 1;
+            let taken = self.take_checkpoint(c.sequence, records);
+            c.waiting.push_back(taken);
+        }
+        Ok(())
+    }
+
+    /// Copies the pipeline's state into a snapshot.
+    fn take_checkpoint(&mut self, sequence: u64, records: u64) -> Taken {
+        let started = Instant::now();
+        let position = self.source.position();
+        let mut w = Writer::new(self.source.name(), records, position.as_ref());
+        w.section(|out| self.watermark.write_snapshot(out));
+        w.section(|out| self.strings.write_snapshot(out));
+        w.section(|out| self.ingest.write_snapshot(out));
+        w.count(self.slots.len() + self.parked.len());
+        for slot in &self.slots {
+            let rule = &slot.rule;
+            let key = state_key(rule.manifest().state_key);
+            w.rule(rule.name(), rule.version(), rule.hash(), &key, false);
+            w.section(|out| slot.state.write_snapshot(out));
+            w.count(slot.windows.len());
+            for op in &slot.windows {
+                w.window(&op.name, op.fingerprint());
+                w.section(|out| op.write_snapshot(out));
+            }
+        }
+        let mut parked: Vec<(&String, &KeyedState)> = self.parked.iter().collect();
+        parked.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, state) in parked {
+            w.rule(name, "", "", "", true);
+            w.section(|out| state.write_snapshot(out));
+            w.count(0);
+        }
+        let taken = Taken {
+            sequence,
+            payload: w.finish(),
+            written: self.router.written(),
+            mark: self.source.mark(),
+        };
+        self.metrics
+            .checkpoint_pause(started.elapsed().as_micros() as u64);
+        taken
+    }
+
+    /// A snapshot is on disk (or could not be written): its offsets are
+    /// committed.
+    fn checkpoint_stored(&mut self, stored: Stored) {
+        match stored.result {
+            Ok(()) => {
+                self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .checkpoint_bytes
+                    .store(stored.bytes as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    sequence = stored.sequence,
+                    bytes = stored.bytes,
+                    "checkpoint written"
+                );
+                if let Some(mark) = stored.mark {
+                    if let Err(error) = self.source.commit(&mark) {
+                        tracing::warn!(source = self.source.name(), "{error}");
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "{error}; the previous checkpoint stands (a restart resumes from there)"
+                );
+            }
+        }
+    }
+
+    /// Whether a stop keeps the run's open windows for the next start
+    /// (a checkpoint holds them) rather than firing them.
+    pub(super) fn resumes(&self) -> bool {
+        self.checkpoints.is_some()
+    }
+
+    /// The end of a checkpointed run, after the sinks were flushed. A run
+    /// stopped by a signal is checkpointed as it stands (open windows
+    /// unfired), and the next start resumes from there; a run that ended
+    /// (its input, or a bound) fired every window: its checkpoints are
+    /// removed, so the next run starts over, and the source's offsets are
+    /// committed up to its end.
+    pub(super) fn checkpoint_last(&mut self, records: u64, interrupted: bool) {
+        let Some(mut c) = self.checkpoints.take() else {
+            return;
+        };
+        c.waiting.clear();
+        if interrupted {
+            // Everything written is flushed: the snapshot may be stored now.
+            c.sequence += 1;
+            let taken = self.take_checkpoint(c.sequence, records);
+            if let Some(done) = c.send(taken) {
+                self.checkpoint_stored(done);
+            }
+        }
+        for done in c.drain() {
+            self.checkpoint_stored(done);
+        }
+        if interrupted {
+            tracing::info!(
+                dir = %c.store.dir().display(),
+                "stopped; the checkpoint holds the open windows and state, and the same command resumes"
+            );
+            return;
+        }
+        if let Some(mark) = self.source.mark() {
+            if let Err(error) = self.source.commit(&mark) {
+                tracing::warn!(source = self.source.name(), "{error}");
+            }
+        }
+        match c.store.clear() {
+            Ok(()) => tracing::info!(
+                dir = %c.store.dir().display(),
+                "the run ended and fired every window: its checkpoints are removed, so the next run starts over"
+            ),
+            Err(error) => tracing::warn!("{error}"),
+        }
+    }
+
+    /// Restores a checkpoint before the first record: the source's
+    /// position, the records read by then (`--max-events` counts them),
+    /// the watermark, the dedup ids, and each rule set's keyed state and
+    /// open windows, matched by name as in a hot swap. Returns what was
+    /// not carried over, and why.
+    pub fn restore(&mut self, payload: &[u8]) -> Result<Vec<String>, String> {
+        let snapshot = Snapshot::read(payload)?;
+        if snapshot.source != self.source.name() {
+            return Err(format!(
+                "it was taken reading {}, and this run reads {}",
+                snapshot.source,
+                self.source.name()
+            ));
+        }
+        if let Some(position) = &snapshot.position {
+            self.source
+                .restore(position)
+                .map_err(|e| format!("cannot resume {}: {e}", self.source.name()))?;
+        }
+        self.watermark
+            .read_snapshot(&mut snapshot.watermark.clone(), Instant::now())?;
+        self.strings = Interner::read_snapshot(&mut snapshot.strings.clone())?;
+        self.ingest.read_snapshot(&mut snapshot.dedup.clone())?;
+        let mut notes = Vec::new();
+        for rule in snapshot.rules {
+            let Some(i) = self.slots.iter().position(|s| s.rule.name() == rule.name) else {
+                let state = KeyedState::read_snapshot(&mut rule.state.clone())?;
+                let open = (rule.windows.iter())
+                    .map(|(_, _, r)| open_windows(r))
+                    .sum::<Result<usize, String>>()?;
+                if !state.is_empty() || open > 0 {
+                    notes.push(format!(
+                        "rule set {} is not loaded: its {} keys of keyed state are kept aside \
+                         for it, and its {open} open windows are dropped",
+                        rule.name,
+                        state.len()
+                    ));
+                }
+                self.parked.insert(rule.name, state);
+                continue;
+            };
+            restore_rule(&mut self.slots[i], rule, &mut notes)?;
+        }
+        self.records_before = snapshot.records;
+        Ok(notes)
+    }
+}
+
+/// The text a checkpoint keeps of what a rule set's state is keyed by.
+fn state_key(key: Option<crate::runtime::bindings::types::KeyBy>) -> String {
+    key.map_or("window keys", crate::runtime::manifest::key_name)
+        .to_string()
+}
+
+/// How many open windows a window spec's part of a checkpoint holds.
+fn open_windows(windows: &crate::codec::Reader<'_>) -> Result<usize, String> {
+    let mut r = windows.clone();
+    r.i64()?;
+    r.len(29)
+}
+
+/// Restores one rule set's part of a checkpoint into its slot: its keyed
+/// state when it is keyed as before, and the open windows of every spec it
+/// keeps unchanged.
+fn restore_rule(
+    slot: &mut Slot,
+    rule: crate::engine::snapshot::RuleSnapshot<'_>,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    let manifest = slot.rule.manifest();
+    let key = state_key(manifest.state_key);
+    if rule.parked || rule.state_key == key {
+        let mut state = KeyedState::read_snapshot(&mut rule.state.clone())?;
+        state.set_ttl(manifest.state_ttl_ms);
+        slot.state = state;
+    } else {
+        notes.push(format!(
+            "rule set {}: its state key changed ({} in the checkpoint's version {}, {key} in {}), \
+             so its keyed state starts empty",
+            rule.name,
+            rule.state_key,
+            rule.version,
+            slot.rule.version()
+        ));
+    }
+    for (spec, fingerprint, windows) in &rule.windows {
+        let same = slot
+            .windows
+            .iter_mut()
+            .find(|op| op.name == *spec && op.fingerprint() == *fingerprint);
+        match same {
+            Some(op) => op.read_snapshot(&mut windows.clone())?,
+            None => {
+                let open = open_windows(windows)?;
+                let why = if slot.windows.iter().any(|op| op.name == *spec) {
+                    "its spec changed"
+                } else {
+                    "the spec is gone"
+                };
+                notes.push(format!(
+                    "rule set {} window spec {spec}: {why} in version {} (the checkpoint's is \
+                     {}), so its {open} open windows are dropped unfired",
+                    rule.name,
+                    slot.rule.version(),
+                    rule.version
+                ));
+            }
+        }
+    }
+    Ok(())
+}

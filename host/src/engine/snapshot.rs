@@ -1,0 +1,247 @@
+//! What a checkpoint holds: the pipeline's state at a batch boundary.
+//!
+//! The payload (behind the store's header, see [`crate::checkpoint`]) is,
+//! in order, with numbers little-endian and text and bytes after a `u32`
+//! length ([`crate::codec`]); a *section* is a `u64` byte length and that
+//! many bytes:
+//!
+//! | part | form |
+//! |---|---|
+//! | source | text: the source's name |
+//! | taken at | `i64`: wall time, ms since the epoch |
+//! | records | `u64`: records read so far |
+//! | position | `u8` kind (0 none, 1 file, 2 Kafka), then a file's byte offset and line (`u64`, `u64`), or Kafka's partitions: a `u64` count, each topic (text), partition (`u32`) and next offset (`i64`) |
+//! | watermark | section: the watermark (`i64`), each partition's largest event time |
+//! | strings | section: the interned strings by symbol, then the released symbols |
+//! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`) |
+//! | rule sets | `u64` count, each: name, version, file hash, state key (text), `u8` flags (1: kept aside, its rule set not loaded), keyed state (section), window specs: a `u64` count, each its name (text), spec hash (`u64`) and open windows (section) |
+//!
+//! Keyed state is the TTL (`i64`) and each key, value and last-write event
+//! time. A window spec's section is the time until which windows fired
+//! before an earlier restart (`i64`) and each open window: key symbol,
+//! start, end, fires, flags (1: updated since it fired, 2: waiting to fire
+//! at its end) and its accumulators.
+
+use crate::codec::{self, end_section, start_section, Put, Reader};
+use crate::source::Position;
+
+/// One rule set's part of a snapshot, as read back.
+pub struct RuleSnapshot<'a> {
+    /// Its name.
+    pub name: String,
+    /// Its version when the snapshot was taken.
+    pub version: String,
+    /// Its file's hash.
+    pub hash: String,
+    /// What its keyed state was keyed by.
+    pub state_key: String,
+    /// Kept aside: its rule set was not loaded (removed while running).
+    pub parked: bool,
+    /// Its keyed state.
+    pub state: Reader<'a>,
+    /// Its window specs: name, spec hash, open windows.
+    pub windows: Vec<(String, u64, Reader<'a>)>,
+}
+
+/// A snapshot read back, its parts not yet decoded.
+pub struct Snapshot<'a> {
+    /// The source's name.
+    pub source: String,
+    /// Wall time it was taken, ms since the epoch.
+    pub taken_at: i64,
+    /// Records read by then.
+    pub records: u64,
+    /// Where the source stood.
+    pub position: Option<Position>,
+    /// The watermark part.
+    pub watermark: Reader<'a>,
+    /// The interned strings.
+    pub strings: Reader<'a>,
+    /// The dedup ids.
+    pub dedup: Reader<'a>,
+    /// The rule sets.
+    pub rules: Vec<RuleSnapshot<'a>>,
+}
+
+/// Writes a snapshot's parts in order; each `write_*` closure appends one
+/// part.
+pub struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    /// A snapshot of a run of `source`, `records` read, at `position`.
+    pub fn new(source: &str, records: u64, position: Option<&Position>) -> Self {
+        let mut out = Vec::with_capacity(1 << 16);
+        out.put_str(source);
+        out.put_i64(chrono::Utc::now().timestamp_millis());
+        out.put_u64(records);
+        match position {
+            Some(p) => p.write_snapshot(&mut out),
+            None => out.put_u8(0),
+        }
+        Self { out }
+    }
+
+    /// Appends a section written by `write`.
+    pub fn section(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = start_section(&mut self.out);
+        write(&mut self.out);
+        end_section(&mut self.out, at);
+    }
+
+    /// Appends a count.
+    pub fn count(&mut self, n: usize) {
+        self.out.put_len(n);
+    }
+
+    /// Appends a rule set's header (then its state and windows follow).
+    pub fn rule(&mut self, name: &str, version: &str, hash: &str, state_key: &str, parked: bool) {
+        for text in [name, version, hash, state_key] {
+            self.out.put_str(text);
+        }
+        self.out.put_u8(u8::from(parked));
+    }
+
+    /// Appends a window spec's header (then its windows' section follows).
+    pub fn window(&mut self, name: &str, fingerprint: u64) {
+        self.out.put_str(name);
+        self.out.put_u64(fingerprint);
+    }
+
+    /// The payload.
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    /// Reads a payload's layout (the parts are decoded by their owners).
+    pub fn read(payload: &'a [u8]) -> Result<Self, codec::Error> {
+        let mut r = Reader::new(payload, "checkpoint header");
+        let source = r.str()?.to_string();
+        let taken_at = r.i64()?;
+        let records = r.u64()?;
+        let position = match r.rest().first() {
+            Some(0) => {
+                r.u8()?;
+                None
+            }
+            _ => Some(Position::read_snapshot(&mut r)?),
+        };
+        let watermark = r.section("watermark")?;
+        let strings = r.section("interned strings")?;
+        let dedup = r.section("dedup ids")?;
+        r.reading("rule sets");
+        let n = r.len(8)?;
+        let mut rules = Vec::with_capacity(n);
+        for _ in 0..n {
+            r.reading("rule set header");
+            let name = r.str()?.to_string();
+            let version = r.str()?.to_string();
+            let hash = r.str()?.to_string();
+            let state_key = r.str()?.to_string();
+            let parked = r.u8()? & 1 != 0;
+            let state = r.section("keyed state")?;
+            r.reading("window specs");
+            let specs = r.len(20)?;
+            let mut windows = Vec::with_capacity(specs);
+            for _ in 0..specs {
+                let spec = r.str()?.to_string();
+                let fingerprint = r.u64()?;
+                windows.push((spec, fingerprint, r.section("open windows")?));
+            }
+            rules.push(RuleSnapshot {
+                name,
+                version,
+                hash,
+                state_key,
+                parked,
+                state,
+                windows,
+            });
+        }
+        if !r.is_empty() {
+            return Err(format!("{} bytes follow the last rule set", r.rest().len()));
+        }
+        Ok(Self {
+            source,
+            taken_at,
+            records,
+            position,
+            watermark,
+            strings,
+            dedup,
+            rules,
+        })
+    }
+
+    /// What the snapshot holds, for `edge checkpoint inspect`.
+    pub fn describe(&self) -> Result<String, codec::Error> {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "  source: {}", self.source);
+        let _ = writeln!(out, "  taken at: {}", crate::model::iso_time(self.taken_at));
+        let _ = writeln!(out, "  records read: {}", self.records);
+        let _ = match &self.position {
+            Some(p) => writeln!(out, "  position: {p}"),
+            None => writeln!(out, "  position: none"),
+        };
+        let mut w = self.watermark.clone();
+        let watermark = w.i64()?;
+        let parts = w.len(8)?;
+        let _ = writeln!(
+            out,
+            "  watermark: {} ({parts} partition{})",
+            time_text(watermark),
+            if parts == 1 { "" } else { "s" }
+        );
+        let mut s = self.strings.clone();
+        let _ = writeln!(
+            out,
+            "  interned strings: {} ({} bytes)",
+            s.len(4)?,
+            self.strings.rest().len()
+        );
+        let mut d = self.dedup.clone();
+        let _ = writeln!(out, "  dedup ids: {}", d.len(24)?);
+        for rule in &self.rules {
+            let mut state = rule.state.clone();
+            let _ttl = state.i64()?;
+            let keys = state.len(16)?;
+            let _ = writeln!(
+                out,
+                "  rule set {} {} (file {}){}: {keys} keys, {} bytes of keyed state (by {})",
+                rule.name,
+                rule.version,
+                rule.hash.get(..8).unwrap_or(&rule.hash),
+                if rule.parked {
+                    ", not loaded, kept aside"
+                } else {
+                    ""
+                },
+                rule.state.rest().len(),
+                rule.state_key
+            );
+            for (spec, _, windows) in &rule.windows {
+                let mut w = windows.clone();
+                w.i64()?;
+                let open = w.len(29)?;
+                let _ = writeln!(
+                    out,
+                    "    window spec {spec}: {open} open windows, {} bytes",
+                    windows.rest().len()
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn time_text(t: i64) -> String {
+    match t {
+        i64::MIN => "none yet".into(),
+        i64::MAX => "closed".into(),
+        t => crate::model::iso_time(t),
+    }
+}
