@@ -493,3 +493,73 @@ fn a_corrupt_checkpoint_is_refused_and_the_one_before_it_used() {
         "{text}"
     );
 }
+
+#[test]
+fn a_kafka_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
+    use super::kafka::{brokers, produce_file, unique};
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let events = 16_000;
+    let (input, _) = file_input(dir.path(), events);
+    let topic = unique("crash");
+    assert_eq!(produce_file(&brokers, &topic, &input), events as usize);
+    let config = |group: &str| {
+        let path = dir.path().join(format!("{group}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"[kafka]
+brokers = "{brokers}"
+[kafka.options]
+# A killed member leaves the group when its session times out.
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "300"
+[source]
+kind = "kafka"
+topics = ["{topic}"]
+group = "{group}"
+[dimensions]
+customers = "{customers}"
+merchants = "{merchants}"
+[engine]
+batch-size = 256
+idle-ms = 5000
+max-events = {events}
+[checkpoint]
+interval-ms = 100
+"#,
+                customers = dir.path().join("customers.jsonl").display(),
+                merchants = dir.path().join("merchants.jsonl").display(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let whole = dir.path().join("whole");
+    let status = Command::new(edge_bin())
+        .args(run_args(&config(&unique("g")), &whole, &[]))
+        .env("EDGE_LOG", "warn")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let want = upserted(&whole);
+    assert!(want["alerts.jsonl"].len() > 500 && want["dead_letter.jsonl"].len() > 100);
+
+    let crashed = dir.path().join("crashed");
+    let args = run_args(&config(&unique("g")), &crashed, &[]);
+    let pause = Duration::from_millis(2_500);
+    let crashes = run_with_crashes(&args, &crashed, output_bytes(&whole), 10, 11, pause);
+    eprintln!(
+        "killed {} times, resumed {} times",
+        crashes.killed, crashes.resumed
+    );
+    assert!(
+        crashes.killed >= 5 && crashes.resumed >= 3,
+        "killed {} times, resumed {} times:\n{}",
+        crashes.killed,
+        crashes.resumed,
+        crashes.logs
+    );
+    same_output(&upserted(&crashed), &want);
+}

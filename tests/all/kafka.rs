@@ -12,11 +12,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The broker, or `None` (the test is skipped) outside CI when it is not set.
-fn brokers() -> Option<String> {
+pub(crate) fn brokers() -> Option<String> {
     edge_tests::service("EDGE_KAFKA_BROKERS")
 }
 
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -397,7 +397,7 @@ dead_letter = ["kafka", "jsonl"]
 /// the start of a record batch, so a consumer resuming from an offset inside
 /// a batch would miss the rest of it. With Apache Kafka any offset works; the
 /// tests that resume mid-stream produce this way.
-fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
+pub(crate) fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let kafka = edge::config::KafkaConfig {
         brokers: brokers.to_string(),
@@ -410,10 +410,12 @@ fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    let text = std::fs::read_to_string(file).unwrap();
+    // Records as they are: dirty ones may not be UTF-8.
+    let bytes = std::fs::read(file).unwrap();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let mut n = 0;
-    for line in text.lines() {
-        let key = serde_json::from_str::<serde_json::Value>(line)
+    for line in body.split(|b| *b == b'\n') {
+        let key = serde_json::from_slice::<serde_json::Value>(line)
             .ok()
             .and_then(|v| v["customer_id"].as_str().map(String::from))
             .unwrap_or_default();
