@@ -91,22 +91,42 @@ impl Store {
     /// Writes `payload` as snapshot `sequence` and drops the oldest beyond
     /// the number kept. Returns its file.
     pub fn write(&self, sequence: u64, payload: &[u8]) -> Result<PathBuf, String> {
+        self.write_parts(sequence, &[payload])
+    }
+
+    /// [`Self::write`] of a payload given as consecutive parts (a large
+    /// part is written where it is, not copied into one buffer first).
+    pub fn write_parts<P: AsRef<[u8]>>(
+        &self,
+        sequence: u64,
+        parts: &[P],
+    ) -> Result<PathBuf, String> {
         let path = self.dir.join(format!("checkpoint-{sequence:020}.ckpt"));
         let temporary = self.dir.join(format!(".checkpoint-{sequence:020}.tmp"));
         let fail = |what: &str, e: std::io::Error| {
             format!("checkpoint {sequence}: {what} {}: {e}", temporary.display())
         };
-        let mut file = File::create(&temporary).map_err(|e| fail("cannot create", e))?;
+        let file = File::create(&temporary).map_err(|e| fail("cannot create", e))?;
+        let (mut digest, mut length) = (Sha256::new(), 0u64);
+        for part in parts {
+            digest.update(part.as_ref());
+            length += part.as_ref().len() as u64;
+        }
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&sequence.to_le_bytes());
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        header.extend_from_slice(&Sha256::digest(payload));
-        file.write_all(&header)
-            .and_then(|()| file.write_all(payload))
-            .and_then(|()| file.sync_all())
+        header.extend_from_slice(&length.to_le_bytes());
+        header.extend_from_slice(&digest.finalize());
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&header)
+            .and_then(|()| parts.iter().try_for_each(|p| out.write_all(p.as_ref())))
+            .and_then(|()| out.flush())
             .map_err(|e| fail("cannot write", e))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| fail("cannot write", e.into_error()))?;
+        file.sync_all().map_err(|e| fail("cannot sync", e))?;
         drop(file);
         fs::rename(&temporary, &path).map_err(|e| fail("cannot rename", e))?;
         if let Ok(dir) = File::open(&self.dir) {

@@ -12,6 +12,24 @@ struct Entry {
     key: Box<str>,
     value: Vec<u8>,
     touched: i64,
+    /// The number of the copy that holds this entry already, or that it
+    /// is too new for (see [`KeyedState::begin_copy`]).
+    copied: u32,
+}
+
+/// A copy of the state for a checkpoint, taken a part at a time between
+/// batches: the entries as they were when it began.
+#[derive(Clone, Debug, Default)]
+struct Copy {
+    /// Its number, stamped on the entries it holds or must skip.
+    epoch: u32,
+    /// Slab places before this were walked.
+    cursor: usize,
+    /// One past the last place that could be occupied when it began.
+    end: usize,
+    /// The time to live, the count and the entries copied so far.
+    out: Vec<u8>,
+    count: u64,
 }
 
 /// Where a key's entry is held, as found by [`KeyedState::find`]: a batch
@@ -30,6 +48,9 @@ pub struct KeyedState {
     slab: slab::Slab<Entry>,
     ttl_ms: i64,
     bytes: usize,
+    /// A copy being taken, and the number of the last one begun.
+    copy: Option<Copy>,
+    epoch: u32,
 }
 
 impl std::fmt::Debug for KeyedState {
@@ -103,6 +124,7 @@ impl KeyedState {
     }
 
     fn replace(&mut self, h: Handle, value: Vec<u8>, now: i64) {
+        self.preserve(h.0);
         if let Some(e) = self.slab.get_mut(h.0 as usize) {
             self.bytes = self.bytes + value.len() - e.value.len();
             e.value = value;
@@ -116,6 +138,8 @@ impl KeyedState {
             key: key.into(),
             value,
             touched: now,
+            // A copy under way holds the state as it was: not this key.
+            copied: self.copy.as_ref().map_or(0, |c| c.epoch),
         };
         let i = self.slab.insert(entry) as u32;
         let (hasher, slab) = (&self.hasher, &self.slab);
@@ -133,6 +157,9 @@ impl KeyedState {
             Some(h) if self.entry(h.0).is_some_and(|e| &*e.key == key) => Some(h),
             _ => self.find(key),
         };
+        if let Some(h) = handle {
+            self.preserve(h.0);
+        }
         match handle.and_then(|h| self.slab.get_mut(h.0 as usize)) {
             Some(e) => {
                 self.bytes = self.bytes + value.len() - e.value.len();
@@ -182,6 +209,7 @@ impl KeyedState {
     }
 
     fn remove(&mut self, i: u32) {
+        self.preserve(i);
         let Some(e) = self.slab.try_remove(i as usize) else {
             return;
         };
@@ -274,13 +302,81 @@ impl KeyedState {
     /// Appends the state in a checkpoint's form: the time to live and the
     /// number of keys, then each entry (in no particular order) as its key,
     /// its value and the event time of its last write.
-    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+    pub fn write_snapshot(&mut self, out: &mut Vec<u8>) {
+        self.begin_copy();
+        while !self.copy_some(usize::MAX) {}
+        out.extend_from_slice(&self.finish_copy());
+    }
+
+    /// Begins a copy in [`Self::write_snapshot`]'s form of the state as it
+    /// is now, to be taken a part at a time ([`Self::copy_some`]) while the
+    /// state goes on changing: an entry changed or removed before the copy
+    /// reached it is copied first, one added since is not. A copy already
+    /// under way is dropped.
+    pub fn begin_copy(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        let mut out = Vec::with_capacity(16 + self.bytes + 16 * self.len());
         out.put_i64(self.ttl_ms);
-        out.put_len(self.len());
-        for (_, e) in &self.slab {
-            out.put_str(&e.key);
-            out.put_bytes(&e.value);
-            out.put_i64(e.touched);
+        out.put_u64(0);
+        self.copy = Some(Copy {
+            epoch: self.epoch,
+            cursor: 0,
+            end: self.slab.capacity(),
+            out,
+            count: 0,
+        });
+    }
+
+    /// Copies up to `budget` more entries; true once the copy holds them all.
+    pub fn copy_some(&mut self, budget: usize) -> bool {
+        let Some(copy) = self.copy.as_mut() else {
+            return true;
+        };
+        let mut left = budget;
+        while copy.cursor < copy.end && left > 0 {
+            if let Some(e) = self.slab.get(copy.cursor) {
+                if e.copied != copy.epoch {
+                    put_entry(&mut copy.out, e);
+                    copy.count += 1;
+                }
+                left -= 1;
+            }
+            copy.cursor += 1;
+        }
+        copy.cursor >= copy.end
+    }
+
+    /// Whether a copy is under way.
+    pub fn copying(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// The finished copy (copying what is left first).
+    pub fn finish_copy(&mut self) -> Vec<u8> {
+        while !self.copy_some(usize::MAX) {}
+        let Some(mut copy) = self.copy.take() else {
+            return Vec::new();
+        };
+        copy.out[8..16].copy_from_slice(&copy.count.to_le_bytes());
+        copy.out
+    }
+
+    /// Before entry `i` changes or goes: a copy under way that has not
+    /// reached it takes it as it is.
+    #[inline]
+    fn preserve(&mut self, i: u32) {
+        let Some(copy) = self.copy.as_mut() else {
+            return;
+        };
+        if (i as usize) < copy.cursor {
+            return;
+        }
+        if let Some(e) = self.slab.get_mut(i as usize) {
+            if e.copied != copy.epoch {
+                put_entry(&mut copy.out, e);
+                copy.count += 1;
+                e.copied = copy.epoch;
+            }
         }
     }
 
@@ -304,9 +400,46 @@ impl KeyedState {
     }
 }
 
+fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    out.put_str(&e.key);
+    out.put_bytes(&e.value);
+    out.put_i64(e.touched);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_taken_a_part_at_a_time_holds_the_state_as_it_began() {
+        let mut s = KeyedState::new(0);
+        for n in 0..100 {
+            s.set(&format!("k{n}"), vec![n as u8], n);
+        }
+        let before = s.clone();
+        s.begin_copy();
+        assert!(!s.copy_some(10));
+        // Changes while the copy is under way: some keys it has copied,
+        // some it has not; a key removed, a key added in a freed place.
+        s.set("k3", vec![99], 500);
+        s.set("k70", vec![99], 500);
+        s.delete("k80");
+        s.delete("k5");
+        s.set("new", vec![1], 600);
+        s.expire(0);
+        assert!(!s.copy_some(30));
+        s.set("k71", vec![98], 700);
+        let bytes = s.finish_copy();
+        let copied = KeyedState::read_snapshot(&mut Reader::new(&bytes, "test")).unwrap();
+        assert_eq!(copied.entries(), before.entries());
+        // The state itself has the changes, and a new copy sees them.
+        assert_eq!(s.get("k70"), Some(&[99u8][..]));
+        assert_eq!(s.get("k80"), None);
+        let mut again = Vec::new();
+        s.write_snapshot(&mut again);
+        let copied = KeyedState::read_snapshot(&mut Reader::new(&again, "test")).unwrap();
+        assert_eq!(copied.entries(), s.entries());
+    }
 
     #[test]
     fn a_snapshot_reads_back_as_the_same_state() {

@@ -63,9 +63,11 @@ pub struct Snapshot<'a> {
     pub rules: Vec<RuleSnapshot<'a>>,
 }
 
-/// Writes a snapshot's parts in order; each `write_*` closure appends one
-/// part.
+/// Writes a snapshot's parts in order. The payload is kept as a list of
+/// buffers: a section filled later ([`Self::later`], [`Self::fill`]) is
+/// put in place without copying it.
 pub struct Writer {
+    parts: Vec<Vec<u8>>,
     out: Vec<u8>,
 }
 
@@ -80,7 +82,10 @@ impl Writer {
             Some(p) => p.write_snapshot(&mut out),
             None => out.put_u8(0),
         }
-        Self { out }
+        Self {
+            parts: Vec::new(),
+            out,
+        }
     }
 
     /// Appends a section written by `write`.
@@ -88,6 +93,21 @@ impl Writer {
         let at = start_section(&mut self.out);
         write(&mut self.out);
         end_section(&mut self.out, at);
+    }
+
+    /// Leaves room for a section given later to [`Self::fill`]; returns
+    /// its place.
+    pub fn later(&mut self) -> usize {
+        self.parts.push(std::mem::take(&mut self.out));
+        self.parts.push(Vec::new());
+        self.parts.push(Vec::new());
+        self.parts.len() - 2
+    }
+
+    /// Puts a section's bytes in the place [`Self::later`] left.
+    pub fn fill(&mut self, place: usize, bytes: Vec<u8>) {
+        self.parts[place] = (bytes.len() as u64).to_le_bytes().to_vec();
+        self.parts[place + 1] = bytes;
     }
 
     /// Appends a count.
@@ -109,9 +129,10 @@ impl Writer {
         self.out.put_u64(fingerprint);
     }
 
-    /// The payload.
-    pub fn finish(self) -> Vec<u8> {
-        self.out
+    /// The payload, in parts.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        self.parts.push(self.out);
+        self.parts
     }
 }
 

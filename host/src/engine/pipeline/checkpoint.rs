@@ -1,8 +1,11 @@
 //! Checkpoints: every `checkpoint.interval-ms`, between two batches, the
 //! pipeline's whole state (keyed state and open windows of each rule set,
 //! the watermark, the interned strings they refer to, the dedup ids and
-//! the source's position) is copied into one snapshot; the hot path pauses
-//! only for that copy. The snapshot waits until every sink holds what was
+//! the source's position) is copied into one snapshot. The keyed states,
+//! the large part, are copied a few milliseconds at a time between the
+//! batches that follow, as they were when the checkpoint began (an entry
+//! is copied before a batch changes it); the hot path pauses only for
+//! those few milliseconds. The snapshot waits until every sink holds what was
 //! written before it, so a restart from it neither loses nor repeats a
 //! result's first landing; then a background thread writes it to the
 //! store, and once it is on disk the source's offsets up to it are
@@ -22,10 +25,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// How long the hot path may pause, between two batches, to copy keyed state.
+const COPY_BUDGET: Duration = Duration::from_millis(2);
+
+/// Keyed-state entries copied between two looks at the time.
+const COPY_CHUNK: usize = 2_048;
+
 /// A snapshot taken, on its way to the store.
 struct Taken {
     sequence: u64,
-    payload: Vec<u8>,
+    payload: Vec<Vec<u8>>,
     /// Records written to each sink when it was taken.
     written: Vec<u64>,
     /// The source's offsets it covers, committed once it is stored.
@@ -40,12 +49,23 @@ struct Stored {
     result: Result<(), String>,
 }
 
+/// A snapshot begun, its keyed states still being copied.
+struct Begun {
+    sequence: u64,
+    writer: Writer,
+    /// The slots whose keyed state is being copied, and where each goes.
+    copies: Vec<(usize, usize)>,
+    written: Vec<u64>,
+    mark: Option<Mark>,
+}
+
 /// The checkpoints of a run.
 pub(super) struct Checkpoints {
     store: Store,
     interval: Duration,
     last: Instant,
     sequence: u64,
+    begun: Option<Begun>,
     /// Taken, waiting for the sinks to hold what was written before.
     waiting: VecDeque<Taken>,
     jobs: Option<mpsc::Sender<Taken>>,
@@ -64,14 +84,7 @@ impl Checkpoints {
             .name("edge-checkpoint".into())
             .spawn(move || {
                 for taken in inbox {
-                    let result = disk.write(taken.sequence, &taken.payload).map(|_| ());
-                    let done = Stored {
-                        sequence: taken.sequence,
-                        mark: taken.mark,
-                        bytes: taken.payload.len(),
-                        result,
-                    };
-                    if outbox.send(done).is_err() {
+                    if outbox.send(write_now(&disk, taken)).is_err() {
                         return;
                     }
                 }
@@ -82,6 +95,7 @@ impl Checkpoints {
             interval: Duration::from_millis(interval_ms.max(1)),
             last: Instant::now(),
             sequence,
+            begun: None,
             waiting: VecDeque::new(),
             jobs: Some(jobs),
             stored,
@@ -113,8 +127,10 @@ impl Checkpoints {
 fn write_now(store: &Store, taken: Taken) -> Stored {
     Stored {
         sequence: taken.sequence,
-        bytes: taken.payload.len(),
-        result: store.write(taken.sequence, &taken.payload).map(|_| ()),
+        bytes: taken.payload.iter().map(Vec::len).sum(),
+        result: store
+            .write_parts(taken.sequence, &taken.payload)
+            .map(|_| ()),
         mark: taken.mark,
     }
 }
@@ -153,51 +169,101 @@ impl Pipeline {
                 }
             }
         }
-        if c.last.elapsed() >= c.interval {
+        let started = Instant::now();
+        if c.begun.is_none() && c.last.elapsed() >= c.interval {
             c.last = Instant::now();
             c.sequence += 1;
-            let taken = self.take_checkpoint(c.sequence, records);
-            c.waiting.push_back(taken);
+            c.begun = Some(self.begin_checkpoint(c.sequence, records));
+        }
+        if let Some(mut begun) = c.begun.take() {
+            match self.copy_states(&mut begun, started + COPY_BUDGET) {
+                true => c.waiting.push_back(self.taken(begun)),
+                false => c.begun = Some(begun),
+            }
+            self.metrics
+                .checkpoint_pause(started.elapsed().as_micros() as u64);
         }
         Ok(())
     }
 
-    /// Copies the pipeline's state into a snapshot.
-    fn take_checkpoint(&mut self, sequence: u64, records: u64) -> Taken {
-        let started = Instant::now();
+    /// Begins a snapshot: copies the watermark, the interned strings, the
+    /// dedup ids, the open windows and the states kept aside, and begins
+    /// the copy of each rule set's keyed state.
+    fn begin_checkpoint(&mut self, sequence: u64, records: u64) -> Begun {
         let position = self.source.position();
         let mut w = Writer::new(self.source.name(), records, position.as_ref());
         w.section(|out| self.watermark.write_snapshot(out));
         w.section(|out| self.strings.write_snapshot(out));
         w.section(|out| self.ingest.write_snapshot(out));
         w.count(self.slots.len() + self.parked.len());
-        for slot in &self.slots {
+        let mut copies = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             let rule = &slot.rule;
             let key = state_key(rule.manifest().state_key);
             w.rule(rule.name(), rule.version(), rule.hash(), &key, false);
-            w.section(|out| slot.state.write_snapshot(out));
+            slot.state.begin_copy();
+            copies.push((i, w.later()));
             w.count(slot.windows.len());
             for op in &slot.windows {
                 w.window(&op.name, op.fingerprint());
                 w.section(|out| op.write_snapshot(out));
             }
         }
-        let mut parked: Vec<(&String, &KeyedState)> = self.parked.iter().collect();
+        let mut parked: Vec<(&String, &mut KeyedState)> = self.parked.iter_mut().collect();
         parked.sort_by(|a, b| a.0.cmp(b.0));
         for (name, state) in parked {
             w.rule(name, "", "", "", true);
             w.section(|out| state.write_snapshot(out));
             w.count(0);
         }
-        let taken = Taken {
+        Begun {
             sequence,
-            payload: w.finish(),
+            writer: w,
+            copies,
             written: self.router.written(),
             mark: self.source.mark(),
+        }
+    }
+
+    /// Copies keyed state until `until`; true once every copy is done.
+    fn copy_states(&mut self, begun: &mut Begun, until: Instant) -> bool {
+        for &(slot, _) in &begun.copies {
+            let state = &mut self.slots[slot].state;
+            while !state.copy_some(COPY_CHUNK) {
+                if Instant::now() >= until {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A snapshot whose copies are done, ready for the store.
+    fn taken(&mut self, mut begun: Begun) -> Taken {
+        for &(slot, place) in &begun.copies {
+            let bytes = self.slots[slot].state.finish_copy();
+            begun.writer.fill(place, bytes);
+        }
+        Taken {
+            sequence: begun.sequence,
+            payload: begun.writer.finish(),
+            written: begun.written,
+            mark: begun.mark,
+        }
+    }
+
+    /// Before the rule sets change (a swap, an addition, a removal): a
+    /// snapshot begun is finished, as of when it began.
+    pub(super) fn finish_checkpoint(&mut self) {
+        let Some(c) = self.checkpoints.as_mut() else {
+            return;
         };
-        self.metrics
-            .checkpoint_pause(started.elapsed().as_micros() as u64);
-        taken
+        if let Some(begun) = c.begun.take() {
+            let taken = self.taken(begun);
+            if let Some(c) = self.checkpoints.as_mut() {
+                c.waiting.push_back(taken);
+            }
+        }
     }
 
     /// A snapshot is on disk (or could not be written): its offsets are
@@ -248,10 +314,13 @@ impl Pipeline {
             return;
         };
         c.waiting.clear();
+        c.begun = None;
         if interrupted {
             // Everything written is flushed: the snapshot may be stored now.
             c.sequence += 1;
-            let taken = self.take_checkpoint(c.sequence, records);
+            let mut begun = self.begin_checkpoint(c.sequence, records);
+            self.copy_states(&mut begun, Instant::now() + Duration::from_secs(3600));
+            let taken = self.taken(begun);
             if let Some(done) = c.send(taken) {
                 self.checkpoint_stored(done);
             }

@@ -68,6 +68,9 @@ impl Pipeline {
             Some(rx) => rx.try_iter().collect(),
             None => return Ok(()),
         };
+        if !waiting.is_empty() {
+            self.finish_checkpoint();
+        }
         for update in waiting {
             let started = Instant::now();
             let (outcome, reply) = match update {

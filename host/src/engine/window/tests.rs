@@ -293,3 +293,41 @@ fn a_sweep_of_the_interner_keeps_what_open_windows_hold() {
     let keys: Vec<&str> = fired.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(keys, ["alice", "bob"]);
 }
+
+#[test]
+fn windows_restored_from_a_snapshot_fire_as_the_originals_would() {
+    for kind in [
+        WindowKind::Tumbling(60_000),
+        WindowKind::Session(30_000),
+        WindowKind::Sliding(SlidingWindow {
+            size_ms: 60_000,
+            slide_ms: 20_000,
+        }),
+    ] {
+        let mut s = Interner::default();
+        let mut op = WindowOperator::new(&spec(kind, 30_000));
+        for (i, c) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+            op.add(&txn(&mut s, c, i as i64 * 25_000, 100), i64::MIN);
+        }
+        // One window fired, then updated by a late event (it fires again).
+        let first = fire(&mut op, 60_000, &s);
+        op.add(&txn(&mut s, "a", 59_000, 100), 60_000);
+        let mut bytes = Vec::new();
+        op.write_snapshot(&mut bytes);
+        let mut back = WindowOperator::new(&spec(kind, 30_000));
+        back.read_snapshot(&mut crate::codec::Reader::new(&bytes, "test"))
+            .unwrap();
+        assert_eq!(back.len(), op.len(), "{kind:?}");
+        let more = txn(&mut s, "b", 130_000, 100);
+        op.add(&more, 60_000);
+        back.add(&more, 60_000);
+        for watermark in [70_000, 200_000, i64::MAX] {
+            assert_eq!(
+                fire(&mut back, watermark, &s),
+                fire(&mut op, watermark, &s),
+                "{kind:?} at {watermark} (first fired {first:?})"
+            );
+        }
+        assert!(back.is_empty());
+    }
+}
