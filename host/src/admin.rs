@@ -335,6 +335,16 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
                 &m.strings_released,
             ),
             (
+                "edge_checkpoints_total",
+                "Checkpoints written.",
+                &m.checkpoints,
+            ),
+            (
+                "edge_checkpoint_failures_total",
+                "Checkpoints that could not be written (the previous one stands).",
+                &m.checkpoint_failures,
+            ),
+            (
                 "edge_events_ahead_of_clock_total",
                 "Events stamped ahead of the source's clock by more than the out-of-orderness bound (not moving the watermark).",
                 &m.ahead_of_clock,
@@ -356,15 +366,30 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
         if wm != i64::MIN {
             gauge!("edge_watermark_ms").set(wm as f64);
         }
-        if let Ok(h) = m.swap_pause_us.lock() {
-            if let Some(h) = h.as_ref() {
-                describe_gauge!(
-                    "edge_swap_pause_us",
-                    "Pause of the hot path to apply a rule set change, microseconds."
-                );
-                for (q, at) in [("0.5", 0.5), ("0.99", 0.99), ("1", 1.0)] {
-                    let v = h.value_at_quantile(at);
-                    gauge!("edge_swap_pause_us", "quantile" => q).set(v as f64);
+        describe_gauge!(
+            "edge_checkpoint_bytes",
+            "Size of the last checkpoint written, bytes."
+        );
+        gauge!("edge_checkpoint_bytes").set(m.checkpoint_bytes.load(Ordering::Relaxed) as f64);
+        for (name, help, histogram) in [
+            (
+                "edge_swap_pause_us",
+                "Pause of the hot path to apply a rule set change, microseconds.",
+                &m.swap_pause_us,
+            ),
+            (
+                "edge_checkpoint_pause_us",
+                "Pause of the hot path between two batches to copy state into a checkpoint, microseconds.",
+                &m.checkpoint_pause_us,
+            ),
+        ] {
+            if let Ok(h) = histogram.lock() {
+                if let Some(h) = h.as_ref() {
+                    describe_gauge!(name, help);
+                    for (q, at) in [("0.5", 0.5), ("0.99", 0.99), ("1", 1.0)] {
+                        let v = h.value_at_quantile(at);
+                        gauge!(name, "quantile" => q).set(v as f64);
+                    }
                 }
             }
         }

@@ -9,7 +9,8 @@
 //! - [`engine`]: deduplication, columnar batches, event time and watermarks,
 //!   windows with native aggregates, keyed state, the router that gives rows
 //!   their ids, and the [`engine::Pipeline`] whose stages (ingest, rules,
-//!   windows, settlement, upkeep) live in `engine/pipeline/`.
+//!   windows, settlement, checkpoint, upkeep) live in `engine/pipeline/`;
+//!   [`engine::snapshot`] is what a checkpoint holds.
 //! - [`state`]: keyed state of a rule set (key to bytes, with a time to
 //!   live), held by the host so rule sets can be replaced without losing it.
 //! - [`runtime`]: the wasmtime host for rule sets: loading and checking
@@ -20,7 +21,8 @@
 //!   [`sink::encode::Encoder`].
 //!
 //! Around them: [`checkpoint`] is the store of snapshots (numbered,
-//! checksummed files in a directory); [`config`] holds `edge.toml`'s
+//! checksummed files in a directory), whose parts write and read
+//! themselves through [`codec`]; [`config`] holds `edge.toml`'s
 //! schema; [`dims`] the customer and merchant dimensions; [`reload`]
 //! watches rule set files; [`admin`] is the HTTP API; [`metrics`] the
 //! counters the console, the summary and `/metrics` read. `main.rs` only parses the command line and calls [`app`],

@@ -153,9 +153,9 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
                 }
                 tracing::error!(
                     "second stop signal: exiting now. Output not yet written by the sinks is \
-                     lost: with a Kafka source its records are read again at the next start \
-                     (only offsets of written results are committed); from a file or the \
-                     generator, run again to produce it"
+                     not lost: from a file or Kafka the next start resumes from the last \
+                     checkpoint and produces it again (without checkpoints, a Kafka source's \
+                     unsettled records are read again); from the generator, run again"
                 );
                 std::process::exit(130);
             });
