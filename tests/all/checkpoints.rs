@@ -101,14 +101,15 @@ struct Crashes {
     logs: String,
 }
 
-/// Runs `edge ARGS` (writing to `out`) to its end, killing it with SIGKILL
-/// at `kills` random points on the way and starting it again with the same
-/// command each time. A point is a random amount of new output, up to a
-/// sixth of `total` bytes (what a whole run writes); `pause` is waited
-/// before each restart.
+/// Runs `edge ARGS` to its end, killing it with SIGKILL at `kills` random
+/// points on the way and starting it again with the same command each
+/// time. A point is a random amount of new output (as `progress` measures
+/// it), up to a sixth of `total` (what a whole run writes); `pause` is
+/// waited before each restart. Logs go beside `out`.
 fn run_with_crashes(
     args: &[String],
     out: &Path,
+    progress: &dyn Fn() -> u64,
     total: u64,
     kills: usize,
     seed: u64,
@@ -129,14 +130,14 @@ fn run_with_crashes(
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let before = output_bytes(out);
+        let before = progress();
         let point = before + 1 + random.below(total / 6);
         let started = Instant::now();
         let ended = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }
-            if start < kills && output_bytes(out) >= point {
+            if start < kills && progress() >= point {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 crashes.killed += 1;
@@ -233,7 +234,9 @@ fn a_file_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
 
     let crashed = dir.path().join("crashed");
     let args = run_args(&config, &crashed, &[]);
-    let crashes = run_with_crashes(&args, &crashed, output_bytes(&whole), 10, 7, Duration::ZERO);
+    let progress = || output_bytes(&crashed);
+    let total = output_bytes(&whole);
+    let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 7, Duration::ZERO);
     eprintln!(
         "killed {} times, resumed {} times",
         crashes.killed, crashes.resumed
@@ -549,7 +552,9 @@ interval-ms = 100
     let crashed = dir.path().join("crashed");
     let args = run_args(&config(&unique("g")), &crashed, &[]);
     let pause = Duration::from_millis(2_500);
-    let crashes = run_with_crashes(&args, &crashed, output_bytes(&whole), 10, 11, pause);
+    let progress = || output_bytes(&crashed);
+    let total = output_bytes(&whole);
+    let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 11, pause);
     eprintln!(
         "killed {} times, resumed {} times",
         crashes.killed, crashes.resumed
@@ -562,4 +567,118 @@ interval-ms = 100
         crashes.logs
     );
     same_output(&upserted(&crashed), &want);
+}
+
+/// Every table of `schema`, each row as text, ordered by `_id`.
+fn tables(pg: &str, schema: &str) -> BTreeMap<String, Vec<String>> {
+    use edge_tests::db;
+    let names = db::postgres(
+        pg,
+        &format!(
+            "select table_name from information_schema.tables where table_schema = '{schema}' \
+             and table_name not like 'edge_%' order by 1"
+        ),
+    );
+    names
+        .into_iter()
+        .map(|row| {
+            let table = row[0].clone();
+            let rows = db::postgres(
+                pg,
+                &format!("select t::text from \"{schema}\".\"{table}\" t order by \"_id\""),
+            );
+            (table, rows.into_iter().map(|r| r[0].clone()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_once_into_postgres_with_checkpoints_killed_at_random_points_gives_the_uninterrupted_tables(
+) {
+    use super::kafka::{brokers, exactly_once_args, produce_file, unique};
+    use edge_tests::db;
+    let (Some(brokers), Some(pg)) = (brokers(), edge_tests::service("EDGE_POSTGRES_URL")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let events = 6_000;
+    let (input, _) = file_input(dir.path(), events);
+    let topic = unique("eocrash");
+    assert_eq!(produce_file(&brokers, &topic, &input), events as usize);
+    let run = |schema: &str| {
+        let mut args = exactly_once_args(
+            dir.path(),
+            &brokers,
+            &topic,
+            &pg,
+            schema,
+            &guests::RULE_SETS,
+            100,
+        );
+        args.extend([
+            "--max-events".into(),
+            events.to_string(),
+            "--admin".into(),
+            "off".into(),
+        ]);
+        args
+    };
+    let whole = db::unique("edge_whole");
+    let status = Command::new(edge_bin())
+        .args(run(&whole))
+        .env("EDGE_LOG", "warn")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let want = tables(&pg, &whole);
+    let sizes: Vec<(&String, usize)> = want.iter().map(|(t, r)| (t, r.len())).collect();
+    assert!(
+        want["alerts"].len() > 20 && want["merchant_metrics"].len() > 20,
+        "{sizes:?}"
+    );
+    let rows = |schema: &str| -> u64 {
+        db::try_postgres(&pg, &format!("select count(*) from \"{schema}\".clean"))
+            .ok()
+            .and_then(|r| r.first().and_then(|r| r[0].parse().ok()))
+            .unwrap_or(0)
+    };
+    let crashed = db::unique("edge_crashed");
+    let progress = || rows(&crashed);
+    let out = dir.path().join("crashed");
+    let crashes = run_with_crashes(
+        &run(&crashed),
+        &out,
+        &progress,
+        events,
+        6,
+        5,
+        Duration::from_millis(2_500),
+    );
+    eprintln!(
+        "killed {} times, resumed {} times",
+        crashes.killed, crashes.resumed
+    );
+    assert!(
+        crashes.killed >= 3 && crashes.resumed >= 2,
+        "killed {} times, resumed {} times:\n{}",
+        crashes.killed,
+        crashes.resumed,
+        crashes.logs
+    );
+    let got = tables(&pg, &crashed);
+    for (table, rows) in &want {
+        let other = got.get(table).cloned().unwrap_or_default();
+        let present: std::collections::HashSet<&String> = other.iter().collect();
+        let differing = rows.iter().filter(|r| !present.contains(r)).count();
+        assert!(
+            differing == 0 && other.len() == rows.len(),
+            "{table}: {} rows, {} uninterrupted; {differing} of those differ or are missing",
+            other.len(),
+            rows.len()
+        );
+    }
+    for schema in [whole, crashed] {
+        db::postgres(&pg, &format!("drop schema \"{schema}\" cascade"));
+    }
 }

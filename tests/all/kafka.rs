@@ -813,16 +813,18 @@ impl Drop for KillOnDrop {
 
 /// `edge run` arguments for reading `topic` exactly once into PostgreSQL
 /// (schema `schema`), with `rules`: small batches and frequent commits, so
-/// that offsets settle while a run goes on.
-fn exactly_once_args(
+/// that offsets settle while a run goes on; a checkpoint every
+/// `checkpoint_ms` (0: none, offsets settle as windows close).
+pub(crate) fn exactly_once_args(
     dir: &Path,
     brokers: &str,
     topic: &str,
     pg: &str,
     schema: &str,
     rules: &[&str],
+    checkpoint_ms: u64,
 ) -> Vec<String> {
-    let cfg = dir.join("eo.toml");
+    let cfg = dir.join(format!("{schema}.toml"));
     std::fs::write(
         &cfg,
         format!(
@@ -831,7 +833,8 @@ fn exactly_once_args(
 brokers = "{brokers}"
 [kafka.options]
 # The killed member leaves the group when its session times out.
-"session.timeout.ms" = "6000"
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "300"
 [source]
 kind = "kafka"
 topics = ["{topic}"]
@@ -850,6 +853,8 @@ exactly-once = true
 [output.routes]
 "*" = ["postgres"]
 clean = ["postgres"]
+[checkpoint]
+interval-ms = {checkpoint_ms}
 "#,
             group = unique("g"),
         ),
@@ -875,7 +880,15 @@ fn exactly_once_starts_at_the_stored_offsets_when_kafka_has_committed_further() 
     let file = gen_file(dir.path(), 3_000);
     assert_eq!(produce_file(&brokers, &topic, &file), 3_000);
     let schema = db::unique("edge_eo");
-    let args = exactly_once_args(dir.path(), &brokers, &topic, &pg, &schema, &[guests::TALLY]);
+    let args = exactly_once_args(
+        dir.path(),
+        &brokers,
+        &topic,
+        &pg,
+        &schema,
+        &[guests::TALLY],
+        0,
+    );
     let run = |max: &str| {
         let mut args = args.clone();
         // Bounded by the records (the duration only guards a hang).
@@ -940,6 +953,7 @@ fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
         &pg,
         &schema,
         &guests::RULE_SETS,
+        0,
     );
     let number = |sql: String| {
         db::try_postgres(&pg, &sql)
@@ -1019,10 +1033,10 @@ fn exactly_once_into_postgres_resumes_after_a_crash_without_loss_or_repeats() {
         "60".into(),
     ]);
     // The broker drops the killed member from the group when a member joins
-    // after its session has timed out (6 s); a run that joined before, while
+    // after its session has timed out (2 s); a run that joined before, while
     // it still held every partition, reads nothing and ends at its
     // duration, and the next one gets the partitions.
-    std::thread::sleep(Duration::from_secs(7).saturating_sub(killed.elapsed()));
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed()));
     let mut text = String::new();
     for _ in 0..3 {
         let out = Command::new(edge_bin())

@@ -194,7 +194,7 @@ pub fn run_with_metrics(
     if rules.is_empty() {
         bail!("every rule set is disabled in the config; nothing to run");
     }
-    let (source, resume_after) = steps::open_source(config, generator, &dims)?;
+    let (source, resume) = steps::open_source(config, generator, &dims)?;
     let decoder =
         Decoder::new(config.source.format(), &config.decode).map_err(anyhow::Error::msg)?;
     let streams = steps::streams(config, &rules);
@@ -220,10 +220,10 @@ pub fn run_with_metrics(
     if config.postgres.exactly_once {
         pipeline.store_offsets_in_sinks();
     }
-    if let Some(watermark) = resume_after {
+    if let Some(watermark) = resume.watermark {
         pipeline.resume_after(watermark);
     }
-    steps::checkpoints(config, &mut pipeline, resumable)?;
+    steps::checkpoints(config, &mut pipeline, resumable, resume.checkpoint)?;
     let updates = pipeline.updates();
     let mut services =
         steps::Services::start(config, runtime, files, updates, &metrics, admin_listener)?;

@@ -53,40 +53,54 @@ pub(super) fn dimensions(
     Ok(dims)
 }
 
-/// The configured source, and with `postgres.exactly-once` the watermark
-/// stored with the offsets it resumes from.
+/// Where a run resumes with `postgres.exactly-once`: the last checkpoint
+/// stored with the results (its sequence and payload), or without one the
+/// watermark stored with the offsets.
+#[derive(Default)]
+pub(super) struct Resume {
+    pub watermark: Option<i64>,
+    pub checkpoint: Option<(u64, Vec<u8>)>,
+}
+
+/// The configured source, and with `postgres.exactly-once` where it
+/// resumes.
 pub(super) fn open_source(
     config: &Config,
     generator: Option<Generator>,
     dims: &SharedDims,
-) -> anyhow::Result<(Box<dyn Source>, Option<i64>)> {
+) -> anyhow::Result<(Box<dyn Source>, Resume)> {
     Ok(match (config.source.kind, generator) {
         (SourceKind::Gen, Some(g)) => (
             Box::new(GenSource::new(g, config.generator.rate).with_dims(dims.clone())),
-            None,
+            Resume::default(),
         ),
         (SourceKind::Kafka, _) => {
             let mut kafka =
                 KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?;
-            let mut resume_after = None;
+            let mut resume = Resume::default();
             if config.postgres.exactly_once {
-                let stored =
-                    crate::sink::postgres::stored_offsets(&config.postgres, &config.source.group)?;
-                if !stored.offsets.is_empty() {
-                    tracing::info!(
-                        partitions = stored.offsets.len(),
-                        "resuming from the offsets stored in postgres"
-                    );
+                let (postgres, group) = (&config.postgres, &config.source.group);
+                if config.checkpoint.interval_ms > 0 {
+                    resume.checkpoint = crate::sink::postgres::stored_checkpoint(postgres, group)?;
                 }
-                resume_after = stored.watermark;
-                let (postgres, group) = (config.postgres.clone(), config.source.group.clone());
-                kafka.resume_from(Box::new(move || {
-                    crate::sink::postgres::stored_offsets(&postgres, &group)
-                        .map(|s| s.offsets)
-                        .map_err(|e| e.to_string())
-                }));
+                if resume.checkpoint.is_none() {
+                    let stored = crate::sink::postgres::stored_offsets(postgres, group)?;
+                    if !stored.offsets.is_empty() {
+                        tracing::info!(
+                            partitions = stored.offsets.len(),
+                            "resuming from the offsets stored in postgres"
+                        );
+                    }
+                    resume.watermark = stored.watermark;
+                    let (postgres, group) = (postgres.clone(), group.clone());
+                    kafka.resume_from(Box::new(move || {
+                        crate::sink::postgres::stored_offsets(&postgres, &group)
+                            .map(|s| s.offsets)
+                            .map_err(|e| e.to_string())
+                    }));
+                }
             }
-            (Box::new(kafka), resume_after)
+            (Box::new(kafka), resume)
         }
         _ => {
             let path = config
@@ -97,33 +111,53 @@ pub(super) fn open_source(
             let csv = config.source.format() == crate::model::Format::Csv;
             let file = FileSource::open(path, csv)
                 .with_context(|| format!("cannot open source file {}", path.display()))?;
-            (Box::new(file), None)
+            (Box::new(file), Resume::default())
         }
     })
 }
 
-/// Checkpoints in `checkpoint.dir`: the newest one that checks out is
+/// Checkpoints in `checkpoint.dir` (with `postgres.exactly-once`, in
+/// PostgreSQL with the results): the newest one that checks out is
 /// restored, and the pipeline takes them as it runs. Off with
-/// `checkpoint.interval-ms = 0`, for the generator (which cannot resume),
-/// and with `postgres.exactly-once` (a restart resumes from the offsets
-/// stored with the results).
+/// `checkpoint.interval-ms = 0`, and for the generator (which cannot
+/// resume).
 pub(super) fn checkpoints(
     config: &Config,
     pipeline: &mut Pipeline,
     resumable: bool,
+    stored: Option<(u64, Vec<u8>)>,
 ) -> anyhow::Result<()> {
     let Some(dir) = config.checkpoint_dir() else {
         return Ok(());
     };
-    if config.postgres.exactly_once {
-        tracing::info!(
-            "postgres.exactly-once: a restart resumes from the offsets stored with the results; \
-             no checkpoint files are taken"
-        );
-        return Ok(());
-    }
     if !resumable {
         tracing::debug!("the source cannot resume; no checkpoints are taken");
+        return Ok(());
+    }
+    if config.postgres.exactly_once {
+        let mut sequence = 0;
+        if let Some((stored, payload)) = stored {
+            restore(
+                pipeline,
+                &payload,
+                "the checkpoint stored in postgres",
+                || {
+                    format!(
+                        "delete the row of consumer group {} from {}.{} to start over from the \
+                     offsets stored beside it",
+                        config.source.group,
+                        config.postgres.schema,
+                        crate::model::CHECKPOINTS_TABLE
+                    )
+                },
+            )?;
+            tracing::info!(
+                sequence = stored,
+                "resuming from the checkpoint stored in postgres"
+            );
+            sequence = stored;
+        }
+        pipeline.checkpoint_in_sinks(config.checkpoint.interval_ms, sequence);
         return Ok(());
     }
     let store = Store::open(&dir, config.checkpoint.keep).map_err(anyhow::Error::msg)?;
@@ -135,21 +169,34 @@ pub(super) fn checkpoints(
                 path.display()
             );
         }
-        let notes = pipeline.restore(&loaded.payload).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot resume from checkpoint {}: {e}\nremove {} to start over, or set \
-                 checkpoint.dir to another directory",
-                loaded.path.display(),
+        let what = format!("checkpoint {}", loaded.path.display());
+        restore(pipeline, &loaded.payload, &what, || {
+            format!(
+                "remove {} to start over, or set checkpoint.dir to another directory",
                 dir.display()
             )
         })?;
-        for note in notes {
-            tracing::warn!("{note}");
-        }
         tracing::info!(checkpoint = %loaded.path.display(), "resuming from the checkpoint");
         sequence = loaded.sequence;
     }
     pipeline.checkpoint_to(store, config.checkpoint.interval_ms, sequence);
+    Ok(())
+}
+
+/// Restores `what` into the pipeline, logging what was not carried over;
+/// `fix` says how to start over instead.
+fn restore(
+    pipeline: &mut Pipeline,
+    payload: &[u8],
+    what: &str,
+    fix: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let notes = pipeline
+        .restore(payload)
+        .map_err(|e| anyhow::anyhow!("cannot resume from {what}: {e}\n{}", fix()))?;
+    for note in notes {
+        tracing::warn!("{note}");
+    }
     Ok(())
 }
 

@@ -310,6 +310,20 @@ impl Router {
             .try_for_each(|s| s.store_offsets(offsets, watermark))
     }
 
+    /// Hands a checkpoint to the sinks that keep it with the results;
+    /// whether one does.
+    pub fn store_checkpoint(
+        &mut self,
+        sequence: u64,
+        payload: &[Vec<u8>],
+    ) -> Result<bool, SinkError> {
+        let mut kept = false;
+        for sink in &mut self.sinks {
+            kept |= sink.store_checkpoint(sequence, payload)?;
+        }
+        Ok(kept)
+    }
+
     /// Lets every sink send what has waited too long, and dead-letters
     /// what they refused.
     pub fn tick(&mut self) -> Result<(), SinkError> {

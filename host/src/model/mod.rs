@@ -17,6 +17,10 @@ pub const FIXED_STREAMS: [&str; 5] = ["alerts", "dead_letter", "late", "raw", "c
 /// the results (no rule set's table may take its name).
 pub const OFFSETS_TABLE: &str = "edge_offsets";
 
+/// The table a PostgreSQL sink keeps a consumer group's last checkpoint in
+/// (`postgres.exactly-once`), with the results it covers.
+pub const CHECKPOINTS_TABLE: &str = "edge_checkpoints";
+
 /// The wire format of records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

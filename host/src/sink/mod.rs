@@ -757,6 +757,18 @@ pub trait Sink: Send {
     ) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Stores a checkpoint's payload (given in parts) after the records
+    /// written so far, replacing the one before, for sinks that keep the
+    /// checkpoint with the results (`postgres.exactly-once`); an empty
+    /// payload says the run ended (the next one starts over). Whether the
+    /// sink keeps it.
+    fn store_checkpoint(
+        &mut self,
+        _sequence: u64,
+        _payload: &[Vec<u8>],
+    ) -> Result<bool, SinkError> {
+        Ok(false)
+    }
     /// Called on every turn of the pipeline, with or without records:
     /// a sink that batches by time sends its partial batch here.
     fn tick(&mut self) -> Result<(), SinkError> {

@@ -19,7 +19,7 @@ use super::encode::{CopyText, Encoder};
 use super::spool::{BatchWriter, Spool, SpoolConfig, WriteError};
 use super::{redact, refuse_time, stored_columns, Record, Refused, Sink, SinkError, TableInfo};
 use crate::config::PostgresConfig;
-use crate::model::OFFSETS_TABLE;
+use crate::model::{CHECKPOINTS_TABLE, OFFSETS_TABLE};
 use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +49,8 @@ pub struct PostgresSink {
     /// With `exactly-once`: the consumer group, the offsets table's index
     /// and its columns.
     offsets: Option<(String, usize, Vec<Column>)>,
+    /// With `exactly-once`: the checkpoints table's index and its columns.
+    checkpoints: Option<(usize, Vec<Column>)>,
     /// Table index and stored columns by stream name.
     index: std::collections::HashMap<String, (usize, Vec<Column>)>,
     /// The sink and its server (without credentials), for messages.
@@ -137,6 +139,71 @@ fn offsets_columns() -> Vec<Column> {
     .into_iter()
     .map(|(name, ty)| super::column(name, ty, false))
     .collect()
+}
+
+/// The columns of the checkpoints table: one row per consumer group, its
+/// last checkpoint (the payload in base64; empty once a run ended).
+fn checkpoints_columns() -> Vec<Column> {
+    [
+        ("_id", ColumnType::Text),
+        ("consumer_group", ColumnType::Text),
+        ("sequence", ColumnType::Int),
+        ("payload", ColumnType::Text),
+    ]
+    .into_iter()
+    .map(|(name, ty)| super::column(name, ty, false))
+    .collect()
+}
+
+/// The last checkpoint stored for consumer group `group`: its sequence
+/// number and payload; none when there is none, or the last run ended.
+pub fn stored_checkpoint(
+    config: &PostgresConfig,
+    group: &str,
+) -> Result<Option<(u64, Vec<u8>)>, SinkError> {
+    use base64::Engine;
+    let shown = redact(&config.url);
+    let fail = |message: String| SinkError::transient(format!("postgres ({shown})"), message);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    runtime.block_on(async {
+        let timeout = Duration::from_millis(config.statement_timeout_ms.max(1));
+        let client = connect_within(&config.url, timeout).await.map_err(fail)?;
+        let exists = client
+            .query(
+                "select 1 from information_schema.tables where table_schema = $1 and table_name = $2",
+                &[&config.schema, &CHECKPOINTS_TABLE],
+            )
+            .await
+            .map_err(|e| fail(format!("looking for {CHECKPOINTS_TABLE}: {}", explain(&e))))?;
+        if exists.is_empty() {
+            return Ok(None);
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "select sequence, payload from {}.{} where consumer_group = $1",
+                    quote(&config.schema),
+                    quote(CHECKPOINTS_TABLE)
+                ),
+                &[&group],
+            )
+            .await
+            .map_err(|e| fail(format!("reading {CHECKPOINTS_TABLE}: {}", explain(&e))))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let (sequence, text) = (row.get::<_, i64>(0), row.get::<_, String>(1));
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| fail(format!("{CHECKPOINTS_TABLE} holds a payload that is not base64: {e}")))?;
+        Ok(Some((sequence as u64, payload)))
+    })
 }
 
 /// A column's name and SQL type.
@@ -502,18 +569,22 @@ impl PostgresSink {
                 cols,
             });
         }
-        let offsets = match offsets_of {
+        let mut own_table = |name: &str, columns: Vec<Column>| -> Result<_, SinkError> {
+            let cols: Vec<Col> = columns.iter().map(col).collect();
+            writer.ensure_table(name, &cols)?;
+            writer.tables.push(Table {
+                name: name.into(),
+                cols,
+            });
+            Ok((writer.tables.len() - 1, columns))
+        };
+        let (offsets, checkpoints) = match offsets_of {
             Some(group) => {
-                let columns = offsets_columns();
-                let cols: Vec<Col> = columns.iter().map(col).collect();
-                writer.ensure_table(OFFSETS_TABLE, &cols)?;
-                writer.tables.push(Table {
-                    name: OFFSETS_TABLE.into(),
-                    cols,
-                });
-                Some((group.to_string(), writer.tables.len() - 1, columns))
+                let (table, columns) = own_table(OFFSETS_TABLE, offsets_columns())?;
+                let checkpoints = own_table(CHECKPOINTS_TABLE, checkpoints_columns())?;
+                (Some((group.to_string(), table, columns)), Some(checkpoints))
             }
-            None => None,
+            None => (None, None),
         };
         if offsets.is_some() {
             // Exactly-once keeps every stream here: refused rows' dead
@@ -533,6 +604,7 @@ impl PostgresSink {
             ),
             index,
             offsets,
+            checkpoints,
             label: format!("postgres ({shown})"),
         })
     }
@@ -576,6 +648,23 @@ impl Sink for PostgresSink {
             self.spool.push(*table, row_of(&values, columns))?;
         }
         Ok(())
+    }
+
+    fn store_checkpoint(&mut self, sequence: u64, payload: &[Vec<u8>]) -> Result<bool, SinkError> {
+        use base64::Engine;
+        let (Some((group, _, _)), Some((table, columns))) = (&self.offsets, &self.checkpoints)
+        else {
+            return Ok(false);
+        };
+        let text = base64::engine::general_purpose::STANDARD.encode(payload.concat());
+        let values = [
+            Value::Text(group.clone()),
+            Value::Text(group.clone()),
+            Value::Int(sequence as i64),
+            Value::Text(text),
+        ];
+        self.spool.push(*table, row_of(&values, columns))?;
+        Ok(true)
     }
 
     fn tick(&mut self) -> Result<(), SinkError> {

@@ -18,6 +18,7 @@ use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
 use crate::engine::snapshot::{Snapshot, Writer};
 use crate::model::Interner;
+use crate::sink::SinkError;
 use crate::source::Mark;
 use crate::state::KeyedState;
 use std::collections::VecDeque;
@@ -34,7 +35,10 @@ const COPY_CHUNK: usize = 2_048;
 /// A snapshot taken, on its way to the store.
 struct Taken {
     sequence: u64,
+    /// Its bytes, in parts; none once handed to the sinks that keep it.
     payload: Vec<Vec<u8>>,
+    /// Its size.
+    bytes: usize,
     /// Records written to each sink when it was taken.
     written: Vec<u64>,
     /// The source's offsets it covers, committed once it is stored.
@@ -53,6 +57,8 @@ struct Stored {
 struct Begun {
     sequence: u64,
     writer: Writer,
+    /// The watermark when it began.
+    watermark: i64,
     /// The slots whose keyed state is being copied, and where each goes.
     copies: Vec<(usize, usize)>,
     written: Vec<u64>,
@@ -61,7 +67,9 @@ struct Begun {
 
 /// The checkpoints of a run.
 pub(super) struct Checkpoints {
-    store: Store,
+    /// The directory they go to; none when the sinks keep them with the
+    /// results (`postgres.exactly-once`).
+    store: Option<Store>,
     interval: Duration,
     last: Instant,
     sequence: u64,
@@ -76,20 +84,21 @@ pub(super) struct Checkpoints {
 impl Checkpoints {
     /// Checkpoints into `store` every `interval_ms`, numbered after
     /// `sequence` (the newest the store holds).
-    fn start(store: Store, interval_ms: u64, sequence: u64) -> Self {
+    fn start(store: Option<Store>, interval_ms: u64, sequence: u64) -> Self {
         let (jobs, inbox) = mpsc::channel::<Taken>();
         let (outbox, stored) = mpsc::channel();
-        let disk = store.clone();
-        let writer = std::thread::Builder::new()
-            .name("edge-checkpoint".into())
-            .spawn(move || {
-                for taken in inbox {
-                    if outbox.send(write_now(&disk, taken)).is_err() {
-                        return;
+        let writer = store.clone().and_then(|disk| {
+            std::thread::Builder::new()
+                .name("edge-checkpoint".into())
+                .spawn(move || {
+                    for taken in inbox {
+                        if outbox.send(write_now(&disk, taken)).is_err() {
+                            return;
+                        }
                     }
-                }
-            })
-            .ok();
+                })
+                .ok()
+        });
         Self {
             store,
             interval: Duration::from_millis(interval_ms.max(1)),
@@ -104,13 +113,21 @@ impl Checkpoints {
     }
 
     /// Hands a snapshot to the writer (written at once when the writer
-    /// thread could not start).
+    /// thread could not start); one the sinks hold already is stored.
     fn send(&mut self, taken: Taken) -> Option<Stored> {
+        let Some(store) = &self.store else {
+            return Some(Stored {
+                sequence: taken.sequence,
+                mark: taken.mark,
+                bytes: taken.bytes,
+                result: Ok(()),
+            });
+        };
         match &self.jobs {
             Some(jobs) if self.writer.is_some() => {
-                jobs.send(taken).err().map(|e| write_now(&self.store, e.0))
+                jobs.send(taken).err().map(|e| write_now(store, e.0))
             }
-            _ => Some(write_now(&self.store, taken)),
+            _ => Some(write_now(store, taken)),
         }
     }
 
@@ -127,7 +144,7 @@ impl Checkpoints {
 fn write_now(store: &Store, taken: Taken) -> Stored {
     Stored {
         sequence: taken.sequence,
-        bytes: taken.payload.iter().map(Vec::len).sum(),
+        bytes: taken.bytes,
         result: store
             .write_parts(taken.sequence, &taken.payload)
             .map(|_| ()),
@@ -139,7 +156,15 @@ impl Pipeline {
     /// Checkpoints the run into `store` every `interval_ms` and at a
     /// stop; `sequence` is the newest checkpoint the store holds.
     pub fn checkpoint_to(&mut self, store: Store, interval_ms: u64, sequence: u64) {
-        self.checkpoints = Some(Checkpoints::start(store, interval_ms, sequence));
+        self.checkpoints = Some(Checkpoints::start(Some(store), interval_ms, sequence));
+    }
+
+    /// Checkpoints the run every `interval_ms` into the sinks that keep
+    /// checkpoints with the results (`postgres.exactly-once`): each is
+    /// stored after the results written before it, in their transactions;
+    /// `sequence` is the newest stored.
+    pub fn checkpoint_in_sinks(&mut self, interval_ms: u64, sequence: u64) {
+        self.checkpoints = Some(Checkpoints::start(None, interval_ms, sequence));
     }
 
     /// After a batch: takes a checkpoint when one is due, hands those whose
@@ -177,7 +202,10 @@ impl Pipeline {
         }
         if let Some(mut begun) = c.begun.take() {
             match self.copy_states(&mut begun, started + COPY_BUDGET) {
-                true => c.waiting.push_back(self.taken(begun)),
+                true => {
+                    let taken = self.taken(begun, c.store.is_none())?;
+                    c.waiting.push_back(taken);
+                }
                 false => c.begun = Some(begun),
             }
             self.metrics
@@ -190,6 +218,7 @@ impl Pipeline {
     /// dedup ids, the open windows and the states kept aside, and begins
     /// the copy of each rule set's keyed state.
     fn begin_checkpoint(&mut self, sequence: u64, records: u64) -> Begun {
+        let watermark = self.watermark.current();
         let position = self.source.position();
         let mut w = Writer::new(self.source.name(), records, position.as_ref());
         w.section(|out| self.watermark.write_snapshot(out));
@@ -219,6 +248,7 @@ impl Pipeline {
         Begun {
             sequence,
             writer: w,
+            watermark,
             copies,
             written: self.router.written(),
             mark: self.source.mark(),
@@ -238,32 +268,48 @@ impl Pipeline {
         true
     }
 
-    /// A snapshot whose copies are done, ready for the store.
-    fn taken(&mut self, mut begun: Begun) -> Taken {
+    /// A snapshot whose copies are done, ready for the store; with
+    /// `in_sinks`, handed to the sinks now, after the results written so
+    /// far, with the source's offsets it covers, and ready once they hold it.
+    fn taken(&mut self, mut begun: Begun, in_sinks: bool) -> Result<Taken, SinkError> {
         for &(slot, place) in &begun.copies {
             let bytes = self.slots[slot].state.finish_copy();
             begun.writer.fill(place, bytes);
         }
-        Taken {
+        let payload = begun.writer.finish();
+        let mut taken = Taken {
             sequence: begun.sequence,
-            payload: begun.writer.finish(),
+            bytes: payload.iter().map(Vec::len).sum(),
+            payload,
             written: begun.written,
             mark: begun.mark,
+        };
+        if in_sinks {
+            self.router
+                .store_checkpoint(taken.sequence, &std::mem::take(&mut taken.payload))?;
+            if let Some(mark) = &taken.mark {
+                let offsets = self.offsets_of(mark);
+                self.router.store_offsets(&offsets, begun.watermark)?;
+            }
+            taken.written = self.router.written();
         }
+        Ok(taken)
     }
 
     /// Before the rule sets change (a swap, an addition, a removal): a
     /// snapshot begun is finished, as of when it began.
-    pub(super) fn finish_checkpoint(&mut self) {
+    pub(super) fn finish_checkpoint(&mut self) -> Result<(), SinkError> {
         let Some(c) = self.checkpoints.as_mut() else {
-            return;
+            return Ok(());
         };
+        let in_sinks = c.store.is_none();
         if let Some(begun) = c.begun.take() {
-            let taken = self.taken(begun);
+            let taken = self.taken(begun, in_sinks)?;
             if let Some(c) = self.checkpoints.as_mut() {
                 c.waiting.push_back(taken);
             }
         }
+        Ok(())
     }
 
     /// A snapshot is on disk (or could not be written): its offsets are
@@ -309,44 +355,67 @@ impl Pipeline {
     /// (its input, or a bound) fired every window: its checkpoints are
     /// removed, so the next run starts over, and the source's offsets are
     /// committed up to its end.
-    pub(super) fn checkpoint_last(&mut self, records: u64, interrupted: bool) {
+    pub(super) fn checkpoint_last(
+        &mut self,
+        records: u64,
+        interrupted: bool,
+    ) -> Result<(), PipelineError> {
         let Some(mut c) = self.checkpoints.take() else {
-            return;
+            return Ok(());
         };
         c.waiting.clear();
         c.begun = None;
+        let in_sinks = c.store.is_none();
+        c.sequence += 1;
         if interrupted {
             // Everything written is flushed: the snapshot may be stored now.
-            c.sequence += 1;
             let mut begun = self.begin_checkpoint(c.sequence, records);
             self.copy_states(&mut begun, Instant::now() + Duration::from_secs(3600));
-            let taken = self.taken(begun);
+            let taken = self.taken(begun, in_sinks)?;
+            if in_sinks {
+                self.router.flush()?;
+            }
             if let Some(done) = c.send(taken) {
                 self.checkpoint_stored(done);
             }
+        } else if in_sinks {
+            // The run ended: the next one starts over from the offsets
+            // stored here, the end of what this one read.
+            self.router.store_checkpoint(c.sequence, &[])?;
+            if let Some(mark) = self.source.mark() {
+                let offsets = self.offsets_of(&mark);
+                self.router
+                    .store_offsets(&offsets, self.watermark.current())?;
+            }
+            self.router.flush()?;
         }
         for done in c.drain() {
             self.checkpoint_stored(done);
         }
+        let place = c.store.as_ref().map_or_else(
+            || "in the sinks".to_string(),
+            |s| s.dir().display().to_string(),
+        );
         if interrupted {
             tracing::info!(
-                dir = %c.store.dir().display(),
+                at = %place,
                 "stopped; the checkpoint holds the open windows and state, and the same command resumes"
             );
-            return;
+            return Ok(());
         }
         if let Some(mark) = self.source.mark() {
             if let Err(error) = self.source.commit(&mark) {
                 tracing::warn!(source = self.source.name(), "{error}");
             }
         }
-        match c.store.clear() {
+        match c.store.as_ref().map_or(Ok(()), Store::clear) {
             Ok(()) => tracing::info!(
-                dir = %c.store.dir().display(),
+                at = %place,
                 "the run ended and fired every window: its checkpoints are removed, so the next run starts over"
             ),
             Err(error) => tracing::warn!("{error}"),
         }
+        Ok(())
     }
 
     /// Restores a checkpoint before the first record: the source's

@@ -295,7 +295,7 @@ impl Pipeline {
             self.process(&Events::default())?;
         }
         self.settle_last()?;
-        self.checkpoint_last(records, interrupted);
+        self.checkpoint_last(records, interrupted)?;
         let m = &self.metrics;
         Ok(Summary {
             records,

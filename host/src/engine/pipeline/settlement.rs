@@ -121,19 +121,23 @@ impl Pipeline {
         if self.settlement.stored.as_ref() == Some(&mark) {
             return Ok(());
         }
-        let offsets: Vec<(String, i32, i64)> = mark
-            .0
+        let offsets = self.offsets_of(&mark);
+        self.router
+            .store_offsets(&offsets, self.watermark.current())?;
+        self.settlement.stored = Some(mark);
+        Ok(())
+    }
+
+    /// A mark's offsets as (topic, partition, next offset).
+    pub(super) fn offsets_of(&self, mark: &Mark) -> Vec<(String, i32, i64)> {
+        mark.0
             .iter()
             .filter_map(|&(part, next)| {
                 self.source
                     .partition(part)
                     .map(|(topic, partition)| (topic.to_string(), partition, next))
             })
-            .collect();
-        self.router
-            .store_offsets(&offsets, self.watermark.current())?;
-        self.settlement.stored = Some(mark);
-        Ok(())
+            .collect()
     }
 
     /// Offsets go to the sinks (which store them with the results and the

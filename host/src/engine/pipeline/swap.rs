@@ -69,7 +69,7 @@ impl Pipeline {
             None => return Ok(()),
         };
         if !waiting.is_empty() {
-            self.finish_checkpoint();
+            self.finish_checkpoint()?;
         }
         for update in waiting {
             let started = Instant::now();
