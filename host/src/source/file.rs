@@ -119,3 +119,65 @@ impl Source for FileSource {
         Ok(Poll::Ready)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(batch: &RecordBatch) -> Vec<(String, u64)> {
+        (0..batch.len())
+            .map(|i| {
+                let (bytes, position) = batch.get(i);
+                (String::from_utf8_lossy(bytes).into_owned(), position)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_resumes_at_its_position_and_a_csv_file_gives_its_header_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id,amount\r\na,1\n\nb,2\nc,3\n").unwrap();
+        let mut first = FileSource::open(&path, true).unwrap();
+        let mut batch = RecordBatch::default();
+        first.poll(&mut batch, 3, Duration::ZERO).unwrap();
+        assert_eq!(
+            lines(&batch),
+            [
+                ("id,amount".into(), 1),
+                ("a,1".into(), 2),
+                ("b,2".into(), 4)
+            ]
+        );
+        let position = first.position().unwrap();
+        assert_eq!(
+            position,
+            Position::File {
+                offset: 20,
+                line: 4
+            }
+        );
+
+        let mut again = FileSource::open(&path, true).unwrap();
+        again.restore(&position).unwrap();
+        batch.clear();
+        again.poll(&mut batch, 10, Duration::ZERO).unwrap();
+        assert_eq!(lines(&batch), [("id,amount".into(), 1), ("c,3".into(), 5)]);
+        batch.clear();
+        assert_eq!(
+            again.poll(&mut batch, 10, Duration::ZERO).unwrap(),
+            Poll::Done
+        );
+
+        // The file was replaced by a shorter one: refused.
+        std::fs::write(&path, "id,amount\n").unwrap();
+        let error = FileSource::open(&path, true)
+            .unwrap()
+            .restore(&position)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("it is another file now"),
+            "{error}"
+        );
+    }
+}
