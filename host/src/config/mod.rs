@@ -1138,7 +1138,13 @@ mod tests {
         assert_eq!(c.clickhouse, d.clickhouse);
         assert_eq!(c.source, d.source);
         assert_eq!(c.dimensions, d.dimensions);
+        assert_eq!(c.checkpoint, d.checkpoint);
         assert_eq!(c.rules.compile_cache, d.rules.compile_cache);
+        let docker = Config::load(&path.with_file_name("../docker/edge.toml")).unwrap();
+        assert_eq!(
+            docker.checkpoint_dir(),
+            Some(PathBuf::from("/var/lib/edge/checkpoints"))
+        );
         let both = Config::load(&path.with_file_name("clickhouse-postgres.toml")).unwrap();
         both.validate().unwrap();
         for stream in ["merchant_metrics", "alerts", "dead_letter", "clean"] {
