@@ -166,7 +166,7 @@ fn a_second_stop_signal_exits_at_once_saying_what_may_be_lost() {
     assert_eq!(code, Some(130), "{text}");
     assert!(
         text.contains("second stop signal: exiting now")
-            && text.contains("read again at the next start"),
+            && text.contains("the next start resumes from the last checkpoint"),
         "{text}"
     );
 }
