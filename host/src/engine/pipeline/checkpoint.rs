@@ -11,7 +11,10 @@
 //! store, and once it is on disk the source's offsets up to it are
 //! committed (the group's lag stays meaningful). A restart restores the
 //! newest checkpoint before the first record: results after it are
-//! produced again, the same, with the same `_id`.
+//! produced again, the same, with the same `_id`. With
+//! `postgres.exactly-once` the sinks keep the checkpoint instead: it is
+//! handed to them once copied, after the results written so far, and lands
+//! in the same transactions.
 
 use super::rules::Slot;
 use super::{Pipeline, PipelineError};
