@@ -11,16 +11,18 @@
 //! | taken at | `i64`: wall time, ms since the epoch |
 //! | records | `u64`: records read so far |
 //! | position | `u8` kind (0 none, 1 file, 2 Kafka), then a file's byte offset and line (`u64`, `u64`), or Kafka's partitions: a `u64` count, each topic (text), partition (`u32`) and next offset (`i64`) |
-//! | watermark | section: the watermark (`i64`), each partition's largest event time |
+//! | watermark | section: the watermark (`i64`), a `u64` count and each partition's largest event time (`i64`) |
 //! | strings | section: the interned strings by symbol, then the released symbols |
 //! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`) |
 //! | rule sets | `u64` count, each: name, version, file hash, state key (text), `u8` flags (1: kept aside, its rule set not loaded), keyed state (section), window specs: a `u64` count, each its name (text), spec hash (`u64`) and open windows (section) |
 //!
-//! Keyed state is the TTL (`i64`) and each key, value and last-write event
-//! time. A window spec's section is the time until which windows fired
-//! before an earlier restart (`i64`) and each open window: key symbol,
-//! start, end, fires, flags (1: updated since it fired, 2: waiting to fire
-//! at its end) and its accumulators.
+//! Every list is a `u64` count and its items. Keyed state is the TTL
+//! (`i64`) and each key (text), value (bytes) and last-write event time
+//! (`i64`). A window spec's section is the time until which windows fired
+//! before an earlier restart (`i64`) and each open window: key symbol
+//! (`u32`), start and end (`i64`), fires (`u32`), flags (`u8`; 1: updated
+//! since it fired, 2: waiting to fire at its end) and its accumulators,
+//! each a `u8` kind and its values (see `window::aggregate::Acc`).
 
 use crate::codec::{self, end_section, start_section, Put, Reader};
 use crate::source::Position;
