@@ -27,6 +27,7 @@ const COUNTER_BUILDS: &[(&str, &str)] = &[
     ("badinit", "COUNTER_BADINIT"),
     ("resized", "COUNTER_RESIZED"),
     ("wide", "COUNTER_WIDE"),
+    ("rekeyed", "COUNTER_REKEYED"),
 ];
 
 fn watch(dir: &Path) {

@@ -418,6 +418,37 @@ fn a_changed_rule_set_keeps_its_state_and_drops_the_windows_of_a_spec_it_no_long
 }
 
 #[test]
+fn a_rule_set_whose_state_key_changed_starts_with_empty_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = small_batches(dir.path(), 20_000);
+    let out = dir.path().join("out");
+    run_and_stop(&config, &out, &[guests::COUNTER_V1], 0);
+    let held = inspect(&out.join("checkpoints"));
+    assert!(held.contains("(by customer)"), "{held}");
+    // Version 5 counts by kind: the customers' counts are not carried over.
+    let log = run_and_stop(&config, &out, &[guests::COUNTER_REKEYED], 0);
+    assert!(
+        log.contains("rule set counter: its state key changed (customer in the checkpoint's version 1.0.0, kind in 5.0.0), so its keyed state starts empty"),
+        "{log}"
+    );
+    let held = inspect(&out.join("checkpoints"));
+    let line = held
+        .lines()
+        .find(|l| l.contains("rule set counter 5.0.0"))
+        .unwrap_or_else(|| panic!("{held}"));
+    let keys: usize = line
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        (1..=7).contains(&keys) && line.ends_with("(by kind)"),
+        "one key per kind, none of the customers': {line}"
+    );
+}
+
+#[test]
 fn a_removed_rule_set_s_state_is_kept_aside_and_taken_back_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let (config, per_customer) = small_batches(dir.path(), 20_000);

@@ -3,8 +3,8 @@
 //! keyed state; and a one-minute tumbling window per customer counting
 //! events into the table `counter_windows`. Features build other versions:
 //! `v2` (kind `COUNT_V2`), `resized` (`COUNT_V3`, two-minute windows),
-//! `wide` (`COUNT_V4`, a column more in the table) and `badinit` (`init`
-//! fails).
+//! `wide` (`COUNT_V4`, a column more in the table), `rekeyed` (`COUNT_V5`,
+//! keyed state by kind) and `badinit` (`init` fails).
 
 use edge_rule_sdk::{
     aggregate, alert, column, row, text, AggregateOp, Aggregates, Batch, ColumnType, Emit, KeyBy,
@@ -12,7 +12,12 @@ use edge_rule_sdk::{
     WindowSpec, Writer,
 };
 
-#[cfg(not(any(feature = "v2", feature = "resized", feature = "wide")))]
+#[cfg(not(any(
+    feature = "v2",
+    feature = "resized",
+    feature = "wide",
+    feature = "rekeyed"
+)))]
 const VERSION: (&str, &str) = ("1.0.0", "COUNT_V1");
 #[cfg(feature = "v2")]
 const VERSION: (&str, &str) = ("2.0.0", "COUNT_V2");
@@ -20,6 +25,15 @@ const VERSION: (&str, &str) = ("2.0.0", "COUNT_V2");
 const VERSION: (&str, &str) = ("3.0.0", "COUNT_V3");
 #[cfg(feature = "wide")]
 const VERSION: (&str, &str) = ("4.0.0", "COUNT_V4");
+#[cfg(feature = "rekeyed")]
+const VERSION: (&str, &str) = ("5.0.0", "COUNT_V5");
+
+/// What the running counts are kept by.
+const STATE_KEY: KeyBy = if cfg!(feature = "rekeyed") {
+    KeyBy::Kind
+} else {
+    KeyBy::Customer
+};
 
 /// The window: one minute, or two when `resized`.
 const WINDOW: (&str, i64) = if cfg!(feature = "resized") {
@@ -35,7 +49,7 @@ impl RuleSet for Counter {
         Manifest {
             name: "counter".into(),
             version: VERSION.0.into(),
-            state_key: Some(KeyBy::Customer),
+            state_key: Some(STATE_KEY),
             state_ttl_ms: 0,
             windows: vec![WindowSpec {
                 name: WINDOW.0.into(),
