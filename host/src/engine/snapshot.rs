@@ -45,6 +45,27 @@ pub struct RuleSnapshot<'a> {
     pub windows: Vec<(String, u64, Reader<'a>)>,
 }
 
+/// How many windows a window spec's part of a snapshot holds.
+pub fn open_windows(windows: &Reader<'_>) -> Result<usize, codec::Error> {
+    let mut r = windows.clone();
+    r.i64()?;
+    r.len(29)
+}
+
+impl RuleSnapshot<'_> {
+    /// How many keys its keyed state holds.
+    pub fn keys(&self) -> Result<usize, codec::Error> {
+        let mut r = self.state.clone();
+        r.i64()?;
+        r.len(16)
+    }
+
+    /// How many windows its window specs hold in all.
+    pub fn open_windows(&self) -> Result<usize, codec::Error> {
+        (self.windows.iter()).map(|(_, _, r)| open_windows(r)).sum()
+    }
+}
+
 /// A snapshot read back, its parts not yet decoded.
 pub struct Snapshot<'a> {
     /// The source's name.
@@ -229,9 +250,7 @@ impl<'a> Snapshot<'a> {
         let mut d = self.dedup.clone();
         let _ = writeln!(out, "  dedup ids: {}", d.len(24)?);
         for rule in &self.rules {
-            let mut state = rule.state.clone();
-            let _ttl = state.i64()?;
-            let keys = state.len(16)?;
+            let keys = rule.keys()?;
             let _ = writeln!(
                 out,
                 "  rule set {} {} (file {}){}: {keys} keys, {} bytes of keyed state (by {})",
@@ -247,9 +266,7 @@ impl<'a> Snapshot<'a> {
                 rule.state_key
             );
             for (spec, _, windows) in &rule.windows {
-                let mut w = windows.clone();
-                w.i64()?;
-                let open = w.len(29)?;
+                let open = open_windows(windows)?;
                 let _ = writeln!(
                     out,
                     "    window spec {spec}: {open} open windows, {} bytes",

@@ -460,9 +460,9 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// Marks the interned strings the event holds.
-    pub fn mark_strings(&self, marks: &mut Marks) {
-        for sym in [
+    /// The event's interned fields but the flags, in a fixed order.
+    fn syms(&self) -> [Sym; 8] {
+        [
             self.customer,
             self.account,
             self.merchant,
@@ -471,9 +471,12 @@ impl Txn {
             self.device,
             self.country,
             self.city,
-        ] {
-            marks.mark(sym);
-        }
+        ]
+    }
+
+    /// Marks the interned strings the event holds.
+    pub fn mark_strings(&self, marks: &mut Marks) {
+        self.syms().into_iter().for_each(|sym| marks.mark(sym));
         self.flags.iter().for_each(|&f| marks.mark(f));
     }
 
@@ -482,18 +485,7 @@ impl Txn {
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
         use crate::codec::Put;
         out.put_str(&self.id);
-        for sym in [
-            self.customer,
-            self.account,
-            self.merchant,
-            self.currency,
-            self.channel,
-            self.device,
-            self.country,
-            self.city,
-        ] {
-            out.put_u32(sym);
-        }
+        self.syms().into_iter().for_each(|sym| out.put_u32(sym));
         out.put_u8(self.kind as u8);
         out.put_u8(self.status as u8);
         out.put_decimal(self.amount);
@@ -518,6 +510,7 @@ impl Txn {
         for sym in &mut syms {
             *sym = r.u32()?;
         }
+        // In the order of `syms`.
         let [customer, account, merchant, currency, channel, device, country, city] = syms;
         let kind = Kind::ALL
             .get(r.u8()? as usize)

@@ -162,48 +162,23 @@ pub fn stored_checkpoint(
     group: &str,
 ) -> Result<Option<(u64, Vec<u8>)>, SinkError> {
     use base64::Engine;
-    let shown = redact(&config.url);
-    let fail = |message: String| SinkError::transient(format!("postgres ({shown})"), message);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    runtime.block_on(async {
-        let timeout = Duration::from_millis(config.statement_timeout_ms.max(1));
-        let client = connect_within(&config.url, timeout).await.map_err(fail)?;
-        let exists = client
-            .query(
-                "select 1 from information_schema.tables where table_schema = $1 and table_name = $2",
-                &[&config.schema, &CHECKPOINTS_TABLE],
+    let rows = group_rows(config, CHECKPOINTS_TABLE, "sequence, payload", group)?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let (sequence, text) = (row.get::<_, i64>(0), row.get::<_, String>(1));
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| {
+            SinkError::transient(
+                format!("postgres ({})", redact(&config.url)),
+                format!("{CHECKPOINTS_TABLE} holds a payload that is not base64: {e}"),
             )
-            .await
-            .map_err(|e| fail(format!("looking for {CHECKPOINTS_TABLE}: {}", explain(&e))))?;
-        if exists.is_empty() {
-            return Ok(None);
-        }
-        let rows = client
-            .query(
-                &format!(
-                    "select sequence, payload from {}.{} where consumer_group = $1",
-                    quote(&config.schema),
-                    quote(CHECKPOINTS_TABLE)
-                ),
-                &[&group],
-            )
-            .await
-            .map_err(|e| fail(format!("reading {CHECKPOINTS_TABLE}: {}", explain(&e))))?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let (sequence, text) = (row.get::<_, i64>(0), row.get::<_, String>(1));
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| fail(format!("{CHECKPOINTS_TABLE} holds a payload that is not base64: {e}")))?;
-        Ok(Some((sequence as u64, payload)))
-    })
+        })?;
+    Ok(Some((sequence as u64, payload)))
 }
 
 /// A column's name and SQL type.
@@ -226,6 +201,31 @@ pub struct StoredOffsets {
 /// The offsets stored for consumer group `group`; none when the table does
 /// not exist yet.
 pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffsets, SinkError> {
+    let columns = "topic, partition, next_offset, watermark";
+    let rows = group_rows(config, OFFSETS_TABLE, columns, group)?;
+    Ok(StoredOffsets {
+        offsets: rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1) as i32,
+                    r.get::<_, i64>(2),
+                )
+            })
+            .collect(),
+        watermark: rows.iter().map(|r| r.get::<_, i64>(3)).max(),
+    })
+}
+
+/// The `columns` of consumer group `group`'s rows in edge's own `table`
+/// (offsets, checkpoints); none when the table does not exist yet.
+fn group_rows(
+    config: &PostgresConfig,
+    table: &str,
+    columns: &str,
+    group: &str,
+) -> Result<Vec<tokio_postgres::Row>, SinkError> {
     let shown = redact(&config.url);
     let fail = |message: String| SinkError::transient(format!("postgres ({shown})"), message);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -238,37 +238,22 @@ pub fn stored_offsets(config: &PostgresConfig, group: &str) -> Result<StoredOffs
         let exists = client
             .query(
                 "select 1 from information_schema.tables where table_schema = $1 and table_name = $2",
-                &[&config.schema, &OFFSETS_TABLE],
+                &[&config.schema, &table],
             )
             .await
-            .map_err(|e| fail(format!("looking for {OFFSETS_TABLE}: {}", explain(&e))))?;
+            .map_err(|e| fail(format!("looking for {table}: {}", explain(&e))))?;
         if exists.is_empty() {
-            return Ok(StoredOffsets::default());
+            return Ok(Vec::new());
         }
-        let rows = client
-            .query(
-                &format!(
-                    "select topic, partition, next_offset, watermark from {}.{} where consumer_group = $1",
-                    quote(&config.schema),
-                    quote(OFFSETS_TABLE)
-                ),
-                &[&group],
-            )
+        let sql = format!(
+            "select {columns} from {}.{} where consumer_group = $1",
+            quote(&config.schema),
+            quote(table)
+        );
+        client
+            .query(&sql, &[&group])
             .await
-            .map_err(|e| fail(format!("reading {OFFSETS_TABLE}: {}", explain(&e))))?;
-        Ok(StoredOffsets {
-            offsets: rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, String>(0),
-                        r.get::<_, i64>(1) as i32,
-                        r.get::<_, i64>(2),
-                    )
-                })
-                .collect(),
-            watermark: rows.iter().map(|r| r.get::<_, i64>(3)).max(),
-        })
+            .map_err(|e| fail(format!("reading {table}: {}", explain(&e))))
     })
 }
 

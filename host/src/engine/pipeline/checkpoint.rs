@@ -19,7 +19,7 @@
 use super::rules::Slot;
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
-use crate::engine::snapshot::{Snapshot, Writer};
+use crate::engine::snapshot::{open_windows, Snapshot, Writer};
 use crate::model::Interner;
 use crate::sink::SinkError;
 use crate::source::Mark;
@@ -448,9 +448,7 @@ impl Pipeline {
         for rule in snapshot.rules {
             let Some(i) = self.slots.iter().position(|s| s.rule.name() == rule.name) else {
                 let state = KeyedState::read_snapshot(&mut rule.state.clone())?;
-                let open = (rule.windows.iter())
-                    .map(|(_, _, r)| open_windows(r))
-                    .sum::<Result<usize, String>>()?;
+                let open = rule.open_windows()?;
                 if !state.is_empty() || open > 0 {
                     notes.push(format!(
                         "rule set {} is not loaded: its {} keys of keyed state are kept aside \
@@ -473,13 +471,6 @@ impl Pipeline {
 fn state_key(key: Option<crate::runtime::bindings::types::KeyBy>) -> String {
     key.map_or("window keys", crate::runtime::manifest::key_name)
         .to_string()
-}
-
-/// How many open windows a window spec's part of a checkpoint holds.
-fn open_windows(windows: &crate::codec::Reader<'_>) -> Result<usize, String> {
-    let mut r = windows.clone();
-    r.i64()?;
-    r.len(29)
 }
 
 /// Restores one rule set's part of a checkpoint into its slot: its keyed
