@@ -586,8 +586,8 @@ impl RunningEdge {
         None
     }
 
-    /// Stops edge with SIGTERM (open windows fire, output is flushed) and
-    /// returns its log; panics if it failed.
+    /// Stops edge with SIGTERM (output is flushed; over the generator, open
+    /// windows fire) and returns its log; panics if it failed.
     pub fn stop(mut self) -> String {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();

@@ -34,7 +34,9 @@ enum Command {
     ///
     /// Output files in --out-dir are appended to, never truncated. Ctrl-C or
     /// SIGTERM stops the run and flushes every sink; a second one exits at
-    /// once, saying what may be lost.
+    /// once, saying what may be lost. Reading a file or Kafka, the run
+    /// checkpoints its state (see --checkpoint-dir): started again with the
+    /// same command after a stop or a crash, it resumes from there.
     Run(RunArgs),
     /// Generate realistic payment traffic: JSON lines to a file or standard
     /// output, or records (plain or Debezium change events) to a Kafka topic.

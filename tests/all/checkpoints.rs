@@ -92,6 +92,7 @@ fn output_bytes(dir: &Path) -> u64 {
 }
 
 /// What a run with crashes did.
+#[derive(Debug)]
 struct Crashes {
     /// Starts killed with SIGKILL.
     killed: usize,
@@ -99,6 +100,24 @@ struct Crashes {
     resumed: usize,
     /// The logs of every start.
     logs: String,
+}
+
+impl Crashes {
+    /// Asserts that the run was killed and resumed at least so many times
+    /// (a kill before the first checkpoint leaves nothing to resume).
+    fn at_least(&self, killed: usize, resumed: usize) {
+        eprintln!(
+            "killed {} times, resumed {} times",
+            self.killed, self.resumed
+        );
+        assert!(
+            self.killed >= killed && self.resumed >= resumed,
+            "killed {} times, resumed {} times:\n{}",
+            self.killed,
+            self.resumed,
+            self.logs
+        );
+    }
 }
 
 /// Runs `edge ARGS` to its end, killing it with SIGKILL at `kills` random
@@ -168,10 +187,12 @@ fn run_with_crashes(
     unreachable!("the last start runs to its end")
 }
 
-fn run_args(config: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+/// `edge run` arguments: `rules` over `config`, writing to `out`, without
+/// the console and the admin API.
+fn run_args(rules: &[&str], config: &Path, out: &Path) -> Vec<String> {
     let mut args: Vec<String> = vec!["run".into()];
-    for rules in guests::RULE_SETS {
-        args.extend(["--rules".into(), rules.to_string()]);
+    for r in rules {
+        args.extend(["--rules".into(), r.to_string()]);
     }
     args.extend(["--config".into(), config.display().to_string()]);
     args.extend(["--out-dir".into(), out.display().to_string()]);
@@ -181,7 +202,6 @@ fn run_args(config: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
         "--admin".into(),
         "off".into(),
     ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
 
@@ -223,13 +243,7 @@ fn a_file_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = file_input(dir.path(), 120_000);
     let whole = dir.path().join("whole");
-    let status = Command::new(edge_bin())
-        .args(run_args(&config, &whole, &[]))
-        .env("EDGE_LOG", "warn")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_to_end(&run_args(&guests::RULE_SETS, &config, &whole));
     let want = upserted(&whole);
     assert!(want["alerts.jsonl"].len() > 1_000 && want["dead_letter.jsonl"].len() > 1_000);
     assert!(
@@ -238,21 +252,11 @@ fn a_file_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
     );
 
     let crashed = dir.path().join("crashed");
-    let args = run_args(&config, &crashed, &[]);
+    let args = run_args(&guests::RULE_SETS, &config, &crashed);
     let progress = || output_bytes(&crashed);
     let total = output_bytes(&whole);
     let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 7, Duration::ZERO);
-    eprintln!(
-        "killed {} times, resumed {} times",
-        crashes.killed, crashes.resumed
-    );
-    assert!(
-        crashes.killed >= 5 && crashes.resumed >= 3,
-        "killed {} times, resumed {} times:\n{}",
-        crashes.killed,
-        crashes.resumed,
-        crashes.logs
-    );
+    crashes.at_least(5, 3);
     same_output(&upserted(&crashed), &want);
 }
 
@@ -287,18 +291,7 @@ fn small_batches(dir: &Path, n: usize) -> (PathBuf, BTreeMap<String, u64>) {
 /// on disk (a clean stop: the last checkpoint holds the open windows).
 /// Returns the log.
 fn run_and_stop(config: &Path, out: &Path, rules: &[&str], checkpoints: usize) -> String {
-    let mut args: Vec<String> = vec!["run".into()];
-    for r in rules {
-        args.extend(["--rules".into(), r.to_string()]);
-    }
-    args.extend(["--config".into(), config.display().to_string()]);
-    args.extend(["--out-dir".into(), out.display().to_string()]);
-    args.extend([
-        "--console".into(),
-        "never".into(),
-        "--admin".into(),
-        "off".into(),
-    ]);
+    let args = run_args(rules, config, out);
     let log = out.with_extension("log");
     let mut child = Command::new(edge_bin())
         .args(&args)
@@ -337,24 +330,21 @@ fn run_and_stop(config: &Path, out: &Path, rules: &[&str], checkpoints: usize) -
     text
 }
 
-/// `edge run` over `config` with `rules` to the end of its input.
-fn run_to_end(config: &Path, out: &Path, rules: &[&str]) -> String {
-    let mut command = Command::new(edge_bin());
-    command.arg("run");
-    for r in rules {
-        command.args(["--rules", r]);
-    }
-    let output = command
-        .arg("--config")
-        .arg(config)
-        .arg("--out-dir")
-        .arg(out)
-        .args(["--console", "never", "--admin", "off"])
+/// `edge ARGS` to the end of its input: whether it succeeded, and its log.
+fn run_once(args: &[String]) -> (bool, String) {
+    let output = Command::new(edge_bin())
+        .args(args)
         .env("EDGE_LOG", "info")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{text}");
+    (output.status.success(), text)
+}
+
+/// [`run_once`], which must succeed: its log.
+fn run_to_end(args: &[String]) -> String {
+    let (ok, text) = run_once(args);
+    assert!(ok, "{text}");
     text
 }
 
@@ -397,7 +387,7 @@ fn a_changed_rule_set_keeps_its_state_and_drops_the_windows_of_a_spec_it_no_long
         "{held}"
     );
     // Version 3 counts the same way, in two-minute windows.
-    let log = run_to_end(&config, &out, &[guests::COUNTER_RESIZED]);
+    let log = run_to_end(&run_args(&[guests::COUNTER_RESIZED], &config, &out));
     assert!(log.contains("resuming from the checkpoint"), "{log}");
     assert!(
         log.contains("rule set counter window spec customer-1m: the spec is gone in version 3.0.0 (the checkpoint's is 1.0.0), so its"),
@@ -465,7 +455,11 @@ fn a_removed_rule_set_s_state_is_kept_aside_and_taken_back_when_it_returns() {
     assert!(held.contains("not loaded, kept aside"), "{held}");
     // Counter back: it takes its state, and counts on from it (the events
     // read while it was not loaded are not counted).
-    let log = run_to_end(&config, &out, &[guests::COUNTER_V1, guests::TALLY]);
+    let log = run_to_end(&run_args(
+        &[guests::COUNTER_V1, guests::TALLY],
+        &config,
+        &out,
+    ));
     assert!(log.contains("resuming from the checkpoint"), "{log}");
     let counted = counts(&out);
     let seen = edge_tests::read_jsonl(&out.join("seen.jsonl")).len();
@@ -505,7 +499,7 @@ fn a_corrupt_checkpoint_is_refused_and_the_one_before_it_used() {
             && held.contains("(the next run resumes from it)"),
         "{held}"
     );
-    let log = run_to_end(&config, &out, &[guests::COUNTER_V1]);
+    let log = run_to_end(&run_args(&[guests::COUNTER_V1], &config, &out));
     assert!(
         log.contains(
             "refused: checksum does not match its contents; resuming from the one before it"
@@ -519,16 +513,8 @@ fn a_corrupt_checkpoint_is_refused_and_the_one_before_it_used() {
     for entry in std::fs::read_dir(&checkpoints).unwrap() {
         std::fs::write(entry.unwrap().path(), b"not a checkpoint").unwrap();
     }
-    let output = Command::new(edge_bin())
-        .args(["run", "--rules", guests::COUNTER_V1, "--config"])
-        .arg(&config)
-        .arg("--out-dir")
-        .arg(&out)
-        .args(["--console", "never", "--admin", "off"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, text) = run_once(&run_args(&[guests::COUNTER_V1], &config, &out));
+    assert!(!ok);
     assert!(
         text.contains("no usable checkpoint in")
             && text.contains("remove the directory to start from scratch"),
@@ -578,33 +564,17 @@ interval-ms = 100
         path
     };
     let whole = dir.path().join("whole");
-    let status = Command::new(edge_bin())
-        .args(run_args(&config(&unique("g")), &whole, &[]))
-        .env("EDGE_LOG", "warn")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_to_end(&run_args(&guests::RULE_SETS, &config(&unique("g")), &whole));
     let want = upserted(&whole);
     assert!(want["alerts.jsonl"].len() > 500 && want["dead_letter.jsonl"].len() > 100);
 
     let crashed = dir.path().join("crashed");
-    let args = run_args(&config(&unique("g")), &crashed, &[]);
+    let args = run_args(&guests::RULE_SETS, &config(&unique("g")), &crashed);
     let pause = Duration::from_millis(2_500);
     let progress = || output_bytes(&crashed);
     let total = output_bytes(&whole);
     let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 11, pause);
-    eprintln!(
-        "killed {} times, resumed {} times",
-        crashes.killed, crashes.resumed
-    );
-    assert!(
-        crashes.killed >= 5 && crashes.resumed >= 3,
-        "killed {} times, resumed {} times:\n{}",
-        crashes.killed,
-        crashes.resumed,
-        crashes.logs
-    );
+    crashes.at_least(5, 3);
     same_output(&upserted(&crashed), &want);
 }
 
@@ -663,13 +633,7 @@ fn exactly_once_into_postgres_with_checkpoints_killed_at_random_points_gives_the
         args
     };
     let whole = db::unique("edge_whole");
-    let status = Command::new(edge_bin())
-        .args(run(&whole))
-        .env("EDGE_LOG", "warn")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_to_end(&run(&whole));
     let want = tables(&pg, &whole);
     let sizes: Vec<(&String, usize)> = want.iter().map(|(t, r)| (t, r.len())).collect();
     assert!(
@@ -694,17 +658,7 @@ fn exactly_once_into_postgres_with_checkpoints_killed_at_random_points_gives_the
         5,
         Duration::from_millis(2_500),
     );
-    eprintln!(
-        "killed {} times, resumed {} times",
-        crashes.killed, crashes.resumed
-    );
-    assert!(
-        crashes.killed >= 3 && crashes.resumed >= 2,
-        "killed {} times, resumed {} times:\n{}",
-        crashes.killed,
-        crashes.resumed,
-        crashes.logs
-    );
+    crashes.at_least(3, 2);
     let got = tables(&pg, &crashed);
     for (table, rows) in &want {
         let other = got.get(table).cloned().unwrap_or_default();

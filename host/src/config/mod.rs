@@ -569,7 +569,9 @@ pub struct EngineConfig {
     /// A source partition with no record for this long (wall time) stops
     /// holding the watermark back.
     pub idle_ms: u64,
-    /// How often the offsets of settled records are committed (Kafka).
+    /// Without checkpoints (`checkpoint.interval-ms = 0`): how often the
+    /// offsets of settled records are committed (Kafka). With checkpoints,
+    /// offsets are committed as each checkpoint is written.
     pub commit_interval_ms: u64,
     /// Windows one window spec of a rule set keeps open at once. An event
     /// that would open one more is dead-lettered (`window_limit`) for that
