@@ -80,13 +80,12 @@ impl LogContext {
     fn lose(&self, gone: impl Fn(&str, i32) -> bool) {
         let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        positions.retain(|(topic, partition, next)| {
-            let keep = *next < 0 || !gone(topic, *partition);
-            if !keep {
+        for (topic, partition, next) in positions.iter_mut() {
+            if *next >= 0 && gone(topic, *partition) {
+                *next = -1;
                 lost.push((topic.clone(), *partition));
             }
-            keep
-        });
+        }
     }
 }
 
@@ -237,27 +236,22 @@ impl KafkaSource {
     }
 
     /// Forgets the partitions handed to another member, and tells the
-    /// rebalance handler where this reader stands in the others.
+    /// rebalance handler where this reader stands in the others (the
+    /// handler's list follows the slots: only a new slot's name is copied).
     fn share_positions(&mut self) {
-        let lost = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .lost
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let context = self.consumer.context();
+        let lost = std::mem::take(&mut *context.lost.lock().unwrap_or_else(|p| p.into_inner()));
         for (topic, partition) in lost {
             let part = slot(&mut self.parts, &mut self.next, &topic, partition);
             self.next[part as usize] = -1;
         }
-        let positions = self.positions();
-        *self
-            .consumer
-            .context()
-            .positions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = positions;
+        let mut shared = context.positions.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, ((topic, partition), next)) in self.parts.iter().zip(&self.next).enumerate() {
+            match shared.get_mut(i) {
+                Some(entry) => entry.2 = *next,
+                None => shared.push((topic.clone(), *partition, *next)),
+            }
+        }
     }
 }
 
