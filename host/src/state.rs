@@ -345,11 +345,6 @@ impl KeyedState {
         copy.cursor >= copy.end
     }
 
-    /// Whether a copy is under way.
-    pub fn copying(&self) -> bool {
-        self.copy.is_some()
-    }
-
     /// The finished copy (copying what is left first).
     pub fn finish_copy(&mut self) -> Vec<u8> {
         while !self.copy_some(usize::MAX) {}
