@@ -119,31 +119,39 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);
     group.throughput(Throughput::Elements(count));
-    group.bench_function("file-five-rule-sets-no-sink", |b| {
-        // Only the run is timed: loading the rule sets and tearing the
-        // pipeline down are start-up and exit, not throughput.
-        b.iter_custom(|iterations| {
-            let mut total = std::time::Duration::ZERO;
-            for _ in 0..iterations {
-                let rules = guests::RULE_SETS.iter().map(|g| load(&rt, g)).collect();
-                let metrics = Arc::new(Metrics::new());
-                let mut p = Pipeline::new(
-                    EngineConfig::default(),
-                    Box::new(FileSource::open(&path, false).unwrap()),
-                    Decoder::new(Format::Json, &DecodeConfig::default()).unwrap(),
-                    rules,
-                    Router::new(Vec::new(), metrics.clone()),
-                    metrics,
-                    Arc::new(AtomicBool::new(false)),
-                );
-                let started = std::time::Instant::now();
-                black_box(p.run().unwrap().events);
-                total += started.elapsed();
-                drop(p);
-            }
-            total
-        })
-    });
+    for workers in [1, 2] {
+        let name = format!("file-five-rule-sets-no-sink-workers-{workers}");
+        group.bench_function(name, |b| {
+            // Only the run is timed: loading the rule sets and tearing the
+            // pipeline down are start-up and exit, not throughput.
+            b.iter_custom(|iterations| {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    let rules = guests::RULE_SETS.iter().map(|g| load(&rt, g)).collect();
+                    let metrics = Arc::new(Metrics::new());
+                    let config = EngineConfig {
+                        workers,
+                        ..EngineConfig::default()
+                    };
+                    let mut p = Pipeline::new(
+                        config,
+                        Box::new(FileSource::open(&path, false).unwrap()),
+                        Decoder::new(Format::Json, &DecodeConfig::default()).unwrap(),
+                        rules,
+                        Router::new(Vec::new(), metrics.clone()),
+                        metrics,
+                        Arc::new(AtomicBool::new(false)),
+                    )
+                    .unwrap();
+                    let started = std::time::Instant::now();
+                    black_box(p.run().unwrap().events);
+                    total += started.elapsed();
+                    drop(p);
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 

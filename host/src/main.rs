@@ -128,6 +128,12 @@ struct RunArgs {
     /// every batch-timeout-ms).
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
+    /// Worker threads for the rule sets (default: one per core). Each owns
+    /// the keys of a range of 128 key groups, and every event reaches the
+    /// workers owning its customer, merchant and other keys: the outputs
+    /// are the same for any number. A checkpoint restores with any number.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Live console summary.
     #[arg(long, value_enum)]
     console: Option<Console>,
@@ -246,6 +252,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(f) = args.dirty {
         config.generator.dirty = f;
+    }
+    if let Some(n) = args.workers {
+        config.engine.workers = n;
     }
     if let Some(n) = args.batch_size {
         config.engine.batch_size = n;

@@ -376,21 +376,34 @@ impl KeyedState {
 
     /// Reads a state written by [`Self::write_snapshot`].
     pub fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, codec::Error> {
+        let mut state = Self::new(0);
+        state.ttl_ms = state.read_snapshot_into(r, |_| true)?;
+        Ok(state)
+    }
+
+    /// Adds the keys `keep` keeps of a state written by
+    /// [`Self::write_snapshot`]; returns its time to live.
+    pub fn read_snapshot_into(
+        &mut self,
+        r: &mut Reader<'_>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<i64, codec::Error> {
         r.reading("keyed state");
         let ttl_ms = r.i64()?;
         let count = r.len(16)?;
-        let mut state = Self::new(ttl_ms);
-        state.slab.reserve(count);
         for _ in 0..count {
             let key = r.str()?;
-            let value = r.bytes()?.to_vec();
+            let value = r.bytes()?;
             let touched = r.i64()?;
-            if state.find(key).is_some() {
+            if !keep(key) {
+                continue;
+            }
+            if self.find(key).is_some() {
                 return Err(format!("keyed state holds key {key:?} twice"));
             }
-            state.insert(key, value, touched);
+            self.insert(key, value.to_vec(), touched);
         }
-        Ok(state)
+        Ok(ttl_ms)
     }
 }
 

@@ -57,7 +57,8 @@ fn pipeline(
         Router::new(Vec::new(), metrics.clone()),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
-    );
+    )
+    .unwrap();
     if let Some(clock) = clock {
         p = p.with_clock(clock);
     }

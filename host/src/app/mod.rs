@@ -216,7 +216,7 @@ pub fn run_with_metrics(
         router,
         metrics.clone(),
         stop,
-    );
+    )?;
     if config.postgres.exactly_once {
         pipeline.store_offsets_in_sinks();
     }

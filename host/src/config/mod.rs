@@ -545,6 +545,9 @@ impl DecodeConfig {
     }
 }
 
+/// The most workers: one per key group.
+const KEY_GROUPS_MAX: usize = crate::engine::key::KEY_GROUPS as usize;
+
 /// Micro-batches, event time, dedup and run bounds.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -584,6 +587,22 @@ pub struct EngineConfig {
     /// Events a `collect` aggregate keeps per window (the first ones); a
     /// window that held more tells its rule set how many it held in all.
     pub max_collect_events: usize,
+    /// Worker threads the rule sets run on, each owning the keys of a
+    /// range of key groups (0: one per available core). Outputs do not
+    /// depend on it; a checkpoint taken with one number of workers
+    /// restores with any other. `max-open-windows` and `max-keyed-states`
+    /// apply per worker.
+    pub workers: usize,
+}
+
+impl EngineConfig {
+    /// The number of workers: `workers`, or the available cores.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -601,6 +620,7 @@ impl Default for EngineConfig {
             max_open_windows: 1_000_000,
             max_keyed_states: 5_000_000,
             max_collect_events: 10_000,
+            workers: 0,
         }
     }
 }
@@ -864,6 +884,12 @@ impl Config {
             return invalid(
                 "checkpoint.keep",
                 "must be at least 1 (to turn checkpoints off, set checkpoint.interval-ms = 0)",
+            );
+        }
+        if self.engine.workers > KEY_GROUPS_MAX {
+            return invalid(
+                "engine.workers",
+                "must be at most 128 (the number of key groups); 0 uses every core",
             );
         }
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {

@@ -60,3 +60,108 @@ pub fn key_label(key_by: KeyBy, key: u32) -> Label {
         _ => Label::Sym(key),
     }
 }
+
+/// Keyed work is split into this many key groups, as Flink's default
+/// maximum parallelism: a key's group never changes, and each worker owns
+/// a contiguous range of groups, so the number of workers can change
+/// between runs (a checkpoint's keys go to the worker that owns their
+/// group now).
+pub const KEY_GROUPS: u32 = 128;
+
+/// Kafka's murmur2 hash (its default partitioner's): stable across
+/// versions, machines and languages.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, &b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// The key group of a key's text (its label's text, see [`key_label`]).
+pub fn key_group(text: &str) -> u32 {
+    (murmur2(text.as_bytes()) & 0x7fff_ffff) % KEY_GROUPS
+}
+
+/// The worker, of `workers`, that owns a key group: each owns a contiguous
+/// range.
+pub fn group_owner(group: u32, workers: usize) -> usize {
+    (group as usize * workers) / KEY_GROUPS as usize
+}
+
+/// The worker, of `workers`, that owns the key `text` of a spec or state
+/// keyed by `key_by`: a global key has one owner, the first worker.
+pub fn owner(key_by: KeyBy, text: &str, workers: usize) -> usize {
+    if workers <= 1 || key_by == KeyBy::Global {
+        return 0;
+    }
+    group_owner(key_group(text), workers)
+}
+
+/// The worker, of `workers`, that owns an event's key of `key_by`; an
+/// event without that key goes to the first worker (which passes it on as
+/// one worker would).
+pub fn event_owner(key_by: KeyBy, t: &Txn, strings: &Interner, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    match key_of(key_by, t) {
+        None => 0,
+        Some(key) => owner(key_by, key_label(key_by, key).text(strings), workers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_is_kafkas() {
+        // Kafka's own test vectors (Java ints).
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (data, want) in cases {
+            assert_eq!(
+                murmur2(data) as i32,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    #[test]
+    fn workers_own_contiguous_ranges_of_every_group() {
+        for workers in [1, 2, 3, 4, 7, 128] {
+            let owners: Vec<usize> = (0..KEY_GROUPS).map(|g| group_owner(g, workers)).collect();
+            assert!(owners.windows(2).all(|w| w[0] <= w[1]));
+            assert_eq!(owners[0], 0);
+            assert_eq!(*owners.last().unwrap(), workers - 1);
+        }
+        assert_eq!(owner(KeyBy::Global, "anything", 4), 0);
+    }
+}

@@ -12,9 +12,18 @@
 //! | records | `u64`: records read so far |
 //! | position | `u8` kind (0 none, 1 file, 2 Kafka), then a file's byte offset and line (`u64`, `u64`), or Kafka's partitions: a `u64` count, each topic (text), partition (`u32`) and next offset (`i64`) |
 //! | watermark | section: the watermark (`i64`), a `u64` count and each partition's largest event time (`i64`) |
-//! | strings | section: the interned strings by symbol, then the released symbols |
 //! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`) |
+//! | workers | `u64` count, each a section: its part (below) |
+//!
+//! A worker's part holds the keys of the key groups it owned:
+//!
+//! | part | form |
+//! |---|---|
+//! | strings | section: its interned strings by symbol, then the released symbols |
 //! | rule sets | `u64` count, each: name, version, file hash, state key (text), `u8` flags (1: kept aside, its rule set not loaded), keyed state (section), window specs: a `u64` count, each its name (text), spec hash (`u64`) and open windows (section) |
+//!
+//! A restore with any number of workers reads every part and gives each
+//! key to the worker that owns its key group now.
 //!
 //! Every list is a `u64` count and its items. Keyed state is the TTL
 //! (`i64`) and each key (text), value (bytes) and last-write event time
@@ -22,7 +31,8 @@
 //! before an earlier restart (`i64`) and each open window: key symbol
 //! (`u32`), start and end (`i64`), fires (`u32`), flags (`u8`; 1: updated
 //! since it fired, 2: waiting to fire at its end) and its accumulators,
-//! each a `u8` kind and its values (see `window::aggregate::Acc`).
+//! each a `u8` kind and its values (see `window::aggregate::Acc`). Symbols
+//! are of the strings of the same part.
 
 use crate::codec::{self, end_section, start_section, Put, Reader};
 use crate::source::Position;
@@ -78,10 +88,16 @@ pub struct Snapshot<'a> {
     pub position: Option<Position>,
     /// The watermark part.
     pub watermark: Reader<'a>,
-    /// The interned strings.
-    pub strings: Reader<'a>,
     /// The dedup ids.
     pub dedup: Reader<'a>,
+    /// The workers' parts.
+    pub parts: Vec<Part<'a>>,
+}
+
+/// A worker's part of a snapshot.
+pub struct Part<'a> {
+    /// Its interned strings.
+    pub strings: Reader<'a>,
     /// The rule sets.
     pub rules: Vec<RuleSnapshot<'a>>,
 }
@@ -95,6 +111,25 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A worker's part of a snapshot.
+    pub fn part() -> Self {
+        Self {
+            parts: Vec::new(),
+            out: Vec::with_capacity(1 << 12),
+        }
+    }
+
+    /// The workers' parts, each a section, put in place without copying.
+    pub fn parts(&mut self, parts: Vec<Vec<Vec<u8>>>) {
+        self.out.put_len(parts.len());
+        for part in parts {
+            let len: usize = part.iter().map(Vec::len).sum();
+            self.out.put_u64(len as u64);
+            self.parts.push(std::mem::take(&mut self.out));
+            self.parts.extend(part);
+        }
+    }
+
     /// A snapshot of a run of `source`, `records` read, at `position`.
     pub fn new(source: &str, records: u64, position: Option<&Position>) -> Self {
         let mut out = Vec::with_capacity(1 << 16);
@@ -159,23 +194,9 @@ impl Writer {
     }
 }
 
-impl<'a> Snapshot<'a> {
-    /// Reads a payload's layout (the parts are decoded by their owners).
-    pub fn read(payload: &'a [u8]) -> Result<Self, codec::Error> {
-        let mut r = Reader::new(payload, "checkpoint header");
-        let source = r.str()?.to_string();
-        let taken_at = r.i64()?;
-        let records = r.u64()?;
-        let position = match r.rest().first() {
-            Some(0) => {
-                r.u8()?;
-                None
-            }
-            _ => Some(Position::read_snapshot(&mut r)?),
-        };
-        let watermark = r.section("watermark")?;
+impl<'a> Part<'a> {
+    fn read(mut r: Reader<'a>) -> Result<Self, codec::Error> {
         let strings = r.section("interned strings")?;
-        let dedup = r.section("dedup ids")?;
         r.reading("rule sets");
         let n = r.len(8)?;
         let mut rules = Vec::with_capacity(n);
@@ -208,15 +229,43 @@ impl<'a> Snapshot<'a> {
         if !r.is_empty() {
             return Err(format!("{} bytes follow the last rule set", r.rest().len()));
         }
+        Ok(Self { strings, rules })
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    /// Reads a payload's layout (the parts are decoded by their owners).
+    pub fn read(payload: &'a [u8]) -> Result<Self, codec::Error> {
+        let mut r = Reader::new(payload, "checkpoint header");
+        let source = r.str()?.to_string();
+        let taken_at = r.i64()?;
+        let records = r.u64()?;
+        let position = match r.rest().first() {
+            Some(0) => {
+                r.u8()?;
+                None
+            }
+            _ => Some(Position::read_snapshot(&mut r)?),
+        };
+        let watermark = r.section("watermark")?;
+        let dedup = r.section("dedup ids")?;
+        r.reading("workers");
+        let n = r.len(8)?;
+        let mut parts = Vec::with_capacity(n);
+        for _ in 0..n {
+            parts.push(Part::read(r.section("a worker's part")?)?);
+        }
+        if !r.is_empty() {
+            return Err(format!("{} bytes follow the last part", r.rest().len()));
+        }
         Ok(Self {
             source,
             taken_at,
             records,
             position,
             watermark,
-            strings,
             dedup,
-            rules,
+            parts,
         })
     }
 
@@ -240,20 +289,33 @@ impl<'a> Snapshot<'a> {
             time_text(watermark),
             if parts == 1 { "" } else { "s" }
         );
-        let mut s = self.strings.clone();
-        let _ = writeln!(
-            out,
-            "  interned strings: {} ({} bytes)",
-            s.len(4)?,
-            self.strings.rest().len()
-        );
         let mut d = self.dedup.clone();
         let _ = writeln!(out, "  dedup ids: {}", d.len(24)?);
-        for rule in &self.rules {
-            let keys = rule.keys()?;
+        let _ = writeln!(out, "  workers: {}", self.parts.len());
+        // Rule sets in the order of the first part, each summed over all.
+        let mut names: Vec<&RuleSnapshot<'_>> = Vec::new();
+        for rule in self.parts.iter().flat_map(|p| &p.rules) {
+            if !names.iter().any(|r| r.name == rule.name) {
+                names.push(rule);
+            }
+        }
+        let (mut strings, mut string_bytes) = (0, 0);
+        for part in &self.parts {
+            strings += part.strings.clone().len(4)?;
+            string_bytes += part.strings.rest().len();
+        }
+        let _ = writeln!(out, "  interned strings: {strings} ({string_bytes} bytes)");
+        for rule in names {
+            let same =
+                || (self.parts.iter().flat_map(|p| &p.rules)).filter(|r| r.name == rule.name);
+            let (mut keys, mut bytes) = (0, 0);
+            for r in same() {
+                keys += r.keys()?;
+                bytes += r.state.rest().len();
+            }
             let _ = writeln!(
                 out,
-                "  rule set {} {} (file {}){}: {keys} keys, {} bytes of keyed state (by {})",
+                "  rule set {} {} (file {}){}: {keys} keys, {bytes} bytes of keyed state (by {})",
                 rule.name,
                 rule.version,
                 rule.hash.get(..8).unwrap_or(&rule.hash),
@@ -262,15 +324,19 @@ impl<'a> Snapshot<'a> {
                 } else {
                     ""
                 },
-                rule.state.rest().len(),
                 rule.state_key
             );
-            for (spec, _, windows) in &rule.windows {
-                let open = open_windows(windows)?;
+            for (spec, _, _) in &rule.windows {
+                let (mut open, mut bytes) = (0, 0);
+                for r in same() {
+                    for (_, _, windows) in r.windows.iter().filter(|(s, _, _)| s == spec) {
+                        open += open_windows(windows)?;
+                        bytes += windows.rest().len();
+                    }
+                }
                 let _ = writeln!(
                     out,
-                    "    window spec {spec}: {open} open windows, {} bytes",
-                    windows.rest().len()
+                    "    window spec {spec}: {open} open windows, {bytes} bytes"
                 );
             }
         }

@@ -220,6 +220,16 @@ impl Interner {
         self.released
     }
 
+    /// Hands over every string, by symbol, and starts empty: the strings of
+    /// one batch, sent with its events to interners on other threads.
+    pub fn take_strings(&mut self) -> Vec<Box<str>> {
+        self.table.clear();
+        self.free.clear();
+        let strings = std::mem::take(&mut self.strings);
+        self.intern("");
+        strings
+    }
+
     /// Empty marks for a sweep: the empty string is always kept.
     pub fn marks(&self) -> Marks {
         let mut marks = Marks(vec![0; self.strings.len().div_ceil(64)]);
@@ -472,6 +482,24 @@ impl Txn {
             self.country,
             self.city,
         ]
+    }
+
+    /// Replaces each interned field (the flags too) by `map` of it: the
+    /// event moves to another interner.
+    pub fn map_syms(&mut self, mut map: impl FnMut(Sym) -> Sym) {
+        for sym in [
+            &mut self.customer,
+            &mut self.account,
+            &mut self.merchant,
+            &mut self.currency,
+            &mut self.channel,
+            &mut self.device,
+            &mut self.country,
+            &mut self.city,
+        ] {
+            *sym = map(*sym);
+        }
+        self.flags.iter_mut().for_each(|f| *f = map(*f));
     }
 
     /// Marks the interned strings the event holds.

@@ -203,6 +203,46 @@ impl Rule {
         }
     }
 
+    /// Another instance of the same rule set, `init`ed with the same
+    /// config: one per worker. Its health is its own.
+    pub fn replica(&self) -> Result<Rule, String> {
+        let engine = self.store.engine().clone();
+        let mut store = new_store(&engine, &self.name, self.dims.clone(), &self.limits);
+        store.data_mut().now = self.store.data().now;
+        store.set_epoch_deadline(self.deadline_ticks());
+        if self.fuel {
+            let _ = store.set_fuel(u64::MAX);
+        }
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("cannot instantiate it: {e:#}"))?;
+        match instance
+            .edge_rules_rule()
+            .call_init(&mut store, &self.config)
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(format!("init failed: {message}")),
+            Err(e) => return Err(format!("init trapped: {e:#}")),
+        }
+        Ok(Rule {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            path: self.path.clone(),
+            hash: self.hash.clone(),
+            label: self.label.clone(),
+            manifest: self.manifest.clone(),
+            limits: self.limits.clone(),
+            health: Health::default(),
+            config: self.config.clone(),
+            pre: self.pre.clone(),
+            store,
+            instance,
+            dims: self.dims.clone(),
+            fuel: self.fuel,
+        })
+    }
+
     /// Replaces a trapped instance with a fresh one (the keyed state, lent
     /// per call, is not in it).
     fn reinstantiate(&mut self) {

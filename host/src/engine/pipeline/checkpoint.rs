@@ -16,17 +16,20 @@
 //! handed to them once copied, after the results written so far, and lands
 //! in the same transactions.
 
-use super::rules::Slot;
+use super::worker::{Worker, FIELDS};
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
-use crate::engine::snapshot::{open_windows, Snapshot, Writer};
+use crate::engine::key::{key_label, owner};
+use crate::engine::snapshot::{open_windows, RuleSnapshot, Snapshot, Writer};
 use crate::model::Interner;
+use crate::runtime::bindings::types::{KeyBy, Manifest};
+use crate::runtime::manifest::key_name;
 use crate::sink::SinkError;
 use crate::source::Mark;
 use crate::state::KeyedState;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// How long the hot path may pause, between two batches, to copy keyed state.
@@ -56,16 +59,24 @@ struct Stored {
     result: Result<(), String>,
 }
 
-/// A snapshot begun, its keyed states still being copied.
+/// A snapshot begun, the workers' keyed states still being copied.
 struct Begun {
     sequence: u64,
     writer: Writer,
     /// The watermark when it began.
     watermark: i64,
-    /// The slots whose keyed state is being copied, and where each goes.
-    copies: Vec<(usize, usize)>,
+    /// Each worker's part, once copied.
+    parts: Vec<Option<Vec<Vec<u8>>>>,
     written: Vec<u64>,
     mark: Option<Mark>,
+}
+
+/// A worker's part of a snapshot begun, its keyed states still being
+/// copied.
+pub(super) struct Part {
+    writer: Writer,
+    /// The slots whose keyed state is being copied, and where each goes.
+    copies: Vec<(usize, usize)>,
 }
 
 /// The checkpoints of a run.
@@ -170,19 +181,39 @@ impl Pipeline {
         self.checkpoints = Some(Checkpoints::start(None, interval_ms, sequence));
     }
 
-    /// After a batch: takes a checkpoint when one is due, hands those whose
-    /// output the sinks hold to the writer, and commits the source's
-    /// offsets of those stored.
-    pub(super) fn checkpoint_tick(&mut self, records: u64) -> Result<(), PipelineError> {
+    /// Whether a checkpoint is due: the next batch waits for the one in
+    /// flight, so that it begins between the two.
+    pub(super) fn checkpoint_due(&self) -> bool {
+        self.checkpoints
+            .as_ref()
+            .is_some_and(|c| c.begun.is_none() && c.last.elapsed() >= c.interval)
+    }
+
+    /// After a batch: takes the workers' parts they finished copying,
+    /// begins a checkpoint when one is due (`between`: no batch is in
+    /// flight), hands those whose output the sinks hold to the writer,
+    /// and commits the source's offsets of those stored.
+    pub(super) fn checkpoint_tick(
+        &mut self,
+        records: u64,
+        between: bool,
+        parts: Vec<Option<Vec<Vec<u8>>>>,
+    ) -> Result<(), PipelineError> {
         let Some(mut c) = self.checkpoints.take() else {
             return Ok(());
         };
-        let result = self.checkpoint_step(&mut c, records);
+        let result = self.checkpoint_step(&mut c, records, between, parts);
         self.checkpoints = Some(c);
         result
     }
 
-    fn checkpoint_step(&mut self, c: &mut Checkpoints, records: u64) -> Result<(), PipelineError> {
+    fn checkpoint_step(
+        &mut self,
+        c: &mut Checkpoints,
+        records: u64,
+        between: bool,
+        parts: Vec<Option<Vec<Vec<u8>>>>,
+    ) -> Result<(), PipelineError> {
         let stored: Vec<Stored> = c.stored.try_iter().collect();
         stored.into_iter().for_each(|s| self.checkpoint_stored(s));
         if !c.waiting.is_empty() {
@@ -197,88 +228,59 @@ impl Pipeline {
                 }
             }
         }
-        let started = Instant::now();
-        if c.begun.is_none() && c.last.elapsed() >= c.interval {
+        if let Some(mut begun) = c.begun.take() {
+            for (have, part) in begun.parts.iter_mut().zip(parts) {
+                if part.is_some() {
+                    *have = part;
+                }
+            }
+            if begun.parts.iter().all(Option::is_some) {
+                let taken = self.taken(begun, c.store.is_none())?;
+                c.waiting.push_back(taken);
+            } else {
+                c.begun = Some(begun);
+            }
+        } else if between && c.last.elapsed() >= c.interval {
+            let started = Instant::now();
             c.last = Instant::now();
             c.sequence += 1;
             c.begun = Some(self.begin_checkpoint(c.sequence, records));
-        }
-        if let Some(mut begun) = c.begun.take() {
-            match self.copy_states(&mut begun, started + COPY_BUDGET) {
-                true => {
-                    let taken = self.taken(begun, c.store.is_none())?;
-                    c.waiting.push_back(taken);
-                }
-                false => c.begun = Some(begun),
-            }
             self.metrics
                 .checkpoint_pause(started.elapsed().as_micros() as u64);
         }
         Ok(())
     }
 
-    /// Begins a snapshot: copies the watermark, the interned strings, the
-    /// dedup ids, the open windows and the states kept aside, and begins
-    /// the copy of each rule set's keyed state.
+    /// Begins a snapshot: copies the watermark and the dedup ids, and has
+    /// each worker begin its part.
     fn begin_checkpoint(&mut self, sequence: u64, records: u64) -> Begun {
         let watermark = self.watermark.current();
         let position = self.source.position();
         let mut w = Writer::new(self.source.name(), records, position.as_ref());
         w.section(|out| self.watermark.write_snapshot(out));
-        w.section(|out| self.strings.write_snapshot(out));
         w.section(|out| self.ingest.write_snapshot(out));
-        w.count(self.slots.len() + self.parked.len());
-        let mut copies = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let rule = &slot.rule;
-            let key = state_key(rule.manifest().state_key);
-            w.rule(rule.name(), rule.version(), rule.hash(), &key, false);
-            slot.state.begin_copy();
-            copies.push((i, w.later()));
-            w.count(slot.windows.len());
-            for op in &slot.windows {
-                w.window(&op.name, op.fingerprint());
-                w.section(|out| op.write_snapshot(out));
-            }
-        }
-        let mut parked: Vec<(&String, &mut KeyedState)> = self.parked.iter_mut().collect();
-        parked.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, state) in parked {
-            w.rule(name, "", "", "", true);
-            w.section(|out| state.write_snapshot(out));
-            w.count(0);
-        }
+        self.workers.all(Worker::begin_part);
         Begun {
             sequence,
             writer: w,
             watermark,
-            copies,
+            parts: vec![None; self.workers.len()],
             written: self.router.written(),
             mark: self.source.mark(),
         }
     }
 
-    /// Copies keyed state until `until`; true once every copy is done.
-    fn copy_states(&mut self, begun: &mut Begun, until: Instant) -> bool {
-        for &(slot, _) in &begun.copies {
-            let state = &mut self.slots[slot].state;
-            while !state.copy_some(COPY_CHUNK) {
-                if Instant::now() >= until {
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// A snapshot whose copies are done, ready for the store; with
+    /// A snapshot whose parts are all copied, ready for the store; with
     /// `in_sinks`, handed to the sinks now, after the results written so
     /// far, with the source's offsets it covers, and ready once they hold it.
     fn taken(&mut self, mut begun: Begun, in_sinks: bool) -> Result<Taken, SinkError> {
-        for &(slot, place) in &begun.copies {
-            let bytes = self.slots[slot].state.finish_copy();
-            begun.writer.fill(place, bytes);
-        }
+        begun.writer.parts(
+            begun
+                .parts
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+        );
         let payload = begun.writer.finish();
         let mut taken = Taken {
             sequence: begun.sequence,
@@ -299,6 +301,16 @@ impl Pipeline {
         Ok(taken)
     }
 
+    /// Has every worker finish the copy of its part of `begun` now.
+    fn finish_parts(&mut self, begun: &mut Begun) {
+        let parts = self.workers.all(Worker::finish_part);
+        for (have, part) in begun.parts.iter_mut().zip(parts) {
+            if have.is_none() {
+                *have = part;
+            }
+        }
+    }
+
     /// Before the rule sets change (a swap, an addition, a removal): a
     /// snapshot begun is finished, as of when it began.
     pub(super) fn finish_checkpoint(&mut self) -> Result<(), SinkError> {
@@ -306,7 +318,8 @@ impl Pipeline {
             return Ok(());
         };
         let in_sinks = c.store.is_none();
-        if let Some(begun) = c.begun.take() {
+        if let Some(mut begun) = c.begun.take() {
+            self.finish_parts(&mut begun);
             let taken = self.taken(begun, in_sinks)?;
             if let Some(c) = self.checkpoints.as_mut() {
                 c.waiting.push_back(taken);
@@ -373,7 +386,7 @@ impl Pipeline {
         if interrupted {
             // Everything written is flushed: the snapshot may be stored now.
             let mut begun = self.begin_checkpoint(c.sequence, records);
-            self.copy_states(&mut begun, Instant::now() + Duration::from_secs(3600));
+            self.finish_parts(&mut begun);
             let taken = self.taken(begun, in_sinks)?;
             if in_sinks {
                 self.router.flush()?;
@@ -424,8 +437,9 @@ impl Pipeline {
     /// Restores a checkpoint before the first record: the source's
     /// position, the records read by then (`--max-events` counts them),
     /// the watermark, the dedup ids, and each rule set's keyed state and
-    /// open windows, matched by name as in a hot swap. Returns what was
-    /// not carried over, and why.
+    /// open windows, matched by name as in a hot swap, each key to the
+    /// worker that owns its key group. Returns what was not carried over,
+    /// and why.
     pub fn restore(&mut self, payload: &[u8]) -> Result<Vec<String>, String> {
         let snapshot = Snapshot::read(payload)?;
         if snapshot.source != self.source.name() {
@@ -442,84 +456,239 @@ impl Pipeline {
         }
         self.watermark
             .read_snapshot(&mut snapshot.watermark.clone(), Instant::now())?;
-        self.strings = Interner::read_snapshot(&mut snapshot.strings.clone())?;
         self.ingest.read_snapshot(&mut snapshot.dedup.clone())?;
+        self.records_before = snapshot.records;
+        let payload: Arc<Vec<u8>> = Arc::new(payload.to_vec());
+        let mut notes = self.workers.all(move |w| w.restore(&payload));
+        notes.swap_remove(0)
+    }
+}
+
+/// The text a checkpoint keeps of what a rule set's state is keyed by:
+/// its state key, or the key of the windows whose calls carry state.
+pub(super) fn state_key(manifest: &Manifest) -> String {
+    match (manifest.state_key, state_field(manifest)) {
+        (Some(key), _) => key_name(key).to_string(),
+        (None, Some(key)) => format!("window keys by {}", key_name(key)),
+        (None, None) => "window keys".to_string(),
+    }
+}
+
+/// The field a rule set's keyed state is keyed by, which decides the
+/// worker of each key: its state key, or the key of its first window
+/// spec declared `with-state`.
+pub(super) fn state_field(manifest: &Manifest) -> Option<KeyBy> {
+    manifest.state_key.or_else(|| {
+        manifest
+            .windows
+            .iter()
+            .find(|w| w.with_state)
+            .map(|w| w.key)
+    })
+}
+
+/// The field of a checkpoint's state key text (see [`state_key`]).
+fn field_of(text: &str) -> Option<KeyBy> {
+    let name = text.strip_prefix("window keys by ").unwrap_or(text);
+    FIELDS.into_iter().find(|&k| key_name(k) == name)
+}
+
+impl Worker {
+    /// Begins this worker's part of a snapshot: copies its interned
+    /// strings, open windows and the states kept aside, and begins the
+    /// copy of each rule set's keyed state (a part under way is dropped).
+    pub(super) fn begin_part(&mut self) {
+        let mut w = Writer::part();
+        w.section(|out| self.strings.write_snapshot(out));
+        w.count(self.slots.len() + self.parked.len());
+        let mut copies = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let rule = &slot.rule;
+            let key = state_key(rule.manifest());
+            w.rule(rule.name(), rule.version(), rule.hash(), &key, false);
+            slot.state.begin_copy();
+            copies.push((i, w.later()));
+            w.count(slot.windows.len());
+            for op in &slot.windows {
+                w.window(&op.name, op.fingerprint());
+                w.section(|out| op.write_snapshot(out));
+            }
+        }
+        let mut parked: Vec<(&String, &mut (String, KeyedState))> =
+            self.parked.iter_mut().collect();
+        parked.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, (key, state)) in parked {
+            w.rule(name, "", "", key, true);
+            w.section(|out| state.write_snapshot(out));
+            w.count(0);
+        }
+        self.copy = Some(Part { writer: w, copies });
+    }
+
+    /// Copies keyed state of the part under way for at most
+    /// [`COPY_BUDGET`]; the part once every copy is done.
+    pub(super) fn copy_some(&mut self) -> Option<Vec<Vec<u8>>> {
+        let part = self.copy.take()?;
+        let started = Instant::now();
+        let until = started + COPY_BUDGET;
+        let mut done = true;
+        'copies: for &(slot, _) in &part.copies {
+            let state = &mut self.slots[slot].state;
+            while !state.copy_some(COPY_CHUNK) {
+                if Instant::now() >= until {
+                    done = false;
+                    break 'copies;
+                }
+            }
+        }
+        self.metrics
+            .checkpoint_pause(started.elapsed().as_micros() as u64);
+        if done {
+            Some(self.part_of(part))
+        } else {
+            self.copy = Some(part);
+            None
+        }
+    }
+
+    /// Finishes the part under way now, if there is one.
+    pub(super) fn finish_part(&mut self) -> Option<Vec<Vec<u8>>> {
+        let part = self.copy.take()?;
+        Some(self.part_of(part))
+    }
+
+    fn part_of(&mut self, mut part: Part) -> Vec<Vec<u8>> {
+        for &(slot, place) in &part.copies {
+            let bytes = self.slots[slot].state.finish_copy();
+            part.writer.fill(place, bytes);
+        }
+        part.writer.finish()
+    }
+
+    /// Takes this worker's keys of every part of a checkpoint; says, the
+    /// same on every worker, what was not carried over and why.
+    pub(super) fn restore(&mut self, payload: &[u8]) -> Result<Vec<String>, String> {
+        let snapshot = Snapshot::read(payload)?;
         let mut notes = Vec::new();
-        for rule in snapshot.rules {
-            let Some(i) = self.slots.iter().position(|s| s.rule.name() == rule.name) else {
-                let state = KeyedState::read_snapshot(&mut rule.state.clone())?;
-                let open = rule.open_windows()?;
-                if !state.is_empty() || open > 0 {
+        // Rule sets in the order of their first appearance, with their
+        // parts.
+        let mut rules: Vec<(&str, Vec<(usize, &RuleSnapshot<'_>)>)> = Vec::new();
+        for (p, part) in snapshot.parts.iter().enumerate() {
+            for rule in &part.rules {
+                match rules.iter_mut().find(|(name, _)| *name == rule.name) {
+                    Some((_, parts)) => parts.push((p, rule)),
+                    None => rules.push((&rule.name, vec![(p, rule)])),
+                }
+            }
+        }
+        let mut strings = Vec::with_capacity(snapshot.parts.len());
+        for part in &snapshot.parts {
+            strings.push(Interner::read_snapshot(&mut part.strings.clone())?);
+        }
+        for (name, parts) in rules {
+            let (me, workers) = (self.me, self.workers);
+            let first = parts[0].1;
+            let field = field_of(&first.state_key);
+            let keep = |key: &str| field.is_none_or(|k| owner(k, key, workers) == me);
+            let Some(i) = self.slots.iter().position(|s| s.rule.name() == name) else {
+                let mut state = KeyedState::new(0);
+                let (mut keys, mut open) = (0, 0);
+                for (_, rule) in &parts {
+                    let ttl = state.read_snapshot_into(&mut rule.state.clone(), keep)?;
+                    state.set_ttl(ttl);
+                    keys += rule.keys()?;
+                    open += rule.open_windows()?;
+                }
+                if keys > 0 || open > 0 {
                     notes.push(format!(
-                        "rule set {} is not loaded: its {} keys of keyed state are kept aside \
-                         for it, and its {open} open windows are dropped",
-                        rule.name,
-                        state.len()
+                        "rule set {name} is not loaded: its {keys} keys of keyed state are kept \
+                         aside for it, and its {open} open windows are dropped"
                     ));
                 }
-                self.parked.insert(rule.name, state);
+                (self.parked).insert(name.to_string(), (first.state_key.clone(), state));
                 continue;
             };
-            restore_rule(&mut self.slots[i], rule, &mut notes)?;
+            let slot = &mut self.slots[i];
+            let manifest = slot.rule.manifest();
+            let key = state_key(manifest);
+            if first.parked || first.state_key == key {
+                let mut state = KeyedState::new(0);
+                for (_, rule) in &parts {
+                    state.read_snapshot_into(&mut rule.state.clone(), keep)?;
+                }
+                state.set_ttl(manifest.state_ttl_ms);
+                slot.state = state;
+            } else {
+                notes.push(format!(
+                    "rule set {name}: its state key changed ({} in the checkpoint's version {}, \
+                     {key} in {}), so its keyed state starts empty",
+                    first.state_key,
+                    first.version,
+                    slot.rule.version()
+                ));
+            }
+            for (spec, fingerprint, _) in &first.windows {
+                let same = slot
+                    .windows
+                    .iter_mut()
+                    .find(|op| op.name == *spec && op.fingerprint() == *fingerprint);
+                let of_spec = parts.iter().flat_map(|(p, rule)| {
+                    (rule.windows.iter())
+                        .filter(|(s, f, _)| s == spec && f == fingerprint)
+                        .map(move |(_, _, windows)| (*p, windows))
+                });
+                match same {
+                    Some(op) => {
+                        for (p, windows) in of_spec {
+                            let from = &strings[p];
+                            let own = &mut self.strings;
+                            op.read_snapshot(
+                                &mut windows.clone(),
+                                &mut |key_by, sym| match key_by {
+                                    None => Some(own.intern(from.resolve(sym))),
+                                    Some(k) => {
+                                        let text = key_label(k, sym);
+                                        let text = text.text(from);
+                                        (owner(k, text, workers) == me).then(|| {
+                                            if interned(k) {
+                                                own.intern(text)
+                                            } else {
+                                                sym
+                                            }
+                                        })
+                                    }
+                                },
+                            )?;
+                        }
+                    }
+                    None => {
+                        let mut open = 0;
+                        for (_, windows) in of_spec {
+                            open += open_windows(windows)?;
+                        }
+                        let why = if slot.windows.iter().any(|op| op.name == *spec) {
+                            "its spec changed"
+                        } else {
+                            "the spec is gone"
+                        };
+                        notes.push(format!(
+                            "rule set {name} window spec {spec}: {why} in version {} (the \
+                             checkpoint's is {}), so its {open} open windows are dropped unfired",
+                            slot.rule.version(),
+                            first.version
+                        ));
+                    }
+                }
+            }
         }
-        self.records_before = snapshot.records;
         Ok(notes)
     }
 }
 
-/// The text a checkpoint keeps of what a rule set's state is keyed by.
-fn state_key(key: Option<crate::runtime::bindings::types::KeyBy>) -> String {
-    key.map_or("window keys", crate::runtime::manifest::key_name)
-        .to_string()
-}
-
-/// Restores one rule set's part of a checkpoint into its slot: its keyed
-/// state when it is keyed as before, and the open windows of every spec it
-/// keeps unchanged.
-fn restore_rule(
-    slot: &mut Slot,
-    rule: crate::engine::snapshot::RuleSnapshot<'_>,
-    notes: &mut Vec<String>,
-) -> Result<(), String> {
-    let manifest = slot.rule.manifest();
-    let key = state_key(manifest.state_key);
-    if rule.parked || rule.state_key == key {
-        let mut state = KeyedState::read_snapshot(&mut rule.state.clone())?;
-        state.set_ttl(manifest.state_ttl_ms);
-        slot.state = state;
-    } else {
-        notes.push(format!(
-            "rule set {}: its state key changed ({} in the checkpoint's version {}, {key} in {}), \
-             so its keyed state starts empty",
-            rule.name,
-            rule.state_key,
-            rule.version,
-            slot.rule.version()
-        ));
-    }
-    for (spec, fingerprint, windows) in &rule.windows {
-        let same = slot
-            .windows
-            .iter_mut()
-            .find(|op| op.name == *spec && op.fingerprint() == *fingerprint);
-        match same {
-            Some(op) => op.read_snapshot(&mut windows.clone())?,
-            None => {
-                let open = open_windows(windows)?;
-                let why = if slot.windows.iter().any(|op| op.name == *spec) {
-                    "its spec changed"
-                } else {
-                    "the spec is gone"
-                };
-                notes.push(format!(
-                    "rule set {} window spec {spec}: {why} in version {} (the checkpoint's is \
-                     {}), so its {open} open windows are dropped unfired",
-                    rule.name,
-                    slot.rule.version(),
-                    rule.version
-                ));
-            }
-        }
-    }
-    Ok(())
+/// Whether a field's keys are interned strings (the others are numbers).
+fn interned(key_by: KeyBy) -> bool {
+    matches!(
+        key_by,
+        KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
+    )
 }

@@ -9,7 +9,7 @@ use crate::engine::dedup::Dedup;
 use crate::engine::router::Router;
 use crate::metrics::Metrics;
 use crate::model::{ids, Interner, Txn};
-use crate::sink::{CleanRecord, DeadLetter, Origin, RawRecord, Record, SinkError};
+use crate::sink::{CleanRecord, DeadLetter, Origin, RawRecord, Record};
 use crate::source::{RecordBatch, Source};
 
 /// A batch's events, with the partition slot each came from (in step).
@@ -29,20 +29,16 @@ impl Events {
             parts: Vec::with_capacity(n),
         }
     }
-
-    /// Empties the batch, keeping its room.
-    pub fn clear(&mut self) {
-        self.txns.clear();
-        self.parts.clear();
-    }
 }
 
 /// Where ingest sends what it does not pass on as events.
 pub struct Out<'a> {
     /// The source, for names and partitions.
     pub source: &'a dyn Source,
-    /// The router: raw and clean records, dead letters.
-    pub router: &'a mut Router,
+    /// Raw and clean records and dead letters, for the router.
+    pub records: &'a mut Vec<Record>,
+    /// The most bytes of a record a dead letter keeps.
+    pub max_raw_bytes: usize,
     /// Counters.
     pub metrics: &'a Metrics,
 }
@@ -99,7 +95,7 @@ impl Ingest {
         strings: &mut Interner,
         out: &mut Out<'_>,
         events: &mut Events,
-    ) -> Result<u64, SinkError> {
+    ) -> u64 {
         let partitioned = raw.has_parts();
         let mut records = 0;
         for i in 0..raw.len() {
@@ -111,7 +107,7 @@ impl Ingest {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(reject) => {
-                        reject_record(out, reject, bytes, position, part)?;
+                        reject_record(out, reject, bytes, position, part);
                         continue;
                     }
                 }
@@ -119,7 +115,7 @@ impl Ingest {
             records += 1;
             Metrics::inc(&out.metrics.records);
             if self.raw_out {
-                emit_raw(out, bytes, position, part)?;
+                emit_raw(out, bytes, position, part);
             }
             if partitioned && bytes.is_empty() {
                 // A tombstone: a compaction marker, not an event.
@@ -132,7 +128,7 @@ impl Ingest {
                     if self.dedup.insert(&t.id, t.event_time) {
                         if self.clean_out {
                             let record = CleanRecord::new(&t, strings);
-                            out.router.emit(Record::Clean(record))?;
+                            out.records.push(Record::Clean(record));
                         }
                         events.txns.push(t);
                         events.parts.push(part.unwrap_or(0));
@@ -145,13 +141,13 @@ impl Ingest {
                                 t.id
                             ),
                         );
-                        reject_record(out, reject, bytes, position, part)?;
+                        reject_record(out, reject, bytes, position, part);
                     }
                 }
-                Err(reject) => reject_record(out, reject, bytes, position, part)?,
+                Err(reject) => reject_record(out, reject, bytes, position, part),
             }
         }
-        Ok(records)
+        records
     }
 }
 
@@ -179,40 +175,29 @@ fn locate(
 }
 
 /// Lands a record as received (the `raw` stream).
-fn emit_raw(
-    out: &mut Out<'_>,
-    raw: &[u8],
-    position: u64,
-    part: Option<u32>,
-) -> Result<(), SinkError> {
+fn emit_raw(out: &mut Out<'_>, raw: &[u8], position: u64, part: Option<u32>) {
     let (source, origin, id) = locate(out.source, position, part, b"");
     let received_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    out.router.emit(Record::Raw(RawRecord {
+    out.records.push(Record::Raw(RawRecord {
         id,
         source,
         position,
         origin,
         received_at,
         raw: raw.to_vec(),
-    }))
+    }));
 }
 
 /// A record refused by the decoder or the dedup filter: a dead letter with
 /// the reason and the record as received.
-fn reject_record(
-    out: &mut Out<'_>,
-    reject: Reject,
-    raw: &[u8],
-    position: u64,
-    part: Option<u32>,
-) -> Result<(), SinkError> {
+fn reject_record(out: &mut Out<'_>, reject: Reject, raw: &[u8], position: u64, part: Option<u32>) {
     let code = reject.code.as_str();
     let (source, origin, id) = locate(out.source, position, part, code.as_bytes());
     let mut letter = DeadLetter::new(id, code, reject.detail, source);
     letter.position = Some(position);
     letter.origin = origin;
-    letter.set_raw(raw, out.router.max_raw_bytes());
-    out.router.emit(Record::DeadLetter(letter))
+    letter.set_raw(raw, out.max_raw_bytes);
+    out.records.push(Record::DeadLetter(letter));
 }

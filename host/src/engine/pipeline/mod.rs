@@ -1,6 +1,8 @@
-//! The pipeline: source -> ingest (decode, dedup) -> watermark -> rules
-//! and windows -> router -> sinks, then settlement, one micro-batch at a
-//! time. Each stage is a file of this folder; [`Pipeline::run`] chains them.
+//! The pipeline: source -> ingest (decode, dedup) -> watermark -> the
+//! workers (rule sets and windows, split by key) -> router -> sinks, then
+//! settlement, one micro-batch at a time. Each stage is a file of this
+//! folder; [`Pipeline::run`] chains them. While the workers run a batch,
+//! the next one is read and decoded.
 
 mod checkpoint;
 mod ingest;
@@ -9,30 +11,27 @@ mod settlement;
 mod swap;
 mod upkeep;
 mod windows;
+mod worker;
 
-use super::batch::BatchBuilder;
 use super::control::Update;
-use super::router::Router;
 use super::watermark::Watermark;
-use super::window::encode::WindowBatchBuilder;
-use super::window::{Fired, WindowLimits};
 use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::model::Interner;
-use crate::runtime::bindings::types::StateBlob;
 use crate::runtime::Rule;
-use crate::sink::{SinkError, TableInfo};
-use crate::source::{Poll, RecordBatch, Source};
-use crate::state::{Handle, KeyedState};
+use crate::sink::{Record, SinkError, TableInfo};
+use crate::source::{Mark, Poll, RecordBatch, Source};
 use ingest::{Events, Ingest};
-use rules::{loaded, Slot};
+use rules::{loaded, Slot, Tables};
 use rustc_hash::FxHashMap;
 use settlement::Settlement;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use worker::{Done, Fields, Worker, Workers};
 
 /// A run failed as a whole (the stream cannot go on).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +47,9 @@ pub enum PipelineError {
     /// A sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The workers could not start.
+    #[error("{0}")]
+    Workers(String),
 }
 
 /// What a run did.
@@ -77,84 +79,113 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// A batch handed to the workers, not yet landed.
+struct InFlight {
+    /// What ingest emitted of it (raw and clean records, dead letters).
+    ingested: Vec<Record>,
+    /// Where the source stood after it, for settlement.
+    settle: Option<(Mark, Vec<(u32, i64)>)>,
+    /// Records read with it, in all.
+    records: u64,
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     config: EngineConfig,
     source: Box<dyn Source>,
     ingest: Ingest,
+    /// The strings of the batch being read, when the workers have
+    /// interners of their own (with one worker, its interner is used).
     strings: Interner,
     watermark: Watermark,
-    slots: Vec<Slot>,
-    builder: BatchBuilder,
-    /// Encodes fired windows for `on-windows`.
-    window_builder: WindowBatchBuilder,
-    /// The keyed states sent with a batch (reused), and where each key's
-    /// state was found.
-    states: StateBlob,
-    handles: Vec<Option<Handle>>,
-    router: Router,
+    workers: Workers,
+    /// The fields the rule sets key by.
+    fields: Fields,
+    router: crate::engine::router::Router,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
-    fired: Vec<Fired>,
     settlement: Settlement,
-    /// Changes to the rule sets, applied between batches.
+    /// Changes to the rule sets, applied between batches, and those taken
+    /// already to see whether any wait.
     updates: Option<std::sync::mpsc::Receiver<Update>>,
-    /// Keyed states of rule sets removed while running: one added again
-    /// under the same name takes its state back.
-    parked: FxHashMap<String, KeyedState>,
+    early: Vec<Update>,
     /// Every table the sinks know, by name.
     known_tables: FxHashMap<String, Arc<TableInfo>>,
+    /// The tables of each running rule set.
+    catalog: BTreeMap<String, Tables>,
     /// The source's clock, read once per batch.
     clock: SharedClock,
-    /// The interner is swept when it holds this many strings.
-    sweep_at: usize,
-    /// When a window limit and the keyed-state ceiling were last logged.
-    warned_full: Option<Instant>,
-    warned_shed: Option<Instant>,
     /// Whether the source is live (its watermark held to the clock).
     live: bool,
     /// Checkpoints, when the run takes them.
     checkpoints: Option<checkpoint::Checkpoints>,
     /// Records read before this run (by the run a checkpoint resumes).
     records_before: u64,
+    /// Each worker's oldest open window, as of its last batch.
+    open_from: Vec<i64>,
+    /// Interned strings the workers hold, and released so far.
+    strings_held: (usize, u64),
+    /// Batches handed to the workers.
+    batches: u64,
 }
 
 impl Pipeline {
-    /// A pipeline over loaded rule sets (run in name order).
+    /// A pipeline over loaded rule sets (run in name order) on
+    /// `engine.workers` workers, each with an instance of every rule set.
     pub fn new(
         config: EngineConfig,
         source: Box<dyn Source>,
         decoder: Decoder,
         mut rules: Vec<Rule>,
-        router: Router,
+        router: crate::engine::router::Router,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
-    ) -> Self {
+    ) -> Result<Self, PipelineError> {
         rules.sort_by(|a, b| a.name().cmp(b.name()));
-        let slots: Vec<Slot> = rules
-            .into_iter()
-            .map(|rule| {
-                metrics.loaded(loaded(&rule), false);
-                Slot::new(rule, WindowLimits::of(&config))
+        let count = config.worker_count();
+        let mut catalog = BTreeMap::new();
+        let mut known_tables = FxHashMap::default();
+        for rule in &rules {
+            metrics.loaded(loaded(rule), false);
+            let tables = Slot::tables_of(rule);
+            known_tables.extend(tables.iter().map(|(k, v)| (k.clone(), v.clone())));
+            catalog.insert(rule.name().to_string(), tables);
+        }
+        let mut sets = Vec::with_capacity(count);
+        for _ in 1..count {
+            let replicas = rules.iter().map(|r| {
+                r.replica()
+                    .map_err(|e| PipelineError::Workers(format!("rule set {}: {e}", r.label())))
+            });
+            sets.push(replicas.collect::<Result<Vec<_>, _>>()?);
+        }
+        sets.insert(0, rules);
+        let workers: Vec<Worker> = (sets.into_iter().enumerate())
+            .map(|(i, rules)| {
+                let name = source.name().to_string();
+                Worker::new(i, count, config.clone(), name, rules, metrics.clone())
             })
             .collect();
-        let known_tables = slots
-            .iter()
-            .flat_map(|s| s.tables.iter().map(|(k, v)| (k.clone(), v.clone())))
-            .collect();
-        Self {
+        let fields = Fields::of(&workers[0].slots);
+        if count > 1 {
+            tracing::info!(
+                workers = count,
+                "rule sets run on {count} workers, each owning the keys of a range of key groups"
+            );
+        }
+        let workers = Workers::start(workers)
+            .map_err(|e| PipelineError::Workers(format!("cannot start a worker thread: {e}")))?;
+        Ok(Self {
             clock: source.clock().unwrap_or_else(crate::clock::system),
             live: source.is_live(),
             ingest: Ingest::new(&config, decoder, source.has_header(), &router),
             settlement: Settlement::new(config.commit_interval_ms),
-            sweep_at: upkeep::SWEEP_AT_LEAST,
-            warned_full: None,
-            warned_shed: None,
             checkpoints: None,
             records_before: 0,
             updates: None,
-            parked: FxHashMap::default(),
+            early: Vec::new(),
             known_tables,
+            catalog,
             watermark: Watermark::with_idle(
                 config.out_of_orderness_ms,
                 Duration::from_millis(config.idle_ms.max(1)),
@@ -162,19 +193,15 @@ impl Pipeline {
             config,
             source,
             strings: Interner::default(),
-            slots,
-            builder: BatchBuilder::default(),
-            window_builder: WindowBatchBuilder::default(),
-            states: StateBlob {
-                bytes: Vec::new(),
-                ends: Vec::new(),
-            },
-            handles: Vec::new(),
+            open_from: vec![i64::MAX; count],
+            strings_held: (0, 0),
+            batches: 0,
+            workers,
+            fields,
             router,
             metrics,
             stop,
-            fired: Vec::new(),
-        }
+        })
     }
 
     /// Reads time from `clock` instead of the source's (a test driving it).
@@ -190,37 +217,136 @@ impl Pipeline {
         let deadline = (self.config.duration_secs > 0)
             .then(|| started + Duration::from_secs(self.config.duration_secs));
         let mut raw = RecordBatch::default();
-        let mut events = Events::with_capacity(self.config.batch_size);
-        let (mut records, mut batches) = (self.records_before, 0u64);
+        let mut records = self.records_before;
+        let mut flight: Option<InFlight> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            self.apply_updates()?;
+            // A checkpoint begins, and the rule sets change, between two
+            // batches: the one in flight lands first.
+            if self.checkpoint_due() || self.updates_waiting() {
+                if let Some(f) = flight.take() {
+                    self.land(f, true)?;
+                }
+                self.apply_updates()?;
+            }
             let Some(want) = self.wanted(records) else {
                 break;
             };
             let poll = self.poll(&mut raw, want)?;
+            let mut events = Events::with_capacity(raw.len());
+            let mut ingested = Vec::new();
+            let strings = match self.workers.inline() {
+                Some(worker) => &mut worker.strings,
+                None => &mut self.strings,
+            };
             let mut out = ingest::Out {
                 source: &*self.source,
-                router: &mut self.router,
+                records: &mut ingested,
+                max_raw_bytes: self.router.max_raw_bytes(),
                 metrics: &self.metrics,
             };
-            records += self
-                .ingest
-                .read(&raw, &mut self.strings, &mut out, &mut events)?;
-            self.process(&events)?;
-            self.settle(&events)?;
-            events.clear();
-            self.router.tick()?;
-            self.checkpoint_tick(records)?;
-            batches += 1;
-            self.upkeep(batches);
+            records += self.ingest.read(&raw, strings, &mut out, &mut events);
+            let next = self.dispatch(events, ingested, records);
+            if let Some(f) = flight.take() {
+                self.land(f, false)?;
+            }
+            flight = Some(next);
             if poll == Poll::Done {
                 break;
             }
         }
+        if let Some(f) = flight.take() {
+            self.land(f, true)?;
+        }
         self.finish(records, started)
+    }
+
+    /// Advances the watermark over a batch's events and hands them to the
+    /// workers, each the events of the keys it owns.
+    fn dispatch(&mut self, events: Events, ingested: Vec<Record>, records: u64) -> InFlight {
+        let before = self.watermark.current();
+        let now = Instant::now();
+        for (t, &part) in events.txns.iter().zip(&events.parts) {
+            self.watermark.observe_in(part, t.event_time, Some(now));
+        }
+        self.watermark.advance(now);
+        let watermark = self.watermark.current();
+        let m = &self.metrics;
+        m.ahead_of_clock
+            .store(self.watermark.ahead_of_clock(), Ordering::Relaxed);
+        m.watermark.store(watermark, Ordering::Relaxed);
+        m.events
+            .fetch_add(events.txns.len() as u64, Ordering::Relaxed);
+        let settle = self.to_settle(&events);
+        // Ids past the dedup horizon are forgotten every batch, so the
+        // filter holds about one horizon of ids.
+        self.ingest.forget(watermark);
+        self.batches += 1;
+        let expire = self.batches.is_multiple_of(upkeep::EXPIRE_EVERY);
+        let count = self.workers.len();
+        let split = self.fields.split(events.txns, &self.strings, count);
+        let strings = (count > 1).then(|| Arc::new(self.strings.take_strings()));
+        let works = worker::works(split, strings, before, watermark, expire);
+        for (i, work) in works.into_iter().enumerate() {
+            self.workers.send(i, move |w| w.run(work));
+        }
+        InFlight {
+            ingested,
+            settle,
+            records,
+        }
+    }
+
+    /// Takes the workers' results of the batch in flight: its records go
+    /// to the sinks, ingest's first; returns each worker's checkpoint part
+    /// if it finished copying one.
+    fn collect(&mut self, f: InFlight) -> Result<Vec<Option<Vec<Vec<u8>>>>, PipelineError> {
+        for record in f.ingested {
+            self.router.emit(record)?;
+        }
+        let count = self.workers.len();
+        let mut parts = Vec::with_capacity(count);
+        let mut gauges: BTreeMap<String, (String, u64, u64, u64)> = BTreeMap::new();
+        let (mut held, mut released) = (0, 0);
+        for i in 0..count {
+            let done: Done = self.workers.recv(i);
+            for record in done.out {
+                self.router.emit(record)?;
+            }
+            self.open_from[i] = done.open_from;
+            held += done.strings_held;
+            released += done.strings_released;
+            for (name, version, keys, bytes, memory) in done.gauges {
+                let sum = gauges.entry(name).or_insert((version, 0, 0, 0));
+                (sum.1, sum.2, sum.3) = (sum.1 + keys, sum.2 + bytes, sum.3 + memory);
+            }
+            parts.push(done.part);
+        }
+        for (name, (version, keys, bytes, memory)) in gauges {
+            self.metrics.rule(&name, &version, |r| {
+                r.state_keys = keys;
+                r.state_bytes = bytes;
+                r.memory_bytes = memory;
+            });
+        }
+        self.strings_held = (held, released);
+        let m = &self.metrics;
+        m.strings_held.store(held as u64, Ordering::Relaxed);
+        m.strings_released.store(released, Ordering::Relaxed);
+        Ok(parts)
+    }
+
+    /// Lands the batch in flight: its records go to the sinks, then what is
+    /// settled is committed and checkpoints go on (`between`: no other
+    /// batch is in flight, so one may begin).
+    fn land(&mut self, mut f: InFlight, between: bool) -> Result<(), PipelineError> {
+        let (settle, records) = (f.settle.take(), f.records);
+        let parts = self.collect(f)?;
+        self.settle(settle)?;
+        self.router.tick()?;
+        self.checkpoint_tick(records, between, parts)
     }
 
     /// How many records the next batch may take; none once
@@ -261,28 +387,6 @@ impl Pipeline {
         Ok(poll)
     }
 
-    /// Advances the watermark over a batch's events and runs the rule sets
-    /// and windows.
-    fn process(&mut self, events: &Events) -> Result<(), SinkError> {
-        let before = self.watermark.current();
-        let now = Instant::now();
-        for (t, &part) in events.txns.iter().zip(&events.parts) {
-            self.watermark.observe_in(part, t.event_time, Some(now));
-        }
-        self.watermark.advance(now);
-        self.metrics
-            .ahead_of_clock
-            .store(self.watermark.ahead_of_clock(), Ordering::Relaxed);
-        self.run_rules(&events.txns, before)?;
-        self.metrics
-            .watermark
-            .store(self.watermark.current(), Ordering::Relaxed);
-        self.metrics
-            .events
-            .fetch_add(events.txns.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
     /// The end of a run. A stream stopped by a signal keeps its open
     /// windows unfired: a checkpoint holds them, or (without checkpoints)
     /// their events are not committed and are read again at the next
@@ -292,7 +396,8 @@ impl Pipeline {
         let interrupted = self.stop.load(Ordering::Relaxed);
         if !(interrupted && (self.source.mark().is_some() || self.resumes())) {
             self.watermark.close();
-            self.process(&Events::default())?;
+            let f = self.dispatch(Events::default(), Vec::new(), records);
+            self.collect(f)?;
         }
         self.settle_last()?;
         self.checkpoint_last(records, interrupted)?;
@@ -305,8 +410,8 @@ impl Pipeline {
             late: Metrics::get(&m.late),
             alerts: Metrics::get(&m.alerts),
             rows: Metrics::get(&m.rows),
-            strings_held: self.strings.held() as u64,
-            strings_released: self.strings.released(),
+            strings_held: self.strings_held.0 as u64,
+            strings_released: self.strings_held.1,
             state_shed: Metrics::get(&m.state_shed),
             elapsed: started.elapsed(),
         })
@@ -315,8 +420,6 @@ impl Pipeline {
     /// Resuming from offsets stored with `watermark`: windows that ended by
     /// then were fired whole before the stop and are not fired again.
     pub fn resume_after(&mut self, watermark: i64) {
-        for w in self.slots.iter_mut().flat_map(|s| s.windows.iter_mut()) {
-            w.resume_after(watermark);
-        }
+        self.workers.all(move |w| w.resume_after(watermark));
     }
 }

@@ -5,14 +5,14 @@
 //! quarantined after repeated failures) sends its input to the dead
 //! letters with the reason.
 
-use super::Pipeline;
+use super::worker::{Work, Worker};
 use crate::engine::router;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
 use crate::metrics::{Loaded, Metrics};
 use crate::model::{ids, Interner, Txn};
 use crate::runtime::bindings::types::{Emit, KeyBy};
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
-use crate::sink::{DeadLetter, Record, SinkError, TableInfo};
+use crate::sink::{DeadLetter, Record, TableInfo};
 use crate::state::KeyedState;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -160,41 +160,42 @@ impl Input<'_> {
     }
 }
 
-impl Pipeline {
-    /// Runs every rule set over a batch: its event call, its windows (the
-    /// batch's events added, late ones set aside against
-    /// `watermark_before`), and the windows the watermark closed.
-    pub(super) fn run_rules(
-        &mut self,
-        txns: &[Txn],
-        watermark_before: i64,
-    ) -> Result<(), SinkError> {
-        let now = self.watermark.current();
-        let keyed = |s: &Slot| s.rule.manifest().state_key;
-        if !txns.is_empty() && self.slots.iter().any(|s| keyed(s).is_some()) {
-            self.builder.build(txns, &self.strings);
-        }
+impl Worker {
+    /// Runs every rule set over a batch: its event call (the events of
+    /// the keys this worker owns), its windows (those events added, late
+    /// ones set aside against the watermark before the batch), and the
+    /// windows the watermark closed.
+    pub(super) fn run_rules(&mut self, work: &Work) {
+        let now = work.now;
+        let mut built = None;
         for slot in 0..self.slots.len() {
             let s = &self.slots[slot];
+            let key = s.rule.manifest().state_key;
             if s.disabled {
-                if !txns.is_empty() {
+                if !work.is_empty() {
                     (self.metrics).rule(s.rule.name(), s.rule.version(), |r| r.skipped += 1);
                 }
                 continue;
             }
-            if let (false, Some(key_by)) = (txns.is_empty(), keyed(s)) {
-                self.call(slot, Input::Events { txns, key_by, now })?;
+            if let Some(key_by) = key {
+                let (list, txns) = work.list(key_by);
+                if !txns.is_empty() {
+                    if built != Some(list) {
+                        self.builder.build(txns, &self.strings);
+                        built = Some(list);
+                    }
+                    self.call(slot, Input::Events { txns, key_by, now });
+                }
             }
-            self.admit(slot, txns, watermark_before)?;
-            self.fire_windows(slot, now, now)?;
+            self.admit(slot, work);
+            self.fire_windows(slot, now, now);
         }
-        Ok(())
     }
 
     /// One call of a rule set: its keyed states lent, the call timed, the
     /// changed states written back, the output routed; a failure is a dead
     /// letter with the call's input.
-    pub(super) fn call(&mut self, slot: usize, input: Input<'_>) -> Result<(), SinkError> {
+    pub(super) fn call(&mut self, slot: usize, input: Input<'_>) {
         if let Some(skip) = self.slots[slot].skip_if_quarantined(&self.metrics) {
             let windows = input.windows_json(&self.strings);
             return self.rule_dead_letter(&skip, input.events(), windows);
@@ -283,7 +284,7 @@ impl Pipeline {
 
     /// Routes a call's emits; a row that does not fit its table is a failure
     /// of the rule set. Returns whether everything was accepted.
-    fn route(&mut self, slot: usize, emits: Vec<Emit>) -> Result<(), SinkError> {
+    fn route(&mut self, slot: usize, emits: Vec<Emit>) {
         let mut all_valid = true;
         let (mut alerts, mut rows) = (0u64, 0u64);
         for emit in emits {
@@ -292,7 +293,7 @@ impl Pipeline {
                 Emit::Alert(a) => {
                     let record = router::alert(s.rule.label(), s.rule.name(), a);
                     alerts += 1;
-                    self.router.emit(Record::Alert(record))?;
+                    self.out.push(Record::Alert(record));
                 }
                 Emit::Row(row) => {
                     let built = match s.tables.get(&row.table) {
@@ -305,13 +306,13 @@ impl Pipeline {
                     match built {
                         Ok(record) => {
                             rows += 1;
-                            self.router.emit(Record::Row(record))?;
+                            self.out.push(Record::Row(record));
                         }
                         Err(message) => {
                             all_valid = false;
                             let error = s.rule.fail_output(RuleErrorKind::InvalidOutput, message);
                             s.note_failure(&self.metrics);
-                            self.rule_dead_letter(&error, None, None)?;
+                            self.rule_dead_letter(&error, None, None);
                         }
                     }
                 }
@@ -327,7 +328,6 @@ impl Pipeline {
         if all_valid {
             s.rule.succeeded();
         }
-        Ok(())
     }
 
     /// A failed call's dead letters: one for a window call (with its
@@ -339,7 +339,7 @@ impl Pipeline {
         error: &RuleError,
         events: Option<&[Txn]>,
         window: Option<serde_json::Value>,
-    ) -> Result<(), SinkError> {
+    ) {
         let Some(events) = events else {
             return self.rule_dead_letter_part(error, error.message.clone(), None, "", window);
         };
@@ -378,9 +378,8 @@ impl Pipeline {
                 Some(serde_json::Value::Array(part)),
                 &events[from].id,
                 window.clone(),
-            )?;
+            );
         }
-        Ok(())
     }
 
     fn rule_dead_letter_part(
@@ -390,18 +389,13 @@ impl Pipeline {
         events: Option<serde_json::Value>,
         first: &str,
         window: Option<serde_json::Value>,
-    ) -> Result<(), SinkError> {
+    ) {
         let window_text = window.as_ref().map(|w| w.to_string()).unwrap_or_default();
         let id = ids::rule_failure(&error.rule, error.kind.as_str(), first, &window_text);
-        let mut letter = DeadLetter::new(
-            id,
-            error.kind.as_str(),
-            detail,
-            self.source.name().to_string(),
-        );
+        let mut letter = DeadLetter::new(id, error.kind.as_str(), detail, self.source_name.clone());
         letter.rule = Some(error.rule.clone());
         letter.events = events;
         letter.window = window;
-        self.router.emit(Record::DeadLetter(letter))
+        self.out.push(Record::DeadLetter(letter));
     }
 }

@@ -6,7 +6,6 @@
 use super::ingest::Events;
 use super::{Pipeline, PipelineError};
 use crate::engine::settle::{self, Pending};
-use crate::engine::window::WindowOperator;
 use crate::sink::SinkError;
 use crate::source::Mark;
 use std::collections::VecDeque;
@@ -38,17 +37,27 @@ impl Settlement {
 }
 
 impl Pipeline {
-    /// Notes where the source stands after a batch of `events`, and commits
-    /// what is settled once the commit interval has passed.
-    pub(super) fn settle(&mut self, events: &Events) -> Result<(), PipelineError> {
+    /// What settlement needs of a batch of `events` polled: where the
+    /// source stood after it, and its events' partitions and times (none
+    /// when checkpoints commit the offsets they cover).
+    pub(super) fn to_settle(&self, events: &Events) -> Option<(Mark, Vec<(u32, i64)>)> {
         if self.resumes() {
-            // Checkpoints commit the offsets they cover.
-            return Ok(());
+            return None;
         }
-        let Some(mark) = self.source.mark() else {
+        let mark = self.source.mark()?;
+        let times = (events.parts.iter().zip(&events.txns)).map(|(&p, t)| (p, t.event_time));
+        Some((mark, times.collect()))
+    }
+
+    /// Notes where the source stood after a batch, and commits what is
+    /// settled once the commit interval has passed.
+    pub(super) fn settle(
+        &mut self,
+        batch: Option<(Mark, Vec<(u32, i64)>)>,
+    ) -> Result<(), PipelineError> {
+        let Some((mark, times)) = batch else {
             return Ok(());
         };
-        let times = (events.parts.iter().zip(&events.txns)).map(|(&p, t)| (p, t.event_time));
         let pending = Pending::new(mark, times, self.router.written());
         self.settlement.pending.push_back(pending);
         if self.settlement.last_commit.elapsed() >= self.settlement.interval {
@@ -100,14 +109,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The start of the oldest window still open (`i64::MAX`: none).
+    /// The start of the oldest window still open on any worker
+    /// (`i64::MAX`: none), as of the last batch.
     fn open_from(&self) -> i64 {
-        self.slots
-            .iter()
-            .flat_map(|s| s.windows.iter())
-            .filter_map(WindowOperator::oldest_start)
-            .min()
-            .unwrap_or(i64::MAX)
+        self.open_from.iter().copied().min().unwrap_or(i64::MAX)
     }
 
     /// Has the sinks store, per partition, the offsets after the newest

@@ -8,7 +8,8 @@
 //! databases' tables are created and checked at start).
 
 use super::rules::{loaded, Slot, Tables};
-use super::Pipeline;
+use super::worker::{Fields, Worker};
+use super::{Pipeline, PipelineError};
 use crate::engine::control::{Outcome, Refusal, Update};
 use crate::engine::window::{WindowLimits, WindowOperator};
 use crate::runtime::bindings::types::WindowSpec;
@@ -62,23 +63,47 @@ impl Pipeline {
         tx
     }
 
-    /// Applies every change waiting, timing the pause of the hot path.
-    pub(super) fn apply_updates(&mut self) -> Result<(), SinkError> {
-        let waiting: Vec<Update> = match &self.updates {
-            Some(rx) => rx.try_iter().collect(),
-            None => return Ok(()),
-        };
-        if !waiting.is_empty() {
-            self.finish_checkpoint()?;
+    /// Whether changes to the rule sets are waiting (those taken to look
+    /// are applied first).
+    pub(super) fn updates_waiting(&mut self) -> bool {
+        if let Some(rx) = &self.updates {
+            self.early.extend(rx.try_iter());
         }
+        !self.early.is_empty()
+    }
+
+    /// Applies every change waiting, on every worker, timing the pause of
+    /// the hot path. No batch is in flight.
+    pub(super) fn apply_updates(&mut self) -> Result<(), PipelineError> {
+        let mut waiting: Vec<Update> = std::mem::take(&mut self.early);
+        if let Some(rx) = &self.updates {
+            waiting.extend(rx.try_iter());
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        self.finish_checkpoint()?;
         for update in waiting {
             let started = Instant::now();
             let (outcome, reply) = match update {
-                Update::Load { rule, reply } => (self.install(*rule)?, reply),
-                Update::Remove { name, reply } => (self.remove(&name)?, reply),
-                Update::Disable { name, reply } => (self.set_disabled(&name, true)?, reply),
-                Update::Enable { name, reply } => (self.set_disabled(&name, false)?, reply),
+                Update::Load { rule, reply } => (self.install(*rule), reply),
+                Update::Remove { name, reply } => {
+                    let outcome = self.on_workers(move |w| w.remove(&name));
+                    if let Ok((name, _)) = &outcome {
+                        self.catalog.remove(name);
+                    }
+                    (outcome.map(|(_, done)| done), reply)
+                }
+                Update::Disable { name, reply } => {
+                    (self.on_workers(move |w| w.set_disabled(&name, true)), reply)
+                }
+                Update::Enable { name, reply } => (
+                    self.on_workers(move |w| w.set_disabled(&name, false)),
+                    reply,
+                ),
             };
+            self.fields = self.fields_now();
+            self.emit_drained()?;
             self.metrics.pause(started.elapsed().as_micros() as u64);
             match &outcome {
                 Ok(done) => tracing::info!("{done}"),
@@ -91,11 +116,30 @@ impl Pipeline {
         Ok(())
     }
 
-    fn slot_of(&self, name: &str) -> Result<usize, Refusal> {
-        self.slots
-            .iter()
-            .position(|s| s.rule.name() == name)
-            .ok_or_else(|| Refusal::Unknown(name.to_string()))
+    /// Runs a change on every worker; the first worker's outcome (all
+    /// workers hold the same rule sets, so theirs are the same).
+    fn on_workers<R: Send + 'static>(
+        &mut self,
+        change: impl FnOnce(&mut Worker) -> Result<R, Refusal> + Send + Clone + 'static,
+    ) -> Result<R, Refusal> {
+        let mut outcomes = self.workers.all(change);
+        outcomes.swap_remove(0)
+    }
+
+    /// The fields the rule sets key by now (every worker holds the same).
+    fn fields_now(&mut self) -> Fields {
+        self.workers.send(0, |w| Fields::of(&w.slots));
+        self.workers.recv(0)
+    }
+
+    /// What the workers' windows fired while a change drained them goes
+    /// to the sinks.
+    fn emit_drained(&mut self) -> Result<(), SinkError> {
+        let outs = self.workers.all(|w| std::mem::take(&mut w.out));
+        for record in outs.into_iter().flatten() {
+            self.router.emit(record)?;
+        }
+        Ok(())
     }
 
     /// Whether the sinks can take `rule`'s tables: each one known with the
@@ -103,15 +147,14 @@ impl Pipeline {
     /// other rule set writes it.
     fn check_tables(&self, rule: &Rule, tables: &Tables) -> Result<(), Refusal> {
         for (name, table) in tables {
-            if let Some(other) = self
-                .slots
+            if let Some((other, _)) = self
+                .catalog
                 .iter()
-                .find(|s| s.rule.name() != rule.name() && s.tables.contains_key(name))
+                .find(|(other, t)| other.as_str() != rule.name() && t.contains_key(name))
             {
                 return Err(Refusal::Invalid(format!(
-                    "{}: table {name} is already written by rule set {}; rename the table",
+                    "{}: table {name} is already written by rule set {other}; rename the table",
                     rule.label(),
-                    other.rule.name()
                 )));
             }
             match self.known_tables.get(name) {
@@ -139,35 +182,80 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Swaps in a new version of a running rule set, or adds a new one.
-    fn install(&mut self, rule: Rule) -> Result<Outcome, SinkError> {
+    /// Swaps in a new version of a running rule set, or adds a new one, on
+    /// every worker (each an instance of its own).
+    fn install(&mut self, rule: Rule) -> Outcome {
         let tables = Slot::tables_of(&rule);
-        if let Err(refusal) = self.check_tables(&rule, &tables) {
-            self.metrics.rule(rule.name(), rule.version(), |r| {
+        let refused = |refusal: Refusal, rule: &Rule, metrics: &crate::metrics::Metrics| {
+            metrics.rule(rule.name(), rule.version(), |r| {
                 r.refused += 1;
                 r.last_refusal = Some(refusal.to_string());
             });
-            return Ok(Err(refusal));
+            Err(refusal)
+        };
+        if let Err(refusal) = self.check_tables(&rule, &tables) {
+            return refused(refusal, &rule, &self.metrics);
+        }
+        let mut rules = Vec::with_capacity(self.workers.len());
+        for _ in 1..self.workers.len() {
+            match rule.replica() {
+                Ok(replica) => rules.push(replica),
+                Err(message) => {
+                    let refusal = Refusal::Invalid(format!(
+                        "{}: cannot start an instance for each worker: {message}; the running \
+                         version is kept",
+                        rule.label()
+                    ));
+                    return refused(refusal, &rule, &self.metrics);
+                }
+            }
         }
         for (name, table) in &tables {
             self.known_tables
                 .entry(name.clone())
                 .or_insert_with(|| table.clone());
         }
+        self.catalog.insert(rule.name().to_string(), tables.clone());
+        rules.insert(0, rule);
+        for (i, rule) in rules.into_iter().enumerate() {
+            let tables = tables.clone();
+            self.workers.send(i, move |w| w.install(rule, tables));
+        }
+        let mut outcomes: Vec<String> = (0..self.workers.len())
+            .map(|i| self.workers.recv(i))
+            .collect();
+        Ok(outcomes.swap_remove(0))
+    }
+}
+
+impl Worker {
+    fn slot_of(&self, name: &str) -> Result<usize, Refusal> {
+        self.slots
+            .iter()
+            .position(|s| s.rule.name() == name)
+            .ok_or_else(|| Refusal::Unknown(name.to_string()))
+    }
+
+    /// Swaps in a new version of a running rule set, or adds a new one
+    /// (its tables checked already); says what was done.
+    fn install(&mut self, rule: Rule, tables: Tables) -> String {
+        let first = self.me == 0;
         let Ok(i) = self.slot_of(rule.name()) else {
             let state = match self.parked.remove(rule.name()) {
-                Some(mut state) => {
+                Some((_, mut state)) => {
                     state.set_ttl(rule.manifest().state_ttl_ms);
                     state
                 }
                 None => rule.new_state(),
             };
             let label = rule.label().to_string();
-            self.metrics.loaded(loaded(&rule), false);
+            if first {
+                self.metrics.loaded(loaded(&rule), false);
+            }
             let at = self.slots.partition_point(|s| s.rule.name() < rule.name());
-            let limits = WindowLimits::of(&self.config);
+            let limits = self.limits();
             (self.slots).insert(at, Slot::with(rule, state, tables, limits));
-            return Ok(Ok(format!("rule set {label} added")));
+            return format!("rule set {label} added");
         };
         // Windows whose spec is unchanged carry over; the others are drained
         // through the old version.
@@ -177,14 +265,14 @@ impl Pipeline {
             drained,
         } = {
             let old = std::mem::take(&mut self.slots[i].windows);
-            let limits = WindowLimits::of(&self.config);
+            let limits = self.limits();
             let old_specs = &self.slots[i].rule.manifest().windows;
             carry_over(old_specs, old, &rule.manifest().windows, limits)
         };
         let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
         if !drained.is_empty() {
             self.slots[i].windows = drained;
-            self.drain(i)?;
+            self.drain(i);
         }
         let slot = &mut self.slots[i];
         if slot.rule.manifest().state_key == rule.manifest().state_key {
@@ -194,7 +282,9 @@ impl Pipeline {
         }
         slot.windows = windows;
         slot.tables = tables;
-        self.metrics.loaded(loaded(&rule), true);
+        if first {
+            self.metrics.loaded(loaded(&rule), true);
+        }
         let previous = std::mem::replace(&mut slot.rule, rule);
         let mut done = format!(
             "rule set {} swapped in for {}",
@@ -219,53 +309,57 @@ impl Pipeline {
         if slot.disabled {
             done.push_str("; it stays disabled until enabled");
         }
-        Ok(Ok(done))
+        done
     }
 
     /// Fires every open window of a slot through its rule set now.
-    fn drain(&mut self, slot: usize) -> Result<(), SinkError> {
-        let now = self.watermark.current();
-        self.fire_windows(slot, i64::MAX, now)
+    fn drain(&mut self, slot: usize) {
+        let now = self.watermark;
+        self.fire_windows(slot, i64::MAX, now);
     }
 
-    fn remove(&mut self, name: &str) -> Result<Outcome, SinkError> {
-        let i = match self.slot_of(name) {
-            Ok(i) => i,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        self.drain(i)?;
+    /// Removes a rule set: its open windows fire, its keyed state is kept
+    /// aside. Returns its name and what was done.
+    fn remove(&mut self, name: &str) -> Result<(String, String), Refusal> {
+        let i = self.slot_of(name)?;
+        self.drain(i);
         let slot = self.slots.remove(i);
-        (self.parked).insert(slot.rule.name().to_string(), slot.state);
-        self.metrics
-            .rule(slot.rule.name(), slot.rule.version(), |r| r.removed = true);
-        Ok(Ok(format!(
-            "rule set {} removed (its file is gone); its open windows fired",
-            slot.rule.label()
-        )))
+        let key = super::checkpoint::state_key(slot.rule.manifest());
+        (self.parked).insert(slot.rule.name().to_string(), (key, slot.state));
+        if self.me == 0 {
+            self.metrics
+                .rule(slot.rule.name(), slot.rule.version(), |r| r.removed = true);
+        }
+        Ok((
+            slot.rule.name().to_string(),
+            format!(
+                "rule set {} removed (its file is gone); its open windows fired",
+                slot.rule.label()
+            ),
+        ))
     }
 
-    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<Outcome, SinkError> {
-        let i = match self.slot_of(name) {
-            Ok(i) => i,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<String, Refusal> {
+        let i = self.slot_of(name)?;
         if disabled && !self.slots[i].disabled {
-            self.drain(i)?;
+            self.drain(i);
         }
         let slot = &mut self.slots[i];
         slot.disabled = disabled;
-        self.metrics
-            .rule(slot.rule.name(), slot.rule.version(), |r| {
-                r.disabled = disabled
-            });
-        Ok(Ok(if disabled {
+        if self.me == 0 {
+            self.metrics
+                .rule(slot.rule.name(), slot.rule.version(), |r| {
+                    r.disabled = disabled
+                });
+        }
+        Ok(if disabled {
             format!(
                 "rule set {} disabled; its open windows fired",
                 slot.rule.label()
             )
         } else {
             format!("rule set {} enabled", slot.rule.label())
-        }))
+        })
     }
 }
 

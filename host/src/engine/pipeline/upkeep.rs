@@ -2,7 +2,7 @@
 //! strings released, keyed state held to its ceiling and expired, dedup
 //! ids forgotten) and the gauges the metrics show.
 
-use super::Pipeline;
+use super::worker::Worker;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,19 +12,23 @@ use std::time::{Duration, Instant};
 pub(super) const SWEEP_AT_LEAST: usize = 1 << 16;
 
 /// Keyed-state expiry walks every key, so it runs once per this many batches.
-const EXPIRE_EVERY: u64 = 64;
+pub(super) const EXPIRE_EVERY: u64 = 64;
 
-impl Pipeline {
-    /// The upkeep after batch number `batch`.
-    pub(super) fn upkeep(&mut self, batch: u64) {
+/// Per rule set: name, version, keys, bytes of keyed state, bytes of
+/// instance memory.
+pub(super) type Gauges = Vec<(String, String, u64, u64, u64)>;
+
+impl Worker {
+    /// The upkeep after a batch, at `watermark`; with `expire`, keyed
+    /// state past its time to live is dropped, and the per-rule-set
+    /// gauges are returned.
+    pub(super) fn upkeep(&mut self, watermark: i64, expire: bool) -> Gauges {
         self.sweep_strings();
         self.bound_states();
-        // Ids past the dedup horizon are forgotten every batch, so the
-        // filter holds about one horizon of ids; keyed-state expiry walks
-        // more and runs less often.
-        self.ingest.forget(self.watermark.current());
-        if batch.is_multiple_of(EXPIRE_EVERY) {
-            self.expire_states();
+        if expire {
+            self.expire_states(watermark)
+        } else {
+            Vec::new()
         }
     }
 
@@ -40,16 +44,12 @@ impl Pipeline {
             let released = self.strings.sweep(&marks);
             self.sweep_at = SWEEP_AT_LEAST.max(2 * self.strings.held());
             tracing::debug!(
+                worker = self.me,
                 released,
                 held = self.strings.held(),
                 "released interned strings no window holds"
             );
         }
-        let m = &self.metrics;
-        m.strings_held
-            .store(self.strings.held() as u64, Ordering::Relaxed);
-        m.strings_released
-            .store(self.strings.released(), Ordering::Relaxed);
     }
 
     /// Holds every rule set's keyed state to `engine.max-keyed-states`.
@@ -76,19 +76,20 @@ impl Pipeline {
         }
     }
 
-    /// Drops keyed state past its time to live; updates the per-rule-set
+    /// Drops keyed state past its time to live; returns the per-rule-set
     /// gauges (keys, bytes, instance memory).
-    fn expire_states(&mut self) {
-        let wm = self.watermark.current();
+    fn expire_states(&mut self, watermark: i64) -> Gauges {
+        let mut gauges = Vec::with_capacity(self.slots.len());
         for s in &mut self.slots {
-            s.state.expire(wm);
-            let (keys, bytes) = (s.state.len() as u64, s.state.bytes() as u64);
-            let memory = s.rule.memory_bytes() as u64;
-            self.metrics.rule(s.rule.name(), s.rule.version(), |r| {
-                r.state_keys = keys;
-                r.state_bytes = bytes;
-                r.memory_bytes = memory;
-            });
+            s.state.expire(watermark);
+            gauges.push((
+                s.rule.name().to_string(),
+                s.rule.version().to_string(),
+                s.state.len() as u64,
+                s.state.bytes() as u64,
+                s.rule.memory_bytes() as u64,
+            ));
         }
+        gauges
     }
 }

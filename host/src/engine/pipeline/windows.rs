@@ -4,27 +4,25 @@
 //! `on-windows`, a group at a time.
 
 use super::rules::Input;
-use super::Pipeline;
+use super::worker::{Work, Worker};
 use crate::engine::key::key_label;
 use crate::engine::window::Admit;
 use crate::model::{ids, iso_time, preview, Txn};
-use crate::sink::{DeadLetter, LateRecord, Record, SinkError};
+use crate::sink::{DeadLetter, LateRecord, Record};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Fired windows per `on-windows` call: bounds the guest memory one call needs.
 const WINDOWS_PER_CALL: usize = 256;
 
-impl Pipeline {
-    /// Adds a batch's events to the slot's windows; `watermark` is the one
-    /// before the batch (what lateness is judged against).
-    pub(super) fn admit(
-        &mut self,
-        slot: usize,
-        txns: &[Txn],
-        watermark: i64,
-    ) -> Result<(), SinkError> {
+impl Worker {
+    /// Adds a batch's events to the slot's windows (each spec the events
+    /// of the keys this worker owns); lateness is judged against the
+    /// watermark before the batch.
+    pub(super) fn admit(&mut self, slot: usize, work: &Work) {
+        let watermark = work.before;
         for w in 0..self.slots[slot].windows.len() {
+            let (_, txns) = work.list(self.slots[slot].windows[w].key_by());
             for t in txns {
                 match self.slots[slot].windows[w].add(t, watermark) {
                     Admit::Added => {}
@@ -35,25 +33,17 @@ impl Pipeline {
                             watermark,
                             event: t.to_json(&self.strings),
                         };
-                        self.router.emit(Record::Late(late))?;
+                        self.out.push(Record::Late(late));
                     }
-                    Admit::Full { key, start } => self.window_full(slot, w, t, key, start)?,
+                    Admit::Full { key, start } => self.window_full(slot, w, t, key, start),
                 }
             }
         }
-        Ok(())
     }
 
     /// An event a window spec refused at `engine.max-open-windows`: a dead
     /// letter with the event and the window it did not get into.
-    fn window_full(
-        &mut self,
-        slot: usize,
-        w: usize,
-        t: &Txn,
-        key: u32,
-        start: i64,
-    ) -> Result<(), SinkError> {
+    fn window_full(&mut self, slot: usize, w: usize, t: &Txn, key: u32, start: i64) {
         let (rule, op) = (&self.slots[slot].rule, &self.slots[slot].windows[w]);
         let key = key_label(op.key_by(), key);
         let key = key.text(&self.strings);
@@ -79,22 +69,16 @@ impl Pipeline {
             "key": key,
             "start": iso_time(start),
         });
-        let mut letter =
-            DeadLetter::new(id, "window_limit", detail, self.source.name().to_string());
+        let mut letter = DeadLetter::new(id, "window_limit", detail, self.source_name.clone());
         letter.rule = Some(rule.name().to_string());
         letter.events = Some(serde_json::Value::Array(vec![t.to_json(&self.strings)]));
         letter.window = Some(window);
-        self.router.emit(Record::DeadLetter(letter))
+        self.out.push(Record::DeadLetter(letter));
     }
 
     /// Fires the slot's windows ending by `until`; `watermark` is what the
     /// rule set is told the time is.
-    pub(super) fn fire_windows(
-        &mut self,
-        slot: usize,
-        until: i64,
-        watermark: i64,
-    ) -> Result<(), SinkError> {
+    pub(super) fn fire_windows(&mut self, slot: usize, until: i64, watermark: i64) {
         for w in 0..self.slots[slot].windows.len() {
             let mut fired = std::mem::take(&mut self.fired);
             self.slots[slot].windows[w].fire(until, &self.strings, &mut fired);
@@ -107,7 +91,6 @@ impl Pipeline {
             self.metrics
                 .windows_fired
                 .fetch_add(fired.len() as u64, Ordering::Relaxed);
-            let mut outcome = Ok(());
             for chunk in fired.chunks(WINDOWS_PER_CALL) {
                 let input = Input::Windows {
                     spec: &spec,
@@ -115,15 +98,10 @@ impl Pipeline {
                     fired: chunk,
                     watermark,
                 };
-                outcome = self.call(slot, input);
-                if outcome.is_err() {
-                    break;
-                }
+                self.call(slot, input);
             }
             fired.clear();
             self.fired = fired;
-            outcome?;
         }
-        Ok(())
     }
 }

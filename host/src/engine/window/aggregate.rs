@@ -524,15 +524,14 @@ impl Plan {
         }
     }
 
-    /// Marks the interned strings `acc` holds, so a sweep of the interner
-    /// keeps them.
-    pub fn mark_strings(&self, acc: &Acc, marks: &mut Marks) {
+    /// Whether `acc` groups by interned strings (its keys are symbols).
+    fn groups_interned(&self) -> bool {
         let grouped_by = match &self.op {
             AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
             AggregateOp::SumBy((g, _)) => *g,
             _ => Field::Id,
         };
-        let interned = matches!(
+        matches!(
             grouped_by,
             Field::Customer
                 | Field::Account
@@ -543,7 +542,34 @@ impl Plan {
                 | Field::Country
                 | Field::City
                 | Field::Flag
-        );
+        )
+    }
+
+    /// Replaces the symbols `acc` holds by `map` of them: the accumulator
+    /// moves to another interner.
+    pub fn map_strings(&self, acc: &mut Acc, map: &mut dyn FnMut(Sym) -> Sym) {
+        fn remap<V: Default + Copy>(
+            m: &SmallMap<V>,
+            map: &mut dyn FnMut(Sym) -> Sym,
+        ) -> SmallMap<V> {
+            let mut out = SmallMap::default();
+            m.for_each(|k, v| *out.entry(u64::from(map(k as Sym))) = *v);
+            out
+        }
+        let interned = self.groups_interned();
+        match acc {
+            Acc::Distinct(m) if interned => *m = remap(m, map),
+            Acc::CountBy(m) if interned => *m = remap(m, map),
+            Acc::SumBy(m) if interned => *m = remap(m, map),
+            Acc::Collect(events, _) => events.iter_mut().for_each(|t| t.map_syms(&mut *map)),
+            _ => {}
+        }
+    }
+
+    /// Marks the interned strings `acc` holds, so a sweep of the interner
+    /// keeps them.
+    pub fn mark_strings(&self, acc: &Acc, marks: &mut Marks) {
+        let interned = self.groups_interned();
         match acc {
             Acc::Distinct(map) if interned => map.for_each(|k, _| marks.mark(k as Sym)),
             Acc::CountBy(map) if interned => map.for_each(|k, _| marks.mark(k as Sym)),

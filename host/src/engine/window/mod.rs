@@ -283,14 +283,17 @@ impl WindowOperator {
     }
 
     /// Takes the windows of a snapshot written by [`Self::write_snapshot`]
-    /// by an operator of the same spec, replacing any open now.
-    pub fn read_snapshot(&mut self, r: &mut Reader<'_>) -> Result<(), codec::Error> {
-        self.panes = Panes::default();
-        self.timers = Timers::default();
-        self.purges = Timers::default();
-        self.refires.clear();
-        self.sessions.clear();
-        self.fired_until = r.i64()?;
+    /// by an operator of the same spec, beside those open now. `map` gives
+    /// each symbol its place in this operator's interner: with the spec's
+    /// key field for a window's key (`None`: the window is not this
+    /// worker's, and is left out), without for the strings an
+    /// accumulator groups by.
+    pub fn read_snapshot(
+        &mut self,
+        r: &mut Reader<'_>,
+        map: &mut dyn FnMut(Option<KeyBy>, u32) -> Option<u32>,
+    ) -> Result<(), codec::Error> {
+        self.fired_until = self.fired_until.max(r.i64()?);
         let n = r.len(29)?;
         for _ in 0..n {
             let (key, start, end) = (r.u32()?, r.i64()?, r.i64()?);
@@ -305,15 +308,19 @@ impl WindowOperator {
             }
             let mut accs = Vec::with_capacity(count);
             for plan in &self.plans {
-                let acc = Acc::read_snapshot(r)?;
+                let mut acc = Acc::read_snapshot(r)?;
                 if !acc.fits(plan) {
                     return Err(format!(
                         "window spec {}: an accumulator is not of its aggregate's kind",
                         self.name
                     ));
                 }
+                plan.map_strings(&mut acc, &mut |s| map(None, s).unwrap_or(s));
                 accs.push(acc);
             }
+            let Some(key) = map(Some(self.key_by), key) else {
+                continue;
+            };
             let dirty = flags & 1 != 0;
             if flags & 2 != 0 {
                 self.timers.insert(end, key, start);

@@ -315,8 +315,11 @@ fn windows_restored_from_a_snapshot_fire_as_the_originals_would() {
         let mut bytes = Vec::new();
         op.write_snapshot(&mut bytes);
         let mut back = WindowOperator::new(&spec(kind, 30_000));
-        back.read_snapshot(&mut crate::codec::Reader::new(&bytes, "test"))
-            .unwrap();
+        back.read_snapshot(
+            &mut crate::codec::Reader::new(&bytes, "test"),
+            &mut |_, s| Some(s),
+        )
+        .unwrap();
         assert_eq!(back.len(), op.len(), "{kind:?}");
         let more = txn(&mut s, "b", 130_000, 100);
         op.add(&more, 60_000);

@@ -1,0 +1,487 @@
+//! Workers: the keyed part of the pipeline (rule sets, their keyed state
+//! and windows), split by key over `engine.workers` threads.
+//!
+//! Each worker owns a contiguous range of the [`KEY_GROUPS`] key groups
+//! and, per rule set, the keyed state and windows of the keys in them. A
+//! batch reaches each worker as lists of events: for each field some rule
+//! set or window spec keys by, the events whose key of that field the
+//! worker owns, in arrival order. A worker runs the rule sets in name
+//! order over its lists exactly as one worker runs them over the whole
+//! batch, so every key sees the same events in the same order, at the same
+//! watermark, and the outputs do not depend on the number of workers.
+//!
+//! With one worker everything runs on the pipeline's thread; with more,
+//! each worker has a thread and an interner of its own, and the events of
+//! a batch come with the batch's strings, which each worker interns.
+
+use super::rules::Slot;
+use crate::config::EngineConfig;
+use crate::engine::batch::BatchBuilder;
+use crate::engine::key::event_owner;
+use crate::engine::window::encode::WindowBatchBuilder;
+use crate::engine::window::{Fired, WindowLimits, WindowOperator};
+use crate::metrics::Metrics;
+use crate::model::{Interner, Sym, Txn, NONE};
+use crate::runtime::bindings::types::{KeyBy, StateBlob};
+use crate::runtime::Rule;
+use crate::sink::Record;
+use crate::state::{Handle, KeyedState};
+use rustc_hash::FxHashMap;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+/// The fields events are keyed by, in the order of [`field`].
+pub(super) const FIELDS: [KeyBy; 7] = [
+    KeyBy::Customer,
+    KeyBy::Merchant,
+    KeyBy::Account,
+    KeyBy::Country,
+    KeyBy::Kind,
+    KeyBy::HourOfDay,
+    KeyBy::Global,
+];
+
+/// A field's place in [`FIELDS`].
+fn field(key_by: KeyBy) -> usize {
+    match key_by {
+        KeyBy::Customer => 0,
+        KeyBy::Merchant => 1,
+        KeyBy::Account => 2,
+        KeyBy::Country => 3,
+        KeyBy::Kind => 4,
+        KeyBy::HourOfDay => 5,
+        KeyBy::Global => 6,
+    }
+}
+
+/// No list: no rule set keys by the field.
+const NO_LIST: u8 = u8::MAX;
+
+/// What a worker is given of a batch.
+pub(super) struct Work {
+    /// The lists of events.
+    lists: Vec<Vec<Txn>>,
+    /// The list of each field (by [`field`]).
+    list_of: [u8; FIELDS.len()],
+    /// The strings the events' symbols stand for, when they are the
+    /// batch's own (the worker has an interner of its own).
+    strings: Option<Arc<Vec<Box<str>>>>,
+    /// The watermark before the batch (lateness is judged against it).
+    pub before: i64,
+    /// The watermark after it.
+    pub now: i64,
+    /// Whether keyed state past its time to live is dropped after it.
+    pub expire: bool,
+}
+
+impl Work {
+    /// The events keyed by `key_by` this worker owns, and their list.
+    pub fn list(&self, key_by: KeyBy) -> (usize, &[Txn]) {
+        match self.list_of[field(key_by)] {
+            NO_LIST => (usize::MAX, &[]),
+            i => (i as usize, &self.lists[i as usize]),
+        }
+    }
+
+    /// Whether the worker got no events.
+    pub fn is_empty(&self) -> bool {
+        self.lists.iter().all(Vec::is_empty)
+    }
+}
+
+/// Which fields the loaded rule sets key by: a state key, or a window
+/// spec's key.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Fields([bool; FIELDS.len()]);
+
+impl Fields {
+    /// The fields `slots` key by.
+    pub fn of(slots: &[Slot]) -> Self {
+        let mut used = [false; FIELDS.len()];
+        for s in slots {
+            let m = s.rule.manifest();
+            m.state_key.into_iter().for_each(|k| used[field(k)] = true);
+            m.windows.iter().for_each(|w| used[field(w.key)] = true);
+        }
+        Self(used)
+    }
+
+    /// Splits a batch's events among `workers`: for each field in use,
+    /// each worker gets the events whose key it owns (`strings` resolves
+    /// their symbols).
+    pub fn split(
+        &self,
+        events: Vec<Txn>,
+        strings: &Interner,
+        workers: usize,
+    ) -> Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])> {
+        let used: Vec<usize> = (0..FIELDS.len()).filter(|&f| self.0[f]).collect();
+        if workers <= 1 {
+            // One list for every field.
+            let mut list_of = [NO_LIST; FIELDS.len()];
+            used.iter().for_each(|&f| list_of[f] = 0);
+            return vec![(vec![events], list_of)];
+        }
+        let mut out: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])> = (0..workers)
+            .map(|_| (Vec::with_capacity(used.len()), [NO_LIST; FIELDS.len()]))
+            .collect();
+        for (w, (lists, list_of)) in out.iter_mut().enumerate() {
+            for (i, &f) in used.iter().enumerate() {
+                list_of[f] = i as u8;
+                let expected = if FIELDS[f] == KeyBy::Global {
+                    if w == 0 {
+                        events.len()
+                    } else {
+                        0
+                    }
+                } else {
+                    events.len() / workers + 16
+                };
+                lists.push(Vec::with_capacity(expected));
+            }
+        }
+        let owners: Vec<Vec<u16>> = used
+            .iter()
+            .map(|&f| {
+                (events.iter())
+                    .map(|t| event_owner(FIELDS[f], t, strings, workers) as u16)
+                    .collect()
+            })
+            .collect();
+        let last = used.len().saturating_sub(1);
+        for (n, t) in events.into_iter().enumerate() {
+            for (i, owners) in owners.iter().enumerate() {
+                let lists = &mut out[owners[n] as usize].0;
+                if i == last {
+                    lists[i].push(t);
+                    break;
+                }
+                lists[i].push(t.clone());
+            }
+        }
+        out
+    }
+}
+
+/// What a worker did with a batch.
+pub(super) struct Done {
+    /// Its output, in order.
+    pub out: Vec<Record>,
+    /// The start of its oldest open window (`i64::MAX`: none).
+    pub open_from: i64,
+    /// Strings its interner holds, and has released so far.
+    pub strings_held: usize,
+    pub strings_released: u64,
+    /// Per rule set, after an expiry: name, version, keys, bytes of keyed
+    /// state, bytes of instance memory.
+    pub gauges: super::upkeep::Gauges,
+    /// Its part of a checkpoint, once copied.
+    pub part: Option<Vec<Vec<u8>>>,
+}
+
+/// A worker: the rule sets, each with the keyed state and windows of the
+/// key groups it owns.
+pub(super) struct Worker {
+    /// Which worker it is, of how many.
+    pub me: usize,
+    pub workers: usize,
+    pub config: EngineConfig,
+    /// The source's name (dead letters say where their input came from).
+    pub source_name: String,
+    pub strings: Interner,
+    pub slots: Vec<Slot>,
+    pub builder: BatchBuilder,
+    /// Encodes fired windows for `on-windows`.
+    pub window_builder: WindowBatchBuilder,
+    /// The keyed states sent with a call (reused), and where each key's
+    /// state was found.
+    pub states: StateBlob,
+    pub handles: Vec<Option<Handle>>,
+    pub fired: Vec<Fired>,
+    /// Keyed states of rule sets removed while running, with what they
+    /// are keyed by: one added again under the same name takes its state
+    /// back.
+    pub parked: FxHashMap<String, (String, KeyedState)>,
+    pub metrics: Arc<Metrics>,
+    /// What the batch being run emitted.
+    pub out: Vec<Record>,
+    /// When a window limit and the keyed-state ceiling were last logged.
+    pub warned_full: Option<Instant>,
+    pub warned_shed: Option<Instant>,
+    /// The interner is swept when it holds this many strings.
+    pub sweep_at: usize,
+    /// The batch's symbols as this worker's (`u32::MAX`: not yet interned).
+    map: Vec<Sym>,
+    /// Its part of a checkpoint being copied.
+    pub copy: Option<super::checkpoint::Part>,
+    /// The watermark of the last batch.
+    pub watermark: i64,
+}
+
+impl Worker {
+    /// Worker `me` of `workers`, running `rules` (in name order).
+    pub fn new(
+        me: usize,
+        workers: usize,
+        config: EngineConfig,
+        source_name: String,
+        rules: Vec<Rule>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let limits = WindowLimits::of(&config);
+        let slots = rules.into_iter().map(|r| Slot::new(r, limits)).collect();
+        Self {
+            me,
+            workers,
+            config,
+            source_name,
+            strings: Interner::default(),
+            slots,
+            builder: BatchBuilder::default(),
+            window_builder: WindowBatchBuilder::default(),
+            states: StateBlob {
+                bytes: Vec::new(),
+                ends: Vec::new(),
+            },
+            handles: Vec::new(),
+            fired: Vec::new(),
+            parked: FxHashMap::default(),
+            metrics,
+            out: Vec::new(),
+            warned_full: None,
+            warned_shed: None,
+            sweep_at: super::upkeep::SWEEP_AT_LEAST,
+            map: Vec::new(),
+            copy: None,
+            watermark: i64::MIN,
+        }
+    }
+
+    /// The window limits (each worker's own).
+    pub fn limits(&self) -> WindowLimits {
+        WindowLimits::of(&self.config)
+    }
+
+    /// Runs a batch: the checkpoint copy under way goes on for its budget,
+    /// the events are taken into this worker's interner, the rule sets and
+    /// windows run, and the upkeep follows.
+    pub fn run(&mut self, mut work: Work) -> Done {
+        let part = self.copy_some();
+        self.watermark = work.now;
+        self.take(&mut work);
+        self.run_rules(&work);
+        let gauges = self.upkeep(work.now, work.expire);
+        Done {
+            out: std::mem::take(&mut self.out),
+            open_from: self.open_from(),
+            strings_held: self.strings.held(),
+            strings_released: self.strings.released(),
+            gauges,
+            part,
+        }
+    }
+
+    /// Moves the events' symbols into this worker's interner.
+    fn take(&mut self, work: &mut Work) {
+        let Some(strings) = work.strings.take() else {
+            return;
+        };
+        let (map, interner) = (&mut self.map, &mut self.strings);
+        map.clear();
+        map.resize(strings.len(), u32::MAX);
+        for t in work.lists.iter_mut().flatten() {
+            t.map_syms(|s| {
+                if s == NONE {
+                    return NONE;
+                }
+                let m = &mut map[s as usize];
+                if *m == u32::MAX {
+                    *m = interner.intern(&strings[s as usize]);
+                }
+                *m
+            });
+        }
+    }
+
+    /// The start of the oldest window still open (`i64::MAX`: none).
+    pub fn open_from(&self) -> i64 {
+        self.slots
+            .iter()
+            .flat_map(|s| s.windows.iter())
+            .filter_map(WindowOperator::oldest_start)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Windows of every spec start from `watermark` (see
+    /// [`WindowOperator::resume_after`]).
+    pub fn resume_after(&mut self, watermark: i64) {
+        for w in self.slots.iter_mut().flat_map(|s| s.windows.iter_mut()) {
+            w.resume_after(watermark);
+        }
+    }
+}
+
+type Reply = Box<dyn Any + Send>;
+type Job = Box<dyn FnOnce(&mut Worker) -> Reply + Send>;
+
+/// A worker on a thread of its own.
+pub(super) struct Thread {
+    jobs: Option<mpsc::Sender<Job>>,
+    replies: mpsc::Receiver<Reply>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The workers of a pipeline: one on the pipeline's thread, or each on a
+/// thread of its own. Work is handed to each as a job, and its reply
+/// collected in order.
+pub(super) enum Workers {
+    Inline {
+        worker: Box<Worker>,
+        replies: VecDeque<Reply>,
+    },
+    Threads(Vec<Thread>),
+}
+
+impl Workers {
+    /// Runs `workers`: the one inline, several on threads.
+    pub fn start(mut workers: Vec<Worker>) -> std::io::Result<Self> {
+        if workers.len() == 1 {
+            return Ok(Self::Inline {
+                worker: Box::new(workers.remove(0)),
+                replies: VecDeque::new(),
+            });
+        }
+        let mut threads = Vec::with_capacity(workers.len());
+        for mut worker in workers {
+            let (jobs, inbox) = mpsc::channel::<Job>();
+            let (outbox, replies) = mpsc::channel::<Reply>();
+            let handle = std::thread::Builder::new()
+                .name(format!("edge-worker-{}", worker.me))
+                .spawn(move || {
+                    for job in inbox {
+                        if outbox.send(job(&mut worker)).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+            threads.push(Thread {
+                jobs: Some(jobs),
+                replies,
+                handle: Some(handle),
+            });
+        }
+        Ok(Self::Threads(threads))
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Inline { .. } => 1,
+            Self::Threads(t) => t.len(),
+        }
+    }
+
+    /// The worker on the pipeline's thread, if there is one.
+    pub fn inline(&mut self) -> Option<&mut Worker> {
+        match self {
+            Self::Inline { worker, .. } => Some(worker),
+            Self::Threads(_) => None,
+        }
+    }
+
+    /// Hands a job to worker `i` (run at once when it is inline).
+    pub fn send<R: Send + 'static>(
+        &mut self,
+        i: usize,
+        job: impl FnOnce(&mut Worker) -> R + Send + 'static,
+    ) {
+        match self {
+            Self::Inline { worker, replies } => replies.push_back(Box::new(job(worker))),
+            Self::Threads(threads) => {
+                let job: Job = Box::new(move |w| Box::new(job(w)));
+                let sent = threads[i].jobs.as_ref().map(|jobs| jobs.send(job));
+                if !matches!(sent, Some(Ok(()))) {
+                    threads[i].died(i);
+                }
+            }
+        }
+    }
+
+    /// The reply of worker `i` to its oldest job not yet answered.
+    pub fn recv<R: 'static>(&mut self, i: usize) -> R {
+        let reply = match self {
+            Self::Inline { replies, .. } => replies.pop_front(),
+            Self::Threads(threads) => match threads[i].replies.recv() {
+                Ok(reply) => Some(reply),
+                Err(_) => threads[i].died(i),
+            },
+        };
+        match reply.map(|r| r.downcast::<R>()) {
+            Some(Ok(r)) => *r,
+            _ => panic!("worker {i} answered out of turn"),
+        }
+    }
+
+    /// Runs `job` on every worker; their replies in order.
+    pub fn all<R: Send + 'static>(
+        &mut self,
+        job: impl FnOnce(&mut Worker) -> R + Send + Clone + 'static,
+    ) -> Vec<R> {
+        for i in 0..self.len() {
+            self.send(i, job.clone());
+        }
+        (0..self.len()).map(|i| self.recv(i)).collect()
+    }
+}
+
+impl Thread {
+    /// A worker thread stopped answering: it panicked, and so does the
+    /// pipeline, with its message.
+    fn died(&mut self, i: usize) -> ! {
+        self.jobs = None;
+        if let Some(handle) = self.handle.take() {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        panic!("worker {i} stopped");
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Self::Threads(threads) = self {
+            threads.iter_mut().for_each(|t| t.jobs = None);
+            for t in threads {
+                if let Some(handle) = t.handle.take() {
+                    let _ = handle.join();
+                }
+            }
+        }
+    }
+}
+
+/// Batches are handed to the workers with their strings: a new Work for
+/// each worker from the split.
+pub(super) fn works(
+    split: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])>,
+    strings: Option<Arc<Vec<Box<str>>>>,
+    before: i64,
+    now: i64,
+    expire: bool,
+) -> Vec<Work> {
+    split
+        .into_iter()
+        .map(|(lists, list_of)| Work {
+            lists,
+            list_of,
+            strings: strings.clone(),
+            before,
+            now,
+            expire,
+        })
+        .collect()
+}
