@@ -327,7 +327,7 @@ fn finish(cmd: Command, out: &Path) -> Run {
     }
 }
 
-fn run_edge(input: &Path, work: &Path) -> Run {
+fn run_edge(input: &Path, work: &Path, parallelism: usize) -> Run {
     let out = fresh(work, "edge");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-bench-engine"));
     cmd.arg("run")
@@ -346,6 +346,7 @@ fn run_edge(input: &Path, work: &Path) -> Run {
             "--log",
             "warn",
         ])
+        .args(["--workers", &parallelism.to_string()])
         // The compiled rule sets are cached apart from the user's.
         .env("HOME", work);
     finish(cmd, &out)
@@ -494,26 +495,27 @@ fn machine() -> String {
 }
 
 fn svg(figures: &[Figures]) -> String {
-    let max = figures.iter().map(|f| f.per_core).fold(1.0, f64::max);
+    let max = figures.iter().map(|f| f.events_per_s).fold(1.0, f64::max);
     let (width, bar, gap) = (640.0, 28.0, 14.0);
     let height = 50.0 + figures.len() as f64 * (bar + gap);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" \
-         font-weight=\"bold\">events/s per core (higher is better)</text>\n"
+         font-weight=\"bold\">events/s at each parallelism (higher is better)</text>\n"
     );
     for (i, f) in figures.iter().enumerate() {
         let y = 40.0 + i as f64 * (bar + gap);
-        let w = (width - 260.0) * f.per_core / max;
+        let w = (width - 260.0) * f.events_per_s / max;
         let _ = writeln!(
             s,
-            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"90\" y=\"{y:.0}\" width=\"{w:.0}\" \
+            "<text x=\"10\" y=\"{:.0}\">{} x{}</text><rect x=\"90\" y=\"{y:.0}\" width=\"{w:.0}\" \
              height=\"{bar}\" fill=\"#3b7dd8\"/><text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>",
             y + bar * 0.65,
             f.engine,
+            f.parallelism,
             96.0 + w,
             y + bar * 0.65,
-            f.per_core
+            f.events_per_s
         );
     }
     s.push_str("</svg>\n");
@@ -548,59 +550,67 @@ fn main() {
         compile_flink(lib, &classes);
     }
     let baselines = spark && flink.is_some();
-    // Every engine gets the same parallelism: edge runs one pipeline thread.
-    let parallelism = 1;
-    type Runner<'a> = Box<dyn Fn(&Path) -> Run + 'a>;
-    let mut engines: Vec<(&str, Runner)> = vec![("edge", Box::new(|p| run_edge(p, &work)))];
+    // Every engine runs at each parallelism: edge's workers, Flink's job
+    // parallelism, Spark's `local[N]`.
+    let parallelisms: Vec<usize> = std::env::var("EDGE_BENCH_PARALLELISM")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .filter(|&p| p > 0)
+        .collect();
+    type Runner<'a> = Box<dyn Fn(&Path, usize) -> Run + 'a>;
+    let mut engines: Vec<(&str, Runner)> = vec![("edge", Box::new(|p, n| run_edge(p, &work, n)))];
     if let Some(lib) = &flink {
         engines.push((
             "flink",
-            Box::new(|p| run_flink(lib, &classes, p, &work, parallelism)),
+            Box::new(|p, n| run_flink(lib, &classes, p, &work, n)),
         ));
     }
     if spark {
         engines.push((
             "spark",
-            Box::new(|p| run_spark(&spark_venv, p, &work, parallelism)),
+            Box::new(|p, n| run_spark(&spark_venv, p, &work, n)),
         ));
     }
 
     let mut all = Vec::new();
     let mut produced: Vec<(String, BTreeMap<String, String>)> = Vec::new();
-    for (name, run) in &engines {
-        // Once unmeasured: edge compiles the rule sets into its cache, as a
-        // user's first start does; the JVMs load their classes from disk.
-        run(&inputs[0].1);
-        let mut by_size: Vec<Vec<Run>> = Vec::new();
-        for (n, path) in &inputs {
-            let mut done = Vec::new();
-            for i in 0..runs {
-                let r = run(path);
-                println!(
-                    "{name:<6} {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
-                    i + 1,
-                    r.wall,
-                    r.cpu,
-                    r.peak_rss as f64 / 1048576.0
-                );
-                done.push(r);
+    for &parallelism in &parallelisms {
+        for (name, run) in &engines {
+            // Once unmeasured: edge compiles the rule sets into its cache, as a
+            // user's first start does; the JVMs load their classes from disk.
+            run(&inputs[0].1, parallelism);
+            let mut by_size: Vec<Vec<Run>> = Vec::new();
+            for (n, path) in &inputs {
+                let mut done = Vec::new();
+                for i in 0..runs {
+                    let r = run(path, parallelism);
+                    println!(
+                        "{name:<6} x{parallelism} {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
+                        i + 1,
+                        r.wall,
+                        r.cpu,
+                        r.peak_rss as f64 / 1048576.0
+                    );
+                    done.push(r);
+                }
+                by_size.push(done);
             }
-            by_size.push(done);
+            let first = &by_size[1][0].measures;
+            for r in &by_size[1][1..] {
+                assert_eq!(
+                    &r.measures, first,
+                    "{name} gave different output on the same input"
+                );
+            }
+            produced.push((format!("{name} x{parallelism}"), first.clone()));
+            all.push(figures(
+                name,
+                parallelism,
+                (small, &by_size[0]),
+                (large, &by_size[1]),
+            ));
         }
-        let first = &by_size[1][0].measures;
-        for r in &by_size[1][1..] {
-            assert_eq!(
-                &r.measures, first,
-                "{name} gave different output on the same input"
-            );
-        }
-        produced.push((name.to_string(), first.clone()));
-        all.push(figures(
-            name,
-            parallelism,
-            (small, &by_size[0]),
-            (large, &by_size[1]),
-        ));
     }
 
     let mut md = String::new();
@@ -612,19 +622,22 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "- Parallelism {parallelism} for every engine: edge's one pipeline thread, Flink's job parallelism, Spark `local[{parallelism}]`; events/s is the steady rate (the difference of the two sizes over the difference of their times), start-up what the small run took beyond its events at that rate\n"
+        "- Parallelism {} for every engine, on the same cores: edge's `--workers N` (and its one ingest thread), Flink's job parallelism, Spark `local[N]`; events/s is the steady rate (the difference of the two sizes over the difference of their times), start-up what the small run took beyond its events at that rate; \"edge is\" compares with edge at the same parallelism\n",
+        parallelisms.iter().map(usize::to_string).collect::<Vec<_>>().join(" and ")
     );
     let _ = writeln!(
         md,
         "| engine | parallelism | events/s | events/s per core | edge is | wall s (median, min–max) | start-up s | CPU s | events per CPU s | peak RSS MiB |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
-    let edge_rate = all[0].per_core;
     for f in &all {
+        let edge_rate = (all.iter())
+            .find(|e| e.engine == "edge" && e.parallelism == f.parallelism)
+            .map_or(0.0, |e| e.events_per_s);
         let ratio = if f.engine == "edge" {
             "—".to_string()
         } else {
-            format!("{:.1}x", edge_rate / f.per_core)
+            format!("{:.1}x", edge_rate / f.events_per_s)
         };
         let _ = writeln!(
             md,
@@ -717,7 +730,7 @@ fn main() {
         let _ = writeln!(md, "\n{missing}. {hint}");
         println!("{missing}. {hint}");
     }
-    let _ = writeln!(md, "\n![events/s per core](throughput.svg)");
+    let _ = writeln!(md, "\n![events/s at each parallelism](throughput.svg)");
     std::fs::write(report_dir.join("report.md"), &md).expect("report");
     std::fs::write(report_dir.join("throughput.svg"), svg(&all)).expect("chart");
     println!("{md}");

@@ -1,6 +1,6 @@
 //! Checkpoints: a run killed with SIGKILL at random points and started
-//! again with the same command gives the output of a run never
-//! interrupted (after deduplication by `_id`, as an upserting sink sees
+//! again with the same command (and any number of workers) gives the
+//! output of a run never interrupted (after deduplication by `_id`, as an upserting sink sees
 //! it); a corrupt checkpoint, a changed rule set and a removed one.
 
 use edge_tests::{edge_bin, guests};
@@ -91,6 +91,9 @@ fn output_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The workers of each start of a run with crashes, in turn.
+const WORKERS: [usize; 4] = [2, 1, 3, 4];
+
 /// What a run with crashes did.
 #[derive(Debug)]
 struct Crashes {
@@ -122,11 +125,15 @@ impl Crashes {
 
 /// Runs `edge ARGS` to its end, killing it with SIGKILL at `kills` random
 /// points on the way and starting it again with the same command each
-/// time. A point is a random amount of new output (as `progress` measures
-/// it), up to a sixth of `total` (what a whole run writes); `pause` is
-/// waited before each restart. Logs go beside `out`.
+/// time (with `--workers` of `WORKERS` in turn, when `workers` is set: a
+/// checkpoint restores with any number). A point is a random amount of
+/// new output (as `progress` measures it), up to a sixth of `total` (what
+/// a whole run writes); `pause` is waited before each restart. Logs go
+/// beside `out`.
+#[allow(clippy::too_many_arguments)]
 fn run_with_crashes(
     args: &[String],
+    workers: bool,
     out: &Path,
     progress: &dyn Fn() -> u64,
     total: u64,
@@ -142,8 +149,15 @@ fn run_with_crashes(
     };
     for start in 0..=kills {
         let log = out.with_extension(format!("log{start}"));
+        let mut args = args.to_vec();
+        if workers {
+            args.extend([
+                "--workers".into(),
+                WORKERS[start % WORKERS.len()].to_string(),
+            ]);
+        }
         let mut child = Command::new(edge_bin())
-            .args(args)
+            .args(&args)
             .env("EDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -239,11 +253,14 @@ fn file_input(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_file_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
+fn a_file_run_killed_at_ten_random_points_and_resumed_on_one_to_four_workers_gives_the_output_of_one_uninterrupted_worker(
+) {
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = file_input(dir.path(), 120_000);
     let whole = dir.path().join("whole");
-    run_to_end(&run_args(&guests::RULE_SETS, &config, &whole));
+    let mut one = run_args(&guests::RULE_SETS, &config, &whole);
+    one.extend(["--workers".into(), "1".into()]);
+    run_to_end(&one);
     let want = upserted(&whole);
     assert!(want["alerts.jsonl"].len() > 1_000 && want["dead_letter.jsonl"].len() > 1_000);
     assert!(
@@ -255,7 +272,16 @@ fn a_file_run_killed_at_ten_random_points_gives_the_uninterrupted_output() {
     let args = run_args(&guests::RULE_SETS, &config, &crashed);
     let progress = || output_bytes(&crashed);
     let total = output_bytes(&whole);
-    let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 7, Duration::ZERO);
+    let crashes = run_with_crashes(
+        &args,
+        true,
+        &crashed,
+        &progress,
+        total,
+        10,
+        7,
+        Duration::ZERO,
+    );
     crashes.at_least(5, 3);
     same_output(&upserted(&crashed), &want);
 }
@@ -573,7 +599,7 @@ interval-ms = 100
     let pause = Duration::from_millis(2_500);
     let progress = || output_bytes(&crashed);
     let total = output_bytes(&whole);
-    let crashes = run_with_crashes(&args, &crashed, &progress, total, 10, 11, pause);
+    let crashes = run_with_crashes(&args, false, &crashed, &progress, total, 10, 11, pause);
     crashes.at_least(5, 3);
     same_output(&upserted(&crashed), &want);
 }
@@ -651,6 +677,7 @@ fn exactly_once_into_postgres_with_checkpoints_killed_at_random_points_gives_the
     let out = dir.path().join("crashed");
     let crashes = run_with_crashes(
         &run(&crashed),
+        true,
         &out,
         &progress,
         events,

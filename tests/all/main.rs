@@ -11,3 +11,4 @@ mod outages;
 mod postgres;
 mod reload;
 mod rule_sets;
+mod workers;

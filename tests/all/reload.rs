@@ -1,6 +1,7 @@
 //! Hot reload under load, refusals, and the admin API, against the `edge`
 //! binary as a user runs it: rule set files are copied over, added and
-//! removed while the generator drives the stream.
+//! removed while the generator drives the stream on four workers (every
+//! worker swaps at the same batch boundary; the API sums over them).
 
 use edge_tests::{guests, read_jsonl, RunningEdge};
 use serde_json::Value;
@@ -77,6 +78,8 @@ impl Setup {
                 "7",
                 "--dirty",
                 "0",
+                "--workers",
+                "4",
             ],
             token,
             &self.dir.path().join("edge.log"),
@@ -95,7 +98,7 @@ fn wait_for_version(edge: &RunningEdge, hash: &str, more: u64) {
 }
 
 #[test]
-fn twenty_swaps_under_load_process_every_event_once_and_keep_state_and_windows() {
+fn twenty_swaps_under_load_on_four_workers_process_every_event_once_and_keep_state_and_windows() {
     let setup = Setup::new(&[(guests::COUNTER_V1, "counter.wasm")]);
     let edge = setup.start("3000", None);
     let (v1, v2) = (hash_of(guests::COUNTER_V1), hash_of(guests::COUNTER_V2));

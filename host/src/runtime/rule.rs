@@ -4,6 +4,7 @@ use super::bindings::{types, RuleSet, RuleSetPre};
 use super::{packed, HostState, SharedDims};
 use crate::config::Limits;
 use crate::state::KeyedState;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::{Store, Trap};
 
@@ -65,8 +66,10 @@ pub struct Health {
     pub failures: u64,
     /// Calls since load.
     pub calls: u64,
-    /// Quarantined until this instant (forever when `quarantine-ms` is 0).
-    pub quarantined_until: Option<Option<Instant>>,
+    /// Quarantined until this instant (forever when `quarantine-ms` is 0);
+    /// shared by the instances of the rule set on every worker, so that
+    /// the rule set is quarantined as a whole.
+    pub quarantined_until: Arc<Mutex<Option<Option<Instant>>>>,
     /// The last failure.
     pub last_error: Option<String>,
 }
@@ -167,13 +170,16 @@ impl Rule {
 
     /// Whether the rule set is quarantined now; lifts an expired quarantine.
     pub fn is_quarantined(&mut self) -> bool {
-        match self.health.quarantined_until {
+        let Ok(mut until) = self.health.quarantined_until.lock() else {
+            return false;
+        };
+        match *until {
             None => false,
             Some(None) => true,
-            Some(Some(until)) if Instant::now() < until => true,
+            Some(Some(at)) if Instant::now() < at => true,
             Some(Some(_)) => {
                 tracing::info!(rule = %self.name, "quarantine over; trying the rule set again");
-                self.health.quarantined_until = None;
+                *until = None;
                 self.health.consecutive_failures = 0;
                 false
             }
@@ -191,7 +197,9 @@ impl Rule {
             let until = (self.limits.quarantine_ms > 0).then(|| {
                 Instant::now() + std::time::Duration::from_millis(self.limits.quarantine_ms)
             });
-            self.health.quarantined_until = Some(until);
+            if let Ok(mut shared) = self.health.quarantined_until.lock() {
+                *shared = Some(until);
+            }
             tracing::error!(
                 rule = %self.name,
                 failures = self.health.consecutive_failures,
@@ -233,7 +241,10 @@ impl Rule {
             label: self.label.clone(),
             manifest: self.manifest.clone(),
             limits: self.limits.clone(),
-            health: Health::default(),
+            health: Health {
+                quarantined_until: self.health.quarantined_until.clone(),
+                ..Health::default()
+            },
             config: self.config.clone(),
             pre: self.pre.clone(),
             store,
