@@ -158,6 +158,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "dead_letters": Metrics::get(&m.dead_letters),
         "watermark": watermark(m),
         "rule_sets": running,
+        "workers": Metrics::get(&m.workers),
         "quarantined": quarantined,
     }))
 }
@@ -358,6 +359,11 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             "Interned strings held (ids, names and codes in open windows)."
         );
         gauge!("edge_strings_held").set(m.strings_held.load(Ordering::Relaxed) as f64);
+        describe_gauge!(
+            "edge_workers",
+            "Workers the rule sets run on (each owning a range of key groups)."
+        );
+        gauge!("edge_workers").set(m.workers.load(Ordering::Relaxed) as f64);
         describe_gauge!(
             "edge_watermark_ms",
             "Current event-time watermark, Unix ms."

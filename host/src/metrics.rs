@@ -115,6 +115,8 @@ pub struct Metrics {
     pub state_shed: AtomicU64,
     /// Interned strings held now (ids, names, codes in open windows).
     pub strings_held: AtomicU64,
+    /// Workers the rule sets run on.
+    pub workers: AtomicU64,
     /// Interned strings released once nothing held them any more.
     pub strings_released: AtomicU64,
     /// Per rule set.

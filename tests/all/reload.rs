@@ -251,6 +251,7 @@ fn the_admin_api_lists_reloads_disables_enables_and_serves_metrics_behind_its_to
     let (status, body) = edge.call("GET", "/health", None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert!(body.contains("\"workers\":4"), "{body}");
     for t in [None, Some("wrong")] {
         let (status, _) = edge.call("GET", "/rules", t);
         assert_eq!(status, 401);
@@ -321,6 +322,7 @@ fn the_admin_api_lists_reloads_disables_enables_and_serves_metrics_behind_its_to
         "edge_rule_up{rule=\"counter\"} 1",
         "edge_swap_pause_us{quantile=\"0.99\"}",
         "edge_rule_calls_total{rule=\"counter\",call=\"on-events\"}",
+        "edge_workers 4",
     ] {
         assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
     }

@@ -5,6 +5,7 @@ use super::fields::{FieldValue, Record};
 use super::{Reject, RejectCode};
 
 /// The column names of a CSV source.
+#[derive(Clone)]
 pub struct Header {
     columns: Vec<String>,
 }

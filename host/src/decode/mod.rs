@@ -100,6 +100,7 @@ impl Reject {
 }
 
 /// Decodes and validates records of one source.
+#[derive(Clone)]
 pub struct Decoder {
     format: Format,
     mapping: FieldMapping,

@@ -230,6 +230,20 @@ impl Interner {
         strings
     }
 
+    /// Resolves the symbols of `strings` (a symbol is its index; the first
+    /// is the empty string): the strings of one batch, interned on other
+    /// threads. It holds them for [`Self::resolve`] and
+    /// [`Self::take_strings`] only, and interns nothing.
+    pub fn resolving(strings: Vec<Box<str>>) -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
+            strings,
+            free: Vec::new(),
+            released: 0,
+        }
+    }
+
     /// Empty marks for a sweep: the empty string is always kept.
     pub fn marks(&self) -> Marks {
         let mut marks = Marks(vec![0; self.strings.len().div_ceil(64)]);

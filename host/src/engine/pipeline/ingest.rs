@@ -96,38 +96,71 @@ impl Ingest {
         out: &mut Out<'_>,
         events: &mut Events,
     ) -> u64 {
+        let first = self.header(raw, out);
+        let clean = self.clean_out;
+        let decoder = &self.decoder;
+        let decoded = (first..raw.len()).map(|i| decode_one(decoder, raw, i, strings, clean));
+        let decoded: Vec<Decoded> = decoded.collect();
+        self.take(raw, first, decoded, out, events)
+    }
+
+    /// Takes a CSV source's header line, the first record read; returns
+    /// where the records to decode start.
+    pub fn header(&mut self, raw: &RecordBatch, out: &mut Out<'_>) -> usize {
+        if !self.header_pending || raw.is_empty() {
+            return 0;
+        }
+        self.header_pending = false;
+        let (bytes, position) = raw.get(0);
+        let part = raw.has_parts().then(|| raw.part(0));
+        match self.decoder.take_header(bytes) {
+            Ok(true) => 1,
+            Ok(false) => 0,
+            Err(reject) => {
+                reject_record(out, reject, bytes, position, part);
+                1
+            }
+        }
+    }
+
+    /// The decoder as it stands for this batch (with its header and clock),
+    /// for decoding on other threads.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Whether the `clean` stream is routed (decoding then builds its records).
+    pub fn clean_out(&self) -> bool {
+        self.clean_out
+    }
+
+    /// Takes the decoded records of `raw` from `first` on, in order: counts
+    /// them, lands them as received (`raw`), drops the transactions already
+    /// seen and sends the rejects to the dead letters; returns how many
+    /// records there were.
+    pub fn take(
+        &mut self,
+        raw: &RecordBatch,
+        first: usize,
+        decoded: impl IntoIterator<Item = Decoded>,
+        out: &mut Out<'_>,
+        events: &mut Events,
+    ) -> u64 {
         let partitioned = raw.has_parts();
         let mut records = 0;
-        for i in 0..raw.len() {
+        for (i, d) in (first..raw.len()).zip(decoded) {
             let (bytes, position) = raw.get(i);
             let part = partitioned.then(|| raw.part(i));
-            if self.header_pending {
-                self.header_pending = false;
-                match self.decoder.take_header(bytes) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(reject) => {
-                        reject_record(out, reject, bytes, position, part);
-                        continue;
-                    }
-                }
-            }
             records += 1;
             Metrics::inc(&out.metrics.records);
             if self.raw_out {
                 emit_raw(out, bytes, position, part);
             }
-            if partitioned && bytes.is_empty() {
-                // A tombstone: a compaction marker, not an event.
-                Metrics::inc(&out.metrics.skipped);
-                continue;
-            }
-            match self.decoder.decode_change(bytes, strings) {
-                Ok(None) => Metrics::inc(&out.metrics.skipped),
-                Ok(Some(t)) => {
+            match d {
+                Decoded::Skipped => Metrics::inc(&out.metrics.skipped),
+                Decoded::Event(t, clean) => {
                     if self.dedup.insert(&t.id, t.event_time) {
-                        if self.clean_out {
-                            let record = CleanRecord::new(&t, strings);
+                        if let Some(record) = clean {
                             out.records.push(Record::Clean(record));
                         }
                         events.txns.push(t);
@@ -144,10 +177,44 @@ impl Ingest {
                         reject_record(out, reject, bytes, position, part);
                     }
                 }
-                Err(reject) => reject_record(out, reject, bytes, position, part),
+                Decoded::Rejected(reject) => reject_record(out, reject, bytes, position, part),
             }
         }
         records
+    }
+}
+
+/// What decoding one record gave.
+pub enum Decoded {
+    /// A tombstone, or a change event that carries no event.
+    Skipped,
+    /// An event, and its `clean` record when that stream is routed.
+    Event(Txn, Option<CleanRecord>),
+    /// Refused, with the reason.
+    Rejected(Reject),
+}
+
+/// Decodes record `i` of `raw` into `strings`; with `clean`, builds its
+/// `clean` record too.
+pub fn decode_one(
+    decoder: &Decoder,
+    raw: &RecordBatch,
+    i: usize,
+    strings: &mut Interner,
+    clean: bool,
+) -> Decoded {
+    let (bytes, _) = raw.get(i);
+    if raw.has_parts() && bytes.is_empty() {
+        // A tombstone: a compaction marker, not an event.
+        return Decoded::Skipped;
+    }
+    match decoder.decode_change(bytes, strings) {
+        Ok(None) => Decoded::Skipped,
+        Ok(Some(t)) => {
+            let record = clean.then(|| CleanRecord::new(&t, strings));
+            Decoded::Event(t, record)
+        }
+        Err(reject) => Decoded::Rejected(reject),
     }
 }
 

@@ -20,14 +20,15 @@ use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::model::Interner;
+use crate::model::NONE;
 use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, Source};
-use ingest::{Events, Ingest};
+use ingest::{Decoded, Events, Ingest};
 use rules::{loaded, Slot, Tables};
 use rustc_hash::FxHashMap;
 use settlement::Settlement;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +90,24 @@ struct InFlight {
     records: u64,
 }
 
+/// A batch of records read, decoded or being decoded.
+struct Reading {
+    /// The records (empty once handed to the worker threads).
+    raw: RecordBatch,
+    /// The first record to decode (1 after a CSV header).
+    first: usize,
+    /// Records read with it, in all.
+    records: u64,
+    /// The records being decoded by the worker threads.
+    decoding: Option<Arc<RecordBatch>>,
+    /// Its events, once decoded.
+    events: Events,
+    /// What ingest emitted of it so far.
+    ingested: Vec<Record>,
+    /// The source's clock when it was read.
+    clock: i64,
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     config: EngineConfig,
@@ -127,6 +146,12 @@ pub struct Pipeline {
     strings_held: (usize, u64),
     /// Batches handed to the workers.
     batches: u64,
+    /// The source's clock at the last poll (ms).
+    clock_ms: i64,
+    /// Batches handed to worker threads before the oldest must land: the
+    /// workers always have the next batch queued while the pipeline
+    /// thread reads the one after.
+    in_flight: usize,
 }
 
 impl Pipeline {
@@ -167,6 +192,7 @@ impl Pipeline {
             })
             .collect();
         let fields = Fields::of(&workers[0].slots);
+        metrics.workers.store(count as u64, Ordering::Relaxed);
         if count > 1 {
             tracing::info!(
                 workers = count,
@@ -196,6 +222,8 @@ impl Pipeline {
             open_from: vec![i64::MAX; count],
             strings_held: (0, 0),
             batches: 0,
+            clock_ms: 0,
+            in_flight: if count > 1 { 2 } else { 0 },
             workers,
             fields,
             router,
@@ -216,51 +244,174 @@ impl Pipeline {
         let started = Instant::now();
         let deadline = (self.config.duration_secs > 0)
             .then(|| started + Duration::from_secs(self.config.duration_secs));
-        let mut raw = RecordBatch::default();
+        let mut spare = RecordBatch::default();
         let mut records = self.records_before;
-        let mut flight: Option<InFlight> = None;
+        let mut flight: VecDeque<InFlight> = VecDeque::new();
+        // A batch read and being decoded (by the worker threads), not yet
+        // handed to them to run.
+        let mut reading: Option<Reading> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             // A checkpoint begins, and the rule sets change, between two
-            // batches: the one in flight lands first.
+            // batches: those read and in flight land first.
             if self.checkpoint_due() || self.updates_waiting() {
-                if let Some(f) = flight.take() {
-                    self.land(f, true)?;
+                if let Some(r) = reading.take() {
+                    records = self.decoded(r, &mut flight, &mut spare)?;
                 }
+                self.land_all(&mut flight)?;
                 self.apply_updates()?;
             }
-            let Some(want) = self.wanted(records) else {
+            // Records read so far, the batch being decoded's too.
+            let read = reading.as_ref().map_or(records, |r| r.records);
+            let Some(want) = self.wanted(read) else {
                 break;
             };
+            let mut raw = std::mem::take(&mut spare);
             let poll = self.poll(&mut raw, want)?;
-            let mut events = Events::with_capacity(raw.len());
-            let mut ingested = Vec::new();
-            let strings = match self.workers.inline() {
-                Some(worker) => &mut worker.strings,
-                None => &mut self.strings,
-            };
-            let mut out = ingest::Out {
-                source: &*self.source,
-                records: &mut ingested,
-                max_raw_bytes: self.router.max_raw_bytes(),
-                metrics: &self.metrics,
-            };
-            records += self.ingest.read(&raw, strings, &mut out, &mut events);
-            let next = self.dispatch(events, ingested, records);
-            if let Some(f) = flight.take() {
-                self.land(f, false)?;
+            let next = self.read(raw, read);
+            if let Some(r) = reading.take() {
+                records = self.decoded(r, &mut flight, &mut spare)?;
             }
-            flight = Some(next);
+            match next {
+                // Decoded already (one worker, inline): run it now.
+                r @ Reading { decoding: None, .. } => {
+                    records = self.decoded(r, &mut flight, &mut spare)?;
+                }
+                r => reading = Some(r),
+            }
             if poll == Poll::Done {
                 break;
             }
         }
-        if let Some(f) = flight.take() {
-            self.land(f, true)?;
+        if let Some(r) = reading.take() {
+            records = self.decoded(r, &mut flight, &mut spare)?;
         }
+        self.land_all(&mut flight)?;
         self.finish(records, started)
+    }
+
+    /// Starts on a batch of records read: with one worker it is decoded at
+    /// once into the worker's interner; with worker threads each decodes a
+    /// share of it (a CSV header is taken here first).
+    fn read(&mut self, raw: RecordBatch, records: u64) -> Reading {
+        let mut ingested = Vec::new();
+        let mut out = ingest::Out {
+            source: &*self.source,
+            records: &mut ingested,
+            max_raw_bytes: self.router.max_raw_bytes(),
+            metrics: &self.metrics,
+        };
+        let clock = self.clock_ms;
+        if let Some(worker) = self.workers.inline() {
+            let mut events = Events::with_capacity(raw.len());
+            let n = self
+                .ingest
+                .read(&raw, &mut worker.strings, &mut out, &mut events);
+            return Reading {
+                raw,
+                first: 0,
+                records: records + n,
+                decoding: None,
+                events,
+                ingested,
+                clock,
+            };
+        }
+        let first = self.ingest.header(&raw, &mut out);
+        let raw = Arc::new(raw);
+        let decoder = Arc::new(self.ingest.decoder().clone());
+        let clean = self.ingest.clean_out();
+        let count = self.workers.len();
+        let len = raw.len().saturating_sub(first);
+        for i in 0..count {
+            let range = first + len * i / count..first + len * (i + 1) / count;
+            let (raw, decoder) = (raw.clone(), decoder.clone());
+            self.workers
+                .send(i, move |w| w.decode(&decoder, &raw, range, clean));
+        }
+        Reading {
+            raw: RecordBatch::default(),
+            first,
+            records: records + len as u64,
+            decoding: Some(raw),
+            events: Events::default(),
+            ingested,
+            clock,
+        }
+    }
+
+    /// Takes a batch's decoded records (from the worker threads, each its
+    /// share with the strings its events' symbols stand for), drops the
+    /// duplicates, and hands the events to the workers to run; returns the
+    /// records read in all.
+    fn decoded(
+        &mut self,
+        mut r: Reading,
+        flight: &mut VecDeque<InFlight>,
+        spare: &mut RecordBatch,
+    ) -> Result<u64, PipelineError> {
+        if let Some(raw) = r.decoding.take() {
+            let mut parts = Vec::with_capacity(self.workers.len());
+            let mut strings: Vec<Box<str>> = Vec::new();
+            for i in 0..self.workers.len() {
+                let (mut decoded, texts): (Vec<Decoded>, Vec<Box<str>>) = self.workers.recv(i);
+                // One table of the batch's strings: each share's symbols
+                // move past those of the shares before it.
+                let base = strings.len() as u32;
+                if base > 0 {
+                    for d in &mut decoded {
+                        if let Decoded::Event(t, _) = d {
+                            t.map_syms(|s| if s == NONE { NONE } else { s + base });
+                        }
+                    }
+                }
+                strings.extend(texts);
+                parts.push(decoded);
+            }
+            self.strings = Interner::resolving(strings);
+            let mut events = Events::with_capacity(raw.len());
+            let mut out = ingest::Out {
+                source: &*self.source,
+                records: &mut r.ingested,
+                max_raw_bytes: self.router.max_raw_bytes(),
+                metrics: &self.metrics,
+            };
+            self.ingest.take(
+                &raw,
+                r.first,
+                parts.into_iter().flatten(),
+                &mut out,
+                &mut events,
+            );
+            r.events = events;
+            if let Ok(mut batch) = Arc::try_unwrap(raw) {
+                batch.clear();
+                *spare = batch;
+            }
+        } else {
+            r.raw.clear();
+            *spare = std::mem::take(&mut r.raw);
+        }
+        if self.live {
+            self.watermark.set_clock(r.clock);
+        }
+        flight.push_back(self.dispatch(r.events, r.ingested, r.records));
+        while flight.len() > self.in_flight {
+            if let Some(f) = flight.pop_front() {
+                self.land(f, false)?;
+            }
+        }
+        Ok(r.records)
+    }
+
+    /// Lands every batch in flight, oldest first.
+    fn land_all(&mut self, flight: &mut VecDeque<InFlight>) -> Result<(), PipelineError> {
+        while let Some(f) = flight.pop_front() {
+            self.land(f, flight.is_empty())?;
+        }
+        Ok(())
     }
 
     /// Advances the watermark over a batch's events and hands them to the
@@ -375,9 +526,7 @@ impl Pipeline {
             })?;
         let now_ms = self.clock.now_ms();
         self.ingest.set_now(now_ms);
-        if self.live {
-            self.watermark.set_clock(now_ms);
-        }
+        self.clock_ms = now_ms;
         if raw.has_parts() {
             let now = Instant::now();
             for part in self.source.newly_assigned() {

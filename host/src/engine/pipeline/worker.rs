@@ -14,8 +14,10 @@
 //! each worker has a thread and an interner of its own, and the events of
 //! a batch come with the batch's strings, which each worker interns.
 
+use super::ingest::{decode_one, Decoded};
 use super::rules::Slot;
 use crate::config::EngineConfig;
+use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
 use crate::engine::key::event_owner;
 use crate::engine::window::encode::WindowBatchBuilder;
@@ -25,6 +27,7 @@ use crate::model::{Interner, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{KeyBy, StateBlob};
 use crate::runtime::Rule;
 use crate::sink::Record;
+use crate::source::RecordBatch;
 use crate::state::{Handle, KeyedState};
 use rustc_hash::FxHashMap;
 use std::any::Any;
@@ -218,6 +221,8 @@ pub(super) struct Worker {
     pub copy: Option<super::checkpoint::Part>,
     /// The watermark of the last batch.
     pub watermark: i64,
+    /// The strings of the records this worker decodes, for one batch.
+    scratch: Interner,
 }
 
 impl Worker {
@@ -256,6 +261,7 @@ impl Worker {
             map: Vec::new(),
             copy: None,
             watermark: i64::MIN,
+            scratch: Interner::default(),
         }
     }
 
@@ -281,6 +287,21 @@ impl Worker {
             gauges,
             part,
         }
+    }
+
+    /// Decodes records `range` of `raw`, its share of a batch; the events'
+    /// symbols are of the strings returned with them.
+    pub fn decode(
+        &mut self,
+        decoder: &Decoder,
+        raw: &RecordBatch,
+        range: std::ops::Range<usize>,
+        clean: bool,
+    ) -> (Vec<Decoded>, Vec<Box<str>>) {
+        let decoded = range
+            .map(|i| decode_one(decoder, raw, i, &mut self.scratch, clean))
+            .collect();
+        (decoded, self.scratch.take_strings())
     }
 
     /// Moves the events' symbols into this worker's interner.
@@ -331,6 +352,8 @@ type Job = Box<dyn FnOnce(&mut Worker) -> Reply + Send>;
 pub(super) struct Thread {
     jobs: Option<mpsc::Sender<Job>>,
     replies: mpsc::Receiver<Reply>,
+    /// Replies received while waiting for one of another kind.
+    stash: VecDeque<Reply>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -370,6 +393,7 @@ impl Workers {
             threads.push(Thread {
                 jobs: Some(jobs),
                 replies,
+                stash: VecDeque::new(),
                 handle: Some(handle),
             });
         }
@@ -410,18 +434,39 @@ impl Workers {
         }
     }
 
-    /// The reply of worker `i` to its oldest job not yet answered.
+    /// The reply of worker `i` to its oldest job of those answering with
+    /// an `R` (jobs of different kinds may be answered in another order
+    /// than they were sent; those of one kind are answered in order).
     pub fn recv<R: 'static>(&mut self, i: usize) -> R {
-        let reply = match self {
-            Self::Inline { replies, .. } => replies.pop_front(),
-            Self::Threads(threads) => match threads[i].replies.recv() {
-                Ok(reply) => Some(reply),
-                Err(_) => threads[i].died(i),
-            },
+        let (stash, thread) = match self {
+            Self::Inline { replies, .. } => (replies, None),
+            Self::Threads(threads) => {
+                let t = &mut threads[i];
+                (&mut t.stash, Some((&t.replies, &mut t.handle, &mut t.jobs)))
+            }
         };
-        match reply.map(|r| r.downcast::<R>()) {
-            Some(Ok(r)) => *r,
-            _ => panic!("worker {i} answered out of turn"),
+        if let Some(at) = stash.iter().position(|r| r.is::<R>()) {
+            if let Some(Ok(r)) = stash.remove(at).map(|r| r.downcast::<R>()) {
+                return *r;
+            }
+        }
+        let Some((replies, handle, jobs)) = thread else {
+            panic!("worker {i} was asked for a reply it does not owe");
+        };
+        loop {
+            let Ok(reply) = replies.recv() else {
+                *jobs = None;
+                if let Some(handle) = handle.take() {
+                    if let Err(panic) = handle.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+                panic!("worker {i} stopped");
+            };
+            match reply.downcast::<R>() {
+                Ok(r) => return *r,
+                Err(other) => stash.push_back(other),
+            }
         }
     }
 
