@@ -74,7 +74,8 @@ impl Marks {
         }
     }
 
-    fn holds(&self, sym: Sym) -> bool {
+    /// Whether `sym` is marked.
+    pub fn holds(&self, sym: Sym) -> bool {
         self.0
             .get(sym as usize / 64)
             .is_some_and(|w| w & (1 << (sym % 64)) != 0)
@@ -230,18 +231,10 @@ impl Interner {
         strings
     }
 
-    /// Resolves the symbols of `strings` (a symbol is its index; the first
-    /// is the empty string): the strings of one batch, interned on other
-    /// threads. It holds them for [`Self::resolve`] and
-    /// [`Self::take_strings`] only, and interns nothing.
-    pub fn resolving(strings: Vec<Box<str>>) -> Self {
-        Self {
-            table: hashbrown::HashTable::new(),
-            hasher: foldhash::fast::FixedState::default(),
-            strings,
-            free: Vec::new(),
-            released: 0,
-        }
+    /// The strings of the symbols from `from` on, in order (symbols are
+    /// given out in order until a sweep).
+    pub fn strings_from(&self, from: usize) -> &[Box<str>] {
+        self.strings.get(from..).unwrap_or(&[])
     }
 
     /// Empty marks for a sweep: the empty string is always kept.

@@ -19,7 +19,14 @@ pub struct Events {
     pub txns: Vec<Txn>,
     /// The partition slot of each event (0 for an unpartitioned source).
     pub parts: Vec<u32>,
+    /// The worker owning each event's key of each field, when its decoder
+    /// said (see [`Owners`]).
+    pub owners: Vec<Owners>,
 }
+
+/// The worker owning an event's key of each field (in the order of the
+/// workers' fields), found where the event was decoded.
+pub type Owners = [u16; 7];
 
 impl Events {
     /// Room for `n` events.
@@ -27,6 +34,7 @@ impl Events {
         Self {
             txns: Vec::with_capacity(n),
             parts: Vec::with_capacity(n),
+            owners: Vec::new(),
         }
     }
 }
@@ -158,13 +166,16 @@ impl Ingest {
             }
             match d {
                 Decoded::Skipped => Metrics::inc(&out.metrics.skipped),
-                Decoded::Event(t, clean) => {
+                Decoded::Event(t, clean, owners) => {
                     if self.dedup.insert(&t.id, t.event_time) {
                         if let Some(record) = clean {
                             out.records.push(Record::Clean(record));
                         }
                         events.txns.push(t);
                         events.parts.push(part.unwrap_or(0));
+                        if let Some(owners) = owners {
+                            events.owners.push(owners);
+                        }
                     } else {
                         Metrics::inc(&out.metrics.duplicates);
                         let reject = Reject::new(
@@ -188,8 +199,9 @@ impl Ingest {
 pub enum Decoded {
     /// A tombstone, or a change event that carries no event.
     Skipped,
-    /// An event, and its `clean` record when that stream is routed.
-    Event(Txn, Option<CleanRecord>),
+    /// An event, its `clean` record when that stream is routed, and the
+    /// workers owning its keys when the decoder found them.
+    Event(Txn, Option<CleanRecord>, Option<Owners>),
     /// Refused, with the reason.
     Rejected(Reject),
 }
@@ -212,7 +224,7 @@ pub fn decode_one(
         Ok(None) => Decoded::Skipped,
         Ok(Some(t)) => {
             let record = clean.then(|| CleanRecord::new(&t, strings));
-            Decoded::Event(t, record)
+            Decoded::Event(t, record, None)
         }
         Err(reject) => Decoded::Rejected(reject),
     }

@@ -19,8 +19,6 @@ use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
-use crate::model::Interner;
-use crate::model::NONE;
 use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, Source};
@@ -113,9 +111,6 @@ pub struct Pipeline {
     config: EngineConfig,
     source: Box<dyn Source>,
     ingest: Ingest,
-    /// The strings of the batch being read, when the workers have
-    /// interners of their own (with one worker, its interner is used).
-    strings: Interner,
     watermark: Watermark,
     workers: Workers,
     /// The fields the rule sets key by.
@@ -218,7 +213,6 @@ impl Pipeline {
             ),
             config,
             source,
-            strings: Interner::default(),
             open_from: vec![i64::MAX; count],
             strings_held: (0, 0),
             batches: 0,
@@ -323,13 +317,14 @@ impl Pipeline {
         let raw = Arc::new(raw);
         let decoder = Arc::new(self.ingest.decoder().clone());
         let clean = self.ingest.clean_out();
+        let fields = self.fields;
         let count = self.workers.len();
         let len = raw.len().saturating_sub(first);
         for i in 0..count {
             let range = first + len * i / count..first + len * (i + 1) / count;
             let (raw, decoder) = (raw.clone(), decoder.clone());
             self.workers
-                .send(i, move |w| w.decode(&decoder, &raw, range, clean));
+                .send(i, move |w| w.decode(&decoder, &raw, range, clean, fields));
         }
         Reading {
             raw: RecordBatch::default(),
@@ -352,25 +347,16 @@ impl Pipeline {
         flight: &mut VecDeque<InFlight>,
         spare: &mut RecordBatch,
     ) -> Result<u64, PipelineError> {
+        let mut deltas = None;
         if let Some(raw) = r.decoding.take() {
             let mut parts = Vec::with_capacity(self.workers.len());
-            let mut strings: Vec<Box<str>> = Vec::new();
+            let mut interned = Vec::with_capacity(self.workers.len());
             for i in 0..self.workers.len() {
-                let (mut decoded, texts): (Vec<Decoded>, Vec<Box<str>>) = self.workers.recv(i);
-                // One table of the batch's strings: each share's symbols
-                // move past those of the shares before it.
-                let base = strings.len() as u32;
-                if base > 0 {
-                    for d in &mut decoded {
-                        if let Decoded::Event(t, _) = d {
-                            t.map_syms(|s| if s == NONE { NONE } else { s + base });
-                        }
-                    }
-                }
-                strings.extend(texts);
+                let (decoded, delta): (Vec<Decoded>, worker::Delta) = self.workers.recv(i);
                 parts.push(decoded);
+                interned.push(delta);
             }
-            self.strings = Interner::resolving(strings);
+            deltas = Some(Arc::new(interned));
             let mut events = Events::with_capacity(raw.len());
             let mut out = ingest::Out {
                 source: &*self.source,
@@ -397,7 +383,7 @@ impl Pipeline {
         if self.live {
             self.watermark.set_clock(r.clock);
         }
-        flight.push_back(self.dispatch(r.events, r.ingested, r.records));
+        flight.push_back(self.dispatch(r.events, r.ingested, r.records, deltas));
         while flight.len() > self.in_flight {
             if let Some(f) = flight.pop_front() {
                 self.land(f, false)?;
@@ -416,7 +402,13 @@ impl Pipeline {
 
     /// Advances the watermark over a batch's events and hands them to the
     /// workers, each the events of the keys it owns.
-    fn dispatch(&mut self, events: Events, ingested: Vec<Record>, records: u64) -> InFlight {
+    fn dispatch(
+        &mut self,
+        events: Events,
+        ingested: Vec<Record>,
+        records: u64,
+        deltas: Option<Arc<Vec<worker::Delta>>>,
+    ) -> InFlight {
         let before = self.watermark.current();
         let now = Instant::now();
         for (t, &part) in events.txns.iter().zip(&events.parts) {
@@ -437,9 +429,8 @@ impl Pipeline {
         self.batches += 1;
         let expire = self.batches.is_multiple_of(upkeep::EXPIRE_EVERY);
         let count = self.workers.len();
-        let split = self.fields.split(events.txns, &self.strings, count);
-        let strings = (count > 1).then(|| Arc::new(self.strings.take_strings()));
-        let works = worker::works(split, strings, before, watermark, expire);
+        let split = self.fields.split(events.txns, &events.owners, count);
+        let works = worker::works(split, deltas, before, watermark, expire);
         for (i, work) in works.into_iter().enumerate() {
             self.workers.send(i, move |w| w.run(work));
         }
@@ -545,7 +536,7 @@ impl Pipeline {
         let interrupted = self.stop.load(Ordering::Relaxed);
         if !(interrupted && (self.source.mark().is_some() || self.resumes())) {
             self.watermark.close();
-            let f = self.dispatch(Events::default(), Vec::new(), records);
+            let f = self.dispatch(Events::default(), Vec::new(), records, None);
             self.collect(f)?;
         }
         self.settle_last()?;

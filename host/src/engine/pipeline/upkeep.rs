@@ -42,6 +42,7 @@ impl Worker {
                 w.mark_strings(&mut marks);
             }
             let released = self.strings.sweep(&marks);
+            self.forget_released(&marks);
             self.sweep_at = SWEEP_AT_LEAST.max(2 * self.strings.held());
             tracing::debug!(
                 worker = self.me,

@@ -14,7 +14,7 @@
 //! each worker has a thread and an interner of its own, and the events of
 //! a batch come with the batch's strings, which each worker interns.
 
-use super::ingest::{decode_one, Decoded};
+use super::ingest::{decode_one, Decoded, Owners};
 use super::rules::Slot;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
@@ -68,9 +68,10 @@ pub(super) struct Work {
     lists: Vec<Vec<Txn>>,
     /// The list of each field (by [`field`]).
     list_of: [u8; FIELDS.len()],
-    /// The strings the events' symbols stand for, when they are the
-    /// batch's own (the worker has an interner of its own).
-    strings: Option<Arc<Vec<Box<str>>>>,
+    /// The strings the decoders interned for this batch: the events'
+    /// symbols are the decoders' (worker threads decode, and each has an
+    /// interner of its own).
+    deltas: Option<Arc<Vec<Delta>>>,
     /// The watermark before the batch (lateness is judged against it).
     pub before: i64,
     /// The watermark after it.
@@ -111,13 +112,22 @@ impl Fields {
         Self(used)
     }
 
+    /// The workers owning an event's keys of the fields in use.
+    pub fn owners(&self, t: &Txn, strings: &Interner, workers: usize) -> Owners {
+        let mut owners = [0; FIELDS.len()];
+        for f in (0..FIELDS.len()).filter(|&f| self.0[f]) {
+            owners[f] = event_owner(FIELDS[f], t, strings, workers) as u16;
+        }
+        owners
+    }
+
     /// Splits a batch's events among `workers`: for each field in use,
-    /// each worker gets the events whose key it owns (`strings` resolves
-    /// their symbols).
+    /// each worker gets the events whose key it owns (`owners`, in step
+    /// with the events).
     pub fn split(
         &self,
         events: Vec<Txn>,
-        strings: &Interner,
+        owners: &[Owners],
         workers: usize,
     ) -> Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])> {
         let used: Vec<usize> = (0..FIELDS.len()).filter(|&f| self.0[f]).collect();
@@ -133,30 +143,18 @@ impl Fields {
         for (w, (lists, list_of)) in out.iter_mut().enumerate() {
             for (i, &f) in used.iter().enumerate() {
                 list_of[f] = i as u8;
-                let expected = if FIELDS[f] == KeyBy::Global {
-                    if w == 0 {
-                        events.len()
-                    } else {
-                        0
-                    }
-                } else {
-                    events.len() / workers + 16
+                let expected = match (FIELDS[f], w) {
+                    (KeyBy::Global, 0) => events.len(),
+                    (KeyBy::Global, _) => 0,
+                    _ => events.len() / workers + 16,
                 };
                 lists.push(Vec::with_capacity(expected));
             }
         }
-        let owners: Vec<Vec<u16>> = used
-            .iter()
-            .map(|&f| {
-                (events.iter())
-                    .map(|t| event_owner(FIELDS[f], t, strings, workers) as u16)
-                    .collect()
-            })
-            .collect();
         let last = used.len().saturating_sub(1);
-        for (n, t) in events.into_iter().enumerate() {
-            for (i, owners) in owners.iter().enumerate() {
-                let lists = &mut out[owners[n] as usize].0;
+        for (t, owners) in events.into_iter().zip(owners) {
+            for (i, &f) in used.iter().enumerate() {
+                let lists = &mut out[owners[f] as usize].0;
                 if i == last {
                     lists[i].push(t);
                     break;
@@ -167,6 +165,26 @@ impl Fields {
         out
     }
 }
+
+/// The strings a decoder interned for one batch: those of its symbols
+/// from `from` on (all of them anew after a `reset`).
+pub(super) struct Delta {
+    decoder: usize,
+    reset: bool,
+    from: usize,
+    strings: Vec<Box<str>>,
+}
+
+/// A decoder's symbols carry its number in their top bits.
+const DECODER_SHIFT: u32 = 25;
+const SYMBOL_MASK: u32 = (1 << DECODER_SHIFT) - 1;
+
+/// A decoder's interner starts over once it holds this many strings (ids
+/// churn), so that what the workers keep of it stays bounded.
+const DECODER_RESET: usize = 1 << 18;
+
+/// A decoder's symbol no worker has interned (again) yet.
+const UNKNOWN: Sym = u32::MAX;
 
 /// What a worker did with a batch.
 pub(super) struct Done {
@@ -215,14 +233,19 @@ pub(super) struct Worker {
     pub warned_shed: Option<Instant>,
     /// The interner is swept when it holds this many strings.
     pub sweep_at: usize,
-    /// The batch's symbols as this worker's (`u32::MAX`: not yet interned).
-    map: Vec<Sym>,
+    /// Each decoder's symbols (by decoder): their strings, and the symbol
+    /// of each in this worker's interner ([`UNKNOWN`] until needed, and
+    /// again once a sweep released it).
+    decoded_strings: Vec<Vec<Box<str>>>,
+    maps: Vec<Vec<Sym>>,
     /// Its part of a checkpoint being copied.
     pub copy: Option<super::checkpoint::Part>,
     /// The watermark of the last batch.
     pub watermark: i64,
-    /// The strings of the records this worker decodes, for one batch.
+    /// The strings of the records this worker decodes, and how many of
+    /// them were handed on with earlier batches.
     scratch: Interner,
+    shipped: usize,
 }
 
 impl Worker {
@@ -258,10 +281,12 @@ impl Worker {
             warned_full: None,
             warned_shed: None,
             sweep_at: super::upkeep::SWEEP_AT_LEAST,
-            map: Vec::new(),
+            decoded_strings: vec![Vec::new(); workers],
+            maps: vec![Vec::new(); workers],
             copy: None,
             watermark: i64::MIN,
             scratch: Interner::default(),
+            shipped: 0,
         }
     }
 
@@ -289,40 +314,93 @@ impl Worker {
         }
     }
 
-    /// Decodes records `range` of `raw`, its share of a batch; the events'
-    /// symbols are of the strings returned with them.
+    /// Decodes records `range` of `raw`, its share of a batch, with the
+    /// workers owning each event's keys; the events' symbols are this
+    /// decoder's, whose new strings come back with them.
     pub fn decode(
         &mut self,
         decoder: &Decoder,
         raw: &RecordBatch,
         range: std::ops::Range<usize>,
         clean: bool,
-    ) -> (Vec<Decoded>, Vec<Box<str>>) {
+        fields: Fields,
+    ) -> (Vec<Decoded>, Delta) {
+        let reset = self.scratch.len() >= DECODER_RESET;
+        if reset {
+            self.scratch = Interner::default();
+            self.shipped = 0;
+        }
+        let tag = (self.me as u32) << DECODER_SHIFT;
+        let workers = self.workers;
+        let scratch = &mut self.scratch;
         let decoded = range
-            .map(|i| decode_one(decoder, raw, i, &mut self.scratch, clean))
+            .map(|i| match decode_one(decoder, raw, i, scratch, clean) {
+                Decoded::Event(mut t, record, _) => {
+                    let owners = fields.owners(&t, scratch, workers);
+                    t.map_syms(|s| if s == NONE { NONE } else { tag | s });
+                    Decoded::Event(t, record, Some(owners))
+                }
+                other => other,
+            })
             .collect();
-        (decoded, self.scratch.take_strings())
+        let delta = Delta {
+            decoder: self.me,
+            reset,
+            from: self.shipped,
+            strings: self.scratch.strings_from(self.shipped).to_vec(),
+        };
+        self.shipped = self.scratch.len();
+        (decoded, delta)
     }
 
-    /// Moves the events' symbols into this worker's interner.
+    /// Moves the events' symbols (the decoders') into this worker's
+    /// interner, taking the strings the decoders interned for the batch.
     fn take(&mut self, work: &mut Work) {
-        let Some(strings) = work.strings.take() else {
+        let Some(deltas) = work.deltas.take() else {
             return;
         };
-        let (map, interner) = (&mut self.map, &mut self.strings);
-        map.clear();
-        map.resize(strings.len(), u32::MAX);
+        for d in deltas.iter() {
+            let (texts, map) = (
+                &mut self.decoded_strings[d.decoder],
+                &mut self.maps[d.decoder],
+            );
+            if d.reset {
+                texts.clear();
+                map.clear();
+            }
+            assert_eq!(
+                texts.len(),
+                d.from,
+                "worker {} missed strings of decoder {}",
+                self.me,
+                d.decoder
+            );
+            texts.extend(d.strings.iter().cloned());
+            map.resize(texts.len(), UNKNOWN);
+        }
+        let (maps, texts, interner) = (&mut self.maps, &self.decoded_strings, &mut self.strings);
         for t in work.lists.iter_mut().flatten() {
             t.map_syms(|s| {
                 if s == NONE {
                     return NONE;
                 }
-                let m = &mut map[s as usize];
-                if *m == u32::MAX {
-                    *m = interner.intern(&strings[s as usize]);
+                let (d, i) = ((s >> DECODER_SHIFT) as usize, (s & SYMBOL_MASK) as usize);
+                let m = &mut maps[d][i];
+                if *m == UNKNOWN {
+                    *m = interner.intern(&texts[d][i]);
                 }
                 *m
             });
+        }
+    }
+
+    /// After a sweep of this worker's interner: the decoders' symbols whose
+    /// string it released are interned again when next seen.
+    pub fn forget_released(&mut self, marks: &crate::model::Marks) {
+        for m in self.maps.iter_mut().flatten() {
+            if *m != UNKNOWN && !marks.holds(*m) {
+                *m = UNKNOWN;
+            }
         }
     }
 
@@ -509,11 +587,11 @@ impl Drop for Workers {
     }
 }
 
-/// Batches are handed to the workers with their strings: a new Work for
-/// each worker from the split.
+/// Batches are handed to the workers with the strings their decoders
+/// interned: a new Work for each worker from the split.
 pub(super) fn works(
     split: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])>,
-    strings: Option<Arc<Vec<Box<str>>>>,
+    deltas: Option<Arc<Vec<Delta>>>,
     before: i64,
     now: i64,
     expire: bool,
@@ -523,7 +601,7 @@ pub(super) fn works(
         .map(|(lists, list_of)| Work {
             lists,
             list_of,
-            strings: strings.clone(),
+            deltas: deltas.clone(),
             before,
             now,
             expire,
