@@ -16,7 +16,7 @@
 //! handed to them once copied, after the results written so far, and lands
 //! in the same transactions.
 
-use super::worker::{Worker, FIELDS};
+use super::worker::{interned, Worker, FIELDS};
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
 use crate::engine::key::{key_label, owner};
@@ -683,12 +683,4 @@ impl Worker {
         }
         Ok(notes)
     }
-}
-
-/// Whether a field's keys are interned strings (the others are numbers).
-fn interned(key_by: KeyBy) -> bool {
-    matches!(
-        key_by,
-        KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
-    )
 }

@@ -169,7 +169,7 @@ impl Ingest {
                 Decoded::Event(t, clean, owners) => {
                     if self.dedup.insert(&t.id, t.event_time) {
                         if let Some(record) = clean {
-                            out.records.push(Record::Clean(record));
+                            out.records.push(Record::Clean(*record));
                         }
                         events.txns.push(t);
                         events.parts.push(part.unwrap_or(0));
@@ -201,7 +201,7 @@ pub enum Decoded {
     Skipped,
     /// An event, its `clean` record when that stream is routed, and the
     /// workers owning its keys when the decoder found them.
-    Event(Txn, Option<CleanRecord>, Option<Owners>),
+    Event(Txn, Option<Box<CleanRecord>>, Option<Owners>),
     /// Refused, with the reason.
     Rejected(Reject),
 }
@@ -223,7 +223,7 @@ pub fn decode_one(
     match decoder.decode_change(bytes, strings) {
         Ok(None) => Decoded::Skipped,
         Ok(Some(t)) => {
-            let record = clean.then(|| CleanRecord::new(&t, strings));
+            let record = clean.then(|| Box::new(CleanRecord::new(&t, strings)));
             Decoded::Event(t, record, None)
         }
         Err(reject) => Decoded::Rejected(reject),

@@ -19,7 +19,7 @@ use super::rules::Slot;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
-use crate::engine::key::event_owner;
+use crate::engine::key::{event_owner, key_of};
 use crate::engine::window::encode::WindowBatchBuilder;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
 use crate::metrics::Metrics;
@@ -57,6 +57,14 @@ fn field(key_by: KeyBy) -> usize {
         KeyBy::HourOfDay => 5,
         KeyBy::Global => 6,
     }
+}
+
+/// Whether a field's keys are interned strings (the others are numbers).
+pub(super) fn interned(key_by: KeyBy) -> bool {
+    matches!(
+        key_by,
+        KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
+    )
 }
 
 /// No list: no rule set keys by the field.
@@ -112,11 +120,32 @@ impl Fields {
         Self(used)
     }
 
-    /// The workers owning an event's keys of the fields in use.
-    pub fn owners(&self, t: &Txn, strings: &Interner, workers: usize) -> Owners {
+    /// The workers owning an event's keys of the fields in use; `known`
+    /// holds the owner of each interned key found so far (`u16::MAX`: not
+    /// yet), by symbol.
+    pub fn owners(
+        &self,
+        t: &Txn,
+        strings: &Interner,
+        workers: usize,
+        known: &mut Vec<u16>,
+    ) -> Owners {
         let mut owners = [0; FIELDS.len()];
         for f in (0..FIELDS.len()).filter(|&f| self.0[f]) {
-            owners[f] = event_owner(FIELDS[f], t, strings, workers) as u16;
+            let key_by = FIELDS[f];
+            owners[f] = match key_of(key_by, t) {
+                Some(sym) if interned(key_by) => {
+                    let at = sym as usize;
+                    if at >= known.len() {
+                        known.resize(at + 1, u16::MAX);
+                    }
+                    if known[at] == u16::MAX {
+                        known[at] = event_owner(key_by, t, strings, workers) as u16;
+                    }
+                    known[at]
+                }
+                _ => event_owner(key_by, t, strings, workers) as u16,
+            };
         }
         owners
     }
@@ -242,10 +271,12 @@ pub(super) struct Worker {
     pub copy: Option<super::checkpoint::Part>,
     /// The watermark of the last batch.
     pub watermark: i64,
-    /// The strings of the records this worker decodes, and how many of
-    /// them were handed on with earlier batches.
+    /// The strings of the records this worker decodes, how many of them
+    /// were handed on with earlier batches, and the worker owning each as
+    /// a key.
     scratch: Interner,
     shipped: usize,
+    owner_of: Vec<u16>,
 }
 
 impl Worker {
@@ -287,6 +318,7 @@ impl Worker {
             watermark: i64::MIN,
             scratch: Interner::default(),
             shipped: 0,
+            owner_of: Vec::new(),
         }
     }
 
@@ -329,14 +361,15 @@ impl Worker {
         if reset {
             self.scratch = Interner::default();
             self.shipped = 0;
+            self.owner_of.clear();
         }
         let tag = (self.me as u32) << DECODER_SHIFT;
         let workers = self.workers;
-        let scratch = &mut self.scratch;
+        let (scratch, known) = (&mut self.scratch, &mut self.owner_of);
         let decoded = range
             .map(|i| match decode_one(decoder, raw, i, scratch, clean) {
                 Decoded::Event(mut t, record, _) => {
-                    let owners = fields.owners(&t, scratch, workers);
+                    let owners = fields.owners(&t, scratch, workers, known);
                     t.map_syms(|s| if s == NONE { NONE } else { tag | s });
                     Decoded::Event(t, record, Some(owners))
                 }
