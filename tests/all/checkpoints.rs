@@ -242,7 +242,7 @@ fn file_input(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
         &config,
         format!(
             "[source]\nkind = \"file\"\npath = \"{}\"\n[dimensions]\ncustomers = \"{}\"\n\
-             merchants = \"{}\"\n[engine]\nbatch-size = 2048\n[checkpoint]\ninterval-ms = 100\n",
+             merchants = \"{}\"\n[engine]\nbatch-size = 2048\n[checkpoint]\ninterval-ms = 25\n",
             input.display(),
             customers.display(),
             merchants.display()

@@ -14,6 +14,8 @@ import java.util.Set;
 import org.apache.flink.api.common.RuntimeExecutionMode;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.serialization.SimpleStringEncoder;
+import org.apache.flink.api.common.state.MapState;
+import org.apache.flink.api.common.state.MapStateDescriptor;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
@@ -291,24 +293,30 @@ public class Pipelines {
     }
 
     /** Keeps the first event of each transaction id; later ones are dead letters. */
+    /**
+     * Drops repeated transaction ids. Keyed by customer (a transaction's
+     * repeats share its customer), so that each customer's events keep
+     * their file order at any parallelism.
+     */
     static class Dedup extends KeyedProcessFunction<String, Event, Event> {
-        transient ValueState<Boolean> seen;
+        transient MapState<String, Boolean> seen;
 
         @Override
         public void open(org.apache.flink.api.common.functions.OpenContext ctx) {
-            seen = getRuntimeContext().getState(new ValueStateDescriptor<>("seen", Types.BOOLEAN));
+            seen = getRuntimeContext().getMapState(
+                new MapStateDescriptor<>("seen", Types.STRING, Types.BOOLEAN));
         }
 
         @Override
         public void processElement(Event e, Context ctx, Collector<Event> out) throws Exception {
-            if (seen.value() != null) {
+            if (seen.contains(e.id)) {
                 ObjectNode dead = JSON.createObjectNode();
                 dead.put("reason", "duplicate");
                 dead.put("id", e.id);
                 ctx.output(DEAD, JSON.writeValueAsString(dead));
                 return;
             }
-            seen.update(true);
+            seen.put(e.id, true);
             out.collect(e);
         }
     }
@@ -648,6 +656,7 @@ public class Pipelines {
             + "JSON_OBJECT('LOW' VALUE SUM(CASE WHEN level = 'LOW' THEN 1 ELSE 0 END), "
             + "'MEDIUM' VALUE SUM(CASE WHEN level = 'MEDIUM' THEN 1 ELSE 0 END), "
             + "'HIGH' VALUE SUM(CASE WHEN level = 'HIGH' THEN 1 ELSE 0 END), "
+            + "'CRITICAL' VALUE SUM(CASE WHEN level = 'CRITICAL' THEN 1 ELSE 0 END), "
             + "'UNKNOWN' VALUE SUM(CASE WHEN level = 'UNKNOWN' THEN 1 ELSE 0 END)), "
             + score + ", " + score + " < 0.7 OR SUM(sanctions) > 0 FROM " + tumble("events", "rowtime", 30)
             + " GROUP BY customer_id, window_start, window_end");
@@ -675,7 +684,7 @@ public class Pipelines {
             FileSource.forRecordStreamFormat(new TextLineInputFormat(), new Path(input)).build(),
             WatermarkStrategy.noWatermarks(), "events");
         SingleOutputStreamOperator<Event> checked = raw.process(new Validate()).setParallelism(1);
-        SingleOutputStreamOperator<Event> events = checked.keyBy(e -> e.id).process(new Dedup());
+        SingleOutputStreamOperator<Event> events = checked.keyBy(e -> e.customer).process(new Dedup());
         checked.getSideOutput(DEAD).union(events.getSideOutput(DEAD)).sinkTo(lines(out + "/dead_letter"));
         events.keyBy(e -> e.customer).process(new Rules()).sinkTo(lines(out + "/alerts"));
 

@@ -546,7 +546,7 @@ impl DecodeConfig {
 }
 
 /// The most workers: one per key group.
-const KEY_GROUPS_MAX: usize = crate::engine::key::KEY_GROUPS as usize;
+const KEY_GROUPS_MAX: usize = crate::model::KEY_GROUPS as usize;
 
 /// Micro-batches, event time, dedup and run bounds.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -61,12 +61,7 @@ pub fn key_label(key_by: KeyBy, key: u32) -> Label {
     }
 }
 
-/// Keyed work is split into this many key groups, as Flink's default
-/// maximum parallelism: a key's group never changes, and each worker owns
-/// a contiguous range of groups, so the number of workers can change
-/// between runs (a checkpoint's keys go to the worker that owns their
-/// group now).
-pub const KEY_GROUPS: u32 = 128;
+pub use crate::model::KEY_GROUPS;
 
 /// Kafka's murmur2 hash (its default partitioner's): stable across
 /// versions, machines and languages.

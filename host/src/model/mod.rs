@@ -35,6 +35,13 @@ pub enum Format {
     Debezium,
 }
 
+/// Keyed work is split into this many key groups, as Flink's default
+/// maximum parallelism: a key's group never changes, and each worker owns
+/// a contiguous range of groups, so the number of workers can change
+/// between runs (a checkpoint's keys go to the worker that owns their
+/// group now). See `engine::key`.
+pub const KEY_GROUPS: u32 = 128;
+
 /// An interned string. `0` is the empty string and stands for "absent".
 pub type Sym = u32;
 

@@ -16,7 +16,7 @@
 //! handed to them once copied, after the results written so far, and lands
 //! in the same transactions.
 
-use super::worker::{interned, Worker, FIELDS};
+use super::worker::{interned, Part, Worker, FIELDS};
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
 use crate::engine::key::{key_label, owner};
@@ -69,14 +69,6 @@ struct Begun {
     parts: Vec<Option<Vec<Vec<u8>>>>,
     written: Vec<u64>,
     mark: Option<Mark>,
-}
-
-/// A worker's part of a snapshot begun, its keyed states still being
-/// copied.
-pub(super) struct Part {
-    writer: Writer,
-    /// The slots whose keyed state is being copied, and where each goes.
-    copies: Vec<(usize, usize)>,
 }
 
 /// The checkpoints of a run.

@@ -7,110 +7,16 @@
 
 use super::worker::{Work, Worker};
 use crate::engine::router;
-use crate::engine::window::{Fired, WindowLimits, WindowOperator};
-use crate::metrics::{Loaded, Metrics};
+use crate::engine::window::Fired;
 use crate::model::{ids, Interner, Txn};
 use crate::runtime::bindings::types::{Emit, KeyBy};
-use crate::runtime::{Rule, RuleError, RuleErrorKind};
-use crate::sink::{DeadLetter, Record, TableInfo};
-use crate::state::KeyedState;
-use rustc_hash::FxHashMap;
-use std::sync::Arc;
+use crate::runtime::{RuleError, RuleErrorKind};
+use crate::sink::{DeadLetter, Record};
 use std::time::Instant;
 
 /// The most event JSON one dead letter of a failed batch holds: with its
 /// envelope it stays under Kafka's default message size (1 MB).
 const DEAD_LETTER_EVENT_BYTES: usize = 512 * 1024;
-
-/// A rule set's output tables by name.
-pub(super) type Tables = FxHashMap<String, Arc<TableInfo>>;
-
-/// A running rule set with what the pipeline keeps for it.
-pub(super) struct Slot {
-    pub rule: Rule,
-    /// Its keyed state, lent to each call.
-    pub state: KeyedState,
-    pub windows: Vec<WindowOperator>,
-    pub tables: Tables,
-    /// Disabled through the admin API: not called, its state kept.
-    pub disabled: bool,
-}
-
-impl Slot {
-    pub fn new(rule: Rule, limits: WindowLimits) -> Self {
-        let tables = Self::tables_of(&rule);
-        let state = rule.new_state();
-        Self::with(rule, state, tables, limits)
-    }
-
-    pub fn with(rule: Rule, state: KeyedState, tables: Tables, limits: WindowLimits) -> Self {
-        Self {
-            windows: rule
-                .manifest()
-                .windows
-                .iter()
-                .map(|spec| WindowOperator::with_limits(spec, limits))
-                .collect(),
-            tables,
-            state,
-            rule,
-            disabled: false,
-        }
-    }
-
-    pub fn tables_of(rule: &Rule) -> Tables {
-        router::tables(&rule.manifest().tables)
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect()
-    }
-
-    /// Counts a failed call in the metrics.
-    fn note_failure(&mut self, metrics: &Metrics) {
-        let quarantined = self.rule.is_quarantined();
-        let last = self.rule.health().last_error.clone();
-        metrics.rule(self.rule.name(), self.rule.version(), |r| {
-            r.errors += 1;
-            r.quarantined = quarantined;
-            r.last_error = last;
-        });
-    }
-
-    /// The error a call gets instead of running while the rule set is
-    /// quarantined; none when it may run.
-    fn skip_if_quarantined(&mut self, metrics: &Metrics) -> Option<RuleError> {
-        let quarantined = self.rule.is_quarantined();
-        metrics.rule(self.rule.name(), self.rule.version(), |r| {
-            r.quarantined = quarantined;
-            if quarantined {
-                r.skipped += 1;
-            }
-        });
-        quarantined.then(|| RuleError {
-            rule: self.rule.name().to_string(),
-            kind: RuleErrorKind::Quarantined,
-            message: format!(
-                "skipped while quarantined after repeated failures (last: {})",
-                self.rule
-                    .health()
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("unknown")
-            ),
-        })
-    }
-}
-
-/// What the metrics and the admin API say of a loaded rule set.
-pub(super) fn loaded(rule: &Rule) -> Loaded<'_> {
-    Loaded {
-        name: rule.name(),
-        version: rule.version(),
-        hash: rule.hash(),
-        label: rule.label(),
-        path: rule.path(),
-    }
-}
 
 /// What a call is given.
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@
 //! with the next event. Output tables must keep their columns and key (the
 //! databases' tables are created and checked at start).
 
-use super::rules::{loaded, Slot, Tables};
+use super::slot::{loaded, Slot, Tables};
 use super::worker::{Fields, Worker};
 use super::{Pipeline, PipelineError};
 use crate::engine::control::{Outcome, Refusal, Update};

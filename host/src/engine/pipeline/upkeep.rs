@@ -2,21 +2,12 @@
 //! strings released, keyed state held to its ceiling and expired, dedup
 //! ids forgotten) and the gauges the metrics show.
 
-use super::worker::Worker;
+use super::worker::{Gauges, Worker};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// The interner is swept once it holds this many strings and twice as
-/// many as after the last sweep: a sweep walks every open window, so it
-/// runs about once per as many new strings as are held.
-pub(super) const SWEEP_AT_LEAST: usize = 1 << 16;
-
 /// Keyed-state expiry walks every key, so it runs once per this many batches.
 pub(super) const EXPIRE_EVERY: u64 = 64;
-
-/// Per rule set: name, version, keys, bytes of keyed state, bytes of
-/// instance memory.
-pub(super) type Gauges = Vec<(String, String, u64, u64, u64)>;
 
 impl Worker {
     /// The upkeep after a batch, at `watermark`; with `expire`, keyed
@@ -43,7 +34,7 @@ impl Worker {
             }
             let released = self.strings.sweep(&marks);
             self.forget_released(&marks);
-            self.sweep_at = SWEEP_AT_LEAST.max(2 * self.strings.held());
+            self.sweep_at = super::worker::SWEEP_AT_LEAST.max(2 * self.strings.held());
             tracing::debug!(
                 worker = self.me,
                 released,

@@ -15,11 +15,12 @@
 //! a batch come with the batch's strings, which each worker interns.
 
 use super::ingest::{decode_one, Decoded, Owners};
-use super::rules::Slot;
+use super::slot::Slot;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
 use crate::engine::key::{event_owner, key_of};
+use crate::engine::snapshot::Writer;
 use crate::engine::window::encode::WindowBatchBuilder;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
 use crate::metrics::Metrics;
@@ -57,6 +58,23 @@ fn field(key_by: KeyBy) -> usize {
         KeyBy::HourOfDay => 5,
         KeyBy::Global => 6,
     }
+}
+
+/// The interner is swept once it holds this many strings and twice as
+/// many as after the last sweep: a sweep walks every open window, so it
+/// runs about once per as many new strings as are held.
+pub(super) const SWEEP_AT_LEAST: usize = 1 << 16;
+
+/// Per rule set: name, version, keys, bytes of keyed state, bytes of
+/// instance memory.
+pub(super) type Gauges = Vec<(String, String, u64, u64, u64)>;
+
+/// A worker's part of a snapshot begun, its keyed states still being
+/// copied.
+pub(super) struct Part {
+    pub writer: Writer,
+    /// The slots whose keyed state is being copied, and where each goes.
+    pub copies: Vec<(usize, usize)>,
 }
 
 /// Whether a field's keys are interned strings (the others are numbers).
@@ -226,7 +244,7 @@ pub(super) struct Done {
     pub strings_released: u64,
     /// Per rule set, after an expiry: name, version, keys, bytes of keyed
     /// state, bytes of instance memory.
-    pub gauges: super::upkeep::Gauges,
+    pub gauges: Gauges,
     /// Its part of a checkpoint, once copied.
     pub part: Option<Vec<Vec<u8>>>,
 }
@@ -268,7 +286,7 @@ pub(super) struct Worker {
     decoded_strings: Vec<Vec<Box<str>>>,
     maps: Vec<Vec<Sym>>,
     /// Its part of a checkpoint being copied.
-    pub copy: Option<super::checkpoint::Part>,
+    pub copy: Option<Part>,
     /// The watermark of the last batch.
     pub watermark: i64,
     /// The strings of the records this worker decodes, how many of them
@@ -311,7 +329,7 @@ impl Worker {
             out: Vec::new(),
             warned_full: None,
             warned_shed: None,
-            sweep_at: super::upkeep::SWEEP_AT_LEAST,
+            sweep_at: SWEEP_AT_LEAST,
             decoded_strings: vec![Vec::new(); workers],
             maps: vec![Vec::new(); workers],
             copy: None,
