@@ -9,8 +9,9 @@
 //!
 //! Throughput: `EDGE_BENCH_KAFKA_EVENTS` (default 200,000) generated records
 //! are produced first, then edge reads them with the five rule sets and
-//! writes every table and the alerts to Kafka; events/s is over edge's wall
-//! time, events/s per core over the CPU time of the process.
+//! writes every table and the alerts to Kafka, with one worker and then two;
+//! events/s is over edge's wall time, events/s per core over the CPU time
+//! of the process.
 //!
 //! Latency: a producer sends records at `EDGE_BENCH_KAFKA_RATE` events/s
 //! (default 20,000) for `EDGE_BENCH_KAFKA_SECS` seconds (default 20) while
@@ -192,21 +193,31 @@ fn main() {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(120)).expect("flush");
-    let mut c = config(&brokers, &topic, &format!("bench{run}.t"), out.path());
-    c.engine.max_events = events;
-    let cpu = cpu_seconds();
-    let started = Instant::now();
-    let summary = edge::app::run(&c, Arc::new(AtomicBool::new(false))).expect("edge run");
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
-    println!(
-        "kafka/throughput: {} records in {wall:.2} s wall, {cpu:.2} s CPU: {:.0} events/s, {:.0} events/s per CPU-second ({} alerts, {} rows to Kafka)",
-        summary.records,
-        summary.events as f64 / wall,
-        summary.events as f64 / cpu.max(1e-9),
-        summary.alerts,
-        summary.rows
-    );
+    // One process with one worker, then with two (each in a group of its
+    // own, reading the topic from its start); the broker shares the cores.
+    for workers in [1, 2] {
+        let mut c = config(
+            &brokers,
+            &topic,
+            &format!("bench{run}.t{workers}"),
+            out.path(),
+        );
+        c.engine.max_events = events;
+        c.engine.workers = workers;
+        let cpu = cpu_seconds();
+        let started = Instant::now();
+        let summary = edge::app::run(&c, Arc::new(AtomicBool::new(false))).expect("edge run");
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
+        println!(
+            "kafka/throughput, {workers} worker(s): {} records in {wall:.2} s wall, {cpu:.2} s CPU: {:.0} events/s, {:.0} events/s per CPU-second ({} alerts, {} rows to Kafka)",
+            summary.records,
+            summary.events as f64 / wall,
+            summary.events as f64 / cpu.max(1e-9),
+            summary.alerts,
+            summary.rows
+        );
+    }
 
     // Latency at a fixed rate.
     let rate = env("EDGE_BENCH_KAFKA_RATE", 20_000);
