@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"EDGECKPT";
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 8 + 32;
 
 /// A directory of snapshots.

@@ -7,6 +7,7 @@
 //!
 //! | part | form |
 //! |---|---|
+//! | layout | `u32` `0xFFFFFFFF`, then the layout: 2 (layout 1, before workers, began with the source and held the strings and rule sets of one worker between the watermark and the dedup ids, and after them; it is read as one worker's part) |
 //! | source | text: the source's name |
 //! | taken at | `i64`: wall time, ms since the epoch |
 //! | records | `u64`: records read so far |
@@ -36,6 +37,13 @@
 
 use crate::codec::{self, end_section, start_section, Put, Reader};
 use crate::source::Position;
+
+/// The first `u32` of a payload of layout 2 or later, then its layout (a
+/// payload of layout 1 starts with the length of the source's name).
+const LAYOUT_MARK: u32 = u32::MAX;
+
+/// The payload layout this build writes: with a part per worker.
+const LAYOUT: u32 = 2;
 
 /// One rule set's part of a snapshot, as read back.
 pub struct RuleSnapshot<'a> {
@@ -133,6 +141,8 @@ impl Writer {
     /// A snapshot of a run of `source`, `records` read, at `position`.
     pub fn new(source: &str, records: u64, position: Option<&Position>) -> Self {
         let mut out = Vec::with_capacity(1 << 16);
+        out.put_u32(LAYOUT_MARK);
+        out.put_u32(LAYOUT);
         out.put_str(source);
         out.put_i64(chrono::Utc::now().timestamp_millis());
         out.put_u64(records);
@@ -197,35 +207,7 @@ impl Writer {
 impl<'a> Part<'a> {
     fn read(mut r: Reader<'a>) -> Result<Self, codec::Error> {
         let strings = r.section("interned strings")?;
-        r.reading("rule sets");
-        let n = r.len(8)?;
-        let mut rules = Vec::with_capacity(n);
-        for _ in 0..n {
-            r.reading("rule set header");
-            let name = r.str()?.to_string();
-            let version = r.str()?.to_string();
-            let hash = r.str()?.to_string();
-            let state_key = r.str()?.to_string();
-            let parked = r.u8()? & 1 != 0;
-            let state = r.section("keyed state")?;
-            r.reading("window specs");
-            let specs = r.len(20)?;
-            let mut windows = Vec::with_capacity(specs);
-            for _ in 0..specs {
-                let spec = r.str()?.to_string();
-                let fingerprint = r.u64()?;
-                windows.push((spec, fingerprint, r.section("open windows")?));
-            }
-            rules.push(RuleSnapshot {
-                name,
-                version,
-                hash,
-                state_key,
-                parked,
-                state,
-                windows,
-            });
-        }
+        let rules = read_rules(&mut r)?;
         if !r.is_empty() {
             return Err(format!("{} bytes follow the last rule set", r.rest().len()));
         }
@@ -233,10 +215,60 @@ impl<'a> Part<'a> {
     }
 }
 
+/// A list of rule sets' parts.
+fn read_rules<'a>(r: &mut Reader<'a>) -> Result<Vec<RuleSnapshot<'a>>, codec::Error> {
+    r.reading("rule sets");
+    let n = r.len(8)?;
+    let mut rules = Vec::with_capacity(n);
+    for _ in 0..n {
+        r.reading("rule set header");
+        let name = r.str()?.to_string();
+        let version = r.str()?.to_string();
+        let hash = r.str()?.to_string();
+        let state_key = r.str()?.to_string();
+        let parked = r.u8()? & 1 != 0;
+        let state = r.section("keyed state")?;
+        r.reading("window specs");
+        let specs = r.len(20)?;
+        let mut windows = Vec::with_capacity(specs);
+        for _ in 0..specs {
+            let spec = r.str()?.to_string();
+            let fingerprint = r.u64()?;
+            windows.push((spec, fingerprint, r.section("open windows")?));
+        }
+        rules.push(RuleSnapshot {
+            name,
+            version,
+            hash,
+            state_key,
+            parked,
+            state,
+            windows,
+        });
+    }
+    Ok(rules)
+}
+
 impl<'a> Snapshot<'a> {
     /// Reads a payload's layout (the parts are decoded by their owners).
+    /// A payload of the first layout (before workers: one set of strings
+    /// and rule sets) reads as one worker's part.
     pub fn read(payload: &'a [u8]) -> Result<Self, codec::Error> {
         let mut r = Reader::new(payload, "checkpoint header");
+        let first = payload
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let layout = if first == Some(LAYOUT_MARK) {
+            r.u32()?;
+            r.u32()?
+        } else {
+            1
+        };
+        if layout != 1 && layout != LAYOUT {
+            return Err(format!(
+                "payload layout {layout}; this edge reads layouts 1 to {LAYOUT}"
+            ));
+        }
         let source = r.str()?.to_string();
         let taken_at = r.i64()?;
         let records = r.u64()?;
@@ -248,13 +280,24 @@ impl<'a> Snapshot<'a> {
             _ => Some(Position::read_snapshot(&mut r)?),
         };
         let watermark = r.section("watermark")?;
-        let dedup = r.section("dedup ids")?;
-        r.reading("workers");
-        let n = r.len(8)?;
-        let mut parts = Vec::with_capacity(n);
-        for _ in 0..n {
-            parts.push(Part::read(r.section("a worker's part")?)?);
-        }
+        let mut parts = Vec::new();
+        let dedup = if layout == 1 {
+            let strings = r.section("interned strings")?;
+            let dedup = r.section("dedup ids")?;
+            parts.push(Part {
+                strings,
+                rules: read_rules(&mut r)?,
+            });
+            dedup
+        } else {
+            let dedup = r.section("dedup ids")?;
+            r.reading("workers");
+            let n = r.len(8)?;
+            for _ in 0..n {
+                parts.push(Part::read(r.section("a worker's part")?)?);
+            }
+            dedup
+        };
         if !r.is_empty() {
             return Err(format!("{} bytes follow the last part", r.rest().len()));
         }
@@ -349,5 +392,72 @@ fn time_text(t: i64) -> String {
         i64::MIN => "none yet".into(),
         i64::MAX => "closed".into(),
         t => crate::model::iso_time(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Interner;
+    use crate::state::KeyedState;
+
+    fn section(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = start_section(out);
+        write(out);
+        end_section(out, at);
+    }
+
+    #[test]
+    fn a_payload_of_the_first_layout_reads_as_one_workers_part() {
+        let mut strings = Interner::default();
+        strings.intern("CUST_1");
+        let mut state = KeyedState::new(0);
+        state.set("CUST_1", vec![7], 1);
+        // Layout 1: no mark; the strings between the watermark and the
+        // dedup ids, the rule sets after them.
+        let mut out = Vec::new();
+        out.put_str("file:events.jsonl");
+        out.put_i64(0);
+        out.put_u64(42);
+        out.put_u8(0);
+        section(&mut out, |o| {
+            o.put_i64(1_000);
+            o.put_len(0);
+        });
+        section(&mut out, |o| strings.write_snapshot(o));
+        section(&mut out, |o| o.put_len(0));
+        out.put_len(1);
+        for text in ["fraud", "1.0.0", "abcd", "customer"] {
+            out.put_str(text);
+        }
+        out.put_u8(0);
+        section(&mut out, |o| state.write_snapshot(o));
+        out.put_len(0);
+
+        let read = Snapshot::read(&out).unwrap();
+        assert_eq!(
+            (read.source.as_str(), read.records),
+            ("file:events.jsonl", 42)
+        );
+        assert_eq!(read.parts.len(), 1);
+        let rule = &read.parts[0].rules[0];
+        assert_eq!((rule.name.as_str(), rule.keys().unwrap()), ("fraud", 1));
+        let back = Interner::read_snapshot(&mut read.parts[0].strings.clone()).unwrap();
+        assert_eq!(back.resolve(1), "CUST_1");
+
+        // The current layout is marked, and a later one is refused.
+        let mut w = Writer::new("file:events.jsonl", 42, None);
+        w.section(|o| {
+            o.put_i64(1_000);
+            o.put_len(0);
+        });
+        w.section(|o| o.put_len(0));
+        w.parts(Vec::new());
+        let payload: Vec<u8> = w.finish().concat();
+        assert_eq!(Snapshot::read(&payload).unwrap().parts.len(), 0);
+        let mut later = payload.clone();
+        later[4..8].copy_from_slice(&3u32.to_le_bytes());
+        let error = Snapshot::read(&later).err().unwrap();
+        assert!(error.contains("layout 3"), "{error}");
     }
 }

@@ -479,6 +479,13 @@ pub(super) fn state_field(manifest: &Manifest) -> Option<KeyBy> {
     })
 }
 
+/// Whether a checkpoint's state key text and a rule set's name the same
+/// key: the same text, or "window keys" (written before the field was
+/// named) and the window keys of any field.
+fn same_key(checkpoint: &str, now: &str) -> bool {
+    checkpoint == now || (checkpoint == "window keys" && now.starts_with("window keys"))
+}
+
 /// The field of a checkpoint's state key text (see [`state_key`]).
 fn field_of(text: &str) -> Option<KeyBy> {
     let name = text.strip_prefix("window keys by ").unwrap_or(text);
@@ -580,9 +587,16 @@ impl Worker {
         for (name, parts) in rules {
             let (me, workers) = (self.me, self.workers);
             let first = parts[0].1;
-            let field = field_of(&first.state_key);
-            let keep = |key: &str| field.is_none_or(|k| owner(k, key, workers) == me);
+            // A key goes to the worker owning its group; keys of no known
+            // field to the first worker.
+            let keeper = |field: Option<KeyBy>| {
+                move |key: &str| match field {
+                    Some(k) => owner(k, key, workers) == me,
+                    None => me == 0,
+                }
+            };
             let Some(i) = self.slots.iter().position(|s| s.rule.name() == name) else {
+                let keep = keeper(field_of(&first.state_key));
                 let mut state = KeyedState::new(0);
                 let (mut keys, mut open) = (0, 0);
                 for (_, rule) in &parts {
@@ -603,7 +617,8 @@ impl Worker {
             let slot = &mut self.slots[i];
             let manifest = slot.rule.manifest();
             let key = state_key(manifest);
-            if first.parked || first.state_key == key {
+            if first.parked || same_key(&first.state_key, &key) {
+                let keep = keeper(state_field(manifest));
                 let mut state = KeyedState::new(0);
                 for (_, rule) in &parts {
                     state.read_snapshot_into(&mut rule.state.clone(), keep)?;
