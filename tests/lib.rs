@@ -129,6 +129,41 @@ pub fn gen_events(path: &Path, n: usize, seed: u64) -> Vec<String> {
     lines
 }
 
+/// `edge gen` traffic with dirty records (`gen` adds its flags: seed,
+/// events, ...) in `dir/events.jsonl`, with its customers and merchants,
+/// and a config in `dir/edge.toml` reading that file with those
+/// dimensions, followed by `more` (TOML sections); returns the config.
+pub fn file_with_dimensions(dir: &Path, gen: &[&str], more: &str) -> PathBuf {
+    let input = dir.join("events.jsonl");
+    let (customers, merchants) = (dir.join("customers.jsonl"), dir.join("merchants.jsonl"));
+    let status = std::process::Command::new(edge_bin())
+        .args(["gen", "--rate", "0", "--dirty", "0.02"])
+        .args(gen)
+        .arg("--out")
+        .arg(&input)
+        .arg("--customers-out")
+        .arg(&customers)
+        .arg("--merchants-out")
+        .arg(&merchants)
+        .env("EDGE_LOG", "warn")
+        .status()
+        .expect("edge gen");
+    assert!(status.success(), "edge gen failed");
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"file\"\npath = \"{}\"\n[dimensions]\ncustomers = \"{}\"\n\
+             merchants = \"{}\"\n{more}",
+            input.display(),
+            customers.display(),
+            merchants.display()
+        ),
+    )
+    .expect("writing the config");
+    config
+}
+
 /// Database servers of a test's own, to stop and start again.
 pub mod servers {
     use std::path::Path;

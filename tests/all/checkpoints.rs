@@ -223,32 +223,11 @@ fn run_args(rules: &[&str], config: &Path, out: &Path) -> Vec<String> {
 /// and merchants: `(events file, config file)` for a file source.
 fn file_input(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
     let input = dir.join("events.jsonl");
-    let (customers, merchants) = (dir.join("customers.jsonl"), dir.join("merchants.jsonl"));
-    let status = Command::new(edge_bin())
-        .args(["gen", "--rate", "0", "--dirty", "0.02", "--seed", "21"])
-        .args(["--events", &events.to_string()])
-        .arg("--out")
-        .arg(&input)
-        .arg("--customers-out")
-        .arg(&customers)
-        .arg("--merchants-out")
-        .arg(&merchants)
-        .env("EDGE_LOG", "warn")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let config = dir.join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"file\"\npath = \"{}\"\n[dimensions]\ncustomers = \"{}\"\n\
-             merchants = \"{}\"\n[engine]\nbatch-size = 2048\n[checkpoint]\ninterval-ms = 25\n",
-            input.display(),
-            customers.display(),
-            merchants.display()
-        ),
-    )
-    .unwrap();
+    let config = edge_tests::file_with_dimensions(
+        dir,
+        &["--seed", "21", "--events", &events.to_string()],
+        "[engine]\nbatch-size = 2048\n[checkpoint]\ninterval-ms = 25\n",
+    );
     (input, config)
 }
 

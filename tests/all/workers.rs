@@ -26,37 +26,12 @@ fn sorted_outputs(dir: &Path) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn one_two_and_four_workers_give_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.jsonl");
-    let (customers, merchants) = (
-        dir.path().join("customers.jsonl"),
-        dir.path().join("merchants.jsonl"),
-    );
-    let status = Command::new(edge_bin())
-        .args(["gen", "--rate", "0", "--dirty", "0.02", "--seed", "5"])
-        .args(["--events", "80000", "--fraud", "0.05"])
-        .arg("--out")
-        .arg(&input)
-        .arg("--customers-out")
-        .arg(&customers)
-        .arg("--merchants-out")
-        .arg(&merchants)
-        .env("EDGE_LOG", "warn")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let config = dir.path().join("edge.toml");
     // Small batches: many batch boundaries, windows firing across them.
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"file\"\npath = \"{}\"\n[dimensions]\ncustomers = \"{}\"\n\
-             merchants = \"{}\"\n[engine]\nbatch-size = 1000\n",
-            input.display(),
-            customers.display(),
-            merchants.display()
-        ),
-    )
-    .unwrap();
+    let config = edge_tests::file_with_dimensions(
+        dir.path(),
+        &["--seed", "5", "--events", "80000", "--fraud", "0.05"],
+        "[engine]\nbatch-size = 1000\n",
+    );
     let run = |workers: usize| {
         let out = dir.path().join(format!("out{workers}"));
         let mut args: Vec<String> = vec!["run".into()];

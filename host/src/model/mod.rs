@@ -228,16 +228,6 @@ impl Interner {
         self.released
     }
 
-    /// Hands over every string, by symbol, and starts empty: the strings of
-    /// one batch, sent with its events to interners on other threads.
-    pub fn take_strings(&mut self) -> Vec<Box<str>> {
-        self.table.clear();
-        self.free.clear();
-        let strings = std::mem::take(&mut self.strings);
-        self.intern("");
-        strings
-    }
-
     /// The strings of the symbols from `from` on, in order (symbols are
     /// given out in order until a sweep).
     pub fn strings_from(&self, from: usize) -> &[Box<str>] {

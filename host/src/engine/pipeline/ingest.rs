@@ -105,11 +105,18 @@ impl Ingest {
         events: &mut Events,
     ) -> u64 {
         let first = self.header(raw, out);
-        let clean = self.clean_out;
-        let decoder = &self.decoder;
+        // Each record decoded as it is taken: no batch of decoded records.
+        let (decoder, clean) = (&self.decoder, self.clean_out);
         let decoded = (first..raw.len()).map(|i| decode_one(decoder, raw, i, strings, clean));
-        let decoded: Vec<Decoded> = decoded.collect();
-        self.take(raw, first, decoded, out, events)
+        take(
+            &mut self.dedup,
+            self.raw_out,
+            raw,
+            first,
+            decoded,
+            out,
+            events,
+        )
     }
 
     /// Takes a CSV source's header line, the first record read; returns
@@ -154,45 +161,67 @@ impl Ingest {
         out: &mut Out<'_>,
         events: &mut Events,
     ) -> u64 {
-        let partitioned = raw.has_parts();
-        let mut records = 0;
-        for (i, d) in (first..raw.len()).zip(decoded) {
-            let (bytes, position) = raw.get(i);
-            let part = partitioned.then(|| raw.part(i));
-            records += 1;
-            Metrics::inc(&out.metrics.records);
-            if self.raw_out {
-                emit_raw(out, bytes, position, part);
-            }
-            match d {
-                Decoded::Skipped => Metrics::inc(&out.metrics.skipped),
-                Decoded::Event(t, clean, owners) => {
-                    if self.dedup.insert(&t.id, t.event_time) {
-                        if let Some(record) = clean {
-                            out.records.push(Record::Clean(*record));
-                        }
-                        events.txns.push(t);
-                        events.parts.push(part.unwrap_or(0));
-                        if let Some(owners) = owners {
-                            events.owners.push(owners);
-                        }
-                    } else {
-                        Metrics::inc(&out.metrics.duplicates);
-                        let reject = Reject::new(
-                            RejectCode::Duplicate,
-                            format!(
-                                "transaction_id {} was already seen within the dedup horizon",
-                                t.id
-                            ),
-                        );
-                        reject_record(out, reject, bytes, position, part);
-                    }
-                }
-                Decoded::Rejected(reject) => reject_record(out, reject, bytes, position, part),
-            }
-        }
-        records
+        take(
+            &mut self.dedup,
+            self.raw_out,
+            raw,
+            first,
+            decoded,
+            out,
+            events,
+        )
     }
+}
+
+/// [`Ingest::take`], over the parts of the ingest stage it needs (so that
+/// records may be decoded while they are taken).
+fn take(
+    dedup: &mut Dedup,
+    raw_out: bool,
+    raw: &RecordBatch,
+    first: usize,
+    decoded: impl IntoIterator<Item = Decoded>,
+    out: &mut Out<'_>,
+    events: &mut Events,
+) -> u64 {
+    let partitioned = raw.has_parts();
+    let mut records = 0;
+    for (i, d) in (first..raw.len()).zip(decoded) {
+        let (bytes, position) = raw.get(i);
+        let part = partitioned.then(|| raw.part(i));
+        records += 1;
+        Metrics::inc(&out.metrics.records);
+        if raw_out {
+            emit_raw(out, bytes, position, part);
+        }
+        match d {
+            Decoded::Skipped => Metrics::inc(&out.metrics.skipped),
+            Decoded::Event(t, clean, owners) => {
+                if dedup.insert(&t.id, t.event_time) {
+                    if let Some(record) = clean {
+                        out.records.push(Record::Clean(*record));
+                    }
+                    events.txns.push(t);
+                    events.parts.push(part.unwrap_or(0));
+                    if let Some(owners) = owners {
+                        events.owners.push(owners);
+                    }
+                } else {
+                    Metrics::inc(&out.metrics.duplicates);
+                    let reject = Reject::new(
+                        RejectCode::Duplicate,
+                        format!(
+                            "transaction_id {} was already seen within the dedup horizon",
+                            t.id
+                        ),
+                    );
+                    reject_record(out, reject, bytes, position, part);
+                }
+            }
+            Decoded::Rejected(reject) => reject_record(out, reject, bytes, position, part),
+        }
+    }
+    records
 }
 
 /// What decoding one record gave.

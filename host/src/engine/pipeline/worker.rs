@@ -567,34 +567,23 @@ impl Workers {
     /// an `R` (jobs of different kinds may be answered in another order
     /// than they were sent; those of one kind are answered in order).
     pub fn recv<R: 'static>(&mut self, i: usize) -> R {
-        let (stash, thread) = match self {
-            Self::Inline { replies, .. } => (replies, None),
+        match self {
+            Self::Inline { replies, .. } => take_stashed(replies)
+                .unwrap_or_else(|| panic!("worker {i} was asked for a reply it does not owe")),
             Self::Threads(threads) => {
                 let t = &mut threads[i];
-                (&mut t.stash, Some((&t.replies, &mut t.handle, &mut t.jobs)))
-            }
-        };
-        if let Some(at) = stash.iter().position(|r| r.is::<R>()) {
-            if let Some(Ok(r)) = stash.remove(at).map(|r| r.downcast::<R>()) {
-                return *r;
-            }
-        }
-        let Some((replies, handle, jobs)) = thread else {
-            panic!("worker {i} was asked for a reply it does not owe");
-        };
-        loop {
-            let Ok(reply) = replies.recv() else {
-                *jobs = None;
-                if let Some(handle) = handle.take() {
-                    if let Err(panic) = handle.join() {
-                        std::panic::resume_unwind(panic);
+                if let Some(r) = take_stashed(&mut t.stash) {
+                    return r;
+                }
+                loop {
+                    let Ok(reply) = t.replies.recv() else {
+                        t.died(i)
+                    };
+                    match reply.downcast::<R>() {
+                        Ok(r) => return *r,
+                        Err(other) => t.stash.push_back(other),
                     }
                 }
-                panic!("worker {i} stopped");
-            };
-            match reply.downcast::<R>() {
-                Ok(r) => return *r,
-                Err(other) => stash.push_back(other),
             }
         }
     }
@@ -609,6 +598,12 @@ impl Workers {
         }
         (0..self.len()).map(|i| self.recv(i)).collect()
     }
+}
+
+/// The oldest reply in `stash` that is an `R`, taken out.
+fn take_stashed<R: 'static>(stash: &mut VecDeque<Reply>) -> Option<R> {
+    let at = stash.iter().position(|r| r.is::<R>())?;
+    stash.remove(at)?.downcast::<R>().ok().map(|r| *r)
 }
 
 impl Thread {
