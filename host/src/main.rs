@@ -134,6 +134,12 @@ struct RunArgs {
     /// are the same for any number. A checkpoint restores with any number.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// The order a key's events reach the rule sets: as read (arrival), or
+    /// by event time once the watermark passes them (event-time: the same
+    /// results whatever the partitioning or the number of members, alerts
+    /// later by up to the out-of-orderness bound).
+    #[arg(long, value_enum)]
+    order: Option<edge::config::Order>,
     /// Live console summary.
     #[arg(long, value_enum)]
     console: Option<Console>,
@@ -255,6 +261,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.workers {
         config.engine.workers = n;
+    }
+    if let Some(order) = args.order {
+        config.engine.order = order;
     }
     if let Some(n) = args.batch_size {
         config.engine.batch_size = n;

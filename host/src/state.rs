@@ -220,6 +220,16 @@ impl KeyedState {
         }
     }
 
+    /// Keeps only the keys `keep` picks; returns how many were dropped.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<u32> = (self.slab.iter())
+            .filter(|(_, e)| !keep(&e.key))
+            .map(|(i, _)| i as u32)
+            .collect();
+        gone.iter().for_each(|&i| self.remove(i));
+        gone.len()
+    }
+
     /// Deletes a key.
     pub fn delete(&mut self, key: &str) {
         if let Some(h) = self.find(key) {

@@ -398,6 +398,12 @@ dead_letter = ["kafka", "jsonl"]
 /// a batch would miss the rest of it. With Apache Kafka any offset works; the
 /// tests that resume mid-stream produce this way.
 pub(crate) fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
+    produce_file_keyed(brokers, topic, file, "customer_id")
+}
+
+/// Produces each line of `file` to `topic` (four partitions), keyed by its
+/// field `key` (Kafka's partitioner then spreads the keys).
+pub(crate) fn produce_file_keyed(brokers: &str, topic: &str, file: &Path, key: &str) -> usize {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let kafka = edge::config::KafkaConfig {
         brokers: brokers.to_string(),
@@ -417,7 +423,7 @@ pub(crate) fn produce_file(brokers: &str, topic: &str, file: &Path) -> usize {
     for line in body.split(|b| *b == b'\n') {
         let key = serde_json::from_slice::<serde_json::Value>(line)
             .ok()
-            .and_then(|v| v["customer_id"].as_str().map(String::from))
+            .and_then(|v| v[key].as_str().map(String::from))
             .unwrap_or_default();
         let mut record = BaseRecord::to(topic).key(&key).payload(line);
         loop {

@@ -11,4 +11,5 @@ mod outages;
 mod postgres;
 mod reload;
 mod rule_sets;
+mod scale_out;
 mod workers;

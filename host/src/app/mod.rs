@@ -194,6 +194,11 @@ pub fn run_with_metrics(
     if rules.is_empty() {
         bail!("every rule set is disabled in the config; nothing to run");
     }
+    let routed = config.source.repartition.then(|| {
+        let manifests: Vec<_> = rules.iter().map(Rule::manifest).collect();
+        let extra = config.source.routed_fields().unwrap_or_default();
+        crate::source::repartition::fields_of(&manifests, &extra)
+    });
     let (source, resume) = steps::open_source(config, generator, &dims)?;
     let decoder =
         Decoder::new(config.source.format(), &config.decode).map_err(anyhow::Error::msg)?;
@@ -205,9 +210,12 @@ pub fn run_with_metrics(
         out = %config.output.dir.display(),
         "edge running"
     );
-    let resumable = source.position().is_some();
+    // A member of a repartitioned group rebuilds its keys from the offsets
+    // settled in the repartition topic.
+    let resumable = source.position().is_some() && routed.is_none();
     let files = steps::rule_files(&rules);
     let router = Router::routed(sinks, config.output.clone(), metrics.clone());
+    let first_stage = decoder.clone();
     let mut pipeline = Pipeline::new(
         config.engine.clone(),
         source,
@@ -215,8 +223,34 @@ pub fn run_with_metrics(
         rules,
         router,
         metrics.clone(),
-        stop,
+        stop.clone(),
     )?;
+    let repartitioner = match routed {
+        Some(fields) => {
+            let partitions = config.source.repartition_partitions;
+            pipeline.repartitioned(partitions as usize, fields.clone())?;
+            tracing::info!(
+                topic = %crate::source::repartition::topic(&config.source.group),
+                partitions,
+                by = %fields.iter().map(|&k| crate::runtime::manifest::key_name(k)).collect::<Vec<_>>().join(","),
+                "repartitioning: this member copies the records it reads by key, and runs the \
+                 rule sets on the partitions of the repartition topic it is given"
+            );
+            let plan = crate::source::repartition::Plan { fields, partitions };
+            Some(
+                crate::source::repartition::Repartitioner::start(
+                    &config.kafka,
+                    &config.source,
+                    &config.engine,
+                    first_stage,
+                    plan,
+                    stop.clone(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => None,
+    };
     if config.postgres.exactly_once {
         pipeline.store_offsets_in_sinks();
     }
@@ -229,7 +263,9 @@ pub fn run_with_metrics(
         steps::Services::start(config, runtime, files, updates, &metrics, admin_listener)?;
     let result = pipeline.run();
     services.stop_console();
+    let copied = repartitioner.map_or(Ok(()), |r| r.stop());
     let summary = result?;
+    copied.map_err(anyhow::Error::msg)?;
     steps::report(config, &metrics, &summary);
     Ok(summary)
 }

@@ -75,8 +75,12 @@ pub(super) fn open_source(
             Resume::default(),
         ),
         (SourceKind::Kafka, _) => {
-            let mut kafka =
-                KafkaSource::connect(&config.kafka, &config.source).map_err(anyhow::Error::msg)?;
+            let mut kafka = if config.source.repartition {
+                KafkaSource::connect_repartitioned(&config.kafka, &config.source)
+            } else {
+                KafkaSource::connect(&config.kafka, &config.source)
+            }
+            .map_err(anyhow::Error::msg)?;
             let mut resume = Resume::default();
             if config.postgres.exactly_once {
                 let (postgres, group) = (&config.postgres, &config.source.group);

@@ -326,6 +326,20 @@ pub struct SourceConfig {
     /// For `kafka`: where a group without committed offsets starts,
     /// `earliest` or `latest`.
     pub start: KafkaStart,
+    /// For `kafka`: scale out across processes. Each member copies the
+    /// records it reads to the topic `<group>.repartition`, one copy per
+    /// partition its keys belong to, and runs the rule sets on the
+    /// partitions of that topic the group `<group>.keyed` gives it, so that
+    /// the members' results are one process's whatever the source topic
+    /// is keyed by.
+    pub repartition: bool,
+    /// Partitions of the repartition topic (the most members that share
+    /// the keyed work); at most 128.
+    pub repartition_partitions: i32,
+    /// Fields to route by beside those the rule sets key by at start
+    /// (`customer`, `merchant`, `account`, `country`, `kind`,
+    /// `hour-of-day`, `global`), for rule sets loaded later.
+    pub repartition_by: Vec<String>,
 }
 
 impl Default for SourceConfig {
@@ -337,6 +351,9 @@ impl Default for SourceConfig {
             topics: Vec::new(),
             group: "edge".into(),
             start: KafkaStart::Earliest,
+            repartition: false,
+            repartition_partitions: 16,
+            repartition_by: Vec::new(),
         }
     }
 }
@@ -364,6 +381,23 @@ pub enum SourceKind {
 }
 
 impl SourceConfig {
+    /// The fields of `repartition-by`.
+    pub fn routed_fields(&self) -> Result<Vec<crate::runtime::bindings::types::KeyBy>, String> {
+        use crate::engine::key::FIELDS;
+        use crate::runtime::manifest::key_name;
+        (self.repartition_by.iter())
+            .map(|name| {
+                (FIELDS.into_iter().find(|&k| key_name(k) == name)).ok_or_else(|| {
+                    let known: Vec<&str> = FIELDS.into_iter().map(key_name).collect();
+                    format!(
+                        "unknown field {name:?}; the fields are {}",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Parses the `--source` shorthand, `gen`, `file:PATH` or
     /// `kafka://BROKERS/TOPIC[,TOPIC]`, over `self` (the file's settings):
     /// returns the brokers of a Kafka shorthand.
@@ -593,6 +627,26 @@ pub struct EngineConfig {
     /// restores with any other. `max-open-windows` and `max-keyed-states`
     /// apply per worker.
     pub workers: usize,
+    /// The order a key's events reach its rule sets and windows:
+    /// `arrival` (as read; with several source partitions the order
+    /// across them is the order they were fetched in), or `event-time`:
+    /// each event is held until the watermark passes it, and a key's
+    /// events are processed by event time (ties by transaction id), so
+    /// that rule sets that depend on the order of events give the same
+    /// results whatever the partitioning, the number of workers or of
+    /// members; alerts come later by up to `out-of-orderness-ms`.
+    pub order: Order,
+}
+
+/// The order of a key's events, see [`EngineConfig::order`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// As read from the source.
+    #[default]
+    Arrival,
+    /// By event time, once the watermark passes.
+    EventTime,
 }
 
 impl EngineConfig {
@@ -621,6 +675,7 @@ impl Default for EngineConfig {
             max_keyed_states: 5_000_000,
             max_collect_events: 10_000,
             workers: 0,
+            order: Order::Arrival,
         }
     }
 }
@@ -892,6 +947,33 @@ impl Config {
                 "must be at most 128 (the number of key groups); 0 uses every core",
             );
         }
+        if self.source.repartition {
+            if self.source.kind != SourceKind::Kafka {
+                return invalid(
+                    "source.repartition",
+                    "needs a Kafka source (kind = \"kafka\"): members share a consumer group",
+                );
+            }
+            if !(1..=KEY_GROUPS_MAX as i32).contains(&self.source.repartition_partitions) {
+                return invalid("source.repartition-partitions", "must be between 1 and 128");
+            }
+            if let Err(message) = self.source.routed_fields() {
+                return invalid("source.repartition-by", &message);
+            }
+        }
+        let resumable = matches!(self.source.kind, SourceKind::File | SourceKind::Kafka);
+        if self.engine.order == Order::EventTime
+            && resumable
+            && !self.source.repartition
+            && self.checkpoint.interval_ms > 0
+        {
+            return invalid(
+                "engine.order",
+                "event-time holds events until the watermark passes them, and checkpoints do not \
+                 carry held events: set checkpoint.interval-ms = 0 (a restart then reads again \
+                 from the offsets settled, which stop before any event held)",
+            );
+        }
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
             return invalid("engine.batch-size", "must be between 1 and 65536");
         }
@@ -1121,6 +1203,55 @@ mod tests {
             .routes
             .insert("clean".into(), vec![SinkKind::Jsonl]);
         assert_eq!(key(&c), "decode.max-amount");
+    }
+
+    #[test]
+    fn repartitioning_and_event_time_order_are_refused_where_they_cannot_work() {
+        let refusal = |c: &Config| match c.validate() {
+            Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
+            other => panic!("{other:?}"),
+        };
+        let mut c = Config::default();
+        c.source.repartition = true;
+        assert!(
+            refusal(&c).contains("needs a Kafka source"),
+            "{}",
+            refusal(&c)
+        );
+        c.source.kind = SourceKind::Kafka;
+        c.source.topics = vec!["t".into()];
+        c.validate().unwrap();
+        c.source.repartition_partitions = 129;
+        assert!(refusal(&c).starts_with("source.repartition-partitions"));
+        c.source.repartition_partitions = 8;
+        c.source.repartition_by = vec!["merchnt".into()];
+        let text = refusal(&c);
+        assert!(
+            text.contains("\"merchnt\"") && text.contains("hour-of-day"),
+            "{text}"
+        );
+        c.source.repartition_by = vec!["country".into()];
+        assert_eq!(
+            c.source.routed_fields().unwrap(),
+            vec![crate::runtime::bindings::types::KeyBy::Country]
+        );
+
+        // Event-time order holds events no checkpoint carries: refused with
+        // checkpoints on, but for a source that cannot resume (the
+        // generator) or a repartitioned one (which keeps none).
+        let mut c = Config::default();
+        c.engine.order = Order::EventTime;
+        c.validate().unwrap();
+        c.source.kind = SourceKind::Kafka;
+        c.source.topics = vec!["t".into()];
+        assert!(refusal(&c).contains("checkpoint.interval-ms = 0"));
+        c.source.repartition = true;
+        c.validate().unwrap();
+        c.source.repartition = false;
+        c.checkpoint.interval_ms = 0;
+        c.validate().unwrap();
+        let parsed: Config = toml::from_str("[engine]\norder = \"event-time\"\n").unwrap();
+        assert_eq!(parsed.engine.order, Order::EventTime);
     }
 
     #[test]

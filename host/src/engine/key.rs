@@ -63,6 +63,30 @@ pub fn key_label(key_by: KeyBy, key: u32) -> Label {
 
 pub use crate::model::KEY_GROUPS;
 
+/// The fields events are keyed by, in the order of [`field`].
+pub const FIELDS: [KeyBy; 7] = [
+    KeyBy::Customer,
+    KeyBy::Merchant,
+    KeyBy::Account,
+    KeyBy::Country,
+    KeyBy::Kind,
+    KeyBy::HourOfDay,
+    KeyBy::Global,
+];
+
+/// A field's place in [`FIELDS`].
+pub fn field(key_by: KeyBy) -> usize {
+    match key_by {
+        KeyBy::Customer => 0,
+        KeyBy::Merchant => 1,
+        KeyBy::Account => 2,
+        KeyBy::Country => 3,
+        KeyBy::Kind => 4,
+        KeyBy::HourOfDay => 5,
+        KeyBy::Global => 6,
+    }
+}
+
 /// Kafka's murmur2 hash (its default partitioner's): stable across
 /// versions, machines and languages.
 pub fn murmur2(data: &[u8]) -> u32 {

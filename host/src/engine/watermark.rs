@@ -121,6 +121,12 @@ impl Watermark {
         }
     }
 
+    /// The watermark as it stood before [`Self::close`] (what the last
+    /// events read are judged late against).
+    pub fn last_open(&self) -> i64 {
+        self.emitted
+    }
+
     /// Appends the watermark in a checkpoint's form: the watermark, then
     /// each partition slot's largest event time.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {

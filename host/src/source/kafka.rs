@@ -6,6 +6,7 @@
 //! restart (or another member taking the partitions over) re-reads what was
 //! not yet settled: at-least-once, with deterministic output keys.
 
+use super::repartition::{self, Copy};
 use super::{Mark, Poll, Position, RecordBatch, Source};
 use crate::config::{KafkaConfig, KafkaStart, SourceConfig};
 use rdkafka::config::ClientConfig;
@@ -177,6 +178,41 @@ pub struct KafkaSource {
     parts: Vec<(String, i32)>,
     /// Next offset per slot (-1: nothing read).
     next: Vec<i64>,
+    /// Reading a repartition topic: the partitions its records were first
+    /// read from, and its watermark marks.
+    internal: Option<Internal>,
+    /// Partitions taken away by a rebalance, not yet reported.
+    revoked: Vec<(i32, u32)>,
+}
+
+/// What a reader of a repartition topic keeps of the inputs behind it.
+struct Internal {
+    /// The source's topics and partitions, by origin slot.
+    origins: Vec<(String, i32)>,
+    /// The source's partitions known at the start, registered as watermark
+    /// inputs of each assigned partition.
+    inputs: Vec<(String, i32)>,
+    /// Watermark slots: (partition of the repartition topic, origin slot).
+    slots: Vec<(i32, u32)>,
+}
+
+impl Internal {
+    fn origin(&mut self, topic: &str, partition: i32) -> u32 {
+        if let Some(i) = (self.origins.iter()).position(|(t, p)| *p == partition && t == topic) {
+            return i as u32;
+        }
+        self.origins.push((topic.to_string(), partition));
+        (self.origins.len() - 1) as u32
+    }
+
+    fn slot(&mut self, partition: i32, origin: u32) -> u32 {
+        let key = (partition, origin);
+        if let Some(i) = self.slots.iter().position(|s| *s == key) {
+            return i as u32;
+        }
+        self.slots.push(key);
+        (self.slots.len() - 1) as u32
+    }
 }
 
 impl KafkaSource {
@@ -214,7 +250,34 @@ impl KafkaSource {
             consumer,
             parts: Vec::new(),
             next: Vec::new(),
+            internal: None,
+            revoked: Vec::new(),
         })
+    }
+
+    /// Joins the group `<group>.keyed` on the repartition topic of
+    /// `source` (written by [`repartition::Repartitioner`]): its records
+    /// keep the names and offsets of the source's partitions, and its
+    /// marks make the watermark.
+    pub fn connect_repartitioned(
+        kafka: &KafkaConfig,
+        source: &SourceConfig,
+    ) -> Result<Self, String> {
+        let inputs = partitions_of(kafka, &source.topics)?;
+        let internal = SourceConfig {
+            topics: vec![repartition::ensure_topic(kafka, source)?],
+            group: repartition::keyed_group(&source.group),
+            start: KafkaStart::Earliest,
+            ..source.clone()
+        };
+        let mut reader = Self::connect(kafka, &internal)?;
+        reader.name = format!("kafka:{}", source.topics.join(","));
+        reader.internal = Some(Internal {
+            origins: Vec::new(),
+            inputs,
+            slots: Vec::new(),
+        });
+        Ok(reader)
     }
 
     /// Starts every partition assigned to this member at the offset
@@ -244,6 +307,7 @@ impl KafkaSource {
         for (topic, partition) in lost {
             let part = slot(&mut self.parts, &mut self.next, &topic, partition);
             self.next[part as usize] = -1;
+            self.revoked.push((partition, part));
         }
         let mut shared = context.positions.lock().unwrap_or_else(|p| p.into_inner());
         for (i, ((topic, partition), next)) in self.parts.iter().zip(&self.next).enumerate() {
@@ -306,8 +370,37 @@ impl Source for KafkaSource {
                         // Fetched again after a reassignment: already read.
                         continue;
                     }
-                    batch.push_in(m.payload().unwrap_or(&[]), part, offset.max(0) as u64);
                     self.next[part as usize] = offset + 1;
+                    let payload = m.payload().unwrap_or(&[]);
+                    let Some(internal) = self.internal.as_mut() else {
+                        batch.push_in(payload, part, offset.max(0) as u64);
+                        continue;
+                    };
+                    match repartition::read(&m, payload) {
+                        Ok(Copy::Record {
+                            route,
+                            topic,
+                            partition,
+                            offset,
+                        }) => {
+                            let origin = internal.origin(topic, partition);
+                            batch.push_routed(payload, part, route, origin, offset);
+                        }
+                        Ok(Copy::Mark {
+                            topic,
+                            partition,
+                            time,
+                        }) => {
+                            let origin = internal.origin(topic, partition);
+                            batch.push_mark(internal.slot(m.partition(), origin), time);
+                        }
+                        Err(e) => tracing::warn!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset,
+                            "skipped a record of the repartition topic: {e}"
+                        ),
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!("kafka: {e}");
@@ -355,14 +448,42 @@ impl Source for KafkaSource {
         let Ok(tpl) = self.consumer.assignment() else {
             return Vec::new();
         };
-        tpl.elements()
-            .iter()
-            .map(|e| slot(&mut self.parts, &mut self.next, e.topic(), e.partition()))
-            .collect()
+        let assigned = tpl.elements();
+        let Some(internal) = self.internal.as_mut() else {
+            return (assigned.iter())
+                .map(|e| slot(&mut self.parts, &mut self.next, e.topic(), e.partition()))
+                .collect();
+        };
+        // Every input partition of every assigned partition holds the
+        // watermark until it sends a mark or goes idle.
+        let mut slots = Vec::new();
+        for e in assigned {
+            for i in 0..internal.inputs.len() {
+                let (topic, partition) = internal.inputs[i].clone();
+                let origin = internal.origin(&topic, partition);
+                slots.push(internal.slot(e.partition(), origin));
+            }
+        }
+        slots
+    }
+
+    fn revoked(&mut self) -> Vec<(i32, u32)> {
+        std::mem::take(&mut self.revoked)
     }
 
     fn partition(&self, part: u32) -> Option<(&str, i32)> {
         self.parts.get(part as usize).map(|(t, p)| (t.as_str(), *p))
+    }
+
+    fn origin(&self, slot: u32) -> Option<(&str, i32)> {
+        match &self.internal {
+            Some(internal) => (internal.origins.get(slot as usize)).map(|(t, p)| (t.as_str(), *p)),
+            None => self.partition(slot),
+        }
+    }
+
+    fn marks_time(&self) -> bool {
+        self.internal.is_some()
     }
 
     fn mark(&self) -> Option<Mark> {
@@ -399,6 +520,28 @@ impl Source for KafkaSource {
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| std::io::Error::other(format!("committing offsets: {e}")))
     }
+}
+
+/// The partitions of `topics`, as the cluster's metadata lists them.
+pub fn partitions_of(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<(String, i32)>, String> {
+    use rdkafka::consumer::BaseConsumer;
+    let client: BaseConsumer = client_config(kafka)
+        .create()
+        .map_err(|e| format!("cannot connect to Kafka at {}: {e}", kafka.brokers))?;
+    let mut found = Vec::new();
+    for topic in topics {
+        let metadata = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
+        for t in metadata.topics() {
+            found.extend(
+                t.partitions()
+                    .iter()
+                    .map(|p| (t.name().to_string(), p.id())),
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// Creates those of `topics` that do not exist yet, with `partitions`

@@ -7,6 +7,7 @@ pub mod dims;
 mod file;
 mod gen;
 pub mod kafka;
+pub mod repartition;
 
 pub use file::FileSource;
 pub use gen::GenSource;
@@ -20,6 +21,40 @@ pub struct RecordBatch {
     positions: Vec<u64>,
     /// For partitioned sources: each record's partition slot.
     parts: Vec<u32>,
+    /// For records read back from a repartition topic: each record's
+    /// route (see [`Route`]) and the slot of the partition it was first
+    /// read from (its position is its offset there).
+    routes: Vec<Route>,
+    origins: Vec<u32>,
+    /// Watermark marks read with the batch (each after the records it
+    /// covers, so it counts once the batch is in): (watermark slot,
+    /// largest event time).
+    marks: Vec<(u32, i64)>,
+}
+
+/// Which of an event's keyed work a copy of it carries, when a repartition
+/// topic holds one copy per partition its keys belong to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// The fields (bits by their place in the engine's list of fields)
+    /// whose keyed work this copy is for.
+    pub fields: u8,
+    /// Whether this is the record's primary copy: the one counted, landed
+    /// as received, deduplicated with a dead letter and refused with one.
+    pub primary: bool,
+}
+
+impl Route {
+    /// Every field, primary: a record read straight from its source.
+    pub const ALL: Route = Route {
+        fields: u8::MAX,
+        primary: true,
+    };
+
+    /// Whether this copy carries the keyed work of field `f`.
+    pub fn has(self, f: usize) -> bool {
+        self.fields & (1 << f) != 0
+    }
 }
 
 impl RecordBatch {
@@ -29,6 +64,67 @@ impl RecordBatch {
         self.ends.clear();
         self.positions.clear();
         self.parts.clear();
+        self.routes.clear();
+        self.origins.clear();
+        self.marks.clear();
+    }
+
+    /// Appends a record read back from a repartition topic: its slot there,
+    /// its route, the slot of the partition it was first read from and its
+    /// offset in that partition.
+    pub fn push_routed(&mut self, bytes: &[u8], part: u32, route: Route, origin: u32, offset: u64) {
+        self.push_in(bytes, part, offset);
+        self.routes.push(route);
+        self.origins.push(origin);
+    }
+
+    /// A watermark mark: the largest event time of an input partition
+    /// (its watermark slot) as of the records read so far.
+    pub fn push_mark(&mut self, slot: u32, time: i64) {
+        self.marks.push((slot, time));
+    }
+
+    /// The watermark marks read with the batch: (slot, largest event time).
+    pub fn marks(&self) -> &[(u32, i64)] {
+        &self.marks
+    }
+
+    /// Record `i`'s route ([`Route::ALL`] unless read from a repartition topic).
+    pub fn route(&self, i: usize) -> Route {
+        self.routes.get(i).copied().unwrap_or(Route::ALL)
+    }
+
+    /// Whether the records carry routes.
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// The slot of the partition record `i` was first read from (its own
+    /// slot unless read from a repartition topic).
+    pub fn origin(&self, i: usize) -> u32 {
+        self.origins.get(i).copied().unwrap_or_else(|| self.part(i))
+    }
+
+    /// Keeps only the records whose partition slot `keep` picks (after a
+    /// rebalance took some partitions away mid-batch).
+    pub fn retain_parts(&mut self, keep: impl Fn(u32) -> bool) {
+        if self.parts.is_empty() || self.parts.iter().all(|&p| keep(p)) {
+            return;
+        }
+        let old = std::mem::take(self);
+        for i in 0..old.len() {
+            let part = old.part(i);
+            if !keep(part) {
+                continue;
+            }
+            let (bytes, position) = old.get(i);
+            if old.has_routes() {
+                self.push_routed(bytes, part, old.route(i), old.origin(i), position);
+            } else {
+                self.push_in(bytes, part, position);
+            }
+        }
+        self.marks = old.marks;
     }
 
     /// Appends a record of a partition (its slot, see [`Source::partition`]);
@@ -111,10 +207,28 @@ pub trait Source: Send {
     fn partition(&self, _part: u32) -> Option<(&str, i32)> {
         None
     }
-    /// The partition slots assigned to this reader, when the assignment
-    /// changed since the last call (empty otherwise).
+    /// The watermark inputs (partition slots, or for a repartition topic
+    /// the slots of its marks) assigned to this reader, when the
+    /// assignment changed since the last call (empty otherwise).
     fn newly_assigned(&mut self) -> Vec<u32> {
         Vec::new()
+    }
+    /// The partitions (numbers) taken from this reader by a rebalance since
+    /// the last call, with the slots they had.
+    fn revoked(&mut self) -> Vec<(i32, u32)> {
+        Vec::new()
+    }
+    /// The topic and partition a record was first read from, by the slot
+    /// [`RecordBatch::origin`] gives (the partition slot itself, unless the
+    /// records are read back from a repartition topic).
+    fn origin(&self, slot: u32) -> Option<(&str, i32)> {
+        self.partition(slot)
+    }
+    /// Whether the watermark follows the marks read with the records (a
+    /// repartition topic, whose partitions mix inputs) rather than the
+    /// events' own times.
+    fn marks_time(&self) -> bool {
+        false
     }
     /// How far the source has read: the next offset of every partition
     /// read so far (`None` for sources without offsets).

@@ -10,7 +10,7 @@ use crate::engine::router::Router;
 use crate::metrics::Metrics;
 use crate::model::{ids, Interner, Txn};
 use crate::sink::{CleanRecord, DeadLetter, Origin, RawRecord, Record};
-use crate::source::{RecordBatch, Source};
+use crate::source::{RecordBatch, Route, Source};
 
 /// A batch's events, with the partition slot each came from (in step).
 #[derive(Default)]
@@ -22,6 +22,9 @@ pub struct Events {
     /// The worker owning each event's key of each field, when its decoder
     /// said (see [`Owners`]).
     pub owners: Vec<Owners>,
+    /// Each event's route, when it is a copy read back from a repartition
+    /// topic (empty otherwise: every event carries every field's work).
+    pub routes: Vec<Route>,
 }
 
 /// The worker owning an event's key of each field (in the order of the
@@ -35,6 +38,7 @@ impl Events {
             txns: Vec::with_capacity(n),
             parts: Vec::with_capacity(n),
             owners: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -54,7 +58,7 @@ pub struct Out<'a> {
 /// The ingest stage: decoder, dedup filter, and what is landed on the way.
 pub struct Ingest {
     decoder: Decoder,
-    dedup: Dedup,
+    dedup: Dedups,
     /// The source's first record is a header still to read (CSV).
     header_pending: bool,
     /// Whether the `raw` and `clean` streams are routed anywhere.
@@ -68,7 +72,11 @@ impl Ingest {
     pub fn new(config: &EngineConfig, decoder: Decoder, header: bool, router: &Router) -> Self {
         Self {
             decoder,
-            dedup: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
+            dedup: Dedups {
+                all: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
+                routed: Vec::new(),
+                limits: (config.dedup_horizon_ms, config.dedup_max_ids),
+            },
             header_pending: header,
             raw_out: router.takes("raw"),
             clean_out: router.takes("clean"),
@@ -82,17 +90,18 @@ impl Ingest {
 
     /// Forgets ids past the dedup horizon of `watermark`.
     pub fn forget(&mut self, watermark: i64) {
-        self.dedup.evict(watermark);
+        self.dedup.all.evict(watermark);
+        (self.dedup.routed.iter_mut()).for_each(|(_, d)| d.evict(watermark));
     }
 
     /// Appends the dedup ids in a checkpoint's form.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
-        self.dedup.write_snapshot(out);
+        self.dedup.all.write_snapshot(out);
     }
 
     /// Takes the dedup ids of a checkpoint.
     pub fn read_snapshot(&mut self, r: &mut crate::codec::Reader<'_>) -> Result<(), String> {
-        self.dedup.read_snapshot(r)
+        self.dedup.all.read_snapshot(r)
     }
 
     /// Reads `raw` into `events`; returns how many records it held (a
@@ -173,10 +182,40 @@ impl Ingest {
     }
 }
 
+/// The dedup filters: one for records read straight from the source, and
+/// for copies read back from a repartition topic one per route (the copies
+/// of one transaction carry different fields, and each meets its own
+/// duplicates).
+struct Dedups {
+    all: Dedup,
+    routed: Vec<(u8, Dedup)>,
+    limits: (i64, usize),
+}
+
+impl Dedups {
+    /// Whether `id` is new to the filter of `route`.
+    fn insert(&mut self, route: Route, id: &str, event_time: i64) -> bool {
+        if route == Route::ALL {
+            return self.all.insert(id, event_time);
+        }
+        let at = match self.routed.iter().position(|(f, _)| *f == route.fields) {
+            Some(at) => at,
+            None => {
+                let (horizon, max) = self.limits;
+                self.routed.push((route.fields, Dedup::new(horizon, max)));
+                self.routed.len() - 1
+            }
+        };
+        self.routed[at].1.insert(id, event_time)
+    }
+}
+
 /// [`Ingest::take`], over the parts of the ingest stage it needs (so that
-/// records may be decoded while they are taken).
+/// records may be decoded while they are taken). Of the copies read back
+/// from a repartition topic, only the primary one is counted, landed as
+/// received and dead-lettered; each copy is deduplicated on its route.
 fn take(
-    dedup: &mut Dedup,
+    dedup: &mut Dedups,
     raw_out: bool,
     raw: &RecordBatch,
     first: usize,
@@ -185,20 +224,26 @@ fn take(
     events: &mut Events,
 ) -> u64 {
     let partitioned = raw.has_parts();
+    let routed = raw.has_routes();
     let mut records = 0;
     for (i, d) in (first..raw.len()).zip(decoded) {
         let (bytes, position) = raw.get(i);
         let part = partitioned.then(|| raw.part(i));
-        records += 1;
-        Metrics::inc(&out.metrics.records);
-        if raw_out {
-            emit_raw(out, bytes, position, part);
+        let origin = partitioned.then(|| raw.origin(i));
+        let route = raw.route(i);
+        if route.primary {
+            records += 1;
+            Metrics::inc(&out.metrics.records);
+            if raw_out {
+                emit_raw(out, bytes, position, origin);
+            }
         }
         match d {
-            Decoded::Skipped => Metrics::inc(&out.metrics.skipped),
+            Decoded::Skipped if route.primary => Metrics::inc(&out.metrics.skipped),
+            Decoded::Skipped => {}
             Decoded::Event(t, clean, owners) => {
-                if dedup.insert(&t.id, t.event_time) {
-                    if let Some(record) = clean {
+                if dedup.insert(route, &t.id, t.event_time) {
+                    if let Some(record) = clean.filter(|_| route.primary) {
                         out.records.push(Record::Clean(*record));
                     }
                     events.txns.push(t);
@@ -206,7 +251,10 @@ fn take(
                     if let Some(owners) = owners {
                         events.owners.push(owners);
                     }
-                } else {
+                    if routed {
+                        events.routes.push(route);
+                    }
+                } else if route.primary {
                     Metrics::inc(&out.metrics.duplicates);
                     let reject = Reject::new(
                         RejectCode::Duplicate,
@@ -215,10 +263,13 @@ fn take(
                             t.id
                         ),
                     );
-                    reject_record(out, reject, bytes, position, part);
+                    reject_record(out, reject, bytes, position, origin);
                 }
             }
-            Decoded::Rejected(reject) => reject_record(out, reject, bytes, position, part),
+            Decoded::Rejected(reject) if route.primary => {
+                reject_record(out, reject, bytes, position, origin)
+            }
+            Decoded::Rejected(_) => {}
         }
     }
     records
@@ -269,7 +320,7 @@ fn locate(
 ) -> (String, Option<Origin>, String) {
     let name = source.name().to_string();
     let origin = part
-        .and_then(|p| source.partition(p))
+        .and_then(|p| source.origin(p))
         .map(|(topic, partition)| Origin {
             topic: topic.to_string(),
             partition,

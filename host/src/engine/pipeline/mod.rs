@@ -20,6 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
+use crate::runtime::bindings::types::KeyBy;
 use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, Source};
@@ -105,6 +106,8 @@ struct Reading {
     ingested: Vec<Record>,
     /// The source's clock when it was read.
     clock: i64,
+    /// The watermark marks read with it (a repartition topic).
+    marks: Vec<(u32, i64)>,
 }
 
 /// The running pipeline.
@@ -148,6 +151,11 @@ pub struct Pipeline {
     /// workers always have the next batch queued while the pipeline
     /// thread reads the one after.
     in_flight: usize,
+    /// Reading a repartition topic: its partition count and the fields
+    /// its copies are routed by.
+    repartition: Option<(usize, Vec<KeyBy>)>,
+    /// Its partitions taken away since the last batch, to be dropped.
+    revoked: Vec<i32>,
 }
 
 impl Pipeline {
@@ -219,12 +227,41 @@ impl Pipeline {
             batches: 0,
             clock_ms: 0,
             in_flight: if count > 1 { 2 } else { 0 },
+            repartition: None,
+            revoked: Vec::new(),
             workers,
             fields,
             router,
             metrics,
             stop,
         })
+    }
+
+    /// Reads a repartition topic of `partitions` partitions whose copies
+    /// are routed by `fields`: the rule sets must key by those only. A
+    /// partition taken by another member leaves with its keys' state and
+    /// open windows.
+    pub fn repartitioned(
+        &mut self,
+        partitions: usize,
+        fields: Vec<KeyBy>,
+    ) -> Result<(), PipelineError> {
+        if !self.fields.within(&fields) {
+            let name = |k: &KeyBy| crate::runtime::manifest::key_name(*k);
+            return Err(PipelineError::Workers(format!(
+                "the rule sets key by {}, and the repartition topic routes by {} only; add the \
+                 missing fields to source.repartition-by",
+                self.fields
+                    .list()
+                    .iter()
+                    .map(name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fields.iter().map(name).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.repartition = Some((partitions, fields));
+        Ok(())
     }
 
     /// Reads time from `clock` instead of the source's (a test driving it).
@@ -265,6 +302,15 @@ impl Pipeline {
             };
             let mut raw = std::mem::take(&mut spare);
             let poll = self.poll(&mut raw, want)?;
+            if !self.revoked.is_empty() {
+                // What was read before the rebalance lands, then the keys
+                // of the partitions taken away leave.
+                if let Some(r) = reading.take() {
+                    records = self.decoded(r, &mut flight, &mut spare)?;
+                }
+                self.land_all(&mut flight)?;
+                self.drop_revoked();
+            }
             let next = self.read(raw, read);
             if let Some(r) = reading.take() {
                 records = self.decoded(r, &mut flight, &mut spare)?;
@@ -299,6 +345,7 @@ impl Pipeline {
             metrics: &self.metrics,
         };
         let clock = self.clock_ms;
+        let marks = raw.marks().to_vec();
         if let Some(worker) = self.workers.inline() {
             let mut events = Events::with_capacity(raw.len());
             let n = self
@@ -312,6 +359,7 @@ impl Pipeline {
                 events,
                 ingested,
                 clock,
+                marks,
             };
         }
         let first = self.ingest.header(&raw, &mut out);
@@ -335,6 +383,7 @@ impl Pipeline {
             events: Events::default(),
             ingested,
             clock,
+            marks,
         }
     }
 
@@ -384,7 +433,8 @@ impl Pipeline {
         if self.live {
             self.watermark.set_clock(r.clock);
         }
-        flight.push_back(self.dispatch(r.events, r.ingested, r.records, deltas));
+        let batch = (r.events, r.ingested, r.records);
+        flight.push_back(self.dispatch(batch, &r.marks, deltas));
         while flight.len() > self.in_flight {
             if let Some(f) = flight.pop_front() {
                 self.land(f, false)?;
@@ -403,17 +453,25 @@ impl Pipeline {
 
     /// Advances the watermark over a batch's events and hands them to the
     /// workers, each the events of the keys it owns.
+    /// Read back from a repartition topic, the events' own times do not
+    /// move the watermark: the marks read with them do.
     fn dispatch(
         &mut self,
-        events: Events,
-        ingested: Vec<Record>,
-        records: u64,
+        (events, ingested, records): (Events, Vec<Record>, u64),
+        marks: &[(u32, i64)],
         deltas: Option<Arc<Vec<worker::Delta>>>,
     ) -> InFlight {
-        let before = self.watermark.current();
+        // Events held for event-time order and released as the input
+        // closes are judged against the watermark before it closed.
+        let before = self.watermark.last_open();
         let now = Instant::now();
-        for (t, &part) in events.txns.iter().zip(&events.parts) {
-            self.watermark.observe_in(part, t.event_time, Some(now));
+        if !self.source.marks_time() {
+            for (t, &part) in events.txns.iter().zip(&events.parts) {
+                self.watermark.observe_in(part, t.event_time, Some(now));
+            }
+        }
+        for &(slot, time) in marks {
+            self.watermark.observe_in(slot, time, Some(now));
         }
         self.watermark.advance(now);
         let watermark = self.watermark.current();
@@ -421,8 +479,11 @@ impl Pipeline {
         m.ahead_of_clock
             .store(self.watermark.ahead_of_clock(), Ordering::Relaxed);
         m.watermark.store(watermark, Ordering::Relaxed);
-        m.events
-            .fetch_add(events.txns.len() as u64, Ordering::Relaxed);
+        let processed = match events.routes.is_empty() {
+            true => events.txns.len(),
+            false => events.routes.iter().filter(|r| r.primary).count(),
+        };
+        m.events.fetch_add(processed as u64, Ordering::Relaxed);
         let settle = self.to_settle(&events);
         // Ids past the dedup horizon are forgotten every batch, so the
         // filter holds about one horizon of ids.
@@ -430,7 +491,9 @@ impl Pipeline {
         self.batches += 1;
         let expire = self.batches.is_multiple_of(upkeep::EXPIRE_EVERY);
         let count = self.workers.len();
-        let split = self.fields.split(events.txns, &events.owners, count);
+        let per_field = self.config.order == crate::config::Order::EventTime;
+        let keys = (&events.owners[..], &events.routes[..]);
+        let split = self.fields.split(events.txns, keys, count, per_field);
         let works = worker::works(split, deltas, before, watermark, expire);
         for (i, work) in works.into_iter().enumerate() {
             self.workers.send(i, move |w| w.run(work));
@@ -519,11 +582,17 @@ impl Pipeline {
         let now_ms = self.clock.now_ms();
         self.ingest.set_now(now_ms);
         self.clock_ms = now_ms;
-        if raw.has_parts() {
+        if raw.has_parts() || self.repartition.is_some() {
             let now = Instant::now();
             for part in self.source.newly_assigned() {
                 self.watermark.assign(part, now);
             }
+        }
+        let gone = self.source.revoked();
+        if self.repartition.is_some() && !gone.is_empty() {
+            // Their records left in the batch are the next owner's to read.
+            raw.retain_parts(|p| !gone.iter().any(|g| g.1 == p));
+            self.revoked.extend(gone.iter().map(|g| g.0));
         }
         Ok(poll)
     }
@@ -537,7 +606,7 @@ impl Pipeline {
         let interrupted = self.stop.load(Ordering::Relaxed);
         if !(interrupted && (self.source.mark().is_some() || self.resumes())) {
             self.watermark.close();
-            let f = self.dispatch(Events::default(), Vec::new(), records, None);
+            let f = self.dispatch((Events::default(), Vec::new(), records), &[], None);
             self.collect(f)?;
         }
         self.settle_last()?;
@@ -556,6 +625,22 @@ impl Pipeline {
             state_shed: Metrics::get(&m.state_shed),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Drops, on every worker, the keys of the partitions of the
+    /// repartition topic taken away by a rebalance.
+    fn drop_revoked(&mut self) {
+        let gone = std::mem::take(&mut self.revoked);
+        if let Some((partitions, _)) = &self.repartition {
+            let partitions = *partitions;
+            tracing::info!(
+                partitions = ?gone,
+                "partitions of the repartition topic went to another member: their keyed state \
+                 and open windows are dropped, to be rebuilt there"
+            );
+            self.workers
+                .all(move |w| w.drop_partitions(&gone, partitions));
+        }
     }
 
     /// Resuming from offsets stored with `watermark`: windows that ended by

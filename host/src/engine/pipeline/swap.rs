@@ -182,6 +182,33 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Read back from a repartition topic, the events carry only the keyed
+    /// work of the fields they were routed by: a rule set keyed by another
+    /// field would see none of its events.
+    fn check_routed(&self, rule: &Rule) -> Option<Refusal> {
+        let (_, routed) = self.repartition.as_ref()?;
+        let needs = crate::source::repartition::fields_of(&[rule.manifest()], &[]);
+        let missing: Vec<&str> = (needs.iter())
+            .filter(|k| !routed.contains(k))
+            .map(|&k| crate::runtime::manifest::key_name(k))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            Refusal::Invalid(format!(
+                "{}: it keys by {}, and the repartition topic routes events by {} only; add \
+                 {:?} to source.repartition-by and restart every member; the running version \
+                 is kept",
+                rule.label(),
+                missing.join(", "),
+                (routed
+                    .iter()
+                    .map(|&k| crate::runtime::manifest::key_name(k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+                missing,
+            ))
+        })
+    }
+
     /// Swaps in a new version of a running rule set, or adds a new one, on
     /// every worker (each an instance of its own).
     fn install(&mut self, rule: Rule) -> Outcome {
@@ -194,6 +221,9 @@ impl Pipeline {
             Err(refusal)
         };
         if let Err(refusal) = self.check_tables(&rule, &tables) {
+            return refused(refusal, &rule, &self.metrics);
+        }
+        if let Some(refusal) = self.check_routed(&rule) {
             return refused(refusal, &rule, &self.metrics);
         }
         let mut rules = Vec::with_capacity(self.workers.len());

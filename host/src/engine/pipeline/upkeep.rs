@@ -32,6 +32,9 @@ impl Worker {
             for w in self.slots.iter().flat_map(|s| s.windows.iter()) {
                 w.mark_strings(&mut marks);
             }
+            for t in self.held.iter().flatten() {
+                t.mark_strings(&mut marks);
+            }
             let released = self.strings.sweep(&marks);
             self.forget_released(&marks);
             self.sweep_at = super::worker::SWEEP_AT_LEAST.max(2 * self.strings.held());
@@ -83,5 +86,39 @@ impl Worker {
             ));
         }
         gauges
+    }
+}
+
+impl Worker {
+    /// Drops the keyed state and open windows (unfired) of the keys the
+    /// partitions `gone` of a repartition topic of `partitions` own: the
+    /// member they went to rebuilds them from the offsets committed.
+    pub(super) fn drop_partitions(&mut self, gone: &[i32], partitions: usize) {
+        use crate::engine::key::{event_owner, key_label, owner, FIELDS};
+        let mine = |key_by, text: &str| !gone.contains(&(owner(key_by, text, partitions) as i32));
+        let (mut keys, mut windows) = (0, 0);
+        let strings = &self.strings;
+        for (held, key_by) in self.held.iter_mut().zip(FIELDS) {
+            held.retain(|t| !gone.contains(&(event_owner(key_by, t, strings, partitions) as i32)));
+        }
+        for s in &mut self.slots {
+            if let Some(key_by) = super::checkpoint::state_field(s.rule.manifest()) {
+                keys += s.state.retain(|key| mine(key_by, key));
+            }
+            for op in &mut s.windows {
+                let key_by = op.key_by();
+                let strings = &self.strings;
+                windows +=
+                    op.retain_keys(&mut |key| mine(key_by, key_label(key_by, key).text(strings)));
+            }
+        }
+        if keys + windows > 0 {
+            tracing::debug!(
+                worker = self.me,
+                keys,
+                windows,
+                "dropped the state and open windows of partitions another member took"
+            );
+        }
     }
 }

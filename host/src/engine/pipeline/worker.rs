@@ -16,10 +16,11 @@
 
 use super::ingest::{decode_one, Decoded, Owners};
 use super::slot::Slot;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, Order};
 use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
-use crate::engine::key::{event_owner, key_of};
+pub(super) use crate::engine::key::FIELDS;
+use crate::engine::key::{event_owner, field, key_of};
 use crate::engine::snapshot::Writer;
 use crate::engine::window::encode::WindowBatchBuilder;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
@@ -28,37 +29,13 @@ use crate::model::{Interner, Sym, Txn, NONE};
 use crate::runtime::bindings::types::{KeyBy, StateBlob};
 use crate::runtime::Rule;
 use crate::sink::Record;
-use crate::source::RecordBatch;
+use crate::source::{RecordBatch, Route};
 use crate::state::{Handle, KeyedState};
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
-
-/// The fields events are keyed by, in the order of [`field`].
-pub(super) const FIELDS: [KeyBy; 7] = [
-    KeyBy::Customer,
-    KeyBy::Merchant,
-    KeyBy::Account,
-    KeyBy::Country,
-    KeyBy::Kind,
-    KeyBy::HourOfDay,
-    KeyBy::Global,
-];
-
-/// A field's place in [`FIELDS`].
-fn field(key_by: KeyBy) -> usize {
-    match key_by {
-        KeyBy::Customer => 0,
-        KeyBy::Merchant => 1,
-        KeyBy::Account => 2,
-        KeyBy::Country => 3,
-        KeyBy::Kind => 4,
-        KeyBy::HourOfDay => 5,
-        KeyBy::Global => 6,
-    }
-}
 
 /// The interner is swept once it holds this many strings and twice as
 /// many as after the last sweep: a sweep walks every open window, so it
@@ -170,15 +147,19 @@ impl Fields {
 
     /// Splits a batch's events among `workers`: for each field in use,
     /// each worker gets the events whose key it owns (`owners`, in step
-    /// with the events).
+    /// with the events). Copies read back from a repartition topic
+    /// (`routes`, in step with the events, or empty) go only to the fields
+    /// they carry. One worker gets one list for every field, unless
+    /// `per_field` (or routes) asks for a list of each.
     pub fn split(
         &self,
         events: Vec<Txn>,
-        owners: &[Owners],
+        (owners, routes): (&[Owners], &[Route]),
         workers: usize,
+        per_field: bool,
     ) -> Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])> {
         let used: Vec<usize> = (0..FIELDS.len()).filter(|&f| self.0[f]).collect();
-        if workers <= 1 {
+        if workers <= 1 && routes.is_empty() && !per_field {
             // One list for every field.
             let mut list_of = [NO_LIST; FIELDS.len()];
             used.iter().for_each(|&f| list_of[f] = 0);
@@ -198,18 +179,36 @@ impl Fields {
                 lists.push(Vec::with_capacity(expected));
             }
         }
-        let last = used.len().saturating_sub(1);
-        for (t, owners) in events.into_iter().zip(owners) {
-            for (i, &f) in used.iter().enumerate() {
-                let lists = &mut out[owners[f] as usize].0;
-                if i == last {
-                    lists[i].push(t);
-                    break;
-                }
-                lists[i].push(t.clone());
+        // An event's owner of each field (the first worker when its
+        // decoder did not say: one worker), and whether its copy carries
+        // the field.
+        let owner = |n: usize, f: usize| owners.get(n).map_or(0, |o| o[f] as usize);
+        let carries = |n: usize, f: usize| routes.get(n).is_none_or(|r| r.has(f));
+        for (n, t) in events.into_iter().enumerate() {
+            let mut fields = used.iter().enumerate().filter(|&(_, &f)| carries(n, f));
+            let Some(mut at) = fields.next() else {
+                continue;
+            };
+            for next in fields {
+                out[owner(n, *at.1)].0[at.0].push(t.clone());
+                at = next;
             }
+            out[owner(n, *at.1)].0[at.0].push(t);
         }
         out
+    }
+
+    /// Whether every field in use is one of `fields`.
+    pub fn within(&self, fields: &[KeyBy]) -> bool {
+        (0..FIELDS.len()).all(|f| !self.0[f] || fields.contains(&FIELDS[f]))
+    }
+
+    /// The fields in use.
+    pub fn list(&self) -> Vec<KeyBy> {
+        (0..FIELDS.len())
+            .filter(|&f| self.0[f])
+            .map(|f| FIELDS[f])
+            .collect()
     }
 }
 
@@ -295,6 +294,9 @@ pub(super) struct Worker {
     scratch: Interner,
     shipped: usize,
     owner_of: Vec<u16>,
+    /// With `engine.order = event-time`: per field, the events the
+    /// watermark has not passed yet.
+    pub held: Vec<Vec<Txn>>,
 }
 
 impl Worker {
@@ -337,6 +339,7 @@ impl Worker {
             scratch: Interner::default(),
             shipped: 0,
             owner_of: Vec::new(),
+            held: vec![Vec::new(); FIELDS.len()],
         }
     }
 
@@ -352,6 +355,9 @@ impl Worker {
         let part = self.copy_some();
         self.watermark = work.now;
         self.take(&mut work);
+        if self.config.order == Order::EventTime {
+            self.in_event_time_order(&mut work);
+        }
         self.run_rules(&work);
         let gauges = self.upkeep(work.now, work.expire);
         Done {
@@ -457,12 +463,38 @@ impl Worker {
 
     /// The start of the oldest window still open (`i64::MAX`: none).
     pub fn open_from(&self) -> i64 {
+        let held = self.held.iter().flatten().map(|t| t.event_time);
         self.slots
             .iter()
             .flat_map(|s| s.windows.iter())
             .filter_map(WindowOperator::oldest_start)
+            .chain(held)
             .min()
             .unwrap_or(i64::MAX)
+    }
+
+    /// Holds the batch's events the watermark has not passed, and hands
+    /// on, per field, those it has (held before or new), by event time and
+    /// then transaction id: a key's events come in one order whatever
+    /// order they were read in. An event already behind the watermark
+    /// before the batch (late) goes on at once.
+    fn in_event_time_order(&mut self, work: &mut Work) {
+        for (f, held) in self.held.iter_mut().enumerate() {
+            let list = match work.list_of[f] {
+                NO_LIST => {
+                    // No rule set keys by the field any more.
+                    held.clear();
+                    continue;
+                }
+                i => &mut work.lists[i as usize],
+            };
+            held.append(list);
+            let (mut ready, waiting): (Vec<Txn>, Vec<Txn>) =
+                held.drain(..).partition(|t| t.event_time <= work.now);
+            *held = waiting;
+            ready.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
+            *list = ready;
+        }
     }
 
     /// Windows of every spec start from `watermark` (see

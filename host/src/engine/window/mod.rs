@@ -344,6 +344,30 @@ impl WindowOperator {
         Ok(())
     }
 
+    /// Keeps only the windows whose key `keep` picks; the others are
+    /// dropped unfired (their keys went to another member). Returns how
+    /// many were dropped.
+    pub fn retain_keys(&mut self, keep: &mut dyn FnMut(u32) -> bool) -> usize {
+        let before = self.panes.len();
+        let mut bytes = Vec::new();
+        self.write_snapshot(&mut bytes);
+        let (fired_until, late, refused) =
+            (self.fired_until, self.late_events, self.refused_events);
+        self.panes = Panes::default();
+        self.timers = Timers::default();
+        self.purges = Timers::default();
+        self.refires.clear();
+        self.sessions.clear();
+        let mut r = Reader::new(&bytes, "open windows");
+        let kept = self.read_snapshot(&mut r, &mut |key_by, sym| match key_by {
+            Some(_) => keep(sym).then_some(sym),
+            None => Some(sym),
+        });
+        debug_assert!(kept.is_ok(), "an operator reads its own snapshot");
+        (self.fired_until, self.late_events, self.refused_events) = (fired_until, late, refused);
+        before - self.panes.len()
+    }
+
     /// What the spec's windows are keyed by.
     pub fn key_by(&self) -> KeyBy {
         self.key_by

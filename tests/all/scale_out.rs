@@ -1,0 +1,236 @@
+//! Scale-out across processes (`source.repartition`): members of one
+//! consumer group over a topic keyed by transaction id give one process's
+//! results.
+
+use crate::kafka::{brokers, produce_file_keyed, unique};
+use edge_tests::{edge_bin, guests};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The output files compared, each a table or stream a user would check.
+const COMPARED: [&str; 5] = [
+    "alerts.jsonl",
+    "dead_letter.jsonl",
+    "merchant_metrics.jsonl",
+    "compliance_metrics.jsonl",
+    "customer_lifecycle.jsonl",
+];
+
+/// A config reading `topic` in `group` with the generated dimensions.
+fn config(dir: &Path, brokers: &str, topic: &str, group: &str, repartition: bool) -> PathBuf {
+    let path = dir.join(format!("{group}-{repartition}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+[source]
+kind = "kafka"
+topics = ["{topic}"]
+group = "{group}"
+repartition = {repartition}
+repartition-partitions = 8
+[engine]
+batch-size = 500
+idle-ms = 4000
+order = "event-time"
+[checkpoint]
+interval-ms = 0
+[dimensions]
+customers = "{customers}"
+merchants = "{merchants}"
+"#,
+            customers = dir.join("customers.jsonl").display(),
+            merchants = dir.join("merchants.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn edge_run(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(edge_bin());
+    c.arg("run");
+    for r in guests::RULE_SETS {
+        c.args(["--rules", r]);
+    }
+    c.arg("--config")
+        .arg(config)
+        .arg("--out-dir")
+        .arg(out)
+        .args(["--console", "never", "--admin", "off", "--workers", "1"])
+        .args(extra)
+        .env("EDGE_LOG", "info");
+    c
+}
+
+/// Each compared file of the output directories `dirs`, as one set of
+/// records: per `_id` the last version each directory wrote (a window
+/// fired again after a late event, a record written again after a
+/// rebalance replaces its row), sorted.
+fn by_id(dirs: &[PathBuf]) -> BTreeMap<&'static str, Vec<String>> {
+    let mut files = BTreeMap::new();
+    for file in COMPARED {
+        let mut rows: BTreeMap<String, String> = BTreeMap::new();
+        for dir in dirs {
+            let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let id = v["_id"].as_str().unwrap_or(line).to_string();
+                rows.insert(id, line.to_string());
+            }
+        }
+        files.insert(file, rows.into_values().collect());
+    }
+    files
+}
+
+fn same(one: &BTreeMap<&str, Vec<String>>, many: &BTreeMap<&str, Vec<String>>, what: &str) {
+    let mut differ = Vec::new();
+    for (file, lines) in one {
+        let got = &many[file];
+        if got == lines {
+            continue;
+        }
+        let missing = lines.iter().find(|l| !got.contains(l));
+        let extra = got.iter().find(|l| !lines.contains(l));
+        differ.push(format!(
+            "{file}: {} records, one process {}\n  first missing: {missing:?}\n  \
+             first unexpected: {extra:?}",
+            got.len(),
+            lines.len(),
+        ));
+    }
+    assert!(differ.is_empty(), "{what}:\n{}", differ.join("\n"));
+}
+
+struct Member {
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl Member {
+    fn start(config: &Path, dir: &Path, name: &str, secs: u64) -> Self {
+        let out = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let child = edge_run(config, &out, &["--duration", &secs.to_string()])
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        Self { child, out, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `members` processes in one group over a topic of four partitions keyed
+/// by transaction id (each customer's and merchant's events spread over
+/// every partition) give the records of one process reading it alone.
+fn members_give_one_process_results(members: usize) {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let events = 24_000;
+    edge_tests::file_with_dimensions(
+        dir.path(),
+        &[
+            "--seed",
+            "17",
+            "--events",
+            &events.to_string(),
+            "--fraud",
+            "0.05",
+        ],
+        "",
+    );
+    let topic = unique("scale");
+    let group = unique("members");
+    let kafka = edge::config::KafkaConfig {
+        brokers: brokers.clone(),
+        ..Default::default()
+    };
+    edge::source::kafka::ensure_topics(&kafka, std::slice::from_ref(&topic), 4).unwrap();
+    let member_config = config(dir.path(), &brokers, &topic, &group, true);
+    // The members join both groups before the records come, so that each
+    // has a share of the partitions of both.
+    let mut running: Vec<Member> = (0..members)
+        .map(|i| Member::start(&member_config, dir.path(), &format!("m{i}"), 75))
+        .collect();
+    let started = std::time::Instant::now();
+    while running
+        .iter()
+        .any(|m| m.log().matches("partitions assigned").count() < 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the members did not all join both groups:\n{}",
+            running
+                .iter()
+                .map(Member::log)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let produced = produce_file_keyed(
+        &brokers,
+        &topic,
+        &dir.path().join("events.jsonl"),
+        "transaction_id",
+    );
+    assert_eq!(produced, events);
+    let mut outs = Vec::new();
+    for m in &mut running {
+        let status = m.child.wait().unwrap();
+        assert!(status.success(), "a member failed:\n{}", m.log());
+        outs.push(m.out.clone());
+    }
+    for m in &running {
+        let rows =
+            std::fs::read_to_string(m.out.join("merchant_metrics.jsonl")).unwrap_or_default();
+        assert!(
+            rows.lines().count() > 0,
+            "every member has a share of the keyed work:\n{}",
+            m.log()
+        );
+    }
+
+    // One process, alone in a group of its own, over the same topic.
+    let one_config = config(dir.path(), &brokers, &topic, &unique("one"), false);
+    let one_out = dir.path().join("one");
+    let output = edge_run(
+        &one_config,
+        &one_out,
+        &["--max-events", &events.to_string()],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let one = by_id(&[one_out]);
+    for (file, lines) in &one {
+        assert!(lines.len() > 100, "{file}: {} records", lines.len());
+    }
+    same(&one, &by_id(&outs), &format!("{members} members"));
+}
+
+#[test]
+fn two_members_over_a_topic_keyed_by_transaction_give_one_process_results() {
+    members_give_one_process_results(2);
+}
+
+#[test]
+fn three_members_over_a_topic_keyed_by_transaction_give_one_process_results() {
+    members_give_one_process_results(3);
+}
