@@ -13,6 +13,11 @@
 //! events/s is over edge's wall time, events/s per core over the CPU time
 //! of the process.
 //!
+//! Members: the same records read by one, then two members of one
+//! repartitioned group (`source.repartition`, one worker each, threads of
+//! this process), each copying what it reads to the repartition topic and
+//! running the rule sets on its share of it.
+//!
 //! Latency: a producer sends records at `EDGE_BENCH_KAFKA_RATE` events/s
 //! (default 20,000) for `EDGE_BENCH_KAFKA_SECS` seconds (default 20) while
 //! edge runs; a consumer reads the alerts topic and, for each alert, takes
@@ -216,6 +221,70 @@ fn main() {
             summary.events as f64 / cpu.max(1e-9),
             summary.alerts,
             summary.rows
+        );
+    }
+
+    // Members of one repartitioned group (`source.repartition`), one
+    // worker each: one member, then two. They join both groups first; then
+    // the records are produced to a topic of their own, keyed by record
+    // number (as a topic keyed by transaction id is), and each record is
+    // copied to the repartition topic once per partition its customer and
+    // merchant belong to, through the same broker.
+    let records: Vec<Vec<u8>> = {
+        let mut g = Generator::new(&Default::default());
+        (0..events).map(|_| g.next_record().bytes).collect()
+    };
+    for members in [1usize, 2] {
+        let group = format!("bench{run}.m{members}");
+        let topic = format!("{group}.in");
+        edge::source::kafka::ensure_topics(&kafka, std::slice::from_ref(&topic), 4).expect("topic");
+        let metrics: Vec<Arc<edge::metrics::Metrics>> = (0..members)
+            .map(|_| Arc::new(edge::metrics::Metrics::new()))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..members)
+            .map(|m| {
+                let mut c = config(&brokers, &topic, &group, out.path());
+                c.source.group = group.clone();
+                c.source.repartition = true;
+                c.source.repartition_partitions = 8;
+                c.engine.workers = 1;
+                c.checkpoint.interval_ms = 0;
+                c.output.dir = out.path().join(format!("m{members}.{m}"));
+                let (stop, metrics) = (stop.clone(), metrics[m].clone());
+                std::thread::spawn(move || edge::app::run_with_metrics(&c, stop, metrics))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(8));
+        let processed = || -> u64 {
+            (metrics.iter())
+                .map(|m| edge::metrics::Metrics::get(&m.records))
+                .sum()
+        };
+        let started = Instant::now();
+        for (i, r) in records.iter().enumerate() {
+            send(&p, &topic, &i.to_string(), r);
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(120)).expect("flush");
+        let produced = started.elapsed().as_secs_f64();
+        let (mut last, mut last_change) = (0, Instant::now());
+        while processed() < events && last_change.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            if processed() != last {
+                (last, last_change) = (processed(), Instant::now());
+            }
+        }
+        let wall = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("member").expect("edge run");
+        }
+        println!(
+            "kafka/members, {members} member(s) of one repartitioned group: {} of {events} records \
+             in {wall:.2} s from the first produced (produced in {produced:.2} s): {:.0} events/s",
+            processed(),
+            processed() as f64 / wall,
         );
     }
 
