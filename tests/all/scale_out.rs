@@ -137,7 +137,7 @@ impl Member {
 fn members_give_one_process_results(members: usize) {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let events = 24_000;
+    let events = 16_000;
     edge_tests::file_with_dimensions(
         dir.path(),
         &[
@@ -180,6 +180,7 @@ fn members_give_one_process_results(members: usize) {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(4));
+    let producing = std::time::Instant::now();
     let produced = produce_file_keyed(
         &brokers,
         &topic,
@@ -187,6 +188,11 @@ fn members_give_one_process_results(members: usize) {
         "transaction_id",
     );
     assert_eq!(produced, events);
+    eprintln!(
+        "{events} records produced in {:.1} s, {:.1} s after the members started",
+        producing.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     let mut outs = Vec::new();
     for m in &mut running {
         let status = m.child.wait().unwrap();
