@@ -8,6 +8,7 @@ pub use gen::{debezium_event, gen, GenOptions};
 use crate::config::{Config, RulesConfig, SourceKind};
 use crate::decode::Decoder;
 use crate::dims::Dims;
+use crate::engine::repartition;
 use crate::engine::router::Router;
 use crate::engine::{Pipeline, Summary};
 use crate::gen::Generator;
@@ -194,11 +195,14 @@ pub fn run_with_metrics(
     if rules.is_empty() {
         bail!("every rule set is disabled in the config; nothing to run");
     }
-    let routed = config.source.repartition.then(|| {
-        let manifests: Vec<_> = rules.iter().map(Rule::manifest).collect();
-        let extra = config.source.routed_fields().unwrap_or_default();
-        crate::source::repartition::fields_of(&manifests, &extra)
-    });
+    let routed = match config.source.repartition {
+        true => {
+            let manifests: Vec<_> = rules.iter().map(Rule::manifest).collect();
+            let extra = repartition::routed_fields(&config.source).map_err(anyhow::Error::msg)?;
+            Some(repartition::fields_of(&manifests, &extra))
+        }
+        false => None,
+    };
     let (source, resume) = steps::open_source(config, generator, &dims)?;
     let decoder =
         Decoder::new(config.source.format(), &config.decode).map_err(anyhow::Error::msg)?;
@@ -236,9 +240,9 @@ pub fn run_with_metrics(
                 "repartitioning: this member copies the records it reads by key, and runs the \
                  rule sets on the partitions of the repartition topic it is given"
             );
-            let plan = crate::source::repartition::Plan { fields, partitions };
+            let plan = repartition::Plan { fields, partitions };
             Some(
-                crate::source::repartition::Repartitioner::start(
+                repartition::Repartitioner::start(
                     &config.kafka,
                     &config.source,
                     &config.engine,

@@ -381,23 +381,6 @@ pub enum SourceKind {
 }
 
 impl SourceConfig {
-    /// The fields of `repartition-by`.
-    pub fn routed_fields(&self) -> Result<Vec<crate::runtime::bindings::types::KeyBy>, String> {
-        use crate::engine::key::FIELDS;
-        use crate::runtime::manifest::key_name;
-        (self.repartition_by.iter())
-            .map(|name| {
-                (FIELDS.into_iter().find(|&k| key_name(k) == name)).ok_or_else(|| {
-                    let known: Vec<&str> = FIELDS.into_iter().map(key_name).collect();
-                    format!(
-                        "unknown field {name:?}; the fields are {}",
-                        known.join(", ")
-                    )
-                })
-            })
-            .collect()
-    }
-
     /// Parses the `--source` shorthand, `gen`, `file:PATH` or
     /// `kafka://BROKERS/TOPIC[,TOPIC]`, over `self` (the file's settings):
     /// returns the brokers of a Kafka shorthand.
@@ -957,9 +940,6 @@ impl Config {
             if !(1..=KEY_GROUPS_MAX as i32).contains(&self.source.repartition_partitions) {
                 return invalid("source.repartition-partitions", "must be between 1 and 128");
             }
-            if let Err(message) = self.source.routed_fields() {
-                return invalid("source.repartition-by", &message);
-            }
         }
         let resumable = matches!(self.source.kind, SourceKind::File | SourceKind::Kafka);
         if self.engine.order == Order::EventTime
@@ -1223,18 +1203,6 @@ mod tests {
         c.validate().unwrap();
         c.source.repartition_partitions = 129;
         assert!(refusal(&c).starts_with("source.repartition-partitions"));
-        c.source.repartition_partitions = 8;
-        c.source.repartition_by = vec!["merchnt".into()];
-        let text = refusal(&c);
-        assert!(
-            text.contains("\"merchnt\"") && text.contains("hour-of-day"),
-            "{text}"
-        );
-        c.source.repartition_by = vec!["country".into()];
-        assert_eq!(
-            c.source.routed_fields().unwrap(),
-            vec![crate::runtime::bindings::types::KeyBy::Country]
-        );
 
         // Event-time order holds events no checkpoint carries: refused with
         // checkpoints on, but for a source that cannot resume (the

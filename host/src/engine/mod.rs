@@ -7,6 +7,7 @@ pub mod control;
 pub mod dedup;
 pub mod key;
 pub mod pipeline;
+pub mod repartition;
 pub mod router;
 pub mod settle;
 pub mod snapshot;

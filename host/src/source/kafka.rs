@@ -265,7 +265,7 @@ impl KafkaSource {
     ) -> Result<Self, String> {
         let inputs = partitions_of(kafka, &source.topics)?;
         let internal = SourceConfig {
-            topics: vec![repartition::ensure_topic(kafka, source)?],
+            topics: vec![ensure_repartition_topic(kafka, source)?],
             group: repartition::keyed_group(&source.group),
             start: KafkaStart::Earliest,
             ..source.clone()
@@ -520,6 +520,30 @@ impl Source for KafkaSource {
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| std::io::Error::other(format!("committing offsets: {e}")))
     }
+}
+
+/// Creates the repartition topic of `source` with
+/// `source.repartition-partitions` partitions, or checks the one there has
+/// as many; returns its name.
+pub fn ensure_repartition_topic(
+    kafka: &KafkaConfig,
+    source: &SourceConfig,
+) -> Result<String, String> {
+    let (topic, partitions) = (
+        repartition::topic(&source.group),
+        source.repartition_partitions,
+    );
+    ensure_topics(kafka, std::slice::from_ref(&topic), partitions)?;
+    let existing = partitions_of(kafka, std::slice::from_ref(&topic))?;
+    if existing.len() != partitions as usize {
+        return Err(format!(
+            "the repartition topic {topic} has {} partitions, and source.repartition-partitions \
+             is {partitions}: set it to {} (or delete the topic while no member runs)",
+            existing.len(),
+            existing.len()
+        ));
+    }
+    Ok(topic)
 }
 
 /// The partitions of `topics`, as the cluster's metadata lists them.

@@ -187,7 +187,7 @@ impl Pipeline {
     /// field would see none of its events.
     fn check_routed(&self, rule: &Rule) -> Option<Refusal> {
         let (_, routed) = self.repartition.as_ref()?;
-        let needs = crate::source::repartition::fields_of(&[rule.manifest()], &[]);
+        let needs = crate::engine::repartition::fields_of(&[rule.manifest()], &[]);
         let missing: Vec<&str> = (needs.iter())
             .filter(|k| !routed.contains(k))
             .map(|&k| crate::runtime::manifest::key_name(k))

@@ -1,0 +1,404 @@
+//! Scale-out across processes: the stage that writes the repartition topic.
+//!
+//! With `source.repartition`, every member of the consumer group runs two
+//! stages. The first, [`Repartitioner`], reads the source's partitions
+//! the group gives it (group `<group>`), decodes each record to find its
+//! keys, and writes one copy of it per partition of the repartition topic
+//! `<group>.repartition` its keys belong to: the partition owning the key
+//! group of its customer, of its merchant, and of every other field the
+//! rule sets key by (`source.repartition-by`). Partition `p` of `P` owns a
+//! contiguous range of the 128 key groups, as a worker does. A copy carries
+//! its route (which fields' keyed work it is for, and whether it is the
+//! record's primary copy: the one counted, deduplicated with a dead letter,
+//! landed as received) and where the record was first read (topic,
+//! partition, offset), in headers; its payload is the record as read. A
+//! record that does not decode goes as one primary copy, to be
+//! dead-lettered by the second stage with its origin.
+//!
+//! After the records of each batch, the first stage writes a watermark
+//! mark to every partition: the largest event time of each source
+//! partition it read from (times past the clock plus the bound do not
+//! count). The second stage, the pipeline, reads the repartition topic in
+//! group `<group>.keyed`; its watermark is the smallest mark over every
+//! (assigned partition, source partition) pair, so a partition that mixes
+//! several sources' records still fires a window only once every source
+//! has passed it, and deduplication happens where the copies of one
+//! transaction meet. The first stage commits the source's offsets once the
+//! copies before them are acknowledged (at-least-once; a copy written
+//! twice is dropped as a duplicate).
+
+use crate::config::{EngineConfig, KafkaConfig, SourceConfig};
+use crate::decode::Decoder;
+use crate::engine::key::{event_owner, field, murmur2, FIELDS};
+use crate::model::Interner;
+use crate::runtime::bindings::types::KeyBy;
+use crate::source::kafka::{client_config, ensure_repartition_topic};
+use crate::source::repartition::{MARK, ORIGIN, ROUTE};
+use crate::source::{KafkaSource, Poll, RecordBatch, Source};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counts failed deliveries of the first stage's producer.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+    }
+}
+
+/// The first stage of a member: source partitions in, keyed copies out.
+pub struct Repartitioner {
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the first stage needs to know.
+pub struct Plan {
+    /// The fields to route by, in [`FIELDS`] order.
+    pub fields: Vec<KeyBy>,
+    /// Partitions of the repartition topic.
+    pub partitions: i32,
+}
+
+impl Repartitioner {
+    /// Creates the repartition topic if needed, joins the source's group
+    /// and starts copying on a thread of its own. `failed` is set (and the
+    /// run stopped through it) if the copies cannot be written.
+    pub fn start(
+        kafka: &KafkaConfig,
+        source: &SourceConfig,
+        engine: &EngineConfig,
+        decoder: Decoder,
+        plan: Plan,
+        failed: Arc<AtomicBool>,
+    ) -> Result<Self, String> {
+        let topic = ensure_repartition_topic(kafka, source)?;
+        let reader = KafkaSource::connect(kafka, source)?;
+        let producer: BaseProducer<Deliveries> = client_config(kafka)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create_with_context(Deliveries::default())
+            .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stage = Stage {
+            reader,
+            producer,
+            topic,
+            decoder,
+            fields: plan.fields,
+            partitions: plan.partitions,
+            batch_size: engine.batch_size,
+            batch_timeout: Duration::from_millis(engine.batch_timeout_ms.max(1)),
+            commit_every: Duration::from_millis(engine.commit_interval_ms.max(50)),
+            bound: engine.out_of_orderness_ms,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("edge-repartition".into())
+            .spawn(move || {
+                let result = stage.run();
+                if let Err(e) = &result {
+                    tracing::error!("repartitioning stopped: {e}");
+                    failed.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start the repartition thread: {e}"))?;
+        Ok(Self {
+            thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// Stops copying: what was read is written and its offsets committed.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err("the repartition thread panicked".into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Repartitioner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Stage {
+    reader: KafkaSource,
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    decoder: Decoder,
+    fields: Vec<KeyBy>,
+    partitions: i32,
+    batch_size: usize,
+    batch_timeout: Duration,
+    commit_every: Duration,
+    bound: i64,
+    stop: Arc<AtomicBool>,
+}
+
+/// The interner of the first stage starts over past this many strings.
+const RESET_STRINGS: usize = 1 << 18;
+
+impl Stage {
+    fn run(&mut self) -> Result<(), String> {
+        let mut batch = RecordBatch::default();
+        let mut strings = Interner::default();
+        // Per source partition slot: the largest event time read, and
+        // whether records came since the last marks.
+        let mut newest: Vec<(i64, bool)> = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut last_marks = Instant::now();
+        loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            batch.clear();
+            if !stopping {
+                let poll = self
+                    .reader
+                    .poll(&mut batch, self.batch_size, self.batch_timeout)
+                    .map_err(|e| e.to_string())?;
+                if poll == Poll::Done {
+                    break;
+                }
+            }
+            for gone in self.reader.revoked() {
+                if let Some(n) = newest.get_mut(gone.1 as usize) {
+                    *n = (i64::MIN, false);
+                }
+            }
+            if strings.len() > RESET_STRINGS {
+                strings = Interner::default();
+            }
+            let now_ms = crate::clock::system().now_ms();
+            self.decoder.set_now(now_ms);
+            let ceiling = now_ms.saturating_add(self.bound);
+            for i in 0..batch.len() {
+                let (bytes, offset) = batch.get(i);
+                let part = batch.part(i);
+                let (topic, partition) = (self.reader.partition(part))
+                    .map(|(t, p)| (t.to_string(), p))
+                    .unwrap_or_default();
+                let origin = format!("{partition}:{offset}:{topic}");
+                if newest.len() <= part as usize {
+                    newest.resize(part as usize + 1, (i64::MIN, false));
+                }
+                newest[part as usize].1 = true;
+                let event = if bytes.is_empty() {
+                    None
+                } else {
+                    self.decoder
+                        .decode_change(bytes, &mut strings)
+                        .ok()
+                        .flatten()
+                };
+                let Some(t) = event else {
+                    let p = (murmur2(bytes) & 0x7fff_ffff) as i32 % self.partitions;
+                    self.send(p, bytes, [0, 1], &origin)?;
+                    continue;
+                };
+                if t.event_time <= ceiling {
+                    let n = &mut newest[part as usize].0;
+                    *n = (*n).max(t.event_time);
+                }
+                // One copy per partition, carrying every field whose key
+                // that partition owns; the first field's copy is primary.
+                let mut copies: Vec<(i32, u8)> = Vec::with_capacity(self.fields.len());
+                for &key_by in &self.fields {
+                    let p = event_owner(key_by, &t, &strings, self.partitions as usize) as i32;
+                    let bit = 1u8 << field(key_by);
+                    match copies.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, mask)) => *mask |= bit,
+                        None => copies.push((p, bit)),
+                    }
+                }
+                for (n, (p, mask)) in copies.into_iter().enumerate() {
+                    self.send(p, bytes, [mask, u8::from(n == 0)], &origin)?;
+                }
+            }
+            let due = last_marks.elapsed() >= Duration::from_millis(50);
+            if stopping || due {
+                last_marks = Instant::now();
+                for (part, (time, fresh)) in newest.iter_mut().enumerate() {
+                    if !std::mem::take(fresh) || *time == i64::MIN {
+                        continue;
+                    }
+                    let Some((topic, partition)) = self.reader.partition(part as u32) else {
+                        continue;
+                    };
+                    let mark = format!("{partition}:{topic}");
+                    let payload = time.to_string();
+                    for p in 0..self.partitions {
+                        let headers = OwnedHeaders::new().insert(Header {
+                            key: MARK,
+                            value: Some(mark.as_str()),
+                        });
+                        let record = BaseRecord::<(), str, ()>::to(&self.topic)
+                            .partition(p)
+                            .payload(payload.as_str())
+                            .headers(headers);
+                        send(&self.producer, record)?;
+                    }
+                }
+            }
+            self.producer.poll(Duration::ZERO);
+            if stopping || last_commit.elapsed() >= self.commit_every {
+                last_commit = Instant::now();
+                self.commit()?;
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+        self.commit()
+    }
+
+    fn send(
+        &self,
+        partition: i32,
+        bytes: &[u8],
+        route: [u8; 2],
+        origin: &str,
+    ) -> Result<(), String> {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: ROUTE,
+                value: Some(&route[..]),
+            })
+            .insert(Header {
+                key: ORIGIN,
+                value: Some(origin),
+            });
+        let record = BaseRecord::<(), [u8], ()>::to(&self.topic)
+            .partition(partition)
+            .payload(bytes)
+            .headers(headers);
+        send(&self.producer, record)
+    }
+
+    /// Waits for every copy to be acknowledged, then commits the source's
+    /// offsets read so far.
+    fn commit(&mut self) -> Result<(), String> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| format!("writing to {}: {e}", self.topic))?;
+        let context = self.producer.context();
+        if context.failed.load(Ordering::Relaxed) > 0 {
+            let last = context.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(format!(
+                "copies to {} were not delivered: {}",
+                self.topic,
+                last.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        if let Some(mark) = self.reader.mark() {
+            if let Err(e) = self.reader.commit(&mark) {
+                tracing::warn!(source = self.reader.name(), "{e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends a record, waiting for room in the producer's queue.
+fn send<P, K, C>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, ()>,
+) -> Result<(), String>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    C: ProducerContext<DeliveryOpaque = ()>,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(format!("cannot write a copy: {e}")),
+        }
+    }
+}
+
+/// The fields the rule sets key by, in [`FIELDS`] order, and those
+/// `source.repartition-by` adds.
+pub fn fields_of(
+    manifests: &[&crate::runtime::bindings::types::Manifest],
+    extra: &[KeyBy],
+) -> Vec<KeyBy> {
+    let mut used = [false; FIELDS.len()];
+    for m in manifests {
+        m.state_key.into_iter().for_each(|k| used[field(k)] = true);
+        m.windows.iter().for_each(|w| used[field(w.key)] = true);
+    }
+    extra.iter().for_each(|&k| used[field(k)] = true);
+    FIELDS.into_iter().filter(|&k| used[field(k)]).collect()
+}
+
+/// The fields `source.repartition-by` names.
+pub fn routed_fields(source: &SourceConfig) -> Result<Vec<KeyBy>, String> {
+    use crate::runtime::manifest::key_name;
+    (source.repartition_by.iter())
+        .map(|name| {
+            (FIELDS.into_iter().find(|&k| key_name(k) == name)).ok_or_else(|| {
+                let known: Vec<&str> = FIELDS.into_iter().map(key_name).collect();
+                format!(
+                    "source.repartition-by: unknown field {name:?}; the fields are {}",
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fields_to_route_by_are_named_as_rule_sets_name_them() {
+        let mut source = SourceConfig {
+            repartition_by: vec!["country".into(), "hour-of-day".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            routed_fields(&source).unwrap(),
+            vec![KeyBy::Country, KeyBy::HourOfDay]
+        );
+        source.repartition_by = vec!["merchnt".into()];
+        let error = routed_fields(&source).unwrap_err();
+        assert!(
+            error.contains("\"merchnt\"") && error.contains("hour-of-day"),
+            "{error}"
+        );
+    }
+}
