@@ -428,6 +428,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retain_keeps_the_keys_picked_and_their_bytes() {
+        let mut state = KeyedState::new(0);
+        for key in ["a1", "b1", "a2"] {
+            state.set(key, vec![1, 2, 3], 10);
+        }
+        assert_eq!(state.retain(|k| k.starts_with('a')), 1);
+        assert_eq!(state.len(), 2);
+        assert_eq!(state.get("b1"), None);
+        assert_eq!(state.get("a2"), Some(&[1u8, 2, 3][..]));
+        assert_eq!(state.bytes(), 2 * (2 + 3));
+    }
+
+    #[test]
     fn a_copy_taken_a_part_at_a_time_holds_the_state_as_it_began() {
         let mut s = KeyedState::new(0);
         for n in 0..100 {

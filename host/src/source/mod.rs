@@ -342,3 +342,34 @@ impl std::fmt::Display for Position {
 /// The next offset of each partition slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mark(pub Vec<(u32, i64)>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_partitions_taken_away_leave_the_batch_with_their_routes() {
+        let mut batch = RecordBatch::default();
+        let route = Route {
+            fields: 0b10,
+            primary: false,
+        };
+        batch.push_routed(b"one", 0, Route::ALL, 5, 100);
+        batch.push_routed(b"two", 1, route, 6, 200);
+        batch.push_mark(3, 42);
+        batch.push_routed(b"three", 0, route, 5, 101);
+        batch.retain_parts(|p| p != 1);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.get(1), (&b"three"[..], 101));
+        assert_eq!(
+            (batch.route(1), batch.origin(1), batch.part(1)),
+            (route, 5, 0)
+        );
+        assert_eq!(batch.marks(), &[(3, 42)]);
+        assert!(route.has(1) && !route.has(0));
+        // Records read straight from a source carry every field.
+        let mut plain = RecordBatch::default();
+        plain.push_in(b"x", 2, 7);
+        assert_eq!((plain.route(0), plain.origin(0)), (Route::ALL, 2));
+    }
+}

@@ -686,3 +686,41 @@ pub(super) fn works(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::window::tests::txn;
+
+    #[test]
+    fn copies_go_only_to_the_fields_they_carry_and_one_worker_can_have_a_list_per_field() {
+        let mut s = Interner::default();
+        let fields = Fields([true, true, false, false, false, false, false]);
+        let events: Vec<Txn> = (0..3).map(|i| txn(&mut s, "c", i, 100)).collect();
+        let customer_only = Route {
+            fields: 1 << field(KeyBy::Customer),
+            primary: true,
+        };
+        let merchant_only = Route {
+            fields: 1 << field(KeyBy::Merchant),
+            primary: false,
+        };
+        let routes = [customer_only, merchant_only, Route::ALL];
+        let split = fields.split(events.clone(), (&[], &routes), 1, false);
+        let (lists, list_of) = &split[0];
+        let times = |f: KeyBy| -> Vec<i64> {
+            lists[list_of[field(f)] as usize]
+                .iter()
+                .map(|t| t.event_time)
+                .collect()
+        };
+        assert_eq!(times(KeyBy::Customer), [0, 2]);
+        assert_eq!(times(KeyBy::Merchant), [1, 2]);
+        // Unrouted, one worker: one list for both fields, unless asked.
+        let shared = fields.split(events.clone(), (&[], &[]), 1, false);
+        assert_eq!(shared[0].0.len(), 1);
+        let apart = fields.split(events, (&[], &[]), 1, true);
+        assert_eq!(apart[0].0.len(), 2);
+        assert!(apart[0].0.iter().all(|l| l.len() == 3));
+    }
+}

@@ -334,3 +334,20 @@ fn windows_restored_from_a_snapshot_fire_as_the_originals_would() {
         assert!(back.is_empty());
     }
 }
+
+#[test]
+fn retained_keys_keep_their_windows_and_the_others_leave_unfired() {
+    let mut s = Interner::default();
+    let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(60_000), 0));
+    for (who, t, c) in [("a", 1_000, 100), ("b", 2_000, 200), ("a", 3_000, 300)] {
+        op.add(&txn(&mut s, who, t, c), i64::MIN);
+    }
+    let b = s.intern("b");
+    assert_eq!(op.retain_keys(&mut |key| key != b), 1);
+    assert_eq!(op.len(), 1);
+    // The kept window fires whole; the dropped one never does.
+    assert_eq!(
+        fire(&mut op, 60_000, &s),
+        vec![("a".into(), 0, 60_000, 0, 2)]
+    );
+}
