@@ -25,6 +25,22 @@ pub fn edge_bin() -> PathBuf {
     bin
 }
 
+/// `edge run` with the five rule sets and `config`, writing into `out`,
+/// without the console or the admin API (add flags to it).
+pub fn edge_run(config: &Path, out: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(edge_bin());
+    c.arg("run");
+    for r in guests::RULE_SETS {
+        c.args(["--rules", r]);
+    }
+    c.arg("--config")
+        .arg(config)
+        .arg("--out-dir")
+        .arg(out)
+        .args(["--console", "never", "--admin", "off"]);
+    c
+}
+
 /// Reads a JSON lines file into values (an absent file reads as empty).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -204,6 +204,8 @@ struct GenArgs {
     merchants_out: Option<PathBuf>,
     /// Produce to Kafka instead: `kafka://BROKERS/TOPIC`. Customers and
     /// merchants go to their topics first (`--customers-topic`, `--merchants-topic`).
+    /// Exits with an error if a record was not delivered or was refused by
+    /// the cluster (larger than a message may be, say).
     #[arg(long, value_name = "kafka://BROKERS/TOPIC", conflicts_with = "out")]
     to: Option<String>,
     /// With `--to`: partitions of topics that do not exist yet.

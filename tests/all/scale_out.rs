@@ -3,10 +3,10 @@
 //! results.
 
 use crate::kafka::{brokers, produce_file_keyed, unique};
-use edge_tests::{edge_bin, guests};
+use edge_tests::edge_run;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// The output files compared, each a table or stream a user would check.
@@ -49,22 +49,6 @@ merchants = "{merchants}"
     )
     .unwrap();
     path
-}
-
-fn edge_run(config: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(edge_bin());
-    c.arg("run");
-    for r in guests::RULE_SETS {
-        c.args(["--rules", r]);
-    }
-    c.arg("--config")
-        .arg(config)
-        .arg("--out-dir")
-        .arg(out)
-        .args(["--console", "never", "--admin", "off", "--workers", "1"])
-        .args(extra)
-        .env("EDGE_LOG", "info");
-    c
 }
 
 /// Each compared file of the output directories `dirs`, as one set of
@@ -119,7 +103,9 @@ impl Member {
     fn start(config: &Path, dir: &Path, name: &str, secs: u64) -> Self {
         let out = dir.join(name);
         let log = dir.join(format!("{name}.log"));
-        let child = edge_run(config, &out, &["--duration", &secs.to_string()])
+        let child = edge_run(config, &out)
+            .args(["--workers", "1", "--duration", &secs.to_string()])
+            .env("EDGE_LOG", "info")
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
@@ -212,13 +198,10 @@ fn members_give_one_process_results(members: usize) {
     // One process, alone in a group of its own, over the same topic.
     let one_config = config(dir.path(), &brokers, &topic, &unique("one"), false);
     let one_out = dir.path().join("one");
-    let output = edge_run(
-        &one_config,
-        &one_out,
-        &["--max-events", &events.to_string()],
-    )
-    .output()
-    .unwrap();
+    let output = edge_run(&one_config, &one_out)
+        .args(["--workers", "1", "--max-events", &events.to_string()])
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",

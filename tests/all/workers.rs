@@ -1,9 +1,8 @@
 //! Workers: the outputs of a run do not depend on `--workers`.
 
-use edge_tests::{edge_bin, guests};
+use edge_tests::edge_run;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// Every output file of `dir`, each as its lines sorted (the order of
 /// records within a batch depends on which worker produced them).
@@ -23,6 +22,21 @@ fn sorted_outputs(dir: &Path) -> BTreeMap<String, Vec<String>> {
     files
 }
 
+/// Asserts that two runs wrote the same lines to `file`, naming the first
+/// that differs.
+fn same_lines(file: &str, (a, want): (&str, &[String]), (b, got): (&str, &[String])) {
+    let first = (want.iter().zip(got))
+        .find(|(x, y)| x != y)
+        .map(|(x, y)| format!("\n  {a}: {x}\n  {b}: {y}"))
+        .unwrap_or_default();
+    assert!(
+        got == want,
+        "{file}: {} records {a}, {} {b}{first}",
+        want.len(),
+        got.len()
+    );
+}
+
 #[test]
 fn one_two_and_four_workers_give_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,17 +48,7 @@ fn one_two_and_four_workers_give_identical_outputs() {
     );
     let run = |workers: usize| {
         let out = dir.path().join(format!("out{workers}"));
-        let mut args: Vec<String> = vec!["run".into()];
-        for r in guests::RULE_SETS {
-            args.extend(["--rules".into(), r.to_string()]);
-        }
-        let output = Command::new(edge_bin())
-            .args(&args)
-            .arg("--config")
-            .arg(&config)
-            .arg("--out-dir")
-            .arg(&out)
-            .args(["--console", "never", "--admin", "off"])
+        let output = edge_run(&config, &out)
             .args(["--workers", &workers.to_string()])
             .env("EDGE_LOG", "info")
             .output()
@@ -78,18 +82,10 @@ fn one_two_and_four_workers_give_identical_outputs() {
             "workers {workers}: other output files"
         );
         for (file, lines) in &one {
-            let got = &many[file];
-            let first = lines
-                .iter()
-                .zip(got)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("\n  one worker: {a}\n  {workers} workers: {b}"))
-                .unwrap_or_default();
-            assert!(
-                got == lines,
-                "{file}: {} records with one worker, {} with {workers}{first}",
-                lines.len(),
-                got.len()
+            same_lines(
+                file,
+                ("one worker", lines),
+                (&format!("{workers} workers"), &many[file]),
             );
         }
     }
@@ -124,19 +120,9 @@ fn in_event_time_order_the_outputs_do_not_depend_on_the_order_records_arrive_in(
     std::fs::write(&other, shuffled).unwrap();
     let run = |input: &Path, workers: usize, name: &str| {
         let out = dir.path().join(name);
-        let mut args: Vec<String> = vec!["run".into()];
-        for r in guests::RULE_SETS {
-            args.extend(["--rules".into(), r.to_string()]);
-        }
-        let output = Command::new(edge_bin())
-            .args(&args)
-            .arg("--config")
-            .arg(&config)
+        let output = edge_run(&config, &out)
             .arg("--source")
             .arg(format!("file:{}", input.display()))
-            .arg("--out-dir")
-            .arg(&out)
-            .args(["--console", "never", "--admin", "off"])
             .args(["--workers", &workers.to_string()])
             .output()
             .unwrap();
@@ -157,20 +143,12 @@ fn in_event_time_order_the_outputs_do_not_depend_on_the_order_records_arrive_in(
             "compliance_metrics.jsonl",
             "customer_lifecycle.jsonl",
         ] {
-            let (want, got) = (&read[file], &outputs[file]);
-            assert!(want.len() > 200, "{file}: {} records", want.len());
-            let first = want
-                .iter()
-                .zip(got)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("\n  as generated: {a}\n  {name}: {b}"))
-                .unwrap_or_default();
             assert!(
-                got == want,
-                "{name}, {file}: {} records, {} as generated{first}",
-                got.len(),
-                want.len()
+                read[file].len() > 200,
+                "{file}: {} records",
+                read[file].len()
             );
+            same_lines(file, ("as generated", &read[file]), (name, &outputs[file]));
         }
     }
 }

@@ -90,7 +90,7 @@ fn gen_kafka(
     kafka: &crate::config::KafkaConfig,
     topic: &str,
 ) -> anyhow::Result<u64> {
-    use crate::sink::kafka::{flush, producer, send};
+    use crate::sink::kafka::{flush_all, producer, send};
     let mut seq = 0usize;
     let mut topics = vec![topic.to_string()];
     if let Some((customers, merchants)) = &options.dimension_topics {
@@ -124,7 +124,7 @@ fn gen_kafka(
         seq += 1;
         Ok(())
     })?;
-    flush(&producer).map_err(anyhow::Error::msg)?;
+    flush_all(&producer).map_err(anyhow::Error::msg)?;
     Ok(written)
 }
 

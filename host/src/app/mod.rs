@@ -232,7 +232,7 @@ pub fn run_with_metrics(
     let repartitioner = match routed {
         Some(fields) => {
             let partitions = config.source.repartition_partitions;
-            pipeline.repartitioned(partitions as usize, fields.clone())?;
+            pipeline.repartitioned(partitions as usize, fields.clone());
             tracing::info!(
                 topic = %crate::source::repartition::topic(&config.source.group),
                 partitions,

@@ -74,6 +74,13 @@ pub const FIELDS: [KeyBy; 7] = [
     KeyBy::Global,
 ];
 
+/// The fields a rule set keys by: its state key, and each window spec's key.
+pub fn keyed_by(
+    manifest: &crate::runtime::bindings::types::Manifest,
+) -> impl Iterator<Item = KeyBy> + '_ {
+    (manifest.state_key.into_iter()).chain(manifest.windows.iter().map(|w| w.key))
+}
+
 /// A field's place in [`FIELDS`].
 pub fn field(key_by: KeyBy) -> usize {
     match key_by {

@@ -29,37 +29,17 @@
 
 use crate::config::{EngineConfig, KafkaConfig, SourceConfig};
 use crate::decode::Decoder;
-use crate::engine::key::{event_owner, field, murmur2, FIELDS};
+use crate::engine::key::{event_owner, field, keyed_by, murmur2, FIELDS};
 use crate::model::Interner;
 use crate::runtime::bindings::types::KeyBy;
-use crate::source::kafka::{client_config, ensure_repartition_topic};
-use crate::source::repartition::{MARK, ORIGIN, ROUTE};
-use crate::source::{KafkaSource, Poll, RecordBatch, Source};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::sink::kafka::{flush_all, producer, send_record, EdgeProducer};
+use crate::source::kafka::ensure_repartition_topic;
+use crate::source::repartition::{copy_headers, mark_headers, write_origin};
+use crate::source::{KafkaSource, Poll, RecordBatch, Route, Source};
+use rdkafka::producer::BaseRecord;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Counts failed deliveries of the first stage's producer.
-#[derive(Default)]
-struct Deliveries {
-    failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        }
-    }
-}
 
 /// The first stage of a member: source partitions in, keyed copies out.
 pub struct Repartitioner {
@@ -89,16 +69,12 @@ impl Repartitioner {
     ) -> Result<Self, String> {
         let topic = ensure_repartition_topic(kafka, source)?;
         let reader = KafkaSource::connect(kafka, source)?;
-        let producer: BaseProducer<Deliveries> = client_config(kafka)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .create_with_context(Deliveries::default())
-            .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
+        let producer = producer(kafka)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut stage = Stage {
             reader,
             producer,
+            sent: 0,
             topic,
             decoder,
             fields: plan.fields,
@@ -148,7 +124,9 @@ impl Drop for Repartitioner {
 
 struct Stage {
     reader: KafkaSource,
-    producer: BaseProducer<Deliveries>,
+    producer: EdgeProducer,
+    /// Messages sent (each is tracked by its number until delivered).
+    sent: usize,
     topic: String,
     decoder: Decoder,
     fields: Vec<KeyBy>,
@@ -172,6 +150,8 @@ impl Stage {
         let mut newest: Vec<(i64, bool)> = Vec::new();
         let mut last_commit = Instant::now();
         let mut last_marks = Instant::now();
+        let mut origin = String::new();
+        let mut copies: Vec<(i32, u8)> = Vec::with_capacity(self.fields.len());
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             batch.clear();
@@ -198,10 +178,8 @@ impl Stage {
             for i in 0..batch.len() {
                 let (bytes, offset) = batch.get(i);
                 let part = batch.part(i);
-                let (topic, partition) = (self.reader.partition(part))
-                    .map(|(t, p)| (t.to_string(), p))
-                    .unwrap_or_default();
-                let origin = format!("{partition}:{offset}:{topic}");
+                let (topic, partition) = self.reader.partition(part).unwrap_or_default();
+                write_origin(&mut origin, topic, partition, offset);
                 if newest.len() <= part as usize {
                     newest.resize(part as usize + 1, (i64::MIN, false));
                 }
@@ -216,7 +194,11 @@ impl Stage {
                 };
                 let Some(t) = event else {
                     let p = (murmur2(bytes) & 0x7fff_ffff) as i32 % self.partitions;
-                    self.send(p, bytes, [0, 1], &origin)?;
+                    let route = Route {
+                        fields: 0,
+                        primary: true,
+                    };
+                    self.copy(p, bytes, route, &origin)?;
                     continue;
                 };
                 if t.event_time <= ceiling {
@@ -225,7 +207,7 @@ impl Stage {
                 }
                 // One copy per partition, carrying every field whose key
                 // that partition owns; the first field's copy is primary.
-                let mut copies: Vec<(i32, u8)> = Vec::with_capacity(self.fields.len());
+                copies.clear();
                 for &key_by in &self.fields {
                     let p = event_owner(key_by, &t, &strings, self.partitions as usize) as i32;
                     let bit = 1u8 << field(key_by);
@@ -234,8 +216,12 @@ impl Stage {
                         None => copies.push((p, bit)),
                     }
                 }
-                for (n, (p, mask)) in copies.into_iter().enumerate() {
-                    self.send(p, bytes, [mask, u8::from(n == 0)], &origin)?;
+                for (n, &(p, fields)) in copies.iter().enumerate() {
+                    let route = Route {
+                        fields,
+                        primary: n == 0,
+                    };
+                    self.copy(p, bytes, route, &origin)?;
                 }
             }
             let due = last_marks.elapsed() >= Duration::from_millis(50);
@@ -248,22 +234,18 @@ impl Stage {
                     let Some((topic, partition)) = self.reader.partition(part as u32) else {
                         continue;
                     };
-                    let mark = format!("{partition}:{topic}");
                     let payload = time.to_string();
                     for p in 0..self.partitions {
-                        let headers = OwnedHeaders::new().insert(Header {
-                            key: MARK,
-                            value: Some(mark.as_str()),
-                        });
-                        let record = BaseRecord::<(), str, ()>::to(&self.topic)
+                        let headers = mark_headers(topic, partition);
+                        self.sent += 1;
+                        let record = BaseRecord::with_opaque_to(&self.topic, self.sent)
                             .partition(p)
-                            .payload(payload.as_str())
+                            .payload(payload.as_bytes())
                             .headers(headers);
-                        send(&self.producer, record)?;
+                        send_record(&self.producer, record).map_err(|e| e.to_string())?;
                     }
                 }
             }
-            self.producer.poll(Duration::ZERO);
             if stopping || last_commit.elapsed() >= self.commit_every {
                 last_commit = Instant::now();
                 self.commit()?;
@@ -275,77 +257,32 @@ impl Stage {
         self.commit()
     }
 
-    fn send(
-        &self,
+    /// Writes a copy of a record to partition `partition`.
+    fn copy(
+        &mut self,
         partition: i32,
         bytes: &[u8],
-        route: [u8; 2],
+        route: Route,
         origin: &str,
     ) -> Result<(), String> {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: ROUTE,
-                value: Some(&route[..]),
-            })
-            .insert(Header {
-                key: ORIGIN,
-                value: Some(origin),
-            });
-        let record = BaseRecord::<(), [u8], ()>::to(&self.topic)
+        self.sent += 1;
+        let record = BaseRecord::with_opaque_to(&self.topic, self.sent)
             .partition(partition)
             .payload(bytes)
-            .headers(headers);
-        send(&self.producer, record)
+            .headers(copy_headers(route, origin));
+        send_record(&self.producer, record).map_err(|e| e.to_string())
     }
 
     /// Waits for every copy to be acknowledged, then commits the source's
     /// offsets read so far.
     fn commit(&mut self) -> Result<(), String> {
-        self.producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| format!("writing to {}: {e}", self.topic))?;
-        let context = self.producer.context();
-        if context.failed.load(Ordering::Relaxed) > 0 {
-            let last = context.last_error.lock().unwrap_or_else(|p| p.into_inner());
-            return Err(format!(
-                "copies to {} were not delivered: {}",
-                self.topic,
-                last.as_deref().unwrap_or("unknown error")
-            ));
-        }
+        flush_all(&self.producer).map_err(|e| format!("copies to {}: {e}", self.topic))?;
         if let Some(mark) = self.reader.mark() {
             if let Err(e) = self.reader.commit(&mark) {
                 tracing::warn!(source = self.reader.name(), "{e}");
             }
         }
         Ok(())
-    }
-}
-
-/// Sends a record, waiting for room in the producer's queue.
-fn send<P, K, C>(
-    producer: &BaseProducer<C>,
-    mut record: BaseRecord<'_, K, P, ()>,
-) -> Result<(), String>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-    C: ProducerContext<DeliveryOpaque = ()>,
-{
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                back,
-            )) => {
-                record = back;
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => return Err(format!("cannot write a copy: {e}")),
-        }
     }
 }
 
@@ -357,8 +294,7 @@ pub fn fields_of(
 ) -> Vec<KeyBy> {
     let mut used = [false; FIELDS.len()];
     for m in manifests {
-        m.state_key.into_iter().for_each(|k| used[field(k)] = true);
-        m.windows.iter().for_each(|w| used[field(w.key)] = true);
+        keyed_by(m).for_each(|k| used[field(k)] = true);
     }
     extra.iter().for_each(|&k| used[field(k)] = true);
     FIELDS.into_iter().filter(|&k| used[field(k)]).collect()

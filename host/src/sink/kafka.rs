@@ -145,6 +145,17 @@ pub fn send(
     if let Some(h) = headers {
         record = record.headers(h);
     }
+    send_record(producer, record)
+}
+
+/// Sends a message the caller built (to a partition of its choice, say),
+/// its opaque the sequence number it is tracked by until delivered,
+/// waiting while the producer's queue is full.
+pub fn send_record(
+    producer: &EdgeProducer,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
+) -> Result<(), SendError> {
+    let (seq, topic) = (record.delivery_opaque, record.topic);
     if let Ok(mut in_flight) = producer.context().in_flight.lock() {
         in_flight.insert(seq);
     }
@@ -195,6 +206,25 @@ pub fn flush(producer: &EdgeProducer) -> Result<(), String> {
         .flush(Duration::from_secs(300))
         .map_err(|e| format!("waiting for acknowledgements: {e}"))?;
     take_failures(producer)
+}
+
+/// [`flush`], and an error as well for a record the cluster refused for
+/// good, for producers whose refusals have no dead-letter stream to go to
+/// (the generator's records, the repartition topic's copies).
+pub fn flush_all(producer: &EdgeProducer) -> Result<(), String> {
+    flush(producer)?;
+    let refused = match producer.context().refused.lock() {
+        Ok(mut refused) => std::mem::take(&mut *refused),
+        Err(_) => Vec::new(),
+    };
+    match refused.first() {
+        Some(first) => Err(format!(
+            "{} records were refused by the cluster; the first: {}",
+            refused.len(),
+            first.message
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Writes output records to Kafka topics.

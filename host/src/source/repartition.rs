@@ -4,7 +4,7 @@
 //! [`crate::engine::repartition`]; [`super::KafkaSource`] reads them back.
 
 use super::Route;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 
 /// The repartition topic of a consumer group.
 pub fn topic(group: &str) -> String {
@@ -16,9 +16,40 @@ pub fn keyed_group(group: &str) -> String {
     format!("{group}.keyed")
 }
 
-pub(crate) const ROUTE: &str = "edge-route";
-pub(crate) const ORIGIN: &str = "edge-origin";
-pub(crate) const MARK: &str = "edge-mark";
+const ROUTE: &str = "edge-route";
+const ORIGIN: &str = "edge-origin";
+const MARK: &str = "edge-mark";
+
+/// Writes into `out` (emptied first) the origin header of a record read
+/// from `topic`/`partition` at `offset`.
+pub fn write_origin(out: &mut String, topic: &str, partition: i32, offset: u64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "{partition}:{offset}:{topic}");
+}
+
+/// The headers of a copy: its route, and its origin (see [`write_origin`]).
+pub fn copy_headers(route: Route, origin: &str) -> OwnedHeaders {
+    let route = [route.fields, u8::from(route.primary)];
+    OwnedHeaders::new_with_capacity(2)
+        .insert(Header {
+            key: ROUTE,
+            value: Some(&route[..]),
+        })
+        .insert(Header {
+            key: ORIGIN,
+            value: Some(origin),
+        })
+}
+
+/// The headers of a watermark mark for `topic`/`partition`; its payload
+/// is the largest event time, as decimal text.
+pub fn mark_headers(topic: &str, partition: i32) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: MARK,
+        value: Some(&format!("{partition}:{topic}")),
+    })
+}
 
 /// A message of the repartition topic.
 pub enum Copy<'a> {
@@ -49,12 +80,20 @@ pub fn read<'a>(m: &'a BorrowedMessage<'_>, payload: &[u8]) -> Result<Copy<'a>, 
     let headers = m
         .headers()
         .ok_or("it has no headers: it was not written by edge")?;
+    read_headers(headers.iter().map(|h| (h.key, h.value)), payload)
+}
+
+/// Reads a copy or a mark from its headers (key, value) and payload.
+fn read_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    payload: &[u8],
+) -> Result<Copy<'a>, String> {
     let (mut route, mut origin, mut mark) = (None, None, None);
-    for h in headers.iter() {
-        match h.key {
-            ROUTE => route = h.value,
-            ORIGIN => origin = h.value,
-            MARK => mark = h.value,
+    for (key, value) in headers {
+        match key {
+            ROUTE => route = value,
+            ORIGIN => origin = value,
+            MARK => mark = value,
             _ => {}
         }
     }
@@ -93,4 +132,51 @@ pub fn read<'a>(m: &'a BorrowedMessage<'_>, payload: &[u8]) -> Result<Copy<'a>, 
             .map_err(|_| "bad partition in an origin")?,
         offset: offset.parse().map_err(|_| "bad offset in an origin")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The (key, value) pairs of owned headers.
+    fn pairs(h: &OwnedHeaders) -> Vec<(&str, Option<&[u8]>)> {
+        h.iter().map(|h| (h.key, h.value)).collect()
+    }
+
+    #[test]
+    fn copies_and_marks_read_back_as_written() {
+        let route = Route {
+            fields: 0b11,
+            primary: true,
+        };
+        let mut origin = String::from("stale");
+        write_origin(&mut origin, "fintech.tx:v2", 3, 41);
+        let headers = copy_headers(route, &origin);
+        match read_headers(pairs(&headers).into_iter(), b"{}").unwrap() {
+            Copy::Record {
+                route: r,
+                topic,
+                partition,
+                offset,
+            } => assert_eq!(
+                (r, topic, partition, offset),
+                (route, "fintech.tx:v2", 3, 41)
+            ),
+            Copy::Mark { .. } => panic!("a copy read as a mark"),
+        }
+        let headers = mark_headers("fintech.tx", 2);
+        match read_headers(pairs(&headers).into_iter(), b"1767571200000").unwrap() {
+            Copy::Mark {
+                topic,
+                partition,
+                time,
+            } => assert_eq!(
+                (topic, partition, time),
+                ("fintech.tx", 2, 1_767_571_200_000)
+            ),
+            Copy::Record { .. } => panic!("a mark read as a copy"),
+        }
+        let error = read_headers(std::iter::empty(), b"x").err().unwrap();
+        assert!(error.contains("edge-route"), "{error}");
+    }
 }

@@ -58,11 +58,10 @@ pub struct Out<'a> {
 /// The ingest stage: decoder, dedup filter, and what is landed on the way.
 pub struct Ingest {
     decoder: Decoder,
-    dedup: Dedups,
+    taking: Taking,
     /// The source's first record is a header still to read (CSV).
     header_pending: bool,
-    /// Whether the `raw` and `clean` streams are routed anywhere.
-    raw_out: bool,
+    /// Whether the `clean` stream is routed anywhere.
     clean_out: bool,
 }
 
@@ -72,13 +71,15 @@ impl Ingest {
     pub fn new(config: &EngineConfig, decoder: Decoder, header: bool, router: &Router) -> Self {
         Self {
             decoder,
-            dedup: Dedups {
-                all: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
-                routed: Vec::new(),
-                limits: (config.dedup_horizon_ms, config.dedup_max_ids),
+            taking: Taking {
+                dedup: Dedups {
+                    all: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
+                    routed: Vec::new(),
+                    limits: (config.dedup_horizon_ms, config.dedup_max_ids),
+                },
+                raw_out: router.takes("raw"),
             },
             header_pending: header,
-            raw_out: router.takes("raw"),
             clean_out: router.takes("clean"),
         }
     }
@@ -90,18 +91,18 @@ impl Ingest {
 
     /// Forgets ids past the dedup horizon of `watermark`.
     pub fn forget(&mut self, watermark: i64) {
-        self.dedup.all.evict(watermark);
-        (self.dedup.routed.iter_mut()).for_each(|(_, d)| d.evict(watermark));
+        self.taking.dedup.all.evict(watermark);
+        (self.taking.dedup.routed.iter_mut()).for_each(|(_, d)| d.evict(watermark));
     }
 
     /// Appends the dedup ids in a checkpoint's form.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
-        self.dedup.all.write_snapshot(out);
+        self.taking.dedup.all.write_snapshot(out);
     }
 
     /// Takes the dedup ids of a checkpoint.
     pub fn read_snapshot(&mut self, r: &mut crate::codec::Reader<'_>) -> Result<(), String> {
-        self.dedup.all.read_snapshot(r)
+        self.taking.dedup.all.read_snapshot(r)
     }
 
     /// Reads `raw` into `events`; returns how many records it held (a
@@ -117,15 +118,7 @@ impl Ingest {
         // Each record decoded as it is taken: no batch of decoded records.
         let (decoder, clean) = (&self.decoder, self.clean_out);
         let decoded = (first..raw.len()).map(|i| decode_one(decoder, raw, i, strings, clean));
-        take(
-            &mut self.dedup,
-            self.raw_out,
-            raw,
-            first,
-            decoded,
-            out,
-            events,
-        )
+        self.taking.take(raw, first, decoded, out, events)
     }
 
     /// Takes a CSV source's header line, the first record read; returns
@@ -170,16 +163,16 @@ impl Ingest {
         out: &mut Out<'_>,
         events: &mut Events,
     ) -> u64 {
-        take(
-            &mut self.dedup,
-            self.raw_out,
-            raw,
-            first,
-            decoded,
-            out,
-            events,
-        )
+        self.taking.take(raw, first, decoded, out, events)
     }
+}
+
+/// What taking decoded records needs of the ingest stage (apart from the
+/// decoder, so that records may be decoded while they are taken).
+struct Taking {
+    dedup: Dedups,
+    /// Whether the `raw` stream is routed anywhere.
+    raw_out: bool,
 }
 
 /// The dedup filters: one for records read straight from the source, and
@@ -210,69 +203,70 @@ impl Dedups {
     }
 }
 
-/// [`Ingest::take`], over the parts of the ingest stage it needs (so that
-/// records may be decoded while they are taken). Of the copies read back
-/// from a repartition topic, only the primary one is counted, landed as
-/// received and dead-lettered; each copy is deduplicated on its route.
-fn take(
-    dedup: &mut Dedups,
-    raw_out: bool,
-    raw: &RecordBatch,
-    first: usize,
-    decoded: impl IntoIterator<Item = Decoded>,
-    out: &mut Out<'_>,
-    events: &mut Events,
-) -> u64 {
-    let partitioned = raw.has_parts();
-    let routed = raw.has_routes();
-    let mut records = 0;
-    for (i, d) in (first..raw.len()).zip(decoded) {
-        let (bytes, position) = raw.get(i);
-        let part = partitioned.then(|| raw.part(i));
-        let origin = partitioned.then(|| raw.origin(i));
-        let route = raw.route(i);
-        if route.primary {
-            records += 1;
-            Metrics::inc(&out.metrics.records);
-            if raw_out {
-                emit_raw(out, bytes, position, origin);
-            }
-        }
-        match d {
-            Decoded::Skipped if route.primary => Metrics::inc(&out.metrics.skipped),
-            Decoded::Skipped => {}
-            Decoded::Event(t, clean, owners) => {
-                if dedup.insert(route, &t.id, t.event_time) {
-                    if let Some(record) = clean.filter(|_| route.primary) {
-                        out.records.push(Record::Clean(*record));
-                    }
-                    events.txns.push(t);
-                    events.parts.push(part.unwrap_or(0));
-                    if let Some(owners) = owners {
-                        events.owners.push(owners);
-                    }
-                    if routed {
-                        events.routes.push(route);
-                    }
-                } else if route.primary {
-                    Metrics::inc(&out.metrics.duplicates);
-                    let reject = Reject::new(
-                        RejectCode::Duplicate,
-                        format!(
-                            "transaction_id {} was already seen within the dedup horizon",
-                            t.id
-                        ),
-                    );
-                    reject_record(out, reject, bytes, position, origin);
+impl Taking {
+    /// [`Ingest::take`]. Of the copies read back from a repartition topic,
+    /// only the primary one is counted, landed as received and
+    /// dead-lettered; each copy is deduplicated on its route.
+    fn take(
+        &mut self,
+        raw: &RecordBatch,
+        first: usize,
+        decoded: impl IntoIterator<Item = Decoded>,
+        out: &mut Out<'_>,
+        events: &mut Events,
+    ) -> u64 {
+        let (dedup, raw_out) = (&mut self.dedup, self.raw_out);
+        let partitioned = raw.has_parts();
+        let routed = raw.has_routes();
+        let mut records = 0;
+        for (i, d) in (first..raw.len()).zip(decoded) {
+            let (bytes, position) = raw.get(i);
+            let part = partitioned.then(|| raw.part(i));
+            let origin = partitioned.then(|| raw.origin(i));
+            let route = raw.route(i);
+            if route.primary {
+                records += 1;
+                Metrics::inc(&out.metrics.records);
+                if raw_out {
+                    emit_raw(out, bytes, position, origin);
                 }
             }
-            Decoded::Rejected(reject) if route.primary => {
-                reject_record(out, reject, bytes, position, origin)
+            match d {
+                Decoded::Skipped if route.primary => Metrics::inc(&out.metrics.skipped),
+                Decoded::Skipped => {}
+                Decoded::Event(t, clean, owners) => {
+                    if dedup.insert(route, &t.id, t.event_time) {
+                        if let Some(record) = clean {
+                            out.records.push(Record::Clean(*record));
+                        }
+                        events.txns.push(t);
+                        events.parts.push(part.unwrap_or(0));
+                        if let Some(owners) = owners {
+                            events.owners.push(owners);
+                        }
+                        if routed {
+                            events.routes.push(route);
+                        }
+                    } else if route.primary {
+                        Metrics::inc(&out.metrics.duplicates);
+                        let reject = Reject::new(
+                            RejectCode::Duplicate,
+                            format!(
+                                "transaction_id {} was already seen within the dedup horizon",
+                                t.id
+                            ),
+                        );
+                        reject_record(out, reject, bytes, position, origin);
+                    }
+                }
+                Decoded::Rejected(reject) if route.primary => {
+                    reject_record(out, reject, bytes, position, origin)
+                }
+                Decoded::Rejected(_) => {}
             }
-            Decoded::Rejected(_) => {}
         }
+        records
     }
-    records
 }
 
 /// What decoding one record gave.
@@ -287,7 +281,7 @@ pub enum Decoded {
 }
 
 /// Decodes record `i` of `raw` into `strings`; with `clean`, builds its
-/// `clean` record too.
+/// `clean` record too (only a primary copy lands one).
 pub fn decode_one(
     decoder: &Decoder,
     raw: &RecordBatch,
@@ -303,6 +297,7 @@ pub fn decode_one(
     match decoder.decode_change(bytes, strings) {
         Ok(None) => Decoded::Skipped,
         Ok(Some(t)) => {
+            let clean = clean && raw.route(i).primary;
             let record = clean.then(|| Box::new(CleanRecord::new(&t, strings)));
             Decoded::Event(t, record, None)
         }

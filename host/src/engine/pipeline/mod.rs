@@ -238,30 +238,12 @@ impl Pipeline {
     }
 
     /// Reads a repartition topic of `partitions` partitions whose copies
-    /// are routed by `fields`: the rule sets must key by those only. A
+    /// are routed by `fields` (those the rule sets key by at start, and
+    /// more): a rule set loaded later keyed by another is refused. A
     /// partition taken by another member leaves with its keys' state and
     /// open windows.
-    pub fn repartitioned(
-        &mut self,
-        partitions: usize,
-        fields: Vec<KeyBy>,
-    ) -> Result<(), PipelineError> {
-        if !self.fields.within(&fields) {
-            let name = |k: &KeyBy| crate::runtime::manifest::key_name(*k);
-            return Err(PipelineError::Workers(format!(
-                "the rule sets key by {}, and the repartition topic routes by {} only; add the \
-                 missing fields to source.repartition-by",
-                self.fields
-                    .list()
-                    .iter()
-                    .map(name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                fields.iter().map(name).collect::<Vec<_>>().join(", ")
-            )));
-        }
+    pub fn repartitioned(&mut self, partitions: usize, fields: Vec<KeyBy>) {
         self.repartition = Some((partitions, fields));
-        Ok(())
     }
 
     /// Reads time from `clock` instead of the source's (a test driving it).

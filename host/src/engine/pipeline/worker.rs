@@ -20,7 +20,7 @@ use crate::config::{EngineConfig, Order};
 use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
 pub(super) use crate::engine::key::FIELDS;
-use crate::engine::key::{event_owner, field, key_of};
+use crate::engine::key::{event_owner, field, key_of, keyed_by};
 use crate::engine::snapshot::Writer;
 use crate::engine::window::encode::WindowBatchBuilder;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
@@ -108,9 +108,7 @@ impl Fields {
     pub fn of(slots: &[Slot]) -> Self {
         let mut used = [false; FIELDS.len()];
         for s in slots {
-            let m = s.rule.manifest();
-            m.state_key.into_iter().for_each(|k| used[field(k)] = true);
-            m.windows.iter().for_each(|w| used[field(w.key)] = true);
+            keyed_by(s.rule.manifest()).for_each(|k| used[field(k)] = true);
         }
         Self(used)
     }
@@ -196,19 +194,6 @@ impl Fields {
             out[owner(n, *at.1)].0[at.0].push(t);
         }
         out
-    }
-
-    /// Whether every field in use is one of `fields`.
-    pub fn within(&self, fields: &[KeyBy]) -> bool {
-        (0..FIELDS.len()).all(|f| !self.0[f] || fields.contains(&FIELDS[f]))
-    }
-
-    /// The fields in use.
-    pub fn list(&self) -> Vec<KeyBy> {
-        (0..FIELDS.len())
-            .filter(|&f| self.0[f])
-            .map(|f| FIELDS[f])
-            .collect()
     }
 }
 
