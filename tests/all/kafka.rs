@@ -759,8 +759,10 @@ fn a_broker_restart_is_survived_and_logged() {
             guests::TALLY,
             "--config",
             &cfg,
+            // Long enough for the broker's restart and 6,000 records
+            // produced one per batch on a loaded machine.
             "--duration",
-            "30",
+            "45",
         ])
         .args(["--console", "never", "--out-dir", out.to_str().unwrap()])
         .env("EDGE_LOG", "info")
