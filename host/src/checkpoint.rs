@@ -142,10 +142,48 @@ impl Store {
     /// Removes every snapshot (a run that finished its input: the next
     /// one starts over).
     pub fn clear(&self) -> Result<(), String> {
-        for (_, path) in self.list()? {
+        let retained = self.retained()?.into_iter().map(|(_, p)| p);
+        for path in self.list()?.into_iter().map(|(_, p)| p).chain(retained) {
             fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Keeps the newest snapshot beyond the number kept, as
+    /// `retained-<sequence>.ckpt` (a member of a repartitioned group keeps
+    /// the last snapshot of the partitions it gave away, for the member
+    /// that takes them over). Returns its file, if there is a snapshot.
+    pub fn retain_newest(&self) -> Result<Option<PathBuf>, String> {
+        let Some((sequence, path)) = self.list()?.pop() else {
+            return Ok(None);
+        };
+        let kept = self.dir.join(format!("retained-{sequence:020}.ckpt"));
+        if !kept.exists() {
+            fs::hard_link(&path, &kept)
+                .or_else(|_| fs::copy(&path, &kept).map(|_| ()))
+                .map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
+        }
+        Ok(Some(kept))
+    }
+
+    /// The snapshots kept by [`Self::retain_newest`], oldest first.
+    pub fn retained(&self) -> Result<Vec<(u64, PathBuf)>, String> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| format!("cannot read {}: {e}", self.dir.display()))?;
+        let mut found: Vec<(u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let sequence = name
+                    .strip_prefix("retained-")?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()?;
+                Some((sequence, e.path()))
+            })
+            .collect();
+        found.sort();
+        Ok(found)
     }
 
     /// The directory.

@@ -20,6 +20,27 @@ const COMPARED: [&str; 5] = [
 
 /// A config reading `topic` in `group` with the generated dimensions.
 fn config(dir: &Path, brokers: &str, topic: &str, group: &str, repartition: bool) -> PathBuf {
+    config_with(
+        dir,
+        brokers,
+        topic,
+        group,
+        repartition,
+        4_000,
+        "[checkpoint]\ninterval-ms = 0\n",
+    )
+}
+
+/// [`config`] with more settings (`extra`, a `[checkpoint]` table first).
+fn config_with(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    repartition: bool,
+    idle_ms: u64,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join(format!("{group}-{repartition}.toml"));
     std::fs::write(
         &path,
@@ -35,10 +56,9 @@ repartition = {repartition}
 repartition-partitions = 8
 [engine]
 batch-size = 500
-idle-ms = 4000
+idle-ms = {idle_ms}
 order = "event-time"
-[checkpoint]
-interval-ms = 0
+{extra}
 [dimensions]
 customers = "{customers}"
 merchants = "{merchants}"
@@ -106,6 +126,7 @@ impl Member {
         let child = edge_run(config, &out)
             .args(["--workers", "1", "--duration", &secs.to_string()])
             .env("EDGE_LOG", "info")
+            .env("EDGE_DEBUG_WM", "1")
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
@@ -163,7 +184,7 @@ fn members_give_one_process_results(members: usize) {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(4));
     let producing = std::time::Instant::now();
@@ -222,4 +243,171 @@ fn two_members_over_a_topic_keyed_by_transaction_give_one_process_results() {
 #[test]
 fn three_members_over_a_topic_keyed_by_transaction_give_one_process_results() {
     members_give_one_process_results(3);
+}
+
+/// Two members, one killed (SIGKILL) while records come: the other takes
+/// its partitions over with the keyed state, open windows and held events
+/// of its newest checkpoint, replays from there, and the results are those
+/// of one process.
+#[test]
+fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let events = 16_000;
+    edge_tests::file_with_dimensions(
+        dir.path(),
+        &[
+            "--seed",
+            "23",
+            "--events",
+            &events.to_string(),
+            "--fraud",
+            "0.05",
+        ],
+        "",
+    );
+    // The records in two halves: the second comes while a member dies.
+    let bytes = std::fs::read(dir.path().join("events.jsonl")).unwrap();
+    let lines: Vec<&[u8]> = bytes
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes)
+        .split(|b| *b == b'\n')
+        .collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let halves = [(1, first), (2, second)].map(|(n, half)| {
+        let path = dir.path().join(format!("half-{n}.jsonl"));
+        std::fs::write(&path, [half.join(&b"\n"[..]), b"\n".to_vec()].concat()).unwrap();
+        path
+    });
+    let topic = unique("handover");
+    let group = unique("handover");
+    let kafka = edge::config::KafkaConfig {
+        brokers: brokers.clone(),
+        ..Default::default()
+    };
+    edge::source::kafka::ensure_topics(&kafka, std::slice::from_ref(&topic), 4).unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    // One copy per record batch: the broker the tests run serves a fetch
+    // only from the start of a batch, and the member taking over resumes
+    // inside the killed member's share.
+    let extra = format!(
+        "[checkpoint]\ninterval-ms = 500\ndir = \"{}\"\n[kafka.options]\n\"batch.num.messages\" = \"1\"\n",
+        checkpoints.display()
+    );
+    // Idle only after 30 s: Tansu serves a partition of one-record batches
+    // slowly enough that a source partition with records waiting can go
+    // 4 s without one read, and be marked idle.
+    let member_config = config_with(dir.path(), &brokers, &topic, &group, true, 30_000, &extra);
+    let mut survivor = Member::start(&member_config, dir.path(), "survivor", 100);
+    let mut killed = Member::start(&member_config, dir.path(), "killed", 100);
+    let started = std::time::Instant::now();
+    let joined = |m: &Member| m.log().matches("partitions assigned").count() >= 2;
+    while !(joined(&survivor) && joined(&killed)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the members did not both join both groups:\n{}\n{}",
+            survivor.log(),
+            killed.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        produce_file_keyed(&brokers, &topic, &halves[0], "transaction_id"),
+        first.len()
+    );
+    // The member to kill has checkpointed keyed work of its own (its
+    // directory is named after its process id).
+    let waiting = std::time::Instant::now();
+    let own = format!("-{}", killed.child.id());
+    let has_checkpoint = || {
+        std::fs::read_dir(&checkpoints).is_ok_and(|members| {
+            members.filter_map(Result::ok).any(|m| {
+                m.file_name().to_string_lossy().ends_with(&own)
+                    && std::fs::read_dir(m.path())
+                        .is_ok_and(|files| files.filter_map(Result::ok).count() > 0)
+            })
+        })
+    };
+    while !has_checkpoint() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the member to kill took no checkpoint:\n{}",
+            killed.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let producer = {
+        let (brokers, topic, half) = (brokers.clone(), topic.clone(), halves[1].clone());
+        std::thread::spawn(move || produce_file_keyed(&brokers, &topic, &half, "transaction_id"))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    assert_eq!(producer.join().unwrap(), second.len());
+    // Tansu drops the killed member at the session timeout but hands the
+    // survivor its old share again; a member joining and leaving makes it
+    // assign every partition to the survivor, as Apache Kafka does at the
+    // session timeout by itself.
+    std::thread::sleep(Duration::from_secs(12));
+    let repartition = edge::source::repartition::topic(&group);
+    nudge(&brokers, &group, &topic);
+    nudge(
+        &brokers,
+        &edge::source::repartition::keyed_group(&group),
+        &repartition,
+    );
+    let status = survivor.child.wait().unwrap();
+    let log = survivor.log();
+    assert!(status.success(), "the survivor failed:\n{log}");
+    assert!(
+        log.contains("goes back to its newest checkpoint") && log.contains("from_checkpoints=[("),
+        "the survivor took no partition over from a checkpoint:\n{log}"
+    );
+
+    let one_config = config(dir.path(), &brokers, &topic, &unique("one"), false);
+    let one_out = dir.path().join("one");
+    let output = edge_run(&one_config, &one_out)
+        .args(["--workers", "1", "--max-events", &events.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let one = by_id(&[one_out]);
+    for (file, lines) in &one {
+        assert!(lines.len() > 100, "{file}: {} records", lines.len());
+    }
+    // The killed member's rows first: the survivor's versions replace them.
+    same(
+        &one,
+        &by_id(&[killed.out.clone(), survivor.out.clone()]),
+        "one member killed",
+    );
+}
+
+/// Joins `group` over `topic` until given partitions, then leaves it.
+fn nudge(brokers: &str, group: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let started = std::time::Instant::now();
+    while consumer.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{group}: no assignment"
+        );
+        let _ = consumer.poll(Duration::from_millis(200));
+    }
+    consumer.unsubscribe();
+    let _ = consumer.poll(Duration::from_millis(500));
 }

@@ -214,9 +214,7 @@ pub fn run_with_metrics(
         out = %config.output.dir.display(),
         "edge running"
     );
-    // A member of a repartitioned group rebuilds its keys from the offsets
-    // settled in the repartition topic.
-    let resumable = source.position().is_some() && routed.is_none();
+    let resumable = source.position().is_some();
     let files = steps::rule_files(&rules);
     let router = Router::routed(sinks, config.output.clone(), metrics.clone());
     let first_stage = decoder.clone();

@@ -81,6 +81,11 @@ pub(super) fn open_source(
                 KafkaSource::connect(&config.kafka, &config.source)
             }
             .map_err(anyhow::Error::msg)?;
+            if let (true, Some(root)) = (config.source.repartition, config.checkpoint_dir()) {
+                let topic = crate::source::repartition::topic(&config.source.group);
+                let own = crate::engine::handover::member_dir(&root);
+                kafka.hand_over_with(crate::engine::handover::finder(root, own, topic));
+            }
             let mut resume = Resume::default();
             if config.postgres.exactly_once {
                 let (postgres, group) = (&config.postgres, &config.source.group);
@@ -136,6 +141,20 @@ pub(super) fn checkpoints(
     };
     if !resumable {
         tracing::debug!("the source cannot resume; no checkpoints are taken");
+        return Ok(());
+    }
+    if config.source.repartition {
+        // A member of a repartitioned group restores its partitions when
+        // they are assigned, from the newest checkpoint of each among
+        // every member's.
+        let own = crate::engine::handover::member_dir(&dir);
+        let store = Store::open(&own, config.checkpoint.keep).map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            at = %own.display(),
+            "checkpoints of this member; a member given its partitions finds them under {}",
+            dir.display()
+        );
+        pipeline.checkpoint_to(store, config.checkpoint.interval_ms, 0);
         return Ok(());
     }
     if config.postgres.exactly_once {

@@ -941,17 +941,22 @@ impl Config {
                 return invalid("source.repartition-partitions", "must be between 1 and 128");
             }
         }
-        let resumable = matches!(self.source.kind, SourceKind::File | SourceKind::Kafka);
-        if self.engine.order == Order::EventTime
-            && resumable
-            && !self.source.repartition
-            && self.checkpoint.interval_ms > 0
-        {
+        if self.source.repartition && self.postgres.exactly_once {
             return invalid(
-                "engine.order",
-                "event-time holds events until the watermark passes them, and checkpoints do not \
-                 carry held events: set checkpoint.interval-ms = 0 (a restart then reads again \
-                 from the offsets settled, which stop before any event held)",
+                "postgres.exactly-once",
+                "cannot be used with source.repartition: the members of a repartitioned group \
+                 keep their checkpoints in checkpoint.dir, where a member taking over \
+                 partitions finds them; turn exactly-once off (rows upserted by _id land once)",
+            );
+        }
+        let cooperative = (self.kafka.options.iter())
+            .any(|(k, v)| k == "partition.assignment.strategy" && v.contains("cooperative"));
+        if self.source.repartition && cooperative {
+            return invalid(
+                "kafka.options",
+                "partition.assignment.strategy cannot be cooperative with source.repartition: a \
+                 member given partitions rolls all of its own back to their checkpoints, which \
+                 needs the eager protocol (range or roundrobin, the default)",
             );
         }
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
@@ -1186,7 +1191,7 @@ mod tests {
     }
 
     #[test]
-    fn repartitioning_and_event_time_order_are_refused_where_they_cannot_work() {
+    fn repartitioning_is_refused_where_it_cannot_work() {
         let refusal = |c: &Config| match c.validate() {
             Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
             other => panic!("{other:?}"),
@@ -1204,19 +1209,22 @@ mod tests {
         c.source.repartition_partitions = 129;
         assert!(refusal(&c).starts_with("source.repartition-partitions"));
 
-        // Event-time order holds events no checkpoint carries: refused with
-        // checkpoints on, but for a source that cannot resume (the
-        // generator) or a repartitioned one (which keeps none).
+        c.source.repartition_partitions = 16;
+        c.postgres.exactly_once = true;
+        assert!(refusal(&c).starts_with("postgres.exactly-once"));
+        c.postgres.exactly_once = false;
+        (c.kafka.options).insert(
+            "partition.assignment.strategy".into(),
+            "cooperative-sticky".into(),
+        );
+        assert!(refusal(&c).contains("eager protocol"), "{}", refusal(&c));
+
+        // Checkpoints carry held events: event-time order goes with them.
         let mut c = Config::default();
         c.engine.order = Order::EventTime;
         c.validate().unwrap();
         c.source.kind = SourceKind::Kafka;
         c.source.topics = vec!["t".into()];
-        assert!(refusal(&c).contains("checkpoint.interval-ms = 0"));
-        c.source.repartition = true;
-        c.validate().unwrap();
-        c.source.repartition = false;
-        c.checkpoint.interval_ms = 0;
         c.validate().unwrap();
         let parsed: Config = toml::from_str("[engine]\norder = \"event-time\"\n").unwrap();
         assert_eq!(parsed.engine.order, Order::EventTime);

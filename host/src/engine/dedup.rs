@@ -2,16 +2,30 @@
 //!
 //! Ids are kept as 128-bit fingerprints, forgotten after `horizon` of event
 //! time or when more than `max_ids` are held (oldest first), so memory stays
-//! bounded however long the stream runs.
+//! bounded however long the stream runs. Each id keeps where its record
+//! was read (a tag), so that the same record delivered again is told apart
+//! from another record with the same id.
 
 use crate::codec::{self, Put, Reader};
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
+/// What the filter knew of an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen within the horizon.
+    New,
+    /// Seen of the same record, delivered again.
+    Again,
+    /// Seen of another record.
+    Duplicate,
+}
+
 /// The dedup filter.
 pub struct Dedup {
-    seen: FxHashSet<u128>,
+    /// Each id's fingerprint and its record's tag.
+    seen: FxHashMap<u128, u64>,
     order: VecDeque<(i64, u128)>,
     horizon_ms: i64,
     max_ids: usize,
@@ -29,7 +43,7 @@ impl Dedup {
     /// A filter remembering ids for `horizon_ms` of event time, at most `max_ids`.
     pub fn new(horizon_ms: i64, max_ids: usize) -> Self {
         Self {
-            seen: FxHashSet::default(),
+            seen: FxHashMap::default(),
             order: VecDeque::new(),
             horizon_ms,
             max_ids: max_ids.max(1),
@@ -38,9 +52,23 @@ impl Dedup {
 
     /// Whether `id` is new; remembers it.
     pub fn insert(&mut self, id: &str, event_time: i64) -> bool {
+        self.insert_tagged(id, event_time, 0) == Seen::New
+    }
+
+    /// Whether `id` is new, or was seen of the record tagged `tag` (where
+    /// it was read; 0: not known) or of another; remembers it.
+    pub fn insert_tagged(&mut self, id: &str, event_time: i64, tag: u64) -> Seen {
         let f = fingerprint(id);
-        if !self.seen.insert(f) {
-            return false;
+        match self.seen.entry(f) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                return match tag != 0 && *e.get() == tag {
+                    true => Seen::Again,
+                    false => Seen::Duplicate,
+                };
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(tag);
+            }
         }
         self.order.push_back((event_time, f));
         if self.order.len() > self.max_ids {
@@ -48,7 +76,7 @@ impl Dedup {
                 self.seen.remove(&old);
             }
         }
-        true
+        Seen::New
     }
 
     /// Forgets ids older than the horizon before `watermark`.
@@ -66,26 +94,51 @@ impl Dedup {
         }
     }
 
-    /// Appends the ids held, oldest first, with their event times: the
-    /// form a checkpoint stores.
+    /// Appends the ids held, oldest first, with their event times, then
+    /// their tags in the same order: the form a checkpoint stores.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
         out.put_len(self.order.len());
         for &(time, f) in &self.order {
             out.put_i64(time);
             out.put_u128(f);
         }
+        out.put_len(self.order.len());
+        for (_, f) in &self.order {
+            out.put_u64(self.seen.get(f).copied().unwrap_or(0));
+        }
     }
 
     /// Takes the ids of a snapshot written by [`Self::write_snapshot`]
-    /// (this filter's horizon and bound stay).
-    pub fn read_snapshot(&mut self, r: &mut Reader<'_>) -> Result<(), codec::Error> {
-        r.reading("dedup ids");
-        let n = r.len(24)?;
+    /// (`tagged`: with their tags, as layout 3 and later write them; this
+    /// filter's horizon and bound stay).
+    pub fn read_snapshot(&mut self, r: &mut Reader<'_>, tagged: bool) -> Result<(), codec::Error> {
         self.seen.clear();
         self.order.clear();
+        self.merge_snapshot(r, tagged)
+    }
+
+    /// Adds the ids of a snapshot to those held (a member taking over
+    /// partitions checkpointed by several).
+    pub fn merge_snapshot(&mut self, r: &mut Reader<'_>, tagged: bool) -> Result<(), codec::Error> {
+        r.reading("dedup ids");
+        let n = r.len(24)?;
+        let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
-            let (time, f) = (r.i64()?, r.u128()?);
-            if self.seen.insert(f) {
+            ids.push((r.i64()?, r.u128()?));
+        }
+        let mut tags = vec![0; n];
+        if tagged {
+            r.reading("dedup tags");
+            if r.len(8)? != n {
+                return Err("the dedup ids and their tags differ in number".into());
+            }
+            for tag in &mut tags {
+                *tag = r.u64()?;
+            }
+        }
+        for ((time, f), tag) in ids.into_iter().zip(tags) {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.seen.entry(f) {
+                e.insert(tag);
                 self.order.push_back((time, f));
             }
         }
@@ -139,11 +192,36 @@ mod tests {
         let mut out = Vec::new();
         d.write_snapshot(&mut out);
         let mut back = Dedup::new(1_000, 100);
-        back.read_snapshot(&mut Reader::new(&out, "test")).unwrap();
+        back.read_snapshot(&mut Reader::new(&out, "test"), true)
+            .unwrap();
         assert!(!back.insert("a", 30) && !back.insert("b", 30));
         assert!(back.insert("c", 30));
         back.evict(1_015);
         assert!(back.insert("a", 40), "a's time came back with it");
         assert!(!back.insert("b", 40));
+    }
+
+    #[test]
+    fn the_same_record_delivered_again_is_told_from_a_duplicate() {
+        let mut d = Dedup::new(1_000, 100);
+        assert_eq!(d.insert_tagged("a", 0, 7), Seen::New);
+        assert_eq!(d.insert_tagged("a", 0, 7), Seen::Again);
+        assert_eq!(d.insert_tagged("a", 0, 8), Seen::Duplicate);
+        assert_eq!(d.insert_tagged("b", 0, 0), Seen::New);
+        assert_eq!(
+            d.insert_tagged("b", 0, 0),
+            Seen::Duplicate,
+            "no tag, no redelivery"
+        );
+        let mut out = Vec::new();
+        d.write_snapshot(&mut out);
+        let mut back = Dedup::new(1_000, 100);
+        back.merge_snapshot(&mut Reader::new(&out, "test"), true)
+            .unwrap();
+        assert_eq!(
+            back.insert_tagged("a", 0, 7),
+            Seen::Again,
+            "the tag came back"
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod control;
 pub mod dedup;
+pub mod handover;
 pub mod key;
 pub mod pipeline;
 pub mod repartition;

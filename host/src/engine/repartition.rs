@@ -18,7 +18,11 @@
 //! After the records of each batch, the first stage writes a watermark
 //! mark to every partition: the largest event time of each source
 //! partition it read from (times past the clock plus the bound do not
-//! count). The second stage, the pipeline, reads the repartition topic in
+//! count); and at a beat (a quarter of `engine.idle-ms`, at most a second)
+//! a mark of every source partition it is assigned, `idle` for one that
+//! sent nothing for `engine.idle-ms`. The reader's watermark thus follows
+//! what the topic holds, not when it is read: a member replaying a
+//! partition after a takeover computes the same one. The second stage, the pipeline, reads the repartition topic in
 //! group `<group>.keyed`; its watermark is the smallest mark over every
 //! (assigned partition, source partition) pair, so a partition that mixes
 //! several sources' records still fires a window only once every source
@@ -34,7 +38,7 @@ use crate::model::Interner;
 use crate::runtime::bindings::types::KeyBy;
 use crate::sink::kafka::{flush_all, producer, send_record, EdgeProducer};
 use crate::source::kafka::ensure_repartition_topic;
-use crate::source::repartition::{copy_headers, mark_headers, write_origin};
+use crate::source::repartition::{copy_headers, mark_headers, write_origin, IDLE};
 use crate::source::{KafkaSource, Poll, RecordBatch, Route, Source};
 use rdkafka::producer::BaseRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +87,8 @@ impl Repartitioner {
             batch_timeout: Duration::from_millis(engine.batch_timeout_ms.max(1)),
             commit_every: Duration::from_millis(engine.commit_interval_ms.max(50)),
             bound: engine.out_of_orderness_ms,
+            idle: Duration::from_millis(engine.idle_ms.max(1)),
+            unflushed: false,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -135,6 +141,10 @@ struct Stage {
     batch_timeout: Duration,
     commit_every: Duration,
     bound: i64,
+    /// A source partition that sent nothing for this long is marked idle.
+    idle: Duration,
+    /// Copies sent since the producer was last flushed.
+    unflushed: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -146,8 +156,12 @@ impl Stage {
         let mut batch = RecordBatch::default();
         let mut strings = Interner::default();
         // Per source partition slot: the largest event time read, and
-        // whether records came since the last marks.
+        // whether records came since the last marks; whether it is
+        // assigned and when it last sent a record.
         let mut newest: Vec<(i64, bool)> = Vec::new();
+        let mut owned: Vec<Option<Instant>> = Vec::new();
+        let mut last_beat = Instant::now();
+        let beat = (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut last_commit = Instant::now();
         let mut last_marks = Instant::now();
         let mut origin = String::new();
@@ -164,9 +178,18 @@ impl Stage {
                     break;
                 }
             }
+            for part in self.reader.newly_assigned() {
+                if owned.len() <= part as usize {
+                    owned.resize(part as usize + 1, None);
+                }
+                owned[part as usize].get_or_insert_with(Instant::now);
+            }
             for gone in self.reader.revoked() {
                 if let Some(n) = newest.get_mut(gone.1 as usize) {
                     *n = (i64::MIN, false);
+                }
+                if let Some(o) = owned.get_mut(gone.1 as usize) {
+                    *o = None;
                 }
             }
             if strings.len() > RESET_STRINGS {
@@ -184,6 +207,10 @@ impl Stage {
                     newest.resize(part as usize + 1, (i64::MIN, false));
                 }
                 newest[part as usize].1 = true;
+                if owned.len() <= part as usize {
+                    owned.resize(part as usize + 1, None);
+                }
+                owned[part as usize] = Some(Instant::now());
                 let event = if bytes.is_empty() {
                     None
                 } else {
@@ -224,17 +251,48 @@ impl Stage {
                     self.copy(p, bytes, route, &origin)?;
                 }
             }
+            // Marks: of the partitions that sent records, every 50 ms; of
+            // every partition assigned, at each beat (those idle for the
+            // idle timeout marked idle), so that the reader's watermark
+            // follows what the topic holds, not when it is read.
             let due = last_marks.elapsed() >= Duration::from_millis(50);
-            if stopping || due {
+            let beating = last_beat.elapsed() >= beat;
+            if beating {
+                last_beat = Instant::now();
+            }
+            if stopping || due || beating {
                 last_marks = Instant::now();
+                if newest.len() < owned.len() {
+                    newest.resize(owned.len(), (i64::MIN, false));
+                }
                 for (part, (time, fresh)) in newest.iter_mut().enumerate() {
-                    if !std::mem::take(fresh) || *time == i64::MIN {
+                    let seen = owned.get(part).copied().flatten();
+                    let beats = beating && seen.is_some();
+                    if !(std::mem::take(fresh) && *time != i64::MIN || beats) {
                         continue;
                     }
                     let Some((topic, partition)) = self.reader.partition(part as u32) else {
                         continue;
                     };
-                    let payload = time.to_string();
+                    // Before its first event time, a partition holds the
+                    // reader's watermark until it goes idle.
+                    let idle = seen.is_none_or(|s| s.elapsed() >= self.idle);
+                    if !idle && *time == i64::MIN {
+                        continue;
+                    }
+                    // A mark goes out once every copy before it is
+                    // acknowledged: a mark read in any partition means the
+                    // copies it covers are in theirs, so a member that dies
+                    // leaves no mark ahead of a copy it did not write.
+                    if self.unflushed {
+                        flush_all(&self.producer)
+                            .map_err(|e| format!("copies to {}: {e}", self.topic))?;
+                        self.unflushed = false;
+                    }
+                    let payload = match idle {
+                        true => String::from_utf8_lossy(IDLE).into_owned(),
+                        false => time.to_string(),
+                    };
                     for p in 0..self.partitions {
                         let headers = mark_headers(topic, partition);
                         self.sent += 1;
@@ -266,6 +324,7 @@ impl Stage {
         origin: &str,
     ) -> Result<(), String> {
         self.sent += 1;
+        self.unflushed = true;
         let record = BaseRecord::with_opaque_to(&self.topic, self.sent)
             .partition(partition)
             .payload(bytes)
@@ -277,6 +336,7 @@ impl Stage {
     /// offsets read so far.
     fn commit(&mut self) -> Result<(), String> {
         flush_all(&self.producer).map_err(|e| format!("copies to {}: {e}", self.topic))?;
+        self.unflushed = false;
         if let Some(mark) = self.reader.mark() {
             if let Err(e) = self.reader.commit(&mark) {
                 tracing::warn!(source = self.reader.name(), "{e}");

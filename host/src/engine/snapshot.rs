@@ -7,13 +7,13 @@
 //!
 //! | part | form |
 //! |---|---|
-//! | layout | `u32` `0xFFFFFFFF`, then the layout: 2 (layout 1, before workers, began with the source and held the strings and rule sets of one worker between the watermark and the dedup ids, and after them; it is read as one worker's part) |
+//! | layout | `u32` `0xFFFFFFFF`, then the layout: 3 (layout 2 had no held events and no dedup ids per route; layout 1, before workers, began with the source and held the strings and rule sets of one worker between the watermark and the dedup ids, and after them; it is read as one worker's part) |
 //! | source | text: the source's name |
 //! | taken at | `i64`: wall time, ms since the epoch |
 //! | records | `u64`: records read so far |
 //! | position | `u8` kind (0 none, 1 file, 2 Kafka), then a file's byte offset and line (`u64`, `u64`), or Kafka's partitions: a `u64` count, each topic (text), partition (`u32`) and next offset (`i64`) |
 //! | watermark | section: the watermark (`i64`), a `u64` count and each partition's largest event time (`i64`) |
-//! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`) |
+//! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`), then (reading a repartition topic) a `u64` count of routes, each its fields (`u8` mask) and its ids in the same form |
 //! | workers | `u64` count, each a section: its part (below) |
 //!
 //! A worker's part holds the keys of the key groups it owned:
@@ -22,6 +22,7 @@
 //! |---|---|
 //! | strings | section: its interned strings by symbol, then the released symbols |
 //! | rule sets | `u64` count, each: name, version, file hash, state key (text), `u8` flags (1: kept aside, its rule set not loaded), keyed state (section), window specs: a `u64` count, each its name (text), spec hash (`u64`) and open windows (section) |
+//! | held | section: the events held for the watermark (`engine.order = "event-time"`), per keyed field in the order of `engine::key::FIELDS`: a `u64` count and each event (see `model::Txn::write_snapshot`) |
 //!
 //! A restore with any number of workers reads every part and gives each
 //! key to the worker that owns its key group now.
@@ -42,8 +43,9 @@ use crate::source::Position;
 /// payload of layout 1 starts with the length of the source's name).
 const LAYOUT_MARK: u32 = u32::MAX;
 
-/// The payload layout this build writes: with a part per worker.
-const LAYOUT: u32 = 2;
+/// The payload layout this build writes: with a part per worker, its
+/// held events, and dedup ids per route.
+const LAYOUT: u32 = 3;
 
 /// One rule set's part of a snapshot, as read back.
 pub struct RuleSnapshot<'a> {
@@ -86,6 +88,8 @@ impl RuleSnapshot<'_> {
 
 /// A snapshot read back, its parts not yet decoded.
 pub struct Snapshot<'a> {
+    /// Its layout.
+    pub layout: u32,
     /// The source's name.
     pub source: String,
     /// Wall time it was taken, ms since the epoch.
@@ -108,6 +112,9 @@ pub struct Part<'a> {
     pub strings: Reader<'a>,
     /// The rule sets.
     pub rules: Vec<RuleSnapshot<'a>>,
+    /// The events held for the watermark, per keyed field (none before
+    /// layout 3).
+    pub held: Option<Reader<'a>>,
 }
 
 /// Writes a snapshot's parts in order. The payload is kept as a list of
@@ -208,10 +215,18 @@ impl<'a> Part<'a> {
     fn read(mut r: Reader<'a>) -> Result<Self, codec::Error> {
         let strings = r.section("interned strings")?;
         let rules = read_rules(&mut r)?;
+        let held = match r.is_empty() {
+            true => None,
+            false => Some(r.section("held events")?),
+        };
         if !r.is_empty() {
-            return Err(format!("{} bytes follow the last rule set", r.rest().len()));
+            return Err(format!("{} bytes follow the held events", r.rest().len()));
         }
-        Ok(Self { strings, rules })
+        Ok(Self {
+            strings,
+            rules,
+            held,
+        })
     }
 }
 
@@ -264,7 +279,7 @@ impl<'a> Snapshot<'a> {
         } else {
             1
         };
-        if layout != 1 && layout != LAYOUT {
+        if !(1..=LAYOUT).contains(&layout) {
             return Err(format!(
                 "payload layout {layout}; this edge reads layouts 1 to {LAYOUT}"
             ));
@@ -287,6 +302,7 @@ impl<'a> Snapshot<'a> {
             parts.push(Part {
                 strings,
                 rules: read_rules(&mut r)?,
+                held: None,
             });
             dedup
         } else {
@@ -302,6 +318,7 @@ impl<'a> Snapshot<'a> {
             return Err(format!("{} bytes follow the last part", r.rest().len()));
         }
         Ok(Self {
+            layout,
             source,
             taken_at,
             records,
@@ -456,8 +473,8 @@ mod tests {
         let payload: Vec<u8> = w.finish().concat();
         assert_eq!(Snapshot::read(&payload).unwrap().parts.len(), 0);
         let mut later = payload.clone();
-        later[4..8].copy_from_slice(&3u32.to_le_bytes());
+        later[4..8].copy_from_slice(&(LAYOUT + 1).to_le_bytes());
         let error = Snapshot::read(&later).err().unwrap();
-        assert!(error.contains("layout 3"), "{error}");
+        assert!(error.contains(&format!("layout {}", LAYOUT + 1)), "{error}");
     }
 }

@@ -32,6 +32,11 @@ pub struct Watermark {
     ceiling: i64,
     /// Events whose time was past the ceiling.
     ahead: u64,
+    /// Per partition: whether its last mark said it is idle.
+    marked_idle: Vec<bool>,
+    /// Whether a partition that sent nothing for the idle timeout stops
+    /// counting (off when marks say which are idle).
+    wall_idle: bool,
 }
 
 impl Watermark {
@@ -50,6 +55,29 @@ impl Watermark {
             closed: false,
             ceiling: i64::MAX,
             ahead: 0,
+            marked_idle: Vec::new(),
+            wall_idle: true,
+        }
+    }
+
+    /// Partitions go idle only when a mark says so ([`Self::observe_mark`]),
+    /// not after the idle timeout of wall time: a source whose marks say
+    /// which partitions are idle (a repartition topic) gives the same
+    /// watermark however fast it is read.
+    pub fn marks_only(&mut self) {
+        self.wall_idle = false;
+    }
+
+    /// Takes a mark of a partition into account: its largest event time,
+    /// or `i64::MIN` when it is idle.
+    pub fn observe_mark(&mut self, part: u32, time: i64, now: Instant) {
+        let i = part as usize;
+        if i >= self.marked_idle.len() {
+            self.marked_idle.resize(i + 1, false);
+        }
+        self.marked_idle[i] = time == i64::MIN;
+        if time != i64::MIN {
+            self.observe_in(part, time, Some(now));
         }
     }
 
@@ -98,11 +126,13 @@ impl Watermark {
     /// per batch.
     pub fn advance(&mut self, now: Instant) {
         // An active partition that has sent nothing yet holds time back.
-        let slowest_active = self
-            .parts
-            .iter()
-            .filter(|(_, seen)| now.duration_since(*seen) < self.idle)
-            .map(|(t, _)| *t)
+        let idle = &self.marked_idle;
+        let slowest_active = (self.parts.iter().enumerate())
+            .filter(|(i, (_, seen))| {
+                !idle.get(*i).copied().unwrap_or(false)
+                    && (!self.wall_idle || now.duration_since(*seen) < self.idle)
+            })
+            .map(|(_, (t, _))| *t)
             .min();
         // Every partition idle: the largest time seen stands.
         let candidate = slowest_active
@@ -146,6 +176,14 @@ impl Watermark {
             self.parts.push((r.i64()?, now));
         }
         Ok(())
+    }
+
+    /// Starts over, before any event: a member rolled back to its
+    /// partitions' checkpoints replays their marks.
+    pub fn reset(&mut self) {
+        self.parts.clear();
+        self.marked_idle.clear();
+        self.emitted = i64::MIN;
     }
 
     /// The input is over: everything may fire.

@@ -7,7 +7,7 @@
 //! not yet settled: at-least-once, with deterministic output keys.
 
 use super::repartition::{self, Copy};
-use super::{Mark, Poll, Position, RecordBatch, Source};
+use super::{Handover, Mark, Poll, Position, RecordBatch, RolledBack, Source};
 use crate::config::{KafkaConfig, KafkaStart, SourceConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -38,6 +38,12 @@ pub struct LogContext {
     /// this member stood in them is forgotten (the other member goes on
     /// from the group's offsets).
     lost: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Where partitions' checkpoints are found: an assignment giving this
+    /// member a partition it did not hold starts every partition at its
+    /// newest checkpoint.
+    handover: std::sync::OnceLock<Handover>,
+    /// The last such roll-back, not yet taken by the reader.
+    rolled: std::sync::Mutex<Option<RolledBack>>,
 }
 
 impl ClientContext for LogContext {
@@ -50,6 +56,16 @@ impl LogContext {
     /// Sets the start of each partition of `tpl` that the store knows;
     /// false when the store could not be read.
     fn start_at_stored(&self, tpl: &mut TopicPartitionList) -> bool {
+        if let Some(handover) = self.handover.get() {
+            match self.roll_back(handover, tpl) {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return false;
+                }
+            }
+        }
         let Some(store) = self.store.get() else {
             let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
             for (topic, partition, next) in positions.iter() {
@@ -77,6 +93,37 @@ impl LogContext {
 }
 
 impl LogContext {
+    /// When `tpl` holds a partition this member did not hold, starts every
+    /// partition of it at its newest checkpoint (one none holds, at the
+    /// group's committed offset) and notes the roll-back for the reader;
+    /// false when it holds none new.
+    fn roll_back(&self, handover: &Handover, tpl: &mut TopicPartitionList) -> Result<bool, String> {
+        let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let gained = {
+            let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+            (tpl.elements().iter()).any(|e| {
+                !positions
+                    .iter()
+                    .any(|(t, p, next)| *next >= 0 && *p == e.partition() && t == e.topic())
+            })
+        };
+        if !gained {
+            return Ok(false);
+        }
+        let checkpoints = handover(&assigned)?;
+        let topic = tpl.elements().first().map(|e| e.topic().to_string());
+        for c in &checkpoints {
+            if let Some(topic) = &topic {
+                let _ = tpl.set_partition_offset(topic, c.partition, Offset::Offset(c.next));
+            }
+        }
+        *self.rolled.lock().unwrap_or_else(|p| p.into_inner()) = Some(RolledBack {
+            assigned,
+            checkpoints,
+        });
+        Ok(true)
+    }
+
     /// Forgets where this member stood in the partitions `gone` picks.
     fn lose(&self, gone: impl Fn(&str, i32) -> bool) {
         let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,6 +230,8 @@ pub struct KafkaSource {
     internal: Option<Internal>,
     /// Partitions taken away by a rebalance, not yet reported.
     revoked: Vec<(i32, u32)>,
+    /// A roll-back to checkpoints, not yet reported.
+    rolled_back: Option<RolledBack>,
 }
 
 /// What a reader of a repartition topic keeps of the inputs behind it.
@@ -252,6 +301,7 @@ impl KafkaSource {
             next: Vec::new(),
             internal: None,
             revoked: Vec::new(),
+            rolled_back: None,
         })
     }
 
@@ -287,6 +337,15 @@ impl KafkaSource {
     /// another member resumes where that member's results end.
     pub fn resume_from(&mut self, store: OffsetStore) {
         let _ = self.consumer.context().store.set(store);
+    }
+
+    /// Hands over keyed work through checkpoints: an assignment that gives
+    /// this reader a partition it did not hold rolls every partition
+    /// assigned back to the newest checkpoint `handover` finds for it
+    /// (reported by [`Source::rolled_back`]), so that all of them replay
+    /// from one consistent point.
+    pub fn hand_over_with(&mut self, handover: Handover) {
+        let _ = self.consumer.context().handover.set(handover);
     }
 }
 
@@ -357,7 +416,16 @@ impl Source for KafkaSource {
             } else {
                 Duration::ZERO
             };
-            match self.consumer.poll(wait) {
+            let polled = self.consumer.poll(wait);
+            // A rebalance rolled this reader back: what was read before it
+            // is dropped, to be read again.
+            let context = self.consumer.context();
+            if let Some(rolled) = (context.rolled.lock()).map_or(None, |mut r| r.take()) {
+                batch.clear();
+                self.next.iter_mut().for_each(|n| *n = -1);
+                self.rolled_back = Some(rolled);
+            }
+            match polled {
                 None => {
                     if !batch.is_empty() || left.is_zero() {
                         break;
@@ -369,6 +437,14 @@ impl Source for KafkaSource {
                     if offset < self.next[part as usize] {
                         // Fetched again after a reassignment: already read.
                         continue;
+                    }
+                    if std::env::var("EDGE_DEBUG_WM").is_ok() && self.next[part as usize] < 0 {
+                        tracing::info!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset,
+                            "FIRST"
+                        );
                     }
                     self.next[part as usize] = offset + 1;
                     let payload = m.payload().unwrap_or(&[]);
@@ -471,6 +547,10 @@ impl Source for KafkaSource {
         std::mem::take(&mut self.revoked)
     }
 
+    fn rolled_back(&mut self) -> Option<RolledBack> {
+        self.rolled_back.take()
+    }
+
     fn partition(&self, part: u32) -> Option<(&str, i32)> {
         self.parts.get(part as usize).map(|(t, p)| (t.as_str(), *p))
     }
@@ -484,6 +564,11 @@ impl Source for KafkaSource {
 
     fn marks_time(&self) -> bool {
         self.internal.is_some()
+    }
+
+    fn mark_partition(&self, slot: u32) -> Option<i32> {
+        let internal = self.internal.as_ref()?;
+        internal.slots.get(slot as usize).map(|s| s.0)
     }
 
     fn mark(&self) -> Option<Mark> {

@@ -218,6 +218,17 @@ pub trait Source: Send {
     fn revoked(&mut self) -> Vec<(i32, u32)> {
         Vec::new()
     }
+    /// The partition of the repartition topic a watermark slot of marks
+    /// belongs to ([`Self::marks_time`]).
+    fn mark_partition(&self, _slot: u32) -> Option<i32> {
+        None
+    }
+    /// When a rebalance gave this reader partitions it did not hold and it
+    /// rolled every partition assigned back to its newest checkpoint (see
+    /// [`Handover`]): the partitions assigned and those checkpoints.
+    fn rolled_back(&mut self) -> Option<RolledBack> {
+        None
+    }
     /// The topic and partition a record was first read from, by the slot
     /// [`RecordBatch::origin`] gives (the partition slot itself, unless the
     /// records are read back from a repartition topic).
@@ -261,6 +272,31 @@ pub trait Source: Send {
     fn is_live(&self) -> bool {
         true
     }
+}
+
+/// The newest checkpoint holding a partition: where it starts again, and
+/// the checkpoint's payload (shared by the partitions it holds).
+#[derive(Clone, Debug)]
+pub struct Checkpointed {
+    /// The partition.
+    pub partition: i32,
+    /// Its next offset in the checkpoint.
+    pub next: i64,
+    /// The checkpoint.
+    pub payload: std::sync::Arc<Vec<u8>>,
+}
+
+/// Finds, for the partitions of an assignment, their newest checkpoints
+/// (those none holds start at the group's committed offsets).
+pub type Handover = Box<dyn Fn(&[i32]) -> Result<Vec<Checkpointed>, String> + Send + Sync>;
+
+/// A reader rolled back to its partitions' checkpoints.
+#[derive(Clone, Debug, Default)]
+pub struct RolledBack {
+    /// The partitions assigned.
+    pub assigned: Vec<i32>,
+    /// Their newest checkpoints.
+    pub checkpoints: Vec<Checkpointed>,
 }
 
 /// Where a source stands, as a checkpoint holds it.

@@ -42,8 +42,12 @@ pub fn copy_headers(route: Route, origin: &str) -> OwnedHeaders {
         })
 }
 
+/// The payload of a mark of a source partition idle for the idle timeout
+/// (or with no event time yet): it does not hold the watermark back.
+pub const IDLE: &[u8] = b"idle";
+
 /// The headers of a watermark mark for `topic`/`partition`; its payload
-/// is the largest event time, as decimal text.
+/// is the largest event time, as decimal text, or [`IDLE`].
 pub fn mark_headers(topic: &str, partition: i32) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(1).insert(Header {
         key: MARK,
@@ -64,7 +68,8 @@ pub enum Copy<'a> {
         /// Its offset there.
         offset: u64,
     },
-    /// A watermark mark: the largest event time read from `topic`/`partition`.
+    /// A watermark mark: the largest event time read from
+    /// `topic`/`partition`, or `i64::MIN` when it is idle.
     Mark {
         /// The source topic.
         topic: &'a str,
@@ -103,10 +108,13 @@ fn read_headers<'a>(
         let (partition, topic) = text(mark)?
             .split_once(':')
             .ok_or("a mark names no partition")?;
-        let time = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or("a mark's time is not a number")?;
+        let time = match payload == IDLE {
+            true => i64::MIN,
+            false => std::str::from_utf8(payload)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or("a mark's time is not a number")?,
+        };
         return Ok(Copy::Mark {
             topic,
             partition: partition.parse().map_err(|_| "bad partition in a mark")?,

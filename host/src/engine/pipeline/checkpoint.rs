@@ -19,9 +19,10 @@
 use super::worker::{interned, Part, Worker, FIELDS};
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
-use crate::engine::key::{key_label, owner};
-use crate::engine::snapshot::{open_windows, RuleSnapshot, Snapshot, Writer};
-use crate::model::Interner;
+use crate::codec::Put;
+use crate::engine::key::{key_label, key_of, owner};
+use crate::engine::snapshot::{open_windows, Part as SnapshotPart, RuleSnapshot, Snapshot, Writer};
+use crate::model::{Interner, Txn};
 use crate::runtime::bindings::types::{KeyBy, Manifest};
 use crate::runtime::manifest::key_name;
 use crate::sink::SinkError;
@@ -137,6 +138,11 @@ impl Checkpoints {
         }
     }
 
+    /// Drops the snapshot begun, if any: the state it copies is gone.
+    pub(super) fn abandon(&mut self) {
+        self.begun = None;
+    }
+
     /// Waits for every snapshot handed to the writer to be stored.
     fn drain(&mut self) -> Vec<Stored> {
         self.jobs = None;
@@ -171,6 +177,17 @@ impl Pipeline {
     /// `sequence` is the newest stored.
     pub fn checkpoint_in_sinks(&mut self, interval_ms: u64, sequence: u64) {
         self.checkpoints = Some(Checkpoints::start(None, interval_ms, sequence));
+    }
+
+    /// Keeps the newest checkpoint stored beyond the number kept: it holds
+    /// partitions given away, for the member taking them over.
+    pub(super) fn retain_checkpoint(&self) {
+        let Some(store) = self.checkpoints.as_ref().and_then(|c| c.store.as_ref()) else {
+            return;
+        };
+        if let Err(error) = store.retain_newest() {
+            tracing::warn!("{error}");
+        }
     }
 
     /// Whether a checkpoint is due: the next batch waits for the one in
@@ -448,12 +465,25 @@ impl Pipeline {
         }
         self.watermark
             .read_snapshot(&mut snapshot.watermark.clone(), Instant::now())?;
-        self.ingest.read_snapshot(&mut snapshot.dedup.clone())?;
+        self.ingest
+            .read_snapshot(&mut snapshot.dedup.clone(), snapshot.layout >= 3)?;
         self.records_before = snapshot.records;
-        let payload: Arc<Vec<u8>> = Arc::new(payload.to_vec());
-        let mut notes = self.workers.all(move |w| w.restore(&payload));
+        let restoring = Arc::new(vec![Restoring {
+            payload: Arc::new(payload.to_vec()),
+            partitions: None,
+        }]);
+        let mut notes = self.workers.all(move |w| w.restore(&restoring));
         notes.swap_remove(0)
     }
+}
+
+/// A checkpoint to restore, and the keys to take of it.
+pub struct Restoring {
+    /// Its payload.
+    pub payload: Arc<Vec<u8>>,
+    /// The partitions of a repartition topic of so many partitions whose
+    /// keys are taken; every key when none.
+    pub partitions: Option<(usize, Vec<i32>)>,
 }
 
 /// The text a checkpoint keeps of what a rule set's state is keyed by:
@@ -521,6 +551,13 @@ impl Worker {
             w.section(|out| state.write_snapshot(out));
             w.count(0);
         }
+        w.section(|out| {
+            out.put_len(self.held.len());
+            for held in &self.held {
+                out.put_len(held.len());
+                held.iter().for_each(|t| t.write_snapshot(out));
+            }
+        });
         self.copy = Some(Part { writer: w, copies });
     }
 
@@ -564,15 +601,22 @@ impl Worker {
         part.writer.finish()
     }
 
-    /// Takes this worker's keys of every part of a checkpoint; says, the
+    /// Takes this worker's keys of every part of the checkpoints given
+    /// (of each, those of the partitions it is restored for); says, the
     /// same on every worker, what was not carried over and why.
-    pub(super) fn restore(&mut self, payload: &[u8]) -> Result<Vec<String>, String> {
-        let snapshot = Snapshot::read(payload)?;
+    pub(super) fn restore(&mut self, restoring: &[Restoring]) -> Result<Vec<String>, String> {
+        let snapshots = (restoring.iter())
+            .map(|r| Snapshot::read(&r.payload))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut notes = Vec::new();
+        // Every part of every checkpoint, with the checkpoint it is of.
+        let all: Vec<(usize, &SnapshotPart<'_>)> = (snapshots.iter().enumerate())
+            .flat_map(|(c, s)| s.parts.iter().map(move |p| (c, p)))
+            .collect();
         // Rule sets in the order of their first appearance, with their
         // parts.
         let mut rules: Vec<(&str, Vec<(usize, &RuleSnapshot<'_>)>)> = Vec::new();
-        for (p, part) in snapshot.parts.iter().enumerate() {
+        for (p, (_, part)) in all.iter().enumerate() {
             for rule in &part.rules {
                 match rules.iter_mut().find(|(name, _)| *name == rule.name) {
                     Some((_, parts)) => parts.push((p, rule)),
@@ -580,27 +624,62 @@ impl Worker {
                 }
             }
         }
-        let mut strings = Vec::with_capacity(snapshot.parts.len());
-        for part in &snapshot.parts {
+        let mut strings = Vec::with_capacity(all.len());
+        for (_, part) in &all {
             strings.push(Interner::read_snapshot(&mut part.strings.clone())?);
         }
-        for (name, parts) in rules {
-            let (me, workers) = (self.me, self.workers);
-            let first = parts[0].1;
-            // A key goes to the worker owning its group; keys of no known
-            // field to the first worker.
-            let keeper = |field: Option<KeyBy>| {
-                move |key: &str| match field {
-                    Some(k) => owner(k, key, workers) == me,
-                    None => me == 0,
+        let (me, workers) = (self.me, self.workers);
+        // Whether a key of a field, in part `p`, is this worker's: it owns
+        // its group, of a partition the part's checkpoint is restored for.
+        let only: Vec<Option<&(usize, Vec<i32>)>> = (all.iter())
+            .map(|(c, _)| restoring[*c].partitions.as_ref())
+            .collect();
+        let ours = |p: usize, key_by: KeyBy, key: &str| {
+            owner(key_by, key, workers) == me
+                && only[p].is_none_or(|(n, of)| of.contains(&(owner(key_by, key, *n) as i32)))
+        };
+        // Keys of no known field go to the first worker.
+        let keeper = |p: usize, field: Option<KeyBy>| {
+            let ours = &ours;
+            move |key: &str| match field {
+                Some(k) => ours(p, k, key),
+                None => me == 0,
+            }
+        };
+        for (p, (_, part)) in all.iter().enumerate() {
+            let Some(held) = &part.held else { continue };
+            let mut r = held.clone();
+            r.reading("held events");
+            let fields = r.len(8)?;
+            for (f, key_by) in FIELDS.into_iter().enumerate().take(fields) {
+                let n = r.len(8)?;
+                for _ in 0..n {
+                    let mut t = Txn::read_snapshot(&mut r)?;
+                    let key = key_of(key_by, &t).map(|k| key_label(key_by, k));
+                    let text = key.as_ref().map_or("", |k| k.text(&strings[p]));
+                    let mine = match key {
+                        Some(_) => ours(p, key_by, text),
+                        None => me == 0,
+                    };
+                    if mine {
+                        t.map_syms(|s| self.strings.intern(strings[p].resolve(s)));
+                        self.held[f].push(t);
+                    }
                 }
-            };
+            }
+        }
+        for held in &mut self.held {
+            held.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
+        }
+        for (name, parts) in rules {
+            let first = parts[0].1;
             let Some(i) = self.slots.iter().position(|s| s.rule.name() == name) else {
-                let keep = keeper(field_of(&first.state_key));
+                let field = field_of(&first.state_key);
                 let mut state = KeyedState::new(0);
                 let (mut keys, mut open) = (0, 0);
-                for (_, rule) in &parts {
-                    let ttl = state.read_snapshot_into(&mut rule.state.clone(), keep)?;
+                for (p, rule) in &parts {
+                    let ttl =
+                        state.read_snapshot_into(&mut rule.state.clone(), keeper(*p, field))?;
                     state.set_ttl(ttl);
                     keys += rule.keys()?;
                     open += rule.open_windows()?;
@@ -618,10 +697,10 @@ impl Worker {
             let manifest = slot.rule.manifest();
             let key = state_key(manifest);
             if first.parked || same_key(&first.state_key, &key) {
-                let keep = keeper(state_field(manifest));
+                let field = state_field(manifest);
                 let mut state = KeyedState::new(0);
-                for (_, rule) in &parts {
-                    state.read_snapshot_into(&mut rule.state.clone(), keep)?;
+                for (p, rule) in &parts {
+                    state.read_snapshot_into(&mut rule.state.clone(), keeper(*p, field))?;
                 }
                 state.set_ttl(manifest.state_ttl_ms);
                 slot.state = state;
@@ -656,7 +735,7 @@ impl Worker {
                                     Some(k) => {
                                         let text = key_label(k, sym);
                                         let text = text.text(from);
-                                        (owner(k, text, workers) == me).then(|| {
+                                        ours(p, k, text).then(|| {
                                             if interned(k) {
                                                 own.intern(text)
                                             } else {

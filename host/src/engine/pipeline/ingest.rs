@@ -5,7 +5,7 @@
 
 use crate::config::EngineConfig;
 use crate::decode::{Decoder, Reject, RejectCode};
-use crate::engine::dedup::Dedup;
+use crate::engine::dedup::{Dedup, Seen};
 use crate::engine::router::Router;
 use crate::metrics::Metrics;
 use crate::model::{ids, Interner, Txn};
@@ -97,12 +97,67 @@ impl Ingest {
 
     /// Appends the dedup ids in a checkpoint's form.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
-        self.taking.dedup.all.write_snapshot(out);
+        use crate::codec::Put;
+        let dedup = &self.taking.dedup;
+        dedup.all.write_snapshot(out);
+        out.put_len(dedup.routed.len());
+        for (fields, ids) in &dedup.routed {
+            out.put_u8(*fields);
+            ids.write_snapshot(out);
+        }
     }
 
-    /// Takes the dedup ids of a checkpoint.
-    pub fn read_snapshot(&mut self, r: &mut crate::codec::Reader<'_>) -> Result<(), String> {
-        self.taking.dedup.all.read_snapshot(r)
+    /// Takes the dedup ids of a checkpoint (`tagged`: of layout 3 or
+    /// later).
+    pub fn read_snapshot(
+        &mut self,
+        r: &mut crate::codec::Reader<'_>,
+        tagged: bool,
+    ) -> Result<(), String> {
+        self.taking.dedup.routed.clear();
+        self.taking.dedup.all.read_snapshot(r, tagged)?;
+        self.merge_routes(r, tagged)
+    }
+
+    /// Forgets every id (a member rolling back to its partitions'
+    /// checkpoints).
+    pub fn forget_ids(&mut self) {
+        let dedup = &mut self.taking.dedup;
+        let (horizon, max) = dedup.limits;
+        dedup.all = Dedup::new(horizon, max);
+        dedup.routed.clear();
+    }
+
+    /// Adds the dedup ids of a checkpoint to those held.
+    pub fn merge_snapshot(
+        &mut self,
+        r: &mut crate::codec::Reader<'_>,
+        tagged: bool,
+    ) -> Result<(), String> {
+        self.taking.dedup.all.merge_snapshot(r, tagged)?;
+        self.merge_routes(r, tagged)
+    }
+
+    /// The ids per route that follow the others (layout 3).
+    fn merge_routes(
+        &mut self,
+        r: &mut crate::codec::Reader<'_>,
+        tagged: bool,
+    ) -> Result<(), String> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        r.reading("dedup routes");
+        let n = r.len(9)?;
+        for _ in 0..n {
+            let fields = r.u8()?;
+            let route = crate::source::Route {
+                fields,
+                primary: false,
+            };
+            self.taking.dedup.of(route).merge_snapshot(r, tagged)?;
+        }
+        Ok(())
     }
 
     /// Reads `raw` into `events`; returns how many records it held (a
@@ -187,10 +242,15 @@ struct Dedups {
 
 impl Dedups {
     /// Whether `id` is new to the filter of `route`.
-    fn insert(&mut self, route: Route, id: &str, event_time: i64) -> bool {
+    fn insert(&mut self, route: Route, id: &str, event_time: i64, tag: u64) -> Seen {
         if route == Route::ALL {
-            return self.all.insert(id, event_time);
+            return self.all.insert_tagged(id, event_time, tag);
         }
+        self.of(route).insert_tagged(id, event_time, tag)
+    }
+
+    /// The filter of a route's fields.
+    fn of(&mut self, route: Route) -> &mut Dedup {
         let at = match self.routed.iter().position(|(f, _)| *f == route.fields) {
             Some(at) => at,
             None => {
@@ -199,7 +259,7 @@ impl Dedups {
                 self.routed.len() - 1
             }
         };
-        self.routed[at].1.insert(id, event_time)
+        &mut self.routed[at].1
     }
 }
 
@@ -235,7 +295,15 @@ impl Taking {
                 Decoded::Skipped if route.primary => Metrics::inc(&out.metrics.skipped),
                 Decoded::Skipped => {}
                 Decoded::Event(t, clean, owners) => {
-                    if dedup.insert(route, &t.id, t.event_time) {
+                    // A copy read back is tagged with where its record was
+                    // first read: the repartition stage may copy a record
+                    // again after a rebalance.
+                    let tag = match routed {
+                        true => tag(out.source, raw.origin(i), position),
+                        false => 0,
+                    };
+                    let seen = dedup.insert(route, &t.id, t.event_time, tag);
+                    if seen == Seen::New {
                         if let Some(record) = clean {
                             out.records.push(Record::Clean(*record));
                         }
@@ -247,7 +315,7 @@ impl Taking {
                         if routed {
                             events.routes.push(route);
                         }
-                    } else if route.primary {
+                    } else if route.primary && seen == Seen::Duplicate {
                         Metrics::inc(&out.metrics.duplicates);
                         let reject = Reject::new(
                             RejectCode::Duplicate,
@@ -267,6 +335,14 @@ impl Taking {
         }
         records
     }
+}
+
+/// Where a record was first read (its topic, partition and offset), as a
+/// dedup tag: never 0.
+fn tag(source: &dyn crate::source::Source, origin: u32, offset: u64) -> u64 {
+    use std::hash::BuildHasher;
+    let (topic, partition) = source.origin(origin).unwrap_or(("", -1));
+    rustc_hash::FxBuildHasher.hash_one((topic, partition, offset)) | 1
 }
 
 /// What decoding one record gave.

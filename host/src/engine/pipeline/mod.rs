@@ -19,11 +19,13 @@ use super::watermark::Watermark;
 use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
+use crate::engine::snapshot::Snapshot;
 use crate::metrics::Metrics;
 use crate::runtime::bindings::types::KeyBy;
 use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
-use crate::source::{Mark, Poll, RecordBatch, Source};
+use crate::source::{Mark, Poll, RecordBatch, RolledBack, Source};
+use checkpoint::Restoring;
 use ingest::{Decoded, Events, Ingest};
 use rustc_hash::FxHashMap;
 use settlement::Settlement;
@@ -156,6 +158,9 @@ pub struct Pipeline {
     repartition: Option<(usize, Vec<KeyBy>)>,
     /// Its partitions taken away since the last batch, to be dropped.
     revoked: Vec<i32>,
+    /// A roll-back of every partition assigned to its checkpoints, to be
+    /// applied, with the watermark inputs assigned.
+    rolled: Option<(RolledBack, Vec<u32>)>,
 }
 
 impl Pipeline {
@@ -229,6 +234,7 @@ impl Pipeline {
             in_flight: if count > 1 { 2 } else { 0 },
             repartition: None,
             revoked: Vec::new(),
+            rolled: None,
             workers,
             fields,
             router,
@@ -244,6 +250,7 @@ impl Pipeline {
     /// open windows.
     pub fn repartitioned(&mut self, partitions: usize, fields: Vec<KeyBy>) {
         self.repartition = Some((partitions, fields));
+        self.watermark.marks_only();
     }
 
     /// Reads time from `clock` instead of the source's (a test driving it).
@@ -284,14 +291,16 @@ impl Pipeline {
             };
             let mut raw = std::mem::take(&mut spare);
             let poll = self.poll(&mut raw, want)?;
-            if !self.revoked.is_empty() {
+            if !self.revoked.is_empty() || self.rolled.is_some() {
                 // What was read before the rebalance lands, then the keys
-                // of the partitions taken away leave.
+                // of the partitions taken away leave, or every partition
+                // goes back to its checkpoint.
                 if let Some(r) = reading.take() {
                     records = self.decoded(r, &mut flight, &mut spare)?;
                 }
                 self.land_all(&mut flight)?;
                 self.drop_revoked();
+                self.roll_back()?;
             }
             let next = self.read(raw, read);
             if let Some(r) = reading.take() {
@@ -419,7 +428,10 @@ impl Pipeline {
         flight.push_back(self.dispatch(batch, &r.marks, deltas));
         while flight.len() > self.in_flight {
             if let Some(f) = flight.pop_front() {
-                self.land(f, false)?;
+                // Without worker threads nothing else is read ahead: a
+                // checkpoint may begin after this batch.
+                let between = self.in_flight == 0 && flight.is_empty();
+                self.land(f, between)?;
             }
         }
         Ok(r.records)
@@ -453,7 +465,7 @@ impl Pipeline {
             }
         }
         for &(slot, time) in marks {
-            self.watermark.observe_in(slot, time, Some(now));
+            self.watermark.observe_mark(slot, time, now);
         }
         self.watermark.advance(now);
         let watermark = self.watermark.current();
@@ -564,10 +576,14 @@ impl Pipeline {
         let now_ms = self.clock.now_ms();
         self.ingest.set_now(now_ms);
         self.clock_ms = now_ms;
+        let rolled = self.source.rolled_back();
         if raw.has_parts() || self.repartition.is_some() {
             let now = Instant::now();
-            for part in self.source.newly_assigned() {
-                self.watermark.assign(part, now);
+            let assigned = self.source.newly_assigned();
+            match rolled {
+                // Assigned once the watermark goes back.
+                Some(rolled) => self.rolled = Some((rolled, assigned)),
+                None => (assigned.into_iter()).for_each(|part| self.watermark.assign(part, now)),
             }
         }
         let gone = self.source.revoked();
@@ -613,16 +629,127 @@ impl Pipeline {
     /// repartition topic taken away by a rebalance.
     fn drop_revoked(&mut self) {
         let gone = std::mem::take(&mut self.revoked);
+        if gone.is_empty() {
+            return;
+        }
         if let Some((partitions, _)) = &self.repartition {
             let partitions = *partitions;
             tracing::info!(
                 partitions = ?gone,
                 "partitions of the repartition topic went to another member: their keyed state \
-                 and open windows are dropped, to be rebuilt there"
+                 and open windows are dropped, to be restored there from this member's last \
+                 checkpoint, which is kept for it"
             );
+            self.retain_checkpoint();
+            if let Some(c) = self.checkpoints.as_mut() {
+                // A part under way would miss the keys dropped now.
+                c.abandon();
+            }
             self.workers
                 .all(move |w| w.drop_partitions(&gone, partitions));
         }
+    }
+
+    /// A rebalance gave this member a partition of the repartition topic
+    /// it did not hold: every partition assigned goes back to its newest
+    /// checkpoint, whichever member took it (see
+    /// [`crate::engine::handover`]). The keyed state, open windows, held
+    /// events and dedup ids of every key are dropped, those of the keys of
+    /// each partition are restored from its checkpoint, and the watermark
+    /// starts again from the marks its records replay.
+    fn roll_back(&mut self) -> Result<(), PipelineError> {
+        let Some((rolled, assigned)) = self.rolled.take() else {
+            return Ok(());
+        };
+        let Some((partitions, _)) = &self.repartition else {
+            return Ok(());
+        };
+        let partitions = *partitions;
+        if let Some(c) = self.checkpoints.as_mut() {
+            // A part under way is of the state dropped now.
+            c.abandon();
+        }
+        let every: Vec<i32> = (0..partitions as i32).collect();
+        self.workers.all(move |w| w.roll_back(&every, partitions));
+        let mut restoring: Vec<Restoring> = Vec::new();
+        for c in &rolled.checkpoints {
+            match (restoring.iter_mut()).find(|r| Arc::ptr_eq(&r.payload, &c.payload)) {
+                Some(Restoring {
+                    partitions: Some((_, of)),
+                    ..
+                }) => of.push(c.partition),
+                _ => restoring.push(Restoring {
+                    payload: c.payload.clone(),
+                    partitions: Some((partitions, vec![c.partition])),
+                }),
+            }
+        }
+        let failed = |e: String| PipelineError::Source {
+            source_name: self.source.name().to_string(),
+            error: std::io::Error::other(format!(
+                "cannot take over from a checkpoint of the group: {e}; remove the member \
+                 directories of checkpoint.dir to start the group over"
+            )),
+        };
+        self.ingest.forget_ids();
+        for r in &restoring {
+            let snapshot = Snapshot::read(&r.payload).map_err(failed)?;
+            if snapshot.source != self.source.name() {
+                return Err(failed(format!(
+                    "it was taken reading {}, and this member reads {}",
+                    snapshot.source,
+                    self.source.name()
+                )));
+            }
+            self.ingest
+                .merge_snapshot(&mut snapshot.dedup.clone(), snapshot.layout >= 3)
+                .map_err(failed)?;
+        }
+        // Each partition's marks start from the watermark of its
+        // checkpoint: what replays after it was read then behind no later
+        // watermark, and a source partition with nothing new to mark does
+        // not hold time back to the start.
+        self.watermark.reset();
+        let now = Instant::now();
+        let bound = self.config.out_of_orderness_ms;
+        for slot in assigned {
+            self.watermark.assign(slot, now);
+            let of = self.source.mark_partition(slot);
+            let from = (restoring.iter())
+                .filter(|r| {
+                    r.partitions
+                        .as_ref()
+                        .is_some_and(|(_, ps)| of.is_some_and(|p| ps.contains(&p)))
+                })
+                .filter_map(|r| {
+                    Snapshot::read(&r.payload)
+                        .ok()?
+                        .watermark
+                        .clone()
+                        .i64()
+                        .ok()
+                })
+                .find(|&w| w != i64::MIN && w != i64::MAX);
+            if let Some(w) = from {
+                self.watermark
+                    .observe_mark(slot, w.saturating_add(bound), now);
+            }
+        }
+        let restoring = Arc::new(restoring);
+        let mut notes = self.workers.all(move |w| w.restore(&restoring));
+        for note in notes.swap_remove(0).map_err(failed)? {
+            tracing::warn!("{note}");
+        }
+        let from: Vec<(i32, i64)> = (rolled.checkpoints.iter())
+            .map(|c| (c.partition, c.next))
+            .collect();
+        tracing::info!(
+            assigned = ?rolled.assigned,
+            from_checkpoints = ?from,
+            "given partitions this member did not hold: every partition assigned goes back to \
+             its newest checkpoint (the others to the group's offsets) and replays from there"
+        );
+        Ok(())
     }
 
     /// Resuming from offsets stored with `watermark`: windows that ended by

@@ -121,4 +121,12 @@ impl Worker {
             );
         }
     }
+
+    /// Drops every key's state, open windows and held events, and a
+    /// checkpoint part under way: the member goes back to its partitions'
+    /// checkpoints.
+    pub(super) fn roll_back(&mut self, every: &[i32], partitions: usize) {
+        self.copy = None;
+        self.drop_partitions(every, partitions);
+    }
 }
