@@ -438,14 +438,6 @@ impl Source for KafkaSource {
                         // Fetched again after a reassignment: already read.
                         continue;
                     }
-                    if std::env::var("EDGE_DEBUG_WM").is_ok() && self.next[part as usize] < 0 {
-                        tracing::info!(
-                            topic = m.topic(),
-                            partition = m.partition(),
-                            offset,
-                            "FIRST"
-                        );
-                    }
                     self.next[part as usize] = offset + 1;
                     let payload = m.payload().unwrap_or(&[]);
                     let Some(internal) = self.internal.as_mut() else {
