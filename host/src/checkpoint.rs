@@ -70,6 +70,11 @@ impl Store {
 
     /// The snapshots' files, oldest first, with their sequence numbers.
     pub fn list(&self) -> Result<Vec<(u64, PathBuf)>, String> {
+        self.files("checkpoint-")
+    }
+
+    /// The files `<prefix><sequence>.ckpt`, oldest first.
+    fn files(&self, prefix: &str) -> Result<Vec<(u64, PathBuf)>, String> {
         let entries = fs::read_dir(&self.dir)
             .map_err(|e| format!("cannot read {}: {e}", self.dir.display()))?;
         let mut found: Vec<(u64, PathBuf)> = entries
@@ -77,7 +82,7 @@ impl Store {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let sequence = name
-                    .strip_prefix("checkpoint-")?
+                    .strip_prefix(prefix)?
                     .strip_suffix(".ckpt")?
                     .parse()
                     .ok()?;
@@ -168,22 +173,7 @@ impl Store {
 
     /// The snapshots kept by [`Self::retain_newest`], oldest first.
     pub fn retained(&self) -> Result<Vec<(u64, PathBuf)>, String> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| format!("cannot read {}: {e}", self.dir.display()))?;
-        let mut found: Vec<(u64, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let sequence = name
-                    .strip_prefix("retained-")?
-                    .strip_suffix(".ckpt")?
-                    .parse()
-                    .ok()?;
-                Some((sequence, e.path()))
-            })
-            .collect();
-        found.sort();
-        Ok(found)
+        self.files("retained-")
     }
 
     /// The directory.

@@ -139,6 +139,56 @@ impl Member {
     }
 }
 
+/// Writes `events` generated records (seed `seed`, 5 % planted fraud) and
+/// the dimensions into `dir`.
+fn generate(dir: &Path, seed: &str, events: usize) {
+    let events = events.to_string();
+    let args = ["--seed", seed, "--events", &events, "--fraud", "0.05"];
+    edge_tests::file_with_dimensions(dir, &args, "");
+}
+
+/// Waits until every member has joined both of its groups.
+fn wait_until_joined(members: &[&Member]) {
+    let started = std::time::Instant::now();
+    while (members.iter()).any(|m| m.log().matches("partitions assigned").count() < 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the members did not all join both groups:\n{}",
+            (members.iter())
+                .map(|m| m.log())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The compared outputs of one process reading `topic` alone, in a group
+/// of its own, up to `events` records.
+fn one_process(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    events: usize,
+) -> BTreeMap<&'static str, Vec<String>> {
+    let one_config = config(dir, brokers, topic, &unique("one"), false);
+    let one_out = dir.join("one");
+    let output = edge_run(&one_config, &one_out)
+        .args(["--workers", "1", "--max-events", &events.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let one = by_id(&[one_out]);
+    for (file, lines) in &one {
+        assert!(lines.len() > 100, "{file}: {} records", lines.len());
+    }
+    one
+}
+
 /// `members` processes in one group over a topic of four partitions keyed
 /// by transaction id (each customer's and merchant's events spread over
 /// every partition) give the records of one process reading it alone.
@@ -146,18 +196,7 @@ fn members_give_one_process_results(members: usize) {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let events = 16_000;
-    edge_tests::file_with_dimensions(
-        dir.path(),
-        &[
-            "--seed",
-            "17",
-            "--events",
-            &events.to_string(),
-            "--fraud",
-            "0.05",
-        ],
-        "",
-    );
+    generate(dir.path(), "17", events);
     let topic = unique("scale");
     let group = unique("members");
     let kafka = edge::config::KafkaConfig {
@@ -172,21 +211,7 @@ fn members_give_one_process_results(members: usize) {
         .map(|i| Member::start(&member_config, dir.path(), &format!("m{i}"), 75))
         .collect();
     let started = std::time::Instant::now();
-    while running
-        .iter()
-        .any(|m| m.log().matches("partitions assigned").count() < 2)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the members did not all join both groups:\n{}",
-            running
-                .iter()
-                .map(Member::log)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until_joined(&running.iter().collect::<Vec<_>>());
     std::thread::sleep(Duration::from_secs(4));
     let producing = std::time::Instant::now();
     let produced = produce_file_keyed(
@@ -217,22 +242,7 @@ fn members_give_one_process_results(members: usize) {
         );
     }
 
-    // One process, alone in a group of its own, over the same topic.
-    let one_config = config(dir.path(), &brokers, &topic, &unique("one"), false);
-    let one_out = dir.path().join("one");
-    let output = edge_run(&one_config, &one_out)
-        .args(["--workers", "1", "--max-events", &events.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let one = by_id(&[one_out]);
-    for (file, lines) in &one {
-        assert!(lines.len() > 100, "{file}: {} records", lines.len());
-    }
+    let one = one_process(dir.path(), &brokers, &topic, events);
     same(&one, &by_id(&outs), &format!("{members} members"));
 }
 
@@ -257,18 +267,7 @@ fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let events = 16_000;
-    edge_tests::file_with_dimensions(
-        dir.path(),
-        &[
-            "--seed",
-            "23",
-            "--events",
-            &events.to_string(),
-            "--fraud",
-            "0.05",
-        ],
-        "",
-    );
+    generate(dir.path(), "23", events);
     // The records in two halves: the second comes while a member dies.
     let bytes = std::fs::read(dir.path().join("events.jsonl")).unwrap();
     let lines: Vec<&[u8]> = bytes
@@ -300,17 +299,7 @@ fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
     let member_config = config_with(dir.path(), &brokers, &topic, &group, true, &extra);
     let mut survivor = Member::start(&member_config, dir.path(), "survivor", 100);
     let mut killed = Member::start(&member_config, dir.path(), "killed", 100);
-    let started = std::time::Instant::now();
-    let joined = |m: &Member| m.log().matches("partitions assigned").count() >= 2;
-    while !(joined(&survivor) && joined(&killed)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the members did not both join both groups:\n{}\n{}",
-            survivor.log(),
-            killed.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until_joined(&[&survivor, &killed]);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         produce_file_keyed(&brokers, &topic, &halves[0], "transaction_id"),
@@ -366,21 +355,7 @@ fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
         "the survivor took no partition over from a checkpoint:\n{log}"
     );
 
-    let one_config = config(dir.path(), &brokers, &topic, &unique("one"), false);
-    let one_out = dir.path().join("one");
-    let output = edge_run(&one_config, &one_out)
-        .args(["--workers", "1", "--max-events", &events.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let one = by_id(&[one_out]);
-    for (file, lines) in &one {
-        assert!(lines.len() > 100, "{file}: {} records", lines.len());
-    }
+    let one = one_process(dir.path(), &brokers, &topic, events);
     // The killed member's rows first: the survivor's versions replace them.
     same(
         &one,

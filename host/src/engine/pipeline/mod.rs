@@ -692,6 +692,8 @@ impl Pipeline {
             )),
         };
         self.ingest.forget_ids();
+        // Per checkpoint: the partitions taken of it, and its watermark.
+        let mut watermarks: Vec<(&[i32], i64)> = Vec::with_capacity(restoring.len());
         for r in &restoring {
             let snapshot = Snapshot::read(&r.payload).map_err(failed)?;
             if snapshot.source != self.source.name() {
@@ -704,6 +706,9 @@ impl Pipeline {
             self.ingest
                 .merge_snapshot(&mut snapshot.dedup.clone(), snapshot.layout >= 3)
                 .map_err(failed)?;
+            let taken = r.partitions.as_ref().map_or(&[][..], |(_, of)| &of[..]);
+            let at = snapshot.watermark.clone().i64().map_err(failed)?;
+            watermarks.push((taken, at));
         }
         // Each partition's marks start from the watermark of its
         // checkpoint: what replays after it was read then behind no later
@@ -715,20 +720,9 @@ impl Pipeline {
         for slot in assigned {
             self.watermark.assign(slot, now);
             let of = self.source.mark_partition(slot);
-            let from = (restoring.iter())
-                .filter(|r| {
-                    r.partitions
-                        .as_ref()
-                        .is_some_and(|(_, ps)| of.is_some_and(|p| ps.contains(&p)))
-                })
-                .filter_map(|r| {
-                    Snapshot::read(&r.payload)
-                        .ok()?
-                        .watermark
-                        .clone()
-                        .i64()
-                        .ok()
-                })
+            let from = (watermarks.iter())
+                .filter(|(taken, _)| of.is_some_and(|p| taken.contains(&p)))
+                .map(|&(_, at)| at)
                 .find(|&w| w != i64::MIN && w != i64::MAX);
             if let Some(w) = from {
                 self.watermark
