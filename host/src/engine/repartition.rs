@@ -178,11 +178,25 @@ impl Stage {
                     break;
                 }
             }
-            for part in self.reader.newly_assigned() {
-                if owned.len() <= part as usize {
-                    owned.resize(part as usize + 1, None);
+            // What this stage owns follows the whole assignment: a
+            // partition taken away before a record of it was read is not
+            // reported revoked, and must not be marked idle on behalf of
+            // the member reading it now.
+            if let Some(assigned) = self.reader.reassigned() {
+                for (part, o) in owned.iter_mut().enumerate() {
+                    if !assigned.contains(&(part as u32)) {
+                        *o = None;
+                        if let Some(n) = newest.get_mut(part) {
+                            *n = (i64::MIN, false);
+                        }
+                    }
                 }
-                owned[part as usize].get_or_insert_with(Instant::now);
+                for part in assigned {
+                    if owned.len() <= part as usize {
+                        owned.resize(part as usize + 1, None);
+                    }
+                    owned[part as usize].get_or_insert_with(Instant::now);
+                }
             }
             for gone in self.reader.revoked() {
                 if let Some(n) = newest.get_mut(gone.1 as usize) {

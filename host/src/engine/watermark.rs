@@ -34,6 +34,9 @@ pub struct Watermark {
     ahead: u64,
     /// Per partition: whether its last mark said it is idle.
     marked_idle: Vec<bool>,
+    /// Per partition: whether it went to another reader (it does not
+    /// count until assigned again).
+    gone: Vec<bool>,
     /// Whether a partition that sent nothing for the idle timeout stops
     /// counting (off when marks say which are idle).
     wall_idle: bool,
@@ -56,6 +59,7 @@ impl Watermark {
             ceiling: i64::MAX,
             ahead: 0,
             marked_idle: Vec::new(),
+            gone: Vec::new(),
             wall_idle: true,
         }
     }
@@ -120,23 +124,44 @@ impl Watermark {
         if i >= self.parts.len() {
             self.parts.resize(i + 1, (i64::MIN, now));
         }
+        if let Some(g) = self.gone.get_mut(i) {
+            *g = false;
+        }
+    }
+
+    /// The source's whole assignment after a rebalance: `parts` are
+    /// assigned, and every other partition went to another reader, so
+    /// that its last time (which no longer moves here) holds nothing back.
+    pub fn assign_only(&mut self, parts: &[u32], now: Instant) {
+        self.gone = (0..self.parts.len() as u32)
+            .map(|p| !parts.contains(&p))
+            .collect();
+        parts.iter().for_each(|&p| self.assign(p, now));
     }
 
     /// Advances the watermark from the partitions' event times; call once
     /// per batch.
     pub fn advance(&mut self, now: Instant) {
-        // An active partition that has sent nothing yet holds time back.
-        let idle = &self.marked_idle;
+        // An active partition that has sent nothing yet holds time back;
+        // one gone to another reader does not count.
+        let (idle, gone) = (&self.marked_idle, &self.gone);
+        let here = |i: usize| !gone.get(i).copied().unwrap_or(false);
         let slowest_active = (self.parts.iter().enumerate())
             .filter(|(i, (_, seen))| {
-                !idle.get(*i).copied().unwrap_or(false)
+                here(*i)
+                    && !idle.get(*i).copied().unwrap_or(false)
                     && (!self.wall_idle || now.duration_since(*seen) < self.idle)
             })
             .map(|(_, (t, _))| *t)
             .min();
         // Every partition idle: the largest time seen stands.
-        let candidate = slowest_active
-            .unwrap_or_else(|| self.parts.iter().map(|(t, _)| *t).max().unwrap_or(i64::MIN));
+        let candidate = slowest_active.unwrap_or_else(|| {
+            (self.parts.iter().enumerate())
+                .filter(|(i, _)| here(*i))
+                .map(|(_, (t, _))| *t)
+                .max()
+                .unwrap_or(i64::MIN)
+        });
         if candidate != i64::MIN {
             self.emitted = self.emitted.max(candidate.saturating_sub(self.bound_ms));
         }
@@ -183,6 +208,7 @@ impl Watermark {
     pub fn reset(&mut self) {
         self.parts.clear();
         self.marked_idle.clear();
+        self.gone.clear();
         self.emitted = i64::MIN;
     }
 
@@ -234,6 +260,33 @@ mod tests {
         replay.observe_in(0, clock + day, Some(now));
         replay.advance(now);
         assert_eq!(replay.current(), clock + day - 5_000);
+    }
+
+    #[test]
+    fn a_partition_gone_to_another_reader_holds_nothing_back() {
+        let t0 = Instant::now();
+        let mut w = Watermark::with_idle(0, Duration::from_secs(5));
+        w.marks_only();
+        w.observe_mark(0, 100_000, t0);
+        w.observe_mark(1, 40_000, t0);
+        w.advance(t0);
+        assert_eq!(w.current(), 40_000);
+        // Partition 1 goes to another member: its last time no longer
+        // holds the watermark.
+        w.assign_only(&[0], t0);
+        w.observe_mark(0, 120_000, t0);
+        w.advance(t0);
+        assert_eq!(w.current(), 120_000);
+        // Nor, when every partition left is idle, does it lead it.
+        w.observe_mark(1, 500_000, t0);
+        w.observe_mark(0, i64::MIN, t0);
+        w.advance(t0);
+        assert_eq!(w.current(), 120_000);
+        // Given back, it holds again from where it stood.
+        w.assign_only(&[0, 1], t0);
+        w.observe_mark(0, 700_000, t0);
+        w.advance(t0);
+        assert_eq!(w.current(), 500_000);
     }
 
     #[test]

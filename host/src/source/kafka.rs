@@ -504,23 +504,23 @@ impl Source for KafkaSource {
         Ok(())
     }
 
-    fn newly_assigned(&mut self) -> Vec<u32> {
+    fn reassigned(&mut self) -> Option<Vec<u32>> {
         let changed = self
             .consumer
             .context()
             .rebalanced
             .swap(false, std::sync::atomic::Ordering::Relaxed);
         if !changed {
-            return Vec::new();
+            return None;
         }
-        let Ok(tpl) = self.consumer.assignment() else {
-            return Vec::new();
-        };
+        let tpl = self.consumer.assignment().ok()?;
         let assigned = tpl.elements();
         let Some(internal) = self.internal.as_mut() else {
-            return (assigned.iter())
-                .map(|e| slot(&mut self.parts, &mut self.next, e.topic(), e.partition()))
-                .collect();
+            return Some(
+                (assigned.iter())
+                    .map(|e| slot(&mut self.parts, &mut self.next, e.topic(), e.partition()))
+                    .collect(),
+            );
         };
         // Every input partition of every assigned partition holds the
         // watermark until it sends a mark or goes idle.
@@ -532,7 +532,7 @@ impl Source for KafkaSource {
                 slots.push(internal.slot(e.partition(), origin));
             }
         }
-        slots
+        Some(slots)
     }
 
     fn revoked(&mut self) -> Vec<(i32, u32)> {

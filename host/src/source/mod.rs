@@ -208,10 +208,11 @@ pub trait Source: Send {
         None
     }
     /// The watermark inputs (partition slots, or for a repartition topic
-    /// the slots of its marks) assigned to this reader, when the
-    /// assignment changed since the last call (empty otherwise).
-    fn newly_assigned(&mut self) -> Vec<u32> {
-        Vec::new()
+    /// the slots of its marks) assigned to this reader, the whole
+    /// assignment, when it changed since the last call (`Some` of an empty
+    /// list when every partition went away).
+    fn reassigned(&mut self) -> Option<Vec<u32>> {
+        None
     }
     /// The partitions (numbers) taken from this reader by a rebalance since
     /// the last call, with the slots they had.

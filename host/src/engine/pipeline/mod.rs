@@ -579,11 +579,14 @@ impl Pipeline {
         let rolled = self.source.rolled_back();
         if raw.has_parts() || self.repartition.is_some() {
             let now = Instant::now();
-            let assigned = self.source.newly_assigned();
-            match rolled {
+            let assigned = self.source.reassigned();
+            match (rolled, assigned) {
                 // Assigned once the watermark goes back.
-                Some(rolled) => self.rolled = Some((rolled, assigned)),
-                None => (assigned.into_iter()).for_each(|part| self.watermark.assign(part, now)),
+                (Some(rolled), assigned) => {
+                    self.rolled = Some((rolled, assigned.unwrap_or_default()))
+                }
+                (None, Some(assigned)) => self.watermark.assign_only(&assigned, now),
+                (None, None) => {}
             }
         }
         let gone = self.source.revoked();
