@@ -41,6 +41,22 @@ enum Command {
     /// Generate realistic payment traffic: JSON lines to a file or standard
     /// output, or records (plain or Debezium change events) to a Kafka topic.
     Gen(GenArgs),
+    /// Score a run's alerts against the fraud the generator planted
+    /// (`edge gen --labels`): per alert kind the alerts, alerts per 1,000
+    /// events and precision (the share raised on a planted transaction);
+    /// per planted pattern the incidents, those found by an alert on any
+    /// of their transactions (recall), and which kinds found them.
+    Eval {
+        /// The run's alerts (alerts.jsonl in its output directory).
+        #[arg(long, value_name = "FILE")]
+        alerts: PathBuf,
+        /// The labels `edge gen --labels` wrote for the run's input.
+        #[arg(long, value_name = "FILE")]
+        labels: PathBuf,
+        /// Events the run processed (its summary's `events`).
+        #[arg(long, value_name = "N")]
+        events: u64,
+    },
     /// Inspect rule set components.
     Rules {
         #[command(subcommand)]
@@ -221,6 +237,11 @@ struct GenArgs {
     /// events with the schema, money as `precise` decimals).
     #[arg(long, value_enum, default_value = "json")]
     format: GenFormat,
+    /// Also write, per planted fraud record, its transaction id, pattern
+    /// (`burst`, `far_location`, `amount_spike`) and incident number, as
+    /// JSON lines: what `edge eval --labels` scores alerts against.
+    #[arg(long, value_name = "PATH")]
+    labels: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -342,6 +363,7 @@ fn gen(args: GenArgs) -> anyhow::Result<()> {
         to_kafka,
         dimension_topics,
         debezium: args.format == GenFormat::Debezium,
+        labels: args.labels,
     })?;
     if let Some(out) = args.out {
         eprintln!("wrote {written} records to {}", out.display());
@@ -363,6 +385,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Gen(args) => gen(args),
+        Command::Eval {
+            alerts,
+            labels,
+            events,
+        } => edge::app::evaluate(&alerts, &labels, events).map(|e| print!("{e}")),
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => edge::app::inspect_checkpoints(&dir).map(|report| print!("{report}")),

@@ -14,6 +14,23 @@ fn edge(args: &[&str]) -> std::process::Output {
         .expect("run edge")
 }
 
+/// `edge run` of the five rule sets over the file `input` into `out_dir`.
+fn run_file(input: &std::path::Path, out_dir: &std::path::Path) -> std::process::Output {
+    let source = format!("file:{}", input.display());
+    let mut args = vec![
+        "run",
+        "--source",
+        &source,
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--console",
+        "never",
+        "--rules",
+    ];
+    args.extend(guests::RULE_SETS);
+    edge(&args)
+}
+
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -34,19 +51,7 @@ fn gen_then_run_from_file_matches_an_independent_computation() {
     assert!(out.status.success(), "{}", text(&out));
 
     let out_dir = dir.path().join("out");
-    let source = format!("file:{input_s}");
-    let mut args = vec![
-        "run",
-        "--source",
-        &source,
-        "--out-dir",
-        out_dir.to_str().unwrap(),
-        "--console",
-        "never",
-        "--rules",
-    ];
-    args.extend(guests::RULE_SETS);
-    let run = edge(&args);
+    let run = run_file(&input, &out_dir);
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains("records 20000"), "{}", text(&run));
 
@@ -478,4 +483,133 @@ fn a_bad_config_or_rule_file_is_refused_at_start_with_a_clear_message() {
         "the same file twice is loaded once: {}",
         text(&o)
     );
+}
+
+/// `edge gen --labels` labels the fraud it plants, and `edge eval` scores a
+/// run's alerts against them as one counts by hand.
+#[test]
+fn eval_scores_the_alerts_of_a_run_against_the_planted_fraud() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let labels = dir.path().join("labels.jsonl");
+    let out = edge(&[
+        "gen",
+        "--out",
+        input.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--events",
+        "30000",
+        "--rate",
+        "0",
+        "--seed",
+        "11",
+        "--fraud",
+        "0.03",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Every label names a generated record; a burst's records share an
+    // incident.
+    let records: HashSet<String> = read_jsonl(&input)
+        .iter()
+        .map(|r| r["transaction_id"].as_str().unwrap().to_string())
+        .collect();
+    let planted = read_jsonl(&labels);
+    assert!(planted.len() > 300, "{} labels", planted.len());
+    let mut incidents: std::collections::BTreeMap<(String, u64), u64> = Default::default();
+    for l in &planted {
+        assert!(
+            records.contains(l["transaction_id"].as_str().unwrap()),
+            "{l}"
+        );
+        let key = (
+            l["pattern"].as_str().unwrap().to_string(),
+            l["incident"].as_u64().unwrap(),
+        );
+        *incidents.entry(key).or_default() += 1;
+    }
+    let patterns: BTreeSet<&str> = incidents.keys().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        patterns,
+        BTreeSet::from(["amount_spike", "burst", "far_location"])
+    );
+    // A burst is eight records (those still to come when the file ends
+    // are not written); the other patterns one.
+    let bursts: Vec<u64> = (incidents.iter())
+        .filter(|((p, _), _)| p == "burst")
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(bursts.iter().all(|n| *n <= 8));
+    assert!(bursts.iter().filter(|n| **n == 8).count() * 10 >= bursts.len() * 9);
+    assert!((incidents.iter()).all(|((p, _), n)| p == "burst" || *n == 1));
+
+    let out_dir = dir.path().join("out");
+    let run = run_file(&input, &out_dir);
+    assert!(run.status.success(), "{}", text(&run));
+    let alerts_path = out_dir.join("alerts.jsonl");
+    let eval = edge(&[
+        "eval",
+        "--alerts",
+        alerts_path.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--events",
+        "30000",
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    let report = String::from_utf8_lossy(&eval.stdout).to_string();
+
+    // By hand: the card-testing alerts, their precision, and the bursts
+    // they found.
+    let alerts = read_jsonl(&alerts_path);
+    let by_id: std::collections::HashMap<&str, (&str, u64)> = planted
+        .iter()
+        .map(|l| {
+            let id = l["transaction_id"].as_str().unwrap();
+            (
+                id,
+                (
+                    l["pattern"].as_str().unwrap(),
+                    l["incident"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let card: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "CARD_TESTING")
+        .collect();
+    assert!(!card.is_empty(), "{report}");
+    let on_planted = card
+        .iter()
+        .filter(|a| by_id.contains_key(a["transaction_id"].as_str().unwrap_or("")))
+        .count();
+    let bursts_found: BTreeSet<u64> = card
+        .iter()
+        .filter_map(|a| by_id.get(a["transaction_id"].as_str().unwrap_or("")))
+        .filter(|(p, _)| *p == "burst")
+        .map(|(_, i)| *i)
+        .collect();
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("CARD_TESTING "))
+        .unwrap_or_else(|| panic!("{report}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], card.len().to_string(), "{report}");
+    assert_eq!(
+        cells[2],
+        format!("{:.2}", card.len() as f64 * 1000.0 / 30000.0),
+        "{report}"
+    );
+    assert_eq!(cells[3], on_planted.to_string(), "{report}");
+    let burst = report
+        .lines()
+        .find(|l| l.starts_with("burst "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        burst.contains(&format!("CARD_TESTING {}", bursts_found.len())),
+        "{report}"
+    );
+    let total = format!("{} alerts over 30000 events", alerts.len());
+    assert!(report.starts_with(&total), "{report}");
 }

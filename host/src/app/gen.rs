@@ -25,6 +25,9 @@ pub struct GenOptions {
     pub dimension_topics: Option<(String, String)>,
     /// Wrap records as Debezium change events (`precise` decimals).
     pub debezium: bool,
+    /// Labels file: per planted fraud record, its transaction id, pattern
+    /// and incident (JSON lines), for `edge eval`.
+    pub labels: Option<PathBuf>,
 }
 
 /// A generated record as a Debezium change event with its schema: the
@@ -130,7 +133,8 @@ fn gen_kafka(
 
 /// Feeds `options.events` generated records to `each` as (record, payload,
 /// position), paced to the generator's rate: the payload is the record, or
-/// with `--format debezium` its change event.
+/// with `--format debezium` its change event. With `options.labels`, writes
+/// the label of each planted fraud record there.
 fn each_record(
     options: &GenOptions,
     generator: Generator,
@@ -138,12 +142,22 @@ fn each_record(
     mut each: impl FnMut(&[u8], &[u8], u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let mut source = GenSource::new(generator, options.generator.rate);
+    let mut labels = match &options.labels {
+        Some(path) => {
+            source = source.with_labels();
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Some(std::io::BufWriter::new(file))
+        }
+        None => None,
+    };
     let mut batch = crate::source::RecordBatch::default();
     let mut written = 0u64;
     while written < options.events {
         batch.clear();
         let want = (options.events - written).min(4096) as usize;
         source.poll(&mut batch, want, std::time::Duration::from_millis(100))?;
+        let mut planted = source.take_labels().into_iter().peekable();
         for i in 0..batch.len() {
             let (bytes, position) = batch.get(i);
             if options.debezium {
@@ -151,10 +165,39 @@ fn each_record(
             } else {
                 each(bytes, bytes, position)?;
             }
+            if let (Some(out), Some((_, pattern, incident))) =
+                (&mut labels, planted.next_if(|l| l.0 == position))
+            {
+                write_label(out, bytes, pattern, incident)?;
+            }
         }
         written += batch.len() as u64;
     }
+    if let Some(mut out) = labels {
+        out.flush()?;
+    }
     Ok(written)
+}
+
+/// One line of the labels file.
+fn write_label(
+    out: &mut impl Write,
+    record: &[u8],
+    pattern: &str,
+    incident: u64,
+) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        transaction_id: String,
+    }
+    let id: Id = serde_json::from_slice(record).context("a planted record without its id")?;
+    let label = serde_json::json!({
+        "transaction_id": id.transaction_id,
+        "pattern": pattern,
+        "incident": incident,
+    });
+    writeln!(out, "{label}")?;
+    Ok(())
 }
 
 /// Writes generated records as JSON lines, paced to the generator's rate.

@@ -1,8 +1,10 @@
 //! The commands, as library calls: `run`, `gen`, `rules check`.
 
+mod eval;
 mod gen;
 mod steps;
 
+pub use eval::{evaluate, Evaluation};
 pub use gen::{debezium_event, gen, GenOptions};
 
 use crate::config::{Config, RulesConfig, SourceKind};

@@ -143,8 +143,9 @@ pub struct Generated {
     pub bytes: Vec<u8>,
     /// Which dirty kind it is, if dirty.
     pub dirty: Option<&'static str>,
-    /// Which fraud pattern it belongs to, if any.
-    pub fraud: Option<&'static str>,
+    /// Which fraud pattern it belongs to, if any, and which planted
+    /// incident (numbered from 1; the events of one burst share it).
+    pub fraud: Option<(&'static str, u64)>,
 }
 
 /// A planted event waiting for simulated time to reach it.
@@ -153,6 +154,7 @@ struct Scheduled {
     seq: u64,
     event: Event,
     pattern: &'static str,
+    incident: u64,
 }
 
 impl PartialEq for Scheduled {
@@ -211,6 +213,8 @@ pub struct Generator {
     churned: Vec<(String, CustomerDim)>,
     /// Dirty records planted so far.
     planted: u64,
+    /// Fraud incidents planted so far.
+    incidents: u64,
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, weighted: &[(T, u32)]) -> T {
@@ -302,6 +306,7 @@ impl Generator {
             next_customer: config.customers + 1,
             churned: Vec::new(),
             planted: 0,
+            incidents: 0,
         }
     }
 
@@ -528,6 +533,7 @@ impl Generator {
                 planned.push((e, "amount_spike"));
             }
         }
+        self.incidents += 1;
         for (event, pattern) in planned {
             self.seq += 1;
             self.scheduled.push(Scheduled {
@@ -535,6 +541,7 @@ impl Generator {
                 seq: self.seq,
                 event,
                 pattern,
+                incident: self.incidents,
             });
         }
     }
@@ -679,7 +686,7 @@ impl Generator {
                 return Generated {
                     bytes,
                     dirty: None,
-                    fraud: Some(s.pattern),
+                    fraud: Some((s.pattern, s.incident)),
                 };
             }
         }

@@ -20,6 +20,9 @@ pub struct GenSource {
     clock: Arc<DrivenClock>,
     /// The dimension table that follows the generator's churned customers.
     dims: Option<SharedDims>,
+    /// When asked for: the planted fraud records polled since the last
+    /// [`GenSource::take_labels`], as (position, pattern, incident).
+    labels: Option<Vec<(u64, &'static str, u64)>>,
 }
 
 impl GenSource {
@@ -33,7 +36,21 @@ impl GenSource {
             emitted: 0,
             clock,
             dims: None,
+            labels: None,
         }
+    }
+
+    /// Keeps the labels of the planted fraud records (see
+    /// [`GenSource::take_labels`]).
+    pub fn with_labels(mut self) -> Self {
+        self.labels = Some(Vec::new());
+        self
+    }
+
+    /// The planted fraud records polled since the last call: (position,
+    /// pattern, incident).
+    pub fn take_labels(&mut self) -> Vec<(u64, &'static str, u64)> {
+        self.labels.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Keeps `dims` up to date with the customers the generator replaces.
@@ -80,6 +97,9 @@ impl Source for GenSource {
             let record = self.generator.next_record();
             self.emitted += 1;
             batch.push(&record.bytes, self.emitted);
+            if let (Some(labels), Some((pattern, incident))) = (&mut self.labels, record.fraud) {
+                labels.push((self.emitted, pattern, incident));
+            }
         }
         self.clock.set(self.generator.now_ms());
         let churned = self.generator.take_churned();
