@@ -74,18 +74,20 @@ struct MerchantLine {
     city: Option<String>,
 }
 
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, String> {
+/// Every line of the JSON lines file `path` (a `what`, named in errors)
+/// read as a `T`; blank lines are skipped.
+pub fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<Vec<T>, String> {
     let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot open dimension file {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot open {what} {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let line = line.map_err(|e| format!("{what} {}: {e}", path.display()))?;
         if line.trim().is_empty() {
             continue;
         }
         out.push(
             serde_json::from_str(&line)
-                .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?,
+                .map_err(|e| format!("{what} {} line {}: {e}", path.display(), n + 1))?,
         );
     }
     Ok(out)
@@ -128,7 +130,7 @@ impl Dims {
 
     /// Loads customers from JSON lines.
     pub fn load_customers(&mut self, path: &Path) -> Result<(), String> {
-        for c in read_lines::<CustomerLine>(path)? {
+        for c in read_lines::<CustomerLine>(path, "dimension file")? {
             self.put_customer(c.into());
         }
         Ok(())
@@ -136,7 +138,7 @@ impl Dims {
 
     /// Loads merchants from JSON lines.
     pub fn load_merchants(&mut self, path: &Path) -> Result<(), String> {
-        for m in read_lines::<MerchantLine>(path)? {
+        for m in read_lines::<MerchantLine>(path, "dimension file")? {
             self.put_merchant(m.into());
         }
         Ok(())

@@ -5,7 +5,6 @@
 //! (an alert on any of the incident's transactions), the recall, and the
 //! kinds that found them.
 
-use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
@@ -91,19 +90,15 @@ pub fn evaluate(alerts: &Path, labels: &Path, events: u64) -> anyhow::Result<Eva
         ..Default::default()
     };
     let mut planted: BTreeMap<String, (String, u64)> = BTreeMap::new();
-    for_lines(labels, |label: Label| {
+    let labels: Vec<Label> = read(labels, "labels file (`edge gen --labels`)")?;
+    for label in labels {
         let score = eval.patterns.entry(label.pattern.clone()).or_default();
         score.transactions += 1;
         score.incidents.insert(label.incident);
         planted.insert(label.transaction_id, (label.pattern, label.incident));
-    })
-    .with_context(|| {
-        format!(
-            "{}: not a labels file of `edge gen --labels`",
-            labels.display()
-        )
-    })?;
-    for_lines(alerts, |alert: Alert| {
+    }
+    let alerts: Vec<Alert> = read(alerts, "alerts file (`edge run`)")?;
+    for alert in alerts {
         let kind = eval.kinds.entry(alert.kind.clone()).or_default();
         kind.alerts += 1;
         let hit = alert.transaction_id.as_ref().and_then(|id| planted.get(id));
@@ -118,28 +113,13 @@ pub fn evaluate(alerts: &Path, labels: &Path, events: u64) -> anyhow::Result<Eva
                     .insert(*incident);
             }
         }
-    })
-    .with_context(|| format!("{}: not an alerts file of `edge run`", alerts.display()))?;
+    }
     Ok(eval)
 }
 
-/// Calls `each` with every line of `path` read as a `T`.
-fn for_lines<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    mut each: impl FnMut(T),
-) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value = serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
-        each(value);
-    }
-    Ok(())
+/// The lines of the JSON lines file `path`, a `what`.
+fn read<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<Vec<T>> {
+    crate::dims::read_lines(path, what).map_err(anyhow::Error::msg)
 }
 
 impl fmt::Display for Evaluation {

@@ -198,14 +198,8 @@ impl Stage {
                     owned[part as usize].get_or_insert_with(Instant::now);
                 }
             }
-            for gone in self.reader.revoked() {
-                if let Some(n) = newest.get_mut(gone.1 as usize) {
-                    *n = (i64::MIN, false);
-                }
-                if let Some(o) = owned.get_mut(gone.1 as usize) {
-                    *o = None;
-                }
-            }
+            // Partitions taken away are out of the assignment above.
+            self.reader.revoked();
             if strings.len() > RESET_STRINGS {
                 strings = Interner::default();
             }

@@ -7,8 +7,10 @@
 //! With several input partitions (Kafka), each partition keeps its own
 //! largest event time and the watermark is the smallest of them, so a
 //! partition that is behind holds time back; a partition that has sent
-//! nothing for the idle timeout (wall time) stops counting until it sends
-//! again. The watermark never goes back.
+//! nothing for the idle timeout (wall time), or whose mark says it is
+//! idle, stops counting until it sends again, and one assigned to another
+//! reader stops counting until it is assigned here again. The watermark
+//! never goes back.
 //!
 //! For a live source the watermark also never runs ahead of the clock: an
 //! event stamped later than the clock plus the bound is processed, but its

@@ -215,7 +215,9 @@ pub trait Source: Send {
         None
     }
     /// The partitions (numbers) taken from this reader by a rebalance since
-    /// the last call, with the slots they had.
+    /// the last call, with the slots they had: those it had read from (one
+    /// given and taken away before its first record is only missing from
+    /// [`Source::reassigned`]).
     fn revoked(&mut self) -> Vec<(i32, u32)> {
         Vec::new()
     }
