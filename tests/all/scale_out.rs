@@ -97,6 +97,16 @@ fn by_id(dirs: &[PathBuf]) -> BTreeMap<&'static str, Vec<String>> {
 }
 
 fn same(one: &BTreeMap<&str, Vec<String>>, many: &BTreeMap<&str, Vec<String>>, what: &str) {
+    if let Err(differ) = differences(one, many) {
+        panic!("{what}:\n{differ}");
+    }
+}
+
+/// How the files of `many` differ from those of `one`.
+fn differences(
+    one: &BTreeMap<&str, Vec<String>>,
+    many: &BTreeMap<&str, Vec<String>>,
+) -> Result<(), String> {
     let mut differ = Vec::new();
     for (file, lines) in one {
         let got = &many[file];
@@ -112,7 +122,10 @@ fn same(one: &BTreeMap<&str, Vec<String>>, many: &BTreeMap<&str, Vec<String>>, w
             lines.len(),
         ));
     }
-    assert!(differ.is_empty(), "{what}:\n{}", differ.join("\n"));
+    match differ.is_empty() {
+        true => Ok(()),
+        false => Err(differ.join("\n")),
+    }
 }
 
 struct Member {
@@ -122,12 +135,14 @@ struct Member {
 }
 
 impl Member {
-    fn start(config: &Path, dir: &Path, name: &str, secs: u64) -> Self {
+    /// A member of `workers` worker threads, running for `secs`.
+    fn start(config: &Path, dir: &Path, name: &str, (workers, secs): (usize, u64)) -> Self {
         let out = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let child = edge_run(config, &out)
-            .args(["--workers", "1", "--duration", &secs.to_string()])
-            .env("EDGE_LOG", "info")
+            .args(["--workers", &workers.to_string()])
+            .args(["--duration", &secs.to_string()])
+            .env("EDGE_LOG", "info,edge::replay=debug")
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
@@ -208,7 +223,12 @@ fn members_give_one_process_results(members: usize) {
     // The members join both groups before the records come, so that each
     // has a share of the partitions of both.
     let mut running: Vec<Member> = (0..members)
-        .map(|i| Member::start(&member_config, dir.path(), &format!("m{i}"), 75))
+        // Two members of two workers each: the copies read back are dealt
+        // to the workers by the fields they carry.
+        .map(|i| {
+            let workers = if members == 2 { 2 } else { 1 };
+            Member::start(&member_config, dir.path(), &format!("m{i}"), (workers, 75))
+        })
         .collect();
     let started = std::time::Instant::now();
     wait_until_joined(&running.iter().collect::<Vec<_>>());
@@ -297,8 +317,8 @@ fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
         checkpoints.display()
     );
     let member_config = config_with(dir.path(), &brokers, &topic, &group, true, &extra);
-    let mut survivor = Member::start(&member_config, dir.path(), "survivor", 100);
-    let mut killed = Member::start(&member_config, dir.path(), "killed", 100);
+    let mut survivor = Member::start(&member_config, dir.path(), "survivor", (1, 100));
+    let mut killed = Member::start(&member_config, dir.path(), "killed", (1, 100));
     wait_until_joined(&[&survivor, &killed]);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
@@ -357,11 +377,11 @@ fn a_member_killed_mid_stream_hands_its_keyed_state_over() {
 
     let one = one_process(dir.path(), &brokers, &topic, events);
     // The killed member's rows first: the survivor's versions replace them.
-    same(
-        &one,
-        &by_id(&[killed.out.clone(), survivor.out.clone()]),
-        "one member killed",
-    );
+    if let Err(differ) = differences(&one, &by_id(&[killed.out.clone(), survivor.out.clone()])) {
+        // The members' outputs, logs and checkpoints stay to be looked into.
+        let kept = dir.keep();
+        panic!("one member killed (kept in {}):\n{differ}", kept.display());
+    }
 }
 
 /// Joins `group` over `topic` until given partitions, then leaves it.

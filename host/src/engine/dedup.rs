@@ -33,7 +33,7 @@ pub struct Dedup {
 
 /// Two independent 64-bit hashes of the id: a false duplicate needs both
 /// to collide.
-fn fingerprint(id: &str) -> u128 {
+pub fn fingerprint(id: &str) -> u128 {
     let a = FxBuildHasher.hash_one(id);
     let b = foldhash::quality::FixedState::with_seed(0x5eed_ed6e).hash_one(id);
     (u128::from(a) << 64) | u128::from(b)
@@ -58,7 +58,11 @@ impl Dedup {
     /// Whether `id` is new, or was seen of the record tagged `tag` (where
     /// it was read; 0: not known) or of another; remembers it.
     pub fn insert_tagged(&mut self, id: &str, event_time: i64, tag: u64) -> Seen {
-        let f = fingerprint(id);
+        self.insert_fingerprint(fingerprint(id), event_time, tag)
+    }
+
+    /// [`Self::insert_tagged`] of the id of `f` ([`fingerprint`]).
+    pub fn insert_fingerprint(&mut self, f: u128, event_time: i64, tag: u64) -> Seen {
         match self.seen.entry(f) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 return match tag != 0 && *e.get() == tag {

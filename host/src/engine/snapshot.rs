@@ -44,8 +44,9 @@ use crate::source::Position;
 const LAYOUT_MARK: u32 = u32::MAX;
 
 /// The payload layout this build writes: with a part per worker, its
-/// held events, and dedup ids per route.
-const LAYOUT: u32 = 3;
+/// held events, and dedup ids per route and partition of the repartition
+/// topic.
+const LAYOUT: u32 = 4;
 
 /// One rule set's part of a snapshot, as read back.
 pub struct RuleSnapshot<'a> {

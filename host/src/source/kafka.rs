@@ -436,6 +436,14 @@ impl Source for KafkaSource {
                     let part = slot(&mut self.parts, &mut self.next, m.topic(), m.partition());
                     if offset < self.next[part as usize] {
                         // Fetched again after a reassignment: already read.
+                        tracing::debug!(
+                            target: "edge::replay",
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset,
+                            next = self.next[part as usize],
+                            "a record fetched again was skipped: it was read already"
+                        );
                         continue;
                     }
                     self.next[part as usize] = offset + 1;

@@ -466,7 +466,7 @@ impl Pipeline {
         self.watermark
             .read_snapshot(&mut snapshot.watermark.clone(), Instant::now())?;
         self.ingest
-            .read_snapshot(&mut snapshot.dedup.clone(), snapshot.layout >= 3)?;
+            .read_snapshot(&mut snapshot.dedup.clone(), snapshot.layout)?;
         self.records_before = snapshot.records;
         let restoring = Arc::new(vec![Restoring {
             payload: Arc::new(payload.to_vec()),

@@ -15,10 +15,17 @@ use crate::source::{RecordBatch, Route, Source};
 /// A batch's events, with the partition slot each came from (in step).
 #[derive(Default)]
 pub struct Events {
-    /// The events, in arrival order.
+    /// The events, in arrival order (decoded on the pipeline's thread;
+    /// empty when worker threads decoded them and hold them, see
+    /// [`Self::kept`]).
     pub txns: Vec<Txn>,
+    /// The event time of each event.
+    pub times: Vec<i64>,
     /// The partition slot of each event (0 for an unpartitioned source).
     pub parts: Vec<u32>,
+    /// Decoded by worker threads: whether each record of the batch (by
+    /// its place in it) is an event taken (not a duplicate).
+    pub kept: Vec<bool>,
     /// The worker owning each event's key of each field, when its decoder
     /// said (see [`Owners`]).
     pub owners: Vec<Owners>,
@@ -36,7 +43,9 @@ impl Events {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             txns: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
             parts: Vec::with_capacity(n),
+            kept: Vec::new(),
             owners: Vec::new(),
             routes: Vec::new(),
         }
@@ -76,6 +85,7 @@ impl Ingest {
                     all: Dedup::new(config.dedup_horizon_ms, config.dedup_max_ids),
                     routed: Vec::new(),
                     limits: (config.dedup_horizon_ms, config.dedup_max_ids),
+                    partitions: 1,
                 },
                 raw_out: router.takes("raw"),
             },
@@ -95,69 +105,54 @@ impl Ingest {
         (self.taking.dedup.routed.iter_mut()).for_each(|(_, d)| d.evict(watermark));
     }
 
-    /// Appends the dedup ids in a checkpoint's form.
-    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
-        use crate::codec::Put;
-        let dedup = &self.taking.dedup;
-        dedup.all.write_snapshot(out);
-        out.put_len(dedup.routed.len());
-        for (fields, ids) in &dedup.routed {
-            out.put_u8(*fields);
-            ids.write_snapshot(out);
-        }
+    /// Reads copies from a repartition topic of `partitions` partitions:
+    /// each partition's ids are bounded by its share of
+    /// `engine.dedup-max-ids`.
+    pub fn partitioned(&mut self, partitions: usize) {
+        self.taking.dedup.partitions = partitions.max(1);
     }
 
-    /// Takes the dedup ids of a checkpoint (`tagged`: of layout 3 or
-    /// later).
+    /// Appends the dedup ids in a checkpoint's form.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        self.taking.dedup.write_snapshot(out);
+    }
+
+    /// Takes the dedup ids of a checkpoint of `layout`.
     pub fn read_snapshot(
         &mut self,
         r: &mut crate::codec::Reader<'_>,
-        tagged: bool,
+        layout: u32,
     ) -> Result<(), String> {
-        self.taking.dedup.routed.clear();
-        self.taking.dedup.all.read_snapshot(r, tagged)?;
-        self.merge_routes(r, tagged)
+        self.forget_ids();
+        self.merge_snapshot(r, layout, None)
     }
 
     /// Forgets every id (a member rolling back to its partitions'
     /// checkpoints).
     pub fn forget_ids(&mut self) {
-        let dedup = &mut self.taking.dedup;
-        let (horizon, max) = dedup.limits;
-        dedup.all = Dedup::new(horizon, max);
-        dedup.routed.clear();
+        self.taking.dedup.forget();
     }
 
-    /// Adds the dedup ids of a checkpoint to those held.
+    /// Forgets the ids of copies read from partitions of the repartition
+    /// topic that went to another member: they replay there, and a later
+    /// checkpoint of this member must not hold them (a member taking a
+    /// partition back from an older checkpoint would drop its replay as
+    /// delivered).
+    pub fn forget_partitions(&mut self, gone: &[i32]) {
+        self.taking.dedup.forget_partitions(gone);
+    }
+
+    /// Adds the dedup ids of a checkpoint of `layout` to those held: with
+    /// `only`, those of copies read from these partitions of the
+    /// repartition topic (the ids of a layout before 4 are not kept per
+    /// partition, and are all taken).
     pub fn merge_snapshot(
         &mut self,
         r: &mut crate::codec::Reader<'_>,
-        tagged: bool,
+        layout: u32,
+        only: Option<&[i32]>,
     ) -> Result<(), String> {
-        self.taking.dedup.all.merge_snapshot(r, tagged)?;
-        self.merge_routes(r, tagged)
-    }
-
-    /// The ids per route that follow the others (layout 3).
-    fn merge_routes(
-        &mut self,
-        r: &mut crate::codec::Reader<'_>,
-        tagged: bool,
-    ) -> Result<(), String> {
-        if r.is_empty() {
-            return Ok(());
-        }
-        r.reading("dedup routes");
-        let n = r.len(9)?;
-        for _ in 0..n {
-            let fields = r.u8()?;
-            let route = crate::source::Route {
-                fields,
-                primary: false,
-            };
-            self.taking.dedup.of(route).merge_snapshot(r, tagged)?;
-        }
-        Ok(())
+        self.taking.dedup.merge_snapshot(r, layout, only)
     }
 
     /// Reads `raw` into `events`; returns how many records it held (a
@@ -173,7 +168,7 @@ impl Ingest {
         // Each record decoded as it is taken: no batch of decoded records.
         let (decoder, clean) = (&self.decoder, self.clean_out);
         let decoded = (first..raw.len()).map(|i| decode_one(decoder, raw, i, strings, clean));
-        self.taking.take(raw, first, decoded, out, events)
+        self.taking.take(decoder, raw, first, decoded, out, events)
     }
 
     /// Takes a CSV source's header line, the first record read; returns
@@ -210,15 +205,16 @@ impl Ingest {
     /// them, lands them as received (`raw`), drops the transactions already
     /// seen and sends the rejects to the dead letters; returns how many
     /// records there were.
-    pub fn take(
+    pub fn take<E: Taken>(
         &mut self,
         raw: &RecordBatch,
         first: usize,
-        decoded: impl IntoIterator<Item = Decoded>,
+        decoded: impl IntoIterator<Item = Decoded<E>>,
         out: &mut Out<'_>,
         events: &mut Events,
     ) -> u64 {
-        self.taking.take(raw, first, decoded, out, events)
+        self.taking
+            .take(&self.decoder, raw, first, decoded, out, events)
     }
 }
 
@@ -231,31 +227,115 @@ struct Taking {
 }
 
 /// The dedup filters: one for records read straight from the source, and
-/// for copies read back from a repartition topic one per route (the copies
-/// of one transaction carry different fields, and each meets its own
-/// duplicates).
+/// for copies read back from a repartition topic one per route and
+/// partition (the copies of one transaction carry different fields, and
+/// each meets its own duplicates; a partition's ids leave with it).
 struct Dedups {
     all: Dedup,
-    routed: Vec<(u8, Dedup)>,
+    routed: Vec<(Filter, Dedup)>,
+    /// Horizon and most ids of one filter, before the partitions' shares.
     limits: (i64, usize),
+    /// Partitions of the repartition topic.
+    partitions: usize,
+}
+
+/// Which copies a filter sees: of a route's fields, read from a partition
+/// of the repartition topic (-1: not known, of a checkpoint before
+/// layout 4).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Filter {
+    fields: u8,
+    partition: i32,
 }
 
 impl Dedups {
-    /// Whether `id` is new to the filter of `route`.
-    fn insert(&mut self, route: Route, id: &str, event_time: i64, tag: u64) -> Seen {
+    /// Whether the id of `fingerprint` is new to the filter of `route`
+    /// and `partition`.
+    fn insert(
+        &mut self,
+        route: Route,
+        partition: i32,
+        fingerprint: u128,
+        event_time: i64,
+        tag: u64,
+    ) -> Seen {
         if route == Route::ALL {
-            return self.all.insert_tagged(id, event_time, tag);
+            return (self.all).insert_fingerprint(fingerprint, event_time, tag);
         }
-        self.of(route).insert_tagged(id, event_time, tag)
+        let filter = Filter {
+            fields: route.fields,
+            partition,
+        };
+        (self.of(filter)).insert_fingerprint(fingerprint, event_time, tag)
     }
 
-    /// The filter of a route's fields.
-    fn of(&mut self, route: Route) -> &mut Dedup {
-        let at = match self.routed.iter().position(|(f, _)| *f == route.fields) {
+    /// Forgets every id.
+    fn forget(&mut self) {
+        let (horizon, max) = self.limits;
+        self.all = Dedup::new(horizon, max);
+        self.routed.clear();
+    }
+
+    /// Forgets the ids of copies read from the partitions `gone`.
+    fn forget_partitions(&mut self, gone: &[i32]) {
+        self.routed.retain(|(f, _)| !gone.contains(&f.partition));
+    }
+
+    /// [`Ingest::write_snapshot`]: the ids of records read straight from
+    /// the source, then per route and partition of the repartition topic
+    /// (layout 4).
+    fn write_snapshot(&self, out: &mut Vec<u8>) {
+        use crate::codec::Put;
+        self.all.write_snapshot(out);
+        out.put_len(self.routed.len());
+        for (filter, ids) in &self.routed {
+            out.put_u8(filter.fields);
+            out.put_u32(filter.partition as u32);
+            ids.write_snapshot(out);
+        }
+    }
+
+    /// [`Ingest::merge_snapshot`].
+    fn merge_snapshot(
+        &mut self,
+        r: &mut crate::codec::Reader<'_>,
+        layout: u32,
+        only: Option<&[i32]>,
+    ) -> Result<(), String> {
+        let tagged = layout >= 3;
+        self.all.merge_snapshot(r, tagged)?;
+        if r.is_empty() {
+            return Ok(());
+        }
+        r.reading("dedup routes");
+        let n = r.len(9)?;
+        for _ in 0..n {
+            let fields = r.u8()?;
+            let partition = match layout >= 4 {
+                true => r.u32()? as i32,
+                false => -1,
+            };
+            let filter = Filter { fields, partition };
+            match only {
+                Some(only) if partition >= 0 && !only.contains(&partition) => {
+                    // Read past them.
+                    let (horizon, max) = self.limits;
+                    Dedup::new(horizon, max).merge_snapshot(r, tagged)?;
+                }
+                _ => self.of(filter).merge_snapshot(r, tagged)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The filter of a route's fields and a partition.
+    fn of(&mut self, filter: Filter) -> &mut Dedup {
+        let at = match self.routed.iter().position(|(f, _)| *f == filter) {
             Some(at) => at,
             None => {
                 let (horizon, max) = self.limits;
-                self.routed.push((route.fields, Dedup::new(horizon, max)));
+                let share = max.div_ceil(self.partitions);
+                self.routed.push((filter, Dedup::new(horizon, share)));
                 self.routed.len() - 1
             }
         };
@@ -267,11 +347,12 @@ impl Taking {
     /// [`Ingest::take`]. Of the copies read back from a repartition topic,
     /// only the primary one is counted, landed as received and
     /// dead-lettered; each copy is deduplicated on its route.
-    fn take(
+    fn take<E: Taken>(
         &mut self,
+        decoder: &Decoder,
         raw: &RecordBatch,
         first: usize,
-        decoded: impl IntoIterator<Item = Decoded>,
+        decoded: impl IntoIterator<Item = Decoded<E>>,
         out: &mut Out<'_>,
         events: &mut Events,
     ) -> u64 {
@@ -298,16 +379,21 @@ impl Taking {
                     // A copy read back is tagged with where its record was
                     // first read: the repartition stage may copy a record
                     // again after a rebalance.
-                    let tag = match routed {
-                        true => tag(out.source, raw.origin(i), position),
-                        false => 0,
+                    let (tag, partition) = match routed {
+                        true => (
+                            tag(out.source, raw.origin(i), position),
+                            (part.and_then(|p| out.source.partition(p))).map_or(-1, |(_, p)| p),
+                        ),
+                        false => (0, -1),
                     };
-                    let seen = dedup.insert(route, &t.id, t.event_time, tag);
+                    let (fingerprint, event_time) = (t.fingerprint(), t.event_time());
+                    let seen = dedup.insert(route, partition, fingerprint, event_time, tag);
                     if seen == Seen::New {
                         if let Some(record) = clean {
                             out.records.push(Record::Clean(*record));
                         }
-                        events.txns.push(t);
+                        t.keep(i, events);
+                        events.times.push(event_time);
                         events.parts.push(part.unwrap_or(0));
                         if let Some(owners) = owners {
                             events.owners.push(owners);
@@ -315,13 +401,21 @@ impl Taking {
                         if routed {
                             events.routes.push(route);
                         }
+                    } else if seen == Seen::Again {
+                        tracing::debug!(
+                            target: "edge::replay",
+                            id = t.id(decoder, bytes),
+                            partition,
+                            offset = position,
+                            "a copy read again was dropped: its record was taken already"
+                        );
                     } else if route.primary && seen == Seen::Duplicate {
                         Metrics::inc(&out.metrics.duplicates);
                         let reject = Reject::new(
                             RejectCode::Duplicate,
                             format!(
                                 "transaction_id {} was already seen within the dedup horizon",
-                                t.id
+                                t.id(decoder, bytes)
                             ),
                         );
                         reject_record(out, reject, bytes, position, origin);
@@ -346,14 +440,78 @@ fn tag(source: &dyn crate::source::Source, origin: u32, offset: u64) -> u64 {
 }
 
 /// What decoding one record gave.
-pub enum Decoded {
+pub enum Decoded<E = Txn> {
     /// A tombstone, or a change event that carries no event.
     Skipped,
-    /// An event, its `clean` record when that stream is routed, and the
+    /// An event (or what the pipeline's thread needs of it, see
+    /// [`Taken`]), its `clean` record when that stream is routed, and the
     /// workers owning its keys when the decoder found them.
-    Event(Txn, Option<Box<CleanRecord>>, Option<Owners>),
+    Event(E, Option<Box<CleanRecord>>, Option<Owners>),
     /// Refused, with the reason.
     Rejected(Reject),
+}
+
+/// A decoded event as ingest takes it: the event itself (decoded on the
+/// pipeline's thread), or, decoded by a worker thread that keeps it until
+/// the workers are handed the batch, what deduplication and the watermark
+/// need of it (a [`Brief`]): the events then cross between cores once,
+/// from their decoder to the workers owning their keys.
+pub trait Taken {
+    /// The fingerprint of its transaction id.
+    fn fingerprint(&self) -> u128;
+    /// Its event time.
+    fn event_time(&self) -> i64;
+    /// Its transaction id (read again from `bytes`, its record, if not
+    /// kept here: only a duplicate's dead letter and the debug log need it).
+    fn id(&self, decoder: &Decoder, bytes: &[u8]) -> String;
+    /// Keeps it, record `i` of its batch, in `events`.
+    fn keep(self, i: usize, events: &mut Events);
+}
+
+impl Taken for Txn {
+    fn fingerprint(&self) -> u128 {
+        crate::engine::dedup::fingerprint(&self.id)
+    }
+    fn event_time(&self) -> i64 {
+        self.event_time
+    }
+    fn id(&self, _: &Decoder, _: &[u8]) -> String {
+        self.id.to_string()
+    }
+    fn keep(self, _: usize, events: &mut Events) {
+        events.txns.push(self);
+    }
+}
+
+/// What the pipeline's thread takes of an event a worker thread decoded
+/// and keeps.
+pub struct Brief {
+    /// The fingerprint of its transaction id.
+    pub fingerprint: u128,
+    /// Its event time.
+    pub event_time: i64,
+}
+
+impl Taken for Brief {
+    fn fingerprint(&self) -> u128 {
+        self.fingerprint
+    }
+    fn event_time(&self) -> i64 {
+        self.event_time
+    }
+    fn id(&self, decoder: &Decoder, bytes: &[u8]) -> String {
+        let mut strings = Interner::default();
+        match decoder.decode_change(bytes, &mut strings) {
+            Ok(Some(t)) => t.id.to_string(),
+            _ => String::new(),
+        }
+    }
+    fn keep(self, i: usize, events: &mut Events) {
+        if events.kept.len() <= i {
+            events.kept.resize(i + 1, false);
+        }
+        events.kept[i] = true;
+    }
 }
 
 /// Decodes record `i` of `raw` into `strings`; with `clean`, builds its
@@ -430,4 +588,70 @@ fn reject_record(out: &mut Out<'_>, reject: Reject, raw: &[u8], position: u64, p
     letter.origin = origin;
     letter.set_raw(raw, out.max_raw_bytes);
     out.records.push(Record::DeadLetter(letter));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Reader;
+
+    fn dedups() -> Dedups {
+        Dedups {
+            all: Dedup::new(60_000, 1_000),
+            routed: Vec::new(),
+            limits: (60_000, 1_000),
+            partitions: 4,
+        }
+    }
+
+    const CUSTOMER: Route = Route {
+        fields: 1,
+        primary: true,
+    };
+
+    #[test]
+    fn a_checkpoint_gives_back_only_the_ids_of_the_partitions_taken_of_it() {
+        let mut member = dedups();
+        assert_eq!(member.insert(CUSTOMER, 0, 1, 10, 7), Seen::New);
+        assert_eq!(member.insert(CUSTOMER, 1, 2, 10, 8), Seen::New);
+        let mut out = Vec::new();
+        member.write_snapshot(&mut out);
+
+        let mut taker = dedups();
+        (taker.merge_snapshot(&mut Reader::new(&out, "test"), 4, Some(&[1]))).unwrap();
+        assert_eq!(
+            taker.insert(CUSTOMER, 0, 1, 10, 7),
+            Seen::New,
+            "partition 0 was not taken of this checkpoint: its replay is new"
+        );
+        assert_eq!(taker.insert(CUSTOMER, 1, 2, 10, 8), Seen::Again);
+
+        let mut all = dedups();
+        (all.merge_snapshot(&mut Reader::new(&out, "test"), 4, None)).unwrap();
+        assert_eq!(all.insert(CUSTOMER, 0, 1, 10, 7), Seen::Again);
+        assert_eq!(all.insert(CUSTOMER, 1, 2, 10, 8), Seen::Again);
+    }
+
+    #[test]
+    fn the_ids_of_a_partition_given_away_leave_with_it() {
+        let mut member = dedups();
+        member.insert(CUSTOMER, 0, 1, 10, 7);
+        member.insert(CUSTOMER, 1, 2, 10, 8);
+        member.forget_partitions(&[0]);
+        let mut out = Vec::new();
+        member.write_snapshot(&mut out);
+        let mut back = dedups();
+        (back.merge_snapshot(&mut Reader::new(&out, "test"), 4, None)).unwrap();
+        assert_eq!(back.insert(CUSTOMER, 0, 1, 10, 7), Seen::New);
+        assert_eq!(back.insert(CUSTOMER, 1, 2, 10, 8), Seen::Again);
+    }
+
+    #[test]
+    fn each_partition_holds_its_share_of_the_most_ids() {
+        let mut d = dedups();
+        for n in 0..1_000 {
+            d.insert(CUSTOMER, 2, n, 10, 1);
+        }
+        assert_eq!(d.routed[0].1.len(), 250);
+    }
 }

@@ -26,7 +26,7 @@ use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, RolledBack, Source};
 use checkpoint::Restoring;
-use ingest::{Decoded, Events, Ingest};
+use ingest::{Brief, Decoded, Events, Ingest};
 use rustc_hash::FxHashMap;
 use settlement::Settlement;
 use slot::{loaded, Slot, Tables};
@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{Done, Fields, Worker, Workers};
+use worker::{Done, Fields, Parcel, Worker, Workers};
 
 /// A run failed as a whole (the stream cannot go on).
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,10 @@ struct InFlight {
     /// Records read with it, in all.
     records: u64,
 }
+
+/// What the worker threads decoded of a batch: the strings they interned,
+/// and per worker every decoder's parcel of events for it.
+type Decoders = (Arc<Vec<worker::Delta>>, Vec<Vec<Parcel>>);
 
 /// A batch of records read, decoded or being decoded.
 struct Reading {
@@ -250,6 +254,7 @@ impl Pipeline {
     /// open windows.
     pub fn repartitioned(&mut self, partitions: usize, fields: Vec<KeyBy>) {
         self.repartition = Some((partitions, fields));
+        self.ingest.partitioned(partitions);
         self.watermark.marks_only();
     }
 
@@ -388,16 +393,22 @@ impl Pipeline {
         flight: &mut VecDeque<InFlight>,
         spare: &mut RecordBatch,
     ) -> Result<u64, PipelineError> {
-        let mut deltas = None;
+        let mut decoders = None;
         if let Some(raw) = r.decoding.take() {
-            let mut parts = Vec::with_capacity(self.workers.len());
-            let mut interned = Vec::with_capacity(self.workers.len());
-            for i in 0..self.workers.len() {
-                let (decoded, delta): (Vec<Decoded>, worker::Delta) = self.workers.recv(i);
+            let count = self.workers.len();
+            let mut parts = Vec::with_capacity(count);
+            let mut interned = Vec::with_capacity(count);
+            // Per worker, every decoder's parcel for it.
+            let mut parcels: Vec<Vec<Parcel>> =
+                (0..count).map(|_| Vec::with_capacity(count)).collect();
+            for i in 0..count {
+                let (decoded, dealt, delta): (Vec<Decoded<Brief>>, Vec<Parcel>, worker::Delta) =
+                    self.workers.recv(i);
                 parts.push(decoded);
                 interned.push(delta);
+                parcels.iter_mut().zip(dealt).for_each(|(to, p)| to.push(p));
             }
-            deltas = Some(Arc::new(interned));
+            decoders = Some((Arc::new(interned), parcels));
             let mut events = Events::with_capacity(raw.len());
             let mut out = ingest::Out {
                 source: &*self.source,
@@ -425,7 +436,7 @@ impl Pipeline {
             self.watermark.set_clock(r.clock);
         }
         let batch = (r.events, r.ingested, r.records);
-        flight.push_back(self.dispatch(batch, &r.marks, deltas));
+        flight.push_back(self.dispatch(batch, &r.marks, decoders));
         while flight.len() > self.in_flight {
             if let Some(f) = flight.pop_front() {
                 // Without worker threads nothing else is read ahead: a
@@ -449,19 +460,22 @@ impl Pipeline {
     /// workers, each the events of the keys it owns.
     /// Read back from a repartition topic, the events' own times do not
     /// move the watermark: the marks read with them do.
+    /// Decoded by the worker threads (`decoders`: the strings they
+    /// interned, and per worker every decoder's parcel for it), the events
+    /// go from their decoders to the workers.
     fn dispatch(
         &mut self,
         (events, ingested, records): (Events, Vec<Record>, u64),
         marks: &[(u32, i64)],
-        deltas: Option<Arc<Vec<worker::Delta>>>,
+        decoders: Option<Decoders>,
     ) -> InFlight {
         // Events held for event-time order and released as the input
         // closes are judged against the watermark before it closed.
         let before = self.watermark.last_open();
         let now = Instant::now();
         if !self.source.marks_time() {
-            for (t, &part) in events.txns.iter().zip(&events.parts) {
-                self.watermark.observe_in(part, t.event_time, Some(now));
+            for (&time, &part) in events.times.iter().zip(&events.parts) {
+                self.watermark.observe_in(part, time, Some(now));
             }
         }
         for &(slot, time) in marks {
@@ -474,7 +488,7 @@ impl Pipeline {
             .store(self.watermark.ahead_of_clock(), Ordering::Relaxed);
         m.watermark.store(watermark, Ordering::Relaxed);
         let processed = match events.routes.is_empty() {
-            true => events.txns.len(),
+            true => events.times.len(),
             false => events.routes.iter().filter(|r| r.primary).count(),
         };
         m.events.fetch_add(processed as u64, Ordering::Relaxed);
@@ -486,9 +500,18 @@ impl Pipeline {
         let expire = self.batches.is_multiple_of(upkeep::EXPIRE_EVERY);
         let count = self.workers.len();
         let per_field = self.config.order == crate::config::Order::EventTime;
-        let keys = (&events.owners[..], &events.routes[..]);
-        let split = self.fields.split(events.txns, keys, count, per_field);
-        let works = worker::works(split, deltas, before, watermark, expire);
+        let works = match decoders {
+            Some((deltas, parcels)) => {
+                let list_of = self.fields.list_of();
+                let when = (before, watermark, expire);
+                worker::parcelled(parcels, events.kept, list_of, Some(deltas), when)
+            }
+            None => {
+                let keys = (&events.owners[..], &events.routes[..]);
+                let split = self.fields.split(events.txns, keys, count, per_field);
+                worker::works(split, None, before, watermark, expire)
+            }
+        };
         for (i, work) in works.into_iter().enumerate() {
             self.workers.send(i, move |w| w.run(work));
         }
@@ -648,6 +671,7 @@ impl Pipeline {
                 // A part under way would miss the keys dropped now.
                 c.abandon();
             }
+            self.ingest.forget_partitions(&gone);
             self.workers
                 .all(move |w| w.drop_partitions(&gone, partitions));
         }
@@ -706,10 +730,14 @@ impl Pipeline {
                     self.source.name()
                 )));
             }
-            self.ingest
-                .merge_snapshot(&mut snapshot.dedup.clone(), snapshot.layout >= 3)
-                .map_err(failed)?;
             let taken = r.partitions.as_ref().map_or(&[][..], |(_, of)| &of[..]);
+            // Only the ids of the partitions taken of it: another
+            // checkpoint of the same member may hold ids of a partition it
+            // gave away, read past where that partition's own checkpoint
+            // stands, and they would drop its replay.
+            (self.ingest)
+                .merge_snapshot(&mut snapshot.dedup.clone(), snapshot.layout, Some(taken))
+                .map_err(failed)?;
             let at = snapshot.watermark.clone().i64().map_err(failed)?;
             watermarks.push((taken, at));
         }

@@ -45,7 +45,7 @@ impl Pipeline {
             return None;
         }
         let mark = self.source.mark()?;
-        let times = (events.parts.iter().zip(&events.txns)).map(|(&p, t)| (p, t.event_time));
+        let times = (events.parts.iter().zip(&events.times)).map(|(&p, &t)| (p, t));
         Some((mark, times.collect()))
     }
 

@@ -11,10 +11,15 @@
 //! watermark, and the outputs do not depend on the number of workers.
 //!
 //! With one worker everything runs on the pipeline's thread; with more,
-//! each worker has a thread and an interner of its own, and the events of
-//! a batch come with the batch's strings, which each worker interns.
+//! each worker has a thread and an interner of its own. The worker threads
+//! decode the batch too, each a share of it, and each decoder deals its
+//! events into one [`Parcel`] per worker, by the owners of their keys; the
+//! pipeline's thread deduplicates from each event's id fingerprint alone
+//! and hands every worker its parcels with the records taken, so an event
+//! crosses between cores at most once. The events come with the strings
+//! their decoders interned, which each worker interns.
 
-use super::ingest::{decode_one, Decoded, Owners};
+use super::ingest::{decode_one, Brief, Decoded, Owners};
 use super::slot::Slot;
 use crate::config::{EngineConfig, Order};
 use crate::decode::Decoder;
@@ -65,10 +70,23 @@ pub(super) fn interned(key_by: KeyBy) -> bool {
 /// No list: no rule set keys by the field.
 const NO_LIST: u8 = u8::MAX;
 
+/// What a decoder keeps of a batch for one worker: per list (as
+/// [`Fields::list_of`] numbers them), the events of the keys it owns, each
+/// with its record's place in the batch.
+#[derive(Default)]
+pub(super) struct Parcel {
+    lists: Vec<Vec<(u32, Txn)>>,
+}
+
 /// What a worker is given of a batch.
 pub(super) struct Work {
     /// The lists of events.
     lists: Vec<Vec<Txn>>,
+    /// Or, decoded by the worker threads, every decoder's parcel for this
+    /// worker (in the order of the decoders' shares of the batch) and
+    /// which records were taken: the lists are made of them here.
+    parcels: Vec<Parcel>,
+    kept: Option<Arc<Vec<bool>>>,
     /// The list of each field (by [`field`]).
     list_of: [u8; FIELDS.len()],
     /// The strings the decoders interned for this batch: the events'
@@ -84,6 +102,27 @@ pub(super) struct Work {
 }
 
 impl Work {
+    /// The lists of the events taken of each decoder's parcel, in the
+    /// order of the batch.
+    fn unpack(&mut self) {
+        let Some(kept) = self.kept.take() else {
+            return;
+        };
+        let parcels = std::mem::take(&mut self.parcels);
+        let n = parcels.iter().map(|p| p.lists.len()).max().unwrap_or(0);
+        let mut lists: Vec<Vec<Txn>> = (0..n)
+            .map(|l| Vec::with_capacity(parcels.iter().map(|p| p.lists[l].len()).sum()))
+            .collect();
+        for parcel in parcels {
+            for (list, events) in lists.iter_mut().zip(parcel.lists) {
+                let taken =
+                    (events.into_iter()).filter(|(i, _)| kept.get(*i as usize) == Some(&true));
+                list.extend(taken.map(|(_, t)| t));
+            }
+        }
+        self.lists = lists;
+    }
+
     /// The events keyed by `key_by` this worker owns, and their list.
     pub fn list(&self, key_by: KeyBy) -> (usize, &[Txn]) {
         match self.list_of[field(key_by)] {
@@ -141,6 +180,41 @@ impl Fields {
             };
         }
         owners
+    }
+
+    /// The list of each field in use, as [`Self::split`] numbers them for
+    /// more than one worker.
+    pub fn list_of(&self) -> [u8; FIELDS.len()] {
+        let mut list_of = [NO_LIST; FIELDS.len()];
+        let used = (0..FIELDS.len()).filter(|&f| self.0[f]);
+        used.enumerate().for_each(|(i, f)| list_of[f] = i as u8);
+        list_of
+    }
+
+    /// Deals a decoder's events among `workers` parcels, as
+    /// [`Self::split`] deals a batch's: each event, with its record's place
+    /// `i`, to the list of each field its copy carries (`route`) at the
+    /// worker owning its key of that field.
+    fn deal(
+        &self,
+        parcels: &mut [Parcel],
+        i: usize,
+        t: Txn,
+        owners: &Owners,
+        route: Option<Route>,
+    ) {
+        let mut fields = (0..FIELDS.len())
+            .filter(|&f| self.0[f])
+            .enumerate()
+            .filter(|&(_, f)| route.is_none_or(|r| r.has(f)));
+        let Some(mut at) = fields.next() else {
+            return;
+        };
+        for next in fields {
+            parcels[owners[at.1] as usize].lists[at.0].push((i as u32, t.clone()));
+            at = next;
+        }
+        parcels[owners[at.1] as usize].lists[at.0].push((i as u32, t));
     }
 
     /// Splits a batch's events among `workers`: for each field in use,
@@ -339,6 +413,7 @@ impl Worker {
     pub fn run(&mut self, mut work: Work) -> Done {
         let part = self.copy_some();
         self.watermark = work.now;
+        work.unpack();
         self.take(&mut work);
         if self.config.order == Order::EventTime {
             self.in_event_time_order(&mut work);
@@ -355,9 +430,11 @@ impl Worker {
         }
     }
 
-    /// Decodes records `range` of `raw`, its share of a batch, with the
-    /// workers owning each event's keys; the events' symbols are this
-    /// decoder's, whose new strings come back with them.
+    /// Decodes records `range` of `raw`, its share of a batch, and deals
+    /// the events to the workers owning their keys (one parcel per
+    /// worker); the pipeline's thread gets what it needs of each record
+    /// (see [`Brief`]). The events' symbols are this decoder's, whose new
+    /// strings come back with them.
     pub fn decode(
         &mut self,
         decoder: &Decoder,
@@ -365,7 +442,7 @@ impl Worker {
         range: std::ops::Range<usize>,
         clean: bool,
         fields: Fields,
-    ) -> (Vec<Decoded>, Delta) {
+    ) -> (Vec<Decoded<Brief>>, Vec<Parcel>, Delta) {
         let reset = self.scratch.len() >= DECODER_RESET;
         if reset {
             self.scratch = Interner::default();
@@ -375,14 +452,30 @@ impl Worker {
         let tag = (self.me as u32) << DECODER_SHIFT;
         let workers = self.workers;
         let (scratch, known) = (&mut self.scratch, &mut self.owner_of);
+        let lists = fields.0.iter().filter(|&&used| used).count();
+        let mut parcels: Vec<Parcel> = (0..workers)
+            .map(|_| Parcel {
+                lists: (0..lists)
+                    .map(|_| Vec::with_capacity(range.len() / workers + 16))
+                    .collect(),
+            })
+            .collect();
+        let routed = raw.has_routes();
         let decoded = range
             .map(|i| match decode_one(decoder, raw, i, scratch, clean) {
                 Decoded::Event(mut t, record, _) => {
                     let owners = fields.owners(&t, scratch, workers, known);
                     t.map_syms(|s| if s == NONE { NONE } else { tag | s });
-                    Decoded::Event(t, record, Some(owners))
+                    let brief = Brief {
+                        fingerprint: crate::engine::dedup::fingerprint(&t.id),
+                        event_time: t.event_time,
+                    };
+                    let route = routed.then(|| raw.route(i));
+                    fields.deal(&mut parcels, i, t, &owners, route);
+                    Decoded::Event(brief, record, None)
                 }
-                other => other,
+                Decoded::Skipped => Decoded::Skipped,
+                Decoded::Rejected(reject) => Decoded::Rejected(reject),
             })
             .collect();
         let delta = Delta {
@@ -392,7 +485,7 @@ impl Worker {
             strings: self.scratch.strings_from(self.shipped).to_vec(),
         };
         self.shipped = self.scratch.len();
-        (decoded, delta)
+        (decoded, parcels, delta)
     }
 
     /// Moves the events' symbols (the decoders') into this worker's
@@ -652,6 +745,31 @@ impl Drop for Workers {
 
 /// Batches are handed to the workers with the strings their decoders
 /// interned: a new Work for each worker from the split.
+/// The work of each worker of a batch the worker threads decoded: every
+/// decoder's parcel for it, and which records were taken.
+pub(super) fn parcelled(
+    parcels: Vec<Vec<Parcel>>,
+    kept: Vec<bool>,
+    list_of: [u8; FIELDS.len()],
+    deltas: Option<Arc<Vec<Delta>>>,
+    (before, now, expire): (i64, i64, bool),
+) -> Vec<Work> {
+    let kept = Arc::new(kept);
+    parcels
+        .into_iter()
+        .map(|parcels| Work {
+            lists: Vec::new(),
+            parcels,
+            kept: Some(kept.clone()),
+            list_of,
+            deltas: deltas.clone(),
+            before,
+            now,
+            expire,
+        })
+        .collect()
+}
+
 pub(super) fn works(
     split: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])>,
     deltas: Option<Arc<Vec<Delta>>>,
@@ -663,6 +781,8 @@ pub(super) fn works(
         .into_iter()
         .map(|(lists, list_of)| Work {
             lists,
+            parcels: Vec::new(),
+            kept: None,
             list_of,
             deltas: deltas.clone(),
             before,
