@@ -45,11 +45,23 @@ fn gen_then_run_from_file_matches_an_independent_computation() {
     let input = dir.path().join("events.jsonl");
     let input_s = input.to_str().unwrap();
     let out = edge(&[
-        "gen", "--out", input_s, "--events", "20000", "--rate", "0", "--seed", "7", "--dirty",
+        "gen",
+        "--out",
+        input_s,
+        "--events",
+        "20000",
+        "--rate",
+        "0",
+        "--seed",
+        "7",
+        "--dirty",
         "0.02",
+        "--customers",
+        "500",
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
+    // 40 events per customer: enough history for every alert kind.
     let out_dir = dir.path().join("out");
     let run = run_file(&input, &out_dir);
     assert!(run.status.success(), "{}", text(&run));

@@ -27,17 +27,27 @@ fn owned(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     v
 }
 
-#[test]
-fn fraud_raises_exactly_the_planted_alerts() {
-    let (dir, summary) = run_pipeline(&[guests::FRAUD], |c| {
-        c.source = file_source(&fixture("realtime.jsonl"))
+/// The rule set `name` over the realtime fixture, with `config`.
+fn realtime(rule: &str, name: &str, config: &[(&str, &str)]) -> (tempfile::TempDir, u64) {
+    let (dir, summary) = run_pipeline(&[rule], |c| {
+        c.source = file_source(&fixture("realtime.jsonl"));
+        let settings = &mut c.rules.rule.entry(name.to_string()).or_default().config;
+        for (key, value) in config {
+            settings.insert(key.to_string(), value.to_string());
+        }
     })
     .unwrap();
-    assert_eq!(summary.events, 30);
+    (dir, summary.events)
+}
+
+#[test]
+fn fraud_raises_exactly_the_planted_alerts() {
+    let (dir, events) = realtime(guests::FRAUD, "fraud", &[]);
+    assert_eq!(events, 30);
+    // f1-5 is four times F1's largest amount: not over the default factor.
     assert_eq!(
         alerts_of(dir.path()),
         owned(&[
-            ("HIGH_AMOUNT", "F1", "f1-5"),
             ("LOCATION_ANOMALY", "F1", "f1-6"),
             ("RAPID_ORDERS", "F2", "f2-5"),
             ("CARD_TESTING", "F3", "f3-2"),
@@ -50,14 +60,48 @@ fn fraud_raises_exactly_the_planted_alerts() {
     assert_eq!(rapid["severity"], "high");
     assert_eq!(rapid["event_time"], "2026-01-05T12:00:50.000Z");
     assert!(rapid["score"].as_f64().unwrap() > 0.5);
+
+    // The reference's thresholds: three times the largest amount once five
+    // transactions are known, a new country once three are.
+    let reference = [
+        ("high-amount-factor", "3"),
+        ("high-amount-min-history", "5"),
+        ("location-min-history", "3"),
+    ];
+    let (dir, _) = realtime(guests::FRAUD, "fraud", &reference);
+    assert_eq!(
+        alerts_of(dir.path()),
+        owned(&[
+            ("HIGH_AMOUNT", "F1", "f1-5"),
+            ("LOCATION_ANOMALY", "F1", "f1-6"),
+            ("RAPID_ORDERS", "F2", "f2-5"),
+            ("CARD_TESTING", "F3", "f3-2"),
+            ("HIGH_AMOUNT", "A1", "a1-12"),
+        ])
+    );
 }
 
 #[test]
 fn anomaly_raises_exactly_the_planted_alerts() {
-    let (dir, _) = run_pipeline(&[guests::ANOMALY], |c| {
-        c.source = file_source(&fixture("realtime.jsonl"))
-    })
-    .unwrap();
+    // By default: a new device after ten transactions; A1's 100.00 after
+    // twelve amounts is not yet judged (twenty are needed), and F2's six
+    // quick 20.00 are RAPID_ORDERS', not twenty times what F2 spends in ten
+    // minutes.
+    let (dir, _) = realtime(guests::ANOMALY, "anomaly", &[]);
+    assert_eq!(
+        alerts_of(dir.path()),
+        owned(&[("PATTERN_DEVIATION", "A1", "a1-13")])
+    );
+    // The reference's thresholds.
+    let reference = [
+        ("outlier-z", "3"),
+        ("outlier-both-sides", "1"),
+        ("outlier-min-history", "10"),
+        ("velocity-factor", "5"),
+        ("velocity-min-count", "3"),
+        ("velocity-pace", "0"),
+    ];
+    let (dir, _) = realtime(guests::ANOMALY, "anomaly", &reference);
     assert_eq!(
         alerts_of(dir.path()),
         owned(&[

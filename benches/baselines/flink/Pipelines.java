@@ -346,11 +346,13 @@ public class Pipelines {
         public List<Long> recentTimes = new ArrayList<>();
         public List<BigDecimal> recentAmounts = new ArrayList<>();
         public long lastVelocityAlert;
+        public long firstSeen;
 
         public AnomalyState() {}
     }
 
-    static final BigDecimal THREE = new BigDecimal(3);
+    static final BigDecimal FOUR = new BigDecimal(4);
+    static final BigDecimal EIGHT = new BigDecimal(8);
     static final BigDecimal SMALL = new BigDecimal("5.00");
 
     /** The fraud and anomaly rule sets, per customer, with keyed state. */
@@ -381,12 +383,15 @@ public class Pipelines {
             }
             long t = e.time;
             BigDecimal amount = e.amount;
-            if (c.count >= 5 && amount.compareTo(c.maxAmount.multiply(THREE)) > 0) {
+            BigDecimal factor = c.count < 5 ? EIGHT : FOUR;
+            if (c.count >= 2 && amount.compareTo(c.maxAmount.multiply(factor)) > 0) {
                 out.collect(alert("HIGH_AMOUNT", e));
             }
             c.recent.removeIf(r -> t - r >= MINUTE);
             c.recent.add(t);
-            if (c.recent.size() == 6) {
+            double perMinute = c.activeHours == 0 ? 0.0 : (double) c.pastHoursTotal / c.activeHours / 60.0;
+            int rapid = Math.max(5, (int) Math.ceil(5.0 * perMinute));
+            if (c.recent.size() == rapid + 1) {
                 out.collect(alert("RAPID_ORDERS", e));
             }
             if (c.recent.size() > 16) {
@@ -420,7 +425,7 @@ public class Pipelines {
                 }
             }
             if (e.country != null && !c.countries.contains(e.country)) {
-                if (c.count >= 3) {
+                if (c.count >= 1) {
                     out.collect(alert("LOCATION_ANOMALY", e));
                 }
                 if (c.countries.size() < 8) {
@@ -428,7 +433,11 @@ public class Pipelines {
                 }
             }
             int hour = (int) (Math.floorMod(t, 86_400_000L) / HOUR);
-            if (c.count >= 20 && c.hours[hour] == 0) {
+            boolean unused = true;
+            for (int d = 0; d < 3; d++) {
+                unused &= c.hours[(hour + d) % 24] == 0 && c.hours[(hour + 24 - d) % 24] == 0;
+            }
+            if (c.count >= 30 && unused) {
                 out.collect(alert("TIME_ANOMALY", e));
             }
             c.hours[hour]++;
@@ -444,9 +453,9 @@ public class Pipelines {
             }
             // Scores, not money: the running statistics are doubles.
             double x = amount.doubleValue();
-            if (s.n >= 10) {
+            if (s.n >= 20) {
                 double sd = Math.sqrt(s.m2 / (s.n - 1));
-                if (sd > 0 && Math.abs((x - s.mean) / sd) > 3.0) {
+                if (sd > 0 && (x - s.mean) / sd > 4.0) {
                     out.collect(alert("STATISTICAL_OUTLIER", e));
                 }
             }
@@ -471,15 +480,23 @@ public class Pipelines {
                 s.recentTimes.remove(0);
                 s.recentAmounts.remove(0);
             }
-            if (s.n >= 5 && s.recentTimes.size() >= 3 && t - s.lastVelocityAlert >= 10 * MINUTE) {
+            if (s.n >= 5 && s.recentTimes.size() >= 4 && t - s.lastVelocityAlert >= 10 * MINUTE) {
                 BigDecimal spend = BigDecimal.ZERO;
                 for (BigDecimal a : s.recentAmounts) {
                     spend = spend.add(a);
                 }
-                if (spend.doubleValue() > s.mean * 5.0) {
+                double usual = 1.0;
+                if (s.firstSeen != 0) {
+                    double span = (double) Math.max(t - s.firstSeen, 10 * MINUTE);
+                    usual = Math.max((double) s.n * (10 * MINUTE) / span, 1.0);
+                }
+                if (spend.doubleValue() > s.mean * usual * 20.0) {
                     s.lastVelocityAlert = t;
                     out.collect(alert("VELOCITY_ANOMALY", e));
                 }
+            }
+            if (s.n == 0) {
+                s.firstSeen = t;
             }
             s.n++;
             double delta = x - s.mean;

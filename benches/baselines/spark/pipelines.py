@@ -64,10 +64,13 @@ def fraud(rows, alert):
     hour_start = hour_count = active_hours = past_hours_total = 0
     for r in rows:
         t, amount = r.t, r.amount
-        if count >= 5 and amount > max_amount * 3:
+        factor = 8 if count < 5 else 4
+        if count >= 2 and amount > max_amount * factor:
             alert("HIGH_AMOUNT", r)
         recent = [x for x in recent if t - x < MINUTE] + [t]
-        if len(recent) == 6:
+        per_minute = past_hours_total / active_hours / 60.0 if active_hours else 0.0
+        rapid = max(5, math.ceil(5.0 * per_minute))
+        if len(recent) == rapid + 1:
             alert("RAPID_ORDERS", r)
         if len(recent) > 16:
             recent.pop(0)
@@ -89,12 +92,13 @@ def fraud(rows, alert):
             if hour_count == limit + 1:
                 alert("FREQUENCY_ANOMALY", r)
         if r.country is not None and r.country not in countries:
-            if count >= 3:
+            if count >= 1:
                 alert("LOCATION_ANOMALY", r)
             if len(countries) < 8:
                 countries.append(r.country)
         hour = t % 86_400_000 // HOUR
-        if count >= 20 and hours[hour] == 0:
+        near = [(hour + d) % 24 for d in range(3)] + [(hour + 24 - d) % 24 for d in range(3)]
+        if count >= 30 and all(hours[h] == 0 for h in near):
             alert("TIME_ANOMALY", r)
         hours[hour] += 1
         count += 1
@@ -105,13 +109,13 @@ def anomaly(rows, alert):
     """The anomaly rule set of one customer: running mean and deviation
     (Welford, in floating point: scores, not money), devices, velocity."""
     n, mean, m2 = 0, 0.0, 0.0
-    devices, recent, last_velocity_alert = [], [], 0
+    devices, recent, last_velocity_alert, first_seen = [], [], 0, 0
     for r in rows:
         t, amount = r.t, r.amount
         x = float(amount)
-        if n >= 10:
+        if n >= 20:
             sd = math.sqrt(m2 / (n - 1))
-            if sd > 0 and abs((x - mean) / sd) > 3.0:
+            if sd > 0 and (x - mean) / sd > 4.0:
                 alert("STATISTICAL_OUTLIER", r)
         if r.device is not None and r.device not in devices:
             if n >= 10:
@@ -122,10 +126,16 @@ def anomaly(rows, alert):
         recent = [(u, a) for (u, a) in recent if t - u < 10 * MINUTE] + [(t, amount)]
         if len(recent) > 32:
             recent.pop(0)
-        if n >= 5 and len(recent) >= 3 and t - last_velocity_alert >= 10 * MINUTE:
-            if float(sum(a for _, a in recent)) > mean * 5.0:
+        if n >= 5 and len(recent) >= 4 and t - last_velocity_alert >= 10 * MINUTE:
+            usual = 1.0
+            if first_seen != 0:
+                span = float(max(t - first_seen, 10 * MINUTE))
+                usual = max(n * float(10 * MINUTE) / span, 1.0)
+            if float(sum(a for _, a in recent)) > mean * usual * 20.0:
                 last_velocity_alert = t
                 alert("VELOCITY_ANOMALY", r)
+        if n == 0:
+            first_seen = t
         n += 1
         delta = x - mean
         mean += delta / n

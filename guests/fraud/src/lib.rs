@@ -1,19 +1,29 @@
 //! Fraud detection, in real time, per customer.
 //!
 //! Alerts:
-//! - `HIGH_AMOUNT`: an amount over three times the customer's largest amount
-//!   so far, once five transactions are known.
+//! - `HIGH_AMOUNT`: an amount over four times the customer's largest amount
+//!   so far, once two transactions are known (eight times while fewer
+//!   than five are).
 //! - `FREQUENCY_ANOMALY`: more transactions in the current hour than three
 //!   times the customer's average per active hour (and at least 10).
-//! - `LOCATION_ANOMALY`: a country the customer never used before, once three
-//!   transactions are known.
-//! - `TIME_ANOMALY`: an hour of day at which the customer never transacted,
-//!   once twenty transactions are known (stronger at night, 00-05 UTC).
-//! - `RAPID_ORDERS`: more than five transactions within one minute.
+//! - `LOCATION_ANOMALY`: a country the customer never used before, once one
+//!   transaction is known.
+//! - `TIME_ANOMALY`: an hour of day at which the customer never transacted
+//!   and at least three hours from every hour they did, once thirty
+//!   transactions are known (stronger at night, 00-05 UTC).
+//! - `RAPID_ORDERS`: more than five transactions within one minute, and
+//!   more than five times the customer's usual number in a minute (from
+//!   their average per active hour).
 //! - `CARD_TESTING`: three or more amounts under 5.00 within ten minutes.
 //!
-//! Config (`[rules.fraud.config]`): `rapid-orders-limit` (default 5),
-//! `high-amount-factor` (default 3).
+//! Unlike the reference, which gives each transaction the first rule that
+//! matches, every rule that matches raises its alert: an analyst sees all
+//! the reasons at once.
+//!
+//! Config (`[rules.fraud.config]`, whole numbers): `rapid-orders-limit`
+//! (default 5), `high-amount-factor` (4), `high-amount-min-history` (2),
+//! `location-min-history` (1), `time-min-history` (30), `time-gap-hours`
+//! (3; 1 gives the reference's rule, any hour never used).
 
 use edge_rule_sdk::{
     Batch, Decimal, Emit, KeyBy, Keyed, Manifest, Reader, RuleSet, Severity, State, States, Writer,
@@ -21,7 +31,21 @@ use edge_rule_sdk::{
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static RAPID_LIMIT: AtomicU32 = AtomicU32::new(5);
-static HIGH_FACTOR: AtomicU32 = AtomicU32::new(3);
+static HIGH_FACTOR: AtomicU32 = AtomicU32::new(4);
+static HIGH_MIN_HISTORY: AtomicU32 = AtomicU32::new(2);
+static LOCATION_MIN_HISTORY: AtomicU32 = AtomicU32::new(1);
+static TIME_MIN_HISTORY: AtomicU32 = AtomicU32::new(30);
+static TIME_GAP_HOURS: AtomicU32 = AtomicU32::new(3);
+
+/// The config keys and what each sets.
+const CONFIG: [(&str, &AtomicU32); 6] = [
+    ("rapid-orders-limit", &RAPID_LIMIT),
+    ("high-amount-factor", &HIGH_FACTOR),
+    ("high-amount-min-history", &HIGH_MIN_HISTORY),
+    ("location-min-history", &LOCATION_MIN_HISTORY),
+    ("time-min-history", &TIME_MIN_HISTORY),
+    ("time-gap-hours", &TIME_GAP_HOURS),
+];
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -122,13 +146,14 @@ impl RuleSet for Fraud {
             let parsed: u32 = value
                 .parse()
                 .map_err(|_| format!("{key} must be a positive integer, got {value:?}"))?;
-            match key.as_str() {
-                "rapid-orders-limit" => RAPID_LIMIT.store(parsed, Ordering::Relaxed),
-                "high-amount-factor" => HIGH_FACTOR.store(parsed, Ordering::Relaxed),
-                other => {
+            match CONFIG.iter().find(|(name, _)| *name == key) {
+                Some((_, setting)) => setting.store(parsed, Ordering::Relaxed),
+                None => {
+                    let known: Vec<&str> = CONFIG.iter().map(|(name, _)| *name).collect();
                     return Err(format!(
-                    "unknown config key {other:?} (known: rapid-orders-limit, high-amount-factor)"
-                ))
+                        "unknown config key {key:?} (known: {})",
+                        known.join(", ")
+                    ));
                 }
             }
         }
@@ -138,6 +163,10 @@ impl RuleSet for Fraud {
     fn on_events(batch: &Batch, states: &mut States) -> Result<Vec<Emit>, String> {
         let rapid_limit = RAPID_LIMIT.load(Ordering::Relaxed) as usize;
         let high_factor = Decimal::from(HIGH_FACTOR.load(Ordering::Relaxed));
+        let high_min = HIGH_MIN_HISTORY.load(Ordering::Relaxed);
+        let location_min = LOCATION_MIN_HISTORY.load(Ordering::Relaxed);
+        let time_min = TIME_MIN_HISTORY.load(Ordering::Relaxed);
+        let time_gap = TIME_GAP_HOURS.load(Ordering::Relaxed).clamp(1, 12) as usize;
         let small_amount = Decimal::new(500, 2);
         let mut keyed = Keyed::<Customer>::new(states);
         let mut out = Vec::new();
@@ -146,7 +175,14 @@ impl RuleSet for Fraud {
             let t = batch.event_time(i);
             let amount = batch.amount(i);
 
-            if c.count >= 5 && amount > c.max_amount * high_factor {
+            // With fewer than five amounts known their largest says less:
+            // twice the factor.
+            let factor = if c.count < 5 {
+                high_factor * Decimal::TWO
+            } else {
+                high_factor
+            };
+            if c.count >= high_min && amount > c.max_amount * factor {
                 let ratio = if c.max_amount.is_zero() {
                     10.0
                 } else {
@@ -171,7 +207,14 @@ impl RuleSet for Fraud {
 
             c.recent.retain(|&r| t - r < MINUTE);
             c.recent.push(t);
-            if c.recent.len() == rapid_limit + 1 {
+            // A customer who transacts often has a higher limit: five
+            // times their usual count per minute.
+            let per_minute = match c.active_hours {
+                0 => 0.0,
+                hours => c.past_hours_total as f64 / hours as f64 / 60.0,
+            };
+            let rapid = rapid_limit.max((5.0 * per_minute).ceil() as usize);
+            if c.recent.len() == rapid + 1 {
                 out.push(alert(
                     batch,
                     i,
@@ -179,7 +222,7 @@ impl RuleSet for Fraud {
                     Severity::High,
                     0.8,
                     format!(
-                        "{} transactions within one minute (limit {rapid_limit})",
+                        "{} transactions within one minute (limit {rapid})",
                         c.recent.len()
                     ),
                 ));
@@ -236,7 +279,7 @@ impl RuleSet for Fraud {
 
             if let Some(country) = batch.country(i) {
                 if !c.countries.iter().any(|k| k == country) {
-                    if c.count >= 3 {
+                    if c.count >= location_min {
                         out.push(alert(
                             batch,
                             i,
@@ -256,7 +299,9 @@ impl RuleSet for Fraud {
             }
 
             let hour = edge_rule_sdk::hour_of_day(t) as usize;
-            if c.count >= 20 && c.hours[hour] == 0 {
+            // Hours within `time_gap - 1` of this one, either side.
+            let near = (0..time_gap).flat_map(|d| [(hour + d) % 24, (hour + 24 - d) % 24]);
+            if c.count >= time_min && near.into_iter().all(|h| c.hours[h] == 0) {
                 let night = hour < 6;
                 out.push(alert(
                     batch,
@@ -269,7 +314,9 @@ impl RuleSet for Fraud {
                     },
                     if night { 0.7 } else { 0.5 },
                     format!(
-                        "first transaction at {hour:02}h UTC after {} transactions",
+                        "first transaction at {hour:02}h UTC (none within {} h of it) after {} \
+                         transactions",
+                        time_gap - 1,
                         c.count
                     ),
                 ));
