@@ -136,7 +136,9 @@ impl Source for Trickle {
 #[test]
 fn a_record_a_day_ahead_does_not_move_a_live_watermark_past_the_clock() {
     let clock_at = now_ms();
-    let mut lines = events_from(clock_at - 20 * 60_000, 3_000, 5);
+    // 3,000 events at 20 a second before the hour of day's multiplier (0.2
+    // at night): at most 12.5 minutes, all before the clock.
+    let mut lines = events_from(clock_at - 20 * 60_000, 3_000, 20);
     // A record stamped a day ahead (accepted: this run allows two days).
     let mut ahead: Value = serde_json::from_str(&lines[0]).unwrap();
     ahead["transaction_id"] = "ahead-of-the-clock".into();
