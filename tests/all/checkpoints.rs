@@ -571,7 +571,9 @@ interval-ms = 100
     let whole = dir.path().join("whole");
     run_to_end(&run_args(&guests::RULE_SETS, &config(&unique("g")), &whole));
     let want = upserted(&whole);
-    assert!(want["alerts.jsonl"].len() > 500 && want["dead_letter.jsonl"].len() > 100);
+    // About 300 alerts and 330 dead letters: enough for one lost or
+    // doubled to show.
+    assert!(want["alerts.jsonl"].len() > 200 && want["dead_letter.jsonl"].len() > 100);
 
     let crashed = dir.path().join("crashed");
     let args = run_args(&guests::RULE_SETS, &config(&unique("g")), &crashed);
