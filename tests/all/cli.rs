@@ -469,9 +469,8 @@ fn a_bad_config_or_rule_file_is_refused_at_start_with_a_clear_message() {
     ]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains(
-            "rule set fraud refused to start: rapid-orders-limit must be a positive integer"
-        ),
+        text(&o)
+            .contains("rule set fraud refused to start: rapid-orders-limit must be a whole number"),
         "{}",
         text(&o)
     );

@@ -134,22 +134,7 @@ impl RuleSet for Anomaly {
     }
 
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
-        for (key, value) in config {
-            let parsed: u32 = value
-                .parse()
-                .map_err(|_| format!("{key} must be a whole number, got {value:?}"))?;
-            match CONFIG.iter().find(|(name, _)| *name == key) {
-                Some((_, setting)) => setting.store(parsed, Ordering::Relaxed),
-                None => {
-                    let known: Vec<&str> = CONFIG.iter().map(|(name, _)| *name).collect();
-                    return Err(format!(
-                        "unknown config key {key:?} (known: {})",
-                        known.join(", ")
-                    ));
-                }
-            }
-        }
-        Ok(())
+        edge_rule_sdk::apply_settings(config, &CONFIG)
     }
 
     fn on_events(batch: &Batch, states: &mut States) -> Result<Vec<Emit>, String> {

@@ -1242,6 +1242,32 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Applies `[rules.<name>.config]` to a rule set's settings, each a whole
+/// number kept in an atomic (`settings`: key and setting); an unknown key
+/// or a value that is not a whole number refuses the load, naming the keys
+/// known.
+pub fn apply_settings(
+    config: Vec<(String, String)>,
+    settings: &[(&str, &core::sync::atomic::AtomicU32)],
+) -> Result<(), String> {
+    for (key, value) in config {
+        let parsed: u32 = value
+            .parse()
+            .map_err(|_| format!("{key} must be a whole number, got {value:?}"))?;
+        match settings.iter().find(|(name, _)| *name == key) {
+            Some((_, setting)) => setting.store(parsed, core::sync::atomic::Ordering::Relaxed),
+            None => {
+                let known: Vec<&str> = settings.iter().map(|(name, _)| *name).collect();
+                return Err(format!(
+                    "unknown config key {key:?} (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The `f64` nearest to a decimal, for scores and statistics (never money):
 /// the same value as parsing its text, without formatting it.
 pub fn to_f64(d: Decimal) -> f64 {

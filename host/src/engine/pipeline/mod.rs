@@ -509,7 +509,7 @@ impl Pipeline {
             None => {
                 let keys = (&events.owners[..], &events.routes[..]);
                 let split = self.fields.split(events.txns, keys, count, per_field);
-                worker::works(split, None, before, watermark, expire)
+                worker::works(split, before, watermark, expire)
             }
         };
         for (i, work) in works.into_iter().enumerate() {

@@ -772,7 +772,6 @@ pub(super) fn parcelled(
 
 pub(super) fn works(
     split: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])>,
-    deltas: Option<Arc<Vec<Delta>>>,
     before: i64,
     now: i64,
     expire: bool,
@@ -784,7 +783,7 @@ pub(super) fn works(
             parcels: Vec::new(),
             kept: None,
             list_of,
-            deltas: deltas.clone(),
+            deltas: None,
             before,
             now,
             expire,
