@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
-    /// The five rule sets that ship.
+    /// The five rule sets the comparison with Flink and Spark runs.
     pub const RULE_SETS: [&str; 5] = [FRAUD, ANOMALY, COMPLIANCE, LIFECYCLE, MERCHANT];
+
+    /// The rule sets of the reference's dashboard tables (transaction,
+    /// dashboard and time-pattern metrics, risk analytics, geography).
+    pub const DASHBOARDS: [&str; 3] = [METRICS, RISK, GEOGRAPHY];
 }
 
 /// The workspace root.

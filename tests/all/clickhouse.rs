@@ -11,7 +11,8 @@ use rust_decimal::Decimal;
 use std::path::Path;
 
 fn run_both(ch: &str, database: &str, pg: &str, schema: &str, file: &Path) -> tempfile::TempDir {
-    let (out, _) = run_pipeline(&guests::RULE_SETS, |c| {
+    let rules = [&guests::RULE_SETS[..], &guests::DASHBOARDS[..]].concat();
+    let (out, _) = run_pipeline(&rules, |c| {
         c.source = edge_tests::file_source(file);
         c.clickhouse.url = ch.to_string();
         c.clickhouse.database = database.to_string();
@@ -47,9 +48,26 @@ fn totals_ch(url: &str, db: &str) -> (Vec<String>, Vec<String>) {
             q(format!("SELECT count() FROM `{db}`.raw FINAL")),
             q(format!("SELECT count(), sum(amount) FROM `{db}`.clean FINAL")),
         ]
+        .into_iter()
+        .chain(DASHBOARD_TABLES.map(|(table, amount)| {
+            q(format!(
+                "SELECT sum(transaction_count), sum({amount}) FROM `{db}`.{table} FINAL"
+            ))
+        }))
+        .collect::<Vec<_>>()
         .concat(),
     )
 }
+
+/// The dashboards' tables and their amount column: over every window, the
+/// counts add up to the events and the amounts to theirs.
+const DASHBOARD_TABLES: [(&str, &str); 5] = [
+    ("transaction_metrics", "total_amount"),
+    ("dashboard_metrics", "total_amount"),
+    ("time_pattern_metrics", "total_amount"),
+    ("risk_analytics", "total_exposure"),
+    ("geographic_metrics", "total_amount"),
+];
 
 fn totals_pg(url: &str, schema: &str) -> (Vec<String>, Vec<String>) {
     let q = |sql: String| db::postgres(url, &sql).remove(0);
@@ -62,6 +80,13 @@ fn totals_pg(url: &str, schema: &str) -> (Vec<String>, Vec<String>) {
             q(format!("select count(*) from \"{schema}\".raw")),
             q(format!("select count(*), sum(amount) from \"{schema}\".clean")),
         ]
+        .into_iter()
+        .chain(DASHBOARD_TABLES.map(|(table, amount)| {
+            q(format!(
+                "select sum(transaction_count), sum({amount}) from \"{schema}\".{table}"
+            ))
+        }))
+        .collect::<Vec<_>>()
         .concat(),
     )
 }
@@ -109,7 +134,11 @@ fn file_to_clickhouse_and_postgres_totals_match_the_input_and_reruns_do_not_doub
         assert_eq!(streams[1], "5000", "{server} raw records");
         assert_eq!(streams[2], "5000", "{server} clean records");
         assert_eq!(dec(&streams[3]), all_amounts, "{server} clean amounts");
-        assert_eq!(streams.len(), 4);
+        for (n, (table, _)) in DASHBOARD_TABLES.iter().enumerate() {
+            let (count, amount) = (&streams[4 + 2 * n], &streams[5 + 2 * n]);
+            assert_eq!(count, "5000", "{server} {table} transactions");
+            assert_eq!(dec(amount), all_amounts, "{server} {table} amounts");
+        }
     };
     check(totals_ch(&ch, &database), "clickhouse");
     check(totals_pg(&pg, &schema), "postgres");

@@ -336,3 +336,229 @@ fn alerts_do_not_depend_on_how_events_are_batched() {
     assert_eq!(run(1), whole);
     assert_eq!(run(37), whole);
 }
+
+/// The rows of `table` in `dir` whose `column` is `key`, by window start
+/// (hour and minute).
+fn rows_of(dir: &std::path::Path, table: &str, column: &str) -> Vec<(String, String, Value)> {
+    let mut rows: Vec<(String, String, Value)> = read_jsonl(&dir.join(format!("{table}.jsonl")))
+        .into_iter()
+        .map(|r| {
+            let key = match &r[column] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (
+                key,
+                r["window_start"].as_str().unwrap()[11..16].to_string(),
+                r,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    rows
+}
+
+fn row_at<'a>(rows: &'a [(String, String, Value)], key: &str, start: &str) -> &'a Value {
+    &(rows.iter().find(|(k, s, _)| k == key && s == start))
+        .unwrap_or_else(|| panic!("no row for {key} at {start} in {rows:#?}"))
+        .2
+}
+
+/// The dashboards' rule sets over seven events: two customers' minute at
+/// 09:00 (a failed purchase, a wire transfer with two flags, a deposit in
+/// GBP), two events at 12:30 and 12:40 (one without a location).
+fn dashboards(config: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let mut rules = guests::DASHBOARDS.to_vec();
+    rules.extend([guests::COMPLIANCE, guests::LIFECYCLE]);
+    let (dir, summary) = run_pipeline(&rules, |c| {
+        c.source = file_source(&fixture("dashboards.jsonl"));
+        c.dimensions.merchants = Some(fixture("merchants.jsonl"));
+        for (rule, key, value) in config {
+            let settings = &mut c.rules.rule.entry(rule.to_string()).or_default().config;
+            settings.insert(key.to_string(), value.to_string());
+        }
+    })
+    .unwrap();
+    assert_eq!(summary.events, 7);
+    dir
+}
+
+#[test]
+fn transaction_dashboard_and_time_pattern_metrics_as_the_reference_computes_them() {
+    let dir = dashboards(&[]);
+    let per_customer = rows_of(dir.path(), "transaction_metrics", "customer_id");
+    assert_eq!(per_customer.len(), 4, "{per_customer:#?}");
+    let c1 = row_at(&per_customer, "C1", "09:00");
+    assert_eq!(c1["window_end"], "2026-01-05T09:05:00.000Z");
+    assert_eq!(c1["transaction_count"], 3);
+    assert_eq!(c1["total_amount"], "12150.05");
+    assert_eq!(c1["average_amount"], "4050.02");
+    assert_eq!(c1["total_fees"], "26.50");
+    assert_eq!(
+        c1["type_distribution"],
+        json!({"PURCHASE": 2, "WIRE_TRANSFER": 1})
+    );
+    let c2 = row_at(&per_customer, "C2", "09:00");
+    assert_eq!(c2["average_amount"], "5.01", "10.01 / 2 rounds half-up");
+    assert_eq!(
+        c2["type_distribution"],
+        json!({"PURCHASE": 1, "DEPOSIT": 1})
+    );
+
+    let per_type = rows_of(dir.path(), "dashboard_metrics", "transaction_type");
+    assert_eq!(per_type.len(), 5, "{per_type:#?}");
+    let purchases = row_at(&per_type, "PURCHASE", "09:00");
+    assert_eq!(purchases["window_end"], "2026-01-05T09:01:00.000Z");
+    assert_eq!(purchases["transaction_count"], 3);
+    assert_eq!(purchases["total_amount"], "160.05");
+    assert_eq!(purchases["average_amount"], "53.35");
+    assert_eq!(purchases["total_fees"], "1.60");
+    assert_eq!(purchases["success_rate"], 0.6667);
+    assert_eq!(
+        purchases["status_distribution"],
+        json!({"COMPLETED": 2, "FAILED": 1})
+    );
+    assert_eq!(purchases["risk_distribution"], json!({"LOW": 2, "HIGH": 1}));
+    let deposit = row_at(&per_type, "DEPOSIT", "09:01");
+    assert_eq!(deposit["success_rate"], 0.0);
+    assert_eq!(deposit["status_distribution"], json!({"PENDING": 1}));
+    assert_eq!(deposit["risk_distribution"], json!({"UNKNOWN": 1}));
+    assert_eq!(
+        row_at(&per_type, "WIRE_TRANSFER", "09:00")["success_rate"],
+        1.0
+    );
+    row_at(&per_type, "PURCHASE", "12:30");
+    row_at(&per_type, "REFUND", "12:40");
+
+    let per_hour = rows_of(dir.path(), "time_pattern_metrics", "hour_of_day");
+    assert_eq!(per_hour.len(), 2, "{per_hour:#?}");
+    let nine = row_at(&per_hour, "9", "09:00");
+    assert_eq!(nine["window_end"], "2026-01-05T10:00:00.000Z");
+    assert_eq!(nine["transaction_count"], 5);
+    assert_eq!(
+        nine["spending_by_type"],
+        json!({"WIRE_TRANSFER": "12000.00", "PURCHASE": "160.05", "DEPOSIT": "0.01"})
+    );
+    assert_eq!(nine["active_customers"], 2);
+    assert_eq!(nine["transactions_per_customer"], 2.5);
+    assert_eq!(nine["peak_period"], "MORNING_PEAK");
+    let noon = row_at(&per_hour, "12", "12:00");
+    assert_eq!(noon["transaction_count"], 2);
+    assert_eq!(noon["peak_period"], "LUNCH_PEAK");
+}
+
+#[test]
+fn risk_analytics_and_geographic_metrics_per_window() {
+    let dir = dashboards(&[]);
+    let risk = rows_of(dir.path(), "risk_analytics", "customer_id");
+    assert_eq!(risk.len(), 4, "{risk:#?}");
+    let c1 = row_at(&risk, "C1", "09:00");
+    assert_eq!(c1["window_end"], "2026-01-05T09:10:00.000Z");
+    assert_eq!(c1["total_exposure"], "12150.05");
+    assert_eq!(c1["high_risk_count"], 2, "one HIGH, one CRITICAL");
+    assert_eq!(
+        c1["compliance_violations"],
+        json!(["HIGH_RISK", "HIGH_VALUE", "SANCTIONS_CHECK_REQUIRED"])
+    );
+    assert_eq!(c1["average_risk_score"], 0.6);
+    assert_eq!(
+        c1["risk_factors"],
+        json!([
+            "HIGH_RISK_TRANSACTIONS",
+            "COMPLIANCE_VIOLATIONS",
+            "WIRE_TRANSFERS"
+        ])
+    );
+    // 0.4 x 0.6 + 0.3 x 2/3 + 3 x 0.06
+    assert_eq!(c1["risk_score"], 0.62);
+    assert_eq!(c1["risk_level"], "HIGH");
+    let c2 = row_at(&risk, "C2", "09:00");
+    assert_eq!(c2["average_risk_score"], 0.1, "the deposit has no score");
+    assert_eq!(c2["risk_factors"], json!([]));
+    assert_eq!(c2["risk_score"], 0.04);
+    assert_eq!(c2["risk_level"], "LOW");
+    // A lower exposure limit adds a factor.
+    let dir = dashboards(&[("risk", "high-exposure", "10000")]);
+    let c1 = rows_of(dir.path(), "risk_analytics", "customer_id");
+    let c1 = row_at(&c1, "C1", "09:00");
+    assert_eq!(c1["risk_factors"][0], "HIGH_EXPOSURE");
+    assert_eq!(c1["risk_score"], 0.68);
+
+    let geo = rows_of(dir.path(), "geographic_metrics", "country");
+    assert_eq!(
+        geo.len(),
+        3,
+        "the event without a location is in none: {geo:#?}"
+    );
+    let us = row_at(&geo, "US", "09:00");
+    assert_eq!(us["window_end"], "2026-01-05T09:05:00.000Z");
+    assert_eq!(us["transaction_count"], 3);
+    assert_eq!(us["total_amount"], "12150.05");
+    assert_eq!(us["unique_customers"], 1);
+    assert_eq!(us["city_counts"], json!({"New York": 2, "Chicago": 1}));
+    assert_eq!(
+        us["city_spending"],
+        json!({"Chicago": "12000.00", "New York": "150.05"})
+    );
+    assert_eq!(
+        us["merchant_categories"],
+        json!({"electronics": 1, "grocery": 1, "none": 1})
+    );
+    assert_eq!(us["currencies"], json!({"USD": 3}));
+    let gb = row_at(&geo, "GB", "09:00");
+    assert_eq!(
+        gb["merchant_categories"],
+        json!({"grocery": 1, "unknown": 1}),
+        "M9 is not in the merchant dimension"
+    );
+    assert_eq!(gb["currencies"], json!({"GBP": 2}));
+    assert_eq!(row_at(&geo, "US", "12:30")["transaction_count"], 1);
+}
+
+#[test]
+fn compliance_counts_every_flag_and_lifecycle_grades_spending() {
+    let dir = dashboards(&[]);
+    let compliance = rows_of(dir.path(), "compliance_metrics", "customer_id");
+    let c1 = row_at(&compliance, "C1", "09:00");
+    assert_eq!(
+        c1["flag_counts"],
+        json!({"HIGH_RISK": 1, "HIGH_VALUE": 1, "SANCTIONS_CHECK_REQUIRED": 1})
+    );
+    assert_eq!(
+        c1["violation_amount"], "12050.05",
+        "each flagged amount once"
+    );
+    assert_eq!(
+        c1["violation_amounts"],
+        json!({"HIGH_VALUE": "12000.00", "SANCTIONS_CHECK_REQUIRED": "12000.00", "HIGH_RISK": "50.05"})
+    );
+    let lifecycle = rows_of(dir.path(), "customer_lifecycle", "customer_id");
+    assert_eq!(
+        row_at(&lifecycle, "C1", "09:00")["spending_pattern"],
+        "HIGH_SPENDER"
+    );
+    assert_eq!(
+        row_at(&lifecycle, "C2", "09:00")["spending_pattern"],
+        "LOW_SPENDER"
+    );
+    assert_eq!(
+        row_at(&lifecycle, "C1", "12:30")["spending_pattern"],
+        "LOW_SPENDER"
+    );
+
+    // The reference's way: the amount once per flag; and other bands.
+    let dir = dashboards(&[
+        ("compliance", "violation-amount-per-flag", "1"),
+        ("lifecycle", "moderate-spender", "10"),
+    ]);
+    let compliance = rows_of(dir.path(), "compliance_metrics", "customer_id");
+    assert_eq!(
+        row_at(&compliance, "C1", "09:00")["violation_amount"],
+        "24050.05"
+    );
+    let lifecycle = rows_of(dir.path(), "customer_lifecycle", "customer_id");
+    assert_eq!(
+        row_at(&lifecycle, "C1", "12:30")["spending_pattern"],
+        "MODERATE_SPENDER"
+    );
+}

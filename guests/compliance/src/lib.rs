@@ -1,16 +1,23 @@
 //! Compliance monitoring: 30-minute tumbling windows per customer.
 //!
-//! Table `compliance_metrics`: violation counts by flag (HIGH_VALUE,
-//! HIGH_RISK, STRUCTURING_SUSPECTED, SANCTIONS_CHECK_REQUIRED), the flagged
-//! transaction ids, the violation amount, the risk-level distribution, a
-//! compliance score (share of unflagged transactions) and whether the
-//! customer requires review (score below 0.7, or any sanctions check).
+//! Table `compliance_metrics`: the count of every flag the source sends (a
+//! map), and of the reference's four (HIGH_VALUE, HIGH_RISK,
+//! STRUCTURING_SUSPECTED, SANCTIONS_CHECK_REQUIRED) as columns; the flagged
+//! transaction ids; the violation amount, in all and per flag; the
+//! risk-level distribution; a compliance score (share of unflagged
+//! transactions) and whether the customer requires review (score below 0.7,
+//! or any sanctions check).
+//!
+//! The violation amount counts each flagged transaction's amount once. The
+//! reference adds it once per flag, so a transaction with two flags counts
+//! twice; `violation-amount-per-flag = 1` gives that.
 
 use edge_rule_sdk::{
-    aggregate, column, json_array, json_object, money_value, round_half_up, row, text, AggregateOp,
-    AggregateSpec, Aggregates, ColumnType, Emit, Field, Filter, KeyBy, KeyState, Manifest, RuleSet,
-    TableSpec, Value, Window, WindowKind, WindowSpec,
+    aggregate, column, json_array, json_object, money_value, round_half_up, row, share, text,
+    AggregateOp, AggregateSpec, Aggregates, ColumnType, Decimal, Emit, Field, Filter, KeyBy,
+    KeyState, Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const COUNT: usize = 0;
 const TOTAL: usize = 1;
@@ -19,6 +26,14 @@ const FLAGGED_AMOUNT: usize = 3;
 const FLAGGED_COUNT: usize = 4;
 const RISK_LEVELS: usize = 5;
 const FLAGGED_EVENTS: usize = 6;
+const AMOUNT_BY_FLAG: usize = 7;
+
+/// 1: the violation amount adds a transaction's amount once per flag, as
+/// the reference does.
+static PER_FLAG: AtomicU32 = AtomicU32::new(0);
+
+/// The config keys and what each sets.
+const CONFIG: [(&str, &AtomicU32); 1] = [("violation-amount-per-flag", &PER_FLAG)];
 
 const TABLE: &str = "compliance_metrics";
 
@@ -58,6 +73,10 @@ impl RuleSet for Compliance {
                     flagged("flagged-count", AggregateOp::Count),
                     aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
                     flagged("flagged-events", AggregateOp::Collect),
+                    aggregate(
+                        "amount-by-flag",
+                        AggregateOp::SumBy((Field::Flag, Field::Amount)),
+                    ),
                 ],
             }],
             tables: vec![TableSpec {
@@ -98,6 +117,11 @@ impl RuleSet for Compliance {
                         "Transactions flagged SANCTIONS_CHECK_REQUIRED.",
                     ),
                     column(
+                        "flag_counts",
+                        ColumnType::Json,
+                        "Transactions per flag, for every flag the source sends.",
+                    ),
+                    column(
                         "flagged_count",
                         ColumnType::Int,
                         "Transactions with at least one flag.",
@@ -110,7 +134,13 @@ impl RuleSet for Compliance {
                     column(
                         "violation_amount",
                         money,
-                        "Sum of the flagged transactions' amounts.",
+                        "Sum of the flagged transactions' amounts (once per flag with \
+                         violation-amount-per-flag = 1).",
+                    ),
+                    column(
+                        "violation_amounts",
+                        ColumnType::Json,
+                        "Sum of the amounts per flag.",
                     ),
                     column(
                         "risk_distribution",
@@ -130,6 +160,10 @@ impl RuleSet for Compliance {
                 ],
             }],
         }
+    }
+
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        edge_rule_sdk::apply_settings(config, &CONFIG)
     }
 
     fn on_window(
@@ -152,14 +186,18 @@ impl RuleSet for Compliance {
             flags("STRUCTURING_SUSPECTED"),
         );
         let flagged_count = aggs.count(FLAGGED_COUNT);
-        let score = if count == 0 {
-            1.0
-        } else {
-            ((1.0 - flagged_count as f64 / count as f64) * 10_000.0).round() / 10_000.0
-        };
+        let score = share(count - flagged_count.min(count), count, 1.0);
         let risk = json_object(aggs.counts(RISK_LEVELS), false);
         let total = aggs.money(TOTAL).unwrap_or_default();
-        let violation = aggs.money(FLAGGED_AMOUNT).unwrap_or_default();
+        let per_flag = aggs.sums(AMOUNT_BY_FLAG);
+        let violation = if PER_FLAG.load(Ordering::Relaxed) == 1 {
+            per_flag.clone().map(|(_, amount)| amount).sum()
+        } else {
+            aggs.money(FLAGGED_AMOUNT).unwrap_or_default()
+        };
+        let per_flag: Vec<(&str, Decimal)> = per_flag
+            .map(|(flag, amount)| (flag, round_half_up(amount, 4)))
+            .collect();
         let ids = aggs
             .events(FLAGGED_EVENTS)
             .map(|b| json_array((0..b.len()).map(|i| b.id(i))))
@@ -176,9 +214,11 @@ impl RuleSet for Compliance {
                 Value::Int(high_risk),
                 Value::Int(structuring),
                 Value::Int(sanctions),
+                Value::Text(json_object(by_flag, false)),
                 Value::Int(flagged_count as i64),
                 Value::Text(ids),
                 money_value(round_half_up(violation, 4)),
+                Value::Text(json_object(per_flag.iter().map(|(k, v)| (*k, v)), true)),
                 Value::Text(risk),
                 Value::Float(score),
                 Value::Boolean(score < 0.7 || sanctions > 0),

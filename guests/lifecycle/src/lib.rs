@@ -11,13 +11,18 @@
 //!   transactions (when that had at least 4);
 //! - `LOYAL`: active in at least 8 windows;
 //! - `ACTIVE` otherwise.
+//!
+//! The spending pattern grades the window's spend: `HIGH_SPENDER` over
+//! 10,000, `MODERATE_SPENDER` over 1,000, `LOW_SPENDER` otherwise
+//! (config keys `high-spender` and `moderate-spender`).
 
 use edge_rule_sdk::{
-    aggregate, column, dims, json_object, money_value, round_half_up, row, text, AggregateOp,
-    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant, Reader,
-    RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+    aggregate, column, dims, json_object, money_value, round_half_up, row, share, text,
+    AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant,
+    Reader, RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
 };
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const COUNT: usize = 0;
 const SPEND: usize = 1;
@@ -58,11 +63,29 @@ impl State for Lifetime {
 }
 
 fn consistency<'a>(counts: impl Iterator<Item = (&'a str, u64)>, total: u64) -> f64 {
-    let top = counts.map(|(_, n)| n).max().unwrap_or(0);
-    if total == 0 {
-        1.0
+    share(counts.map(|(_, n)| n).max().unwrap_or(0), total, 1.0)
+}
+
+/// A window's spend above which the customer is a `HIGH_SPENDER`.
+static HIGH_SPENDER: AtomicU32 = AtomicU32::new(10_000);
+/// A window's spend above which the customer is a `MODERATE_SPENDER`.
+static MODERATE_SPENDER: AtomicU32 = AtomicU32::new(1_000);
+
+/// The config keys and what each sets.
+const CONFIG: [(&str, &AtomicU32); 2] = [
+    ("high-spender", &HIGH_SPENDER),
+    ("moderate-spender", &MODERATE_SPENDER),
+];
+
+/// The spending pattern of a window's spend.
+fn spending_pattern(spend: Decimal) -> &'static str {
+    let over = |limit: &AtomicU32| spend > Decimal::from(limit.load(Ordering::Relaxed));
+    if over(&HIGH_SPENDER) {
+        "HIGH_SPENDER"
+    } else if over(&MODERATE_SPENDER) {
+        "MODERATE_SPENDER"
     } else {
-        (top as f64 / total as f64 * 10_000.0).round() / 10_000.0
+        "LOW_SPENDER"
     }
 }
 
@@ -145,6 +168,12 @@ impl RuleSet for Lifecycle {
                         "Share of the most used device.",
                     ),
                     column(
+                        "spending_pattern",
+                        ColumnType::Text,
+                        "HIGH_SPENDER (window spend over high-spender, 10000), \
+                         MODERATE_SPENDER (over moderate-spender, 1000) or LOW_SPENDER.",
+                    ),
+                    column(
                         "lifecycle_stage",
                         ColumnType::Text,
                         "NEW, ACTIVE, LOYAL, AT_RISK or REACTIVATED.",
@@ -162,6 +191,10 @@ impl RuleSet for Lifecycle {
                 ],
             }],
         }
+    }
+
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        edge_rule_sdk::apply_settings(config, &CONFIG)
     }
 
     fn on_window(
@@ -232,6 +265,7 @@ impl RuleSet for Lifecycle {
                 Value::Text(json_object(by_category.iter().map(|(k, v)| (*k, v)), true)),
                 Value::Float(consistency(aggs.counts(CITIES), count)),
                 Value::Float(consistency(aggs.counts(DEVICES), count)),
+                text(spending_pattern(spend)),
                 text(stage),
                 Value::Int(life.transactions as i64),
                 money_value(round_half_up(life.spend, 4)),

@@ -7,9 +7,9 @@
 //! and the cities paid from. Name and category come from the merchant dimension.
 
 use edge_rule_sdk::{
-    aggregate, column, dims, json_object, money_value, nullable, round_half_up, row, text,
-    AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest,
-    RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
+    aggregate, average, column, dims, json_object, money_value, nullable, round_half_up, row,
+    share, text, AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, KeyState,
+    Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
 };
 
 const COUNT: usize = 0;
@@ -137,18 +137,10 @@ impl RuleSet for Merchant {
     ) -> Result<Vec<Emit>, String> {
         let count = aggs.count(COUNT);
         let revenue = aggs.money(REVENUE).unwrap_or_default();
-        let average = if count == 0 {
-            Decimal::ZERO
-        } else {
-            round_half_up(revenue / Decimal::from(count), 2)
-        };
+        let average = average(revenue, count);
         let unique = aggs.count(CUSTOMERS);
         let repeat = aggs.counts(PER_CUSTOMER).filter(|(_, n)| *n > 1).count() as u64;
-        let retention = if unique == 0 {
-            0.0
-        } else {
-            (repeat as f64 / unique as f64 * 10_000.0).round() / 10_000.0
-        };
+        let retention = share(repeat, unique, 0.0);
         let (name, category) = dims::merchant(&window.key)
             .map(|m| (m.name.clone(), m.category.clone()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));

@@ -965,6 +965,32 @@ pub fn round_half_up(d: Decimal, dp: u32) -> Decimal {
     d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero)
 }
 
+/// The average of `count` amounts summing to `total`, rounded half-up to 2
+/// places as the reference systems round it (zero when there are none).
+pub fn average(total: Decimal, count: u64) -> Decimal {
+    if count == 0 {
+        Decimal::ZERO
+    } else {
+        round_half_up(total / Decimal::from(count), 2)
+    }
+}
+
+/// `part / whole` rounded to 4 places, for shares and rates (`empty` when
+/// `whole` is 0).
+pub fn share(part: u64, whole: u64, empty: f64) -> f64 {
+    if whole == 0 {
+        empty
+    } else {
+        (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
+    }
+}
+
+/// A kind, status or similar name in the reference systems' spelling:
+/// upper case (`wire_transfer` becomes `WIRE_TRANSFER`).
+pub fn upper(name: &str) -> String {
+    name.to_ascii_uppercase()
+}
+
 /// A table row.
 pub fn row(table: &str, values: Vec<Value>) -> Emit {
     Emit::Row(Row {

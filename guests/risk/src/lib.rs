@@ -1,0 +1,232 @@
+//! Risk analytics: 10-minute tumbling windows per customer.
+//!
+//! Table `risk_analytics`: the customer's exposure (the sum of the window's
+//! amounts), its HIGH or CRITICAL transactions, the compliance flags raised
+//! (the violations), the risk factors found and a risk score made of them:
+//!
+//! - factors: `HIGH_EXPOSURE` (exposure over `high-exposure`, 50,000),
+//!   `HIGH_RISK_TRANSACTIONS` (any HIGH or CRITICAL transaction),
+//!   `COMPLIANCE_VIOLATIONS` (any flag), `WIRE_TRANSFERS` (any wire
+//!   transfer), `HIGH_FREQUENCY` (more than `high-frequency`, 20,
+//!   transactions in the window);
+//! - score, in [0, 1]: 0.4 × the mean of the transactions' risk scores
+//!   (normalised to [0, 1]; 0 when none has one) + 0.3 × the share of HIGH
+//!   or CRITICAL transactions + 0.06 per factor, at most 1, 4 places;
+//! - level: graded from the score as the reference grades a transaction's
+//!   (CRITICAL above 0.8, HIGH above 0.6, MEDIUM above 0.3, else LOW).
+
+use edge_rule_sdk::{
+    aggregate, column, json_array, money_value, nullable, round_half_up, row, share, text,
+    AggregateOp, AggregateSpec, Aggregates, ColumnType, Decimal, Emit, Field, Filter, KeyBy,
+    KeyState, Manifest, RuleSet, TableSpec, TxnKind, Value, Window, WindowKind, WindowSpec,
+};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const COUNT: usize = 0;
+const EXPOSURE: usize = 1;
+const RISK_LEVELS: usize = 2;
+const FLAGS: usize = 3;
+const MEAN_SCORE: usize = 4;
+const WIRES: usize = 5;
+
+const TABLE: &str = "risk_analytics";
+
+/// Exposure in a window above which `HIGH_EXPOSURE` is a factor.
+static HIGH_EXPOSURE: AtomicU32 = AtomicU32::new(50_000);
+/// Transactions in a window above which `HIGH_FREQUENCY` is a factor.
+static HIGH_FREQUENCY: AtomicU32 = AtomicU32::new(20);
+
+/// The config keys and what each sets.
+const CONFIG: [(&str, &AtomicU32); 2] = [
+    ("high-exposure", &HIGH_EXPOSURE),
+    ("high-frequency", &HIGH_FREQUENCY),
+];
+
+/// What a window's transactions add up to, for the score.
+struct Seen {
+    count: u64,
+    exposure: Decimal,
+    high_risk: u64,
+    flagged: bool,
+    wires: u64,
+    mean_score: Option<f64>,
+}
+
+impl Seen {
+    /// The risk factors found, in a fixed order.
+    fn factors(&self) -> Vec<&'static str> {
+        let limit = |l: &AtomicU32| u64::from(l.load(Ordering::Relaxed));
+        [
+            (
+                self.exposure > Decimal::from(limit(&HIGH_EXPOSURE)),
+                "HIGH_EXPOSURE",
+            ),
+            (self.high_risk > 0, "HIGH_RISK_TRANSACTIONS"),
+            (self.flagged, "COMPLIANCE_VIOLATIONS"),
+            (self.wires > 0, "WIRE_TRANSFERS"),
+            (self.count > limit(&HIGH_FREQUENCY), "HIGH_FREQUENCY"),
+        ]
+        .into_iter()
+        .filter_map(|(found, name)| found.then_some(name))
+        .collect()
+    }
+
+    /// The score made of the mean risk, the high-risk share and `factors`.
+    fn score(&self, factors: usize) -> f64 {
+        let mean = self.mean_score.unwrap_or(0.0).clamp(0.0, 1.0);
+        let high_share = share(self.high_risk, self.count, 0.0);
+        let score = 0.4 * mean + 0.3 * high_share + 0.06 * factors as f64;
+        (score.min(1.0) * 10_000.0).round() / 10_000.0
+    }
+}
+
+/// A score graded as the reference grades a transaction's.
+fn level(score: f64) -> &'static str {
+    if score > 0.8 {
+        "CRITICAL"
+    } else if score > 0.6 {
+        "HIGH"
+    } else if score > 0.3 {
+        "MEDIUM"
+    } else {
+        "LOW"
+    }
+}
+
+struct Risk;
+
+impl RuleSet for Risk {
+    fn manifest() -> Manifest {
+        let wires = AggregateSpec {
+            name: "wires".into(),
+            op: AggregateOp::Count,
+            filter: Some(Filter {
+                status_in: Vec::new(),
+                kind_in: vec![TxnKind::WireTransfer],
+                flagged: false,
+            }),
+        };
+        Manifest {
+            name: "risk".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_key: None,
+            state_ttl_ms: 0,
+            windows: vec![WindowSpec {
+                name: "customer-10m".into(),
+                kind: WindowKind::Tumbling(10 * 60_000),
+                key: KeyBy::Customer,
+                allowed_lateness_ms: 0,
+                with_state: false,
+                aggregates: vec![
+                    aggregate("count", AggregateOp::Count),
+                    aggregate("exposure", AggregateOp::Sum(Field::Amount)),
+                    aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
+                    aggregate("flags", AggregateOp::CountBy(Field::Flag)),
+                    aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
+                    wires,
+                ],
+            }],
+            tables: vec![TableSpec {
+                name: TABLE.into(),
+                key: vec!["customer_id".into(), "window_start".into()],
+                columns: vec![
+                    column("customer_id", ColumnType::Text, "The customer."),
+                    column(
+                        "window_start",
+                        ColumnType::Time,
+                        "Window start (inclusive).",
+                    ),
+                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                    column(
+                        "transaction_count",
+                        ColumnType::Int,
+                        "Transactions in the window.",
+                    ),
+                    column(
+                        "total_exposure",
+                        ColumnType::Money(4),
+                        "Sum of the amounts.",
+                    ),
+                    column(
+                        "high_risk_count",
+                        ColumnType::Int,
+                        "Transactions whose risk level is HIGH or CRITICAL.",
+                    ),
+                    column(
+                        "compliance_violations",
+                        ColumnType::Json,
+                        "The compliance flags raised, each once, sorted.",
+                    ),
+                    nullable(column(
+                        "average_risk_score",
+                        ColumnType::Float,
+                        "Mean risk score in [0, 1] of the transactions that have one.",
+                    )),
+                    column(
+                        "risk_factors",
+                        ColumnType::Json,
+                        "HIGH_EXPOSURE, HIGH_RISK_TRANSACTIONS, COMPLIANCE_VIOLATIONS, \
+                         WIRE_TRANSFERS, HIGH_FREQUENCY: those found.",
+                    ),
+                    column(
+                        "risk_score",
+                        ColumnType::Float,
+                        "0.4 x mean risk + 0.3 x high-risk share + 0.06 per factor, at most 1.",
+                    ),
+                    column(
+                        "risk_level",
+                        ColumnType::Text,
+                        "The score graded: CRITICAL > 0.8, HIGH > 0.6, MEDIUM > 0.3, LOW.",
+                    ),
+                ],
+            }],
+        }
+    }
+
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        edge_rule_sdk::apply_settings(config, &CONFIG)
+    }
+
+    fn on_window(
+        window: Window,
+        aggs: Aggregates<'_>,
+        _state: &mut KeyState<'_>,
+    ) -> Result<Vec<Emit>, String> {
+        let mut flags: Vec<&str> = aggs.counts(FLAGS).map(|(flag, _)| flag).collect();
+        flags.sort_unstable();
+        let seen = Seen {
+            count: aggs.count(COUNT),
+            exposure: aggs.money(EXPOSURE).unwrap_or_default(),
+            high_risk: aggs
+                .counts(RISK_LEVELS)
+                .filter(|(level, _)| matches!(*level, "HIGH" | "CRITICAL"))
+                .map(|(_, n)| n)
+                .sum(),
+            flagged: !flags.is_empty(),
+            wires: aggs.count(WIRES),
+            mean_score: aggs.number(MEAN_SCORE),
+        };
+        let factors = seen.factors();
+        let score = seen.score(factors.len());
+        Ok(vec![row(
+            TABLE,
+            vec![
+                text(window.key),
+                Value::Time(window.start),
+                Value::Time(window.end),
+                Value::Int(seen.count as i64),
+                money_value(round_half_up(seen.exposure, 4)),
+                Value::Int(seen.high_risk as i64),
+                Value::Text(json_array(flags)),
+                seen.mean_score.map_or(Value::Null, |m| {
+                    Value::Float((m * 10_000.0).round() / 10_000.0)
+                }),
+                Value::Text(json_array(factors)),
+                Value::Float(score),
+                text(level(score)),
+            ],
+        )])
+    }
+}
+
+edge_rule_sdk::rule_set!(Risk);
