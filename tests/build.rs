@@ -14,6 +14,7 @@ const GUESTS: &[&str] = &[
     "metrics",
     "risk",
     "geography",
+    "daily",
     "looper",
     "memhog",
     "trapper",

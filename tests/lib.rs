@@ -10,9 +10,10 @@ pub mod guests {
     /// The five rule sets the comparison with Flink and Spark runs.
     pub const RULE_SETS: [&str; 5] = [FRAUD, ANOMALY, COMPLIANCE, LIFECYCLE, MERCHANT];
 
-    /// The rule sets of the reference's dashboard tables (transaction,
-    /// dashboard and time-pattern metrics, risk analytics, geography).
-    pub const DASHBOARDS: [&str; 3] = [METRICS, RISK, GEOGRAPHY];
+    /// The rule sets of the reference's other tables (transaction,
+    /// dashboard and time-pattern metrics, risk analytics and stats,
+    /// geography, daily aggregates).
+    pub const DASHBOARDS: [&str; 4] = [METRICS, RISK, GEOGRAPHY, DAILY];
 }
 
 /// The workspace root.

@@ -61,12 +61,14 @@ fn totals_ch(url: &str, db: &str) -> (Vec<String>, Vec<String>) {
 
 /// The dashboards' tables and their amount column: over every window, the
 /// counts add up to the events and the amounts to theirs.
-const DASHBOARD_TABLES: [(&str, &str); 5] = [
+const DASHBOARD_TABLES: [(&str, &str); 7] = [
     ("transaction_metrics", "total_amount"),
     ("dashboard_metrics", "total_amount"),
     ("time_pattern_metrics", "total_amount"),
     ("risk_analytics", "total_exposure"),
+    ("risk_stats", "total_amount"),
     ("geographic_metrics", "total_amount"),
+    ("daily_metrics", "total_volume"),
 ];
 
 fn totals_pg(url: &str, schema: &str) -> (Vec<String>, Vec<String>) {

@@ -364,7 +364,8 @@ fn row_at<'a>(rows: &'a [(String, String, Value)], key: &str, start: &str) -> &'
         .2
 }
 
-/// The dashboards' rule sets over seven events: two customers' minute at
+/// The rule sets of the reference's other tables, with compliance and
+/// lifecycle, over seven events: two customers' minute at
 /// 09:00 (a failed purchase, a wire transfer with two flags, a deposit in
 /// GBP), two events at 12:30 and 12:40 (one without a location).
 fn dashboards(config: &[(&str, &str, &str)]) -> tempfile::TempDir {
@@ -513,6 +514,60 @@ fn risk_analytics_and_geographic_metrics_per_window() {
     );
     assert_eq!(gb["currencies"], json!({"GBP": 2}));
     assert_eq!(row_at(&geo, "US", "12:30")["transaction_count"], 1);
+
+    // 5-second windows over everything: one event in each here.
+    let stats = read_jsonl(&dir.path().join("risk_stats.jsonl"));
+    assert_eq!(stats.len(), 7, "{stats:#?}");
+    let wire = (stats.iter())
+        .find(|r| r["window_start"] == "2026-01-05T09:00:30.000Z")
+        .unwrap();
+    assert_eq!(wire["window_end"], "2026-01-05T09:00:35.000Z");
+    assert_eq!(wire["total_amount"], "12000.00");
+    assert_eq!(wire["high_risk_count"], 1);
+    assert_eq!(wire["flagged_count"], 1);
+    assert_eq!(wire["average_risk_score"], 0.9);
+}
+
+#[test]
+fn daily_aggregates_per_merchant_and_overall() {
+    let dir = dashboards(&[]);
+    let merchants = rows_of(dir.path(), "daily_merchant_metrics", "merchant_id");
+    assert_eq!(merchants.len(), 3, "{merchants:#?}");
+    let m1 = row_at(&merchants, "M1", "00:00");
+    assert_eq!(m1["window_start"], "2026-01-05T00:00:00.000Z");
+    assert_eq!(m1["window_end"], "2026-01-06T00:00:00.000Z");
+    assert_eq!(m1["transaction_count"], 3);
+    assert_eq!(m1["success_count"], 3);
+    assert_eq!(m1["success_rate"], 1.0);
+    assert_eq!(m1["total_volume"], "130.00");
+    assert_eq!(m1["average_amount"], "43.33");
+    assert_eq!(m1["unique_customers"], 2);
+    let m2 = row_at(&merchants, "M2", "00:00");
+    assert_eq!(m2["failure_count"], 1);
+    assert_eq!(m2["failure_rate"], 1.0);
+    assert_eq!(m2["success_volume"], "0");
+    let pending = row_at(&merchants, "M9", "00:00");
+    assert_eq!(
+        (
+            pending["success_rate"].clone(),
+            pending["failure_rate"].clone()
+        ),
+        (json!(0.0), json!(0.0))
+    );
+
+    let days = read_jsonl(&dir.path().join("daily_metrics.jsonl"));
+    assert_eq!(days.len(), 1, "{days:#?}");
+    let day = &days[0];
+    assert_eq!(day["transaction_count"], 7);
+    assert_eq!(day["success_count"], 5);
+    assert_eq!(day["failure_count"], 1);
+    assert_eq!(day["success_rate"], 0.7143);
+    assert_eq!(day["failure_rate"], 0.1429);
+    assert_eq!(day["total_volume"], "12185.06");
+    assert_eq!(day["success_volume"], "12135.00");
+    assert_eq!(day["average_amount"], "1740.72");
+    assert_eq!(day["unique_customers"], 3);
+    assert_eq!(day["active_merchants"], 3);
 }
 
 #[test]

@@ -76,6 +76,8 @@ fn one_two_and_four_workers_give_identical_outputs() {
         ("transaction_metrics.jsonl", 500),
         ("risk_analytics.jsonl", 500),
         ("geographic_metrics.jsonl", 100),
+        ("risk_stats.jsonl", 500),
+        ("daily_merchant_metrics.jsonl", 100),
         ("dashboard_metrics.jsonl", 100),
         ("time_pattern_metrics.jsonl", 1),
     ] {

@@ -14,9 +14,14 @@
 //!   or CRITICAL transactions + 0.06 per factor, at most 1, 4 places;
 //! - level: graded from the score as the reference grades a transaction's
 //!   (CRITICAL above 0.8, HIGH above 0.6, MEDIUM above 0.3, else LOW).
+//!
+//! Table `risk_stats`, as the risk-control reference keeps it: 5-second
+//! tumbling windows over every valid transaction, one row per window: count,
+//! total, average and largest amount, distinct customers, HIGH or CRITICAL
+//! transactions, flagged transactions and the mean risk score.
 
 use edge_rule_sdk::{
-    aggregate, column, json_array, money_value, nullable, round_half_up, row, share, text,
+    aggregate, average, column, json_array, money_value, nullable, round_half_up, row, share, text,
     AggregateOp, AggregateSpec, Aggregates, ColumnType, Decimal, Emit, Field, Filter, KeyBy,
     KeyState, Manifest, RuleSet, TableSpec, TxnKind, Value, Window, WindowKind, WindowSpec,
 };
@@ -30,6 +35,15 @@ const MEAN_SCORE: usize = 4;
 const WIRES: usize = 5;
 
 const TABLE: &str = "risk_analytics";
+const CUSTOMER_10M: &str = "customer-10m";
+const STATS_5S: &str = "all-5s";
+
+// `all-5s` has `count`, `exposure` (the total) and `risk-levels` where
+// `customer-10m` has them, then:
+const STATS_MEAN_SCORE: usize = 3;
+const LARGEST: usize = 4;
+const CUSTOMERS: usize = 5;
+const FLAGGED: usize = 6;
 
 /// Exposure in a window above which `HIGH_EXPOSURE` is a factor.
 static HIGH_EXPOSURE: AtomicU32 = AtomicU32::new(50_000);
@@ -93,6 +107,84 @@ fn level(score: f64) -> &'static str {
     }
 }
 
+/// The HIGH or CRITICAL transactions of a `count-by(risk-level)` result.
+fn high_risk<'a>(levels: impl Iterator<Item = (&'a str, u64)>) -> u64 {
+    levels
+        .filter(|(level, _)| matches!(*level, "HIGH" | "CRITICAL"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A mean score to 4 places, or null.
+fn mean_value(mean: Option<f64>) -> Value {
+    mean.map_or(Value::Null, |m| {
+        Value::Float((m * 10_000.0).round() / 10_000.0)
+    })
+}
+
+fn stats_table() -> TableSpec {
+    TableSpec {
+        name: "risk_stats".into(),
+        key: vec!["window_start".into()],
+        columns: vec![
+            column(
+                "window_start",
+                ColumnType::Time,
+                "Window start (inclusive).",
+            ),
+            column("window_end", ColumnType::Time, "Window end (exclusive)."),
+            column(
+                "transaction_count",
+                ColumnType::Int,
+                "Transactions in the window.",
+            ),
+            column("total_amount", ColumnType::Money(4), "Sum of the amounts."),
+            column(
+                "average_amount",
+                ColumnType::Money(2),
+                "Total / count, rounded half-up to 2 places.",
+            ),
+            column("max_amount", ColumnType::Money(4), "Largest amount."),
+            column("unique_customers", ColumnType::Int, "Distinct customers."),
+            column(
+                "high_risk_count",
+                ColumnType::Int,
+                "Transactions whose risk level is HIGH or CRITICAL.",
+            ),
+            column(
+                "flagged_count",
+                ColumnType::Int,
+                "Transactions with at least one compliance flag.",
+            ),
+            nullable(column(
+                "average_risk_score",
+                ColumnType::Float,
+                "Mean risk score in [0, 1] of the transactions that have one.",
+            )),
+        ],
+    }
+}
+
+fn stats_row(window: &Window, aggs: &Aggregates<'_>) -> Emit {
+    let count = aggs.count(COUNT);
+    let total = aggs.money(EXPOSURE).unwrap_or_default();
+    row(
+        "risk_stats",
+        vec![
+            Value::Time(window.start),
+            Value::Time(window.end),
+            Value::Int(count as i64),
+            money_value(round_half_up(total, 4)),
+            money_value(average(total, count)),
+            money_value(round_half_up(aggs.money(LARGEST).unwrap_or_default(), 4)),
+            Value::Int(aggs.count(CUSTOMERS) as i64),
+            Value::Int(high_risk(aggs.counts(RISK_LEVELS)) as i64),
+            Value::Int(aggs.count(FLAGGED) as i64),
+            mean_value(aggs.number(STATS_MEAN_SCORE)),
+        ],
+    )
+}
+
 struct Risk;
 
 impl RuleSet for Risk {
@@ -111,75 +203,104 @@ impl RuleSet for Risk {
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
-            windows: vec![WindowSpec {
-                name: "customer-10m".into(),
-                kind: WindowKind::Tumbling(10 * 60_000),
-                key: KeyBy::Customer,
-                allowed_lateness_ms: 0,
-                with_state: false,
-                aggregates: vec![
-                    aggregate("count", AggregateOp::Count),
-                    aggregate("exposure", AggregateOp::Sum(Field::Amount)),
-                    aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
-                    aggregate("flags", AggregateOp::CountBy(Field::Flag)),
-                    aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
-                    wires,
-                ],
-            }],
-            tables: vec![TableSpec {
-                name: TABLE.into(),
-                key: vec!["customer_id".into(), "window_start".into()],
-                columns: vec![
-                    column("customer_id", ColumnType::Text, "The customer."),
-                    column(
-                        "window_start",
-                        ColumnType::Time,
-                        "Window start (inclusive).",
-                    ),
-                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
-                    column(
-                        "transaction_count",
-                        ColumnType::Int,
-                        "Transactions in the window.",
-                    ),
-                    column(
-                        "total_exposure",
-                        ColumnType::Money(4),
-                        "Sum of the amounts.",
-                    ),
-                    column(
-                        "high_risk_count",
-                        ColumnType::Int,
-                        "Transactions whose risk level is HIGH or CRITICAL.",
-                    ),
-                    column(
-                        "compliance_violations",
-                        ColumnType::Json,
-                        "The compliance flags raised, each once, sorted.",
-                    ),
-                    nullable(column(
-                        "average_risk_score",
-                        ColumnType::Float,
-                        "Mean risk score in [0, 1] of the transactions that have one.",
-                    )),
-                    column(
-                        "risk_factors",
-                        ColumnType::Json,
-                        "HIGH_EXPOSURE, HIGH_RISK_TRANSACTIONS, COMPLIANCE_VIOLATIONS, \
+            windows: vec![
+                WindowSpec {
+                    name: CUSTOMER_10M.into(),
+                    kind: WindowKind::Tumbling(10 * 60_000),
+                    key: KeyBy::Customer,
+                    allowed_lateness_ms: 0,
+                    with_state: false,
+                    aggregates: vec![
+                        aggregate("count", AggregateOp::Count),
+                        aggregate("exposure", AggregateOp::Sum(Field::Amount)),
+                        aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
+                        aggregate("flags", AggregateOp::CountBy(Field::Flag)),
+                        aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
+                        wires,
+                    ],
+                },
+                WindowSpec {
+                    name: STATS_5S.into(),
+                    kind: WindowKind::Tumbling(5_000),
+                    key: KeyBy::Global,
+                    allowed_lateness_ms: 0,
+                    with_state: false,
+                    aggregates: vec![
+                        aggregate("count", AggregateOp::Count),
+                        aggregate("total", AggregateOp::Sum(Field::Amount)),
+                        aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
+                        aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
+                        aggregate("largest", AggregateOp::Max(Field::Amount)),
+                        aggregate("customers", AggregateOp::Distinct(Field::Customer)),
+                        AggregateSpec {
+                            name: "flagged".into(),
+                            op: AggregateOp::Count,
+                            filter: Some(Filter {
+                                status_in: Vec::new(),
+                                kind_in: Vec::new(),
+                                flagged: true,
+                            }),
+                        },
+                    ],
+                },
+            ],
+            tables: vec![
+                TableSpec {
+                    name: TABLE.into(),
+                    key: vec!["customer_id".into(), "window_start".into()],
+                    columns: vec![
+                        column("customer_id", ColumnType::Text, "The customer."),
+                        column(
+                            "window_start",
+                            ColumnType::Time,
+                            "Window start (inclusive).",
+                        ),
+                        column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                        column(
+                            "transaction_count",
+                            ColumnType::Int,
+                            "Transactions in the window.",
+                        ),
+                        column(
+                            "total_exposure",
+                            ColumnType::Money(4),
+                            "Sum of the amounts.",
+                        ),
+                        column(
+                            "high_risk_count",
+                            ColumnType::Int,
+                            "Transactions whose risk level is HIGH or CRITICAL.",
+                        ),
+                        column(
+                            "compliance_violations",
+                            ColumnType::Json,
+                            "The compliance flags raised, each once, sorted.",
+                        ),
+                        nullable(column(
+                            "average_risk_score",
+                            ColumnType::Float,
+                            "Mean risk score in [0, 1] of the transactions that have one.",
+                        )),
+                        column(
+                            "risk_factors",
+                            ColumnType::Json,
+                            "HIGH_EXPOSURE, HIGH_RISK_TRANSACTIONS, COMPLIANCE_VIOLATIONS, \
                          WIRE_TRANSFERS, HIGH_FREQUENCY: those found.",
-                    ),
-                    column(
-                        "risk_score",
-                        ColumnType::Float,
-                        "0.4 x mean risk + 0.3 x high-risk share + 0.06 per factor, at most 1.",
-                    ),
-                    column(
-                        "risk_level",
-                        ColumnType::Text,
-                        "The score graded: CRITICAL > 0.8, HIGH > 0.6, MEDIUM > 0.3, LOW.",
-                    ),
-                ],
-            }],
+                        ),
+                        column(
+                            "risk_score",
+                            ColumnType::Float,
+                            "0.4 x mean risk + 0.3 x high-risk share + 0.06 per factor, at most 1.",
+                        ),
+                        column(
+                            "risk_level",
+                            ColumnType::Text,
+                            "The score graded: CRITICAL > 0.8, HIGH > 0.6, MEDIUM > 0.3, LOW.",
+                        ),
+                    ],
+                },
+                stats_table(),
+            ],
         }
     }
 
@@ -192,16 +313,15 @@ impl RuleSet for Risk {
         aggs: Aggregates<'_>,
         _state: &mut KeyState<'_>,
     ) -> Result<Vec<Emit>, String> {
+        if &*window.spec == STATS_5S {
+            return Ok(vec![stats_row(&window, &aggs)]);
+        }
         let mut flags: Vec<&str> = aggs.counts(FLAGS).map(|(flag, _)| flag).collect();
         flags.sort_unstable();
         let seen = Seen {
             count: aggs.count(COUNT),
             exposure: aggs.money(EXPOSURE).unwrap_or_default(),
-            high_risk: aggs
-                .counts(RISK_LEVELS)
-                .filter(|(level, _)| matches!(*level, "HIGH" | "CRITICAL"))
-                .map(|(_, n)| n)
-                .sum(),
+            high_risk: high_risk(aggs.counts(RISK_LEVELS)),
             flagged: !flags.is_empty(),
             wires: aggs.count(WIRES),
             mean_score: aggs.number(MEAN_SCORE),
@@ -218,9 +338,7 @@ impl RuleSet for Risk {
                 money_value(round_half_up(seen.exposure, 4)),
                 Value::Int(seen.high_risk as i64),
                 Value::Text(json_array(flags)),
-                seen.mean_score.map_or(Value::Null, |m| {
-                    Value::Float((m * 10_000.0).round() / 10_000.0)
-                }),
+                mean_value(seen.mean_score),
                 Value::Text(json_array(factors)),
                 Value::Float(score),
                 text(level(score)),
