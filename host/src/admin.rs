@@ -79,6 +79,7 @@ pub fn serve(
         .route("/rules/{name}/disable", post(disable))
         .route("/rules/{name}/enable", post(enable))
         .route("/metrics", get(prometheus))
+        .route("/webhooks", get(webhooks))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
     let app = Router::new()
         .route("/health", get(health))
@@ -150,6 +151,11 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         .filter(|(_, r)| r.quarantined && !r.removed)
         .map(|(n, _)| n)
         .collect();
+    // Webhooks whose last post failed for good.
+    let failing: Vec<String> = (m.webhooks_snapshot().into_iter())
+        .filter(|(_, w)| w.failing)
+        .map(|(n, _)| n)
+        .collect();
     Json(json!({
         "status": if quarantined.is_empty() { "ok" } else { "degraded" },
         "uptime_secs": shared.started.elapsed().as_secs(),
@@ -160,7 +166,21 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "rule_sets": running,
         "workers": Metrics::get(&m.workers),
         "quarantined": quarantined,
+        "webhooks_failing": failing,
     }))
+}
+
+/// Each webhook's deliveries and failures.
+async fn webhooks(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let hooks = shared.metrics.webhooks_snapshot();
+    Json(json!(hooks
+        .into_iter()
+        .map(|(name, stats)| {
+            let mut v = json!(stats);
+            v["name"] = json!(name);
+            v
+        })
+        .collect::<Vec<_>>()))
 }
 
 fn state_of(r: &crate::metrics::RuleStats) -> &'static str {
@@ -427,6 +447,32 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             "edge_rule_memory_bytes",
             "Bytes of linear memory a rule set's instance holds."
         );
+        describe_counter!(
+            "edge_webhook_alerts_total",
+            "Alerts offered to a webhook, by outcome: sent, failed (every attempt failed or the endpoint refused), dropped (queue full)."
+        );
+        describe_counter!(
+            "edge_webhook_posts_total",
+            "Posts a webhook answered with success."
+        );
+        describe_counter!(
+            "edge_webhook_retries_total",
+            "Attempts that failed and were tried again."
+        );
+        describe_gauge!("edge_webhook_queued", "Alerts waiting for a webhook.");
+        for (name, w) in m.webhooks_snapshot() {
+            for (outcome, n) in [
+                ("sent", w.sent),
+                ("failed", w.failed),
+                ("dropped", w.dropped),
+            ] {
+                counter!("edge_webhook_alerts_total", "webhook" => name.clone(), "outcome" => outcome)
+                    .absolute(n);
+            }
+            counter!("edge_webhook_posts_total", "webhook" => name.clone()).absolute(w.posts);
+            counter!("edge_webhook_retries_total", "webhook" => name.clone()).absolute(w.retries);
+            gauge!("edge_webhook_queued", "webhook" => name.clone()).set(w.queued as f64);
+        }
         for (name, r) in m.rules_snapshot() {
             let rule = name.clone();
             gauge!("edge_rule_info", "rule" => rule.clone(), "version" => r.version.clone(), "hash" => r.hash.clone()).set(1.0);

@@ -135,6 +135,33 @@ pub struct Metrics {
     /// How long the hot path paused to copy its state into a checkpoint,
     /// microseconds.
     pub checkpoint_pause_us: Mutex<Option<Histogram<u64>>>,
+    /// Per webhook, by name.
+    pub webhooks: Mutex<BTreeMap<String, WebhookStats>>,
+}
+
+/// What a webhook has done.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WebhookStats {
+    /// Its URL's scheme and host.
+    pub url: String,
+    /// Alerts delivered.
+    pub sent: u64,
+    /// Alerts given up on after every attempt, or refused by the endpoint.
+    pub failed: u64,
+    /// Alerts dropped because the queue was full.
+    pub dropped: u64,
+    /// Posts that succeeded.
+    pub posts: u64,
+    /// Attempts that failed and were tried again.
+    pub retries: u64,
+    /// Alerts waiting now.
+    pub queued: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When the last post succeeded (Unix ms).
+    pub last_success_ms: Option<i64>,
+    /// Whether the last post failed for good.
+    pub failing: bool,
 }
 
 fn record(histogram: &Mutex<Option<Histogram<u64>>>, micros: u64) {
@@ -183,6 +210,18 @@ impl Metrics {
                 .entry(name.to_string())
                 .or_insert_with(|| RuleStats::new(version)));
         }
+    }
+
+    /// Updates a webhook's figures.
+    pub fn webhook(&self, name: &str, f: impl FnOnce(&mut WebhookStats)) {
+        if let Ok(mut hooks) = self.webhooks.lock() {
+            f(hooks.entry(name.to_string()).or_default());
+        }
+    }
+
+    /// Every webhook's figures, by name.
+    pub fn webhooks_snapshot(&self) -> BTreeMap<String, WebhookStats> {
+        self.webhooks.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Records that `rule` is running (at start, or swapped in).

@@ -12,4 +12,5 @@ mod postgres;
 mod reload;
 mod rule_sets;
 mod scale_out;
+mod webhooks;
 mod workers;

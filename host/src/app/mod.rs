@@ -218,7 +218,9 @@ pub fn run_with_metrics(
     );
     let resumable = source.position().is_some();
     let files = steps::rule_files(&rules);
-    let router = Router::routed(sinks, config.output.clone(), metrics.clone());
+    let webhooks = crate::sink::webhook::Webhooks::start(&config.webhooks, metrics.clone())?;
+    let router =
+        Router::routed(sinks, config.output.clone(), metrics.clone()).with_webhooks(webhooks);
     let first_stage = decoder.clone();
     let mut pipeline = Pipeline::new(
         config.engine.clone(),

@@ -75,6 +75,98 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Checkpoints of the run's state.
     pub checkpoint: CheckpointConfig,
+    /// Webhooks alerts are posted to (`[[webhooks]]`, one table each).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A webhook alerts are posted to: Slack, Discord or any service that takes
+/// a JSON body. Posting runs beside the stream: a slow or failing webhook
+/// never holds it up (alerts beyond `queue` are dropped and counted).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WebhookConfig {
+    /// Name in logs, metrics and the admin API (unset: `webhook-N`, from 1
+    /// in file order).
+    pub name: Option<String>,
+    /// The URL posted to (`http://` or `https://`). It is a secret for
+    /// Slack and Discord: logs show only its scheme and host.
+    pub url: String,
+    /// The body: `slack` (`{"text": ...}`), `discord` (`{"content": ...}`)
+    /// or `json` (`{"source": "edge", "alerts": [...]}`, each alert as in
+    /// `alerts.jsonl`).
+    pub format: WebhookFormat,
+    /// Only alerts of these rule sets (empty: every rule set).
+    pub rules: Vec<String>,
+    /// Only alerts of these kinds (`RAPID_ORDERS`, ...; empty: every kind).
+    pub kinds: Vec<String>,
+    /// Only alerts at least this severe: `low`, `medium`, `high`, `critical`.
+    pub min_severity: SeverityName,
+    /// Alerts per post at most.
+    pub batch_max: usize,
+    /// How long the first alert of a post waits for others, ms.
+    pub batch_ms: u64,
+    /// Posts per minute at most (evenly spaced); alerts wait meanwhile.
+    pub max_per_minute: u32,
+    /// Attempts after the first when a post fails (no answer, 429 or
+    /// 5xx), with a backoff from `backoff-ms` doubling up to 30 s (a
+    /// `Retry-After` is honoured). A 4xx other than 429 is not retried.
+    pub retries: u32,
+    /// The first backoff, ms.
+    pub backoff_ms: u64,
+    /// Time allowed for one post, ms.
+    pub timeout_ms: u64,
+    /// Alerts waiting to be posted at most; beyond, new ones are dropped
+    /// and counted.
+    pub queue: usize,
+    /// Extra request headers (an `Authorization` for a generic endpoint).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            url: String::new(),
+            format: WebhookFormat::Json,
+            rules: Vec::new(),
+            kinds: Vec::new(),
+            min_severity: SeverityName::Low,
+            batch_max: 20,
+            batch_ms: 1_000,
+            max_per_minute: 60,
+            retries: 5,
+            backoff_ms: 500,
+            timeout_ms: 5_000,
+            queue: 10_000,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The body a webhook is posted.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFormat {
+    /// Slack incoming webhooks: `{"text": ...}` with Slack's markup.
+    Slack,
+    /// Discord webhooks: `{"content": ...}`, at most 2,000 characters.
+    Discord,
+    /// `{"source": "edge", "count": N, "alerts": [...]}`.
+    Json,
+}
+
+/// An alert severity, as configs name it.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeverityName {
+    /// Everything.
+    Low,
+    /// Medium and above.
+    Medium,
+    /// High and critical.
+    High,
+    /// Critical only.
+    Critical,
 }
 
 /// Checkpoints: keyed state, open windows, watermark, dedup ids and the
@@ -959,6 +1051,23 @@ impl Config {
                  needs the eager protocol (range or roundrobin, the default)",
             );
         }
+        for hook in &self.webhooks {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return invalid(
+                    "webhooks.url",
+                    &format!(
+                        "{:?} is not an http:// or https:// URL",
+                        crate::sink::webhook::shown_url(&hook.url)
+                    ),
+                );
+            }
+            if hook.batch_max == 0 || hook.queue == 0 || hook.max_per_minute == 0 {
+                return invalid(
+                    "webhooks.batch-max",
+                    "batch-max, queue and max-per-minute must be at least 1",
+                );
+            }
+        }
         if self.engine.batch_size == 0 || self.engine.batch_size > 65_536 {
             return invalid("engine.batch-size", "must be between 1 and 65536");
         }
@@ -1188,6 +1297,30 @@ mod tests {
             .routes
             .insert("clean".into(), vec![SinkKind::Jsonl]);
         assert_eq!(key(&c), "decode.max-amount");
+    }
+
+    #[test]
+    fn webhooks_are_read_and_a_bad_one_is_refused_without_its_secret() {
+        let text = "[[webhooks]]\nurl = \"https://hooks.slack.com/services/T/B/secret\"\n\
+                    format = \"slack\"\nkinds = [\"RAPID_ORDERS\"]\nmin-severity = \"high\"\n";
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let hook = &c.webhooks[0];
+        assert_eq!(hook.format, WebhookFormat::Slack);
+        assert_eq!(hook.min_severity, SeverityName::High);
+        assert_eq!((hook.batch_max, hook.retries), (20, 5));
+        let bad: Config =
+            toml::from_str("[[webhooks]]\nurl = \"hooks.slack.com/T/secret\"\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks.url") && !err.contains("secret"),
+            "{err}"
+        );
+        let err =
+            toml::from_str::<Config>("[[webhooks]]\nurl = \"http://x\"\nformat = \"teams\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("slack") && err.contains("discord"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Dead letters of refused records emitted and not yet flushed.
     unflushed_refusals: bool,
+    /// Where alerts are also posted.
+    webhooks: Option<crate::sink::webhook::Webhooks>,
 }
 
 /// Table infos of a manifest's tables.
@@ -153,6 +155,7 @@ impl Router {
             by_stream: HashMap::new(),
             metrics,
             unflushed_refusals: false,
+            webhooks: None,
         }
     }
 
@@ -171,7 +174,14 @@ impl Router {
             by_stream: HashMap::new(),
             metrics,
             unflushed_refusals: false,
+            webhooks: None,
         }
+    }
+
+    /// Posts every alert to the webhooks that take it, too.
+    pub fn with_webhooks(mut self, webhooks: crate::sink::webhook::Webhooks) -> Self {
+        self.webhooks = (!webhooks.is_empty()).then_some(webhooks);
+        self
     }
 
     /// How many bytes of a record a dead letter keeps (`output.max-raw-bytes`).
@@ -223,6 +233,9 @@ impl Router {
         };
         if let Some(counter) = counter {
             Metrics::inc(counter);
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.offer(&record);
         }
         let Some(routes) = &self.routes else {
             for (sink, n) in self.sinks.iter_mut().zip(&mut self.written) {

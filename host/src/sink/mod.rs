@@ -12,6 +12,7 @@ mod jsonl;
 pub mod kafka;
 pub mod postgres;
 pub mod spool;
+pub mod webhook;
 
 pub use clickhouse::ClickHouseSink;
 pub use jsonl::JsonlSink;
