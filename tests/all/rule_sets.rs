@@ -617,3 +617,60 @@ fn compliance_counts_every_flag_and_lifecycle_grades_spending() {
         "MODERATE_SPENDER"
     );
 }
+
+#[test]
+fn first_match_gives_each_transaction_one_alert_as_the_reference_does() {
+    // Generated traffic with much planted fraud, the reference's thresholds:
+    // far locations are often also high amounts.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    edge_tests::gen_events(&input, 20_000, 3);
+    let reference = [
+        ("high-amount-factor", "3"),
+        ("high-amount-min-history", "5"),
+        ("location-min-history", "3"),
+        ("time-gap-hours", "1"),
+    ];
+    let run = |first_match: &str| {
+        let (out, _) = run_pipeline(&[guests::FRAUD], |c| {
+            c.source = file_source(&input);
+            let settings = &mut c.rules.rule.entry("fraud".into()).or_default().config;
+            for (key, value) in reference {
+                settings.insert(key.into(), value.into());
+            }
+            settings.insert("first-match".into(), first_match.into());
+        })
+        .unwrap();
+        alerts_of(out.path())
+    };
+    let (all, first) = (run("0"), run("1"));
+    let per_transaction = |alerts: &[(String, String, String)]| {
+        let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (kind, _, id) in alerts {
+            by.entry(id.clone()).or_default().push(kind.clone());
+        }
+        by
+    };
+    let (all_by, first_by) = (per_transaction(&all), per_transaction(&first));
+    assert!(
+        all_by.values().any(|kinds| kinds.len() > 1),
+        "some transaction matches several rules"
+    );
+    assert_eq!(
+        first_by.keys().collect::<Vec<_>>(),
+        all_by.keys().collect::<Vec<_>>(),
+        "the same transactions are alerted"
+    );
+    let order = [
+        "HIGH_AMOUNT",
+        "FREQUENCY_ANOMALY",
+        "LOCATION_ANOMALY",
+        "TIME_ANOMALY",
+    ];
+    for (id, kinds) in &first_by {
+        assert_eq!(kinds.len(), 1, "{id}: {kinds:?}");
+        let rank = |k: &String| order.iter().position(|o| o == k).unwrap_or(order.len());
+        let best = all_by[id].iter().min_by_key(|k| rank(k)).unwrap();
+        assert_eq!(&kinds[0], best, "{id}: of {:?}", all_by[id]);
+    }
+}

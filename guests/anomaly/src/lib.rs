@@ -14,7 +14,9 @@
 //! Unlike the reference, which gives each transaction the first rule that
 //! matches and takes |z| > 3 either side, every rule that matches raises
 //! its alert, and the thresholds are set for few alerts an analyst can act
-//! on. Config (`[rules.anomaly.config]`): `outlier-z` (default 4; 3 with
+//! on. `first-match = 1` keeps one alert per transaction, the first in the
+//! reference's order (STATISTICAL_OUTLIER, PATTERN_DEVIATION,
+//! VELOCITY_ANOMALY). Config (`[rules.anomaly.config]`): `outlier-z` (default 4; 3 with
 //! `outlier-both-sides = 1` is the reference's rule), `outlier-min-history`
 //! (20), `pattern-min-history` (10), `velocity-factor` (20),
 //! `velocity-min-count` (4), `velocity-pace` (1; 0 compares with the mean
@@ -38,9 +40,17 @@ static PATTERN_MIN_HISTORY: AtomicU32 = AtomicU32::new(10);
 static VELOCITY_FACTOR: AtomicU32 = AtomicU32::new(20);
 static VELOCITY_MIN_COUNT: AtomicU32 = AtomicU32::new(4);
 static VELOCITY_PACE: AtomicU32 = AtomicU32::new(1);
+static FIRST_MATCH: AtomicU32 = AtomicU32::new(0);
+
+/// The reference's order, which `first-match` keeps alerts in.
+const FIRST_MATCH_ORDER: [&str; 3] = [
+    "STATISTICAL_OUTLIER",
+    "PATTERN_DEVIATION",
+    "VELOCITY_ANOMALY",
+];
 
 /// The config keys (whole numbers) and what each sets.
-const CONFIG: [(&str, &AtomicU32); 7] = [
+const CONFIG: [(&str, &AtomicU32); 8] = [
     ("outlier-z", &OUTLIER_Z),
     ("outlier-both-sides", &OUTLIER_BOTH_SIDES),
     ("outlier-min-history", &OUTLIER_MIN_HISTORY),
@@ -48,6 +58,7 @@ const CONFIG: [(&str, &AtomicU32); 7] = [
     ("velocity-factor", &VELOCITY_FACTOR),
     ("velocity-min-count", &VELOCITY_MIN_COUNT),
     ("velocity-pace", &VELOCITY_PACE),
+    ("first-match", &FIRST_MATCH),
 ];
 
 #[derive(Default)]
@@ -145,9 +156,11 @@ impl RuleSet for Anomaly {
         let velocity_factor = f64::from(VELOCITY_FACTOR.load(Ordering::Relaxed));
         let velocity_min = VELOCITY_MIN_COUNT.load(Ordering::Relaxed) as usize;
         let pace = VELOCITY_PACE.load(Ordering::Relaxed) != 0;
+        let first_match = FIRST_MATCH.load(Ordering::Relaxed) == 1;
         let mut keyed = Keyed::<Customer>::new(states);
         let mut out = Vec::new();
         for i in 0..batch.len() {
+            let raised = out.len();
             let c = keyed.get(states, batch.slot(i));
             let t = batch.event_time(i);
             let amount = batch.amount(i);
@@ -250,6 +263,9 @@ impl RuleSet for Anomaly {
             let delta = x - c.mean;
             c.mean += delta / c.n as f64;
             c.m2 += delta * (x - c.mean);
+            if first_match {
+                edge_rule_sdk::keep_first_match(&mut out, raised, &FIRST_MATCH_ORDER);
+            }
         }
         keyed.write_back(states);
         Ok(out)

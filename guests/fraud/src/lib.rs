@@ -18,7 +18,10 @@
 //!
 //! Unlike the reference, which gives each transaction the first rule that
 //! matches, every rule that matches raises its alert: an analyst sees all
-//! the reasons at once.
+//! the reasons at once. `first-match = 1` gives the reference's way: one
+//! alert per transaction, the first in the order HIGH_AMOUNT,
+//! FREQUENCY_ANOMALY, LOCATION_ANOMALY, TIME_ANOMALY, RAPID_ORDERS,
+//! CARD_TESTING (the last two are edge's own).
 //!
 //! Config (`[rules.fraud.config]`, whole numbers): `rapid-orders-limit`
 //! (default 5), `high-amount-factor` (4), `high-amount-min-history` (2),
@@ -36,15 +39,27 @@ static HIGH_MIN_HISTORY: AtomicU32 = AtomicU32::new(2);
 static LOCATION_MIN_HISTORY: AtomicU32 = AtomicU32::new(1);
 static TIME_MIN_HISTORY: AtomicU32 = AtomicU32::new(30);
 static TIME_GAP_HOURS: AtomicU32 = AtomicU32::new(3);
+static FIRST_MATCH: AtomicU32 = AtomicU32::new(0);
+
+/// The order `first-match` keeps alerts in: the reference's, then edge's own.
+const FIRST_MATCH_ORDER: [&str; 6] = [
+    "HIGH_AMOUNT",
+    "FREQUENCY_ANOMALY",
+    "LOCATION_ANOMALY",
+    "TIME_ANOMALY",
+    "RAPID_ORDERS",
+    "CARD_TESTING",
+];
 
 /// The config keys and what each sets.
-const CONFIG: [(&str, &AtomicU32); 6] = [
+const CONFIG: [(&str, &AtomicU32); 7] = [
     ("rapid-orders-limit", &RAPID_LIMIT),
     ("high-amount-factor", &HIGH_FACTOR),
     ("high-amount-min-history", &HIGH_MIN_HISTORY),
     ("location-min-history", &LOCATION_MIN_HISTORY),
     ("time-min-history", &TIME_MIN_HISTORY),
     ("time-gap-hours", &TIME_GAP_HOURS),
+    ("first-match", &FIRST_MATCH),
 ];
 
 const MINUTE: i64 = 60_000;
@@ -153,9 +168,11 @@ impl RuleSet for Fraud {
         let time_min = TIME_MIN_HISTORY.load(Ordering::Relaxed);
         let time_gap = TIME_GAP_HOURS.load(Ordering::Relaxed).clamp(1, 12) as usize;
         let small_amount = Decimal::new(500, 2);
+        let first_match = FIRST_MATCH.load(Ordering::Relaxed) == 1;
         let mut keyed = Keyed::<Customer>::new(states);
         let mut out = Vec::new();
         for i in 0..batch.len() {
+            let raised = out.len();
             let c = keyed.get(states, batch.slot(i));
             let t = batch.event_time(i);
             let amount = batch.amount(i);
@@ -311,6 +328,9 @@ impl RuleSet for Fraud {
             c.count += 1;
             if amount > c.max_amount {
                 c.max_amount = amount;
+            }
+            if first_match {
+                edge_rule_sdk::keep_first_match(&mut out, raised, &FIRST_MATCH_ORDER);
             }
         }
         keyed.write_back(states);

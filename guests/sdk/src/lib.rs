@@ -1030,6 +1030,28 @@ pub fn alert(
     })
 }
 
+/// Keeps, of the alerts `emits[from..]` raised for one event, only the
+/// first of them in `order` (by kind): for a rule set configured to give
+/// each event the first rule that matches, as the reference systems do.
+pub fn keep_first_match(emits: &mut Vec<Emit>, from: usize, order: &[&str]) {
+    if emits.len() < from + 2 {
+        return;
+    }
+    let rank = |e: &Emit| match e {
+        Emit::Alert(a) => order
+            .iter()
+            .position(|k| *k == a.kind)
+            .unwrap_or(order.len()),
+        Emit::Row(_) => usize::MAX,
+    };
+    let best = (from..emits.len())
+        .min_by_key(|&i| rank(&emits[i]))
+        .unwrap_or(from);
+    let kept = emits.swap_remove(best);
+    emits.truncate(from);
+    emits.push(kept);
+}
+
 /// A text value.
 pub fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
