@@ -232,6 +232,9 @@ pub struct KafkaSource {
     revoked: Vec<(i32, u32)>,
     /// A roll-back to checkpoints, not yet reported.
     rolled_back: Option<RolledBack>,
+    /// A gap in a repartition topic's offsets that the reader went back
+    /// for once: (slot, the first offset missing).
+    gap: Option<(u32, i64)>,
 }
 
 /// What a reader of a repartition topic keeps of the inputs behind it.
@@ -302,6 +305,7 @@ impl KafkaSource {
             internal: None,
             revoked: Vec::new(),
             rolled_back: None,
+            gap: None,
         })
     }
 
@@ -445,6 +449,49 @@ impl Source for KafkaSource {
                             "a record fetched again was skipped: it was read already"
                         );
                         continue;
+                    }
+                    let next = self.next[part as usize];
+                    if self.internal.is_some() && next >= 0 && offset > next {
+                        // edge writes the repartition topic without
+                        // transactions: its offsets have no gaps. A broker
+                        // that serves a later record before an earlier one
+                        // is stored (Tansu gives a batch its offsets before
+                        // it stores it) makes the reader step over the
+                        // earlier one: read again from the first missing,
+                        // once.
+                        if self.gap != Some((part, next)) {
+                            self.gap = Some((part, next));
+                            let (topic, partition) = (m.topic().to_string(), m.partition());
+                            drop(m);
+                            tracing::debug!(
+                                target: "edge::replay",
+                                topic,
+                                partition,
+                                offset,
+                                next,
+                                "offsets were skipped: reading again from the first missing"
+                            );
+                            if let Err(e) = self.consumer.seek(
+                                &topic,
+                                partition,
+                                rdkafka::Offset::Offset(next),
+                                Duration::from_secs(5),
+                            ) {
+                                tracing::warn!(
+                                    topic,
+                                    partition,
+                                    "kafka: cannot read offset {next} again: {e}"
+                                );
+                            }
+                            continue;
+                        }
+                        tracing::warn!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            "offsets {next} to {} are missing from the repartition topic (deleted by \
+                             retention?): their records are lost",
+                            offset - 1
+                        );
                     }
                     self.next[part as usize] = offset + 1;
                     let payload = m.payload().unwrap_or(&[]);
