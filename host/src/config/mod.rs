@@ -143,6 +143,19 @@ impl Default for WebhookConfig {
     }
 }
 
+/// A URL as logs show it: its scheme and host, not its path (where Slack
+/// and Discord keep the webhook's secret).
+pub fn shown_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "(not a URL)".into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let more = if rest.len() > host.len() { "/..." } else { "" };
+    format!("{}{host}{more}", &url[..scheme_end + 3])
+}
+
 /// The body a webhook is posted.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -1057,7 +1070,7 @@ impl Config {
                     "webhooks.url",
                     &format!(
                         "{:?} is not an http:// or https:// URL",
-                        crate::sink::webhook::shown_url(&hook.url)
+                        shown_url(&hook.url)
                     ),
                 );
             }

@@ -8,7 +8,7 @@
 //! `json` body carries each alert's `_id`, so a receiver can drop repeats).
 
 use super::{AlertRecord, Record};
-use crate::config::{SeverityName, WebhookConfig, WebhookFormat};
+use crate::config::{shown_url, SeverityName, WebhookConfig, WebhookFormat};
 use crate::metrics::Metrics;
 use crate::runtime::bindings::types::Severity;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,19 +23,6 @@ const DRAIN: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Discord refuses a message of more characters.
 const DISCORD_MAX: usize = 2_000;
-
-/// A URL as logs show it: its scheme and host, not its path (where Slack
-/// and Discord keep the webhook's secret).
-pub fn shown_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "(not a URL)".into();
-    };
-    let rest = &url[scheme_end + 3..];
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
-    let more = if rest.len() > host.len() { "/..." } else { "" };
-    format!("{}{host}{more}", &url[..scheme_end + 3])
-}
 
 /// An alert waiting to be posted.
 struct Queued {
