@@ -13,9 +13,9 @@
 //! twice; `violation-amount-per-flag = 1` gives that.
 
 use edge_rule_sdk::{
-    aggregate, column, json_array, json_object, money_value, round_half_up, row, share, text,
-    AggregateOp, AggregateSpec, Aggregates, ColumnType, Decimal, Emit, Field, Filter, KeyBy,
-    KeyState, Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
+    aggregate, column, filtered, flagged, json_array, json_object, money_value, round_half_up, row,
+    share, text, tumbling, window_table, AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field,
+    KeyBy, KeyState, Manifest, RuleSet, Value, Window,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,18 +37,6 @@ const CONFIG: [(&str, &AtomicU32); 1] = [("violation-amount-per-flag", &PER_FLAG
 
 const TABLE: &str = "compliance_metrics";
 
-fn flagged(name: &str, op: AggregateOp) -> AggregateSpec {
-    AggregateSpec {
-        name: name.into(),
-        op,
-        filter: Some(Filter {
-            status_in: Vec::new(),
-            kind_in: Vec::new(),
-            flagged: true,
-        }),
-    }
-}
-
 struct Compliance;
 
 impl RuleSet for Compliance {
@@ -59,37 +47,28 @@ impl RuleSet for Compliance {
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
-            windows: vec![WindowSpec {
-                name: "customer-30m".into(),
-                kind: WindowKind::Tumbling(30 * 60_000),
-                key: KeyBy::Customer,
-                allowed_lateness_ms: 0,
-                with_state: false,
-                aggregates: vec![
+            windows: vec![tumbling(
+                "customer-30m",
+                30 * 60_000,
+                KeyBy::Customer,
+                vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("total", AggregateOp::Sum(Field::Amount)),
                     aggregate("by-flag", AggregateOp::CountBy(Field::Flag)),
-                    flagged("flagged-amount", AggregateOp::Sum(Field::Amount)),
-                    flagged("flagged-count", AggregateOp::Count),
+                    filtered("flagged-amount", AggregateOp::Sum(Field::Amount), flagged()),
+                    filtered("flagged-count", AggregateOp::Count, flagged()),
                     aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
-                    flagged("flagged-events", AggregateOp::Collect),
+                    filtered("flagged-events", AggregateOp::Collect, flagged()),
                     aggregate(
                         "amount-by-flag",
                         AggregateOp::SumBy((Field::Flag, Field::Amount)),
                     ),
                 ],
-            }],
-            tables: vec![TableSpec {
-                name: TABLE.into(),
-                key: vec!["customer_id".into(), "window_start".into()],
-                columns: vec![
-                    column("customer_id", ColumnType::Text, "The customer."),
-                    column(
-                        "window_start",
-                        ColumnType::Time,
-                        "Window start (inclusive).",
-                    ),
-                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+            )],
+            tables: vec![window_table(
+                TABLE,
+                Some(column("customer_id", ColumnType::Text, "The customer.")),
+                vec![
                     column(
                         "transaction_count",
                         ColumnType::Int,
@@ -158,7 +137,7 @@ impl RuleSet for Compliance {
                         "Score below 0.7 or a sanctions check required.",
                     ),
                 ],
-            }],
+            )],
         }
     }
 

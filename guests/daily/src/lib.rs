@@ -11,9 +11,9 @@
 //! merchant count only in `daily_metrics`.
 
 use edge_rule_sdk::{
-    aggregate, average, column, money_value, round_half_up, row, share, text, AggregateOp,
-    AggregateSpec, Aggregates, Column, ColumnType, Emit, Field, Filter, KeyBy, KeyState, Manifest,
-    RuleSet, TableSpec, TxnStatus, Value, Window, WindowKind, WindowSpec,
+    aggregate, average, column, filtered, money_value, round_half_up, row, share, text, tumbling,
+    window_table, with_status, AggregateOp, Aggregates, Column, ColumnType, Emit, Field, KeyBy,
+    KeyState, Manifest, RuleSet, TableSpec, TxnStatus, Value, Window, WindowSpec,
 };
 
 const DAY: i64 = 86_400_000;
@@ -28,28 +28,24 @@ const SUCCESS_VOLUME: usize = 4;
 const CUSTOMERS: usize = 5;
 const MERCHANTS: usize = 6;
 
-fn with_status(name: &str, status: TxnStatus, op: AggregateOp) -> AggregateSpec {
-    AggregateSpec {
-        name: name.into(),
-        op,
-        filter: Some(Filter {
-            status_in: vec![status],
-            kind_in: Vec::new(),
-            flagged: false,
-        }),
-    }
-}
-
 fn daily(name: &str, key: KeyBy) -> WindowSpec {
     let mut aggregates = vec![
         aggregate("count", AggregateOp::Count),
         aggregate("volume", AggregateOp::Sum(Field::Amount)),
-        with_status("successes", TxnStatus::Completed, AggregateOp::Count),
-        with_status("failures", TxnStatus::Failed, AggregateOp::Count),
-        with_status(
+        filtered(
+            "successes",
+            AggregateOp::Count,
+            with_status(TxnStatus::Completed),
+        ),
+        filtered(
+            "failures",
+            AggregateOp::Count,
+            with_status(TxnStatus::Failed),
+        ),
+        filtered(
             "success-volume",
-            TxnStatus::Completed,
             AggregateOp::Sum(Field::Amount),
+            with_status(TxnStatus::Completed),
         ),
         aggregate("customers", AggregateOp::Distinct(Field::Customer)),
     ];
@@ -59,27 +55,11 @@ fn daily(name: &str, key: KeyBy) -> WindowSpec {
             AggregateOp::Distinct(Field::Merchant),
         ));
     }
-    WindowSpec {
-        name: name.into(),
-        kind: WindowKind::Tumbling(DAY),
-        key,
-        allowed_lateness_ms: 0,
-        with_state: false,
-        aggregates,
-    }
+    tumbling(name, DAY, key, aggregates)
 }
 
 fn table(name: &str, key: Option<Column>, more: Vec<Column>) -> TableSpec {
-    let mut columns: Vec<Column> = key.into_iter().collect();
-    let mut keys: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-    keys.push("window_start".into());
-    columns.extend([
-        column(
-            "window_start",
-            ColumnType::Time,
-            "The day's start, 00:00 UTC.",
-        ),
-        column("window_end", ColumnType::Time, "The next day's start."),
+    let mut columns = vec![
         column(
             "transaction_count",
             ColumnType::Int,
@@ -109,13 +89,9 @@ fn table(name: &str, key: Option<Column>, more: Vec<Column>) -> TableSpec {
             "total_volume / transaction_count, half-up to 2 places.",
         ),
         column("unique_customers", ColumnType::Int, "Distinct customers."),
-    ]);
+    ];
     columns.extend(more);
-    TableSpec {
-        name: name.into(),
-        key: keys,
-        columns,
-    }
+    window_table(name, key, columns)
 }
 
 struct Daily;

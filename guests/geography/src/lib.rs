@@ -7,9 +7,9 @@
 //! Events without a location have no country and are in no row.
 
 use edge_rule_sdk::{
-    aggregate, column, dims, json_object, money_value, round_half_up, row, text, AggregateOp,
-    Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, RuleSet, TableSpec,
-    Value, Window, WindowKind, WindowSpec,
+    aggregate, column, dims, json_object, money_value, round_half_up, row, text, tumbling,
+    window_table, AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState,
+    Manifest, RuleSet, Value, Window,
 };
 
 const COUNT: usize = 0;
@@ -31,13 +31,11 @@ impl RuleSet for Geography {
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
-            windows: vec![WindowSpec {
-                name: "country-5m".into(),
-                kind: WindowKind::Tumbling(5 * 60_000),
-                key: KeyBy::Country,
-                allowed_lateness_ms: 0,
-                with_state: false,
-                aggregates: vec![
+            windows: vec![tumbling(
+                "country-5m",
+                5 * 60_000,
+                KeyBy::Country,
+                vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("total", AggregateOp::Sum(Field::Amount)),
                     aggregate("cities", AggregateOp::CountBy(Field::City)),
@@ -49,22 +47,15 @@ impl RuleSet for Geography {
                     aggregate("currencies", AggregateOp::CountBy(Field::Currency)),
                     aggregate("customers", AggregateOp::Distinct(Field::Customer)),
                 ],
-            }],
-            tables: vec![TableSpec {
-                name: TABLE.into(),
-                key: vec!["country".into(), "window_start".into()],
-                columns: vec![
-                    column(
-                        "country",
-                        ColumnType::Text,
-                        "The country, as the source gave it.",
-                    ),
-                    column(
-                        "window_start",
-                        ColumnType::Time,
-                        "Window start (inclusive).",
-                    ),
-                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+            )],
+            tables: vec![window_table(
+                TABLE,
+                Some(column(
+                    "country",
+                    ColumnType::Text,
+                    "The country, as the source gave it.",
+                )),
+                vec![
                     column(
                         "transaction_count",
                         ColumnType::Int,
@@ -85,7 +76,7 @@ impl RuleSet for Geography {
                     ),
                     column("currencies", ColumnType::Json, "Transactions per currency."),
                 ],
-            }],
+            )],
         }
     }
 

@@ -17,9 +17,9 @@
 //! (config keys `high-spender` and `moderate-spender`).
 
 use edge_rule_sdk::{
-    aggregate, column, dims, json_object, money_value, round_half_up, row, share, text,
-    AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Merchant,
-    Reader, RuleSet, State, TableSpec, Value, Window, WindowKind, WindowSpec, Writer,
+    aggregate, column, dims, json_object, money_value, round_half_up, row, share, text, tumbling,
+    window_table, AggregateOp, Aggregates, ColumnType, Decimal, Emit, Field, KeyBy, KeyState,
+    Manifest, Merchant, Reader, RuleSet, State, Value, Window, WindowSpec, Writer,
 };
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,34 +99,28 @@ impl RuleSet for Lifecycle {
             state_key: None,
             state_ttl_ms: 90 * DAY,
             windows: vec![WindowSpec {
-                name: "customer-15m".into(),
-                kind: WindowKind::Tumbling(15 * 60_000),
-                key: KeyBy::Customer,
-                allowed_lateness_ms: 0,
                 with_state: !cfg!(feature = "host-state"),
-                aggregates: vec![
-                    aggregate("count", AggregateOp::Count),
-                    aggregate("spend", AggregateOp::Sum(Field::Amount)),
-                    aggregate("channels", AggregateOp::CountBy(Field::Channel)),
-                    aggregate(
-                        "by-merchant",
-                        AggregateOp::SumBy((Field::Merchant, Field::Amount)),
-                    ),
-                    aggregate("cities", AggregateOp::CountBy(Field::City)),
-                    aggregate("devices", AggregateOp::CountBy(Field::Device)),
-                ],
+                ..tumbling(
+                    "customer-15m",
+                    15 * 60_000,
+                    KeyBy::Customer,
+                    vec![
+                        aggregate("count", AggregateOp::Count),
+                        aggregate("spend", AggregateOp::Sum(Field::Amount)),
+                        aggregate("channels", AggregateOp::CountBy(Field::Channel)),
+                        aggregate(
+                            "by-merchant",
+                            AggregateOp::SumBy((Field::Merchant, Field::Amount)),
+                        ),
+                        aggregate("cities", AggregateOp::CountBy(Field::City)),
+                        aggregate("devices", AggregateOp::CountBy(Field::Device)),
+                    ],
+                )
             }],
-            tables: vec![TableSpec {
-                name: TABLE.into(),
-                key: vec!["customer_id".into(), "window_start".into()],
-                columns: vec![
-                    column("customer_id", ColumnType::Text, "The customer."),
-                    column(
-                        "window_start",
-                        ColumnType::Time,
-                        "Window start (inclusive).",
-                    ),
-                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+            tables: vec![window_table(
+                TABLE,
+                Some(column("customer_id", ColumnType::Text, "The customer.")),
+                vec![
                     column(
                         "tier",
                         ColumnType::Text,
@@ -189,7 +183,7 @@ impl RuleSet for Lifecycle {
                         "Spend seen for the customer so far.",
                     ),
                 ],
-            }],
+            )],
         }
     }
 

@@ -8,8 +8,8 @@
 
 use edge_rule_sdk::{
     aggregate, average, column, dims, json_object, money_value, nullable, round_half_up, row,
-    share, text, AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit, Field, KeyBy, KeyState,
-    Manifest, RuleSet, TableSpec, Value, Window, WindowKind, WindowSpec,
+    share, text, tumbling, window_table, AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit,
+    Field, KeyBy, KeyState, Manifest, RuleSet, Value, Window,
 };
 
 const COUNT: usize = 0;
@@ -39,13 +39,11 @@ impl RuleSet for Merchant {
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
-            windows: vec![WindowSpec {
-                name: "merchant-10m".into(),
-                kind: WindowKind::Tumbling(10 * 60_000),
-                key: KeyBy::Merchant,
-                allowed_lateness_ms: 0,
-                with_state: false,
-                aggregates: vec![
+            windows: vec![tumbling(
+                "merchant-10m",
+                10 * 60_000,
+                KeyBy::Merchant,
+                vec![
                     aggregate("count", AggregateOp::Count),
                     aggregate("revenue", AggregateOp::Sum(Field::Amount)),
                     aggregate("customers", AggregateOp::Distinct(Field::Customer)),
@@ -61,18 +59,11 @@ impl RuleSet for Merchant {
                     aggregate("min", AggregateOp::Min(Field::Amount)),
                     aggregate("max", AggregateOp::Max(Field::Amount)),
                 ],
-            }],
-            tables: vec![TableSpec {
-                name: TABLE.into(),
-                key: vec!["merchant_id".into(), "window_start".into()],
-                columns: vec![
-                    column("merchant_id", ColumnType::Text, "The merchant."),
-                    column(
-                        "window_start",
-                        ColumnType::Time,
-                        "Window start (inclusive).",
-                    ),
-                    column("window_end", ColumnType::Time, "Window end (exclusive)."),
+            )],
+            tables: vec![window_table(
+                TABLE,
+                Some(column("merchant_id", ColumnType::Text, "The merchant.")),
+                vec![
                     column(
                         "merchant_name",
                         ColumnType::Text,
@@ -126,7 +117,7 @@ impl RuleSet for Merchant {
                     ),
                     column("locations", ColumnType::Json, "Transactions per city."),
                 ],
-            }],
+            )],
         }
     }
 

@@ -14,10 +14,10 @@
 //! Types and statuses are written in the reference's spelling, upper case.
 
 use edge_rule_sdk::{
-    aggregate, average, column, json_object, money_value, round_half_up, row, share, text, upper,
-    AggregateOp, AggregateSpec, Aggregates, Column, ColumnType, Decimal, Emit, Field, Filter,
-    KeyBy, KeyState, Manifest, RuleSet, TableSpec, TxnStatus, Value, Window, WindowKind,
-    WindowSpec,
+    aggregate, average, column, filtered, json_object, money_value, round_half_up, row, share,
+    text, tumbling, window_table, with_status, AggregateOp, AggregateSpec, Aggregates, Column,
+    ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, RuleSet, TableSpec, TxnStatus,
+    Value, Window, WindowSpec,
 };
 
 const MINUTE: i64 = 60_000;
@@ -49,31 +49,17 @@ fn common() -> Vec<AggregateSpec> {
     ]
 }
 
-fn tumbling(name: &str, minutes: i64, key: KeyBy, more: Vec<AggregateSpec>) -> WindowSpec {
+/// A window of `minutes` keyed by `key`: the common aggregates, then `more`.
+fn window(name: &str, minutes: i64, key: KeyBy, more: Vec<AggregateSpec>) -> WindowSpec {
     let mut aggregates = common();
     aggregates.extend(more);
-    WindowSpec {
-        name: name.into(),
-        kind: WindowKind::Tumbling(minutes * MINUTE),
-        key,
-        allowed_lateness_ms: 0,
-        with_state: false,
-        aggregates,
-    }
+    tumbling(name, minutes * MINUTE, key, aggregates)
 }
 
 /// A table keyed by `key` and the window's start, with the window's bounds
 /// and the columns every table of this rule set has, then `more`.
 fn table(name: &str, key: Column, more: Vec<Column>) -> TableSpec {
-    let key_name = key.name.clone();
     let mut columns = vec![
-        key,
-        column(
-            "window_start",
-            ColumnType::Time,
-            "Window start (inclusive).",
-        ),
-        column("window_end", ColumnType::Time, "Window end (exclusive)."),
         column(
             "transaction_count",
             ColumnType::Int,
@@ -93,16 +79,12 @@ fn table(name: &str, key: Column, more: Vec<Column>) -> TableSpec {
         ),
     ];
     columns.extend(more);
-    TableSpec {
-        name: name.into(),
-        key: vec![key_name, "window_start".into()],
-        columns,
-    }
+    window_table(name, Some(key), columns)
 }
 
 /// Per-type (or per-status) counts with the reference's upper-case names.
 fn upper_counts<'a>(entries: impl Iterator<Item = (&'a str, u64)>) -> String {
-    let entries: Vec<(String, u64)> = entries.map(|(k, n)| (upper(k), n)).collect();
+    let entries: Vec<(String, u64)> = entries.map(|(k, n)| (k.to_ascii_uppercase(), n)).collect();
     json_object(entries.iter().map(|(k, n)| (k.as_str(), *n)), false)
 }
 
@@ -120,23 +102,19 @@ struct Metrics;
 
 impl RuleSet for Metrics {
     fn manifest() -> Manifest {
-        let completed = AggregateSpec {
-            name: "completed".into(),
-            op: AggregateOp::Count,
-            filter: Some(Filter {
-                status_in: vec![TxnStatus::Completed],
-                kind_in: Vec::new(),
-                flagged: false,
-            }),
-        };
+        let completed = filtered(
+            "completed",
+            AggregateOp::Count,
+            with_status(TxnStatus::Completed),
+        );
         Manifest {
             name: "metrics".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
             windows: vec![
-                tumbling(CUSTOMER_5M, 5, KeyBy::Customer, Vec::new()),
-                tumbling(
+                window(CUSTOMER_5M, 5, KeyBy::Customer, Vec::new()),
+                window(
                     TYPE_1M,
                     1,
                     KeyBy::Kind,
@@ -146,7 +124,7 @@ impl RuleSet for Metrics {
                         aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
                     ],
                 ),
-                tumbling(
+                window(
                     HOUR_1H,
                     60,
                     KeyBy::HourOfDay,
@@ -249,7 +227,7 @@ impl RuleSet for Metrics {
                 "transaction_metrics"
             }
             TYPE_1M => {
-                values[0] = text(upper(&window.key));
+                values[0] = text(window.key.to_ascii_uppercase());
                 values.extend([
                     Value::Float(share(aggs.count(COMPLETED), count, 0.0)),
                     Value::Text(upper_counts(aggs.counts(STATUSES))),
@@ -264,7 +242,7 @@ impl RuleSet for Metrics {
                     .map_err(|_| format!("hour of day {:?} is not a number", window.key))?;
                 let spend: Vec<(String, Decimal)> = aggs
                     .sums(SPEND_BY_TYPE)
-                    .map(|(kind, sum)| (upper(kind), round_half_up(sum, 4)))
+                    .map(|(kind, sum)| (kind.to_ascii_uppercase(), round_half_up(sum, 4)))
                     .collect();
                 let customers = aggs.count(CUSTOMERS);
                 values[0] = Value::Int(i64::from(hour));
@@ -274,11 +252,7 @@ impl RuleSet for Metrics {
                         true,
                     )),
                     Value::Int(customers as i64),
-                    Value::Float(if customers == 0 {
-                        0.0
-                    } else {
-                        (count as f64 / customers as f64 * 10_000.0).round() / 10_000.0
-                    }),
+                    Value::Float(share(count, customers, 0.0)),
                     text(peak_period(hour)),
                 ]);
                 "time_pattern_metrics"

@@ -21,9 +21,9 @@
 //! transactions, flagged transactions and the mean risk score.
 
 use edge_rule_sdk::{
-    aggregate, average, column, json_array, money_value, nullable, round_half_up, row, share, text,
-    AggregateOp, AggregateSpec, Aggregates, ColumnType, Decimal, Emit, Field, Filter, KeyBy,
-    KeyState, Manifest, RuleSet, TableSpec, TxnKind, Value, Window, WindowKind, WindowSpec,
+    aggregate, average, column, filtered, flagged, json_array, money_value, nullable, round4,
+    round_half_up, row, share, text, tumbling, window_table, with_kind, AggregateOp, Aggregates,
+    ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, RuleSet, TxnKind, Value, Window,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -90,7 +90,7 @@ impl Seen {
         let mean = self.mean_score.unwrap_or(0.0).clamp(0.0, 1.0);
         let high_share = share(self.high_risk, self.count, 0.0);
         let score = 0.4 * mean + 0.3 * high_share + 0.06 * factors as f64;
-        (score.min(1.0) * 10_000.0).round() / 10_000.0
+        round4(score.min(1.0))
     }
 }
 
@@ -117,22 +117,14 @@ fn high_risk<'a>(levels: impl Iterator<Item = (&'a str, u64)>) -> u64 {
 
 /// A mean score to 4 places, or null.
 fn mean_value(mean: Option<f64>) -> Value {
-    mean.map_or(Value::Null, |m| {
-        Value::Float((m * 10_000.0).round() / 10_000.0)
-    })
+    mean.map_or(Value::Null, |m| Value::Float(round4(m)))
 }
 
-fn stats_table() -> TableSpec {
-    TableSpec {
-        name: "risk_stats".into(),
-        key: vec!["window_start".into()],
-        columns: vec![
-            column(
-                "window_start",
-                ColumnType::Time,
-                "Window start (inclusive).",
-            ),
-            column("window_end", ColumnType::Time, "Window end (exclusive)."),
+fn stats_table() -> edge_rule_sdk::TableSpec {
+    window_table(
+        "risk_stats",
+        None,
+        vec![
             column(
                 "transaction_count",
                 ColumnType::Int,
@@ -162,7 +154,7 @@ fn stats_table() -> TableSpec {
                 "Mean risk score in [0, 1] of the transactions that have one.",
             )),
         ],
-    }
+    )
 }
 
 fn stats_row(window: &Window, aggs: &Aggregates<'_>) -> Emit {
@@ -189,28 +181,22 @@ struct Risk;
 
 impl RuleSet for Risk {
     fn manifest() -> Manifest {
-        let wires = AggregateSpec {
-            name: "wires".into(),
-            op: AggregateOp::Count,
-            filter: Some(Filter {
-                status_in: Vec::new(),
-                kind_in: vec![TxnKind::WireTransfer],
-                flagged: false,
-            }),
-        };
+        let wires = filtered(
+            "wires",
+            AggregateOp::Count,
+            with_kind(TxnKind::WireTransfer),
+        );
         Manifest {
             name: "risk".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             state_key: None,
             state_ttl_ms: 0,
             windows: vec![
-                WindowSpec {
-                    name: CUSTOMER_10M.into(),
-                    kind: WindowKind::Tumbling(10 * 60_000),
-                    key: KeyBy::Customer,
-                    allowed_lateness_ms: 0,
-                    with_state: false,
-                    aggregates: vec![
+                tumbling(
+                    CUSTOMER_10M,
+                    10 * 60_000,
+                    KeyBy::Customer,
+                    vec![
                         aggregate("count", AggregateOp::Count),
                         aggregate("exposure", AggregateOp::Sum(Field::Amount)),
                         aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
@@ -218,44 +204,27 @@ impl RuleSet for Risk {
                         aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
                         wires,
                     ],
-                },
-                WindowSpec {
-                    name: STATS_5S.into(),
-                    kind: WindowKind::Tumbling(5_000),
-                    key: KeyBy::Global,
-                    allowed_lateness_ms: 0,
-                    with_state: false,
-                    aggregates: vec![
+                ),
+                tumbling(
+                    STATS_5S,
+                    5_000,
+                    KeyBy::Global,
+                    vec![
                         aggregate("count", AggregateOp::Count),
                         aggregate("total", AggregateOp::Sum(Field::Amount)),
                         aggregate("risk-levels", AggregateOp::CountBy(Field::RiskLevel)),
                         aggregate("mean-score", AggregateOp::Avg(Field::RiskScore)),
                         aggregate("largest", AggregateOp::Max(Field::Amount)),
                         aggregate("customers", AggregateOp::Distinct(Field::Customer)),
-                        AggregateSpec {
-                            name: "flagged".into(),
-                            op: AggregateOp::Count,
-                            filter: Some(Filter {
-                                status_in: Vec::new(),
-                                kind_in: Vec::new(),
-                                flagged: true,
-                            }),
-                        },
+                        filtered("flagged", AggregateOp::Count, flagged()),
                     ],
-                },
+                ),
             ],
             tables: vec![
-                TableSpec {
-                    name: TABLE.into(),
-                    key: vec!["customer_id".into(), "window_start".into()],
-                    columns: vec![
-                        column("customer_id", ColumnType::Text, "The customer."),
-                        column(
-                            "window_start",
-                            ColumnType::Time,
-                            "Window start (inclusive).",
-                        ),
-                        column("window_end", ColumnType::Time, "Window end (exclusive)."),
+                window_table(
+                    TABLE,
+                    Some(column("customer_id", ColumnType::Text, "The customer.")),
+                    vec![
                         column(
                             "transaction_count",
                             ColumnType::Int,
@@ -298,7 +267,7 @@ impl RuleSet for Risk {
                             "The score graded: CRITICAL > 0.8, HIGH > 0.6, MEDIUM > 0.3, LOW.",
                         ),
                     ],
-                },
+                ),
                 stats_table(),
             ],
         }

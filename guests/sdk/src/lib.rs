@@ -981,14 +981,13 @@ pub fn share(part: u64, whole: u64, empty: f64) -> f64 {
     if whole == 0 {
         empty
     } else {
-        (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
+        round4(part as f64 / whole as f64)
     }
 }
 
-/// A kind, status or similar name in the reference systems' spelling:
-/// upper case (`wire_transfer` becomes `WIRE_TRANSFER`).
-pub fn upper(name: &str) -> String {
-    name.to_ascii_uppercase()
+/// A score or ratio rounded to 4 places.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 /// A table row.
@@ -1078,6 +1077,85 @@ pub fn aggregate(name: &str, op: AggregateOp) -> AggregateSpec {
         name: name.to_string(),
         op,
         filter: None,
+    }
+}
+
+/// An aggregate over the events `filter` accepts.
+pub fn filtered(name: &str, op: AggregateOp, filter: Filter) -> AggregateSpec {
+    AggregateSpec {
+        name: name.to_string(),
+        op,
+        filter: Some(filter),
+    }
+}
+
+/// Events with status `status`.
+pub fn with_status(status: TxnStatus) -> Filter {
+    Filter {
+        status_in: vec![status],
+        kind_in: Vec::new(),
+        flagged: false,
+    }
+}
+
+/// Events of kind `kind`.
+pub fn with_kind(kind: TxnKind) -> Filter {
+    Filter {
+        status_in: Vec::new(),
+        kind_in: vec![kind],
+        flagged: false,
+    }
+}
+
+/// Events with at least one compliance flag.
+pub fn flagged() -> Filter {
+    Filter {
+        status_in: Vec::new(),
+        kind_in: Vec::new(),
+        flagged: true,
+    }
+}
+
+/// A tumbling window of `size_ms` keyed by `key`, with no allowed
+/// lateness and no state delivered with it.
+pub fn tumbling(
+    name: &str,
+    size_ms: i64,
+    key: KeyBy,
+    aggregates: Vec<AggregateSpec>,
+) -> WindowSpec {
+    WindowSpec {
+        name: name.to_string(),
+        kind: WindowKind::Tumbling(size_ms),
+        key,
+        allowed_lateness_ms: 0,
+        with_state: false,
+        aggregates,
+    }
+}
+
+/// A table of window rows: its columns are `key` (none for a window keyed
+/// `global`), `window_start`, `window_end`, then `more`; a row is
+/// identified by its key and window start.
+pub fn window_table(name: &str, key: Option<Column>, more: Vec<Column>) -> TableSpec {
+    let mut columns: Vec<Column> = key.into_iter().collect();
+    let mut keys: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    keys.push("window_start".into());
+    columns.push(column(
+        "window_start",
+        ColumnType::Time,
+        "Window start (inclusive).",
+    ));
+    columns.push(column(
+        "window_end",
+        ColumnType::Time,
+        "Window end (exclusive).",
+    ));
+    columns.extend(more);
+    TableSpec {
+        name: name.to_string(),
+        columns,
+        key: keys,
     }
 }
 
