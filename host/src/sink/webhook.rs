@@ -62,7 +62,7 @@ struct Hook {
     rules: Vec<String>,
     kinds: Vec<String>,
     min_severity: SeverityName,
-    queue: Option<SyncSender<Queued>>,
+    queue: Option<SyncSender<Arc<Queued>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -135,24 +135,28 @@ impl Webhooks {
         let Record::Alert(a) = record else {
             return;
         };
+        // Made once, for the first webhook that takes the alert, and shared.
+        let mut shared: Option<Arc<Queued>> = None;
         for hook in self.hooks.iter().filter(|h| h.wants(a)) {
             let Some(queue) = &hook.queue else {
                 continue;
             };
-            let mut json = Vec::new();
-            record.write_json(&mut json);
-            let queued = Queued {
-                json: String::from_utf8_lossy(&json).into_owned(),
-                rule_set: a.rule_set.clone(),
-                kind: a.alert.kind.clone(),
-                severity: a.alert.severity,
-                score: a.alert.score,
-                customer: a.alert.customer_id.clone(),
-                transaction: a.alert.transaction_id.clone(),
-                reason: a.alert.reason.clone(),
-                event_time: a.alert.event_time,
-            };
-            match queue.try_send(queued) {
+            let queued = shared.get_or_insert_with(|| {
+                let mut json = Vec::new();
+                record.write_json(&mut json);
+                Arc::new(Queued {
+                    json: String::from_utf8_lossy(&json).into_owned(),
+                    rule_set: a.rule_set.clone(),
+                    kind: a.alert.kind.clone(),
+                    severity: a.alert.severity,
+                    score: a.alert.score,
+                    customer: a.alert.customer_id.clone(),
+                    transaction: a.alert.transaction_id.clone(),
+                    reason: a.alert.reason.clone(),
+                    event_time: a.alert.event_time,
+                })
+            });
+            match queue.try_send(queued.clone()) {
                 Ok(()) => self.metrics.webhook(&hook.name, |s| s.queued += 1),
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     let mut first = false;
@@ -236,7 +240,7 @@ enum Outcome {
 }
 
 impl Poster {
-    fn run(mut self, queued: Receiver<Queued>) {
+    fn run(mut self, queued: Receiver<Arc<Queued>>) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(self.config.timeout_ms.max(1))))
             .http_status_as_error(false)
@@ -354,7 +358,7 @@ impl Poster {
     }
 
     /// The body of a post of `batch`, in the webhook's format.
-    fn body(&self, batch: &[Queued]) -> String {
+    fn body(&self, batch: &[Arc<Queued>]) -> String {
         match self.config.format {
             WebhookFormat::Json => {
                 let mut out = format!(r#"{{"source":"edge","count":{},"alerts":["#, batch.len());
@@ -381,7 +385,7 @@ impl Poster {
 }
 
 /// A chat message for `batch`, `bold` being the markup's bold marker.
-fn text(batch: &[Queued], bold: &str) -> String {
+fn text(batch: &[Arc<Queued>], bold: &str) -> String {
     let mut out = format!(
         "edge: {} alert{}",
         batch.len(),
