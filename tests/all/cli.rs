@@ -383,7 +383,7 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
     let mut bytes = std::fs::read(guests::MERCHANT).unwrap();
     let mut patched = 0;
     for name in [&b"rule"[..], b"host", b"types"] {
-        let current = [&b"edge:rules/"[..], name, b"@0.3.0"].concat();
+        let current = [&b"edge:rules/"[..], name, b"@0.4.0"].concat();
         let mut at = 0;
         while let Some(i) = bytes[at..]
             .windows(current.len())
@@ -423,7 +423,7 @@ fn rules_check_prints_manifests_and_refuses_what_is_not_a_rule_set() {
     let report = text(&bad);
     assert!(
         report.contains(
-            "built against edge:rules@0.1.0, and this edge runs edge:rules@0.3.0; rebuild it"
+            "built against edge:rules@0.1.0, and this edge runs edge:rules@0.4.0; rebuild it"
         ),
         "{report}"
     );

@@ -338,3 +338,148 @@ fn csv_input_decodes_and_rejects_like_json() {
     let rows = read_jsonl(&out.path().join("merchant_metrics.jsonl"));
     assert_eq!(rows[0]["revenue"], "20.00");
 }
+
+/// The `seen` rows' attributes, by transaction id.
+fn seen_attributes(out: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+    read_jsonl(&out.join("seen.jsonl"))
+        .into_iter()
+        .map(|r| {
+            let id = r["transaction_id"].as_str().unwrap().to_string();
+            (id, r["attributes"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn attributes_reach_rule_sets_from_json_csv_and_debezium() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let attributes: BTreeMap<String, String> = [
+        ("order_id", "order_id"),
+        ("product", "item.product_id"),
+        ("quantity", "item.quantity"),
+        ("gift", "gift"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let attributed = |id: &str, item: &str, rest: &str| {
+        GOOD.replace("ID", id).replacen(
+            "{",
+            &format!("{{\"order_id\":\"O-1\",\"item\":{item},{rest}"),
+            1,
+        )
+    };
+    let long = "x".repeat(300);
+    let json_input = dir.path().join("events.jsonl");
+    let lines = [
+        attributed(
+            "j-1",
+            r#"{"product_id":"P1","quantity":3}"#,
+            r#""gift":true,"#,
+        ),
+        attributed("j-2", r#"{"product_id":"P2"}"#, r#""gift":null,"#),
+        GOOD.replace("ID", "j-3"),
+        attributed("j-4", r#"{"product_id":{"sku":"P3"}}"#, ""),
+        attributed("j-5", &format!(r#"{{"product_id":"{long}"}}"#), ""),
+    ];
+    std::fs::write(&json_input, lines.join("\n") + "\n").unwrap();
+    let (out, summary) = run_pipeline(&[guests::TALLY], |c| {
+        c.source = file_source(&json_input);
+        c.decode.attributes = attributes.clone();
+    })
+    .unwrap();
+    assert_eq!(summary.events, 3);
+    let seen = seen_attributes(out.path());
+    assert_eq!(
+        seen["j-1"],
+        json!({"gift": "true", "order_id": "O-1", "product": "P1", "quantity": "3"})
+    );
+    assert_eq!(seen["j-2"], json!({"order_id": "O-1", "product": "P2"}));
+    assert_eq!(seen["j-3"], json!({}));
+    let letters = read_jsonl(&out.path().join("dead_letter.jsonl"));
+    let reasons: Vec<(String, String)> = letters
+        .iter()
+        .map(|d| {
+            let detail = d["detail"].as_str().unwrap_or_default();
+            (
+                d["reason"].as_str().unwrap().to_string(),
+                detail.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "wrong_type");
+    assert!(
+        reasons[0].1.contains("attribute product (item.product_id)"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, "field_too_long");
+    assert!(
+        reasons[1].1.starts_with("product is 300 bytes"),
+        "{reasons:?}"
+    );
+
+    // CSV: an attribute is a column.
+    let csv_input = dir.path().join("events.csv");
+    std::fs::write(
+        &csv_input,
+        "transaction_id,customer_id,transaction_type,amount,created_at,order_id,sku\n\
+         c-1,k1,purchase,12.50,2026-01-05T00:00:00Z,O-9,A7\n\
+         c-2,k1,purchase,2.50,2026-01-05T00:00:01Z,O-9,\n",
+    )
+    .unwrap();
+    let (out, _) = run_pipeline(&[guests::TALLY], |c| {
+        c.source = file_source(&csv_input);
+        c.decode.attributes = [("order_id", "order_id"), ("product", "sku")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    })
+    .unwrap();
+    let seen = seen_attributes(out.path());
+    assert_eq!(seen["c-1"], json!({"order_id": "O-9", "product": "A7"}));
+    assert_eq!(seen["c-2"], json!({"order_id": "O-9"}));
+
+    // Debezium: attributes are read from the row, a NUMERIC column as its
+    // exact decimal text.
+    let change = json!({
+        "schema": {"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": [
+            {"field": "unit_price", "type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2"}}
+        ]}]},
+        "payload": {
+            "op": "c",
+            "before": null,
+            "after": {
+                "transaction_id": "d-1", "customer_id": "k1", "transaction_type": "PURCHASE",
+                "amount": "12.00", "created_at": "2026-01-05T00:00:00Z",
+                "order_id": 41, "unit_price": "BLA="
+            },
+            "source": {"table": "order_items"},
+            "ts_ms": 1767571200000i64
+        }
+    });
+    let debezium_input = dir.path().join("changes.jsonl");
+    std::fs::write(&debezium_input, format!("{change}\n")).unwrap();
+    let (out, summary) = run_pipeline(&[guests::TALLY], |c| {
+        c.source = file_source(&debezium_input);
+        c.source.format = Some(edge::model::Format::Debezium);
+        c.decode.attributes = [("order_id", "order_id"), ("unit_price", "unit_price")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    })
+    .unwrap();
+    assert_eq!(
+        summary.events,
+        1,
+        "{:?}",
+        read_jsonl(&out.path().join("dead_letter.jsonl"))
+    );
+    let seen = seen_attributes(out.path());
+    // 0x04b0 = 1200, at scale 2.
+    assert_eq!(
+        seen["d-1"],
+        json!({"order_id": "41", "unit_price": "12.00"})
+    );
+}

@@ -178,10 +178,12 @@ fn merchant_rows_with_exact_revenue_and_half_up_average() {
     assert_eq!(m1["retention"], 0.3333);
     assert_eq!(m1["merchant_name"], "Corner Grocer");
     assert_eq!(m1["category"], "grocery");
-    assert_eq!(
-        m1["amount_ranges"],
-        json!({"<10": 1, "10-50": 0, "50-100": 1, "100-500": 1, "500-1000": 0, "1000-5000": 1, ">=5000": 0})
-    );
+    let counts = json!({"<10": 1, "10-50": 0, "50-100": 1, "100-500": 1, "500-1000": 0, "1000-5000": 1, ">=5000": 0});
+    assert_eq!(m1["amount_ranges"], counts);
+    assert_eq!(m1["amount_range_counts"], counts);
+    // The amounts 100.00, 50.10, 0.01 and 1000.00, each added to its band.
+    let totals = json!({"<10": "0.01", "10-50": "0", "50-100": "50.10", "100-500": "100.00", "500-1000": "0", "1000-5000": "1000.00", ">=5000": "0"});
+    assert_eq!(m1["amount_range_totals"], totals);
     assert_eq!(m1["locations"], json!({"New York": 3, "Chicago": 1}));
     let m2 = by_key(&rows, "M2", "2026-01-05T00:00:00.000Z");
     assert_eq!(m2["revenue"], "0.05");
@@ -202,6 +204,19 @@ fn merchant_rows_with_exact_revenue_and_half_up_average() {
         ids(&rows),
         ids(&read_jsonl(&again.path().join("merchant_metrics.jsonl")))
     );
+    // The reference's amount ranges: the sums.
+    let (sums, _) = run_pipeline(&[guests::MERCHANT], |c| {
+        c.source = file_source(&fixture("merchant.jsonl"));
+        let merchant = c.rules.rule.entry("merchant".into()).or_default();
+        merchant
+            .config
+            .insert("amount-ranges-as-sums".into(), "1".into());
+    })
+    .unwrap();
+    let rows = read_jsonl(&sums.path().join("merchant_metrics.jsonl"));
+    let m1 = by_key(&rows, "M1", "2026-01-05T00:00:00.000Z");
+    assert_eq!(m1["amount_ranges"], totals);
+    assert_eq!(m1["amount_range_counts"], counts);
 }
 
 #[test]

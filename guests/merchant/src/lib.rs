@@ -3,14 +3,21 @@
 //! Table `merchant_metrics`: revenue (the sum of every valid transaction in
 //! the window), transaction count, average value (rounded half-up to 2
 //! places), unique customers, retention (the share of the window's customers
-//! who paid the merchant more than once in it), the amount-range distribution
-//! and the cities paid from. Name and category come from the merchant dimension.
+//! who paid the merchant more than once in it), per amount range the count
+//! and the sum of the amounts, and the cities paid from. Name and category
+//! come from the merchant dimension.
+//!
+//! `amount_ranges` counts the transactions per range and
+//! `amount_range_totals` sums their amounts. The reference's `amount_ranges`
+//! holds the sums; `amount-ranges-as-sums = 1` gives that column the sums
+//! too (the counts stay in `amount_range_counts`, which always has them).
 
 use edge_rule_sdk::{
     aggregate, average, column, dims, json_object, money_value, nullable, round_half_up, row,
     share, text, tumbling, window_table, AggregateOp, Aggregates, Bands, ColumnType, Decimal, Emit,
     Field, KeyBy, KeyState, Manifest, RuleSet, Value, Window,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const COUNT: usize = 0;
 const REVENUE: usize = 1;
@@ -20,16 +27,27 @@ const BANDS: usize = 4;
 const CITIES: usize = 5;
 const MIN: usize = 6;
 const MAX: usize = 7;
+const BAND_SUMS: usize = 8;
+
+/// 1: `amount_ranges` holds the sum of the amounts per range, as the
+/// reference's does, rather than the count.
+static RANGES_AS_SUMS: AtomicU32 = AtomicU32::new(0);
+
+/// The config keys and what each sets.
+const CONFIG: [(&str, &AtomicU32); 1] = [("amount-ranges-as-sums", &RANGES_AS_SUMS)];
 
 const TABLE: &str = "merchant_metrics";
 
 struct Merchant;
 
-fn band_bounds() -> Vec<edge_rule_sdk::WitDecimal> {
-    [10, 50, 100, 500, 1000, 5000]
-        .into_iter()
-        .map(|b| edge_rule_sdk::money(Decimal::from(b)))
-        .collect()
+fn bands() -> Bands {
+    Bands {
+        field: Field::Amount,
+        bounds: [10, 50, 100, 500, 1000, 5000]
+            .into_iter()
+            .map(|b| edge_rule_sdk::money(Decimal::from(b)))
+            .collect(),
+    }
 }
 
 impl RuleSet for Merchant {
@@ -48,16 +66,11 @@ impl RuleSet for Merchant {
                     aggregate("revenue", AggregateOp::Sum(Field::Amount)),
                     aggregate("customers", AggregateOp::Distinct(Field::Customer)),
                     aggregate("per-customer", AggregateOp::CountBy(Field::Customer)),
-                    aggregate(
-                        "bands",
-                        AggregateOp::CountByBand(Bands {
-                            field: Field::Amount,
-                            bounds: band_bounds(),
-                        }),
-                    ),
+                    aggregate("bands", AggregateOp::CountByBand(bands())),
                     aggregate("cities", AggregateOp::CountBy(Field::City)),
                     aggregate("min", AggregateOp::Min(Field::Amount)),
                     aggregate("max", AggregateOp::Max(Field::Amount)),
+                    aggregate("band-sums", AggregateOp::SumByBand(bands())),
                 ],
             )],
             tables: vec![window_table(
@@ -113,12 +126,27 @@ impl RuleSet for Merchant {
                     column(
                         "amount_ranges",
                         ColumnType::Json,
-                        "Transactions per amount range.",
+                        "Transactions per amount range (with amount-ranges-as-sums = 1, \
+                         the sum of their amounts, as the reference).",
                     ),
                     column("locations", ColumnType::Json, "Transactions per city."),
+                    column(
+                        "amount_range_counts",
+                        ColumnType::Json,
+                        "Transactions per amount range.",
+                    ),
+                    column(
+                        "amount_range_totals",
+                        ColumnType::Json,
+                        "Sum of the amounts per amount range.",
+                    ),
                 ],
             )],
         }
+    }
+
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        edge_rule_sdk::apply_settings(config, &CONFIG)
     }
 
     fn on_window(
@@ -137,6 +165,17 @@ impl RuleSet for Merchant {
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
         let optional =
             |d: Option<Decimal>| d.map_or(Value::Null, |d| money_value(round_half_up(d, 4)));
+        let counts = json_object(aggs.counts(BANDS), false);
+        let sums: Vec<(&str, Decimal)> = aggs
+            .sums(BAND_SUMS)
+            .map(|(band, sum)| (band, round_half_up(sum, 4)))
+            .collect();
+        let totals = json_object(sums.iter().map(|(k, v)| (*k, v)), true);
+        let ranges = if RANGES_AS_SUMS.load(Ordering::Relaxed) == 1 {
+            totals.clone()
+        } else {
+            counts.clone()
+        };
         Ok(vec![row(
             TABLE,
             vec![
@@ -153,8 +192,10 @@ impl RuleSet for Merchant {
                 Value::Int(unique as i64),
                 Value::Int(repeat as i64),
                 Value::Float(retention),
-                Value::Text(json_object(aggs.counts(BANDS), false)),
+                Value::Text(ranges),
                 Value::Text(json_object(aggs.counts(CITIES), false)),
+                Value::Text(counts),
+                Value::Text(totals),
             ],
         )])
     }

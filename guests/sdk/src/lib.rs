@@ -452,6 +452,32 @@ impl<'a> Batch<'a> {
     pub fn event_time(&self, i: usize) -> i64 {
         self.b.event_times[self.start + i]
     }
+    /// The names of the attributes the source maps (`[decode.attributes]`
+    /// of the host's config), in name order: attribute `j` of an event is
+    /// [`Batch::attribute_at`]`(i, j)`.
+    pub fn attribute_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.b.attribute_names.iter().map(|&n| self.text(n))
+    }
+    /// The place of the attribute `name` among [`Batch::attribute_names`];
+    /// `None` when the source does not map it.
+    pub fn attribute_index(&self, name: &str) -> Option<usize> {
+        self.attribute_names().position(|n| n == name)
+    }
+    /// Event `i`'s value of attribute `j` (see [`Batch::attribute_index`]),
+    /// as text; `None` when the record has none.
+    pub fn attribute_at(&self, i: usize, j: usize) -> Option<&str> {
+        let n = self.b.attribute_names.len();
+        if j >= n {
+            return None;
+        }
+        let v = *self.b.attributes.get((self.start + i) * n + j)?;
+        self.optional(v)
+    }
+    /// Event `i`'s value of the attribute `name`, as text; `None` when the
+    /// record has none or the source does not map it.
+    pub fn attribute(&self, i: usize, name: &str) -> Option<&str> {
+        self.attribute_at(i, self.attribute_index(name)?)
+    }
     /// Event `i`'s state slot: the index of its key in [`States`].
     pub fn slot(&self, i: usize) -> usize {
         self.b.key_slots.get(self.start + i).copied().unwrap_or(0) as usize
@@ -481,6 +507,11 @@ impl<'a> Batch<'a> {
             risk_score: self.risk_score(i),
             risk_level: self.risk_level(i),
             compliance_flags: self.flags(i).map(str::to_string).collect(),
+            attributes: (self.attribute_names().enumerate())
+                .filter_map(|(j, name)| {
+                    Some((name.to_string(), self.attribute_at(i, j)?.to_string()))
+                })
+                .collect(),
             event_time: self.event_time(i),
         }
     }
@@ -1553,6 +1584,8 @@ mod tests {
             risk_levels: vec![None],
             flag_starts: vec![0, 0],
             flag_ids: vec![],
+            attribute_names: vec![],
+            attributes: vec![],
             event_times: vec![5],
             state_keys: vec![2],
             key_slots: vec![0],
@@ -1575,6 +1608,58 @@ mod tests {
         assert_eq!(a.transaction_id.as_deref(), Some("t1"));
         assert_eq!(a.customer_id.as_deref(), Some("c1"));
         assert_eq!(a.event_time, 5);
+    }
+
+    #[test]
+    fn attributes_are_read_by_name_and_place() {
+        // Dictionary: "", t1, t2, c1, order_id, sku, O-1, A7.
+        let words = ["t1", "t2", "c1", "order_id", "sku", "O-1", "A7"];
+        let mut ends = vec![0];
+        let mut bytes = Vec::new();
+        for w in words {
+            bytes.extend_from_slice(w.as_bytes());
+            ends.push(bytes.len() as u32);
+        }
+        let batch = EventBatch {
+            dict_bytes: bytes,
+            dict_ends: ends,
+            ids: vec![1, 2],
+            customers: vec![3, 3],
+            accounts: vec![0, 0],
+            merchants: vec![0, 0],
+            kinds: vec![TxnKind::Purchase; 2],
+            statuses: vec![TxnStatus::Completed; 2],
+            money_scale: 0,
+            amounts: vec![1, 2],
+            fees: vec![0, 0],
+            currencies: vec![0, 0],
+            channels: vec![0, 0],
+            devices: vec![0, 0],
+            countries: vec![0, 0],
+            cities: vec![0, 0],
+            risk_scores: vec![None; 2],
+            risk_levels: vec![None; 2],
+            flag_starts: vec![0, 0, 0],
+            flag_ids: vec![],
+            attribute_names: vec![4, 5],
+            // Event 0: order O-1, sku A7; event 1: order O-1, no sku.
+            attributes: vec![6, 7, 6, 0],
+            event_times: vec![5, 6],
+            state_keys: vec![],
+            key_slots: vec![],
+        };
+        let b = Batch::whole(&batch);
+        assert_eq!(b.attribute_names().collect::<Vec<_>>(), ["order_id", "sku"]);
+        assert_eq!(b.attribute_index("sku"), Some(1));
+        assert_eq!(b.attribute(0, "sku"), Some("A7"));
+        assert_eq!(b.attribute(1, "sku"), None);
+        assert_eq!(b.attribute(1, "order_id"), Some("O-1"));
+        assert_eq!(b.attribute(0, "colour"), None);
+        assert_eq!(b.attribute_at(0, 2), None);
+        assert_eq!(
+            b.transaction(1).attributes,
+            vec![("order_id".to_string(), "O-1".to_string())]
+        );
     }
 
     #[test]

@@ -621,6 +621,11 @@ pub struct DecodeConfig {
     /// fee_amount, currency, channel, device_fingerprint, location.country,
     /// location.city, risk_score, risk_level, compliance_flags, created_at.
     pub fields: BTreeMap<String, String>,
+    /// Extra fields a source carries beside the canonical ones, read as
+    /// text into named attributes that rule sets read (`event-batch`):
+    /// name -> dotted path, e.g. `product_id = "item.product_id"`. Names
+    /// are lowercase letters, digits and `_`; at most 16.
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl Default for DecodeConfig {
@@ -635,6 +640,7 @@ impl Default for DecodeConfig {
             risk_score_scale: 100,
             risk_levels: None,
             fields: BTreeMap::new(),
+            attributes: BTreeMap::new(),
         }
     }
 }

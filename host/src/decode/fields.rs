@@ -216,17 +216,69 @@ pub trait Record {
     }
 }
 
+/// The most attributes a source may declare (`decode.attributes`).
+pub const MAX_ATTRIBUTES: usize = 16;
+
 /// Where each canonical field is found: a path of object keys.
 #[derive(Clone, Debug)]
 pub struct FieldMapping {
     paths: Vec<(Field, String, Vec<String>)>,
+    /// The attributes: name, path as given, path of object keys.
+    attributes: Vec<(String, String, Vec<String>)>,
     reference: bool,
+}
+
+/// A dotted path's object keys; none may be empty.
+fn path_parts(what: &str, path: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(format!("{what}: {path:?} has an empty path segment"));
+    }
+    Ok(parts)
+}
+
+/// Whether `name` is a valid attribute name: lowercase letters, digits
+/// and `_`, starting with a letter, at most 64 bytes.
+pub fn is_attribute_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl FieldMapping {
     /// The reference paths, overridden by `overrides` (canonical name ->
-    /// dotted path, e.g. `customer_id = "user.id"`).
+    /// dotted path, e.g. `customer_id = "user.id"`), without attributes.
     pub fn new(overrides: &BTreeMap<String, String>) -> Result<Self, String> {
+        Self::with_attributes(overrides, &BTreeMap::new())
+    }
+
+    /// The reference paths, overridden by `overrides`, and the attributes
+    /// `attributes` names (name -> dotted path), in name order.
+    pub fn with_attributes(
+        overrides: &BTreeMap<String, String>,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        if attributes.len() > MAX_ATTRIBUTES {
+            return Err(format!(
+                "decode.attributes: {} attributes; at most {MAX_ATTRIBUTES}",
+                attributes.len()
+            ));
+        }
+        let attributes = attributes
+            .iter()
+            .map(|(name, path)| {
+                if !is_attribute_name(name) {
+                    return Err(format!(
+                        "decode.attributes: {name:?} is not an attribute name \
+                         (lowercase letters, digits and _, starting with a letter)"
+                    ));
+                }
+                let parts = path_parts(&format!("decode.attributes.{name}"), path)?;
+                Ok((name.clone(), path.clone(), parts))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         for name in overrides.keys() {
             if !Field::ALL.iter().any(|(_, n)| n == name) {
                 return Err(format!(
@@ -239,12 +291,7 @@ impl FieldMapping {
             .iter()
             .map(|&(field, name)| {
                 let path = overrides.get(name).map_or(name, String::as_str);
-                let parts: Vec<String> = path.split('.').map(str::to_string).collect();
-                if parts.iter().any(String::is_empty) {
-                    return Err(format!(
-                        "decode.fields.{name}: {path:?} has an empty path segment"
-                    ));
-                }
+                let parts = path_parts(&format!("decode.fields.{name}"), path)?;
                 Ok((field, path.to_string(), parts))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -252,11 +299,53 @@ impl FieldMapping {
             .iter()
             .enumerate()
             .all(|(i, (f, _, _))| *f as usize == i));
-        let reference = paths
-            .iter()
-            .zip(Field::ALL)
-            .all(|((_, p, _), (_, n))| p == n);
-        Ok(Self { paths, reference })
+        let reference = attributes.is_empty()
+            && paths
+                .iter()
+                .zip(Field::ALL)
+                .all(|((_, p, _), (_, n))| p == n);
+        Ok(Self {
+            paths,
+            attributes,
+            reference,
+        })
+    }
+
+    /// The attributes' names, in the order events hold their values.
+    pub fn attribute_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.attributes.iter().map(|(name, _, _)| name.as_str())
+    }
+
+    /// Each attribute's value in a record, as text: a string, or a number
+    /// or boolean as written; `None` when absent, null or empty. An object
+    /// or a list is refused (`wrong_type`).
+    pub fn attributes<'r, R: Record + ?Sized>(
+        &self,
+        r: &'r R,
+        mut each: impl FnMut(&str, Option<Cow<'r, str>>) -> Result<(), Reject>,
+    ) -> Result<(), Reject> {
+        for (name, path, parts) in &self.attributes {
+            let text = match r.lookup(parts) {
+                None | Some(FieldValue::Null) => None,
+                Some(FieldValue::Json(raw)) if matches!(raw.get(), "true" | "false") => {
+                    Some(Cow::Borrowed(raw.get()))
+                }
+                Some(v) => match v.text() {
+                    Some(s) if is_blank(&s) => None,
+                    Some(s) => Some(s),
+                    None => {
+                        return Err(Reject::new(
+                            RejectCode::WrongType,
+                            format!(
+                                "attribute {name} ({path}) must be a string, a number or a boolean"
+                            ),
+                        ))
+                    }
+                },
+            };
+            each(name, text)?;
+        }
+        Ok(())
     }
 
     fn entry(&self, field: Field) -> &(Field, String, Vec<String>) {

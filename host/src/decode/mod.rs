@@ -130,7 +130,7 @@ impl Decoder {
     pub fn new(format: Format, config: &DecodeConfig) -> Result<Self, String> {
         Ok(Self {
             format,
-            mapping: FieldMapping::new(&config.fields)?,
+            mapping: FieldMapping::with_attributes(&config.fields, &config.attributes)?,
             csv_header: None,
             max_bytes: config.max_record_bytes,
             max_amount: config.max_amount,
@@ -165,18 +165,27 @@ impl Decoder {
 
     /// A text field, refused when longer than `decode.max-field-bytes`.
     fn bounded<'t>(&self, field: Field, text: Cow<'t, str>) -> Result<Cow<'t, str>, Reject> {
+        self.bounded_named(self.mapping.name(field), text)
+    }
+
+    fn bounded_named<'t>(&self, name: &str, text: Cow<'t, str>) -> Result<Cow<'t, str>, Reject> {
         if text.len() > self.max_field_bytes {
             return Err(Reject::new(
                 RejectCode::FieldTooLong,
                 format!(
-                    "{} is {} bytes; decode.max-field-bytes is {}",
-                    self.mapping.name(field),
+                    "{name} is {} bytes; decode.max-field-bytes is {}",
                     text.len(),
                     self.max_field_bytes
                 ),
             ));
         }
         Ok(text)
+    }
+
+    /// The names of the attributes events carry (`decode.attributes`), in
+    /// the order of [`Txn::attrs`].
+    pub fn attribute_names(&self) -> Vec<String> {
+        self.mapping.attribute_names().map(str::to_string).collect()
     }
 
     /// The risk score in [0, 1] and its level: the record's `risk_level`
@@ -383,6 +392,14 @@ impl Decoder {
             Some(c) => strings.intern(&self.bounded(Field::Currency, c)?),
             None => strings.intern(&self.default_currency),
         };
+        let mut attrs = Vec::new();
+        m.attributes(r, |name, text| {
+            attrs.push(match text {
+                Some(text) => strings.intern(&self.bounded_named(name, text)?),
+                None => crate::model::NONE,
+            });
+            Ok(())
+        })?;
         Ok(Txn {
             id: id.into(),
             customer,
@@ -400,6 +417,7 @@ impl Decoder {
             risk_score,
             risk_level,
             flags,
+            attrs: attrs.into_boxed_slice(),
             event_time,
         })
     }

@@ -535,14 +535,14 @@ fn the_one_pass_reader_agrees_with_the_general_one() {
         let (mut fast, mut general) = (Interner::default(), Interner::default());
         let one = d
             .decode(line, &mut fast)
-            .map(|t| t.to_json(&fast))
+            .map(|t| t.to_json(&fast, &[]))
             .map_err(|r| (r.code, r.detail));
         let text = std::str::from_utf8(line);
         let other = match text {
             Err(_) => continue,
             Ok(text) => json::Object::parse(text)
                 .and_then(|o| d.build(&o, &mut general))
-                .map(|t| t.to_json(&general))
+                .map(|t| t.to_json(&general, &[]))
                 .map_err(|r| (r.code, r.detail)),
         };
         assert_eq!(one, other, "{}", String::from_utf8_lossy(line));

@@ -21,6 +21,8 @@ pub struct BatchBuilder {
     key_labels: Vec<Label>,
     /// The earliest and the latest event time of each of those keys' events.
     key_times: Vec<(i64, i64)>,
+    /// The names of the attributes events carry (`decode.attributes`).
+    attribute_names: std::sync::Arc<[String]>,
 }
 
 fn empty_batch() -> EventBatch {
@@ -45,6 +47,8 @@ fn empty_batch() -> EventBatch {
         risk_levels: Vec::new(),
         flag_starts: Vec::new(),
         flag_ids: Vec::new(),
+        attribute_names: Vec::new(),
+        attributes: Vec::new(),
         event_times: Vec::new(),
         state_keys: Vec::new(),
         key_slots: Vec::new(),
@@ -59,6 +63,7 @@ impl Default for BatchBuilder {
             keys: FxHashMap::default(),
             key_labels: Vec::new(),
             key_times: Vec::new(),
+            attribute_names: std::sync::Arc::from([]),
         }
     }
 }
@@ -120,6 +125,14 @@ fn push_dict(batch: &mut EventBatch, s: &str) -> u32 {
 }
 
 impl BatchBuilder {
+    /// A builder of batches whose events carry the attributes `names`.
+    pub fn with_attributes(names: std::sync::Arc<[String]>) -> Self {
+        Self {
+            attribute_names: names,
+            ..Self::default()
+        }
+    }
+
     fn sym(&mut self, s: Sym, strings: &Interner) -> u32 {
         if s == NONE {
             return 0;
@@ -148,6 +161,8 @@ impl BatchBuilder {
             &mut b.cities,
             &mut b.flag_starts,
             &mut b.flag_ids,
+            &mut b.attribute_names,
+            &mut b.attributes,
             &mut b.state_keys,
             &mut b.key_slots,
         ] {
@@ -167,6 +182,11 @@ impl BatchBuilder {
             .unwrap_or(0);
         self.batch.money_scale = scale as u8;
         self.batch.flag_starts.push(0);
+        let names = self.attribute_names.len();
+        for name in self.attribute_names.iter() {
+            let v = push_dict(&mut self.batch, name);
+            self.batch.attribute_names.push(v);
+        }
         for t in txns {
             let id = push_dict(&mut self.batch, &t.id);
             self.batch.ids.push(id);
@@ -189,6 +209,10 @@ impl BatchBuilder {
             for f in t.flags.iter() {
                 let v = self.sym(*f, strings);
                 self.batch.flag_ids.push(v);
+            }
+            for j in 0..names {
+                let v = self.sym(t.attrs.get(j).copied().unwrap_or(NONE), strings);
+                self.batch.attributes.push(v);
             }
             let b = &mut self.batch;
             b.flag_starts.push(b.flag_ids.len() as u32);
@@ -307,6 +331,7 @@ mod tests {
             risk_score: None,
             risk_level: None,
             flags: Box::default(),
+            attrs: Box::default(),
             event_time: 7,
         };
         let txns = vec![t("a", 150, 2), t("b", 1, 3)];

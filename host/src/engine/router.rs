@@ -213,7 +213,7 @@ impl Router {
                 );
                 continue;
             }
-            self.emit(Record::DeadLetter(r.dead_letter(max_raw)))?;
+            self.emit(&Record::DeadLetter(r.dead_letter(max_raw)))?;
             emitted += 1;
         }
         if emitted > 0 {
@@ -223,8 +223,8 @@ impl Router {
     }
 
     /// Writes a record to every sink.
-    pub fn emit(&mut self, record: Record) -> Result<(), SinkError> {
-        let counter = match &record {
+    pub fn emit(&mut self, record: &Record) -> Result<(), SinkError> {
+        let counter = match record {
             Record::Row(_) => Some(&self.metrics.rows),
             Record::Alert(_) => Some(&self.metrics.alerts),
             Record::DeadLetter(_) => Some(&self.metrics.dead_letters),
@@ -235,11 +235,11 @@ impl Router {
             Metrics::inc(counter);
         }
         if let Some(webhooks) = &self.webhooks {
-            webhooks.offer(&record);
+            webhooks.offer(record);
         }
         let Some(routes) = &self.routes else {
             for (sink, n) in self.sinks.iter_mut().zip(&mut self.written) {
-                sink.write(&record)?;
+                sink.write(record)?;
                 *n += 1;
             }
             return Ok(());
@@ -256,7 +256,7 @@ impl Router {
             }
         };
         for &i in indexes {
-            self.sinks[i].write(&record)?;
+            self.sinks[i].write(record)?;
             self.written[i] += 1;
         }
         Ok(())

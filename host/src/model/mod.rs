@@ -469,6 +469,9 @@ pub struct Txn {
     pub risk_level: Option<RiskLevel>,
     /// Compliance flags.
     pub flags: Box<[Sym]>,
+    /// The source's attributes (`decode.attributes`), one per name in
+    /// name order, [`NONE`] where absent; empty when it declares none.
+    pub attrs: Box<[Sym]>,
     /// Event time, ms since the epoch.
     pub event_time: i64,
 }
@@ -504,21 +507,24 @@ impl Txn {
             *sym = map(*sym);
         }
         self.flags.iter_mut().for_each(|f| *f = map(*f));
+        self.attrs.iter_mut().for_each(|a| *a = map(*a));
     }
 
     /// Marks the interned strings the event holds.
     pub fn mark_strings(&self, marks: &mut Marks) {
         self.syms().into_iter().for_each(|sym| marks.mark(sym));
         self.flags.iter().for_each(|&f| marks.mark(f));
+        self.attrs.iter().for_each(|&a| marks.mark(a));
     }
 
     /// Appends the event in a checkpoint's form (its strings as symbols of
-    /// the interner stored beside it).
+    /// the interner stored beside it). The kind's byte has its high bit set
+    /// when attributes follow the event time.
     pub fn write_snapshot(&self, out: &mut Vec<u8>) {
         use crate::codec::Put;
         out.put_str(&self.id);
         self.syms().into_iter().for_each(|sym| out.put_u32(sym));
-        out.put_u8(self.kind as u8);
+        out.put_u8(self.kind as u8 | if self.attrs.is_empty() { 0 } else { 0x80 });
         out.put_u8(self.status as u8);
         out.put_decimal(self.amount);
         out.put_decimal(self.fee);
@@ -533,6 +539,10 @@ impl Txn {
         out.put_len(self.flags.len());
         self.flags.iter().for_each(|&f| out.put_u32(f));
         out.put_i64(self.event_time);
+        if !self.attrs.is_empty() {
+            out.put_len(self.attrs.len());
+            self.attrs.iter().for_each(|&a| out.put_u32(a));
+        }
     }
 
     /// Reads an event written by [`Self::write_snapshot`].
@@ -544,8 +554,10 @@ impl Txn {
         }
         // In the order of `syms`.
         let [customer, account, merchant, currency, channel, device, country, city] = syms;
+        let kind = r.u8()?;
+        let has_attrs = kind & 0x80 != 0;
         let kind = Kind::ALL
-            .get(r.u8()? as usize)
+            .get(usize::from(kind & 0x7f))
             .copied()
             .ok_or("an event's kind is unknown")?;
         let status = Status::ALL
@@ -568,6 +580,14 @@ impl Txn {
         };
         let n = r.len(4)?;
         let flags = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        let event_time = r.i64()?;
+        let attrs = match has_attrs {
+            false => Box::default(),
+            true => {
+                let n = r.len(4)?;
+                (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?
+            }
+        };
         Ok(Self {
             id,
             customer,
@@ -585,17 +605,20 @@ impl Txn {
             risk_score,
             risk_level,
             flags,
-            event_time: r.i64()?,
+            attrs,
+            event_time,
         })
     }
 
-    /// The event in the reference JSON shape (used for dead letters and side outputs).
-    pub fn to_json(&self, strings: &Interner) -> serde_json::Value {
+    /// The event in the reference JSON shape (used for dead letters and
+    /// side outputs), with its attributes (named by `attributes`, the
+    /// source's names) under `attributes`.
+    pub fn to_json(&self, strings: &Interner, attributes: &[String]) -> serde_json::Value {
         use serde_json::json;
         let location = (self.country != NONE || self.city != NONE).then(|| {
             json!({"country": strings.resolve(self.country), "city": strings.resolve(self.city)})
         });
-        json!({
+        let mut json = json!({
             "transaction_id": &*self.id,
             "customer_id": strings.resolve(self.customer),
             "account_id": strings.optional(self.account),
@@ -612,7 +635,15 @@ impl Txn {
             "risk_level": self.risk_level.map(|l| RiskLevel::label(Some(l))),
             "compliance_flags": self.flags.iter().map(|f| strings.resolve(*f)).collect::<Vec<_>>(),
             "created_at": self.event_time,
-        })
+        });
+        if !self.attrs.is_empty() {
+            let values: serde_json::Map<String, serde_json::Value> = (attributes.iter())
+                .zip(self.attrs.iter())
+                .map(|(name, &a)| (name.clone(), strings.optional(a).into()))
+                .collect();
+            json["attributes"] = values.into();
+        }
+        json
     }
 }
 

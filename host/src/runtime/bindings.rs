@@ -76,7 +76,7 @@ pub fn wit_status(s: Status) -> TxnStatus {
 }
 
 /// The version of the `edge:rules` package this host implements.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
 
 #[cfg(test)]
 mod tests {

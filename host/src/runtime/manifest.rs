@@ -126,9 +126,13 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                         return Err(format!("{at}: sum-by sums a money field (amount or fee)"));
                     }
                 }
-                AggregateOp::CountByBand(b) => {
+                AggregateOp::CountByBand(b) | AggregateOp::SumByBand(b) => {
+                    let op = match a.op {
+                        AggregateOp::SumByBand(_) => "sum-by-band",
+                        _ => "count-by-band",
+                    };
                     if !is_money(b.field) {
-                        return Err(format!("{at}: count-by-band bands a money field"));
+                        return Err(format!("{at}: {op} bands a money field"));
                     }
                     let bounds: Vec<_> = b
                         .bounds

@@ -1,13 +1,13 @@
 //! Test-only rule set: one `seen` row per event (transaction id, customer,
-//! amount, event time), so tests can count what was processed by
-//! transaction id.
+//! amount, event time, and the source's attributes as a JSON object), so
+//! tests can count what was processed by transaction id.
 //!
 //! Config `far-future-ids` (comma-separated transaction ids): those rows
 //! carry an event time 2,000 years ahead, a time some sinks cannot hold.
 
 use edge_rule_sdk::{
-    column, money_value, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet, States,
-    TableSpec, Value,
+    column, json_object, money_value, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet,
+    States, TableSpec, Value,
 };
 use std::cell::RefCell;
 
@@ -36,6 +36,11 @@ impl RuleSet for Tally {
                     column("customer_id", ColumnType::Text, "Customer id."),
                     column("amount", ColumnType::Money(8), "Amount."),
                     column("event_time", ColumnType::Time, "Event time."),
+                    column(
+                        "attributes",
+                        ColumnType::Json,
+                        "The event's attributes, by name.",
+                    ),
                 ],
             }],
         }
@@ -54,6 +59,7 @@ impl RuleSet for Tally {
     }
 
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
+        let names: Vec<&str> = batch.attribute_names().collect();
         FAR_IDS.with(|far| {
             let far = far.borrow();
             Ok((0..batch.len())
@@ -62,6 +68,8 @@ impl RuleSet for Tally {
                     if far.iter().any(|id| id == batch.id(i)) {
                         time += FAR;
                     }
+                    let attributes = (names.iter().enumerate())
+                        .filter_map(|(j, name)| Some((*name, batch.attribute_at(i, j)?)));
                     row(
                         "seen",
                         vec![
@@ -69,6 +77,7 @@ impl RuleSet for Tally {
                             text(batch.customer(i)),
                             money_value(batch.amount(i)),
                             Value::Time(time),
+                            text(json_object(attributes, true)),
                         ],
                     )
                 })

@@ -147,6 +147,10 @@ pub struct Pipeline {
     records_before: u64,
     /// Each worker's oldest open window, as of its last batch.
     open_from: Vec<i64>,
+    /// Each worker thread's records, written to the sinks, to be freed by
+    /// the thread that made them: freeing memory another thread allocated
+    /// costs several times more.
+    spent: Vec<Vec<Record>>,
     /// Interned strings the workers hold, and released so far.
     strings_held: (usize, u64),
     /// Batches handed to the workers.
@@ -189,6 +193,7 @@ impl Pipeline {
             known_tables.extend(tables.iter().map(|(k, v)| (k.clone(), v.clone())));
             catalog.insert(rule.name().to_string(), tables);
         }
+        let attributes: Arc<[String]> = decoder.attribute_names().into();
         let mut sets = Vec::with_capacity(count);
         for _ in 1..count {
             let replicas = rules.iter().map(|r| {
@@ -201,7 +206,16 @@ impl Pipeline {
         let workers: Vec<Worker> = (sets.into_iter().enumerate())
             .map(|(i, rules)| {
                 let name = source.name().to_string();
-                Worker::new(i, count, config.clone(), name, rules, metrics.clone())
+                let attributes = attributes.clone();
+                Worker::new(
+                    i,
+                    count,
+                    config.clone(),
+                    name,
+                    rules,
+                    metrics.clone(),
+                    attributes,
+                )
             })
             .collect();
         let fields = Fields::of(&workers[0].slots);
@@ -232,6 +246,7 @@ impl Pipeline {
             config,
             source,
             open_from: vec![i64::MAX; count],
+            spent: (0..count).map(|_| Vec::new()).collect(),
             strings_held: (0, 0),
             batches: 0,
             clock_ms: 0,
@@ -513,7 +528,11 @@ impl Pipeline {
             }
         };
         for (i, work) in works.into_iter().enumerate() {
-            self.workers.send(i, move |w| w.run(work));
+            let spent = std::mem::take(&mut self.spent[i]);
+            self.workers.send(i, move |w| {
+                drop(spent);
+                w.run(work)
+            });
         }
         InFlight {
             ingested,
@@ -526,7 +545,7 @@ impl Pipeline {
     /// to the sinks, ingest's first; returns each worker's checkpoint part
     /// if it finished copying one.
     fn collect(&mut self, f: InFlight) -> Result<Vec<Option<Vec<Vec<u8>>>>, PipelineError> {
-        for record in f.ingested {
+        for record in &f.ingested {
             self.router.emit(record)?;
         }
         let count = self.workers.len();
@@ -535,8 +554,11 @@ impl Pipeline {
         let (mut held, mut released) = (0, 0);
         for i in 0..count {
             let done: Done = self.workers.recv(i);
-            for record in done.out {
+            for record in &done.out {
                 self.router.emit(record)?;
+            }
+            if self.workers.inline().is_none() {
+                self.spent[i] = done.out;
             }
             self.open_from[i] = done.open_from;
             held += done.strings_held;

@@ -252,7 +252,7 @@ impl Worker {
         let mut parts: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
         let mut bytes = 0;
         for (i, t) in events.iter().enumerate() {
-            let json = t.to_json(&self.strings);
+            let json = t.to_json(&self.strings, &self.attributes);
             let size = serde_json::to_vec(&json).map_or(0, |v| v.len()) + 1;
             match parts.last_mut() {
                 Some((_, part)) if bytes + size <= DEAD_LETTER_EVENT_BYTES => part.push(json),

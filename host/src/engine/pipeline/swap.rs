@@ -137,7 +137,7 @@ impl Pipeline {
     fn emit_drained(&mut self) -> Result<(), SinkError> {
         let outs = self.workers.all(|w| std::mem::take(&mut w.out));
         for record in outs.into_iter().flatten() {
-            self.router.emit(record)?;
+            self.router.emit(&record)?;
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ impl Worker {
                             rule: self.slots[slot].rule.name().to_string(),
                             window: self.slots[slot].windows[w].name.clone(),
                             watermark,
-                            event: t.to_json(&self.strings),
+                            event: t.to_json(&self.strings, &self.attributes),
                         };
                         self.out.push(Record::Late(late));
                     }
@@ -71,7 +71,9 @@ impl Worker {
         });
         let mut letter = DeadLetter::new(id, "window_limit", detail, self.source_name.clone());
         letter.rule = Some(rule.name().to_string());
-        letter.events = Some(serde_json::Value::Array(vec![t.to_json(&self.strings)]));
+        letter.events = Some(serde_json::Value::Array(vec![
+            t.to_json(&self.strings, &self.attributes)
+        ]));
         letter.window = Some(window);
         self.out.push(Record::DeadLetter(letter));
     }

@@ -319,6 +319,8 @@ pub(super) struct Worker {
     pub strings: Interner,
     pub slots: Vec<Slot>,
     pub builder: BatchBuilder,
+    /// The names of the attributes events carry (`decode.attributes`).
+    pub attributes: Arc<[String]>,
     /// Encodes fired windows for `on-windows`.
     pub window_builder: WindowBatchBuilder,
     /// The keyed states sent with a call (reused), and where each key's
@@ -367,6 +369,7 @@ impl Worker {
         source_name: String,
         rules: Vec<Rule>,
         metrics: Arc<Metrics>,
+        attributes: Arc<[String]>,
     ) -> Self {
         let limits = WindowLimits::of(&config);
         let slots = rules.into_iter().map(|r| Slot::new(r, limits)).collect();
@@ -377,8 +380,9 @@ impl Worker {
             source_name,
             strings: Interner::default(),
             slots,
-            builder: BatchBuilder::default(),
-            window_builder: WindowBatchBuilder::default(),
+            builder: BatchBuilder::with_attributes(attributes.clone()),
+            window_builder: WindowBatchBuilder::with_attributes(attributes.clone()),
+            attributes,
             states: StateBlob {
                 bytes: Vec::new(),
                 ends: Vec::new(),

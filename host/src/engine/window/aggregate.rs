@@ -26,9 +26,11 @@ pub enum AggregateValue {
     Number(f64),
     /// `min`, `max` or `avg` over no values, or `collect` of no events.
     Empty,
-    /// `count-by` and `count-by-band`: (label, count), largest first.
+    /// `count-by` and `count-by-band`: (label, count), largest first
+    /// (bands in band order).
     Counts(Vec<(Label, u64)>),
-    /// `sum-by`: (label, sum), largest first.
+    /// `sum-by` and `sum-by-band`: (label, sum), largest first (bands in
+    /// band order).
     Sums(Vec<(Label, WitDecimal)>),
     /// `collect`: the window's events (at most the plan's bound), and how
     /// many the window held in all.
@@ -168,6 +170,8 @@ pub enum Acc {
     SumBy(SmallMap<Decimal>),
     /// counts by band
     Bands(SmallVec<[u64; 6]>),
+    /// sums by band
+    BandSums(SmallVec<[Decimal; 6]>),
     /// the events (at most the plan's bound), and how many there were
     Collect(Vec<Txn>, u64),
 }
@@ -242,6 +246,11 @@ impl Acc {
                 out.put_len(counts.len());
                 counts.iter().for_each(|n| out.put_u64(*n));
             }
+            Acc::BandSums(sums) => {
+                out.put_u8(10);
+                out.put_len(sums.len());
+                sums.iter().for_each(|d| out.put_decimal(*d));
+            }
             Acc::Collect(events, total) => {
                 out.put_u8(9);
                 out.put_u64(*total);
@@ -277,6 +286,10 @@ impl Acc {
                     .map(|_| Txn::read_snapshot(r))
                     .collect::<Result<_, _>>()?;
                 Acc::Collect(events, total)
+            }
+            10 => {
+                let n = r.len(8)?;
+                Acc::BandSums((0..n).map(|_| r.decimal()).collect::<Result<_, _>>()?)
             }
             tag => return Err(format!("unknown accumulator tag {tag}")),
         })
@@ -363,7 +376,7 @@ impl Plan {
             flagged: f.flagged,
         });
         let bounds = match &spec.op {
-            AggregateOp::CountByBand(b) => b
+            AggregateOp::CountByBand(b) | AggregateOp::SumByBand(b) => b
                 .bounds
                 .iter()
                 .map(|d| Decimal::new(d.units, u32::from(d.scale)))
@@ -377,7 +390,10 @@ impl Plan {
             band_labels: Vec::new(),
             max_collect,
         };
-        if matches!(spec.op, AggregateOp::CountByBand(_)) {
+        if matches!(
+            spec.op,
+            AggregateOp::CountByBand(_) | AggregateOp::SumByBand(_)
+        ) {
             plan.band_labels = (0..=plan.bounds.len())
                 .map(|i| plan.band_label(i).into())
                 .collect();
@@ -400,6 +416,9 @@ impl Plan {
             AggregateOp::SumBy(_) => Acc::SumBy(SmallMap::default()),
             AggregateOp::CountByBand(_) => {
                 Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1])
+            }
+            AggregateOp::SumByBand(_) => {
+                Acc::BandSums(smallvec::smallvec![Decimal::ZERO; self.bounds.len() + 1])
             }
             AggregateOp::Collect => Acc::Collect(Vec::new(), 0),
         }
@@ -457,6 +476,11 @@ impl Plan {
                 let band = self.bounds.partition_point(|bound| *bound <= x);
                 counts[band] += 1;
             }
+            (AggregateOp::SumByBand(b), Acc::BandSums(sums)) => {
+                let x = money(b.field, t);
+                let band = self.bounds.partition_point(|bound| *bound <= x);
+                sums[band] += x;
+            }
             (AggregateOp::Collect, Acc::Collect(events, total)) => {
                 *total += 1;
                 if events.len() < self.max_collect {
@@ -506,6 +530,7 @@ impl Plan {
                 .into_iter()
                 .for_each(|(k, v)| *a.entry(k) += v),
             (Acc::Bands(a), Acc::Bands(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+            (Acc::BandSums(a), Acc::BandSums(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
             (Acc::Collect(a, n), Acc::Collect(b, m)) => {
                 *n += m;
                 let room = self.max_collect.saturating_sub(a.len());
@@ -620,6 +645,12 @@ impl Plan {
                     .map(|(n, label)| (Label::Shared(label.clone()), *n))
                     .collect(),
             ),
+            Acc::BandSums(sums) => AggregateValue::Sums(
+                sums.iter()
+                    .zip(&self.band_labels)
+                    .map(|(d, label)| (Label::Shared(label.clone()), wit_decimal(*d)))
+                    .collect(),
+            ),
             Acc::Collect(events, _) if events.is_empty() => AggregateValue::Empty,
             Acc::Collect(events, total) => AggregateValue::Events(events.clone(), *total),
         }
@@ -649,6 +680,7 @@ mod tests {
             risk_score: Some(0.5),
             risk_level: None,
             flags: flags.iter().map(|f| strings.intern(f)).collect(),
+            attrs: Box::default(),
             event_time: 0,
         }
     }
@@ -851,6 +883,46 @@ mod tests {
             AggregateValue::Counts(c) => assert_eq!(
                 c.iter().map(|(l, n)| (l.text(&s), *n)).collect::<Vec<_>>(),
                 vec![("<10", 1), ("10-100", 1), (">=100", 1)]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn band_sums_add_each_amount_to_its_band_in_band_order() {
+        let mut s = Interner::default();
+        let events = [
+            txn(&mut s, "a", 500, &[]),
+            txn(&mut s, "b", 5_000, &[]),
+            txn(&mut s, "c", 700, &[]),
+            txn(&mut s, "d", 50_000, &[]),
+            txn(&mut s, "e", 1_000, &[]),
+        ];
+        let bounds = [10, 100].map(|units| WitDecimal { units, scale: 0 });
+        let plan = spec(AggregateOp::SumByBand(Bands {
+            field: Field::Amount,
+            bounds: bounds.to_vec(),
+        }));
+        let plan = Plan::new(&plan, 10_000);
+        // Two partials merged, then through a checkpoint's form.
+        let (mut a, mut b) = (plan.empty(), plan.empty());
+        events[..2].iter().for_each(|t| plan.update(&mut a, t));
+        events[2..].iter().for_each(|t| plan.update(&mut b, t));
+        plan.merge(&mut a, b);
+        let mut bytes = Vec::new();
+        a.write_snapshot(&mut bytes);
+        let a = Acc::read_snapshot(&mut Reader::new(&bytes, "test")).unwrap();
+        assert!(a.fits(&plan));
+        match plan.finish(&a, &s) {
+            AggregateValue::Sums(v) => assert_eq!(
+                v.iter()
+                    .map(|(l, d)| (l.text(&s), Decimal::new(d.units, u32::from(d.scale))))
+                    .collect::<Vec<_>>(),
+                vec![
+                    ("<10", Decimal::new(1200, 2)),
+                    ("10-100", Decimal::new(6000, 2)),
+                    (">=100", Decimal::new(50000, 2)),
+                ]
             ),
             other => panic!("{other:?}"),
         }

@@ -72,6 +72,14 @@ impl<'a, 's> Dict<'a, 's> {
 }
 
 impl WindowBatchBuilder {
+    /// An encoder whose collected events carry the attributes `names`.
+    pub fn with_attributes(names: std::sync::Arc<[String]>) -> Self {
+        Self {
+            batch: BatchBuilder::with_attributes(names),
+            ..Self::default()
+        }
+    }
+
     /// The window batch of `fired` windows of spec `spec`.
     pub fn build(&mut self, spec: &str, fired: &[Fired], strings: &Interner) -> WindowBatch {
         let per_window = fired.first().map_or(0, |f| f.values.len());

@@ -44,6 +44,7 @@ pub(crate) fn txn(s: &mut Interner, customer: &str, time: i64, cents: i64) -> Tx
         risk_score: None,
         risk_level: None,
         flags: Box::default(),
+        attrs: Box::default(),
         event_time: time,
     }
 }
