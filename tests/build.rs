@@ -21,6 +21,7 @@ const GUESTS: &[&str] = &[
     "flood",
     "tally",
     "stranger",
+    "basket",
     "big_spender",
 ];
 

@@ -89,7 +89,7 @@ fn windows(c: &mut Criterion) {
             b.iter(|| {
                 let mut op = WindowOperator::new(&spec);
                 for t in &txns {
-                    op.add(t, i64::MIN);
+                    op.add(t, i64::MIN, &strings);
                 }
                 let mut fired = Vec::new();
                 op.fire(i64::MAX, &strings, &mut fired);

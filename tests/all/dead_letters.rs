@@ -483,3 +483,61 @@ fn attributes_reach_rule_sets_from_json_csv_and_debezium() {
         json!({"order_id": "41", "unit_price": "12.00"})
     );
 }
+
+#[test]
+fn windows_group_and_sum_by_attributes_and_an_unmapped_one_is_refused() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.jsonl");
+    let item = |id: &str, minute: u32, product: &str, quantity: &str, amount: &str| {
+        format!(
+            r#"{{"transaction_id":"{id}","customer_id":"c1","transaction_type":"PURCHASE","amount":"{amount}","created_at":"2026-01-05T00:0{minute}:10Z","item":{{"sku":"{product}","qty":{quantity}}}}}"#
+        )
+    };
+    let lines = [
+        item("i-1", 0, "P1", "2", "20.00"),
+        item("i-2", 0, "P1", "1.5", "15.00"),
+        item("i-3", 0, "P2", "1", "9.99"),
+        item("i-4", 0, "P2", "\"several\"", "5.00"),
+        item("i-5", 1, "P2", "4", "40.00"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let mapped: BTreeMap<String, String> = [("product", "item.sku"), ("quantity", "item.qty")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for workers in [1, 2] {
+        let (out, summary) = run_pipeline(&[guests::BASKET], |c| {
+            c.source = file_source(&input);
+            c.decode.attributes = mapped.clone();
+            c.engine.workers = workers;
+        })
+        .unwrap();
+        assert_eq!(summary.events, 5);
+        let mut rows = read_jsonl(&out.path().join("baskets.jsonl"));
+        rows.sort_by_key(|r| r["window_start"].as_str().unwrap().to_string());
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+        // "several" is not a quantity: that item counts, and adds revenue,
+        // but no quantity.
+        assert_eq!(rows[0]["quantity"], json!({"P1": "3.5", "P2": "1"}));
+        assert_eq!(rows[0]["revenue"], json!({"P1": "35.00", "P2": "14.99"}));
+        assert_eq!(rows[0]["items"], json!({"P1": 2, "P2": 2}));
+        assert_eq!(rows[1]["quantity"], json!({"P2": "4"}));
+        assert_eq!(rows[1]["items"], json!({"P2": 1}));
+    }
+    // Without the attributes mapped, the rule set is refused at start,
+    // naming what is missing and the fix.
+    let error = run_pipeline(&[guests::BASKET], |c| {
+        c.source = file_source(&input);
+        c.decode.attributes = [("product".to_string(), "item.sku".to_string())].into();
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        error
+            .contains("rule set basket reads the attribute quantity which the source does not map")
+            && error.contains("[decode.attributes]")
+            && error.contains("mapped: product"),
+        "{error}"
+    );
+}

@@ -1111,6 +1111,12 @@ pub fn aggregate(name: &str, op: AggregateOp) -> AggregateSpec {
     }
 }
 
+/// The source's attribute `name` (`[decode.attributes]` of the host's
+/// config), as a field windows group by and sum.
+pub fn attribute(name: &str) -> Field {
+    Field::Attribute(name.to_string())
+}
+
 /// An aggregate over the events `filter` accepts.
 pub fn filtered(name: &str, op: AggregateOp, filter: Filter) -> AggregateSpec {
     AggregateSpec {

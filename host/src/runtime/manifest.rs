@@ -4,14 +4,73 @@
 use super::bindings::types::{AggregateOp, ColumnType, Field, KeyBy, Manifest, WindowKind};
 use std::collections::HashSet;
 
-/// Whether a field holds money.
-pub fn is_money(f: Field) -> bool {
-    matches!(f, Field::Amount | Field::Fee)
+/// Whether a field holds money (or, an attribute, an exact decimal summed
+/// as money is).
+pub fn is_money(f: &Field) -> bool {
+    matches!(f, Field::Amount | Field::Fee | Field::Attribute(_))
 }
 
 /// Whether a field holds a number.
-pub fn is_number(f: Field) -> bool {
+pub fn is_number(f: &Field) -> bool {
     matches!(f, Field::RiskScore)
+}
+
+/// Whether events can be grouped by a field's values.
+fn groups(f: &Field) -> bool {
+    !matches!(f, Field::Id | Field::Amount | Field::Fee | Field::RiskScore)
+}
+
+/// The attributes of the source a manifest's aggregates read, by name.
+pub fn attributes_read<'m>(m: &'m Manifest) -> std::collections::BTreeSet<&'m str> {
+    fn add<'m>(names: &mut std::collections::BTreeSet<&'m str>, f: &'m Field) {
+        if let Field::Attribute(name) = f {
+            names.insert(name.as_str());
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for a in m.windows.iter().flat_map(|w| &w.aggregates) {
+        let mut add = |f: &'m Field| add(&mut names, f);
+        match &a.op {
+            AggregateOp::Count | AggregateOp::Collect => {}
+            AggregateOp::Sum(f)
+            | AggregateOp::Min(f)
+            | AggregateOp::Max(f)
+            | AggregateOp::Avg(f)
+            | AggregateOp::Distinct(f)
+            | AggregateOp::CountBy(f) => add(f),
+            AggregateOp::SumBy((g, v)) => {
+                add(g);
+                add(v);
+            }
+            AggregateOp::CountByBand(b) | AggregateOp::SumByBand(b) => add(&b.field),
+        }
+    }
+    names
+}
+
+/// Refuses a rule set that reads an attribute the source does not map
+/// (`attributes`: the names of `[decode.attributes]`).
+pub fn check_attributes(m: &Manifest, attributes: &[String]) -> Result<(), String> {
+    let missing: Vec<&str> = attributes_read(m)
+        .into_iter()
+        .filter(|name| !attributes.iter().any(|a| a == name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "rule set {} reads the attribute{} {} which the source does not map; \
+         add {} to [decode.attributes] with the path to read from (mapped: {})",
+        m.name,
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", "),
+        if missing.len() == 1 { "it" } else { "them" },
+        if attributes.is_empty() {
+            "none".to_string()
+        } else {
+            attributes.join(", ")
+        }
+    ))
 }
 
 fn valid_name(name: &str, extra: &[char]) -> bool {
@@ -23,7 +82,7 @@ fn valid_name(name: &str, extra: &[char]) -> bool {
 }
 
 /// A field's name as the WIT spells it (`risk-score`).
-fn field_name(f: Field) -> &'static str {
+fn field_name(f: &Field) -> &str {
     match f {
         Field::Id => "id",
         Field::Customer => "customer",
@@ -42,6 +101,7 @@ fn field_name(f: Field) -> &'static str {
         Field::RiskLevel => "risk-level",
         Field::Flag => "flag",
         Field::HourOfDay => "hour-of-day",
+        Field::Attribute(name) => name,
     }
 }
 
@@ -91,7 +151,7 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
         }
         for a in &w.aggregates {
             let at = format!("{at}, aggregate {:?}", a.name);
-            let measure = |f: Field| {
+            let measure = |f: &Field| {
                 if is_money(f) || is_number(f) {
                     Ok(())
                 } else {
@@ -101,29 +161,47 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                     ))
                 }
             };
-            let category = |f: Field| {
-                if is_money(f) || is_number(f) || f == Field::Id {
-                    Err(format!("{at}: {} cannot be grouped by", field_name(f)))
-                } else {
+            let category = |f: &Field| {
+                if groups(f) {
                     Ok(())
+                } else {
+                    Err(format!("{at}: {} cannot be grouped by", field_name(f)))
                 }
+            };
+            let attribute = |f: &Field| match f {
+                Field::Attribute(name) if !crate::decode::is_attribute_name(name) => Err(format!(
+                    "{at}: {name:?} is not an attribute name \
+                         (lowercase letters, digits and _, starting with a letter)"
+                )),
+                _ => Ok(()),
             };
             match &a.op {
                 AggregateOp::Count | AggregateOp::Collect => {}
                 AggregateOp::Sum(f)
                 | AggregateOp::Min(f)
                 | AggregateOp::Max(f)
-                | AggregateOp::Avg(f) => measure(*f)?,
+                | AggregateOp::Avg(f) => {
+                    attribute(f)?;
+                    measure(f)?
+                }
                 AggregateOp::Distinct(f) => {
-                    if is_money(*f) || is_number(*f) {
+                    attribute(f)?;
+                    if !groups(f) && *f != Field::Id {
                         return Err(format!("{at}: distinct needs a text field"));
                     }
                 }
-                AggregateOp::CountBy(f) => category(*f)?,
+                AggregateOp::CountBy(f) => {
+                    attribute(f)?;
+                    category(f)?
+                }
                 AggregateOp::SumBy((g, v)) => {
-                    category(*g)?;
-                    if !is_money(*v) {
-                        return Err(format!("{at}: sum-by sums a money field (amount or fee)"));
+                    attribute(g)?;
+                    attribute(v)?;
+                    category(g)?;
+                    if !is_money(v) {
+                        return Err(format!(
+                            "{at}: sum-by sums a money field (amount, fee or an attribute)"
+                        ));
                     }
                 }
                 AggregateOp::CountByBand(b) | AggregateOp::SumByBand(b) => {
@@ -131,8 +209,11 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                         AggregateOp::SumByBand(_) => "sum-by-band",
                         _ => "count-by-band",
                     };
-                    if !is_money(b.field) {
-                        return Err(format!("{at}: {op} bands a money field"));
+                    attribute(&b.field)?;
+                    if !is_money(&b.field) {
+                        return Err(format!(
+                            "{at}: {op} bands a money field (amount, fee or an attribute)"
+                        ));
                     }
                     let bounds: Vec<_> = b
                         .bounds

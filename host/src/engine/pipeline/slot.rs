@@ -25,13 +25,13 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub fn new(rule: Rule, limits: WindowLimits) -> Self {
+    pub fn new(rule: Rule, limits: &WindowLimits) -> Self {
         let tables = Self::tables_of(&rule);
         let state = rule.new_state();
         Self::with(rule, state, tables, limits)
     }
 
-    pub fn with(rule: Rule, state: KeyedState, tables: Tables, limits: WindowLimits) -> Self {
+    pub fn with(rule: Rule, state: KeyedState, tables: Tables, limits: &WindowLimits) -> Self {
         Self {
             windows: rule
                 .manifest()

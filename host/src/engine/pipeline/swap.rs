@@ -33,7 +33,7 @@ fn carry_over(
     old_specs: &[WindowSpec],
     old: Vec<WindowOperator>,
     new_specs: &[WindowSpec],
-    limits: WindowLimits,
+    limits: &WindowLimits,
 ) -> CarryOver {
     let mut old: Vec<Option<WindowOperator>> = old.into_iter().map(Some).collect();
     let mut windows = Vec::with_capacity(new_specs.len());
@@ -226,6 +226,11 @@ impl Pipeline {
         if let Some(refusal) = self.check_routed(&rule) {
             return refused(refusal, &rule, &self.metrics);
         }
+        let attributes = self.ingest.decoder().attribute_names();
+        if let Err(e) = crate::runtime::manifest::check_attributes(rule.manifest(), &attributes) {
+            let refusal = Refusal::Invalid(format!("{e}; the running version is kept"));
+            return refused(refusal, &rule, &self.metrics);
+        }
         let mut rules = Vec::with_capacity(self.workers.len());
         for _ in 1..self.workers.len() {
             match rule.replica() {
@@ -284,7 +289,7 @@ impl Worker {
             }
             let at = self.slots.partition_point(|s| s.rule.name() < rule.name());
             let limits = self.limits();
-            (self.slots).insert(at, Slot::with(rule, state, tables, limits));
+            (self.slots).insert(at, Slot::with(rule, state, tables, &limits));
             return format!("rule set {label} added");
         };
         // Windows whose spec is unchanged carry over; the others are drained
@@ -297,7 +302,7 @@ impl Worker {
             let old = std::mem::take(&mut self.slots[i].windows);
             let limits = self.limits();
             let old_specs = &self.slots[i].rule.manifest().windows;
-            carry_over(old_specs, old, &rule.manifest().windows, limits)
+            carry_over(old_specs, old, &rule.manifest().windows, &limits)
         };
         let drained_names: Vec<String> = drained.iter().map(|w| w.name.clone()).collect();
         if !drained.is_empty() {
@@ -420,23 +425,24 @@ mod tests {
         let limits = WindowLimits {
             max_open: 1000,
             max_collect: 10,
+            attributes: std::sync::Arc::from([]),
         };
         let mut strings = Interner::default();
         let old_specs = vec![spec("kept", 10), spec("resized", 10), spec("gone", 5)];
         let mut old: Vec<WindowOperator> = old_specs
             .iter()
-            .map(|s| WindowOperator::with_limits(s, limits))
+            .map(|s| WindowOperator::with_limits(s, &limits))
             .collect();
         let t = txn(&mut strings, "CUST_1", 60_000, 100);
         for op in &mut old {
-            op.add(&t, i64::MIN);
+            op.add(&t, i64::MIN, &strings);
         }
         let new_specs = vec![spec("added", 1), spec("resized", 15), spec("kept", 10)];
         let CarryOver {
             windows,
             carried,
             drained,
-        } = carry_over(&old_specs, old, &new_specs, limits);
+        } = carry_over(&old_specs, old, &new_specs, &limits);
 
         // In the new version's order; only `kept` holds its open window.
         let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();

@@ -24,7 +24,7 @@ impl Worker {
         for w in 0..self.slots[slot].windows.len() {
             let (_, txns) = work.list(self.slots[slot].windows[w].key_by());
             for t in txns {
-                match self.slots[slot].windows[w].add(t, watermark) {
+                match self.slots[slot].windows[w].add(t, watermark, &self.strings) {
                     Admit::Added => {}
                     Admit::Late => {
                         let late = LateRecord {

@@ -371,8 +371,8 @@ impl Worker {
         metrics: Arc<Metrics>,
         attributes: Arc<[String]>,
     ) -> Self {
-        let limits = WindowLimits::of(&config);
-        let slots = rules.into_iter().map(|r| Slot::new(r, limits)).collect();
+        let limits = WindowLimits::of(&config).with_attributes(attributes.clone());
+        let slots = rules.into_iter().map(|r| Slot::new(r, &limits)).collect();
         Self {
             me,
             workers,
@@ -406,9 +406,10 @@ impl Worker {
         }
     }
 
-    /// The window limits (each worker's own).
+    /// The window limits (each worker's own), with the attributes events
+    /// carry.
     pub fn limits(&self) -> WindowLimits {
-        WindowLimits::of(&self.config)
+        WindowLimits::of(&self.config).with_attributes(self.attributes.clone())
     }
 
     /// Runs a batch: the checkpoint copy under way goes on for its budget,

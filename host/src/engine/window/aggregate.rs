@@ -10,7 +10,6 @@ use crate::runtime::bindings::types::{
     AggregateOp, AggregateSpec, Decimal as WitDecimal, Field, TxnKind, TxnStatus,
 };
 use crate::runtime::bindings::wit_decimal;
-use crate::runtime::manifest::is_money;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -141,7 +140,7 @@ impl<V: Default> SmallMap<V> {
 /// A compiled aggregate.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    op: AggregateOp,
+    op: Op,
     filter: Option<Filter>,
     bounds: Vec<Decimal>,
     band_labels: Vec<std::sync::Arc<str>>,
@@ -301,49 +300,152 @@ impl Acc {
     }
 }
 
-fn money(f: Field, t: &Txn) -> Decimal {
-    if f == Field::Fee {
-        t.fee
-    } else {
-        t.amount
+/// A field as a plan reads it: a canonical one, or an attribute of the
+/// source by its place among its attributes (`decode.attributes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Of {
+    Id,
+    Customer,
+    Account,
+    Merchant,
+    Kind,
+    Status,
+    Amount,
+    Fee,
+    Currency,
+    Channel,
+    Device,
+    Country,
+    City,
+    RiskScore,
+    RiskLevel,
+    Flag,
+    HourOfDay,
+    /// The source's attribute at this place (`usize::MAX`: one the source
+    /// does not map, which no event has).
+    Attribute(usize),
+}
+
+impl Of {
+    /// The field `f` as read from events carrying the attributes `attributes`.
+    fn resolve(f: &Field, attributes: &[String]) -> Self {
+        match f {
+            Field::Id => Of::Id,
+            Field::Customer => Of::Customer,
+            Field::Account => Of::Account,
+            Field::Merchant => Of::Merchant,
+            Field::Kind => Of::Kind,
+            Field::Status => Of::Status,
+            Field::Amount => Of::Amount,
+            Field::Fee => Of::Fee,
+            Field::Currency => Of::Currency,
+            Field::Channel => Of::Channel,
+            Field::Device => Of::Device,
+            Field::Country => Of::Country,
+            Field::City => Of::City,
+            Field::RiskScore => Of::RiskScore,
+            Field::RiskLevel => Of::RiskLevel,
+            Field::Flag => Of::Flag,
+            Field::HourOfDay => Of::HourOfDay,
+            Field::Attribute(name) => Of::Attribute(
+                attributes
+                    .iter()
+                    .position(|a| a == name)
+                    .unwrap_or(usize::MAX),
+            ),
+        }
+    }
+
+    /// Whether the field is summed as money (exactly).
+    fn is_money(self) -> bool {
+        matches!(self, Of::Amount | Of::Fee | Of::Attribute(_))
+    }
+
+    /// Whether its values are interned strings.
+    fn interned(self) -> bool {
+        matches!(
+            self,
+            Of::Customer
+                | Of::Account
+                | Of::Merchant
+                | Of::Currency
+                | Of::Channel
+                | Of::Device
+                | Of::Country
+                | Of::City
+                | Of::Flag
+                | Of::Attribute(_)
+        )
+    }
+}
+
+/// An aggregate's operation, its fields resolved.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Count,
+    Sum(Of),
+    Min(Of),
+    Max(Of),
+    Avg(Of),
+    Distinct(Of),
+    CountBy(Of),
+    SumBy(Of, Of),
+    CountByBand(Of),
+    SumByBand(Of),
+    Collect,
+}
+
+/// An event's attribute at place `i`, if it has one.
+fn attribute(t: &Txn, i: usize) -> Option<Sym> {
+    t.attrs.get(i).copied().filter(|&s| s != NONE)
+}
+
+/// The exact value of a money field (an attribute's when it is a
+/// number); `None` when the event has none.
+fn money(f: Of, t: &Txn, strings: &Interner) -> Option<Decimal> {
+    match f {
+        Of::Fee => Some(t.fee),
+        Of::Attribute(i) => crate::decode::parse_decimal(strings.resolve(attribute(t, i)?).trim()),
+        _ => Some(t.amount),
     }
 }
 
 /// Calls `out` with each category value of field `f` (none for absent values).
-fn categories(f: Field, t: &Txn, mut out: impl FnMut(u64)) {
+fn categories(f: Of, t: &Txn, mut out: impl FnMut(u64)) {
     let sym = |s: u32| if s == NONE { None } else { Some(u64::from(s)) };
     let v = match f {
-        Field::Id => Some(crate::model::ids::stable_hash(&[t.id.as_bytes()])),
-        Field::Customer => sym(t.customer),
-        Field::Account => sym(t.account),
-        Field::Merchant => sym(t.merchant),
-        Field::Kind => Some(t.kind as u64),
-        Field::Status => Some(t.status as u64),
-        Field::Currency => sym(t.currency),
-        Field::Channel => sym(t.channel),
-        Field::Device => sym(t.device),
-        Field::Country => sym(t.country),
-        Field::City => sym(t.city),
-        Field::RiskLevel => Some(risk_category(t.risk_level)),
-        Field::HourOfDay => Some(u64::from(crate::model::hour_of_day(t.event_time))),
-        Field::Flag => {
+        Of::Id => Some(crate::model::ids::stable_hash(&[t.id.as_bytes()])),
+        Of::Customer => sym(t.customer),
+        Of::Account => sym(t.account),
+        Of::Merchant => sym(t.merchant),
+        Of::Kind => Some(t.kind as u64),
+        Of::Status => Some(t.status as u64),
+        Of::Currency => sym(t.currency),
+        Of::Channel => sym(t.channel),
+        Of::Device => sym(t.device),
+        Of::Country => sym(t.country),
+        Of::City => sym(t.city),
+        Of::RiskLevel => Some(risk_category(t.risk_level)),
+        Of::HourOfDay => Some(u64::from(crate::model::hour_of_day(t.event_time))),
+        Of::Flag => {
             t.flags.iter().for_each(|f| out(u64::from(*f)));
             None
         }
-        Field::Amount | Field::Fee | Field::RiskScore => None,
+        Of::Attribute(i) => attribute(t, i).map(u64::from),
+        Of::Amount | Of::Fee | Of::RiskScore => None,
     };
     if let Some(v) = v {
         out(v);
     }
 }
 
-fn category_label(f: Field, v: u64) -> Label {
+fn category_label(f: Of, v: u64) -> Label {
     match f {
-        Field::Kind => Label::Name(Kind::ALL.get(v as usize).map_or("other", |k| k.name())),
-        Field::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
-        Field::RiskLevel => Label::Name(RiskLevel::label(RiskLevel::ALL.get(v as usize).copied())),
-        Field::HourOfDay => Label::Text(format!("{v:02}")),
-        Field::Id => Label::Text(crate::model::ids::hex_id(v)),
+        Of::Kind => Label::Name(Kind::ALL.get(v as usize).map_or("other", |k| k.name())),
+        Of::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
+        Of::RiskLevel => Label::Name(RiskLevel::label(RiskLevel::ALL.get(v as usize).copied())),
+        Of::HourOfDay => Label::Text(format!("{v:02}")),
+        Of::Id => Label::Text(crate::model::ids::hex_id(v)),
         _ => Label::Sym(v as u32),
     }
 }
@@ -351,7 +453,7 @@ fn category_label(f: Field, v: u64) -> Label {
 /// Entries sorted largest first, then by name, for deterministic output.
 fn ordered<T: Ord + Copy + Default>(
     map: &SmallMap<T>,
-    f: Field,
+    f: Of,
     strings: &Interner,
 ) -> Vec<(Label, T)> {
     let mut v: Vec<(Label, T)> = Vec::with_capacity(map.len());
@@ -364,9 +466,10 @@ fn ordered<T: Ord + Copy + Default>(
 }
 
 impl Plan {
-    /// Compiles a validated aggregate spec; a `collect` keeps at most
-    /// `max_collect` events per window.
-    pub fn new(spec: &AggregateSpec, max_collect: usize) -> Self {
+    /// Compiles a validated aggregate spec, for events carrying the
+    /// attributes `attributes`; a `collect` keeps at most `max_collect`
+    /// events per window.
+    pub fn new(spec: &AggregateSpec, max_collect: usize, attributes: &[String]) -> Self {
         let filter = spec.filter.as_ref().map(|f| Filter {
             statuses: f
                 .status_in
@@ -375,6 +478,20 @@ impl Plan {
             kinds: f.kind_in.iter().fold(0, |m, k| m | 1 << kind_of(*k) as u16),
             flagged: f.flagged,
         });
+        let of = |f: &Field| Of::resolve(f, attributes);
+        let op = match &spec.op {
+            AggregateOp::Count => Op::Count,
+            AggregateOp::Sum(f) => Op::Sum(of(f)),
+            AggregateOp::Min(f) => Op::Min(of(f)),
+            AggregateOp::Max(f) => Op::Max(of(f)),
+            AggregateOp::Avg(f) => Op::Avg(of(f)),
+            AggregateOp::Distinct(f) => Op::Distinct(of(f)),
+            AggregateOp::CountBy(f) => Op::CountBy(of(f)),
+            AggregateOp::SumBy((g, v)) => Op::SumBy(of(g), of(v)),
+            AggregateOp::CountByBand(b) => Op::CountByBand(of(&b.field)),
+            AggregateOp::SumByBand(b) => Op::SumByBand(of(&b.field)),
+            AggregateOp::Collect => Op::Collect,
+        };
         let bounds = match &spec.op {
             AggregateOp::CountByBand(b) | AggregateOp::SumByBand(b) => b
                 .bounds
@@ -384,16 +501,13 @@ impl Plan {
             _ => Vec::new(),
         };
         let mut plan = Self {
-            op: spec.op.clone(),
+            op,
             filter,
             bounds,
             band_labels: Vec::new(),
             max_collect,
         };
-        if matches!(
-            spec.op,
-            AggregateOp::CountByBand(_) | AggregateOp::SumByBand(_)
-        ) {
+        if matches!(op, Op::CountByBand(_) | Op::SumByBand(_)) {
             plan.band_labels = (0..=plan.bounds.len())
                 .map(|i| plan.band_label(i).into())
                 .collect();
@@ -403,85 +517,87 @@ impl Plan {
 
     /// A fresh accumulator.
     pub fn empty(&self) -> Acc {
-        match &self.op {
-            AggregateOp::Count => Acc::Count(0),
-            AggregateOp::Sum(f) | AggregateOp::Avg(f) if is_money(*f) => {
-                Acc::Money(Decimal::ZERO, 0)
-            }
-            AggregateOp::Sum(_) | AggregateOp::Avg(_) => Acc::Number(0.0, 0),
-            AggregateOp::Min(f) | AggregateOp::Max(f) if is_money(*f) => Acc::MoneyExtreme(None),
-            AggregateOp::Min(_) | AggregateOp::Max(_) => Acc::NumberExtreme(None),
-            AggregateOp::Distinct(_) => Acc::Distinct(SmallMap::default()),
-            AggregateOp::CountBy(_) => Acc::CountBy(SmallMap::default()),
-            AggregateOp::SumBy(_) => Acc::SumBy(SmallMap::default()),
-            AggregateOp::CountByBand(_) => {
-                Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1])
-            }
-            AggregateOp::SumByBand(_) => {
+        match self.op {
+            Op::Count => Acc::Count(0),
+            Op::Sum(f) | Op::Avg(f) if f.is_money() => Acc::Money(Decimal::ZERO, 0),
+            Op::Sum(_) | Op::Avg(_) => Acc::Number(0.0, 0),
+            Op::Min(f) | Op::Max(f) if f.is_money() => Acc::MoneyExtreme(None),
+            Op::Min(_) | Op::Max(_) => Acc::NumberExtreme(None),
+            Op::Distinct(_) => Acc::Distinct(SmallMap::default()),
+            Op::CountBy(_) => Acc::CountBy(SmallMap::default()),
+            Op::SumBy(..) => Acc::SumBy(SmallMap::default()),
+            Op::CountByBand(_) => Acc::Bands(smallvec::smallvec![0; self.bounds.len() + 1]),
+            Op::SumByBand(_) => {
                 Acc::BandSums(smallvec::smallvec![Decimal::ZERO; self.bounds.len() + 1])
             }
-            AggregateOp::Collect => Acc::Collect(Vec::new(), 0),
+            Op::Collect => Acc::Collect(Vec::new(), 0),
         }
     }
 
-    /// Adds an event.
-    pub fn update(&self, acc: &mut Acc, t: &Txn) {
+    /// Adds an event (`strings`: what its symbols are, for attributes read
+    /// as numbers).
+    pub fn update(&self, acc: &mut Acc, t: &Txn, strings: &Interner) {
         if let Some(filter) = &self.filter {
             if !filter.accepts(t) {
                 return;
             }
         }
-        match (&self.op, acc) {
-            (AggregateOp::Count, Acc::Count(n)) => *n += 1,
-            (AggregateOp::Sum(f) | AggregateOp::Avg(f), Acc::Money(sum, n)) => {
-                *sum += money(*f, t);
-                *n += 1;
+        match (self.op, acc) {
+            (Op::Count, Acc::Count(n)) => *n += 1,
+            (Op::Sum(f) | Op::Avg(f), Acc::Money(sum, n)) => {
+                if let Some(x) = money(f, t, strings) {
+                    *sum += x;
+                    *n += 1;
+                }
             }
-            (AggregateOp::Sum(_) | AggregateOp::Avg(_), Acc::Number(sum, n)) => {
+            (Op::Sum(_) | Op::Avg(_), Acc::Number(sum, n)) => {
                 if let Some(x) = t.risk_score {
                     *sum += x;
                     *n += 1;
                 }
             }
-            (AggregateOp::Min(f), Acc::MoneyExtreme(m)) => {
-                let x = money(*f, t);
-                *m = Some(m.map_or(x, |m| m.min(x)));
+            (Op::Min(f), Acc::MoneyExtreme(m)) => {
+                if let Some(x) = money(f, t, strings) {
+                    *m = Some(m.map_or(x, |m| m.min(x)));
+                }
             }
-            (AggregateOp::Max(f), Acc::MoneyExtreme(m)) => {
-                let x = money(*f, t);
-                *m = Some(m.map_or(x, |m| m.max(x)));
+            (Op::Max(f), Acc::MoneyExtreme(m)) => {
+                if let Some(x) = money(f, t, strings) {
+                    *m = Some(m.map_or(x, |m| m.max(x)));
+                }
             }
-            (AggregateOp::Min(_), Acc::NumberExtreme(m)) => {
+            (Op::Min(_), Acc::NumberExtreme(m)) => {
                 if let Some(x) = t.risk_score {
                     *m = Some(m.map_or(x, |m| m.min(x)));
                 }
             }
-            (AggregateOp::Max(_), Acc::NumberExtreme(m)) => {
+            (Op::Max(_), Acc::NumberExtreme(m)) => {
                 if let Some(x) = t.risk_score {
                     *m = Some(m.map_or(x, |m| m.max(x)));
                 }
             }
-            (AggregateOp::Distinct(f), Acc::Distinct(set)) => categories(*f, t, |v| {
+            (Op::Distinct(f), Acc::Distinct(set)) => categories(f, t, |v| {
                 set.entry(v);
             }),
-            (AggregateOp::CountBy(f), Acc::CountBy(map)) => {
-                categories(*f, t, |v| *map.entry(v) += 1)
+            (Op::CountBy(f), Acc::CountBy(map)) => categories(f, t, |v| *map.entry(v) += 1),
+            (Op::SumBy(g, m), Acc::SumBy(map)) => {
+                if let Some(x) = money(m, t, strings) {
+                    categories(g, t, |v| *map.entry(v) += x);
+                }
             }
-            (AggregateOp::SumBy((g, m)), Acc::SumBy(map)) => {
-                let x = money(*m, t);
-                categories(*g, t, |v| *map.entry(v) += x);
+            (Op::CountByBand(f), Acc::Bands(counts)) => {
+                if let Some(x) = money(f, t, strings) {
+                    let band = self.bounds.partition_point(|bound| *bound <= x);
+                    counts[band] += 1;
+                }
             }
-            (AggregateOp::CountByBand(b), Acc::Bands(counts)) => {
-                let x = money(b.field, t);
-                let band = self.bounds.partition_point(|bound| *bound <= x);
-                counts[band] += 1;
+            (Op::SumByBand(f), Acc::BandSums(sums)) => {
+                if let Some(x) = money(f, t, strings) {
+                    let band = self.bounds.partition_point(|bound| *bound <= x);
+                    sums[band] += x;
+                }
             }
-            (AggregateOp::SumByBand(b), Acc::BandSums(sums)) => {
-                let x = money(b.field, t);
-                let band = self.bounds.partition_point(|bound| *bound <= x);
-                sums[band] += x;
-            }
-            (AggregateOp::Collect, Acc::Collect(events, total)) => {
+            (Op::Collect, Acc::Collect(events, total)) => {
                 *total += 1;
                 if events.len() < self.max_collect {
                     events.push(t.clone());
@@ -493,7 +609,7 @@ impl Plan {
 
     /// Merges `other` into `acc` (session windows).
     pub fn merge(&self, acc: &mut Acc, other: Acc) {
-        let is_min = matches!(self.op, AggregateOp::Min(_));
+        let is_min = matches!(self.op, Op::Min(_));
         match (acc, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::Money(a, n), Acc::Money(b, m)) => {
@@ -549,25 +665,17 @@ impl Plan {
         }
     }
 
+    /// The field `acc` groups by, if it groups.
+    fn grouped_by(&self) -> Option<Of> {
+        match self.op {
+            Op::Distinct(f) | Op::CountBy(f) | Op::SumBy(f, _) => Some(f),
+            _ => None,
+        }
+    }
+
     /// Whether `acc` groups by interned strings (its keys are symbols).
     fn groups_interned(&self) -> bool {
-        let grouped_by = match &self.op {
-            AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
-            AggregateOp::SumBy((g, _)) => *g,
-            _ => Field::Id,
-        };
-        matches!(
-            grouped_by,
-            Field::Customer
-                | Field::Account
-                | Field::Merchant
-                | Field::Currency
-                | Field::Channel
-                | Field::Device
-                | Field::Country
-                | Field::City
-                | Field::Flag
-        )
+        self.grouped_by().is_some_and(Of::interned)
     }
 
     /// Replaces the symbols `acc` holds by `map` of them: the accumulator
@@ -606,24 +714,20 @@ impl Plan {
 
     /// The result as it crosses to the rule set.
     pub fn finish(&self, acc: &Acc, strings: &Interner) -> AggregateValue {
-        let field = |op: &AggregateOp| match op {
-            AggregateOp::Distinct(f) | AggregateOp::CountBy(f) => *f,
-            AggregateOp::SumBy((g, _)) => *g,
-            _ => Field::Id,
-        };
+        let field = self.grouped_by().unwrap_or(Of::Id);
         match acc {
             Acc::Count(n) => AggregateValue::Count(*n),
             Acc::Money(sum, n) => match self.op {
-                AggregateOp::Avg(_) if *n == 0 => AggregateValue::Empty,
-                AggregateOp::Avg(_) => AggregateValue::Money(wit_decimal(
+                Op::Avg(_) if *n == 0 => AggregateValue::Empty,
+                Op::Avg(_) => AggregateValue::Money(wit_decimal(
                     (*sum / Decimal::from(*n))
                         .round_dp_with_strategy(8, RoundingStrategy::MidpointAwayFromZero),
                 )),
                 _ => AggregateValue::Money(wit_decimal(*sum)),
             },
             Acc::Number(sum, n) => match self.op {
-                AggregateOp::Avg(_) if *n == 0 => AggregateValue::Empty,
-                AggregateOp::Avg(_) => AggregateValue::Number(sum / *n as f64),
+                Op::Avg(_) if *n == 0 => AggregateValue::Empty,
+                Op::Avg(_) => AggregateValue::Number(sum / *n as f64),
                 _ => AggregateValue::Number(*sum),
             },
             Acc::MoneyExtreme(m) => m.map_or(AggregateValue::Empty, |d| {
@@ -631,9 +735,9 @@ impl Plan {
             }),
             Acc::NumberExtreme(m) => m.map_or(AggregateValue::Empty, AggregateValue::Number),
             Acc::Distinct(set) => AggregateValue::Count(set.len() as u64),
-            Acc::CountBy(map) => AggregateValue::Counts(ordered(map, field(&self.op), strings)),
+            Acc::CountBy(map) => AggregateValue::Counts(ordered(map, field, strings)),
             Acc::SumBy(map) => AggregateValue::Sums(
-                ordered(map, field(&self.op), strings)
+                ordered(map, field, strings)
                     .into_iter()
                     .map(|(k, v)| (k, wit_decimal(v)))
                     .collect(),
@@ -694,9 +798,11 @@ mod tests {
     }
 
     fn run(op: AggregateOp, events: &[Txn], strings: &Interner) -> AggregateValue {
-        let plan = Plan::new(&spec(op), 10_000);
+        let plan = Plan::new(&spec(op), 10_000, &[]);
         let mut acc = plan.empty();
-        events.iter().for_each(|t| plan.update(&mut acc, t));
+        events
+            .iter()
+            .for_each(|t| plan.update(&mut acc, t, strings));
         plan.finish(&acc, strings)
     }
 
@@ -730,12 +836,14 @@ mod tests {
     #[test]
     fn collect_keeps_the_first_events_up_to_its_bound_and_counts_them_all() {
         let mut s = Interner::default();
-        let plan = Plan::new(&spec(AggregateOp::Collect), 3);
+        let plan = Plan::new(&spec(AggregateOp::Collect), 3, &[]);
         let (mut a, mut b) = (plan.empty(), plan.empty());
         for n in 0..5 {
-            plan.update(&mut a, &txn(&mut s, &format!("c{n}"), n, &[]));
+            let t = txn(&mut s, &format!("c{n}"), n, &[]);
+            plan.update(&mut a, &t, &s);
         }
-        plan.update(&mut b, &txn(&mut s, "late", 9, &[]));
+        let t = txn(&mut s, "late", 9, &[]);
+        plan.update(&mut b, &t, &s);
         plan.merge(&mut a, b);
         match plan.finish(&a, &s) {
             AggregateValue::Events(events, total) => {
@@ -829,10 +937,11 @@ mod tests {
         let plan = Plan::new(
             &spec(AggregateOp::SumBy((Field::Customer, Field::Amount))),
             10_000,
+            &[],
         );
         let (mut a, mut b) = (plan.empty(), plan.empty());
-        events[..50].iter().for_each(|t| plan.update(&mut a, t));
-        events[50..].iter().for_each(|t| plan.update(&mut b, t));
+        events[..50].iter().for_each(|t| plan.update(&mut a, t, &s));
+        events[50..].iter().for_each(|t| plan.update(&mut b, t, &s));
         plan.merge(&mut a, b);
         match plan.finish(&a, &s) {
             AggregateValue::Sums(v) => {
@@ -862,9 +971,10 @@ mod tests {
                 }),
             },
             10_000,
+            &[],
         );
         let mut acc = plan.empty();
-        events.iter().for_each(|t| plan.update(&mut acc, t));
+        events.iter().for_each(|t| plan.update(&mut acc, t, &s));
         assert!(matches!(acc, Acc::Count(1)));
         let bands = AggregateOp::CountByBand(Bands {
             field: Field::Amount,
@@ -889,6 +999,69 @@ mod tests {
     }
 
     #[test]
+    fn attributes_group_and_sum_as_exact_decimals() {
+        let mut s = Interner::default();
+        let attributes = ["product".to_string(), "quantity".to_string()];
+        let mut with = |customer: &str, product: &str, quantity: &str| {
+            let mut t = txn(&mut s, customer, 100, &[]);
+            let mut sym = |v: &str| if v.is_empty() { NONE } else { s.intern(v) };
+            t.attrs = vec![sym(product), sym(quantity)].into_boxed_slice();
+            t
+        };
+        let events = [
+            with("a", "P1", "2"),
+            with("b", "P1", "1.5"),
+            with("c", "P2", "3"),
+            with("d", "P2", "many"),
+            with("e", "", "4"),
+        ];
+        let attr = |name: &str| Field::Attribute(name.into());
+        let run = |op: AggregateOp| {
+            let plan = Plan::new(&spec(op), 10, &attributes);
+            let mut acc = plan.empty();
+            events.iter().for_each(|t| plan.update(&mut acc, t, &s));
+            plan.finish(&acc, &s)
+        };
+        let texts = |v: AggregateValue| match v {
+            AggregateValue::Sums(v) => v
+                .iter()
+                .map(|(l, d)| {
+                    let d = Decimal::new(d.units, u32::from(d.scale));
+                    format!("{}={d}", l.text(&s))
+                })
+                .collect::<Vec<_>>(),
+            AggregateValue::Counts(v) => v
+                .iter()
+                .map(|(l, n)| format!("{}={n}", l.text(&s)))
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        // Quantity per product: "many" is not a number, and the event
+        // without a product is in no group.
+        assert_eq!(
+            texts(run(AggregateOp::SumBy((attr("product"), attr("quantity"))))),
+            ["P1=3.5", "P2=3"]
+        );
+        assert_eq!(
+            texts(run(AggregateOp::CountBy(attr("product")))),
+            ["P1=2", "P2=2"]
+        );
+        match run(AggregateOp::Sum(attr("quantity"))) {
+            AggregateValue::Money(d) => assert_eq!(
+                Decimal::new(d.units, u32::from(d.scale)),
+                Decimal::new(105, 1)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(AggregateOp::Distinct(attr("product"))),
+            AggregateValue::Count(2)
+        ));
+        // An attribute the events do not carry groups nothing.
+        assert!(texts(run(AggregateOp::CountBy(attr("colour")))).is_empty());
+    }
+
+    #[test]
     fn band_sums_add_each_amount_to_its_band_in_band_order() {
         let mut s = Interner::default();
         let events = [
@@ -903,11 +1076,11 @@ mod tests {
             field: Field::Amount,
             bounds: bounds.to_vec(),
         }));
-        let plan = Plan::new(&plan, 10_000);
+        let plan = Plan::new(&plan, 10_000, &[]);
         // Two partials merged, then through a checkpoint's form.
         let (mut a, mut b) = (plan.empty(), plan.empty());
-        events[..2].iter().for_each(|t| plan.update(&mut a, t));
-        events[2..].iter().for_each(|t| plan.update(&mut b, t));
+        events[..2].iter().for_each(|t| plan.update(&mut a, t, &s));
+        events[2..].iter().for_each(|t| plan.update(&mut b, t, &s));
         plan.merge(&mut a, b);
         let mut bytes = Vec::new();
         a.write_snapshot(&mut bytes);

@@ -147,21 +147,33 @@ pub struct Fired {
     pub values: Vec<AggregateValue>,
 }
 
-/// What a window spec may hold, from `[engine]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a window spec may hold, from `[engine]`, and what its events
+/// carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowLimits {
     /// Windows open at once (`engine.max-open-windows`).
     pub max_open: usize,
     /// Events a `collect` keeps per window (`engine.max-collect-events`).
     pub max_collect: usize,
+    /// The names of the attributes events carry (`decode.attributes`).
+    pub attributes: std::sync::Arc<[String]>,
 }
 
 impl WindowLimits {
-    /// The limits `config` sets.
+    /// The limits `config` sets, for events without attributes.
     pub fn of(config: &crate::config::EngineConfig) -> Self {
         Self {
             max_open: config.max_open_windows,
             max_collect: config.max_collect_events,
+            attributes: std::sync::Arc::from([]),
+        }
+    }
+
+    /// The same, for events carrying the attributes `names`.
+    pub fn with_attributes(self, names: std::sync::Arc<[String]>) -> Self {
+        Self {
+            attributes: names,
+            ..self
         }
     }
 }
@@ -220,11 +232,11 @@ pub struct WindowOperator {
 impl WindowOperator {
     /// An operator for a validated spec, with the default limits.
     pub fn new(spec: &WindowSpec) -> Self {
-        Self::with_limits(spec, WindowLimits::default())
+        Self::with_limits(spec, &WindowLimits::default())
     }
 
     /// An operator for a validated spec.
-    pub fn with_limits(spec: &WindowSpec, limits: WindowLimits) -> Self {
+    pub fn with_limits(spec: &WindowSpec, limits: &WindowLimits) -> Self {
         Self {
             name: spec.name.clone(),
             with_state: spec.with_state,
@@ -234,7 +246,7 @@ impl WindowOperator {
             plans: spec
                 .aggregates
                 .iter()
-                .map(|a| Plan::new(a, limits.max_collect))
+                .map(|a| Plan::new(a, limits.max_collect, &limits.attributes))
                 .collect(),
             panes: Panes::default(),
             timers: Timers::default(),
@@ -397,7 +409,7 @@ impl WindowOperator {
 
     /// Adds an event to the window `(key, start)`, opening it if needed;
     /// false when that would open more windows than allowed.
-    fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn) -> bool {
+    fn update(&mut self, key: u32, start: i64, end: i64, t: &Txn, strings: &Interner) -> bool {
         if self.panes.len() >= self.max_open && self.panes.get(&(key, start)).is_none() {
             return false;
         }
@@ -413,7 +425,7 @@ impl WindowOperator {
             }
         });
         for (plan, acc) in plans.iter().zip(pane.accs.iter_mut()) {
-            plan.update(acc, t);
+            plan.update(acc, t, strings);
         }
         if pane.fired > 0 && !pane.dirty && !self.timers.contains(pane.end, key, start) {
             pane.dirty = true;
@@ -426,9 +438,10 @@ impl WindowOperator {
         watermark != i64::MIN && end.saturating_add(self.lateness) <= watermark
     }
 
-    /// Adds an event given the watermark before its batch: late events
-    /// are counted in `late_events`, refused ones in `refused_events`.
-    pub fn add(&mut self, t: &Txn, watermark: i64) -> Admit {
+    /// Adds an event given the watermark before its batch (`strings`:
+    /// what its symbols are): late events are counted in `late_events`,
+    /// refused ones in `refused_events`.
+    pub fn add(&mut self, t: &Txn, watermark: i64, strings: &Interner) -> Admit {
         let Some(key) = key_of(self.key_by, t) else {
             return Admit::Added;
         };
@@ -438,7 +451,7 @@ impl WindowOperator {
             WindowKind::Tumbling(size) => {
                 let (start, end) = assign::tumbling(time, size);
                 let ok = !self.is_late(end, watermark);
-                if ok && end > self.fired_until && !self.update(key, start, end, t) {
+                if ok && end > self.fired_until && !self.update(key, start, end, t, strings) {
                     refused = Some(start);
                 }
                 ok
@@ -448,7 +461,7 @@ impl WindowOperator {
                 for (start, end) in assign::sliding(time, s.size_ms, s.slide_ms) {
                     if !self.is_late(end, watermark) {
                         any = true;
-                        if end > self.fired_until && !self.update(key, start, end, t) {
+                        if end > self.fired_until && !self.update(key, start, end, t, strings) {
                             refused.get_or_insert(start);
                         }
                     }
@@ -459,7 +472,7 @@ impl WindowOperator {
                 let ok = !self.is_late(time.saturating_add(gap), watermark);
                 if ok
                     && time.saturating_add(gap) > self.fired_until
-                    && !self.add_to_session(key, t, gap)
+                    && !self.add_to_session(key, t, gap, strings)
                 {
                     refused = Some(time);
                 }
@@ -479,7 +492,7 @@ impl WindowOperator {
 
     /// Adds an event to its session, merging the sessions it joins; false
     /// when it would open a session past the limit.
-    fn add_to_session(&mut self, key: u32, t: &Txn, gap: i64) -> bool {
+    fn add_to_session(&mut self, key: u32, t: &Txn, gap: i64, strings: &Interner) -> bool {
         let (mut start, mut end) = (t.event_time, t.event_time.saturating_add(gap));
         let overlapping: Vec<i64> = self
             .sessions
@@ -495,7 +508,7 @@ impl WindowOperator {
         if let [only] = overlapping[..] {
             let pane_end = self.panes.get(&(key, only)).map_or(i64::MIN, |p| p.end);
             if only <= start && end <= pane_end {
-                return self.update(key, only, pane_end, t);
+                return self.update(key, only, pane_end, t, strings);
             }
         }
         if overlapping.is_empty() && self.panes.len() >= self.max_open {
@@ -531,7 +544,7 @@ impl WindowOperator {
                 dirty: false,
             },
         );
-        self.update(key, start, end, t)
+        self.update(key, start, end, t, strings)
     }
 
     /// Marks the interned strings the open windows hold (keys, grouped

@@ -68,7 +68,7 @@ fn tumbling_windows_fire_when_the_watermark_passes_their_end() {
     let mut s = Interner::default();
     let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 0));
     for (c, t) in [("a", 10), ("a", 99), ("b", 50), ("a", 100)] {
-        assert_eq!(op.add(&txn(&mut s, c, t, 100), i64::MIN), Admit::Added);
+        assert_eq!(op.add(&txn(&mut s, c, t, 100), i64::MIN, &s), Admit::Added);
     }
     assert!(fire(&mut op, 99, &s).is_empty());
     let fired = fire(&mut op, 100, &s);
@@ -87,17 +87,17 @@ fn tumbling_windows_fire_when_the_watermark_passes_their_end() {
 fn late_events_within_lateness_refire_and_beyond_are_counted() {
     let mut s = Interner::default();
     let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(100), 50));
-    op.add(&txn(&mut s, "a", 10, 100), i64::MIN);
+    op.add(&txn(&mut s, "a", 10, 100), i64::MIN, &s);
     assert_eq!(fire(&mut op, 120, &s), vec![("a".into(), 0, 100, 0, 1)]);
     assert_eq!(
-        op.add(&txn(&mut s, "a", 20, 100), 120),
+        op.add(&txn(&mut s, "a", 20, 100), 120, &s),
         Admit::Added,
         "within lateness"
     );
     assert_eq!(fire(&mut op, 130, &s), vec![("a".into(), 0, 100, 1, 2)]);
     assert!(fire(&mut op, 150, &s).is_empty());
     assert_eq!(
-        op.add(&txn(&mut s, "a", 30, 100), 150),
+        op.add(&txn(&mut s, "a", 30, 100), 150, &s),
         Admit::Late,
         "beyond lateness"
     );
@@ -113,7 +113,7 @@ fn sliding_windows_count_an_event_in_each_overlap() {
         slide_ms: 10,
     });
     let mut op = WindowOperator::new(&spec(kind, 0));
-    op.add(&txn(&mut s, "a", 25, 100), i64::MIN);
+    op.add(&txn(&mut s, "a", 25, 100), i64::MIN, &s);
     let fired = fire(&mut op, i64::MAX, &s);
     let windows: Vec<(i64, i64)> = fired.iter().map(|f| (f.1, f.2)).collect();
     assert_eq!(windows, vec![(0, 30), (10, 40), (20, 50)]);
@@ -124,7 +124,7 @@ fn sessions_merge_across_gaps() {
     let mut s = Interner::default();
     let mut op = WindowOperator::new(&spec(WindowKind::Session(10), 0));
     for t in [0, 5, 30, 12] {
-        op.add(&txn(&mut s, "a", t, 100), i64::MIN);
+        op.add(&txn(&mut s, "a", t, 100), i64::MIN, &s);
     }
     // 0, 5 and 12 chain into [0, 22); 30 stands alone.
     assert_eq!(
@@ -134,7 +134,7 @@ fn sessions_merge_across_gaps() {
     // A bridging event merges two sessions.
     let mut op = WindowOperator::new(&spec(WindowKind::Session(10), 0));
     for t in [0, 15, 8] {
-        op.add(&txn(&mut s, "b", t, 100), i64::MIN);
+        op.add(&txn(&mut s, "b", t, 100), i64::MIN, &s);
     }
     assert_eq!(fire(&mut op, i64::MAX, &s), vec![("b".into(), 0, 25, 0, 3)]);
 }
@@ -225,7 +225,7 @@ fn windows_fired_before_a_restart_are_not_fired_again() {
         (130_000, 400),
     ] {
         assert_eq!(
-            op.add(&txn(&mut s, "c1", time, cents), i64::MIN),
+            op.add(&txn(&mut s, "c1", time, cents), i64::MIN, &s),
             Admit::Added
         );
     }
@@ -242,32 +242,45 @@ fn past_the_open_window_ceiling_an_event_is_refused_and_open_windows_go_on() {
     let limits = WindowLimits {
         max_open: 2,
         max_collect: 10,
+        attributes: std::sync::Arc::from([]),
     };
-    let mut op = WindowOperator::with_limits(&spec(WindowKind::Tumbling(100), 0), limits);
-    assert_eq!(op.add(&txn(&mut s, "a", 10, 100), i64::MIN), Admit::Added);
-    assert_eq!(op.add(&txn(&mut s, "b", 10, 100), i64::MIN), Admit::Added);
+    let mut op = WindowOperator::with_limits(&spec(WindowKind::Tumbling(100), 0), &limits);
+    assert_eq!(
+        op.add(&txn(&mut s, "a", 10, 100), i64::MIN, &s),
+        Admit::Added
+    );
+    assert_eq!(
+        op.add(&txn(&mut s, "b", 10, 100), i64::MIN, &s),
+        Admit::Added
+    );
     let c = txn(&mut s, "c", 10, 100);
     assert_eq!(
-        op.add(&c, i64::MIN),
+        op.add(&c, i64::MIN, &s),
         Admit::Full {
             key: c.customer,
             start: 0
         }
     );
     assert_eq!(op.refused_events, 1);
-    assert_eq!(op.add(&txn(&mut s, "a", 20, 100), i64::MIN), Admit::Added);
+    assert_eq!(
+        op.add(&txn(&mut s, "a", 20, 100), i64::MIN, &s),
+        Admit::Added
+    );
     let fired = fire(&mut op, 100, &s);
     assert_eq!(fired.len(), 2);
     assert_eq!((fired[0].0.as_str(), fired[0].4), ("a", 2));
     // Fired and purged, they make room again.
-    assert_eq!(op.add(&txn(&mut s, "c", 110, 100), 100), Admit::Added);
+    assert_eq!(op.add(&txn(&mut s, "c", 110, 100), 100, &s), Admit::Added);
     // Sessions are held to the ceiling too.
-    let mut sessions = WindowOperator::with_limits(&spec(WindowKind::Session(10), 0), limits);
+    let mut sessions = WindowOperator::with_limits(&spec(WindowKind::Session(10), 0), &limits);
     for (c, t) in [("a", 1), ("b", 1), ("a", 5)] {
-        assert_eq!(sessions.add(&txn(&mut s, c, t, 1), i64::MIN), Admit::Added);
+        assert_eq!(
+            sessions.add(&txn(&mut s, c, t, 1), i64::MIN, &s),
+            Admit::Added
+        );
     }
     assert!(matches!(
-        sessions.add(&txn(&mut s, "c", 1, 1), i64::MIN),
+        sessions.add(&txn(&mut s, "c", 1, 1), i64::MIN, &s),
         Admit::Full { .. }
     ));
 }
@@ -281,7 +294,7 @@ fn a_sweep_of_the_interner_keeps_what_open_windows_hold() {
         s.intern(&format!("gone-{n}"));
     }
     for c in ["alice", "bob"] {
-        op.add(&txn(&mut s, c, 10, 100), i64::MIN);
+        op.add(&txn(&mut s, c, 10, 100), i64::MIN, &s);
     }
     let mut marks = s.marks();
     op.mark_strings(&mut marks);
@@ -308,11 +321,11 @@ fn windows_restored_from_a_snapshot_fire_as_the_originals_would() {
         let mut s = Interner::default();
         let mut op = WindowOperator::new(&spec(kind, 30_000));
         for (i, c) in ["a", "b", "a", "c", "a"].iter().enumerate() {
-            op.add(&txn(&mut s, c, i as i64 * 25_000, 100), i64::MIN);
+            op.add(&txn(&mut s, c, i as i64 * 25_000, 100), i64::MIN, &s);
         }
         // One window fired, then updated by a late event (it fires again).
         let first = fire(&mut op, 60_000, &s);
-        op.add(&txn(&mut s, "a", 59_000, 100), 60_000);
+        op.add(&txn(&mut s, "a", 59_000, 100), 60_000, &s);
         let mut bytes = Vec::new();
         op.write_snapshot(&mut bytes);
         let mut back = WindowOperator::new(&spec(kind, 30_000));
@@ -323,8 +336,8 @@ fn windows_restored_from_a_snapshot_fire_as_the_originals_would() {
         .unwrap();
         assert_eq!(back.len(), op.len(), "{kind:?}");
         let more = txn(&mut s, "b", 130_000, 100);
-        op.add(&more, 60_000);
-        back.add(&more, 60_000);
+        op.add(&more, 60_000, &s);
+        back.add(&more, 60_000, &s);
         for watermark in [70_000, 200_000, i64::MAX] {
             assert_eq!(
                 fire(&mut back, watermark, &s),
@@ -341,7 +354,7 @@ fn retained_keys_keep_their_windows_and_the_others_leave_unfired() {
     let mut s = Interner::default();
     let mut op = WindowOperator::new(&spec(WindowKind::Tumbling(60_000), 0));
     for (who, t, c) in [("a", 1_000, 100), ("b", 2_000, 200), ("a", 3_000, 300)] {
-        op.add(&txn(&mut s, who, t, c), i64::MIN);
+        op.add(&txn(&mut s, who, t, c), i64::MIN, &s);
     }
     let b = s.intern("b");
     assert_eq!(op.retain_keys(&mut |key| key != b), 1);
