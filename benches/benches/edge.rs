@@ -45,7 +45,7 @@ fn rule_call(c: &mut Criterion) {
     let mut group = c.benchmark_group("rule-call");
     for guest in [guests::FRAUD, guests::ANOMALY] {
         let mut rule = load(&rt, guest);
-        let key = rule.manifest().state_key.unwrap();
+        let key = edge::engine::key::Key::of(rule.manifest().state_key.as_ref().unwrap(), &[]);
         let mut state = rule.new_state();
         for size in [16usize, 128, 1024] {
             let chunks: Vec<&[edge::model::Txn]> = txns.chunks(size).take(16).collect();

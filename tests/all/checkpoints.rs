@@ -413,6 +413,35 @@ fn a_changed_rule_set_keeps_its_state_and_drops_the_windows_of_a_spec_it_no_long
 }
 
 #[test]
+fn a_checkpoint_is_resumed_only_with_the_attributes_it_was_taken_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, per_customer) = small_batches(dir.path(), 20_000);
+    let plain = std::fs::read_to_string(&config).unwrap();
+    let with = format!("{plain}[decode.attributes]\nvia = \"channel\"\n");
+    std::fs::write(&config, &with).unwrap();
+    let out = dir.path().join("out");
+    run_and_stop(&config, &out, &[guests::COUNTER_V1], 0);
+    let held = inspect(&out.join("checkpoints"));
+    assert!(held.contains("attributes: via"), "{held}");
+    // Events held in it carry the attribute by place: another set of
+    // attributes is refused, naming both and the fix.
+    std::fs::write(&config, &plain).unwrap();
+    let (ok, log) = run_once(&run_args(&[guests::COUNTER_V1], &config, &out));
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(
+            "it was taken with the attributes via ([decode.attributes]), and this run maps none"
+        ) && log.contains("remove"),
+        "{log}"
+    );
+    // With them, it resumes where it stopped.
+    std::fs::write(&config, &with).unwrap();
+    let log = run_to_end(&run_args(&[guests::COUNTER_V1], &config, &out));
+    assert!(log.contains("resuming from the checkpoint"), "{log}");
+    assert_eq!(counts(&out), per_customer);
+}
+
+#[test]
 fn a_rule_set_whose_state_key_changed_starts_with_empty_state() {
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = small_batches(dir.path(), 20_000);

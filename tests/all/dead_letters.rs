@@ -485,35 +485,40 @@ fn attributes_reach_rule_sets_from_json_csv_and_debezium() {
 }
 
 #[test]
-fn windows_group_and_sum_by_attributes_and_an_unmapped_one_is_refused() {
+fn windows_and_keyed_state_key_group_and_sum_by_attributes() {
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("items.jsonl");
-    let item = |id: &str, minute: u32, product: &str, quantity: &str, amount: &str| {
+    let item = |id: &str, order: &str, minute: u32, product: &str, quantity: &str, amount: &str| {
         format!(
-            r#"{{"transaction_id":"{id}","customer_id":"c1","transaction_type":"PURCHASE","amount":"{amount}","created_at":"2026-01-05T00:0{minute}:10Z","item":{{"sku":"{product}","qty":{quantity}}}}}"#
+            r#"{{"transaction_id":"{id}","customer_id":"c-{id}","transaction_type":"PURCHASE","amount":"{amount}","created_at":"2026-01-05T00:0{minute}:10Z","order_id":"{order}","item":{{"sku":"{product}","qty":{quantity}}}}}"#
         )
     };
     let lines = [
-        item("i-1", 0, "P1", "2", "20.00"),
-        item("i-2", 0, "P1", "1.5", "15.00"),
-        item("i-3", 0, "P2", "1", "9.99"),
-        item("i-4", 0, "P2", "\"several\"", "5.00"),
-        item("i-5", 1, "P2", "4", "40.00"),
+        item("i-1", "O-1", 0, "P1", "2", "20.00"),
+        item("i-2", "O-2", 0, "P1", "1.5", "15.00"),
+        item("i-3", "O-1", 0, "P2", "1", "9.99"),
+        item("i-4", "O-3", 0, "P2", "\"several\"", "5.00"),
+        item("i-5", "O-1", 1, "P2", "4", "40.00"),
+        item("i-6", "O-2", 1, "P3", "1", "1.00"),
     ];
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let mapped: BTreeMap<String, String> = [("product", "item.sku"), ("quantity", "item.qty")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for workers in [1, 2] {
+    let mapped: BTreeMap<String, String> = [
+        ("order", "order_id"),
+        ("product", "item.sku"),
+        ("quantity", "item.qty"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for workers in [1, 2, 4] {
         let (out, summary) = run_pipeline(&[guests::BASKET], |c| {
             c.source = file_source(&input);
             c.decode.attributes = mapped.clone();
             c.engine.workers = workers;
         })
         .unwrap();
-        assert_eq!(summary.events, 5);
+        assert_eq!(summary.events, 6);
         let mut rows = read_jsonl(&out.path().join("baskets.jsonl"));
         rows.sort_by_key(|r| r["window_start"].as_str().unwrap().to_string());
         assert_eq!(rows.len(), 2, "{rows:#?}");
@@ -522,8 +527,51 @@ fn windows_group_and_sum_by_attributes_and_an_unmapped_one_is_refused() {
         assert_eq!(rows[0]["quantity"], json!({"P1": "3.5", "P2": "1"}));
         assert_eq!(rows[0]["revenue"], json!({"P1": "35.00", "P2": "14.99"}));
         assert_eq!(rows[0]["items"], json!({"P1": 2, "P2": 2}));
-        assert_eq!(rows[1]["quantity"], json!({"P2": "4"}));
-        assert_eq!(rows[1]["items"], json!({"P2": 1}));
+        assert_eq!(rows[1]["quantity"], json!({"P2": "4", "P3": "1"}));
+        assert_eq!(rows[1]["items"], json!({"P2": 1, "P3": 1}));
+        // Keyed state by the order: its lines numbered in arrival order,
+        // whichever worker owns the order.
+        let lines: BTreeMap<String, (String, i64)> =
+            read_jsonl(&out.path().join("order_lines.jsonl"))
+                .iter()
+                .map(|r| {
+                    let id = r["transaction_id"].as_str().unwrap().to_string();
+                    let order = r["order_id"].as_str().unwrap().to_string();
+                    (id, (order, r["line"].as_i64().unwrap()))
+                })
+                .collect();
+        let want: BTreeMap<String, (String, i64)> = [
+            ("i-1", "O-1", 1),
+            ("i-2", "O-2", 1),
+            ("i-3", "O-1", 2),
+            ("i-4", "O-3", 1),
+            ("i-5", "O-1", 3),
+            ("i-6", "O-2", 2),
+        ]
+        .into_iter()
+        .map(|(id, order, line)| (id.to_string(), (order.to_string(), line)))
+        .collect();
+        assert_eq!(lines, want, "{workers} workers");
+        // Windows keyed by the order.
+        let totals: BTreeMap<(String, String), (i64, String)> =
+            read_jsonl(&out.path().join("order_totals.jsonl"))
+                .iter()
+                .map(|r| {
+                    let key = (
+                        r["order_id"].as_str().unwrap().to_string(),
+                        r["window_start"].as_str().unwrap()[11..16].to_string(),
+                    );
+                    let amount = r["amount"].as_str().unwrap().to_string();
+                    (key, (r["items"].as_i64().unwrap(), amount))
+                })
+                .collect();
+        let key = |o: &str, t: &str| (o.to_string(), t.to_string());
+        assert_eq!(totals.len(), 5, "{totals:?}");
+        assert_eq!(totals[&key("O-1", "00:00")], (2, "29.99".into()));
+        assert_eq!(totals[&key("O-1", "00:01")], (1, "40.00".into()));
+        assert_eq!(totals[&key("O-2", "00:00")], (1, "15.00".into()));
+        assert_eq!(totals[&key("O-2", "00:01")], (1, "1.00".into()));
+        assert_eq!(totals[&key("O-3", "00:00")], (1, "5.00".into()));
     }
     // Without the attributes mapped, the rule set is refused at start,
     // naming what is missing and the fix.
@@ -534,9 +582,9 @@ fn windows_group_and_sum_by_attributes_and_an_unmapped_one_is_refused() {
     .expect_err("refused")
     .to_string();
     assert!(
-        error
-            .contains("rule set basket reads the attribute quantity which the source does not map")
-            && error.contains("[decode.attributes]")
+        error.contains(
+            "rule set basket reads the attributes order, quantity which the source does not map"
+        ) && error.contains("[decode.attributes]")
             && error.contains("mapped: product"),
         "{error}"
     );

@@ -49,7 +49,7 @@ fn daily(name: &str, key: KeyBy) -> WindowSpec {
         ),
         aggregate("customers", AggregateOp::Distinct(Field::Customer)),
     ];
-    if key == KeyBy::Global {
+    if matches!(key, KeyBy::Global) {
         aggregates.push(aggregate(
             "merchants",
             AggregateOp::Distinct(Field::Merchant),

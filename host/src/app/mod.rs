@@ -10,6 +10,7 @@ pub use gen::{debezium_event, gen, GenOptions};
 use crate::config::{Config, RulesConfig, SourceKind};
 use crate::decode::Decoder;
 use crate::dims::Dims;
+use crate::engine::key::Key;
 use crate::engine::repartition;
 use crate::engine::router::Router;
 use crate::engine::{Pipeline, Summary};
@@ -208,7 +209,16 @@ pub fn run_with_metrics(
         true => {
             let manifests: Vec<_> = rules.iter().map(Rule::manifest).collect();
             let extra = repartition::routed_fields(&config.source).map_err(anyhow::Error::msg)?;
-            Some(repartition::fields_of(&manifests, &extra))
+            let fields = repartition::fields_of(&manifests, &extra, &attributes);
+            if let Some(k) = fields.iter().find(|k| matches!(k, Key::Attribute(_))) {
+                bail!(
+                    "a rule set keys by {}, and source.repartition routes records by the \
+                     fixed fields only (customer, merchant, account, country, kind, \
+                     hour-of-day, global); run it without source.repartition",
+                    k.name(&attributes)
+                );
+            }
+            Some(fields)
         }
         false => None,
     };
@@ -245,7 +255,7 @@ pub fn run_with_metrics(
             tracing::info!(
                 topic = %crate::source::repartition::topic(&config.source.group),
                 partitions,
-                by = %fields.iter().map(|&k| crate::runtime::manifest::key_name(k)).collect::<Vec<_>>().join(","),
+                by = %fields.iter().map(|k| k.name(&[])).collect::<Vec<_>>().join(","),
                 "repartitioning: this member copies the records it reads by key, and runs the \
                  rule sets on the partitions of the repartition topic it is given"
             );

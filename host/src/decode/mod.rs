@@ -13,7 +13,7 @@ pub use fields::{Field, FieldMapping};
 
 use crate::config::DecodeConfig;
 use crate::model::{Format, Interner, Kind, RiskLevel, Status, Txn};
-pub use fields::is_attribute_name;
+pub use fields::{is_attribute_name, MAX_ATTRIBUTES};
 use fields::{FieldValue, Record};
 use rust_decimal::Decimal;
 use std::borrow::Cow;

@@ -4,9 +4,9 @@
 //! batch crosses once. Amounts and fees share one scale per batch. The
 //! buffers are reused from batch to batch.
 
-use crate::engine::key::{key_label, key_of, Label};
+use crate::engine::key::{key_label, key_of, Key, Label};
 use crate::model::{Interner, Sym, Txn, NONE};
-use crate::runtime::bindings::types::{EventBatch, KeyBy};
+use crate::runtime::bindings::types::EventBatch;
 use crate::runtime::bindings::{wit_kind, wit_risk_level, wit_status};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -229,12 +229,7 @@ impl BatchBuilder {
 
     /// Sets the state keys of the last built batch for `key_by`; the distinct
     /// keys are left for [`Self::key_reads`], aligned with `state-keys`.
-    pub fn set_state_keys(
-        &mut self,
-        txns: &[Txn],
-        key_by: KeyBy,
-        strings: &Interner,
-    ) -> &EventBatch {
+    pub fn set_state_keys(&mut self, txns: &[Txn], key_by: Key, strings: &Interner) -> &EventBatch {
         self.keys.clear();
         self.key_labels.clear();
         self.key_times.clear();
@@ -251,11 +246,7 @@ impl BatchBuilder {
                         key_label(key_by, key)
                     };
                     let dict_index = match key_by {
-                        KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
-                            if key != u32::MAX =>
-                        {
-                            self.sym(key, strings)
-                        }
+                        k if k.interned() && key != u32::MAX => self.sym(key, strings),
                         _ => push_dict(&mut self.batch, label.text(strings)),
                     };
                     let slot = self.batch.state_keys.len() as u32;
@@ -337,7 +328,7 @@ mod tests {
         let txns = vec![t("a", 150, 2), t("b", 1, 3)];
         let mut b = BatchBuilder::default();
         b.build(&txns, &s);
-        b.set_state_keys(&txns, KeyBy::Customer, &s);
+        b.set_state_keys(&txns, Key::Customer, &s);
         let batch = b.batch();
         assert_eq!(batch.dict_bytes, b"acustb");
         assert_eq!(batch.dict_ends, vec![0, 1, 5, 6]);

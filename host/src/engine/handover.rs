@@ -150,7 +150,7 @@ mod tests {
     /// A checkpoint of `parts` (partition, next offset) of topic `t`.
     fn checkpoint(parts: &[(i32, i64)]) -> Vec<u8> {
         let position = Position::Kafka(parts.iter().map(|&(p, n)| ("t".into(), p, n)).collect());
-        let mut w = Writer::new("kafka:src", 0, Some(&position));
+        let mut w = Writer::new("kafka:src", 0, Some(&position), &[]);
         w.section(|o| {
             use crate::codec::Put;
             o.put_i64(i64::MIN);

@@ -33,9 +33,8 @@
 
 use crate::config::{EngineConfig, KafkaConfig, SourceConfig};
 use crate::decode::Decoder;
-use crate::engine::key::{event_owner, field, keyed_by, murmur2, FIELDS};
+use crate::engine::key::{event_owner, field, keyed_by, murmur2, Key, FIELDS};
 use crate::model::Interner;
-use crate::runtime::bindings::types::KeyBy;
 use crate::sink::kafka::{flush_all, producer, send_record, EdgeProducer};
 use crate::source::kafka::ensure_repartition_topic;
 use crate::source::repartition::{copy_headers, mark_headers, write_origin, IDLE};
@@ -54,7 +53,7 @@ pub struct Repartitioner {
 /// What the first stage needs to know.
 pub struct Plan {
     /// The fields to route by, in [`FIELDS`] order.
-    pub fields: Vec<KeyBy>,
+    pub fields: Vec<Key>,
     /// Partitions of the repartition topic.
     pub partitions: i32,
 }
@@ -135,7 +134,7 @@ struct Stage {
     sent: usize,
     topic: String,
     decoder: Decoder,
-    fields: Vec<KeyBy>,
+    fields: Vec<Key>,
     partitions: i32,
     batch_size: usize,
     batch_timeout: Duration,
@@ -354,27 +353,33 @@ impl Stage {
     }
 }
 
-/// The fields the rule sets key by, in [`FIELDS`] order, and those
-/// `source.repartition-by` adds.
+/// The fields the rule sets key by (for events carrying the attributes
+/// `attributes`), in [`FIELDS`] order, and those `source.repartition-by`
+/// adds.
 pub fn fields_of(
     manifests: &[&crate::runtime::bindings::types::Manifest],
-    extra: &[KeyBy],
-) -> Vec<KeyBy> {
+    extra: &[Key],
+    attributes: &[String],
+) -> Vec<Key> {
     let mut used = [false; FIELDS.len()];
     for m in manifests {
-        keyed_by(m).for_each(|k| used[field(k)] = true);
+        keyed_by(m, attributes).for_each(|k| used[field(k)] = true);
     }
     extra.iter().for_each(|&k| used[field(k)] = true);
     FIELDS.into_iter().filter(|&k| used[field(k)]).collect()
 }
 
 /// The fields `source.repartition-by` names.
-pub fn routed_fields(source: &SourceConfig) -> Result<Vec<KeyBy>, String> {
-    use crate::runtime::manifest::key_name;
+pub fn routed_fields(source: &SourceConfig) -> Result<Vec<Key>, String> {
+    let fixed = || {
+        FIELDS
+            .into_iter()
+            .filter(|k| !matches!(k, Key::Attribute(_)))
+    };
     (source.repartition_by.iter())
         .map(|name| {
-            (FIELDS.into_iter().find(|&k| key_name(k) == name)).ok_or_else(|| {
-                let known: Vec<&str> = FIELDS.into_iter().map(key_name).collect();
+            (fixed().find(|k| &k.name(&[]) == name)).ok_or_else(|| {
+                let known: Vec<String> = fixed().map(|k| k.name(&[])).collect();
                 format!(
                     "source.repartition-by: unknown field {name:?}; the fields are {}",
                     known.join(", ")
@@ -396,7 +401,7 @@ mod tests {
         };
         assert_eq!(
             routed_fields(&source).unwrap(),
-            vec![KeyBy::Country, KeyBy::HourOfDay]
+            vec![Key::Country, Key::HourOfDay]
         );
         source.repartition_by = vec!["merchnt".into()];
         let error = routed_fields(&source).unwrap_err();

@@ -7,11 +7,12 @@
 //!
 //! | part | form |
 //! |---|---|
-//! | layout | `u32` `0xFFFFFFFF`, then the layout: 3 (layout 2 had no held events and no dedup ids per route; layout 1, before workers, began with the source and held the strings and rule sets of one worker between the watermark and the dedup ids, and after them; it is read as one worker's part) |
+//! | layout | `u32` `0xFFFFFFFF`, then the layout: 5 (layouts 4 and before had no attributes; layout 2 had no held events and no dedup ids per route; layout 1, before workers, began with the source and held the strings and rule sets of one worker between the watermark and the dedup ids, and after them; it is read as one worker's part) |
 //! | source | text: the source's name |
 //! | taken at | `i64`: wall time, ms since the epoch |
 //! | records | `u64`: records read so far |
 //! | position | `u8` kind (0 none, 1 file, 2 Kafka), then a file's byte offset and line (`u64`, `u64`), or Kafka's partitions: a `u64` count, each topic (text), partition (`u32`) and next offset (`i64`) |
+//! | attributes | a `u64` count and each name (text): the source's `decode.attributes`, which events hold by place |
 //! | watermark | section: the watermark (`i64`), a `u64` count and each partition's largest event time (`i64`) |
 //! | dedup | section: the ids remembered, oldest first (event time `i64`, fingerprint `u128`), then (reading a repartition topic) a `u64` count of routes, each its fields (`u8` mask) and its ids in the same form |
 //! | workers | `u64` count, each a section: its part (below) |
@@ -44,9 +45,9 @@ use crate::source::Position;
 const LAYOUT_MARK: u32 = u32::MAX;
 
 /// The payload layout this build writes: with a part per worker, its
-/// held events, and dedup ids per route and partition of the repartition
-/// topic.
-const LAYOUT: u32 = 4;
+/// held events, dedup ids per route and partition of the repartition
+/// topic, and the source's attributes.
+const LAYOUT: u32 = 5;
 
 /// One rule set's part of a snapshot, as read back.
 pub struct RuleSnapshot<'a> {
@@ -99,6 +100,8 @@ pub struct Snapshot<'a> {
     pub records: u64,
     /// Where the source stood.
     pub position: Option<Position>,
+    /// The names of the attributes its events carry (`decode.attributes`).
+    pub attributes: Vec<String>,
     /// The watermark part.
     pub watermark: Reader<'a>,
     /// The dedup ids.
@@ -146,8 +149,14 @@ impl Writer {
         }
     }
 
-    /// A snapshot of a run of `source`, `records` read, at `position`.
-    pub fn new(source: &str, records: u64, position: Option<&Position>) -> Self {
+    /// A snapshot of a run of `source`, `records` read, at `position`,
+    /// its events carrying the attributes `attributes`.
+    pub fn new(
+        source: &str,
+        records: u64,
+        position: Option<&Position>,
+        attributes: &[String],
+    ) -> Self {
         let mut out = Vec::with_capacity(1 << 16);
         out.put_u32(LAYOUT_MARK);
         out.put_u32(LAYOUT);
@@ -158,6 +167,8 @@ impl Writer {
             Some(p) => p.write_snapshot(&mut out),
             None => out.put_u8(0),
         }
+        out.put_len(attributes.len());
+        attributes.iter().for_each(|a| out.put_str(a));
         Self {
             parts: Vec::new(),
             out,
@@ -295,6 +306,13 @@ impl<'a> Snapshot<'a> {
             }
             _ => Some(Position::read_snapshot(&mut r)?),
         };
+        let mut attributes = Vec::new();
+        if layout >= 5 {
+            let n = r.len(4)?;
+            for _ in 0..n {
+                attributes.push(r.str()?.to_string());
+            }
+        }
         let watermark = r.section("watermark")?;
         let mut parts = Vec::new();
         let dedup = if layout == 1 {
@@ -324,6 +342,7 @@ impl<'a> Snapshot<'a> {
             taken_at,
             records,
             position,
+            attributes,
             watermark,
             dedup,
             parts,
@@ -337,6 +356,9 @@ impl<'a> Snapshot<'a> {
         let _ = writeln!(out, "  source: {}", self.source);
         let _ = writeln!(out, "  taken at: {}", crate::model::iso_time(self.taken_at));
         let _ = writeln!(out, "  records read: {}", self.records);
+        if !self.attributes.is_empty() {
+            let _ = writeln!(out, "  attributes: {}", self.attributes.join(", "));
+        }
         let _ = match &self.position {
             Some(p) => writeln!(out, "  position: {p}"),
             None => writeln!(out, "  position: none"),
@@ -464,7 +486,7 @@ mod tests {
         assert_eq!(back.resolve(1), "CUST_1");
 
         // The current layout is marked, and a later one is refused.
-        let mut w = Writer::new("file:events.jsonl", 42, None);
+        let mut w = Writer::new("file:events.jsonl", 42, None, &[]);
         w.section(|o| {
             o.put_i64(1_000);
             o.put_len(0);
@@ -477,5 +499,22 @@ mod tests {
         later[4..8].copy_from_slice(&(LAYOUT + 1).to_le_bytes());
         let error = Snapshot::read(&later).err().unwrap();
         assert!(error.contains(&format!("layout {}", LAYOUT + 1)), "{error}");
+
+        // The attributes the events carry are kept, in their order.
+        let attributes = ["order_id".to_string(), "sku".to_string()];
+        let mut w = Writer::new("file:events.jsonl", 42, None, &attributes);
+        w.section(|o| {
+            o.put_i64(1_000);
+            o.put_len(0);
+        });
+        w.section(|o| o.put_len(0));
+        w.parts(Vec::new());
+        let payload: Vec<u8> = w.finish().concat();
+        let read = Snapshot::read(&payload).unwrap();
+        assert_eq!(read.attributes, attributes);
+        assert!(read
+            .describe()
+            .unwrap()
+            .contains("attributes: order_id, sku"));
     }
 }

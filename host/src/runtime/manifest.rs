@@ -20,7 +20,8 @@ fn groups(f: &Field) -> bool {
     !matches!(f, Field::Id | Field::Amount | Field::Fee | Field::RiskScore)
 }
 
-/// The attributes of the source a manifest's aggregates read, by name.
+/// The attributes of the source a manifest keys by or its aggregates
+/// read, by name.
 pub fn attributes_read<'m>(m: &'m Manifest) -> std::collections::BTreeSet<&'m str> {
     fn add<'m>(names: &mut std::collections::BTreeSet<&'m str>, f: &'m Field) {
         if let Field::Attribute(name) = f {
@@ -28,6 +29,11 @@ pub fn attributes_read<'m>(m: &'m Manifest) -> std::collections::BTreeSet<&'m st
         }
     }
     let mut names = std::collections::BTreeSet::new();
+    for k in m.state_key.iter().chain(m.windows.iter().map(|w| &w.key)) {
+        if let KeyBy::Attribute(name) = k {
+            names.insert(name.as_str());
+        }
+    }
     for a in m.windows.iter().flat_map(|w| &w.aggregates) {
         let mut add = |f: &'m Field| add(&mut names, f);
         match &a.op {
@@ -275,7 +281,7 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
 /// A human-readable summary of a manifest.
 pub fn describe(m: &Manifest) -> String {
     let mut out = format!("{} {}\n", m.name, m.version);
-    match m.state_key {
+    match &m.state_key {
         Some(k) => out.push_str(&format!(
             "  per-event calls, keyed state by {} (ttl {} ms)\n",
             key_name(k),
@@ -297,7 +303,7 @@ pub fn describe(m: &Manifest) -> String {
         out.push_str(&format!(
             "  window {}: {kind} by {}, lateness {} ms{}; aggregates: {}\n",
             w.name,
-            key_name(w.key),
+            key_name(&w.key),
             w.allowed_lateness_ms,
             if w.with_state { ", with state" } else { "" },
             aggs.join(", ")
@@ -319,16 +325,17 @@ pub fn describe(m: &Manifest) -> String {
     out
 }
 
-/// The name of a key.
-pub fn key_name(k: KeyBy) -> &'static str {
+/// The name of a key (`attribute:NAME` for an attribute).
+pub fn key_name(k: &KeyBy) -> String {
     match k {
-        KeyBy::Customer => "customer",
-        KeyBy::Merchant => "merchant",
-        KeyBy::Account => "account",
-        KeyBy::Kind => "kind",
-        KeyBy::Country => "country",
-        KeyBy::HourOfDay => "hour-of-day",
-        KeyBy::Global => "global",
+        KeyBy::Customer => "customer".into(),
+        KeyBy::Merchant => "merchant".into(),
+        KeyBy::Account => "account".into(),
+        KeyBy::Kind => "kind".into(),
+        KeyBy::Country => "country".into(),
+        KeyBy::HourOfDay => "hour-of-day".into(),
+        KeyBy::Global => "global".into(),
+        KeyBy::Attribute(name) => format!("attribute:{name}"),
     }
 }
 

@@ -53,7 +53,7 @@ impl Route {
 
     /// Whether this copy carries the keyed work of field `f`.
     pub fn has(self, f: usize) -> bool {
-        self.fields & (1 << f) != 0
+        f < 8 && self.fields & (1 << f) != 0
     }
 }
 

@@ -16,14 +16,14 @@
 //! handed to them once copied, after the results written so far, and lands
 //! in the same transactions.
 
-use super::worker::{interned, Part, Worker, FIELDS};
+use super::worker::{Part, Worker, FIELDS};
 use super::{Pipeline, PipelineError};
 use crate::checkpoint::Store;
 use crate::codec::Put;
-use crate::engine::key::{key_label, key_of, owner};
+use crate::engine::key::{key_label, key_of, owner, Key};
 use crate::engine::snapshot::{open_windows, Part as SnapshotPart, RuleSnapshot, Snapshot, Writer};
 use crate::model::{Interner, Txn};
-use crate::runtime::bindings::types::{KeyBy, Manifest};
+use crate::runtime::bindings::types::Manifest;
 use crate::runtime::manifest::key_name;
 use crate::sink::SinkError;
 use crate::source::Mark;
@@ -265,7 +265,8 @@ impl Pipeline {
     fn begin_checkpoint(&mut self, sequence: u64, records: u64) -> Begun {
         let watermark = self.watermark.current();
         let position = self.source.position();
-        let mut w = Writer::new(self.source.name(), records, position.as_ref());
+        let attributes = self.ingest.decoder().attribute_names();
+        let mut w = Writer::new(self.source.name(), records, position.as_ref(), &attributes);
         w.section(|out| self.watermark.write_snapshot(out));
         w.section(|out| self.ingest.write_snapshot(out));
         self.workers.all(Worker::begin_part);
@@ -458,6 +459,20 @@ impl Pipeline {
                 self.source.name()
             ));
         }
+        let attributes = self.ingest.decoder().attribute_names();
+        if snapshot.attributes != attributes {
+            let list = |a: &[String]| match a {
+                [] => "none".to_string(),
+                a => a.join(", "),
+            };
+            return Err(format!(
+                "it was taken with the attributes {} ([decode.attributes]), and this run maps \
+                 {}: the events it holds carry them by place; keep the attributes it was \
+                 taken with",
+                list(&snapshot.attributes),
+                list(&attributes)
+            ));
+        }
         if let Some(position) = &snapshot.position {
             self.source
                 .restore(position)
@@ -488,10 +503,10 @@ pub struct Restoring {
 
 /// The text a checkpoint keeps of what a rule set's state is keyed by:
 /// its state key, or the key of the windows whose calls carry state.
-pub(super) fn state_key(manifest: &Manifest) -> String {
-    match (manifest.state_key, state_field(manifest)) {
-        (Some(key), _) => key_name(key).to_string(),
-        (None, Some(key)) => format!("window keys by {}", key_name(key)),
+pub(super) fn state_key(manifest: &Manifest, attributes: &[String]) -> String {
+    match (&manifest.state_key, state_field(manifest, attributes)) {
+        (Some(key), _) => key_name(key),
+        (None, Some(key)) => format!("window keys by {}", key.name(attributes)),
         (None, None) => "window keys".to_string(),
     }
 }
@@ -499,14 +514,15 @@ pub(super) fn state_key(manifest: &Manifest) -> String {
 /// The field a rule set's keyed state is keyed by, which decides the
 /// worker of each key: its state key, or the key of its first window
 /// spec declared `with-state`.
-pub(super) fn state_field(manifest: &Manifest) -> Option<KeyBy> {
-    manifest.state_key.or_else(|| {
+pub(super) fn state_field(manifest: &Manifest, attributes: &[String]) -> Option<Key> {
+    let key = manifest.state_key.as_ref().or_else(|| {
         manifest
             .windows
             .iter()
             .find(|w| w.with_state)
-            .map(|w| w.key)
-    })
+            .map(|w| &w.key)
+    });
+    key.map(|k| Key::of(k, attributes))
 }
 
 /// Whether a checkpoint's state key text and a rule set's name the same
@@ -516,10 +532,11 @@ fn same_key(checkpoint: &str, now: &str) -> bool {
     checkpoint == now || (checkpoint == "window keys" && now.starts_with("window keys"))
 }
 
-/// The field of a checkpoint's state key text (see [`state_key`]).
-fn field_of(text: &str) -> Option<KeyBy> {
+/// The field of a checkpoint's state key text (see [`state_key`]), for
+/// events carrying the attributes `attributes`.
+fn field_of(text: &str, attributes: &[String]) -> Option<Key> {
     let name = text.strip_prefix("window keys by ").unwrap_or(text);
-    FIELDS.into_iter().find(|&k| key_name(k) == name)
+    FIELDS.into_iter().find(|&k| k.name(attributes) == name)
 }
 
 impl Worker {
@@ -533,8 +550,13 @@ impl Worker {
         let mut copies = Vec::with_capacity(self.slots.len());
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let rule = &slot.rule;
-            let key = state_key(rule.manifest());
-            w.rule(rule.name(), rule.version(), rule.hash(), &key, false);
+            w.rule(
+                rule.name(),
+                rule.version(),
+                rule.hash(),
+                &slot.state_text,
+                false,
+            );
             slot.state.begin_copy();
             copies.push((i, w.later()));
             w.count(slot.windows.len());
@@ -634,12 +656,12 @@ impl Worker {
         let only: Vec<Option<&(usize, Vec<i32>)>> = (all.iter())
             .map(|(c, _)| restoring[*c].partitions.as_ref())
             .collect();
-        let ours = |p: usize, key_by: KeyBy, key: &str| {
+        let ours = |p: usize, key_by: Key, key: &str| {
             owner(key_by, key, workers) == me
                 && only[p].is_none_or(|(n, of)| of.contains(&(owner(key_by, key, *n) as i32)))
         };
         // Keys of no known field go to the first worker.
-        let keeper = |p: usize, field: Option<KeyBy>| {
+        let keeper = |p: usize, field: Option<Key>| {
             let ours = &ours;
             move |key: &str| match field {
                 Some(k) => ours(p, k, key),
@@ -674,7 +696,7 @@ impl Worker {
         for (name, parts) in rules {
             let first = parts[0].1;
             let Some(i) = self.slots.iter().position(|s| s.rule.name() == name) else {
-                let field = field_of(&first.state_key);
+                let field = field_of(&first.state_key, &self.attributes);
                 let mut state = KeyedState::new(0);
                 let (mut keys, mut open) = (0, 0);
                 for (p, rule) in &parts {
@@ -695,9 +717,9 @@ impl Worker {
             };
             let slot = &mut self.slots[i];
             let manifest = slot.rule.manifest();
-            let key = state_key(manifest);
+            let key = slot.state_text.clone();
             if first.parked || same_key(&first.state_key, &key) {
-                let field = state_field(manifest);
+                let field = slot.state_field;
                 let mut state = KeyedState::new(0);
                 for (p, rule) in &parts {
                     state.read_snapshot_into(&mut rule.state.clone(), keeper(*p, field))?;
@@ -736,7 +758,7 @@ impl Worker {
                                         let text = key_label(k, sym);
                                         let text = text.text(from);
                                         ours(p, k, text).then(|| {
-                                            if interned(k) {
+                                            if k.interned() {
                                                 own.intern(text)
                                             } else {
                                                 sym

@@ -36,7 +36,7 @@ pub struct Events {
 
 /// The worker owning an event's key of each field (in the order of the
 /// workers' fields), found where the event was decoded.
-pub type Owners = [u16; 7];
+pub type Owners = [u16; crate::engine::key::FIELDS.len()];
 
 impl Events {
     /// Room for `n` events.

@@ -19,9 +19,9 @@ use super::watermark::Watermark;
 use crate::clock::SharedClock;
 use crate::config::EngineConfig;
 use crate::decode::Decoder;
+use crate::engine::key::Key;
 use crate::engine::snapshot::Snapshot;
 use crate::metrics::Metrics;
-use crate::runtime::bindings::types::KeyBy;
 use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, RolledBack, Source};
@@ -163,7 +163,7 @@ pub struct Pipeline {
     in_flight: usize,
     /// Reading a repartition topic: its partition count and the fields
     /// its copies are routed by.
-    repartition: Option<(usize, Vec<KeyBy>)>,
+    repartition: Option<(usize, Vec<Key>)>,
     /// Its partitions taken away since the last batch, to be dropped.
     revoked: Vec<i32>,
     /// A roll-back of every partition assigned to its checkpoints, to be
@@ -267,7 +267,7 @@ impl Pipeline {
     /// more): a rule set loaded later keyed by another is refused. A
     /// partition taken by another member leaves with its keys' state and
     /// open windows.
-    pub fn repartitioned(&mut self, partitions: usize, fields: Vec<KeyBy>) {
+    pub fn repartitioned(&mut self, partitions: usize, fields: Vec<Key>) {
         self.repartition = Some((partitions, fields));
         self.ingest.partitioned(partitions);
         self.watermark.marks_only();

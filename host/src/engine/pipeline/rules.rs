@@ -6,10 +6,11 @@
 //! letters with the reason.
 
 use super::worker::{Work, Worker};
+use crate::engine::key::Key;
 use crate::engine::router;
 use crate::engine::window::Fired;
 use crate::model::{ids, Interner, Txn};
-use crate::runtime::bindings::types::{Emit, KeyBy};
+use crate::runtime::bindings::types::Emit;
 use crate::runtime::{RuleError, RuleErrorKind};
 use crate::sink::{DeadLetter, Record};
 use std::time::Instant;
@@ -25,7 +26,7 @@ pub(super) enum Input<'a> {
     /// by `key_by`.
     Events {
         txns: &'a [Txn],
-        key_by: KeyBy,
+        key_by: Key,
         now: i64,
     },
     /// Fired windows of one spec, at `watermark`.
@@ -76,7 +77,7 @@ impl Worker {
         let mut built = None;
         for slot in 0..self.slots.len() {
             let s = &self.slots[slot];
-            let key = s.rule.manifest().state_key;
+            let key = s.state_key;
             if s.disabled {
                 if !work.is_empty() {
                     (self.metrics).rule(s.rule.name(), s.rule.version(), |r| r.skipped += 1);

@@ -1,6 +1,7 @@
 //! A running rule set on a worker: its instance, its keyed state, its
 //! window operators and its tables.
 
+use crate::engine::key::Key;
 use crate::engine::router;
 use crate::engine::window::{WindowLimits, WindowOperator};
 use crate::metrics::{Loaded, Metrics};
@@ -22,6 +23,12 @@ pub(super) struct Slot {
     pub tables: Tables,
     /// Disabled through the admin API: not called, its state kept.
     pub disabled: bool,
+    /// What its event calls' keyed state is keyed by, if it has them.
+    pub state_key: Option<Key>,
+    /// What its keyed state is keyed by (see [`super::checkpoint::state_field`]).
+    pub state_field: Option<Key>,
+    /// The text a checkpoint keeps of it (see [`super::checkpoint::state_key`]).
+    pub state_text: String,
 }
 
 impl Slot {
@@ -32,7 +39,12 @@ impl Slot {
     }
 
     pub fn with(rule: Rule, state: KeyedState, tables: Tables, limits: &WindowLimits) -> Self {
+        let m = rule.manifest();
+        let attributes = &limits.attributes;
         Self {
+            state_key: m.state_key.as_ref().map(|k| Key::of(k, attributes)),
+            state_field: super::checkpoint::state_field(m, attributes),
+            state_text: super::checkpoint::state_key(m, attributes),
             windows: rule
                 .manifest()
                 .windows

@@ -187,24 +187,25 @@ impl Pipeline {
     /// field would see none of its events.
     fn check_routed(&self, rule: &Rule) -> Option<Refusal> {
         let (_, routed) = self.repartition.as_ref()?;
-        let needs = crate::engine::repartition::fields_of(&[rule.manifest()], &[]);
-        let missing: Vec<&str> = (needs.iter())
+        let attributes = self.ingest.decoder().attribute_names();
+        let needs = crate::engine::repartition::fields_of(&[rule.manifest()], &[], &attributes);
+        let missing: Vec<String> = (needs.iter())
             .filter(|k| !routed.contains(k))
-            .map(|&k| crate::runtime::manifest::key_name(k))
+            .map(|k| k.name(&attributes))
             .collect();
+        let routed: Vec<String> = routed.iter().map(|k| k.name(&[])).collect();
         (!missing.is_empty()).then(|| {
+            let fix = if missing.iter().any(|k| k.starts_with("attribute:")) {
+                "the repartition topic routes by the fixed fields only".to_string()
+            } else {
+                format!("add {missing:?} to source.repartition-by and restart every member")
+            };
             Refusal::Invalid(format!(
-                "{}: it keys by {}, and the repartition topic routes events by {} only; add \
-                 {:?} to source.repartition-by and restart every member; the running version \
-                 is kept",
+                "{}: it keys by {}, and the repartition topic routes events by {} only; {fix}; \
+                 the running version is kept",
                 rule.label(),
                 missing.join(", "),
-                (routed
-                    .iter()
-                    .map(|&k| crate::runtime::manifest::key_name(k)))
-                .collect::<Vec<_>>()
-                .join(", "),
-                missing,
+                routed.join(", "),
             ))
         })
     }
@@ -359,7 +360,7 @@ impl Worker {
         let i = self.slot_of(name)?;
         self.drain(i);
         let slot = self.slots.remove(i);
-        let key = super::checkpoint::state_key(slot.rule.manifest());
+        let key = slot.state_text.clone();
         (self.parked).insert(slot.rule.name().to_string(), (key, slot.state));
         if self.me == 0 {
             self.metrics

@@ -102,7 +102,7 @@ impl Worker {
             held.retain(|t| !gone.contains(&(event_owner(key_by, t, strings, partitions) as i32)));
         }
         for s in &mut self.slots {
-            if let Some(key_by) = super::checkpoint::state_field(s.rule.manifest()) {
+            if let Some(key_by) = s.state_field {
                 keys += s.state.retain(|key| mine(key_by, key));
             }
             for op in &mut s.windows {

@@ -25,13 +25,13 @@ use crate::config::{EngineConfig, Order};
 use crate::decode::Decoder;
 use crate::engine::batch::BatchBuilder;
 pub(super) use crate::engine::key::FIELDS;
-use crate::engine::key::{event_owner, field, key_of, keyed_by};
+use crate::engine::key::{event_owner, field, key_of, Key};
 use crate::engine::snapshot::Writer;
 use crate::engine::window::encode::WindowBatchBuilder;
 use crate::engine::window::{Fired, WindowLimits, WindowOperator};
 use crate::metrics::Metrics;
 use crate::model::{Interner, Sym, Txn, NONE};
-use crate::runtime::bindings::types::{KeyBy, StateBlob};
+use crate::runtime::bindings::types::StateBlob;
 use crate::runtime::Rule;
 use crate::sink::Record;
 use crate::source::{RecordBatch, Route};
@@ -57,14 +57,6 @@ pub(super) struct Part {
     pub writer: Writer,
     /// The slots whose keyed state is being copied, and where each goes.
     pub copies: Vec<(usize, usize)>,
-}
-
-/// Whether a field's keys are interned strings (the others are numbers).
-pub(super) fn interned(key_by: KeyBy) -> bool {
-    matches!(
-        key_by,
-        KeyBy::Customer | KeyBy::Merchant | KeyBy::Account | KeyBy::Country
-    )
 }
 
 /// No list: no rule set keys by the field.
@@ -124,7 +116,7 @@ impl Work {
     }
 
     /// The events keyed by `key_by` this worker owns, and their list.
-    pub fn list(&self, key_by: KeyBy) -> (usize, &[Txn]) {
+    pub fn list(&self, key_by: Key) -> (usize, &[Txn]) {
         match self.list_of[field(key_by)] {
             NO_LIST => (usize::MAX, &[]),
             i => (i as usize, &self.lists[i as usize]),
@@ -147,7 +139,8 @@ impl Fields {
     pub fn of(slots: &[Slot]) -> Self {
         let mut used = [false; FIELDS.len()];
         for s in slots {
-            keyed_by(s.rule.manifest()).for_each(|k| used[field(k)] = true);
+            let windows = s.windows.iter().map(|w| w.key_by());
+            (s.state_key.into_iter().chain(windows)).for_each(|k| used[field(k)] = true);
         }
         Self(used)
     }
@@ -166,7 +159,7 @@ impl Fields {
         for f in (0..FIELDS.len()).filter(|&f| self.0[f]) {
             let key_by = FIELDS[f];
             owners[f] = match key_of(key_by, t) {
-                Some(sym) if interned(key_by) => {
+                Some(sym) if key_by.interned() => {
                     let at = sym as usize;
                     if at >= known.len() {
                         known.resize(at + 1, u16::MAX);
@@ -244,8 +237,8 @@ impl Fields {
             for (i, &f) in used.iter().enumerate() {
                 list_of[f] = i as u8;
                 let expected = match (FIELDS[f], w) {
-                    (KeyBy::Global, 0) => events.len(),
-                    (KeyBy::Global, _) => 0,
+                    (Key::Global, 0) => events.len(),
+                    (Key::Global, _) => 0,
                     _ => events.len() / workers + 16,
                 };
                 lists.push(Vec::with_capacity(expected));
@@ -804,27 +797,30 @@ mod tests {
     #[test]
     fn copies_go_only_to_the_fields_they_carry_and_one_worker_can_have_a_list_per_field() {
         let mut s = Interner::default();
-        let fields = Fields([true, true, false, false, false, false, false]);
+        let mut used = [false; FIELDS.len()];
+        used[field(Key::Customer)] = true;
+        used[field(Key::Merchant)] = true;
+        let fields = Fields(used);
         let events: Vec<Txn> = (0..3).map(|i| txn(&mut s, "c", i, 100)).collect();
         let customer_only = Route {
-            fields: 1 << field(KeyBy::Customer),
+            fields: 1 << field(Key::Customer),
             primary: true,
         };
         let merchant_only = Route {
-            fields: 1 << field(KeyBy::Merchant),
+            fields: 1 << field(Key::Merchant),
             primary: false,
         };
         let routes = [customer_only, merchant_only, Route::ALL];
         let split = fields.split(events.clone(), (&[], &routes), 1, false);
         let (lists, list_of) = &split[0];
-        let times = |f: KeyBy| -> Vec<i64> {
+        let times = |f: Key| -> Vec<i64> {
             lists[list_of[field(f)] as usize]
                 .iter()
                 .map(|t| t.event_time)
                 .collect()
         };
-        assert_eq!(times(KeyBy::Customer), [0, 2]);
-        assert_eq!(times(KeyBy::Merchant), [1, 2]);
+        assert_eq!(times(Key::Customer), [0, 2]);
+        assert_eq!(times(Key::Merchant), [1, 2]);
         // Unrouted, one worker: one list for both fields, unless asked.
         let shared = fields.split(events.clone(), (&[], &[]), 1, false);
         assert_eq!(shared[0].0.len(), 1);

@@ -12,9 +12,9 @@ pub mod assign;
 pub mod encode;
 
 use crate::codec::{self, Put, Reader};
-use crate::engine::key::{key_label, key_of, Label};
+use crate::engine::key::{key_label, key_of, Key, Label};
 use crate::model::{Interner, Marks, Txn};
-use crate::runtime::bindings::types::{KeyBy, WindowKind, WindowSpec};
+use crate::runtime::bindings::types::{WindowKind, WindowSpec};
 use aggregate::{Acc, AggregateValue, Plan};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -207,7 +207,7 @@ pub struct WindowOperator {
     pub name: String,
     /// Whether its window batches carry the keys' states.
     pub with_state: bool,
-    key_by: KeyBy,
+    key_by: Key,
     kind: WindowKind,
     lateness: i64,
     plans: Vec<Plan>,
@@ -240,7 +240,7 @@ impl WindowOperator {
         Self {
             name: spec.name.clone(),
             with_state: spec.with_state,
-            key_by: spec.key,
+            key_by: Key::of(&spec.key, &limits.attributes),
             kind: spec.kind,
             lateness: spec.allowed_lateness_ms,
             plans: spec
@@ -303,7 +303,7 @@ impl WindowOperator {
     pub fn read_snapshot(
         &mut self,
         r: &mut Reader<'_>,
-        map: &mut dyn FnMut(Option<KeyBy>, u32) -> Option<u32>,
+        map: &mut dyn FnMut(Option<Key>, u32) -> Option<u32>,
     ) -> Result<(), codec::Error> {
         self.fired_until = self.fired_until.max(r.i64()?);
         let n = r.len(29)?;
@@ -381,7 +381,7 @@ impl WindowOperator {
     }
 
     /// What the spec's windows are keyed by.
-    pub fn key_by(&self) -> KeyBy {
+    pub fn key_by(&self) -> Key {
         self.key_by
     }
 

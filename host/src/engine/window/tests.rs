@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{Kind, Status, NONE};
+use crate::runtime::bindings::types::KeyBy;
 use crate::runtime::bindings::types::{AggregateOp, AggregateSpec, Field, SlidingWindow};
 use rust_decimal::Decimal;
 
