@@ -168,7 +168,7 @@ impl Dims {
                 return Ok(removed);
             }
             match crate::decode::debezium::unwrap(text).map_err(|r| r.detail)? {
-                crate::decode::debezium::Change::Row(row) => row,
+                crate::decode::debezium::Change::Row(row, _) => row,
                 crate::decode::debezium::Change::Skip(_) => return Ok(false),
             }
         } else {

@@ -12,5 +12,6 @@ mod postgres;
 mod reload;
 mod rule_sets;
 mod scale_out;
+mod shop;
 mod webhooks;
 mod workers;

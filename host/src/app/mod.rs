@@ -195,7 +195,7 @@ pub fn run_with_metrics(
     // Bound first, so a taken port is refused before anything starts.
     let admin_listener = steps::admin_listener(config)?;
     let rules = load_rules(&runtime, &paths, &config.rules)?;
-    let attributes: Vec<String> = config.decode.attributes.keys().cloned().collect();
+    let attributes = config.decode.attribute_names();
     let unmapped: Vec<String> = (rules.iter())
         .filter_map(|r| crate::runtime::manifest::check_attributes(r.manifest(), &attributes).err())
         .collect();

@@ -626,6 +626,33 @@ pub struct DecodeConfig {
     /// name -> dotted path, e.g. `product_id = "item.product_id"`. Names
     /// are lowercase letters, digits and `_`; at most 16.
     pub attributes: BTreeMap<String, String>,
+    /// How the rows of each table of a Debezium source are read, by the
+    /// table the change event names (`source.table`, or an unwrapped
+    /// row's `__table`): over the settings above. Rows of other tables are
+    /// read with those.
+    pub tables: BTreeMap<String, TableDecode>,
+}
+
+/// How the rows of one table of a Debezium source are read
+/// (`[decode.tables.<table>]`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TableDecode {
+    /// Canonical field -> column (dotted path), over `decode.fields`.
+    pub fields: BTreeMap<String, String>,
+    /// Attribute -> column, over `decode.attributes`; the attributes of
+    /// every table and of `decode.attributes` are one set of names.
+    pub attributes: BTreeMap<String, String>,
+    /// Canonical field -> the value of a row without it (a table with no
+    /// `transaction_type`, say).
+    pub values: BTreeMap<String, String>,
+    /// Put before each row's transaction id, so that ids of two tables
+    /// (an order and an order line both numbered 1) do not meet in
+    /// deduplication.
+    pub id_prefix: String,
+    /// A column the amount is multiplied by (a line's quantity): the
+    /// event's amount is then the line's total.
+    pub amount_times: Option<String>,
 }
 
 impl Default for DecodeConfig {
@@ -641,6 +668,7 @@ impl Default for DecodeConfig {
             risk_levels: None,
             fields: BTreeMap::new(),
             attributes: BTreeMap::new(),
+            tables: BTreeMap::new(),
         }
     }
 }
@@ -659,6 +687,15 @@ pub struct RiskLevels {
 }
 
 impl DecodeConfig {
+    /// The names of the attributes events carry: those of
+    /// `decode.attributes` and of every table, in name order.
+    pub fn attribute_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = (self.attributes.keys())
+            .chain(self.tables.values().flat_map(|t| t.attributes.keys()))
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
     /// The risk levels' thresholds on the scores' scale: the configured
     /// ones, or the reference's (30, 60, 80 of 100) scaled to it.
     pub fn risk_levels(&self) -> RiskLevels {

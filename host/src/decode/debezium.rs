@@ -19,8 +19,10 @@ use serde_json::{Map, Value};
 /// What a change event carries.
 #[derive(Debug, PartialEq)]
 pub enum Change {
-    /// A row to decode as an event (create, read/snapshot, update).
-    Row(Value),
+    /// A row to decode as an event (create, read/snapshot, update), and
+    /// the table it is of, when the event says (`source.table`, or an
+    /// unwrapped row's `__table`).
+    Row(Value, Option<String>),
     /// A delete or truncate: nothing to count.
     Skip(&'static str),
 }
@@ -61,6 +63,10 @@ pub fn unwrap(text: &str) -> Result<Change, Reject> {
             ))
         }
     };
+    let table = (body.get("source"))
+        .and_then(|s| s.get("table"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let (mut row, row_schema) = if let Some(op) = body.get("op").and_then(Value::as_str) {
         let op = op.to_string();
         match op.as_str() {
@@ -109,7 +115,12 @@ pub fn unwrap(text: &str) -> Result<Change, Reject> {
         (body, Some(&schema).filter(|s| !s.is_null()))
     };
     normalize(&mut row, row_schema)?;
-    Ok(Change::Row(Value::Object(row)))
+    let table = table.or_else(|| {
+        row.get("__table")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Ok(Change::Row(Value::Object(row), table))
 }
 
 /// The schema of a struct field of the envelope (`after`, `payload`).
@@ -237,7 +248,7 @@ mod tests {
 
     fn row(change: Change) -> Value {
         match change {
-            Change::Row(v) => v,
+            Change::Row(v, _) => v,
             Change::Skip(why) => panic!("skipped: {why}"),
         }
     }
@@ -319,6 +330,22 @@ mod tests {
             row(unwrap(r#"{"transaction_id":"t7"}"#).unwrap())["transaction_id"],
             json!("t7")
         );
+    }
+
+    #[test]
+    fn a_row_comes_with_its_table_when_the_event_names_it() {
+        let table = |text: &str| match unwrap(text).unwrap() {
+            Change::Row(_, table) => table,
+            Change::Skip(why) => panic!("skipped: {why}"),
+        };
+        let envelope = json!({"op": "c", "after": {"id": 1}, "source": {"table": "orders"}});
+        assert_eq!(table(&envelope.to_string()).as_deref(), Some("orders"));
+        let unwrapped = json!({"id": 1, "__table": "order_items"});
+        assert_eq!(
+            table(&unwrapped.to_string()).as_deref(),
+            Some("order_items")
+        );
+        assert_eq!(table(r#"{"op":"r","after":{"id":1}}"#), None);
     }
 
     #[test]

@@ -223,8 +223,11 @@ pub const MAX_ATTRIBUTES: usize = 16;
 #[derive(Clone, Debug)]
 pub struct FieldMapping {
     paths: Vec<(Field, String, Vec<String>)>,
-    /// The attributes: name, path as given, path of object keys.
+    /// The attributes: name, path as given, path of object keys (empty:
+    /// this mapping reads none for it).
     attributes: Vec<(String, String, Vec<String>)>,
+    /// Per field (in [`Field::ALL`] order), the value of a record without it.
+    values: Vec<Option<String>>,
     reference: bool,
 }
 
@@ -260,38 +263,61 @@ impl FieldMapping {
         overrides: &BTreeMap<String, String>,
         attributes: &BTreeMap<String, String>,
     ) -> Result<Self, String> {
-        if attributes.len() > MAX_ATTRIBUTES {
+        let names: Vec<&String> = attributes.keys().collect();
+        Self::general("decode", overrides, attributes, &names, &BTreeMap::new())
+    }
+
+    /// A mapping read in `at` (for messages): the reference paths,
+    /// overridden by `overrides`; the attributes `names` (in name order),
+    /// each read from its path in `attributes` or, without one, absent;
+    /// and `values`, canonical name -> the value of a record without it.
+    pub fn general(
+        at: &str,
+        overrides: &BTreeMap<String, String>,
+        attributes: &BTreeMap<String, String>,
+        names: &[&String],
+        values: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        if names.len() > MAX_ATTRIBUTES {
             return Err(format!(
                 "decode.attributes: {} attributes; at most {MAX_ATTRIBUTES}",
-                attributes.len()
+                names.len()
             ));
         }
-        let attributes = attributes
+        let attributes = names
             .iter()
-            .map(|(name, path)| {
+            .map(|&name| {
                 if !is_attribute_name(name) {
                     return Err(format!(
-                        "decode.attributes: {name:?} is not an attribute name \
+                        "{at}.attributes: {name:?} is not an attribute name \
                          (lowercase letters, digits and _, starting with a letter)"
                     ));
                 }
-                let parts = path_parts(&format!("decode.attributes.{name}"), path)?;
+                let Some(path) = attributes.get(name) else {
+                    return Ok((name.clone(), String::new(), Vec::new()));
+                };
+                let parts = path_parts(&format!("{at}.attributes.{name}"), path)?;
                 Ok((name.clone(), path.clone(), parts))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        for name in overrides.keys() {
-            if !Field::ALL.iter().any(|(_, n)| n == name) {
-                return Err(format!(
-                    "decode.fields: unknown field {name:?}; the fields are {}",
-                    Field::ALL.map(|(_, n)| n).join(", ")
-                ));
+        for (what, names) in [("fields", overrides.keys()), ("values", values.keys())] {
+            for name in names {
+                if !Field::ALL.iter().any(|(_, n)| n == name) {
+                    return Err(format!(
+                        "{at}.{what}: unknown field {name:?}; the fields are {}",
+                        Field::ALL.map(|(_, n)| n).join(", ")
+                    ));
+                }
             }
         }
+        let values: Vec<Option<String>> = (Field::ALL.iter())
+            .map(|(_, name)| values.get(*name).cloned())
+            .collect();
         let paths = Field::ALL
             .iter()
             .map(|&(field, name)| {
                 let path = overrides.get(name).map_or(name, String::as_str);
-                let parts = path_parts(&format!("decode.fields.{name}"), path)?;
+                let parts = path_parts(&format!("{at}.fields.{name}"), path)?;
                 Ok((field, path.to_string(), parts))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -300,6 +326,7 @@ impl FieldMapping {
             .enumerate()
             .all(|(i, (f, _, _))| *f as usize == i));
         let reference = attributes.is_empty()
+            && values.iter().all(Option::is_none)
             && paths
                 .iter()
                 .zip(Field::ALL)
@@ -307,6 +334,7 @@ impl FieldMapping {
         Ok(Self {
             paths,
             attributes,
+            values,
             reference,
         })
     }
@@ -325,7 +353,12 @@ impl FieldMapping {
         mut each: impl FnMut(&str, Option<Cow<'r, str>>) -> Result<(), Reject>,
     ) -> Result<(), Reject> {
         for (name, path, parts) in &self.attributes {
-            let text = match r.lookup(parts) {
+            let found = if parts.is_empty() {
+                None
+            } else {
+                r.lookup(parts)
+            };
+            let text = match found {
                 None | Some(FieldValue::Null) => None,
                 Some(FieldValue::Json(raw)) if matches!(raw.get(), "true" | "false") => {
                     Some(Cow::Borrowed(raw.get()))
@@ -359,8 +392,13 @@ impl FieldMapping {
     }
 
     /// The value of a field in a record.
-    pub fn get<'r, R: Record + ?Sized>(&self, r: &'r R, field: Field) -> Option<FieldValue<'r>> {
-        r.field(self, field)
+    pub fn get<'r, R: Record + ?Sized>(&'r self, r: &'r R, field: Field) -> Option<FieldValue<'r>> {
+        let value = || self.values[field as usize].as_deref().map(FieldValue::Text);
+        match r.field(self, field) {
+            None => value(),
+            Some(FieldValue::Null) => value().or(Some(FieldValue::Null)),
+            found => found,
+        }
     }
 
     /// Whether every field is at its reference path (no overrides).
@@ -370,7 +408,7 @@ impl FieldMapping {
 
     /// A required, non-empty text field.
     pub fn required_text<'r, R: Record + ?Sized>(
-        &self,
+        &'r self,
         r: &'r R,
         field: Field,
     ) -> Result<Cow<'r, str>, Reject> {
@@ -386,7 +424,7 @@ impl FieldMapping {
 
     /// An optional text field; empty counts as absent.
     pub fn optional_text<'r, R: Record + ?Sized>(
-        &self,
+        &'r self,
         r: &'r R,
         field: Field,
     ) -> Result<Option<Cow<'r, str>>, Reject> {

@@ -122,6 +122,13 @@ pub struct Decoder {
     risk_levels: [f64; 3],
     /// The source's clock as of the batch being decoded (ms).
     now_ms: i64,
+    /// Put before each transaction id (`decode.tables.<t>.id-prefix`).
+    id_prefix: String,
+    /// The path of the number the amount is multiplied by, as given and
+    /// as object keys (`decode.tables.<t>.amount-times`).
+    amount_times: Option<(String, Vec<String>)>,
+    /// The decoders of the tables `decode.tables` names.
+    tables: std::collections::BTreeMap<String, Decoder>,
 }
 
 const MAX_SCALE: u32 = 8;
@@ -129,9 +136,53 @@ const MAX_SCALE: u32 = 8;
 impl Decoder {
     /// A decoder for `format` with the validation settings of `config`.
     pub fn new(format: Format, config: &DecodeConfig) -> Result<Self, String> {
-        Ok(Self {
+        if !config.tables.is_empty() && format != Format::Debezium {
+            return Err(
+                "decode.tables reads the tables of Debezium change events; set the source's \
+                 format to \"debezium\", or map the fields in decode.fields"
+                    .into(),
+            );
+        }
+        let names = config.attribute_names();
+        let names: Vec<&String> = names.iter().collect();
+        let none = std::collections::BTreeMap::new();
+        let mapping =
+            FieldMapping::general("decode", &config.fields, &config.attributes, &names, &none)?;
+        let mut decoder = Self::with_mapping(format, config, mapping);
+        for (table, t) in &config.tables {
+            let at = format!("decode.tables.{table}");
+            let over = |base: &std::collections::BTreeMap<String, String>,
+                        table: &std::collections::BTreeMap<String, String>| {
+                let mut all = base.clone();
+                all.extend(table.iter().map(|(k, v)| (k.clone(), v.clone())));
+                all
+            };
+            let fields = over(&config.fields, &t.fields);
+            let attributes = over(&config.attributes, &t.attributes);
+            let mapping = FieldMapping::general(&at, &fields, &attributes, &names, &t.values)?;
+            let mut d = Self::with_mapping(format, config, mapping);
+            d.id_prefix = t.id_prefix.clone();
+            d.amount_times = match &t.amount_times {
+                None => None,
+                Some(path) => {
+                    let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+                    if parts.iter().any(String::is_empty) {
+                        return Err(format!(
+                            "{at}.amount-times: {path:?} has an empty path segment"
+                        ));
+                    }
+                    Some((path.clone(), parts))
+                }
+            };
+            decoder.tables.insert(table.clone(), d);
+        }
+        Ok(decoder)
+    }
+
+    fn with_mapping(format: Format, config: &DecodeConfig, mapping: FieldMapping) -> Self {
+        Self {
             format,
-            mapping: FieldMapping::with_attributes(&config.fields, &config.attributes)?,
+            mapping,
             csv_header: None,
             max_bytes: config.max_record_bytes,
             max_amount: config.max_amount,
@@ -155,13 +206,17 @@ impl Decoder {
                 [l.medium, l.high, l.critical]
             },
             now_ms: chrono::Utc::now().timestamp_millis(),
-        })
+            id_prefix: String::new(),
+            amount_times: None,
+            tables: std::collections::BTreeMap::new(),
+        }
     }
 
     /// Sets the time records are checked against (`max-future-ms`): the
     /// source's clock, read once per batch as time passes.
     pub fn set_now(&mut self, now_ms: i64) {
         self.now_ms = now_ms;
+        self.tables.values_mut().for_each(|t| t.now_ms = now_ms);
     }
 
     /// A text field, refused when longer than `decode.max-field-bytes`.
@@ -268,10 +323,13 @@ impl Decoder {
         let text = self.text(bytes)?;
         match debezium::unwrap(text)? {
             debezium::Change::Skip(_) => Ok(None),
-            debezium::Change::Row(row) => {
+            debezium::Change::Row(row, table) => {
+                let decoder = (table.as_deref())
+                    .and_then(|t| self.tables.get(t))
+                    .unwrap_or(self);
                 let row = row.to_string();
                 let object = json::Object::parse(&row)?;
-                self.build(&object, strings).map(Some)
+                decoder.build(&object, strings).map(Some)
             }
         }
     }
@@ -360,6 +418,10 @@ impl Decoder {
         let amount = self
             .money(r, Field::Amount)?
             .ok_or_else(|| Reject::new(RejectCode::MissingField, "amount is missing"))?;
+        let amount = match &self.amount_times {
+            None => amount,
+            Some((path, parts)) => self.times(r, amount, path, parts)?,
+        };
         let fee = self.money(r, Field::Fee)?.unwrap_or(Decimal::ZERO);
         let event_time = self.time(r)?;
         let (risk_score, risk_level) = self.risk(r)?;
@@ -401,6 +463,10 @@ impl Decoder {
             });
             Ok(())
         })?;
+        let id = match self.id_prefix.as_str() {
+            "" => id,
+            prefix => Cow::Owned(format!("{prefix}{id}")),
+        };
         Ok(Txn {
             id: id.into(),
             customer,
@@ -421,6 +487,69 @@ impl Decoder {
             attrs: attrs.into_boxed_slice(),
             event_time,
         })
+    }
+
+    /// `amount` times the number at `parts` (`decode.tables.<t>.amount-times`),
+    /// checked as an amount is.
+    fn times<R: Record + ?Sized>(
+        &self,
+        r: &R,
+        amount: Decimal,
+        path: &str,
+        parts: &[String],
+    ) -> Result<Decimal, Reject> {
+        let text = match r.lookup(parts) {
+            None | Some(FieldValue::Null) => {
+                return Err(Reject::new(
+                    RejectCode::MissingField,
+                    format!("{path} (the amount's multiplier) is missing"),
+                ))
+            }
+            Some(v) => v.numeric_text(),
+        };
+        let n = text.as_deref().map(str::trim).and_then(parse_decimal);
+        let n = n.ok_or_else(|| {
+            Reject::new(
+                RejectCode::InvalidAmount,
+                format!("{path} (the amount's multiplier) is not a decimal number"),
+            )
+        })?;
+        let product = amount.checked_mul(n).ok_or_else(|| {
+            Reject::new(
+                RejectCode::AbsurdAmount,
+                format!("the amount {amount} times {path} {n} is out of range"),
+            )
+        })?;
+        self.checked_amount(&format!("the amount times {path}"), product)
+    }
+
+    /// An amount, refused when negative, above `decode.max-amount` or with
+    /// more decimal places than are kept.
+    fn checked_amount(&self, name: &str, d: Decimal) -> Result<Decimal, Reject> {
+        if d.is_sign_negative() && !d.is_zero() {
+            return Err(Reject::new(
+                RejectCode::NegativeAmount,
+                format!("{name} {d} is negative"),
+            ));
+        }
+        if d > self.max_amount {
+            return Err(Reject::new(
+                RejectCode::AbsurdAmount,
+                format!("{name} {d} exceeds decode.max-amount {}", self.max_amount),
+            ));
+        }
+        let d = if d.scale() > MAX_SCALE {
+            d.normalize()
+        } else {
+            d
+        };
+        if d.scale() > MAX_SCALE {
+            return Err(Reject::new(
+                RejectCode::AbsurdAmount,
+                format!("{name} {d} has more than {MAX_SCALE} decimal places"),
+            ));
+        }
+        Ok(d)
     }
 
     fn money<R: Record + ?Sized>(&self, r: &R, field: Field) -> Result<Option<Decimal>, Reject> {
@@ -446,30 +575,7 @@ impl Decoder {
                 format!("{name} {text:?} is not a decimal number"),
             )
         })?;
-        if d.is_sign_negative() && !d.is_zero() {
-            return Err(Reject::new(
-                RejectCode::NegativeAmount,
-                format!("{name} {d} is negative"),
-            ));
-        }
-        if d > self.max_amount {
-            return Err(Reject::new(
-                RejectCode::AbsurdAmount,
-                format!("{name} {d} exceeds decode.max-amount {}", self.max_amount),
-            ));
-        }
-        let d = if d.scale() > MAX_SCALE {
-            d.normalize()
-        } else {
-            d
-        };
-        if d.scale() > MAX_SCALE {
-            return Err(Reject::new(
-                RejectCode::AbsurdAmount,
-                format!("{name} {d} has more than {MAX_SCALE} decimal places"),
-            ));
-        }
-        Ok(Some(d))
+        self.checked_amount(name, d).map(Some)
     }
 
     fn time<R: Record + ?Sized>(&self, r: &R) -> Result<i64, Reject> {
