@@ -15,6 +15,8 @@ const GUESTS: &[&str] = &[
     "risk",
     "geography",
     "daily",
+    "orders",
+    "sales",
     "looper",
     "memhog",
     "trapper",

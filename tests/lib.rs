@@ -14,6 +14,9 @@ pub mod guests {
     /// dashboard and time-pattern metrics, risk analytics and stats,
     /// geography, daily aggregates).
     pub const DASHBOARDS: [&str; 4] = [METRICS, RISK, GEOGRAPHY, DAILY];
+
+    /// The e-commerce rule sets (`examples/shop.toml` maps their input).
+    pub const SHOP: [&str; 2] = [ORDERS, SALES];
 }
 
 /// The workspace root.
