@@ -23,8 +23,6 @@ use crate::codec::Put;
 use crate::engine::key::{key_label, key_of, owner, Key};
 use crate::engine::snapshot::{open_windows, Part as SnapshotPart, RuleSnapshot, Snapshot, Writer};
 use crate::model::{Interner, Txn};
-use crate::runtime::bindings::types::Manifest;
-use crate::runtime::manifest::key_name;
 use crate::sink::SinkError;
 use crate::source::Mark;
 use crate::state::KeyedState;
@@ -499,30 +497,6 @@ pub struct Restoring {
     /// The partitions of a repartition topic of so many partitions whose
     /// keys are taken; every key when none.
     pub partitions: Option<(usize, Vec<i32>)>,
-}
-
-/// The text a checkpoint keeps of what a rule set's state is keyed by:
-/// its state key, or the key of the windows whose calls carry state.
-pub(super) fn state_key(manifest: &Manifest, attributes: &[String]) -> String {
-    match (&manifest.state_key, state_field(manifest, attributes)) {
-        (Some(key), _) => key_name(key),
-        (None, Some(key)) => format!("window keys by {}", key.name(attributes)),
-        (None, None) => "window keys".to_string(),
-    }
-}
-
-/// The field a rule set's keyed state is keyed by, which decides the
-/// worker of each key: its state key, or the key of its first window
-/// spec declared `with-state`.
-pub(super) fn state_field(manifest: &Manifest, attributes: &[String]) -> Option<Key> {
-    let key = manifest.state_key.as_ref().or_else(|| {
-        manifest
-            .windows
-            .iter()
-            .find(|w| w.with_state)
-            .map(|w| &w.key)
-    });
-    key.map(|k| Key::of(k, attributes))
 }
 
 /// Whether a checkpoint's state key text and a rule set's name the same

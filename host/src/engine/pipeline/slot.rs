@@ -5,6 +5,8 @@ use crate::engine::key::Key;
 use crate::engine::router;
 use crate::engine::window::{WindowLimits, WindowOperator};
 use crate::metrics::{Loaded, Metrics};
+use crate::runtime::bindings::types::Manifest;
+use crate::runtime::manifest::key_name;
 use crate::runtime::{Rule, RuleError, RuleErrorKind};
 use crate::sink::TableInfo;
 use crate::state::KeyedState;
@@ -25,9 +27,9 @@ pub(super) struct Slot {
     pub disabled: bool,
     /// What its event calls' keyed state is keyed by, if it has them.
     pub state_key: Option<Key>,
-    /// What its keyed state is keyed by (see [`super::checkpoint::state_field`]).
+    /// What its keyed state is keyed by (see [`state_field`]).
     pub state_field: Option<Key>,
-    /// The text a checkpoint keeps of it (see [`super::checkpoint::state_key`]).
+    /// The text a checkpoint keeps of it (see [`state_key`]).
     pub state_text: String,
 }
 
@@ -43,8 +45,8 @@ impl Slot {
         let attributes = &limits.attributes;
         Self {
             state_key: m.state_key.as_ref().map(|k| Key::of(k, attributes)),
-            state_field: super::checkpoint::state_field(m, attributes),
-            state_text: super::checkpoint::state_key(m, attributes),
+            state_field: state_field(m, attributes),
+            state_text: state_key(m, attributes),
             windows: rule
                 .manifest()
                 .windows
@@ -110,4 +112,28 @@ pub(super) fn loaded(rule: &Rule) -> Loaded<'_> {
         label: rule.label(),
         path: rule.path(),
     }
+}
+
+/// The text a checkpoint keeps of what a rule set's state is keyed by:
+/// its state key, or the key of the windows whose calls carry state.
+pub(super) fn state_key(manifest: &Manifest, attributes: &[String]) -> String {
+    match (&manifest.state_key, state_field(manifest, attributes)) {
+        (Some(key), _) => key_name(key),
+        (None, Some(key)) => format!("window keys by {}", key.name(attributes)),
+        (None, None) => "window keys".to_string(),
+    }
+}
+
+/// The field a rule set's keyed state is keyed by, which decides the
+/// worker of each key: its state key, or the key of its first window
+/// spec declared `with-state`.
+pub(super) fn state_field(manifest: &Manifest, attributes: &[String]) -> Option<Key> {
+    let key = manifest.state_key.as_ref().or_else(|| {
+        manifest
+            .windows
+            .iter()
+            .find(|w| w.with_state)
+            .map(|w| &w.key)
+    });
+    key.map(|k| Key::of(k, attributes))
 }
