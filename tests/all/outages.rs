@@ -182,7 +182,8 @@ fn a_write_that_hangs_is_stopped_retried_and_given_up_on_in_time() {
         &url,
         &format!(
             "create table \"{schema}\".seen (_id text primary key, _rule text, \
-             transaction_id text, customer_id text, amount numeric(38,8), event_time timestamptz)"
+             transaction_id text, customer_id text, amount numeric(38,8), event_time timestamptz, \
+             attributes jsonb)"
         ),
     );
     // Another session holds the table locked: every write waits on it.

@@ -169,7 +169,7 @@ fn rows_postgres_refuses_are_dead_lettered_and_the_rest_lands() {
         &format!(
             "create table \"{schema}\".seen (_id text primary key, _rule text, \
              transaction_id text, customer_id text, amount numeric(38,8), \
-             event_time timestamptz, constraint small check (amount < 1000))"
+             event_time timestamptz, attributes jsonb, constraint small check (amount < 1000))"
         ),
     );
     let out = run_tally(&url, &schema, &file).expect("run");
@@ -200,7 +200,8 @@ fn rows_postgres_refuses_are_dead_lettered_and_the_rest_lands() {
         &url,
         &format!(
             "create table \"{schema}\".seen (_id text primary key, _rule text, \
-             transaction_id text, customer_id text, amount text, event_time timestamptz)"
+             transaction_id text, customer_id text, amount text, event_time timestamptz, \
+             attributes jsonb)"
         ),
     );
     let err = run_tally(&url, &schema, &file)
