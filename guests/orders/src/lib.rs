@@ -59,8 +59,9 @@ impl RuleSet for Orders {
 
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
         apply_settings(config, &CONFIG)?;
-        if RAPID_SECS.load(Ordering::Relaxed) == 0 {
-            return Err("rapid-orders-secs must be at least 1".into());
+        // A customer's orders are kept for ten minutes after the last.
+        if !(1..=600).contains(&RAPID_SECS.load(Ordering::Relaxed)) {
+            return Err("rapid-orders-secs must be from 1 to 600".into());
         }
         Ok(())
     }
