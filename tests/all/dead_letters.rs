@@ -589,3 +589,43 @@ fn windows_and_keyed_state_key_group_and_sum_by_attributes() {
         "{error}"
     );
 }
+
+#[test]
+fn a_huge_line_is_not_read_into_memory_and_its_dead_letter_holds_its_first_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    // 50 MB on one line, between two good records.
+    let huge = format!("{{\"transaction_id\":\"{}\"}}", "x".repeat(50_000_000));
+    let text = [
+        String::from_utf8(good("before")).unwrap(),
+        huge.clone(),
+        String::from_utf8(good("after")).unwrap(),
+    ]
+    .join("\n");
+    std::fs::write(&input, text + "\n").unwrap();
+    let (out, summary) =
+        run_pipeline(&[guests::TALLY], |c| c.source = file_source(&input)).unwrap();
+    assert_eq!(summary.events, 2);
+    let letters_file = out.path().join("dead_letter.jsonl");
+    let letters = read_jsonl(&letters_file);
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter["reason"], "oversized");
+    assert_eq!(letter["position"], 2);
+    let detail = letter["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "record is {} bytes; decode.max-record-bytes is 65536; it was not read into memory",
+            huge.len()
+        )),
+        "{detail}"
+    );
+    assert!(letter["raw"].as_str().unwrap() == &huge[..65_536]);
+    assert_eq!(letter["raw_bytes"], huge.len());
+    assert_eq!(
+        letter["raw_sha256"].as_str().unwrap(),
+        sha256_hex(huge.as_bytes())
+    );
+    // The dead letter holds the first bytes, not the line.
+    assert!(std::fs::metadata(&letters_file).unwrap().len() < 100_000);
+}

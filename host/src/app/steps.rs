@@ -119,7 +119,8 @@ pub(super) fn open_source(
                 .context("source.path is required for a file source")?;
             let csv = config.source.format() == crate::model::Format::Csv;
             let file = FileSource::open(path, csv)
-                .with_context(|| format!("cannot open source file {}", path.display()))?;
+                .with_context(|| format!("cannot open source file {}", path.display()))?
+                .with_max_line(config.decode.max_record_bytes);
             (Box::new(file), Resume::default())
         }
     })

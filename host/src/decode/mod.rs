@@ -89,6 +89,9 @@ pub struct Reject {
     pub code: RejectCode,
     /// What exactly is wrong.
     pub detail: String,
+    /// For a record its source cut short: its whole size and SHA-256 (hex),
+    /// which its dead letter gives beside the bytes held.
+    pub whole: Option<(u64, String)>,
 }
 
 impl Reject {
@@ -96,6 +99,7 @@ impl Reject {
         Self {
             code,
             detail: detail.into(),
+            whole: None,
         }
     }
 }
@@ -351,6 +355,21 @@ impl Decoder {
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             )
         })
+    }
+
+    /// The rejection of a record of `size` bytes (SHA-256 `sha256`) its
+    /// source cut short, `kept` bytes of it held.
+    pub fn oversized(&self, size: u64, sha256: &str, kept: usize) -> Reject {
+        let mut reject = Reject::new(
+            RejectCode::Oversized,
+            format!(
+                "record is {size} bytes; decode.max-record-bytes is {}; it was not read into \
+                 memory, its first {kept} bytes are kept",
+                self.max_bytes
+            ),
+        );
+        reject.whole = Some((size, sha256.to_string()));
+        reject
     }
 
     /// Decodes one record.

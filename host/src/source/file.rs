@@ -6,10 +6,18 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
+/// How many bytes of a line longer than the most a record may hold are
+/// kept, for its dead letter (as many as a dead letter keeps by default).
+const KEPT_OF_LONG_LINE: usize = 65_536;
+
 /// Reads a file line by line; positions are line numbers (from 1).
 pub struct FileSource {
     name: String,
     reader: BufReader<File>,
+    /// The most bytes a line is read into memory for
+    /// (`decode.max-record-bytes`): a longer one is skipped to its end,
+    /// its first bytes kept.
+    max_line: usize,
     line: u64,
     /// Bytes read.
     offset: u64,
@@ -25,11 +33,113 @@ impl FileSource {
         Ok(Self {
             name: format!("file:{}", path.display()),
             reader: BufReader::with_capacity(1 << 20, file),
+            max_line: usize::MAX,
             line: 0,
             offset: 0,
             csv,
             header: None,
         })
+    }
+}
+
+impl FileSource {
+    /// Lines longer than `max` bytes (without their line end) are not read
+    /// into memory: only their first bytes, and their size.
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max;
+        self
+    }
+
+    /// Reads a line into `buffer`, holding at most `max_line` bytes and
+    /// its line end: its length read (0 at the end of the file), and, when
+    /// it is longer than that without its line end, its size and SHA-256
+    /// (only its first bytes are left in `buffer`).
+    fn read_line(
+        &mut self,
+        buffer: &mut Vec<u8>,
+    ) -> std::io::Result<(usize, Option<(u64, String)>)> {
+        let start = buffer.len();
+        let room = self.max_line.saturating_add(2);
+        let mut read = 0;
+        // Once the line is longer than `room`: its digest so far.
+        let mut digest: Option<Digest> = None;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            let chunk = &available[..take];
+            let held = buffer.len() - start;
+            match &mut digest {
+                Some(d) => d.feed(chunk),
+                None if held + take <= room => buffer.extend_from_slice(chunk),
+                None => {
+                    let mut d = Digest::default();
+                    d.feed(&buffer[start..]);
+                    d.feed(chunk);
+                    buffer.extend_from_slice(&chunk[..room - held]);
+                    digest = Some(d);
+                }
+            }
+            self.reader.consume(take);
+            read += take;
+            if done {
+                break;
+            }
+        }
+        let Some(digest) = digest else {
+            return Ok((read, None));
+        };
+        // More than `room` bytes: longer than `max_line` without its end.
+        let (size, sha256) = digest.finish();
+        buffer.truncate(start + KEPT_OF_LONG_LINE.min(self.max_line));
+        Ok((read, Some((size, sha256))))
+    }
+}
+
+/// The SHA-256 and size of a line's bytes without its line end, fed in
+/// pieces: the last two bytes wait, in case they end the line.
+#[derive(Default)]
+struct Digest {
+    hasher: sha2::Sha256,
+    size: u64,
+    waiting: Vec<u8>,
+}
+
+impl Digest {
+    fn feed(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        self.waiting.extend_from_slice(bytes);
+        if self.waiting.len() > 2 {
+            let ready = self.waiting.len() - 2;
+            self.hasher.update(&self.waiting[..ready]);
+            self.size += ready as u64;
+            self.waiting.drain(..ready);
+        }
+    }
+
+    /// The size and SHA-256 (hex) of what was fed, without its line end.
+    fn finish(mut self) -> (u64, String) {
+        use sha2::Digest as _;
+        let ending = match self.waiting[..] {
+            [.., b'\r', b'\n'] => 2,
+            [.., b'\n' | b'\r'] => 1,
+            _ => 0,
+        };
+        let rest = &self.waiting[..self.waiting.len() - ending];
+        self.hasher.update(rest);
+        self.size += rest.len() as u64;
+        let hex = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.size, hex)
     }
 }
 
@@ -100,12 +210,17 @@ impl Source for FileSource {
         while added < max {
             let buffer = batch.buffer();
             let start = buffer.len();
-            let n = self.reader.read_until(b'\n', buffer)?;
+            let (n, cut) = self.read_line(buffer)?;
             if n == 0 {
                 return Ok(if added == 0 { Poll::Done } else { Poll::Ready });
             }
             self.offset += n as u64;
             self.line += 1;
+            if let Some((size, sha256)) = cut {
+                batch.commit_cut(self.line, size, sha256);
+                added += 1;
+                continue;
+            }
             while buffer.len() > start && matches!(buffer.last(), Some(b'\n' | b'\r')) {
                 buffer.pop();
             }
@@ -167,6 +282,33 @@ mod tests {
         assert_eq!(
             again.poll(&mut batch, 10, Duration::ZERO).unwrap(),
             Poll::Done
+        );
+
+        // A line longer than the most a record may hold is not read into
+        // memory: its first bytes, its size, and the lines after it.
+        let long = dir.path().join("long.jsonl");
+        let huge = "x".repeat(5_000);
+        std::fs::write(&long, format!("a\n{huge}\r\nb\n{}\n", "y".repeat(100))).unwrap();
+        let mut source = FileSource::open(&long, false).unwrap().with_max_line(100);
+        batch.clear();
+        source.poll(&mut batch, 10, Duration::ZERO).unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.get(1).0.len(), 100, "the first bytes only");
+        let sha = {
+            use sha2::Digest as _;
+            let d = sha2::Sha256::digest(huge.as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(batch.cut(1), Some((5_000, sha.as_str())));
+        assert_eq!(lines(&batch)[2], ("b".into(), 3));
+        // A line of exactly the most is whole.
+        assert_eq!((batch.get(3).0.len(), batch.cut(3)), (100, None));
+        assert_eq!(
+            source.position(),
+            Some(Position::File {
+                offset: 2 + 5_002 + 2 + 101,
+                line: 4
+            })
         );
 
         // The file was replaced by a shorter one: refused.

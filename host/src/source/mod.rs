@@ -30,6 +30,9 @@ pub struct RecordBatch {
     /// covers, so it counts once the batch is in): (watermark slot,
     /// largest event time).
     marks: Vec<(u32, i64)>,
+    /// Records the source cut short, each with its whole size and SHA-256
+    /// (hex), in order of their index: only their first bytes are held.
+    cuts: Vec<(usize, u64, String)>,
 }
 
 /// Which of an event's keyed work a copy of it carries, when a repartition
@@ -67,6 +70,7 @@ impl RecordBatch {
         self.routes.clear();
         self.origins.clear();
         self.marks.clear();
+        self.cuts.clear();
     }
 
     /// Appends a record read back from a repartition topic: its slot there,
@@ -160,6 +164,21 @@ impl RecordBatch {
     pub fn commit(&mut self, position: u64) {
         self.ends.push(self.data.len());
         self.positions.push(position);
+    }
+
+    /// Ends the record written into [`Self::buffer`], the first bytes of
+    /// one of `size` bytes in all (SHA-256 `sha256`, hex) that the source
+    /// cut short.
+    pub fn commit_cut(&mut self, position: u64, size: u64, sha256: String) {
+        self.cuts.push((self.ends.len(), size, sha256));
+        self.commit(position);
+    }
+
+    /// The whole size and SHA-256 of record `i`, if the source cut it short.
+    pub fn cut(&self, i: usize) -> Option<(u64, &str)> {
+        let at = self.cuts.binary_search_by_key(&i, |(j, _, _)| *j).ok()?;
+        let (_, size, sha256) = &self.cuts[at];
+        Some((*size, sha256))
     }
 
     /// Number of records.

@@ -524,6 +524,9 @@ pub fn decode_one(
     clean: bool,
 ) -> Decoded {
     let (bytes, _) = raw.get(i);
+    if let Some((size, sha256)) = raw.cut(i) {
+        return Decoded::Rejected(decoder.oversized(size, sha256, bytes.len()));
+    }
     if raw.has_parts() && bytes.is_empty() {
         // A tombstone: a compaction marker, not an event.
         return Decoded::Skipped;
@@ -587,6 +590,9 @@ fn reject_record(out: &mut Out<'_>, reject: Reject, raw: &[u8], position: u64, p
     letter.position = Some(position);
     letter.origin = origin;
     letter.set_raw(raw, out.max_raw_bytes);
+    if let Some(whole) = reject.whole {
+        letter.raw_cut = Some(whole);
+    }
     out.records.push(Record::DeadLetter(letter));
 }
 
