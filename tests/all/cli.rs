@@ -624,3 +624,77 @@ fn eval_scores_the_alerts_of_a_run_against_the_planted_fraud() {
     let total = format!("{} alerts over 30000 events", alerts.len());
     assert!(report.starts_with(&total), "{report}");
 }
+
+#[test]
+fn compiled_rule_sets_are_kept_in_a_private_directory_and_a_shared_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    edge_tests::gen_events(&input, 50, 3);
+    let run = |cache: &std::path::Path| {
+        let source = format!("file:{}", input.display());
+        let out = dir.path().join("out");
+        Command::new(edge_bin())
+            .args([
+                "run",
+                "--source",
+                &source,
+                "--console",
+                "never",
+                "--admin",
+                "off",
+            ])
+            .arg("--out-dir")
+            .arg(&out)
+            .args(["--rules", guests::MERCHANT])
+            .env("EDGE_LOG", "warn")
+            .env("XDG_CACHE_HOME", cache)
+            .output()
+            .expect("run edge")
+    };
+    // Made private when edge creates it, and the compiled code is there.
+    let private = dir.path().join("private");
+    let out = run(&private);
+    assert!(out.status.success(), "{}", text(&out));
+    let kept = private.join("edge/wasmtime");
+    for d in [kept.parent().unwrap(), &kept] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    let files = walk(&kept);
+    assert!(
+        !files.is_empty(),
+        "nothing was cached in {}",
+        kept.display()
+    );
+
+    // One others may write is refused at start, with the fix.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("edge/wasmtime")).unwrap();
+    for d in [shared.join("edge"), shared.join("edge/wasmtime")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = run(&shared);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("may be written by others (mode 777)")
+            && message.contains("chmod 700")
+            && message.contains("rules.compile-cache = false"),
+        "{message}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

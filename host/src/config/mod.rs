@@ -817,9 +817,9 @@ impl Default for EngineConfig {
 pub struct RulesConfig {
     /// Rule set files or globs (`guests/*.wasm`).
     pub paths: Vec<String>,
-    /// Keep compiled rule sets in wasmtime's cache directory
-    /// (`~/.cache/wasmtime`), so a restart with unchanged modules skips
-    /// compilation.
+    /// Keep compiled rule sets in `edge/wasmtime` under `$XDG_CACHE_HOME`
+    /// (or `~/.cache`), private to the user, so a restart with unchanged
+    /// modules skips compilation.
     pub compile_cache: bool,
     /// Limits for every rule set, unless overridden per rule.
     pub limits: Limits,

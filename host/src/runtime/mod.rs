@@ -37,6 +37,59 @@ pub fn module_hash(bytes: &[u8]) -> String {
     hex
 }
 
+/// Why the compile cache's directory is not used.
+enum CacheDir {
+    /// Another user could write it: compiled code loaded from it would
+    /// run in edge, so edge refuses to start.
+    Unsafe(String),
+    /// It cannot be made (edge compiles every start instead).
+    Unavailable(String),
+}
+
+/// The directory compiled rule sets are kept in: `edge/wasmtime` in
+/// `$XDG_CACHE_HOME` (or `~/.cache`), made private to the user (0700) when
+/// it is created, and refused when it, or the `edge` directory holding it,
+/// belongs to another user or others may write it.
+fn private_cache_dir() -> Result<std::path::PathBuf, CacheDir> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .ok_or_else(|| CacheDir::Unavailable("neither XDG_CACHE_HOME nor HOME is set".into()))?;
+    let dir = base.join("edge").join("wasmtime");
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .map_err(|e| CacheDir::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    for d in [dir.parent().unwrap_or(&dir), &dir] {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(d)
+            .map_err(|e| CacheDir::Unavailable(format!("cannot read {}: {e}", d.display())))?;
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        let mode = meta.permissions().mode() & 0o777;
+        let foreign = me.is_some_and(|uid| uid != meta.uid());
+        if foreign || mode & 0o022 != 0 {
+            return Err(CacheDir::Unsafe(format!(
+                "the compile cache {} {} (mode {mode:o}): edge runs the compiled code it \
+                 loads from there, so another user could run code in edge; make it yours \
+                 and private (chown, chmod 700), point XDG_CACHE_HOME elsewhere, or set \
+                 rules.compile-cache = false",
+                d.display(),
+                if foreign {
+                    "belongs to another user"
+                } else {
+                    "may be written by others"
+                }
+            )));
+        }
+    }
+    Ok(dir)
+}
+
 /// Epoch ticks for a per-call deadline of `deadline_ms`: whole ticks, at
 /// least one, plus one for the tick already under way.
 pub(crate) fn deadline_ticks(deadline_ms: u64) -> u64 {
@@ -74,11 +127,23 @@ impl Runtime {
     pub fn with_options(dims: SharedDims, compile_cache: bool, fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         if compile_cache {
-            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
+            match private_cache_dir() {
+                Err(CacheDir::Unsafe(message)) => anyhow::bail!("{message}"),
+                Err(CacheDir::Unavailable(e)) => {
+                    tracing::warn!("compile cache unavailable, compiling every start: {e}")
                 }
-                Err(e) => tracing::warn!("compile cache unavailable, compiling every start: {e:#}"),
+                Ok(dir) => {
+                    let mut cache = wasmtime::CacheConfig::new();
+                    cache.with_directory(dir);
+                    match wasmtime::Cache::new(cache) {
+                        Ok(cache) => {
+                            config.cache(Some(cache));
+                        }
+                        Err(e) => tracing::warn!(
+                            "compile cache unavailable, compiling every start: {e:#}"
+                        ),
+                    }
+                }
             }
         }
         config.wasm_component_model(true);
