@@ -8,7 +8,13 @@
 //! - `GET /metrics`: Prometheus text format.
 //!
 //! With a token set, every endpoint but `/health` wants
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>` (compared in constant time).
+//!
+//! What a web page could send is refused, token or not: a request whose
+//! `Origin` is another site (a page the operator visits posting to the
+//! API), and one whose `Host` is a name other than `localhost` (a page
+//! whose name was made to resolve to this machine: DNS rebinding). Clients
+//! name the API by its address, as `http://127.0.0.1:8787`.
 
 use crate::engine::control::{Outcome, Refusal, Update, Updates};
 use crate::metrics::Metrics;
@@ -24,6 +30,9 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long `POST /rules/NAME/reload` waits for the swap.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the handlers share.
 struct Shared {
@@ -84,6 +93,7 @@ pub fn serve(
     let app = Router::new()
         .route("/health", get(health))
         .merge(protected)
+        .layer(axum::middleware::from_fn_with_state(addr, same_site))
         .with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -116,6 +126,56 @@ pub fn serve(
     })
 }
 
+/// Whether `host` (a `Host` header, or an `Origin`'s host and port) names
+/// this API: an IP address or `localhost`, with its port.
+fn names_us(host: &str, addr: std::net::SocketAddr) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') || name.starts_with('[') => {
+            (name, port.parse::<u16>().ok())
+        }
+        _ => (host, None),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let ip = name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+    ip && port.is_none_or(|p| p == addr.port())
+}
+
+/// Refuses what a web page could send: another site's `Origin`, or a
+/// `Host` that is a name other than `localhost`.
+async fn same_site(
+    State(addr): State<std::net::SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let refuse = |why: String| (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response();
+    if let Some(host) = text(header::HOST) {
+        if !names_us(host, addr) {
+            return refuse(format!(
+                "Host {host:?} is refused: name the admin API by its address (http://{addr})"
+            ));
+        }
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let host = origin.strip_prefix("http://").unwrap_or("\u{fffd}");
+        if !names_us(host, addr) {
+            return refuse(format!(
+                "a request from the web page of {origin:?} is refused: the admin API takes no \
+                 cross-origin requests"
+            ));
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether two secrets are equal, in a time that does not depend on where
+/// they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let differ = (a.iter().zip(b)).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(differ) == 0 && a.len() == b.len()
+}
+
 async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     if let Some(token) = &shared.token {
         let given = request
@@ -123,7 +183,7 @@ async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -255,9 +315,15 @@ fn answer(outcome: Outcome) -> Response {
 
 async fn reload(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let reloader = shared.reloader.clone();
-    let outcome = tokio::task::spawn_blocking(move || reloader.reload(&name))
-        .await
-        .unwrap_or_else(|e| Err(Refusal::Invalid(format!("reload failed: {e}"))));
+    let reload = tokio::task::spawn_blocking(move || reloader.reload(&name));
+    let outcome = match tokio::time::timeout(RELOAD_TIMEOUT, reload).await {
+        Ok(done) => done.unwrap_or_else(|e| Err(Refusal::Invalid(format!("reload failed: {e}")))),
+        Err(_) => Err(Refusal::Invalid(format!(
+            "the reload did not finish within {} s (a slow compile, or the pipeline \
+             stalled); the running version is kept until it does",
+            RELOAD_TIMEOUT.as_secs()
+        ))),
+    };
     answer(outcome)
 }
 
@@ -504,4 +570,41 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
         }
     });
     recorder.handle().render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{names_us, same_secret};
+
+    #[test]
+    fn only_addresses_and_localhost_on_the_api_s_port_name_it() {
+        let addr = "127.0.0.1:8787".parse().unwrap();
+        for host in [
+            "127.0.0.1:8787",
+            "localhost:8787",
+            "LOCALHOST",
+            "[::1]:8787",
+            "::1",
+            "10.0.0.5:8787",
+        ] {
+            assert!(names_us(host, addr), "{host}");
+        }
+        for host in [
+            "evil.example:8787",
+            "evil.example",
+            "127.0.0.1:9999",
+            "localhost.evil.example:8787",
+            "",
+        ] {
+            assert!(!names_us(host, addr), "{host}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_equal_only_when_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        for other in [&b"s3creT"[..], b"s3cre", b"s3crett", b""] {
+            assert!(!same_secret(b"s3cret", other));
+        }
+    }
 }

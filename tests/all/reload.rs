@@ -260,6 +260,37 @@ fn the_admin_api_lists_reloads_disables_enables_and_serves_metrics_behind_its_to
         let (status, _) = edge.call("GET", "/metrics", t);
         assert_eq!(status, 401);
     }
+    // What a web page could send is refused, even with the token: a post
+    // from another site, and a request naming the API by another name (DNS
+    // rebinding).
+    let addr = edge.admin.trim_start_matches("http://").to_string();
+    let raw = |headers: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        let request = format!(
+            "POST /rules/counter/disable HTTP/1.1\r\n{headers}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let from_a_page = raw(&format!("Host: {addr}\r\nOrigin: http://evil.example"));
+    assert!(from_a_page.starts_with("HTTP/1.1 403"), "{from_a_page}");
+    assert!(from_a_page.contains("cross-origin"), "{from_a_page}");
+    let rebound = raw("Host: evil.example:8787");
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let port = addr.rsplit_once(':').unwrap().1;
+    let rebound = raw(&format!("Host: rebind.example:{port}"));
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    assert_eq!(edge.rule("counter").unwrap()["state"], "running");
+    // The same request from the API's own address goes through (it is
+    // enabled again below).
+    let own = raw(&format!("Host: localhost:{port}\r\nOrigin: http://{addr}"));
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    edge.json("POST", "/rules/counter/enable");
+
     let rule = edge.rule("counter").unwrap();
     assert_eq!(rule["version"], "1.0.0");
     assert_eq!(rule["hash"], hash_of(guests::COUNTER_V1).as_str());
