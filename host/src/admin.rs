@@ -31,6 +31,61 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The most connections the admin API serves at once; more are closed
+/// as they come.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection is served at most.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Serves each connection `listener` accepts with `app` until `stopped`:
+/// at most [`MAX_CONNECTIONS`] at once, each closed when its client takes
+/// longer than [`HEADER_TIMEOUT`] to send a request's headers (a slow
+/// client) or after [`CONNECTION_TIMEOUT`] in all.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut warned = false;
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!("admin API: accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    "admin API: {MAX_CONNECTIONS} connections are open; more are closed as \
+                     they come"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
+    }
+}
+
 /// How long `POST /rules/NAME/reload` waits for the swap.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -110,12 +165,7 @@ pub fn serve(
                         return;
                     }
                 };
-                let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                });
-                if let Err(e) = server.await {
-                    tracing::error!("admin API: {e}");
-                }
+                serve_connections(listener, app, stopped).await;
             });
         })?;
     tracing::info!(%addr, "admin API listening (GET /health /rules /metrics, POST /rules/NAME/reload|disable|enable)");

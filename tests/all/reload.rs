@@ -440,3 +440,54 @@ fn a_changed_window_spec_drains_the_old_windows_and_a_changed_table_is_refused()
     let late = setup.late_of("counter");
     assert_eq!(in_windows + late, setup.out("clean.jsonl").len() as u64);
 }
+
+#[test]
+fn the_admin_api_closes_slow_clients_and_takes_a_bounded_number_of_connections() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let setup = Setup::new(&[(guests::COUNTER_V1, "counter.wasm")]);
+    let edge = setup.start("200", None);
+    let addr = edge.admin.trim_start_matches("http://").to_string();
+    let health = |stream: &mut std::net::TcpStream| {
+        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    // 64 clients that never finish their headers hold every connection:
+    // the next one is closed at once, unanswered.
+    let slow: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let answer = health(&mut extra).unwrap_or_default();
+    assert!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "answered past the limit: {answer}"
+    );
+    // Each slow client is closed after the 10 s it has for its headers.
+    let started = Instant::now();
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "slow clients held on for {waited:?}"
+    );
+    // Then the API answers again.
+    let mut again = std::net::TcpStream::connect(&addr).unwrap();
+    let answer = health(&mut again).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
