@@ -167,7 +167,7 @@ impl Dims {
                 self.version += u64::from(removed);
                 return Ok(removed);
             }
-            match crate::decode::debezium::unwrap(text).map_err(|r| r.detail)? {
+            match crate::decode::debezium::unwrap_tables(text, false).map_err(|r| r.detail)? {
                 crate::decode::debezium::Change::Row(row, _) => row,
                 crate::decode::debezium::Change::Skip(_) => return Ok(false),
             }

@@ -6,20 +6,10 @@ use edge_tests::{file_source, guests, read_jsonl, run_pipeline};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// A NUMERIC value as Debezium's `precise` mode sends it: the unscaled
-/// value's big-endian two's-complement bytes, in base64.
+/// A NUMERIC value of `units` hundredths as Debezium's `precise` mode
+/// sends it (base64 of the unscaled value's bytes).
 fn precise(units: i64) -> String {
-    use base64::Engine;
-    let bytes = units.to_be_bytes();
-    let first = bytes
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(bytes.len() - 1);
-    let mut bytes = bytes[first..].to_vec();
-    if bytes[0] & 0x80 != 0 {
-        bytes.insert(0, 0);
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    edge::decode::debezium::encode_precise(rust_decimal::Decimal::new(units, 2))
 }
 
 /// A Debezium create event of `table` with `row`, its `numeric` columns

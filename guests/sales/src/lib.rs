@@ -20,9 +20,9 @@
 
 use edge_rule_sdk::{
     aggregate, apply_settings, attribute, average, column, filtered, money_value, nullable,
-    round_half_up, row, text, window_table, with_kind, AggregateOp, Aggregates, ColumnType,
-    Decimal, Emit, Field, KeyBy, KeyState, Manifest, Reader, RuleSet, State, TableSpec, TxnKind,
-    TxnStatus, Value, Window, WindowKind, WindowSpec, Writer,
+    round_half_up, row, text, tumbling, window_table, with_kind, AggregateOp, Aggregates,
+    ColumnType, Decimal, Emit, Field, KeyBy, KeyState, Manifest, Reader, RuleSet, State, TableSpec,
+    TxnKind, TxnStatus, Value, Window, WindowKind, WindowSpec, Writer,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -71,21 +71,10 @@ impl State for Last {
     }
 }
 
-fn spec(
-    name: String,
-    size: i64,
-    key: KeyBy,
-    with_state: bool,
-    aggregates: Vec<edge_rule_sdk::AggregateSpec>,
-) -> WindowSpec {
-    WindowSpec {
-        name,
-        kind: WindowKind::Tumbling(size),
-        key,
-        allowed_lateness_ms: 0,
-        with_state,
-        aggregates,
-    }
+/// `table` with the columns `more` added to its key.
+fn with_keys(mut table: TableSpec, more: &[&str]) -> TableSpec {
+    table.key.extend(more.iter().map(|k| k.to_string()));
+    table
 }
 
 fn status_name(s: TxnStatus) -> &'static str {
@@ -103,11 +92,10 @@ impl RuleSet for Sales {
     fn manifest() -> Manifest {
         let mut windows = Vec::new();
         for (label, size) in SIZES {
-            windows.push(spec(
-                format!("revenue-{label}"),
+            let mut revenue = tumbling(
+                &format!("revenue-{label}"),
                 size,
                 KeyBy::Global,
-                true,
                 vec![
                     filtered(
                         "revenue",
@@ -116,14 +104,15 @@ impl RuleSet for Sales {
                     ),
                     filtered("orders", AggregateOp::Count, with_kind(TxnKind::Purchase)),
                 ],
-            ));
+            );
+            revenue.with_state = true;
+            windows.push(revenue);
         }
         for (label, size) in SIZES {
-            windows.push(spec(
-                format!("products-{label}"),
+            windows.push(tumbling(
+                &format!("products-{label}"),
                 size,
                 KeyBy::Global,
-                false,
                 vec![
                     aggregate(
                         "quantity",
@@ -193,49 +182,37 @@ impl RuleSet for Sales {
                         ),
                     ],
                 ),
-                TableSpec {
-                    name: "top_products".into(),
-                    key: ["window_size", "window_start", "ranking", "rank"]
-                        .map(String::from)
-                        .to_vec(),
-                    columns: vec![
-                        size(),
-                        column(
-                            "window_start",
-                            ColumnType::Time,
-                            "Window start (inclusive).",
-                        ),
-                        column("window_end", ColumnType::Time, "Window end (exclusive)."),
-                        column(
-                            "ranking",
-                            ColumnType::Text,
-                            "QUANTITY or REVENUE: what the products are ranked by.",
-                        ),
-                        column("rank", ColumnType::Int, "1 for the first."),
-                        column("product_id", ColumnType::Text, "The product."),
-                        column("quantity", money, "Its quantity in the window."),
-                        column("revenue", money, "Its lines' amounts."),
-                    ],
-                },
-                TableSpec {
-                    name: "category_performance".into(),
-                    key: ["window_size", "window_start", "category"]
-                        .map(String::from)
-                        .to_vec(),
-                    columns: vec![
-                        size(),
-                        column(
-                            "window_start",
-                            ColumnType::Time,
-                            "Window start (inclusive).",
-                        ),
-                        column("window_end", ColumnType::Time, "Window end (exclusive)."),
-                        column("category", ColumnType::Text, "The category."),
-                        column("revenue", money, "Its lines' amounts."),
-                        column("quantity", money, "Its quantity."),
-                        column("lines", ColumnType::Int, "Its order lines."),
-                    ],
-                },
+                with_keys(
+                    window_table(
+                        "top_products",
+                        Some(size()),
+                        vec![
+                            column(
+                                "ranking",
+                                ColumnType::Text,
+                                "QUANTITY or REVENUE: what the products are ranked by.",
+                            ),
+                            column("rank", ColumnType::Int, "1 for the first."),
+                            column("product_id", ColumnType::Text, "The product."),
+                            column("quantity", money, "Its quantity in the window."),
+                            column("revenue", money, "Its lines' amounts."),
+                        ],
+                    ),
+                    &["ranking", "rank"],
+                ),
+                with_keys(
+                    window_table(
+                        "category_performance",
+                        Some(size()),
+                        vec![
+                            column("category", ColumnType::Text, "The category."),
+                            column("revenue", money, "Its lines' amounts."),
+                            column("quantity", money, "Its quantity."),
+                            column("lines", ColumnType::Int, "Its order lines."),
+                        ],
+                    ),
+                    &["category"],
+                ),
                 TableSpec {
                     name: "order_lines".into(),
                     key: vec!["line_id".into()],

@@ -30,8 +30,15 @@ pub enum Change {
 const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
 const VARIABLE_DECIMAL: &str = "io.debezium.data.VariableScaleDecimal";
 
+#[cfg(test)]
+fn unwrap(text: &str) -> Result<Change, Reject> {
+    unwrap_tables(text, true)
+}
+
 /// The row of a change event, with decimals and times normalized.
-pub fn unwrap(text: &str) -> Result<Change, Reject> {
+/// Its table is named only when `tables` (a source read with one
+/// mapping needs no name per record).
+pub fn unwrap_tables(text: &str, tables: bool) -> Result<Change, Reject> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_eof() {
             "truncated JSON"
@@ -64,6 +71,7 @@ pub fn unwrap(text: &str) -> Result<Change, Reject> {
         }
     };
     let table = (body.get("source"))
+        .filter(|_| tables)
         .and_then(|s| s.get("table"))
         .and_then(Value::as_str)
         .map(str::to_string);
@@ -117,6 +125,7 @@ pub fn unwrap(text: &str) -> Result<Change, Reject> {
     normalize(&mut row, row_schema)?;
     let table = table.or_else(|| {
         row.get("__table")
+            .filter(|_| tables)
             .and_then(Value::as_str)
             .map(str::to_string)
     });
@@ -346,6 +355,11 @@ mod tests {
             Some("order_items")
         );
         assert_eq!(table(r#"{"op":"r","after":{"id":1}}"#), None);
+        // Not asked for: not named.
+        match unwrap_tables(&envelope.to_string(), false).unwrap() {
+            Change::Row(_, table) => assert_eq!(table, None),
+            Change::Skip(why) => panic!("skipped: {why}"),
+        }
     }
 
     #[test]

@@ -254,17 +254,8 @@ impl FieldMapping {
     /// The reference paths, overridden by `overrides` (canonical name ->
     /// dotted path, e.g. `customer_id = "user.id"`), without attributes.
     pub fn new(overrides: &BTreeMap<String, String>) -> Result<Self, String> {
-        Self::with_attributes(overrides, &BTreeMap::new())
-    }
-
-    /// The reference paths, overridden by `overrides`, and the attributes
-    /// `attributes` names (name -> dotted path), in name order.
-    pub fn with_attributes(
-        overrides: &BTreeMap<String, String>,
-        attributes: &BTreeMap<String, String>,
-    ) -> Result<Self, String> {
-        let names: Vec<&String> = attributes.keys().collect();
-        Self::general("decode", overrides, attributes, &names, &BTreeMap::new())
+        let none = BTreeMap::new();
+        Self::general("decode", overrides, &none, &[], &none)
     }
 
     /// A mapping read in `at` (for messages): the reference paths,

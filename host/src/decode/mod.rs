@@ -325,7 +325,7 @@ impl Decoder {
             return Ok(None);
         }
         let text = self.text(bytes)?;
-        match debezium::unwrap(text)? {
+        match debezium::unwrap_tables(text, !self.tables.is_empty())? {
             debezium::Change::Skip(_) => Ok(None),
             debezium::Change::Row(row, table) => {
                 let decoder = (table.as_deref())

@@ -4,6 +4,16 @@
 //! ids and upserting sinks keep one version of each record. Ids are part of
 //! what users store: a change here duplicates every upserted row.
 
+/// Bytes as lowercase hex digits (digests: SHA-256 of modules and records).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// A 64-bit id as output records carry it: 16 lowercase hex digits (the
 /// text of `format!("{id:016x}")`, without the formatting machinery: every
 /// row and alert gets one).

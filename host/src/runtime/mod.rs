@@ -29,12 +29,7 @@ use wasmtime::{Config, Engine};
 /// rule's label carries its first 8 digits.
 pub fn module_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
-    use std::fmt::Write;
-    let mut hex = String::with_capacity(64);
-    for b in sha2::Sha256::digest(bytes) {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    crate::model::ids::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// Why the compile cache's directory is not used.

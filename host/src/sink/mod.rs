@@ -258,7 +258,7 @@ impl DeadLetter {
         }
         use sha2::Digest;
         let digest = sha2::Sha256::digest(raw);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::model::ids::hex(&digest);
         self.raw = Some(cut_at(raw, max).to_vec());
         self.raw_cut = Some((raw.len() as u64, hex));
     }

@@ -133,12 +133,7 @@ impl Digest {
         let rest = &self.waiting[..self.waiting.len() - ending];
         self.hasher.update(rest);
         self.size += rest.len() as u64;
-        let hex = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::model::ids::hex(&self.hasher.finalize());
         (self.size, hex)
     }
 }
@@ -294,11 +289,7 @@ mod tests {
         source.poll(&mut batch, 10, Duration::ZERO).unwrap();
         assert_eq!(batch.len(), 4);
         assert_eq!(batch.get(1).0.len(), 100, "the first bytes only");
-        let sha = {
-            use sha2::Digest as _;
-            let d = sha2::Sha256::digest(huge.as_bytes());
-            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let sha = crate::runtime::module_hash(huge.as_bytes());
         assert_eq!(batch.cut(1), Some((5_000, sha.as_str())));
         assert_eq!(lines(&batch)[2], ("b".into(), 3));
         // A line of exactly the most is whole.
