@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "hostile_components.rs"]
+mod hostile_components;
+
 const GUESTS: &[&str] = &[
     "fraud",
     "anomaly",
@@ -25,6 +28,8 @@ const GUESTS: &[&str] = &[
     "stranger",
     "basket",
     "big_spender",
+    "sleeper",
+    "hoarder",
 ];
 
 /// Builds of the `counter` test guest: (feature, constant).
@@ -126,6 +131,14 @@ fn main() -> anyhow::Result<()> {
         constants.push_str(&format!(
             "/// Path of the `{guest}` guest component.\npub const {}: &str = {:?};\n",
             guest.to_uppercase(),
+            path.display().to_string()
+        ));
+    }
+    println!("cargo:rerun-if-changed=hostile_components.rs");
+    for (constant, path) in hostile_components::build(&root, &target_dir.join("hostile"))? {
+        constants.push_str(&format!(
+            "/// Path of the hostile `{}` component.\npub const {constant}: &str = {:?};\n",
+            constant.to_lowercase(),
             path.display().to_string()
         ));
     }

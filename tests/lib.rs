@@ -194,7 +194,8 @@ pub mod servers {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    fn free_port() -> u16 {
+    /// A port no one listens on now.
+    pub fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -217,6 +218,8 @@ pub mod servers {
         bin: String,
         dir: tempfile::TempDir,
         ports: [u16; 3],
+        /// Its HTTPS port, when it serves one.
+        https: Option<u16>,
         child: std::sync::Mutex<Option<Child>>,
     }
 
@@ -227,10 +230,39 @@ pub mod servers {
                 bin: bin.to_string(),
                 dir: tempfile::tempdir().expect("tempdir"),
                 ports: [free_port(), free_port(), free_port()],
+                https: None,
                 child: std::sync::Mutex::new(None),
             };
             server.start_again();
             server
+        }
+
+        /// The same, serving HTTPS too, with a certificate for `localhost`
+        /// and `127.0.0.1` made for it ([`ClickHouse::ca`]).
+        pub fn start_https(bin: &str) -> Self {
+            let server = Self {
+                bin: bin.to_string(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                ports: [free_port(), free_port(), free_port()],
+                https: Some(free_port()),
+                child: std::sync::Mutex::new(None),
+            };
+            certificate(server.dir.path(), "server");
+            server.start_again();
+            if let Some(port) = server.https {
+                wait_for_port(port, "ClickHouse (https)");
+            }
+            server
+        }
+
+        /// The HTTPS URL of a server started with [`ClickHouse::start_https`].
+        pub fn https_url(&self) -> String {
+            format!("https://localhost:{}", self.https.unwrap_or_default())
+        }
+
+        /// Its certificate, its own authority.
+        pub fn ca(&self) -> std::path::PathBuf {
+            self.dir.path().join("server.crt")
         }
 
         /// The HTTP URL.
@@ -264,6 +296,14 @@ pub mod servers {
                 .arg("--listen_host=127.0.0.1")
                 .arg(format!("--logger.log={d}/server.log"))
                 .arg(format!("--logger.errorlog={d}/error.log"))
+                .args(self.https.iter().flat_map(|port| {
+                    [
+                        format!("--https_port={port}"),
+                        format!("--openSSL.server.certificateFile={d}/server.crt"),
+                        format!("--openSSL.server.privateKeyFile={d}/server.key"),
+                        "--openSSL.server.dhParamsFile=".to_string(),
+                    ]
+                }))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -285,6 +325,29 @@ pub mod servers {
         bindir: String,
         dir: tempfile::TempDir,
         port: u16,
+        /// Whether it takes TLS connections only.
+        tls: bool,
+    }
+
+    /// A self-signed certificate for `localhost` and `127.0.0.1`, made in
+    /// `dir` with the `openssl` command: (certificate, key), PEM.
+    pub fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let mut c = Command::new("openssl");
+        c.args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+        ok(c, "openssl req");
+        (cert, key)
     }
 
     fn as_postgres(bindir: &str, tool: &str) -> Command {
@@ -315,6 +378,35 @@ pub mod servers {
     impl Postgres {
         /// Creates a cluster with the tools in `bindir` and starts it.
         pub fn start(bindir: &str) -> Self {
+            let server = Self::create(bindir, false);
+            server.start_again();
+            server
+        }
+
+        /// The same, taking TLS connections only (`pg_hba.conf` refuses
+        /// the others), with a certificate for `localhost` and `127.0.0.1`
+        /// made for it ([`Postgres::ca`]).
+        pub fn start_tls(bindir: &str) -> Self {
+            let server = Self::create(bindir, true);
+            let dir = server.dir.path();
+            let (_, key) = certificate(dir, "server");
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir)
+                .status();
+            let _ = Command::new("chmod").arg("600").arg(&key).status();
+            std::fs::write(
+                dir.join("data").join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("pg_hba.conf");
+            server.start_again();
+            server
+        }
+
+        fn create(bindir: &str, tls: bool) -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
             let _ = Command::new("chown")
                 .args(["postgres:"])
@@ -324,13 +416,23 @@ pub mod servers {
             init.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
                 .arg(dir.path().join("data"));
             ok(init, "initdb");
-            let server = Self {
+            Self {
                 bindir: bindir.to_string(),
                 dir,
                 port: free_port(),
-            };
-            server.start_again();
-            server
+                tls,
+            }
+        }
+
+        /// The certificate of a server started with [`Postgres::start_tls`],
+        /// its own authority.
+        pub fn ca(&self) -> std::path::PathBuf {
+            self.dir.path().join("server.crt")
+        }
+
+        /// Its port.
+        pub fn port(&self) -> u16 {
+            self.port
         }
 
         /// The connection URL.
@@ -352,10 +454,15 @@ pub mod servers {
         /// Starts the server again on the same data and port.
         pub fn start_again(&self) {
             let d = self.dir.path().display();
-            let options = format!(
+            let mut options = format!(
                 "-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
                 self.port
             );
+            if self.tls {
+                options.push_str(&format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"
+                ));
+            }
             let log = format!("{d}/server.log");
             self.pg_ctl(&["-o", &options, "-l", &log, "-w", "start"], "pg_ctl start");
         }

@@ -1,8 +1,8 @@
 //! Dimension tables (customers, merchants) served to rule sets through the
 //! `get-customer` and `get-merchant` host imports. A miss returns none.
 
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 
@@ -41,8 +41,9 @@ pub struct MerchantDim {
 /// The dimension tables.
 #[derive(Clone, Debug, Default)]
 pub struct Dims {
-    customers: FxHashMap<String, CustomerDim>,
-    merchants: FxHashMap<String, MerchantDim>,
+    /// By id, seeded per process (ids are input).
+    customers: HashMap<String, CustomerDim, foldhash::fast::RandomState>,
+    merchants: HashMap<String, MerchantDim, foldhash::fast::RandomState>,
     version: u64,
 }
 

@@ -37,6 +37,8 @@ pub mod config;
 pub mod decode;
 pub mod dims;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gen;
 pub mod metrics;
 pub mod model;

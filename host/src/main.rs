@@ -233,6 +233,10 @@ struct GenArgs {
     /// With `--to`: the merchants topic.
     #[arg(long, default_value = "fintech.merchants", value_name = "TOPIC")]
     merchants_topic: String,
+    /// With `--to`: the Kafka client settings of this config file's
+    /// `[kafka]` (its `options`: TLS, SASL, ...); the URL names the brokers.
+    #[arg(long, value_name = "PATH", requires = "to")]
+    config: Option<PathBuf>,
     /// Record format: `json` (the reference shape) or `debezium` (change
     /// events with the schema, money as `precise` decimals).
     #[arg(long, value_enum, default_value = "json")]
@@ -343,10 +347,14 @@ fn gen(args: GenArgs) -> anyhow::Result<()> {
             let [topic] = topics.as_slice() else {
                 anyhow::bail!("--to {url:?}: name one topic");
             };
+            let base = match &args.config {
+                Some(path) => edge::config::Config::load(path)?.kafka,
+                None => Default::default(),
+            };
             let kafka = edge::config::KafkaConfig {
                 brokers,
                 partitions: args.partitions,
-                ..Default::default()
+                ..base
             };
             Some((kafka, topic.clone()))
         }

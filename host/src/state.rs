@@ -44,7 +44,7 @@ pub struct Handle(u32);
 #[derive(Clone, Default)]
 pub struct KeyedState {
     index: hashbrown::HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+    hasher: foldhash::fast::RandomState,
     slab: slab::Slab<Entry>,
     ttl_ms: i64,
     bytes: usize,

@@ -1,7 +1,9 @@
-//! Hostile guests (infinite loop, memory hog, trap, oversized output) are
-//! contained: their batches go to the dead-letter sink with the rule's name
-//! and the error, they are quarantined, and the other rule sets' output is
-//! exactly what it is without them.
+//! Hostile guests (infinite loop, memory hog, trap, oversized output,
+//! sleeping, hoarding keyed state, output aliasing one string, a table or
+//! memories grown past their caps) are contained: their batches go to the
+//! dead-letter sink with the rule's name and the error, they are
+//! quarantined, the other rule sets' output is exactly what it is without
+//! them, and the host's memory stays bounded.
 
 use edge_tests::{guests, read_jsonl, run_pipeline};
 use std::path::Path;
@@ -216,4 +218,167 @@ fn output_past_its_byte_limit_is_refused() {
             })
         },
     );
+}
+
+#[test]
+fn a_rule_set_that_sleeps_is_stopped_at_once() {
+    // The deadline is generous: the call traps when it asks to wait, not
+    // when the deadline passes (it would not: the wait is in the host).
+    check_contained(
+        guests::SLEEPER,
+        "sleeper",
+        "rule_trap",
+        "a rule set may not wait: it called wasi:io/poll.pollable.block",
+    );
+}
+
+/// The hoarder rule set's settings: a keyed-state quota of 4 MiB, and how
+/// it writes its states.
+fn hoard(c: &mut edge::config::Config, through: &str) {
+    limits_of(c, "hoarder", |l| l.state_mib = 4);
+    c.rules
+        .rule
+        .entry("hoarder".into())
+        .or_default()
+        .config
+        .insert("through".into(), through.into());
+}
+
+#[test]
+fn keyed_state_past_its_quota_fails_the_call() {
+    check_contained_with(
+        guests::HOARDER,
+        "hoarder",
+        "rule_state_quota",
+        "its new states would hold",
+        &|c| hoard(c, "result"),
+    );
+}
+
+#[test]
+fn state_set_past_the_quota_fails_the_call() {
+    check_contained_with(
+        guests::HOARDER,
+        "hoarder",
+        "rule_state_quota",
+        "state-set of ",
+        &|c| hoard(c, "state-set"),
+    );
+}
+
+#[test]
+fn entries_aliasing_one_string_are_not_copied_past_the_limit() {
+    check_contained_with(
+        guests::FLOOD,
+        "flood",
+        "rule_oversized_output",
+        "returned more data than one call may pass to the host (27697152 bytes",
+        &|c| {
+            flood_emits(c, "alias");
+            limits_of(c, "flood", |l| l.max_output_bytes = 1 << 20);
+        },
+    );
+}
+
+/// Runs `edge run` over generated events with the rule sets `rules` and
+/// `config`, sampling its peak resident memory (`VmHWM`) until it exits:
+/// (its output, the peak in MiB).
+fn run_measured(rules: &[&str], config: &str) -> (std::process::Output, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("edge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut command = std::process::Command::new(edge_tests::edge_bin());
+    command.arg("run");
+    for rule in rules {
+        command.args(["--rules", rule]);
+    }
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--out-dir")
+        .arg(dir.path().join("out"))
+        .args(["--console", "never", "--admin", "off"])
+        .env("EDGE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            while let Ok(text) = std::fs::read_to_string(&status) {
+                let kib = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+                match kib {
+                    Some(kib) => peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed),
+                    // A zombie has no memory left to read.
+                    None => break,
+                };
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let output = child.wait_with_output().unwrap();
+    sampler.join().unwrap();
+    let mib = peak.load(std::sync::atomic::Ordering::Relaxed) / 1024;
+    (output, mib)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_table_grown_past_its_cap_is_refused_without_the_memory() {
+    // One `table.grow` of 50 million elements: 400 MB or more of host
+    // memory if it were granted.
+    let (output, peak_mib) = run_measured(&[guests::TABLEHOG], "");
+    let text = stderr(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("get-manifest failed"), "{text}");
+    assert!(
+        text.contains("growing table by 50000000 elements")
+            && text.contains("past the limit of 262144"),
+        "{text}"
+    );
+    assert!(peak_mib < 200, "edge held {peak_mib} MiB");
+}
+
+#[test]
+fn extra_memories_share_the_memory_cap() {
+    // Three more memories of 62.5 MiB each, written: under a per-memory cap
+    // of 64 MiB each would be granted.
+    let (output, peak_mib) = run_measured(&[guests::MEMORIES], "");
+    let text = stderr(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("would hold") && text.contains("past the memory limit of 67108864"),
+        "{text}"
+    );
+    assert!(peak_mib < 200, "edge held {peak_mib} MiB");
+}
+
+#[test]
+fn aliased_output_does_not_grow_the_host() {
+    // 2,000 reasons pointing at one 8 MiB string: 16 GB if copied whole.
+    let config = r#"
+[engine]
+max-events = 2000
+batch-size = 500
+workers = 1
+
+[rules.rule.flood.config]
+emit = "alias"
+"#;
+    let (output, peak_mib) = run_measured(&[guests::FLOOD], config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("returned more data than one call may pass to the host"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(peak_mib < 600, "edge held {peak_mib} MiB");
 }

@@ -2,6 +2,7 @@
 //! found through EDGE_KAFKA_BROKERS): round trip, Debezium, consumer groups,
 //! restarts.
 
+use edge_tests::servers::free_port;
 use edge_tests::{edge_bin, guests, read_jsonl, read_jsonl_so_far};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -641,23 +642,44 @@ fn debezium_change_events_give_the_same_results_as_plain_json() {
 
 /// A broker of this test's own (Tansu in memory on a free port), so that it
 /// can be stopped and started again.
+/// The Tansu binary, for tests that start a broker of their own; `None`
+/// (skipped) outside CI when it is not set.
+fn tansu_bin() -> Option<String> {
+    let bin = std::env::var("EDGE_TANSU_BIN").ok();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "EDGE_TANSU_BIN is not set: run the suite with scripts/test"
+        );
+        eprintln!("skipped: EDGE_TANSU_BIN is not set (scripts/test sets it)");
+    }
+    bin
+}
+
 struct OwnBroker {
     bin: String,
     port: u16,
+    /// What it advertises to clients: its own address, or another's in
+    /// front of it.
+    advertised: String,
+    /// More `tansu broker` arguments.
+    extra: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
 impl OwnBroker {
     fn start(bin: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        Self::start_with(bin, port, &format!("tcp://127.0.0.1:{port}"), &[])
+    }
+
+    fn start_with(bin: &str, port: u16, advertised: &str, extra: &[&str]) -> Self {
         let mut b = OwnBroker {
             bin: bin.to_string(),
             port,
+            advertised: advertised.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -679,9 +701,10 @@ impl OwnBroker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &self.advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(&self.extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -711,14 +734,7 @@ impl Drop for OwnBroker {
 #[test]
 fn a_broker_restart_is_survived_and_logged() {
     let Some(_) = brokers() else { return };
-    let Ok(bin) = std::env::var("EDGE_TANSU_BIN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "EDGE_TANSU_BIN is not set: run the suite with scripts/test"
-        );
-        eprintln!("skipped: EDGE_TANSU_BIN is not set (scripts/test sets it)");
-        return;
-    };
+    let Some(bin) = tansu_bin() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut broker = OwnBroker::start(&bin);
     let brokers = broker.brokers();
@@ -1240,4 +1256,153 @@ dead_letter = ["kafka"]
     assert_eq!(big.value["raw"].as_str().unwrap(), &huge[..65_536]);
     assert_eq!(big.value["raw_bytes"], huge.len());
     assert_eq!(big.value["raw_sha256"].as_str().unwrap().len(), 64);
+}
+
+/// A TLS endpoint (socat) in front of a plain one, stopped on drop.
+struct TlsProxy(std::process::Child);
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn edge_reads_and_writes_kafka_over_tls() {
+    let Some(_) = brokers() else { return };
+    let Some(bin) = tansu_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A broker behind TLS: it advertises the TLS port, where socat ends
+    // TLS with a certificate for localhost made for the test.
+    let (cert, key) = edge_tests::servers::certificate(dir.path(), "kafka");
+    let (plain, tls) = (free_port(), free_port());
+    let _broker = OwnBroker::start_with(&bin, plain, &format!("tcp://localhost:{tls}"), &[]);
+    let proxy = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{tls},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{plain}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("socat (apt-get install socat)");
+    let _proxy = TlsProxy(proxy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() {
+        assert!(Instant::now() < deadline, "socat did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let brokers = format!("localhost:{tls}");
+    let topic = unique("tls");
+    let prefix = unique("out");
+    let settings = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.options]
+"security.protocol" = "SSL"
+"ssl.ca.location" = "{ca}"
+[kafka.topics]
+alerts = "{prefix}.alerts"
+tables = "{prefix}.analytics.{{table}}"
+dead-letter = "{prefix}.dlq"
+[source]
+kind = "kafka"
+topics = ["{topic}"]
+group = "{group}"
+[engine]
+idle-ms = 2000
+[output.routes]
+"*" = ["kafka", "jsonl"]
+"#,
+        ca = cert.display(),
+        group = unique("g"),
+    );
+    let cfg = dir.path().join("tls.toml");
+    std::fs::write(&cfg, &settings).unwrap();
+    let url = format!("kafka://{brokers}/{topic}");
+    let gen = |config: &Path| {
+        let config = config.to_str().unwrap();
+        edge(&[
+            "gen", "--to", &url, "--config", config, "--events", "500", "--rate", "0", "--dirty",
+            "0", "--seed", "3",
+        ])
+    };
+    ok(&gen(&cfg));
+    let out = dir.path().join("out");
+    ok(&edge(&[
+        "run",
+        "--rules",
+        guests::TALLY,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--max-events",
+        "500",
+        "--console",
+        "never",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(tally_ids(&out).len(), 500, "every record read over TLS");
+    // What edge wrote, read back over TLS by an independent client.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("security.protocol", "SSL")
+        .set("ssl.ca.location", cert.to_str().unwrap())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&format!("{prefix}.analytics.seen")])
+        .unwrap();
+    let mut rows = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows.len() < 500 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            rows.insert(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(rows.len(), 500, "edge's rows are on the topic");
+
+    // Another authority: the broker's certificate is refused and nothing
+    // is sent.
+    let (other, _) = edge_tests::servers::certificate(dir.path(), "other");
+    let bad = dir.path().join("other.toml");
+    let ca = format!("\"ssl.ca.location\" = \"{}\"", cert.display());
+    let other_ca = format!("\"ssl.ca.location\" = \"{}\"", other.display());
+    std::fs::write(&bad, settings.replace(&ca, &other_ca)).unwrap();
+    let refused = gen(&bad);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot read Kafka metadata"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn kafka_clients_take_sasl_over_tls() {
+    // librdkafka is built with SSL and SASL: a client with each mechanism
+    // edge documents is made (a build without them refuses the settings).
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] {
+        let mut kafka = edge::config::KafkaConfig {
+            brokers: "localhost:9".into(),
+            ..Default::default()
+        };
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", mechanism),
+            ("sasl.username", "edge"),
+            ("sasl.password", "s3cret"),
+        ] {
+            kafka.options.insert(k.into(), v.into());
+        }
+        let made: Result<BaseConsumer, _> = edge::source::kafka::client_config(&kafka)
+            .set("group.id", "g")
+            .create();
+        assert!(made.is_ok(), "{mechanism}: {:?}", made.err());
+    }
 }

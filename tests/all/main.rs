@@ -13,5 +13,6 @@ mod reload;
 mod rule_sets;
 mod scale_out;
 mod shop;
+mod tls;
 mod webhooks;
 mod workers;

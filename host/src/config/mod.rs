@@ -901,6 +901,10 @@ pub struct Limits {
     /// Most bytes of rows and alerts one call may return (text and JSON
     /// values counted by length, other values as 8 bytes).
     pub max_output_bytes: usize,
+    /// Keyed state the rule set may hold, MiB, over all workers (each holds
+    /// its share); a call that would take it past is a rule error
+    /// (`rule_state_quota`) and its input is dead-lettered.
+    pub state_mib: u64,
     /// Fuel (roughly, WebAssembly instructions) one call may burn; 0: no
     /// budget. A budget is deterministic where the deadline is not.
     pub fuel: u64,
@@ -918,6 +922,7 @@ impl Default for Limits {
             deadline_ms: 100,
             max_emits: 100_000,
             max_output_bytes: 64 << 20,
+            state_mib: 256,
             fuel: 0,
             quarantine_after: 3,
             quarantine_ms: 60_000,
@@ -1259,10 +1264,14 @@ impl Config {
         let limits = std::iter::once(&self.rules.limits)
             .chain(self.rules.rule.values().filter_map(|r| r.limits.as_ref()));
         for l in limits {
-            if l.memory_mib == 0 || l.deadline_ms == 0 || l.max_output_bytes == 0 {
+            if l.memory_mib == 0
+                || l.deadline_ms == 0
+                || l.max_output_bytes == 0
+                || l.state_mib == 0
+            {
                 return invalid(
                     "rules.limits",
-                    "memory-mib, deadline-ms and max-output-bytes must be at least 1",
+                    "memory-mib, deadline-ms, max-output-bytes and state-mib must be at least 1",
                 );
             }
         }

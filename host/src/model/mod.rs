@@ -60,8 +60,10 @@ pub const NONE: Sym = 0;
 /// symbols are given to new strings.
 pub struct Interner {
     table: hashbrown::HashTable<Slot>,
-    /// foldhash: measured faster than FxHash on ids that share long prefixes.
-    hasher: foldhash::fast::FixedState,
+    /// foldhash: measured faster than FxHash on ids that share long
+    /// prefixes; seeded per process, so that crafted strings cannot make
+    /// the table collide.
+    hasher: foldhash::fast::RandomState,
     strings: Vec<Box<str>>,
     /// Released symbols, given out again.
     free: Vec<Sym>,
@@ -151,7 +153,7 @@ impl Default for Interner {
     fn default() -> Self {
         let mut interner = Self {
             table: hashbrown::HashTable::new(),
-            hasher: foldhash::fast::FixedState::default(),
+            hasher: foldhash::fast::RandomState::default(),
             strings: Vec::new(),
             free: Vec::new(),
             released: 0,

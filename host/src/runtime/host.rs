@@ -34,12 +34,44 @@ impl HostMonotonicClock for FixedMonotonicClock {
     }
 }
 
-/// The store's limits, counting the linear memory its instances hold (a
-/// guest's memory only grows).
+/// Elements all of a store's tables may hold together: a rule set's
+/// function table holds a few thousand; one `table.grow` past this traps
+/// instead of making the host commit its memory.
+pub const TABLE_ELEMENTS: usize = 1 << 18;
+
+/// Log lines a rule set instance may write per second; the rest are
+/// counted and reported as dropped.
+pub const LOG_LINES_PER_SECOND: u32 = 100;
+
+/// The store's limits, counting the linear memory and table elements its
+/// instances hold (both only grow). The memory cap holds for all of a
+/// store's memories together, and so does the table cap.
 pub(crate) struct Counted {
     limits: StoreLimits,
+    /// The memory cap, bytes.
+    memory_cap: usize,
     /// Bytes of linear memory held.
     pub(crate) memory_bytes: usize,
+    /// Table elements held.
+    table_elements: usize,
+}
+
+impl Counted {
+    fn new(memory_cap: usize) -> Self {
+        Self {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_cap)
+                .table_elements(TABLE_ELEMENTS)
+                .trap_on_grow_failure(true)
+                .instances(16)
+                .memories(4)
+                .tables(16)
+                .build(),
+            memory_cap,
+            memory_bytes: 0,
+            table_elements: 0,
+        }
+    }
 }
 
 impl ResourceLimiter for Counted {
@@ -49,9 +81,18 @@ impl ResourceLimiter for Counted {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.memory_bytes.saturating_add(growth) > self.memory_cap {
+            wasmtime::bail!(
+                "forcing trap when growing memory by {growth} bytes: the store's memories \
+                 would hold {} bytes, past the memory limit of {}",
+                self.memory_bytes.saturating_add(growth),
+                self.memory_cap
+            );
+        }
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
-            self.memory_bytes += desired.saturating_sub(current);
+            self.memory_bytes += growth;
         }
         Ok(allowed)
     }
@@ -62,7 +103,19 @@ impl ResourceLimiter for Counted {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let growth = desired.saturating_sub(current);
+        if self.table_elements.saturating_add(growth) > TABLE_ELEMENTS {
+            wasmtime::bail!(
+                "forcing trap when growing table by {growth} elements: the store's tables \
+                 would hold {} elements, past the limit of {TABLE_ELEMENTS}",
+                self.table_elements.saturating_add(growth)
+            );
+        }
+        let allowed = self.limits.table_growing(current, desired, maximum)?;
+        if allowed {
+            self.table_elements += growth;
+        }
+        Ok(allowed)
     }
 
     fn instances(&self) -> usize {
@@ -78,6 +131,13 @@ impl ResourceLimiter for Counted {
     }
 }
 
+/// Log lines of the current second, and those dropped.
+struct LogBudget {
+    second: Option<std::time::Instant>,
+    lines: u32,
+    dropped: u64,
+}
+
 /// The data of one rule set's store.
 pub struct HostState {
     wasi: WasiCtx,
@@ -91,6 +151,12 @@ pub struct HostState {
     pub state: KeyedState,
     /// Event time used to stamp state writes (the current watermark).
     pub now: i64,
+    /// Bytes of keyed state this instance may hold (its worker's share of
+    /// `state-mib`).
+    pub state_quota: usize,
+    /// Set when a `state-set` was refused for the quota: the call fails.
+    pub over_quota: Option<String>,
+    log: LogBudget,
     dims: SharedDims,
 }
 
@@ -117,19 +183,17 @@ impl HostState {
             wasi,
             stderr,
             table: ResourceTable::new(),
-            limits: Counted {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(memory_bytes)
-                    .trap_on_grow_failure(true)
-                    .instances(16)
-                    .memories(4)
-                    .tables(16)
-                    .build(),
-                memory_bytes: 0,
-            },
+            limits: Counted::new(memory_bytes),
             rule,
             state: KeyedState::default(),
             now: i64::MIN,
+            state_quota: usize::MAX,
+            over_quota: None,
+            log: LogBudget {
+                second: None,
+                lines: 0,
+                dropped: 0,
+            },
             dims,
         }
     }
@@ -147,6 +211,19 @@ impl HostState {
     }
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary, with `…`
+/// where it was cut.
+pub(crate) fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len()).into()
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -161,7 +238,31 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) {
         let rule = &self.rule;
-        let message: String = message.chars().take(4096).collect();
+        let now = std::time::Instant::now();
+        let budget = &mut self.log;
+        if budget
+            .second
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            if budget.dropped > 0 {
+                tracing::warn!(
+                    rule = %rule,
+                    "{} log lines dropped (a rule set may log {LOG_LINES_PER_SECOND} lines a second)",
+                    budget.dropped
+                );
+            }
+            *budget = LogBudget {
+                second: Some(now),
+                lines: 0,
+                dropped: 0,
+            };
+        }
+        if budget.lines >= LOG_LINES_PER_SECOND {
+            budget.dropped += 1;
+            return;
+        }
+        budget.lines += 1;
+        let message = truncate(&message, 4096);
         match level {
             types::Level::Trace => tracing::trace!(rule = %rule, "{message}"),
             types::Level::Debug => tracing::debug!(rule = %rule, "{message}"),
@@ -176,6 +277,19 @@ impl host::Host for HostState {
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) {
+        let held = self.state.get(&key).map_or(0, |v| key.len() + v.len());
+        let after = (self.state.bytes() - held).saturating_add(key.len() + value.len());
+        if after > self.state_quota {
+            self.over_quota.get_or_insert_with(|| {
+                format!(
+                    "state-set of {} bytes would hold {after} bytes of keyed state, past its \
+                     quota of {} bytes (limits state-mib, shared by the workers)",
+                    key.len() + value.len(),
+                    self.state_quota
+                )
+            });
+            return;
+        }
         self.state.set(&key, value, self.now);
     }
 

@@ -219,5 +219,6 @@ pub(super) fn load(
         store,
         instance,
         dims: runtime.dims.clone(),
+        state_quota: super::rule::state_bytes(limits),
     })
 }

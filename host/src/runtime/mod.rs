@@ -11,7 +11,7 @@ pub mod bindings;
 mod host;
 mod loader;
 pub mod manifest;
-mod packed;
+pub(crate) mod packed;
 mod rule;
 
 pub use host::HostState;
@@ -85,6 +85,36 @@ fn private_cache_dir() -> Result<std::path::PathBuf, CacheDir> {
     Ok(dir)
 }
 
+/// The WASI interface whose functions wait: `poll` and `pollable.block`
+/// (what `std::thread::sleep` and a blocking read compile to on
+/// `wasm32-wasip2`).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// What a rule set that waits is told, in its trap.
+pub(crate) const WAITING: &str = "a rule set may not wait";
+
+/// Replaces the WASI functions that wait with ones that trap at once: a
+/// call blocked in the host would hold its worker, and the per-call
+/// deadline only stops WebAssembly code. Everything else of WASI stays
+/// linked (the standard library imports it), and denies at run time.
+fn refuse_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    for (function, what) in [
+        ("poll", "wasi:io/poll.poll"),
+        ("[method]pollable.block", "wasi:io/poll.pollable.block"),
+    ] {
+        poll.func_new(function, move |_, _, _, _| {
+            wasmtime::bail!(
+                "{WAITING}: it called {what} (std::thread::sleep, or a blocking read or \
+                 write); a call must return without waiting, so time comes from the events"
+            )
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// Epoch ticks for a per-call deadline of `deadline_ms`: whole ticks, at
 /// least one, plus one for the tick already under way.
 pub(crate) fn deadline_ticks(deadline_ms: u64) -> u64 {
@@ -152,6 +182,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        refuse_waiting(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         bindings::RuleSet::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,

@@ -25,6 +25,8 @@ pub enum RuleErrorKind {
     OversizedOutput,
     /// It returned a row that does not fit its table.
     InvalidOutput,
+    /// It would hold more keyed state than its quota (`state-mib`).
+    StateQuota,
     /// It is quarantined after repeated failures.
     Quarantined,
 }
@@ -40,6 +42,7 @@ impl RuleErrorKind {
             Self::Trap => "rule_trap",
             Self::OversizedOutput => "rule_oversized_output",
             Self::InvalidOutput => "rule_invalid_output",
+            Self::StateQuota => "rule_state_quota",
             Self::Quarantined => "rule_quarantined",
         }
     }
@@ -92,6 +95,8 @@ pub struct Rule {
     pub(super) dims: SharedDims,
     /// Whether the engine meters fuel.
     pub(super) fuel: bool,
+    /// Bytes of keyed state this instance may hold.
+    pub(super) state_quota: usize,
 }
 
 fn classify(
@@ -108,6 +113,13 @@ fn classify(
         Some(Trap::OutOfFuel) => RuleErrorKind::OutOfFuel,
         _ if chain
             .iter()
+            .any(|m| m.contains("fuel allocated for hostcalls")) =>
+        {
+            RuleErrorKind::OversizedOutput
+        }
+        _ if chain.iter().any(|m| m.contains("growing table")) => RuleErrorKind::OutOfMemory,
+        _ if chain
+            .iter()
             .any(|m| m.contains("memory") && (m.contains("grow") || m.contains("limit"))) =>
         {
             RuleErrorKind::OutOfMemory
@@ -120,9 +132,19 @@ fn classify(
             limits.deadline_ms
         ),
         RuleErrorKind::OutOfFuel => format!("burnt its fuel budget of {} per call", limits.fuel),
+        RuleErrorKind::OutOfMemory if cause.contains("growing table") => format!(
+            "exceeded its table cap of {} elements ({cause})",
+            super::host::TABLE_ELEMENTS
+        ),
         RuleErrorKind::OutOfMemory => format!(
             "exceeded its {} MiB memory cap ({cause})",
             limits.memory_mib
+        ),
+        RuleErrorKind::OversizedOutput => format!(
+            "returned more data than one call may pass to the host ({} bytes: twice \
+             max-output-bytes, for its rows, alerts and changed states, and {EMIT_BYTES} bytes \
+             per row or alert of max-emits); it was not copied past that",
+            hostcall_bytes(limits)
         ),
         _ => match stderr {
             Some(line) => format!("trapped: {cause}; the rule set said: {line}"),
@@ -136,6 +158,26 @@ fn classify(
     }
 }
 
+/// What one row or alert may take in the host beyond its text, bytes.
+const EMIT_BYTES: usize = 256;
+
+/// The most bytes one call may pass from a rule set to the host: its rows
+/// and alerts (`max-output-bytes`), as much again of changed states, and
+/// [`EMIT_BYTES`] per row or alert of `max-emits`. wasmtime counts them as
+/// it copies and stops the call past this, so that entries that all point
+/// at one large string cannot multiply the host's memory.
+pub(super) fn hostcall_bytes(limits: &Limits) -> usize {
+    limits
+        .max_output_bytes
+        .saturating_mul(2)
+        .saturating_add(limits.max_emits.saturating_mul(EMIT_BYTES))
+}
+
+/// The keyed-state quota of a rule set, bytes.
+pub(super) fn state_bytes(limits: &Limits) -> usize {
+    usize::try_from(limits.state_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+}
+
 pub(super) fn new_store(
     engine: &wasmtime::Engine,
     name: &str,
@@ -146,6 +188,7 @@ pub(super) fn new_store(
     let mut store = Store::new(engine, HostState::new(name.to_string(), dims, memory));
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
+    store.set_hostcall_fuel(hostcall_bytes(limits));
     store
 }
 
@@ -158,6 +201,9 @@ impl Rule {
     fn arm(&mut self) {
         let ticks = self.deadline_ticks();
         self.store.set_epoch_deadline(ticks);
+        let data = self.store.data_mut();
+        data.state_quota = self.state_quota;
+        data.over_quota = None;
         if self.fuel {
             let budget = if self.limits.fuel > 0 {
                 self.limits.fuel
@@ -251,7 +297,19 @@ impl Rule {
             instance,
             dims: self.dims.clone(),
             fuel: self.fuel,
+            state_quota: self.state_quota,
         })
+    }
+
+    /// Shares the keyed-state quota among `workers` instances: each holds
+    /// the keys of its own key groups.
+    pub fn share_state_quota(&mut self, workers: usize) {
+        self.state_quota = state_bytes(&self.limits) / workers.max(1);
+    }
+
+    /// Bytes of keyed state this instance may hold.
+    pub fn state_quota(&self) -> usize {
+        self.state_quota
     }
 
     /// Replaces a trapped instance with a fresh one (the keyed state, lent
@@ -295,12 +353,18 @@ impl Rule {
         std::mem::swap(&mut self.store.data_mut().state, state);
         let outcome = f(&self.instance, &mut self.store);
         std::mem::swap(&mut self.store.data_mut().state, state);
+        let over_quota = self.store.data_mut().over_quota.take();
         let result = match outcome {
+            Ok(Ok(_)) if over_quota.is_some() => RuleError {
+                rule: self.name.clone(),
+                kind: RuleErrorKind::StateQuota,
+                message: over_quota.unwrap_or_default(),
+            },
             Ok(Ok(r)) => return Ok(r),
             Ok(Err(message)) => RuleError {
                 rule: self.name.clone(),
                 kind: RuleErrorKind::Returned,
-                message,
+                message: super::host::truncate(&message, 4096).into_owned(),
             },
             Err(trap) => {
                 let stderr = self.store.data().last_stderr_line();

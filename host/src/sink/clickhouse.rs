@@ -61,10 +61,26 @@ const REFUSED_CODES: [u32; 22] = [
     1001,
 ];
 
+/// An error with its causes (a refused certificate under a failed
+/// connection, say), each once.
+fn chain(e: &clickhouse::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A write's error, classed: the server refusing the data, or a failure
 /// worth retrying (network, timeouts, the server busy or away).
 fn classify(what: &str, e: &clickhouse::error::Error) -> WriteError {
-    let message = format!("{what}: {e}");
+    let message = format!("{what}: {}", chain(e));
     let code = match e {
         clickhouse::error::Error::BadResponse(text) => {
             text.split_once("Code: ").and_then(|(_, rest)| {
@@ -111,7 +127,7 @@ impl Writer {
     fn execute(&self, sql: &str) -> Result<(), SinkError> {
         self.runtime
             .block_on(self.client.query(sql).execute())
-            .map_err(|e| self.error(format!("{sql}: {e}")))
+            .map_err(|e| self.error(format!("{sql}: {}", chain(&e))))
     }
 
     /// Name and type of each column of an existing table, none when it does
@@ -128,7 +144,7 @@ impl Writer {
                     .collect()
                     .await
             })
-            .map_err(|e| self.error(format!("reading the columns of {table}: {e}")))?;
+            .map_err(|e| self.error(format!("reading the columns of {table}: {}", chain(&e))))?;
         let text = String::from_utf8_lossy(&bytes);
         Ok(text
             .lines()
@@ -246,6 +262,29 @@ impl BatchWriter for Writer {
     }
 }
 
+/// Whether what is sent to `url` stays private: https, or this machine.
+fn sent_privately(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let host = lower
+        .strip_prefix("http://")
+        .unwrap_or(&lower)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ClickHouseSink {
     /// Connects, creates the database and the tables of `tables` (the
     /// streams routed here) when missing, checks the existing ones, and
@@ -264,6 +303,13 @@ impl ClickHouseSink {
             client = client.with_user(&config.user);
         }
         if !config.password.is_empty() {
+            if !sent_privately(&config.url) {
+                tracing::warn!(
+                    "clickhouse.password is sent in clear to {shown}: use an https:// url \
+                     (TLS; the server's certificate is checked against the system's \
+                     authorities, or those of SSL_CERT_FILE)"
+                );
+            }
             client = client.with_password(&config.password);
         }
         let mut writer = Writer {

@@ -10,6 +10,7 @@ pub mod console;
 pub mod encode;
 mod jsonl;
 pub mod kafka;
+pub mod pgtls;
 pub mod postgres;
 pub mod spool;
 pub mod webhook;
@@ -532,7 +533,7 @@ pub(crate) fn severity(s: Severity) -> &'static str {
 
 /// A URL with any password replaced, for logs and errors.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.split_once(':') {
@@ -541,7 +542,51 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    };
+    redact_pairs(&url)
+}
+
+/// The value of every `password=` (a URL's query parameter, or a
+/// `key=value` connection string's pair, quoted or not) as `***`.
+fn redact_pairs(text: &str) -> String {
+    const KEYS: [&str; 3] = ["password", "sslpassword", "sasl.password"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for key in KEYS {
+            let at_start = out.is_empty()
+                || out.ends_with(|c: char| c.is_whitespace() || c == '?' || c == '&' || c == ';');
+            let Some(after) = rest.strip_prefix(key) else {
+                continue;
+            };
+            let after_eq = after.trim_start();
+            let Some(value) = after_eq.strip_prefix('=').filter(|_| at_start) else {
+                continue;
+            };
+            let value = value.trim_start();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                let mut escaped = false;
+                let close = quoted.char_indices().find(|&(_, c)| {
+                    let close = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                });
+                close.map_or(value.len(), |(i, _)| i + 2)
+            } else {
+                value
+                    .find(|c: char| c.is_whitespace() || c == '&' || c == ';')
+                    .unwrap_or(value.len())
+            };
+            out.push_str(key);
+            out.push_str("=***");
+            rest = &value[end..];
+            continue 'scan;
+        }
+        let mut chars = rest.chars();
+        out.extend(chars.next());
+        rest = chars.as_str();
     }
+    out
 }
 
 impl Record {

@@ -24,7 +24,7 @@ use crate::runtime::bindings::types::{Column, ColumnType, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// A column as PostgreSQL sees it: name and SQL type (as `format_type`
 /// writes it).
@@ -257,8 +257,11 @@ fn group_rows(
     })
 }
 
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+/// Connects to the server `url` names, with the TLS its `sslmode` asks
+/// for (see [`super::pgtls`]).
+pub async fn connect(url: &str) -> Result<Client, String> {
+    let settings = super::pgtls::Connect::parse(url)?;
+    let (client, connection) = settings.connect().await.map_err(|e| explain(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("postgres connection: {e}");
@@ -273,7 +276,7 @@ async fn connect_within(url: &str, timeout: Duration) -> Result<Client, String> 
     let client = tokio::time::timeout(timeout, connect(url))
         .await
         .map_err(|_| format!("cannot connect: no answer in {} ms", timeout.as_millis()))?
-        .map_err(|e| format!("cannot connect: {}", explain(&e)))?;
+        .map_err(|e| format!("cannot connect: {e}"))?;
     client
         .batch_execute(&format!("set statement_timeout = {}", timeout.as_millis()))
         .await
@@ -684,5 +687,22 @@ mod tests {
             "postgres://edge:***@db:5432/x"
         );
         assert_eq!(redact("postgres://edge@db/x"), "postgres://edge@db/x");
+        // A password as a query parameter, and in the key=value form,
+        // quoted (with an escaped quote and spaces) or not.
+        assert_eq!(
+            redact("postgres://db/x?sslmode=require&password=s3cret&application_name=e"),
+            "postgres://db/x?sslmode=require&password=***&application_name=e"
+        );
+        assert_eq!(
+            redact(r"host=db password='s3 \'cr et' user=edge"),
+            "host=db password=*** user=edge"
+        );
+        assert_eq!(
+            redact("host=db password = s3cret sslmode=verify-full"),
+            "host=db password=*** sslmode=verify-full"
+        );
+        assert_eq!(redact("password=s3cret"), "password=***");
+        // A word that only ends in "password" is left alone.
+        assert_eq!(redact("host=db mypassword=x"), "host=db mypassword=x");
     }
 }

@@ -2,7 +2,10 @@
 //! the default max-emits of 100,000 (oversized output). With the config
 //! `emit = "rows"` it answers with 110,000 rows instead, and with
 //! `emit = "row-text"` with one row holding 2 MiB of text; the SDK packs
-//! rows, so these flood the host through `packed-rows`.
+//! rows, so these flood the host through `packed-rows`. With
+//! `emit = "alias"` it answers with 2,000 alerts whose reasons all point at
+//! one 8 MiB string: 8 MiB of its memory that the host would copy into
+//! 16 GB.
 
 use edge_rule_sdk::{
     column, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet, States, TableSpec,
@@ -14,6 +17,7 @@ enum Flood {
     Alerts,
     Rows,
     RowText,
+    Alias,
 }
 
 thread_local! {
@@ -47,7 +51,12 @@ impl RuleSet for Hostile {
             None | Some("alerts") => Flood::Alerts,
             Some("rows") => Flood::Rows,
             Some("row-text") => Flood::RowText,
-            Some(other) => return Err(format!("emit {other:?} is not alerts, rows or row-text")),
+            Some("alias") => Flood::Alias,
+            Some(other) => {
+                return Err(format!(
+                    "emit {other:?} is not alerts, rows, row-text or alias"
+                ))
+            }
         };
         FLOOD.with(|f| f.set(flood));
         Ok(())
@@ -73,8 +82,33 @@ impl RuleSet for Hostile {
                 .map(|_| row("flood", vec![text("x")]))
                 .collect(),
             Flood::RowText => vec![row("flood", vec![text("x".repeat(2 << 20))])],
+            Flood::Alias => aliased(batch),
         })
     }
+}
+
+/// 2,000 alerts whose reasons share one 8 MiB buffer: the canonical ABI
+/// passes each as a pointer and a length, so the guest holds it once.
+fn aliased(batch: &Batch) -> Vec<Emit> {
+    let mut reason = std::mem::ManuallyDrop::new("x".repeat(8 << 20));
+    let (ptr, len, capacity) = (reason.as_mut_ptr(), reason.len(), reason.capacity());
+    (0..2_000)
+        .map(|_| {
+            // SAFETY: not sound Rust (the strings alias); this hostile guest
+            // is trapped or refused before any of them is used or freed.
+            let reason = unsafe { String::from_raw_parts(ptr, len, capacity) };
+            Emit::Alert(edge_rule_sdk::Alert {
+                rule: "f".into(),
+                kind: "F".into(),
+                severity: edge_rule_sdk::Severity::Low,
+                score: 0.0,
+                transaction_id: None,
+                customer_id: None,
+                reason,
+                event_time: batch.event_time(0),
+            })
+        })
+        .collect()
 }
 
 edge_rule_sdk::rule_set!(Hostile);

@@ -203,6 +203,9 @@ impl Pipeline {
             sets.push(replicas.collect::<Result<Vec<_>, _>>()?);
         }
         sets.insert(0, rules);
+        for rule in sets.iter_mut().flatten() {
+            rule.share_state_quota(count);
+        }
         let workers: Vec<Worker> = (sets.into_iter().enumerate())
             .map(|(i, rules)| {
                 let name = source.name().to_string();

@@ -11,7 +11,7 @@ use crate::engine::router;
 use crate::engine::window::Fired;
 use crate::model::{ids, Interner, Txn};
 use crate::runtime::bindings::types::Emit;
-use crate::runtime::{RuleError, RuleErrorKind};
+use crate::runtime::{Output, RuleError, RuleErrorKind};
 use crate::sink::{DeadLetter, Record};
 use std::time::Instant;
 
@@ -156,6 +156,12 @@ impl Worker {
             }
             let _ = r.latency_us.record(micros);
         });
+        let result = match result {
+            Ok(output) => self.within_quota(slot, &input, output),
+            Err(error) => Err(error),
+        };
+        let strings = &self.strings;
+        let s = &mut self.slots[slot];
         let output = match result {
             Ok(output) => output,
             Err(error) => {
@@ -187,6 +193,61 @@ impl Worker {
             s.state.write_back(handle, key, value, at);
         }
         self.route(slot, output.emits)
+    }
+
+    /// A call's output, or the error of a call whose changed states would
+    /// take the rule set's keyed state past its quota.
+    fn within_quota(
+        &mut self,
+        slot: usize,
+        input: &Input<'_>,
+        output: Output,
+    ) -> Result<Output, RuleError> {
+        let held = self.slots[slot].state.bytes();
+        let after = self.state_after(slot, input, &output, held);
+        let quota = self.slots[slot].rule.state_quota();
+        if after <= quota {
+            return Ok(output);
+        }
+        Err(self.slots[slot].rule.fail_output(
+            RuleErrorKind::StateQuota,
+            format!(
+                "its new states would hold {after} bytes of keyed state, past its quota of \
+                 {quota} bytes (limits state-mib, shared by the workers); the states are kept \
+                 as they were"
+            ),
+        ))
+    }
+
+    /// The bytes of keyed state a rule set would hold once a call's changed
+    /// states are written back (`held` now).
+    fn state_after(&self, slot: usize, input: &Input<'_>, output: &Output, held: usize) -> usize {
+        let strings = &self.strings;
+        let state = &self.slots[slot].state;
+        let mut after = held;
+        for (index, value) in output.changed_states() {
+            let key = match input {
+                Input::Events { .. } => self
+                    .builder
+                    .key_written(index as usize, strings)
+                    .map(|(k, _)| k),
+                Input::Windows { fired, .. } => {
+                    fired.get(index as usize).map(|f| f.key.text(strings))
+                }
+            };
+            let Some(key) = key else { continue };
+            let handle = self.handles.get(index as usize).copied().flatten();
+            let old = handle
+                .and_then(|h| state.value(h))
+                .map_or(0, |v| key.len() + v.len());
+            let new = if value.is_empty() {
+                0
+            } else {
+                key.len() + value.len()
+            };
+            after = (after - old.min(after)).saturating_add(new);
+        }
+        after
     }
 
     /// Routes a call's emits; a row that does not fit its table is a failure

@@ -253,7 +253,9 @@ impl Pipeline {
         }
         self.catalog.insert(rule.name().to_string(), tables.clone());
         rules.insert(0, rule);
-        for (i, rule) in rules.into_iter().enumerate() {
+        let count = rules.len();
+        for (i, mut rule) in rules.into_iter().enumerate() {
+            rule.share_state_quota(count);
             let tables = tables.clone();
             self.workers.send(i, move |w| w.install(rule, tables));
         }

@@ -445,7 +445,7 @@ fn category_label(f: Of, v: u64) -> Label {
         Of::Status => Label::Name(Status::ALL.get(v as usize).map_or("pending", |s| s.name())),
         Of::RiskLevel => Label::Name(RiskLevel::label(RiskLevel::ALL.get(v as usize).copied())),
         Of::HourOfDay => Label::Text(format!("{v:02}")),
-        Of::Id => Label::Text(crate::model::ids::hex_id(v)),
+        Of::Id => Label::Text(format!("{v:016x}")),
         _ => Label::Sym(v as u32),
     }
 }

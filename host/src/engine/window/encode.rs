@@ -10,7 +10,6 @@ use crate::engine::batch::{dict_push, BatchBuilder, SymTable};
 use crate::engine::key::Label;
 use crate::model::{Interner, Txn};
 use crate::runtime::bindings::types::{ResultKind, StateBlob, WindowBatch};
-use rustc_hash::FxHashMap;
 
 /// Reusable encoder of window batches.
 #[derive(Default)]
@@ -25,12 +24,13 @@ struct Dict<'a, 's> {
     ends: Vec<u32>,
     /// Interned strings by symbol: most keys and labels are.
     syms: &'s mut SymTable,
-    index: FxHashMap<&'a str, u32>,
+    /// Seeded per process: the strings are input.
+    index: std::collections::HashMap<&'a str, u32, foldhash::fast::RandomState>,
 }
 
 impl<'a, 's> Dict<'a, 's> {
     fn new(syms: &'s mut SymTable) -> Self {
-        let mut index = FxHashMap::default();
+        let mut index = std::collections::HashMap::default();
         index.insert("", 0);
         Self {
             bytes: Vec::new(),

@@ -1,0 +1,4 @@
+//! Fuzz target: `edge::fuzz::debezium`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| edge::fuzz::debezium(data));
