@@ -121,6 +121,11 @@ struct RunArgs {
     /// group; group and other settings in `[source]` of the config).
     #[arg(long, value_name = "gen|file:PATH|kafka://BROKERS/TOPIC")]
     source: Option<String>,
+    /// The records' format (`[source] format`): `json`, `csv` or
+    /// `debezium`. Without it, the config's, else `csv` for a .csv file
+    /// and `json` otherwise.
+    #[arg(long, value_enum)]
+    format: Option<edge::model::Format>,
     /// Directory for the JSON lines output (default ./edge-out); files are
     /// appended to.
     #[arg(long, value_name = "DIR")]
@@ -268,6 +273,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             config.kafka.brokers = brokers;
         }
     }
+    if let Some(format) = args.format {
+        config.source.format = Some(format);
+    }
     if let Some(dir) = args.out_dir {
         config.output.dir = dir;
     }
@@ -385,9 +393,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log written to a pipe or a file
+    // stays plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let result = match cli.command {

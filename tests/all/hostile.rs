@@ -382,3 +382,40 @@ emit = "alias"
     );
     assert!(peak_mib < 600, "edge held {peak_mib} MiB");
 }
+
+#[test]
+fn a_flood_of_logs_is_cut_and_rate_limited() {
+    // 1,000 warnings of 64 KiB per batch, 8 batches: 512 MB of log if
+    // written whole.
+    let config = r#"
+[engine]
+max-events = 4000
+batch-size = 500
+workers = 1
+
+[rules.rule.flood.config]
+emit = "logs"
+"#;
+    let started = std::time::Instant::now();
+    let (output, _) = run_measured(&[guests::FLOOD], config);
+    let seconds = started.elapsed().as_secs() + 1;
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("flood-log")).collect();
+    assert!(!lines.is_empty(), "{text}");
+    assert!(
+        lines.len() as u64 <= 100 * seconds,
+        "{} lines in {seconds} s",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 5 << 10),
+        "each line is cut at 4 KiB"
+    );
+    assert!(
+        text.contains(
+            "more than 100 log lines in a second: the rest of this second's lines are dropped"
+        ),
+        "the drop is said"
+    );
+}

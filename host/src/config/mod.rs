@@ -499,9 +499,10 @@ impl SourceConfig {
             if path.is_empty() {
                 return Err("--source file: needs a path, as in file:events.jsonl".into());
             }
+            // The config's `format` stays: a flag overrides only what it
+            // names (`--format` names the format).
             self.kind = SourceKind::File;
             self.path = Some(PathBuf::from(path));
-            self.format = None;
             return Ok(None);
         }
         if let Some(rest) = flag.strip_prefix("kafka://") {
@@ -1521,6 +1522,10 @@ mod tests {
         assert_eq!(s.kind, SourceKind::Gen);
         assert_eq!(s.apply_flag("file:x.jsonl"), Ok(None));
         assert_eq!(s.path.clone().unwrap(), PathBuf::from("x.jsonl"));
+        // A file named by the flag keeps the config's format.
+        s.format = Some(Format::Debezium);
+        assert_eq!(s.apply_flag("file:changes.jsonl"), Ok(None));
+        assert_eq!(s.format(), Format::Debezium);
         assert!(s.apply_flag("kafka").is_err());
         let brokers = s.apply_flag("kafka://h1:9092,h2:9092/a.b, c").unwrap();
         assert_eq!(brokers.as_deref(), Some("h1:9092,h2:9092"));

@@ -22,7 +22,7 @@ pub const OFFSETS_TABLE: &str = "edge_offsets";
 pub const CHECKPOINTS_TABLE: &str = "edge_checkpoints";
 
 /// The wire format of records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// One JSON object per record (JSON lines in files).

@@ -258,6 +258,13 @@ impl host::Host for HostState {
             };
         }
         if budget.lines >= LOG_LINES_PER_SECOND {
+            if budget.dropped == 0 {
+                tracing::warn!(
+                    rule = %rule,
+                    "more than {LOG_LINES_PER_SECOND} log lines in a second: the rest of this \
+                     second's lines are dropped, and counted"
+                );
+            }
             budget.dropped += 1;
             return;
         }

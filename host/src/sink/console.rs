@@ -17,10 +17,12 @@ fn watermark_text(wm: i64) -> String {
     }
 }
 
-/// The one-line status.
+/// The one-line status: counters that are still 0 (duplicates, skipped
+/// batches, late events) are left out, so that it fits a terminal.
 pub fn status_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
-    format!(
-        "{:>7.1}s  events {} ({:.0}/s)  alerts {}  rows {}  windows {}  dead letters {}  duplicates {}  skipped {}  late {}  watermark {}",
+    use std::fmt::Write as _;
+    let mut line = format!(
+        "{:>7.1}s  events {} ({:.0}/s)  alerts {}  rows {}  windows {}  dead letters {}",
         elapsed.as_secs_f64(),
         Metrics::get(&m.events),
         rate,
@@ -28,11 +30,34 @@ pub fn status_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
         Metrics::get(&m.rows),
         Metrics::get(&m.windows_fired),
         Metrics::get(&m.dead_letters),
-        Metrics::get(&m.duplicates),
-        Metrics::get(&m.skipped),
-        Metrics::get(&m.late),
-        watermark_text(m.watermark.load(Ordering::Relaxed)),
-    )
+    );
+    for (name, counter) in [
+        ("duplicates", &m.duplicates),
+        ("skipped", &m.skipped),
+        ("late", &m.late),
+    ] {
+        let n = Metrics::get(counter);
+        if n > 0 {
+            let _ = write!(line, "  {name} {n}");
+        }
+    }
+    let _ = write!(
+        line,
+        "  watermark {}",
+        watermark_text(m.watermark.load(Ordering::Relaxed))
+    );
+    line
+}
+
+/// `text` with each line cut to `width` characters: a line wider than the
+/// terminal wraps, and the block can no longer be redrawn in place.
+fn fit(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.extend(line.chars().take(width));
+        out.push('\n');
+    }
+    out
 }
 
 /// The per-rule table.
@@ -108,10 +133,15 @@ pub fn spawn(
                 last = (events, Instant::now());
                 let mut stderr = std::io::stderr().lock();
                 if redraw {
-                    let text = format!(
-                        "{}\n{}",
-                        status_line(&metrics, started.elapsed(), rate),
-                        rule_table(&metrics)
+                    let width = terminal_size::terminal_size_of(std::io::stderr())
+                        .map_or(usize::MAX, |(w, _)| usize::from(w.0).max(20));
+                    let text = fit(
+                        &format!(
+                            "{}\n{}",
+                            status_line(&metrics, started.elapsed(), rate),
+                            rule_table(&metrics)
+                        ),
+                        width,
                     );
                     if drawn_lines > 0 {
                         let _ = write!(stderr, "\x1b[{drawn_lines}A\x1b[J");
@@ -128,4 +158,22 @@ pub fn spawn(
             }
         })
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_fits_a_terminal() {
+        let m = crate::metrics::Metrics::default();
+        m.events
+            .store(123_456_789, std::sync::atomic::Ordering::Relaxed);
+        m.watermark
+            .store(1_767_571_200_000, std::sync::atomic::Ordering::Relaxed);
+        let line = super::status_line(&m, std::time::Duration::from_secs(3_600), 1e6);
+        assert!(line.len() < 120, "{} columns: {line}", line.len());
+        assert!(!line.contains("late"), "{line}");
+        m.late.store(3, std::sync::atomic::Ordering::Relaxed);
+        assert!(super::status_line(&m, Default::default(), 0.0).contains("late 3"));
+        assert_eq!(super::fit("abcdef\nxy\n", 4), "abcd\nxy\n");
+    }
 }

@@ -5,7 +5,8 @@
 //! rows, so these flood the host through `packed-rows`. With
 //! `emit = "alias"` it answers with 2,000 alerts whose reasons all point at
 //! one 8 MiB string: 8 MiB of its memory that the host would copy into
-//! 16 GB.
+//! 16 GB. With `emit = "logs"` it logs 1,000 warnings of 64 KiB each per
+//! batch, and returns nothing.
 
 use edge_rule_sdk::{
     column, row, text, Batch, ColumnType, Emit, KeyBy, Manifest, RuleSet, States, TableSpec,
@@ -18,6 +19,7 @@ enum Flood {
     Rows,
     RowText,
     Alias,
+    Logs,
 }
 
 thread_local! {
@@ -52,9 +54,10 @@ impl RuleSet for Hostile {
             Some("rows") => Flood::Rows,
             Some("row-text") => Flood::RowText,
             Some("alias") => Flood::Alias,
+            Some("logs") => Flood::Logs,
             Some(other) => {
                 return Err(format!(
-                    "emit {other:?} is not alerts, rows, row-text or alias"
+                    "emit {other:?} is not alerts, rows, row-text, alias or logs"
                 ))
             }
         };
@@ -83,6 +86,13 @@ impl RuleSet for Hostile {
                 .collect(),
             Flood::RowText => vec![row("flood", vec![text("x".repeat(2 << 20))])],
             Flood::Alias => aliased(batch),
+            Flood::Logs => {
+                let line = format!("flood-log {}", "x".repeat(64 << 10));
+                for _ in 0..1_000 {
+                    edge_rule_sdk::log(edge_rule_sdk::Level::Warn, &line);
+                }
+                Vec::new()
+            }
         })
     }
 }
