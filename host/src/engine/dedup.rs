@@ -7,7 +7,7 @@
 //! from another record with the same id.
 
 use crate::codec::{self, Put, Reader};
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxBuildHasher;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
@@ -24,8 +24,10 @@ pub enum Seen {
 
 /// The dedup filter.
 pub struct Dedup {
-    /// Each id's fingerprint and its record's tag.
-    seen: FxHashMap<u128, u64>,
+    /// Each id's fingerprint and its record's tag. The table is seeded per
+    /// process: fingerprints are input-controlled, and ids picked to fall
+    /// in one bucket of a fixed hash would make every lookup slow.
+    seen: std::collections::HashMap<u128, u64, foldhash::fast::RandomState>,
     order: VecDeque<(i64, u128)>,
     horizon_ms: i64,
     max_ids: usize,
@@ -43,7 +45,7 @@ impl Dedup {
     /// A filter remembering ids for `horizon_ms` of event time, at most `max_ids`.
     pub fn new(horizon_ms: i64, max_ids: usize) -> Self {
         Self {
-            seen: FxHashMap::default(),
+            seen: Default::default(),
             order: VecDeque::new(),
             horizon_ms,
             max_ids: max_ids.max(1),
