@@ -358,7 +358,7 @@ fn extra_memories_share_the_memory_cap() {
         text.contains("would hold") && text.contains("past the memory limit of 67108864"),
         "{text}"
     );
-    assert!(peak_mib < 200, "edge held {peak_mib} MiB");
+    assert!(peak_mib < 150, "edge held {peak_mib} MiB");
 }
 
 #[test]

@@ -62,7 +62,14 @@ fn check(value: &Value, column: &Column) -> Result<(), String> {
                 .map_err(|e| format!("column {} holds invalid JSON: {e}", column.name))
         }
         (Value::Money(d), ColumnType::Money(scale)) => {
-            let exact = rust_decimal::Decimal::new(d.units, u32::from(d.scale)).normalize();
+            let exact = rust_decimal::Decimal::try_new(d.units, u32::from(d.scale))
+                .map_err(|_| {
+                    format!(
+                        "column {} holds a money value of {} decimal places, more than 28",
+                        column.name, d.scale
+                    )
+                })?
+                .normalize();
             if exact.scale() > u32::from(*scale) {
                 return Err(format!(
                     "column {} is money({scale}) but the value {exact} has {} decimal places; round it in the rule set",
@@ -449,6 +456,13 @@ mod tests {
             scale: 3,
         });
         assert!(refused(precise).contains("has 3 decimal places; round it in the rule set"));
+        // More places than a decimal holds: refused, not a panic in the host.
+        let mut beyond = values("M", 0, 1);
+        beyond[2] = Value::Money(Money {
+            units: 1,
+            scale: 73,
+        });
+        assert!(refused(beyond).contains("a money value of 73 decimal places, more than 28"));
         let mut json = values("M", 0, 1);
         json[3] = Value::Text("{not json".into());
         assert!(refused(json).contains("column cities holds invalid JSON"));

@@ -221,15 +221,19 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
                             "{at}: {op} bands a money field (amount, fee or an attribute)"
                         ));
                     }
-                    let bounds: Vec<_> = b
+                    // A scale past 28 is refused before a bound is made
+                    // of it (rust_decimal holds 28 places at most).
+                    let bounds: Option<Vec<_>> = b
                         .bounds
                         .iter()
-                        .map(|d| rust_decimal::Decimal::new(d.units, u32::from(d.scale)))
+                        .map(|d| rust_decimal::Decimal::try_new(d.units, u32::from(d.scale)).ok())
                         .collect();
-                    if bounds.is_empty()
-                        || bounds.windows(2).any(|p| p[0] >= p[1])
-                        || b.bounds.iter().any(|d| d.scale > 28)
-                    {
+                    let Some(bounds) = bounds else {
+                        return Err(format!(
+                            "{at}: a band bound has more than 28 decimal places"
+                        ));
+                    };
+                    if bounds.is_empty() || bounds.windows(2).any(|p| p[0] >= p[1]) {
                         return Err(format!("{at}: band bounds must be non-empty and ascending"));
                     }
                 }
