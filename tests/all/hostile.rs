@@ -331,34 +331,41 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs `edge` with the hostile component `guest` alone: refused at load
+/// with a message holding each of `said`, edge held under `bound_mib`.
+fn refused_at_load(guest: &str, said: &[&str], bound_mib: u64) {
+    let (output, peak_mib) = run_measured(&[guest], "");
+    let text = stderr(&output);
+    assert!(!output.status.success(), "{text}");
+    for part in ["get-manifest failed"].iter().chain(said) {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert!(peak_mib < bound_mib, "edge held {peak_mib} MiB");
+}
+
 #[test]
 fn a_table_grown_past_its_cap_is_refused_without_the_memory() {
     // One `table.grow` of 50 million elements: 400 MB or more of host
     // memory if it were granted.
-    let (output, peak_mib) = run_measured(&[guests::TABLEHOG], "");
-    let text = stderr(&output);
-    assert!(!output.status.success(), "{text}");
-    assert!(text.contains("get-manifest failed"), "{text}");
-    assert!(
-        text.contains("growing table by 50000000 elements")
-            && text.contains("past the limit of 262144"),
-        "{text}"
+    refused_at_load(
+        guests::TABLEHOG,
+        &[
+            "growing table by 50000000 elements",
+            "past the limit of 262144",
+        ],
+        200,
     );
-    assert!(peak_mib < 200, "edge held {peak_mib} MiB");
 }
 
 #[test]
 fn extra_memories_share_the_memory_cap() {
     // Three more memories of 62.5 MiB each, written: under a per-memory cap
-    // of 64 MiB each would be granted.
-    let (output, peak_mib) = run_measured(&[guests::MEMORIES], "");
-    let text = stderr(&output);
-    assert!(!output.status.success(), "{text}");
-    assert!(
-        text.contains("would hold") && text.contains("past the memory limit of 67108864"),
-        "{text}"
+    // of 64 MiB each would be granted (about 210 MB).
+    refused_at_load(
+        guests::MEMORIES,
+        &["would hold", "past the memory limit of 67108864"],
+        150,
     );
-    assert!(peak_mib < 150, "edge held {peak_mib} MiB");
 }
 
 #[test]

@@ -401,6 +401,26 @@ impl Sink for ClickHouseSink {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_password_stays_private_over_https_or_on_this_machine() {
+        for url in [
+            "https://ch.example:8443",
+            "http://localhost:8123",
+            "http://127.0.0.1:8123/",
+            "http://user@[::1]:8123",
+        ] {
+            assert!(super::sent_privately(url), "{url}");
+        }
+        for url in [
+            "http://ch.example:8123",
+            "http://10.0.0.5:8123",
+            "ch.example",
+        ] {
+            assert!(!super::sent_privately(url), "{url}");
+        }
+    }
+
     use super::*;
 
     #[test]

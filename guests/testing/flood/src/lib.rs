@@ -67,20 +67,7 @@ impl RuleSet for Hostile {
 
     fn on_events(batch: &Batch, _states: &mut States) -> Result<Vec<Emit>, String> {
         Ok(match FLOOD.with(Cell::get) {
-            Flood::Alerts => (0..110_000)
-                .map(|_| {
-                    Emit::Alert(edge_rule_sdk::Alert {
-                        rule: "f".into(),
-                        kind: "F".into(),
-                        severity: edge_rule_sdk::Severity::Low,
-                        score: 0.0,
-                        transaction_id: None,
-                        customer_id: None,
-                        reason: String::new(),
-                        event_time: batch.event_time(0),
-                    })
-                })
-                .collect(),
+            Flood::Alerts => (0..110_000).map(|_| alert(batch, String::new())).collect(),
             Flood::Rows => (0..110_000)
                 .map(|_| row("flood", vec![text("x")]))
                 .collect(),
@@ -106,19 +93,23 @@ fn aliased(batch: &Batch) -> Vec<Emit> {
         .map(|_| {
             // SAFETY: not sound Rust (the strings alias); this hostile guest
             // is trapped or refused before any of them is used or freed.
-            let reason = unsafe { String::from_raw_parts(ptr, len, capacity) };
-            Emit::Alert(edge_rule_sdk::Alert {
-                rule: "f".into(),
-                kind: "F".into(),
-                severity: edge_rule_sdk::Severity::Low,
-                score: 0.0,
-                transaction_id: None,
-                customer_id: None,
-                reason,
-                event_time: batch.event_time(0),
-            })
+            alert(batch, unsafe { String::from_raw_parts(ptr, len, capacity) })
         })
         .collect()
+}
+
+/// An alert with `reason`, at the batch's first event.
+fn alert(batch: &Batch, reason: String) -> Emit {
+    Emit::Alert(edge_rule_sdk::Alert {
+        rule: "f".into(),
+        kind: "F".into(),
+        severity: edge_rule_sdk::Severity::Low,
+        score: 0.0,
+        transaction_id: None,
+        customer_id: None,
+        reason,
+        event_time: batch.event_time(0),
+    })
 }
 
 edge_rule_sdk::rule_set!(Hostile);
