@@ -520,7 +520,13 @@ pub mod db {
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let rows = client.simple_query(sql).await.map_err(|e| e.to_string())?;
+            let rows = client
+                .simple_query(sql)
+                .await
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                    None => e.to_string(),
+                })?;
             Ok(rows
                 .into_iter()
                 .filter_map(|m| match m {

@@ -575,23 +575,34 @@ fn main() {
 
     let mut all = Vec::new();
     let mut produced: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    let progress = edge::progress::bar(
+        (parallelisms.len() * engines.len() * (1 + inputs.len() * runs)) as u64,
+        "runs",
+    );
     for &parallelism in &parallelisms {
         for (name, run) in &engines {
             // Once unmeasured: edge compiles the rule sets into its cache, as a
             // user's first start does; the JVMs load their classes from disk.
+            progress.set_message(format!("{name} x{parallelism}: warm-up"));
             run(&inputs[0].1, parallelism);
+            progress.inc(1);
             let mut by_size: Vec<Vec<Run>> = Vec::new();
             for (n, path) in &inputs {
                 let mut done = Vec::new();
                 for i in 0..runs {
+                    progress.set_message(format!(
+                        "{name} x{parallelism}: {n} events, run {}/{runs}",
+                        i + 1
+                    ));
                     let r = run(path, parallelism);
-                    println!(
+                    progress.inc(1);
+                    progress.suspend(|| println!(
                         "{name:<6} x{parallelism} {n:>9} events  run {}/{runs}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
                         i + 1,
                         r.wall,
                         r.cpu,
                         r.peak_rss as f64 / 1048576.0
-                    );
+                    ));
                     done.push(r);
                 }
                 by_size.push(done);
@@ -613,6 +624,7 @@ fn main() {
         }
     }
 
+    progress.finish_and_clear();
     let mut md = String::new();
     let _ = writeln!(md, "# Comparison report\n");
     let _ = writeln!(md, "- Machine: {}", machine());

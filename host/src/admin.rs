@@ -1,5 +1,11 @@
 //! The admin HTTP API (`edge run --admin ADDR`, 127.0.0.1:8787 by default):
 //!
+//! - `GET /`: the status page (HTML and a small script, no network needed),
+//!   which reads `GET /status` every 2 s;
+//! - `GET /status`: what the page shows, as JSON: the headline figures,
+//!   the rule sets, per-second samples of the last 10 minutes, the latest
+//!   alerts and rule set changes, dead letters by reason, sink queues and
+//!   Kafka consumer lag;
 //! - `GET /health`: liveness and the headline figures (no token needed);
 //! - `GET /rules`: each rule set's name, version, hash, state, calls,
 //!   errors and latency;
@@ -97,6 +103,41 @@ struct Shared {
     token: Option<String>,
     started: Instant,
     recorder: PrometheusRecorder,
+    /// Samples of the counters, one a second, newest last.
+    history: std::sync::Mutex<std::collections::VecDeque<Sample>>,
+}
+
+/// The status page: one file, no build step, nothing fetched from a network.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// How many one-second samples `/status` keeps: ten minutes.
+const HISTORY: usize = 600;
+
+/// Wall clock (Unix ms), records, events, dead letters, alerts, rows.
+type Sample = [i64; 6];
+
+/// Samples the counters once a second into the history.
+async fn sample(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let m = &shared.metrics;
+        let n = |c: &std::sync::atomic::AtomicU64| Metrics::get(c) as i64;
+        let s = [
+            crate::metrics::now_ms(),
+            n(&m.records),
+            n(&m.events),
+            n(&m.dead_letters),
+            n(&m.alerts),
+            n(&m.rows),
+        ];
+        let mut history = shared.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(s);
+    }
 }
 
 /// A running admin API; dropping it stops the server.
@@ -125,9 +166,14 @@ pub fn serve(
     metrics: Arc<Metrics>,
     updates: Updates,
     reloader: Arc<Reloader>,
-    token: Option<String>,
+    access: &crate::config::AdminConfig,
 ) -> anyhow::Result<AdminServer> {
     let addr = listener.local_addr()?;
+    let token = Some(access.token.clone());
+    let names = Arc::new(Names {
+        addr,
+        hosts: access.hosts.clone(),
+    });
     listener.set_nonblocking(true)?;
     let shared = Arc::new(Shared {
         metrics,
@@ -136,8 +182,11 @@ pub fn serve(
         token: token.filter(|t| !t.is_empty()),
         started: Instant::now(),
         recorder: PrometheusBuilder::new().build_recorder(),
+        history: Default::default(),
     });
+    let sampled = shared.clone();
     let protected = Router::new()
+        .route("/status", get(status))
         .route("/rules", get(rules))
         .route("/rules/{name}/reload", post(reload))
         .route("/rules/{name}/disable", post(disable))
@@ -146,9 +195,10 @@ pub fn serve(
         .route("/webhooks", get(webhooks))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
     let app = Router::new()
+        .route("/", get(page))
         .route("/health", get(health))
         .merge(protected)
-        .layer(axum::middleware::from_fn_with_state(addr, same_site))
+        .layer(axum::middleware::from_fn_with_state(names, same_site))
         .with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -165,10 +215,11 @@ pub fn serve(
                         return;
                     }
                 };
+                tokio::spawn(sample(sampled));
                 serve_connections(listener, app, stopped).await;
             });
         })?;
-    tracing::info!(%addr, "admin API listening (GET /health /rules /metrics, POST /rules/NAME/reload|disable|enable)");
+    tracing::info!(%addr, "admin API listening (status page at http://{addr}/; GET /health /status /rules /metrics, POST /rules/NAME/reload|disable|enable)");
     Ok(AdminServer {
         addr,
         stop: Some(stop),
@@ -176,9 +227,18 @@ pub fn serve(
     })
 }
 
+/// The names the API answers to: its address's port, with an IP address,
+/// `localhost`, or one of `hosts` (`admin.hosts`).
+struct Names {
+    addr: std::net::SocketAddr,
+    hosts: Vec<String>,
+}
+
 /// Whether `host` (a `Host` header, or an `Origin`'s host and port) names
-/// this API: an IP address or `localhost`, with its port.
-fn names_us(host: &str, addr: std::net::SocketAddr) -> bool {
+/// this API: an IP address, `localhost` or one of `names.hosts`, with its
+/// port.
+fn names_us(host: &str, names: &Names) -> bool {
+    let addr = names.addr;
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) if !name.ends_with(':') || name.starts_with('[') => {
             (name, port.parse::<u16>().ok())
@@ -186,30 +246,30 @@ fn names_us(host: &str, addr: std::net::SocketAddr) -> bool {
         _ => (host, None),
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    let ip = name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+    let ip = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.hosts.iter().any(|h| h.eq_ignore_ascii_case(name));
     ip && port.is_none_or(|p| p == addr.port())
 }
 
 /// Refuses what a web page could send: another site's `Origin`, or a
 /// `Host` that is a name other than `localhost`.
-async fn same_site(
-    State(addr): State<std::net::SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn same_site(State(names): State<Arc<Names>>, request: Request, next: Next) -> Response {
+    let addr = names.addr;
     let headers = request.headers();
     let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let refuse = |why: String| (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response();
     if let Some(host) = text(header::HOST) {
-        if !names_us(host, addr) {
+        if !names_us(host, &names) {
             return refuse(format!(
-                "Host {host:?} is refused: name the admin API by its address (http://{addr})"
+                "Host {host:?} is refused: name the admin API by its address (http://{addr}), \
+                 or add the name to admin.hosts"
             ));
         }
     }
     if let Some(origin) = text(header::ORIGIN) {
         let host = origin.strip_prefix("http://").unwrap_or("\u{fffd}");
-        if !names_us(host, addr) {
+        if !names_us(host, &names) {
             return refuse(format!(
                 "a request from the web page of {origin:?} is refused: the admin API takes no \
                  cross-origin requests"
@@ -253,6 +313,10 @@ fn watermark(metrics: &Metrics) -> Value {
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(health_of(&shared))
+}
+
+fn health_of(shared: &Shared) -> Value {
     let m = &shared.metrics;
     let rules = m.rules_snapshot();
     let running = rules.values().filter(|r| !r.removed).count();
@@ -266,7 +330,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         .filter(|(_, w)| w.failing)
         .map(|(n, _)| n)
         .collect();
-    Json(json!({
+    json!({
         "status": if quarantined.is_empty() { "ok" } else { "degraded" },
         "uptime_secs": shared.started.elapsed().as_secs(),
         "records": Metrics::get(&m.records),
@@ -277,7 +341,58 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "workers": Metrics::get(&m.workers),
         "quarantined": quarantined,
         "webhooks_failing": failing,
-    }))
+    })
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // The page runs its own script only and talks to this API only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+/// Everything the status page shows.
+async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let m = &shared.metrics;
+    let mut s = health_of(&shared);
+    let wm = m.watermark.load(Ordering::Relaxed);
+    let copy = |list: &std::sync::Mutex<std::collections::VecDeque<crate::metrics::Recent>>| {
+        json!(list
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default())
+    };
+    s["alerts"] = json!(Metrics::get(&m.alerts));
+    s["rows"] = json!(Metrics::get(&m.rows));
+    s["watermark_lag_secs"] = match wm {
+        i64::MIN => Value::Null,
+        wm => json!((crate::metrics::now_ms() - wm) as f64 / 1000.0),
+    };
+    s["rules"] = rules_of(m);
+    s["history"] = json!(shared
+        .history
+        .lock()
+        .map(|h| h.iter().copied().collect::<Vec<_>>())
+        .unwrap_or_default());
+    s["recent_alerts"] = copy(&m.recent_alerts);
+    s["changes"] = copy(&m.recent_changes);
+    s["dead_letter_reasons"] = json!(*m
+        .dead_letter_reasons
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()));
+    s["sinks_pending"] = json!(*m.sink_pending.lock().unwrap_or_else(|p| p.into_inner()));
+    s["consumer_lag"] = json!(*m.consumer_lag.lock().unwrap_or_else(|p| p.into_inner()));
+    Json(s)
 }
 
 /// Each webhook's deliveries and failures.
@@ -306,8 +421,12 @@ fn state_of(r: &crate::metrics::RuleStats) -> &'static str {
 }
 
 async fn rules(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let rules = shared.metrics.rules_snapshot();
-    Json(Value::Array(
+    Json(rules_of(&shared.metrics))
+}
+
+fn rules_of(metrics: &Metrics) -> Value {
+    let rules = metrics.rules_snapshot();
+    Value::Array(
         rules
             .iter()
             .map(|(name, r)| {
@@ -344,7 +463,7 @@ async fn rules(State(shared): State<Arc<Shared>>) -> Json<Value> {
                 })
             })
             .collect(),
-    ))
+    )
 }
 
 fn answer(outcome: Outcome) -> Response {
@@ -504,9 +623,41 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
             "edge_watermark_ms",
             "Current event-time watermark, Unix ms."
         );
+        describe_gauge!(
+            "edge_watermark_lag_seconds",
+            "How far the watermark is behind the wall clock, seconds."
+        );
         let wm = m.watermark.load(Ordering::Relaxed);
         if wm != i64::MIN {
             gauge!("edge_watermark_ms").set(wm as f64);
+            let lag = (crate::metrics::now_ms() - wm) as f64 / 1000.0;
+            gauge!("edge_watermark_lag_seconds").set(lag);
+        }
+        describe_counter!(
+            "edge_dead_letters_by_reason_total",
+            "Dead letters by reason (malformed_json, rule_timeout, sink_refused, ...)."
+        );
+        for (reason, n) in m
+            .dead_letter_reasons
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+        {
+            counter!("edge_dead_letters_by_reason_total", "reason" => reason).absolute(n);
+        }
+        describe_gauge!(
+            "edge_sink_pending",
+            "Records a sink was given and does not yet hold durably (its queue)."
+        );
+        for (sink, n) in m.sink_pending.lock().map(|r| r.clone()).unwrap_or_default() {
+            gauge!("edge_sink_pending", "sink" => sink).set(n as f64);
+        }
+        describe_gauge!(
+            "edge_consumer_lag",
+            "Records of an assigned Kafka partition past the group's committed offset."
+        );
+        for (partition, n) in m.consumer_lag.lock().map(|r| r.clone()).unwrap_or_default() {
+            gauge!("edge_consumer_lag", "partition" => partition).set(n as f64);
         }
         describe_gauge!(
             "edge_checkpoint_bytes",
@@ -624,11 +775,14 @@ pub fn render(m: &Metrics, recorder: &PrometheusRecorder) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{names_us, same_secret};
+    use super::{names_us, same_secret, Names};
 
     #[test]
     fn only_addresses_and_localhost_on_the_api_s_port_name_it() {
-        let addr = "127.0.0.1:8787".parse().unwrap();
+        let addr = &Names {
+            addr: "127.0.0.1:8787".parse().unwrap(),
+            hosts: Vec::new(),
+        };
         for host in [
             "127.0.0.1:8787",
             "localhost:8787",
@@ -648,6 +802,14 @@ mod tests {
         ] {
             assert!(!names_us(host, addr), "{host}");
         }
+        let named = &Names {
+            hosts: vec!["edge".into()],
+            ..*addr
+        };
+        assert!(names_us("edge:8787", named));
+        assert!(names_us("EDGE", named));
+        assert!(!names_us("edge:9999", named));
+        assert!(!names_us("edge.evil.example:8787", named));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod fuzz;
 pub mod gen;
 pub mod metrics;
 pub mod model;
+pub mod progress;
 pub mod reload;
 pub mod runtime;
 pub mod sink;

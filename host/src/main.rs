@@ -205,6 +205,15 @@ struct GenArgs {
     /// Records per second (0: as fast as possible).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     rate: u64,
+    /// Event time of the first record: an ISO-8601 time, or `now` (a live
+    /// stream: with `--traffic` equal to `--rate`, event time then keeps
+    /// pace with the wall clock).
+    #[arg(long, default_value = "2026-01-05T00:00:00Z", value_name = "TIME")]
+    start: String,
+    /// Average records per second of event time; event time runs
+    /// `rate / traffic` times faster than the wall clock.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    traffic: u64,
     /// Seed (the same seed gives the same records).
     #[arg(long, default_value_t = 42, value_name = "N")]
     seed: u64,
@@ -334,6 +343,8 @@ fn gen(args: GenArgs) -> anyhow::Result<()> {
     let generator = edge::config::GeneratorConfig {
         seed: args.seed,
         rate: args.rate,
+        start: args.start.clone(),
+        traffic: args.traffic,
         dirty: args.dirty,
         fraud: args.fraud,
         customers: args.customers,

@@ -1,7 +1,7 @@
 //! Counters the console, the final summary and the admin API read.
 
 use hdrhistogram::Histogram;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -137,6 +137,53 @@ pub struct Metrics {
     pub checkpoint_pause_us: Mutex<Option<Histogram<u64>>>,
     /// Per webhook, by name.
     pub webhooks: Mutex<BTreeMap<String, WebhookStats>>,
+    /// Bytes of a bounded source (a file) read so far.
+    pub source_bytes_read: AtomicU64,
+    /// Bytes of a bounded source in all (0: the source has no end).
+    pub source_bytes: AtomicU64,
+    /// Dead letters by reason.
+    pub dead_letter_reasons: Mutex<BTreeMap<String, u64>>,
+    /// Records each sink was given and does not yet hold durably, by sink.
+    pub sink_pending: Mutex<BTreeMap<String, u64>>,
+    /// Records of each Kafka partition (`topic/partition`) past the
+    /// group's committed offset, as librdkafka last reported them.
+    pub consumer_lag: Mutex<BTreeMap<String, i64>>,
+    /// The latest alerts, newest last.
+    pub recent_alerts: Mutex<VecDeque<Recent>>,
+    /// The latest rule set changes (loads, swaps, refusals, removals,
+    /// quarantines), newest last.
+    pub recent_changes: Mutex<VecDeque<Recent>>,
+}
+
+/// How many alerts and changes [`Metrics`] keeps for the status page.
+pub const RECENT: usize = 20;
+
+/// Something recent, for the status page: when (Unix ms) and what.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recent {
+    /// Wall-clock time it happened, Unix ms.
+    pub at_ms: i64,
+    /// Its fields.
+    #[serde(flatten)]
+    pub what: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The wall clock, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Appends `item` to `list`, keeping the newest [`RECENT`].
+pub fn keep_recent(list: &Mutex<VecDeque<Recent>>, items: impl IntoIterator<Item = Recent>) {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    for item in items {
+        if list.len() == RECENT {
+            list.pop_front();
+        }
+        list.push_back(item);
+    }
 }
 
 /// What a webhook has done.
@@ -226,9 +273,12 @@ impl Metrics {
 
     /// Records that `rule` is running (at start, or swapped in).
     pub fn loaded(&self, rule: Loaded<'_>, swapped: bool) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = now_ms();
+        self.change(
+            rule.name,
+            if swapped { "swapped in" } else { "loaded" },
+            &format!("{} from {}", rule.label, rule.path.display()),
+        );
         self.rule(rule.name, rule.version, |r| {
             r.version = rule.version.to_string();
             r.hash = rule.hash.to_string();
@@ -241,6 +291,22 @@ impl Metrics {
                 r.reloads += 1;
             }
         });
+    }
+
+    /// Notes a change of rule set `rule` for the status page: `event`
+    /// (`loaded`, `swapped in`, `refused`, ...) and what it was.
+    pub fn change(&self, rule: &str, event: &str, detail: &str) {
+        let mut what = serde_json::Map::new();
+        what.insert("rule".into(), rule.into());
+        what.insert("event".into(), event.into());
+        what.insert("detail".into(), detail.into());
+        keep_recent(
+            &self.recent_changes,
+            [Recent {
+                at_ms: now_ms(),
+                what,
+            }],
+        );
     }
 
     /// Records a pause of the hot path to apply a change of rule sets.

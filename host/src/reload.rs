@@ -201,6 +201,11 @@ impl Reloader {
                     r.last_refusal = Some(message.clone());
                 });
             }
+            self.metrics.change(
+                running.unwrap_or("?"),
+                "refused",
+                &format!("{}: {message}", path.display()),
+            );
             Err(message)
         };
         let rule = match load_file(&self.runtime, path, &self.config) {

@@ -236,6 +236,7 @@ fn an_unreachable_server_is_refused_at_start_without_showing_credentials() {
         err.contains("cannot connect") && err.contains("edge:***@127.0.0.1:1"),
         "{err}"
     );
+    assert!(err.contains("engine.startup-wait-secs"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
 

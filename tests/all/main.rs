@@ -7,6 +7,7 @@ mod dead_letters;
 mod hostile;
 mod kafka;
 mod long_run;
+mod operate;
 mod outages;
 mod postgres;
 mod reload;

@@ -1,7 +1,8 @@
 //! Sinks through outages: a ClickHouse or PostgreSQL server of the test's
 //! own is killed in the middle of a run and started again a few seconds
 //! later. The run waits (the source pauses once the buffer is full),
-//! retries, catches up, and the final deduplicated totals are exact.
+//! retries, catches up, and the final deduplicated totals are exact. A
+//! server that is not up yet when edge starts is waited for.
 
 use edge::config::SinkKind;
 use edge_tests::db::{self, dec, unique};
@@ -240,4 +241,37 @@ fn a_write_that_hangs_is_stopped_retried_and_given_up_on_in_time() {
         "retry-max-secs held: {took:?}"
     );
     db::postgres(&url, &format!("drop schema \"{schema}\" cascade"));
+}
+
+#[test]
+fn a_server_not_up_yet_at_start_is_waited_for() {
+    let Some(bindir) = service("EDGE_PG_BINDIR") else {
+        return;
+    };
+    let server = Postgres::start(&bindir);
+    server.stop();
+    let url = server.url();
+    let schema = unique("edge_later");
+    let (u, s) = (url.clone(), schema.clone());
+    let handle = std::thread::spawn(move || {
+        run_pipeline(&guests::RULE_SETS, |c| {
+            c.generator.seed = SEED;
+            c.engine.max_events = 2_000;
+            c.engine.startup_wait_secs = 120;
+            c.postgres.url = u;
+            c.postgres.schema = s;
+            c.output.routes.insert("*".into(), vec![SinkKind::Postgres]);
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!handle.is_finished(), "edge waits for the server");
+    server.start_again();
+    let (_out, summary) = handle
+        .join()
+        .unwrap()
+        .expect("the run, once the server is up");
+    assert_eq!(summary.records, 2_000);
+    let alerts = db::postgres(&url, &format!("select count(*) from \"{schema}\".alerts"));
+    assert_eq!(alerts[0][0], summary.alerts.to_string());
+    assert!(summary.alerts > 0);
 }

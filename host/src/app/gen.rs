@@ -153,6 +153,7 @@ fn each_record(
     };
     let mut batch = crate::source::RecordBatch::default();
     let mut written = 0u64;
+    let progress = crate::progress::bar(options.events, "records");
     while written < options.events {
         batch.clear();
         let want = (options.events - written).min(4096) as usize;
@@ -172,7 +173,9 @@ fn each_record(
             }
         }
         written += batch.len() as u64;
+        progress.set_position(written);
     }
+    progress.finish_and_clear();
     if let Some(mut out) = labels {
         out.flush()?;
     }

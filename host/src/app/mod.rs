@@ -222,11 +222,17 @@ pub fn run_with_metrics(
         }
         false => None,
     };
-    let (source, resume) = steps::open_source(config, generator, &dims)?;
+    let wait = std::time::Duration::from_secs(config.engine.startup_wait_secs);
+    let mut generator = Some(generator);
+    let (source, resume) = steps::when_reachable(wait, "opening the source", || {
+        steps::open_source(config, generator.take().flatten(), &dims, &metrics)
+    })?;
     let decoder =
         Decoder::new(config.source.format(), &config.decode).map_err(anyhow::Error::msg)?;
     let streams = steps::streams(config, &rules);
-    let sinks = steps::open_sinks(config, &rules, &streams)?;
+    let sinks = steps::when_reachable(wait, "opening the sinks", || {
+        steps::open_sinks(config, &rules, &streams)
+    })?;
     tracing::info!(
         source = source.name(),
         rules = %rules.iter().map(|r| r.label()).collect::<Vec<_>>().join(", "),

@@ -68,6 +68,7 @@ pub(super) fn open_source(
     config: &Config,
     generator: Option<Generator>,
     dims: &SharedDims,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(Box<dyn Source>, Resume)> {
     Ok(match (config.source.kind, generator) {
         (SourceKind::Gen, Some(g)) => (
@@ -81,6 +82,7 @@ pub(super) fn open_source(
                 KafkaSource::connect(&config.kafka, &config.source)
             }
             .map_err(anyhow::Error::msg)?;
+            kafka.report_lag_to(metrics.clone());
             if let (true, Some(root)) = (config.source.repartition, config.checkpoint_dir()) {
                 let topic = crate::source::repartition::topic(&config.source.group);
                 let own = crate::engine::handover::member_dir(&root);
@@ -383,12 +385,17 @@ impl Services {
                 metrics.clone(),
                 updates,
                 reloader,
-                Some(config.admin.token.clone()),
+                &config.admin,
             )?),
             None => None,
         };
         let console_stop = Arc::new(AtomicBool::new(false));
-        let console = console::spawn(metrics.clone(), config.output.console, console_stop.clone());
+        let console = console::spawn(
+            metrics.clone(),
+            config.output.console,
+            config.engine.max_events,
+            console_stop.clone(),
+        );
         Ok(Self {
             _watch: watch,
             _admin: admin,
@@ -427,4 +434,62 @@ pub(super) fn report(config: &Config, metrics: &Metrics, summary: &Summary) {
         summary.rows,
         config.output.dir.display()
     );
+}
+
+/// Whether `error` says a server cannot be reached (yet): a connection
+/// refused, reset or timed out, a name that does not resolve, a broker or
+/// database still starting.
+pub(super) fn unreachable(error: &anyhow::Error) -> bool {
+    let text = format!("{error:#}").to_ascii_lowercase();
+    [
+        "connection refused",
+        "connection reset",
+        "timed out",
+        "timeout",
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+        "temporary failure in name resolution",
+        "no route to host",
+        "broker transport failure",
+        "all brokers down",
+        "is starting up",
+        "error connecting to server",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+}
+
+/// Runs `open` until it succeeds, or fails otherwise than with a server
+/// that cannot be reached, or `wait` has passed (then its last error, with
+/// how to wait longer); logs each wait.
+pub(super) fn when_reachable<T>(
+    wait: std::time::Duration,
+    what: &str,
+    mut open: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(500);
+    loop {
+        match open() {
+            Ok(done) => return Ok(done),
+            Err(e) if unreachable(&e) && std::time::Instant::now() < deadline => {
+                tracing::warn!("{what}: {e:#}; trying again in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) if unreachable(&e) => {
+                return Err(anyhow::anyhow!(
+                    "{e:#}\n{what}: a server could not be reached{}; to wait for servers \
+                     that are not up yet, set engine.startup-wait-secs",
+                    if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" within {} s", wait.as_secs())
+                    }
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

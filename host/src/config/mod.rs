@@ -230,6 +230,10 @@ pub struct AdminConfig {
     /// Bearer token every endpoint but `/health` requires (write
     /// `${EDGE_ADMIN_TOKEN}` to keep it out of the file); empty: none.
     pub token: String,
+    /// Host names the API answers to besides addresses and `localhost`
+    /// (a request naming another host is refused: DNS rebinding), such as
+    /// `edge` for a Prometheus in the same compose network.
+    pub hosts: Vec<String>,
 }
 
 /// The admin API's address when none is configured.
@@ -555,7 +559,9 @@ pub struct GeneratorConfig {
     /// time-of-day multipliers). Event time runs `rate / traffic` times
     /// faster than the wall clock, so windows fire during a demo.
     pub traffic: u64,
-    /// Event time of the first event (ISO-8601).
+    /// Event time of the first event (ISO-8601), or `now`: the wall clock
+    /// when the generator starts (with `traffic` equal to `rate`, event time
+    /// then follows the wall clock, as a live stream's does).
     pub start: String,
     /// Number of customers.
     pub customers: u32,
@@ -572,6 +578,17 @@ pub struct GeneratorConfig {
     /// Fraction of the customers who get a new device at each simulated
     /// midnight (each keeps at most three).
     pub device_churn: f64,
+}
+
+impl GeneratorConfig {
+    /// The event time of the first event, Unix ms (`now`: the wall clock,
+    /// to the second).
+    pub fn start_ms(&self) -> Option<i64> {
+        if self.start.trim().eq_ignore_ascii_case("now") {
+            return Some(crate::metrics::now_ms() / 1000 * 1000);
+        }
+        crate::model::parse_time(&self.start)
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -768,6 +785,12 @@ pub struct EngineConfig {
     /// results whatever the partitioning, the number of workers or of
     /// members; alerts come later by up to `out-of-orderness-ms`.
     pub order: Order,
+    /// At start, how long to wait for servers that cannot be reached yet
+    /// (Kafka, PostgreSQL, ClickHouse: a connection refused or timed out, a
+    /// name that does not resolve yet), trying again with backoff; 0: refuse
+    /// to start at once. Other errors (a table of another schema, a refused
+    /// password) are refused at once either way.
+    pub startup_wait_secs: u64,
 }
 
 /// The order of a key's events, see [`EngineConfig::order`].
@@ -808,6 +831,7 @@ impl Default for EngineConfig {
             max_collect_events: 10_000,
             workers: 0,
             order: Order::Arrival,
+            startup_wait_secs: 0,
         }
     }
 }
@@ -1171,10 +1195,10 @@ impl Config {
                 "must be at least 1 event per simulated second",
             );
         }
-        if crate::model::parse_time(&self.generator.start).is_none() {
+        if self.generator.start_ms().is_none() {
             return invalid(
                 "generator.start",
-                "must be an ISO-8601 time such as 2026-01-05T00:00:00Z",
+                "must be an ISO-8601 time such as 2026-01-05T00:00:00Z, or now",
             );
         }
         if !matches!(self.decode.risk_score_scale, 1 | 100) {
@@ -1333,6 +1357,27 @@ pub fn substitute_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<_> = std::fs::read_dir(root.join("examples"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.push(root.join("docker/edge.toml"));
+        assert!(files.len() >= 5);
+        for file in files {
+            let config = Config::load(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
+        let compose = Config::load(&root.join("docker/edge.toml")).unwrap();
+        assert_eq!(compose.admin.hosts, ["edge"]);
+        assert!(compose.engine.startup_wait_secs > 0);
+    }
 
     #[test]
     fn unknown_keys_are_refused_by_name() {

@@ -28,6 +28,32 @@ pub struct Router {
     unflushed_refusals: bool,
     /// Where alerts are also posted.
     webhooks: Option<crate::sink::webhook::Webhooks>,
+    /// The latest alerts since the metrics were last given them.
+    recent_alerts: std::collections::VecDeque<(i64, AlertRecord)>,
+}
+
+/// What the status page shows of an alert.
+fn recent_alert(at_ms: i64, a: &AlertRecord) -> crate::metrics::Recent {
+    let mut what = serde_json::Map::new();
+    what.insert("rule_set".into(), a.rule_set.clone().into());
+    what.insert("rule".into(), a.alert.rule.clone().into());
+    what.insert("kind".into(), a.alert.kind.clone().into());
+    what.insert(
+        "severity".into(),
+        crate::sink::severity(a.alert.severity).into(),
+    );
+    what.insert("score".into(), a.alert.score.into());
+    what.insert(
+        "transaction_id".into(),
+        a.alert.transaction_id.clone().into(),
+    );
+    what.insert("customer_id".into(), a.alert.customer_id.clone().into());
+    what.insert("reason".into(), a.alert.reason.clone().into());
+    what.insert(
+        "event_time".into(),
+        crate::model::iso_time(a.alert.event_time).into(),
+    );
+    crate::metrics::Recent { at_ms, what }
 }
 
 /// Table infos of a manifest's tables.
@@ -163,6 +189,7 @@ impl Router {
             metrics,
             unflushed_refusals: false,
             webhooks: None,
+            recent_alerts: std::collections::VecDeque::new(),
         }
     }
 
@@ -182,6 +209,7 @@ impl Router {
             metrics,
             unflushed_refusals: false,
             webhooks: None,
+            recent_alerts: std::collections::VecDeque::new(),
         }
     }
 
@@ -240,6 +268,25 @@ impl Router {
         };
         if let Some(counter) = counter {
             Metrics::inc(counter);
+        }
+        match record {
+            Record::Alert(a) => {
+                if self.recent_alerts.len() == crate::metrics::RECENT {
+                    self.recent_alerts.pop_front();
+                }
+                (self.recent_alerts).push_back((crate::metrics::now_ms(), a.clone()));
+            }
+            Record::DeadLetter(d) => {
+                let mut reasons =
+                    (self.metrics.dead_letter_reasons.lock()).unwrap_or_else(|p| p.into_inner());
+                match reasons.get_mut(&d.reason) {
+                    Some(n) => *n += 1,
+                    None => {
+                        reasons.insert(d.reason.clone(), 1);
+                    }
+                }
+            }
+            _ => {}
         }
         if let Some(webhooks) = &self.webhooks {
             webhooks.offer(record);
@@ -307,6 +354,17 @@ impl Router {
             .zip(&self.written)
             .map(|(s, &n)| s.acknowledged(n))
             .collect::<Result<Vec<u64>, SinkError>>()?;
+        if let Ok(mut pending) = self.metrics.sink_pending.lock() {
+            for ((sink, &written), &acked) in self.sinks.iter().zip(&self.written).zip(&acked) {
+                let n = written.saturating_sub(acked);
+                match pending.get_mut(sink.name()) {
+                    Some(p) => *p = n,
+                    None => {
+                        pending.insert(sink.name().to_string(), n);
+                    }
+                }
+            }
+        }
         // Every refusal counted above was handed over before it was
         // counted: its dead letter is emitted now (or was), and made
         // durable before the counts are used.
@@ -347,6 +405,11 @@ impl Router {
     /// Lets every sink send what has waited too long, and dead-letters
     /// what they refused.
     pub fn tick(&mut self) -> Result<(), SinkError> {
+        if !self.recent_alerts.is_empty() {
+            let recent = self.recent_alerts.drain(..);
+            let recent: Vec<_> = recent.map(|(at, a)| recent_alert(at, &a)).collect();
+            crate::metrics::keep_recent(&self.metrics.recent_alerts, recent);
+        }
         self.sinks.iter_mut().try_for_each(|s| s.tick())?;
         self.dead_letter_refused()?;
         Ok(())

@@ -233,7 +233,7 @@ impl Generator {
     /// A generator with its population of customers and merchants.
     pub fn new(config: &GeneratorConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let start = crate::model::parse_time(&config.start).unwrap_or(1_767_571_200_000);
+        let start = config.start_ms().unwrap_or(1_767_571_200_000);
         let tier_shares: Vec<(usize, u32)> =
             TIERS.iter().enumerate().map(|(i, t)| (i, t.1)).collect();
         let mut customers = Vec::new();

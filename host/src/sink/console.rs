@@ -98,10 +98,24 @@ pub fn rule_table(m: &Metrics) -> String {
     out
 }
 
-/// Starts the console thread; it stops when `stop` is set.
+/// The progress of a bounded run: done and in all, with the bar's
+/// length (bytes of a file, or `engine.max-events`); none for a run
+/// without an end.
+fn bounded(m: &Metrics, max_events: u64) -> Option<(u64, u64)> {
+    let size = Metrics::get(&m.source_bytes);
+    if size > 0 {
+        return Some((Metrics::get(&m.source_bytes_read).min(size), size));
+    }
+    (max_events > 0).then(|| (Metrics::get(&m.records).min(max_events), max_events))
+}
+
+/// Starts the console thread; it stops when `stop` is set. A bounded run
+/// (over a file, or up to `max_events`, 0 for none) on a terminal shows a
+/// progress bar with the time left, followed by the status line.
 pub fn spawn(
     metrics: Arc<Metrics>,
     mode: ConsoleMode,
+    max_events: u64,
     stop: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let terminal = std::io::stderr().is_terminal();
@@ -121,6 +135,7 @@ pub fn spawn(
             let started = Instant::now();
             let mut last = (0u64, Instant::now());
             let mut drawn_lines = 0;
+            let mut progress: Option<indicatif::ProgressBar> = None;
             let mut next = Instant::now() + interval;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
@@ -131,26 +146,29 @@ pub fn spawn(
                 let events = Metrics::get(&metrics.events);
                 let rate = (events - last.0) as f64 / last.1.elapsed().as_secs_f64().max(1e-3);
                 last = (events, Instant::now());
+                let line = || status_line(&metrics, started.elapsed(), rate);
+                if let (true, Some((done, all))) = (redraw, bounded(&metrics, max_events)) {
+                    let bar = progress.get_or_insert_with(|| crate::progress::bytes_bar(all));
+                    bar.set_position(done);
+                    bar.set_message(line().trim_start().to_string());
+                    continue;
+                }
                 let mut stderr = std::io::stderr().lock();
                 if redraw {
                     let width = terminal_size::terminal_size_of(std::io::stderr())
                         .map_or(usize::MAX, |(w, _)| usize::from(w.0).max(20));
-                    let text = fit(
-                        &format!(
-                            "{}\n{}",
-                            status_line(&metrics, started.elapsed(), rate),
-                            rule_table(&metrics)
-                        ),
-                        width,
-                    );
+                    let text = fit(&format!("{}\n{}", line(), rule_table(&metrics)), width);
                     if drawn_lines > 0 {
                         let _ = write!(stderr, "\x1b[{drawn_lines}A\x1b[J");
                     }
                     drawn_lines = text.lines().count();
                     let _ = write!(stderr, "{text}");
                 } else {
-                    let _ = writeln!(stderr, "{}", status_line(&metrics, started.elapsed(), rate));
+                    let _ = writeln!(stderr, "{}", line());
                 }
+            }
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
             }
             if drawn_lines > 0 {
                 // The final summary takes the live block's place.

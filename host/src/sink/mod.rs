@@ -167,7 +167,7 @@ pub struct RowRecord {
 }
 
 /// An alert with its origin.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AlertRecord {
     /// Deterministic id.
     pub id: String,

@@ -1,7 +1,8 @@
 //! Dimension topics: customers and merchants read from Kafka into the
 //! shared dimension tables, from the beginning, then followed while edge runs.
 //!
-//! Every process reads every partition (no consumer group sharing). At start
+//! Every process reads every partition (no consumer group sharing); a
+//! topic created after edge started is found within seconds. At start
 //! edge waits (at most `catch_up`) until the topics' current ends are read,
 //! so the first events find their dimensions; later updates apply as they
 //! arrive. A lookup that misses returns none; nothing waits on a lookup.
@@ -13,10 +14,62 @@ use crate::source::kafka::{client_config, LogContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often the topics' partitions are looked up again: a topic created
+/// after edge started (or a partition added) is read from its beginning.
+const REDISCOVER: Duration = Duration::from_secs(5);
+
+/// Assigns the partitions of `topics` not yet in `assigned`, from their
+/// beginnings, noting in `ends` where each ends now; returns the topics
+/// that have no partitions (yet).
+fn discover(
+    consumer: &BaseConsumer<LogContext>,
+    topics: &[String],
+    assigned: &mut HashSet<(String, i32)>,
+    ends: &mut HashMap<(String, i32), i64>,
+) -> Result<Vec<String>, String> {
+    let mut tpl = TopicPartitionList::new();
+    let mut missing = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("dimension topic {topic}: {e}"))?;
+        let partitions: Vec<i32> = (metadata.topics().iter())
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            missing.push(topic.clone());
+        }
+        for p in partitions {
+            if !assigned.insert((topic.clone(), p)) {
+                continue;
+            }
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap_or((0, 0));
+            if high > 0 {
+                ends.insert((topic.clone(), p), high);
+            }
+        }
+    }
+    if tpl.count() > 0 {
+        let found: Vec<String> = (tpl.elements().iter())
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect();
+        consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| format!("dimension topics: {e}"))?;
+        tracing::info!(partitions = %found.join(","), "following dimension partitions");
+    }
+    Ok(missing)
+}
 
 /// Starts following `topics` into `dims`; returns once caught up (or after
 /// `catch_up`). The thread stops when `stop` is set.
@@ -37,35 +90,26 @@ pub fn follow(
     let consumer: BaseConsumer<LogContext> = c
         .create_with_context(LogContext::default())
         .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
-    let mut tpl = TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     let kinds: HashMap<String, DimKind> = topics.iter().cloned().collect();
-    for (topic, _) in &topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| format!("dimension topic {topic}: {e}"))?;
-        if metadata.topics().iter().all(|t| t.partitions().is_empty()) {
-            tracing::warn!(
-                topic,
-                "dimension topic has no partitions (does it exist?); lookups will miss"
-            );
-        }
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .map_err(|e| e.to_string())?;
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                    .unwrap_or((0, 0));
-                if high > 0 {
-                    ends.insert((topic.clone(), p.id()), high);
-                }
+    let names: Vec<String> = topics.into_iter().map(|(t, _)| t).collect();
+    let mut assigned = HashSet::new();
+    match discover(&consumer, &names, &mut assigned, &mut ends) {
+        Ok(missing) => {
+            for topic in missing {
+                tracing::warn!(
+                    topic,
+                    "dimension topic has no partitions (does it exist?); lookups miss until \
+                     it does (edge looks again every {} s)",
+                    REDISCOVER.as_secs()
+                );
             }
         }
+        Err(e) => tracing::warn!(
+            "{e}; lookups miss until the topics can be read (edge tries again every {} s)",
+            REDISCOVER.as_secs()
+        ),
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| format!("dimension topics: {e}"))?;
     let apply = move |consumer: &BaseConsumer<LogContext>,
                       ends: &mut HashMap<(String, i32), i64>,
                       wait: Duration| {
@@ -106,8 +150,15 @@ pub fn follow(
         .name("edge-dimensions".into())
         .spawn(move || {
             let mut ends = HashMap::new();
+            let mut looked = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 apply(&consumer, &mut ends, Duration::from_millis(200));
+                if looked.elapsed() >= REDISCOVER {
+                    looked = Instant::now();
+                    if let Err(e) = discover(&consumer, &names, &mut assigned, &mut ends) {
+                        tracing::debug!("{e}");
+                    }
+                }
             }
         })
         .map_err(|e| e.to_string())?;

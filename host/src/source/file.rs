@@ -21,6 +21,8 @@ pub struct FileSource {
     line: u64,
     /// Bytes read.
     offset: u64,
+    /// The file's size when it was opened.
+    size: u64,
     csv: bool,
     /// Resuming a CSV file: its header line, given before the rest.
     header: Option<Vec<u8>>,
@@ -30,12 +32,14 @@ impl FileSource {
     /// Opens `path`.
     pub fn open(path: &Path, csv: bool) -> std::io::Result<Self> {
         let file = File::open(path)?;
+        let size = file.metadata().map_or(0, |m| m.len());
         Ok(Self {
             name: format!("file:{}", path.display()),
             reader: BufReader::with_capacity(1 << 20, file),
             max_line: usize::MAX,
             line: 0,
             offset: 0,
+            size,
             csv,
             header: None,
         })
@@ -150,6 +154,10 @@ impl Source for FileSource {
     /// A file is a replay: its events' times are history, not the clock's.
     fn is_live(&self) -> bool {
         false
+    }
+
+    fn progress(&self) -> Option<(u64, u64)> {
+        Some((self.offset, self.size))
     }
 
     fn position(&self) -> Option<Position> {

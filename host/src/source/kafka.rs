@@ -44,11 +44,41 @@ pub struct LogContext {
     handover: std::sync::OnceLock<Handover>,
     /// The last such roll-back, not yet taken by the reader.
     rolled: std::sync::Mutex<Option<RolledBack>>,
+    /// Where the consumer lag of librdkafka's statistics goes.
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl ClientContext for LogContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!("kafka: {error}: {reason}");
+    }
+
+    /// Each assigned partition's lag: records past the group's committed
+    /// offset (past where this member reads, before its first commit).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(metrics) = self.metrics.get() else {
+            return;
+        };
+        let mut lag = std::collections::BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let behind = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.app_offset >= 0 {
+                    (p.hi_offset - p.app_offset).max(0)
+                } else {
+                    continue;
+                };
+                lag.insert(format!("{topic}/{partition}"), behind);
+            }
+        }
+        *metrics
+            .consumer_lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = lag;
     }
 }
 
@@ -285,7 +315,12 @@ impl KafkaSource {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             // Low latency: a fetch returns as soon as there is data.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // Consumer lag for the metrics.
+            .set("statistics.interval.ms", "5000")
+            // A subscribed topic created after edge started is found
+            // within seconds.
+            .set("topic.metadata.refresh.interval.ms", "5000");
         // The cluster's settings and `[kafka.options]` override these defaults.
         for (k, v) in client_config(kafka).config_map().iter() {
             c.set(k, v);
@@ -341,6 +376,12 @@ impl KafkaSource {
     /// another member resumes where that member's results end.
     pub fn resume_from(&mut self, store: OffsetStore) {
         let _ = self.consumer.context().store.set(store);
+    }
+
+    /// Reports each assigned partition's lag into `metrics`
+    /// (`edge_consumer_lag`), from librdkafka's statistics.
+    pub fn report_lag_to(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.consumer.context().metrics.set(metrics);
     }
 
     /// Hands over keyed work through checkpoints: an assignment that gives

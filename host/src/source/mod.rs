@@ -218,6 +218,11 @@ pub trait Source: Send {
         max: usize,
         timeout: std::time::Duration,
     ) -> std::io::Result<Poll>;
+    /// How far a bounded source has come: bytes read and its size in
+    /// bytes (a file); none for a source without an end.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// Whether the first record is a CSV header.
     fn has_header(&self) -> bool {
         false

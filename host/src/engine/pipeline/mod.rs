@@ -621,6 +621,12 @@ impl Pipeline {
                 source_name: self.source.name().to_string(),
                 error,
             })?;
+        if let Some((read, size)) = self.source.progress() {
+            self.metrics
+                .source_bytes_read
+                .store(read, Ordering::Relaxed);
+            self.metrics.source_bytes.store(size, Ordering::Relaxed);
+        }
         let now_ms = self.clock.now_ms();
         self.ingest.set_now(now_ms);
         self.clock_ms = now_ms;

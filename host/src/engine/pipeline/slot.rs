@@ -71,11 +71,20 @@ impl Slot {
     pub fn note_failure(&mut self, metrics: &Metrics) {
         let quarantined = self.rule.is_quarantined();
         let last = self.rule.health().last_error.clone();
+        let mut newly = false;
         metrics.rule(self.rule.name(), self.rule.version(), |r| {
             r.errors += 1;
+            newly = quarantined && !r.quarantined;
             r.quarantined = quarantined;
-            r.last_error = last;
+            r.last_error = last.clone();
         });
+        if newly {
+            metrics.change(
+                self.rule.name(),
+                "quarantined",
+                last.as_deref().unwrap_or("repeated failures"),
+            );
+        }
     }
 
     /// The error a call gets instead of running while the rule set is

@@ -219,6 +219,7 @@ impl Pipeline {
                 r.refused += 1;
                 r.last_refusal = Some(refusal.to_string());
             });
+            metrics.change(rule.name(), "refused", &refusal.to_string());
             Err(refusal)
         };
         if let Err(refusal) = self.check_tables(&rule, &tables) {
@@ -367,6 +368,7 @@ impl Worker {
         if self.me == 0 {
             self.metrics
                 .rule(slot.rule.name(), slot.rule.version(), |r| r.removed = true);
+            (self.metrics).change(slot.rule.name(), "removed", slot.rule.label());
         }
         Ok((
             slot.rule.name().to_string(),
@@ -389,6 +391,11 @@ impl Worker {
                 .rule(slot.rule.name(), slot.rule.version(), |r| {
                     r.disabled = disabled
                 });
+            self.metrics.change(
+                slot.rule.name(),
+                if disabled { "disabled" } else { "enabled" },
+                slot.rule.label(),
+            );
         }
         Ok(if disabled {
             format!(
