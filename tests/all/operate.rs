@@ -460,8 +460,10 @@ merchants-topic = "{topic}.merchants"
     ];
     let mut edge = RunningEdge::start(&args, None, &dir.path().join("edge.log"));
     // None of the three topics exists: edge runs on and says so.
-    edge.wait_until("the missing dimension topics are reported", 30, || {
-        edge.log().contains("dimension topic has no partitions")
+    edge.wait_until("the missing topics are reported", 30, || {
+        let log = edge.log();
+        log.contains("dimension topic has no partitions")
+            && log.contains("the source topics do not exist yet")
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(edge.is_running(), "{}", edge.log());
@@ -478,6 +480,7 @@ merchants-topic = "{topic}.merchants"
         edge.json("GET", "/health")["records"].as_u64() == Some(3_000)
     });
     let log = edge.stop();
+    assert!(log.contains("the source topics exist now"), "{log}");
 
     let lifecycle = edge_tests::read_jsonl(&out.join("customer_lifecycle.jsonl"));
     assert!(!lifecycle.is_empty(), "{log}");

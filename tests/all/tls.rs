@@ -124,11 +124,11 @@ fn edge_writes_to_clickhouse_over_https() {
         ),
     )
     .unwrap();
-    let run = |trusted: Option<&Path>| {
+    let run_with = |config: &Path, trusted: Option<&Path>| {
         let mut command = Command::new(edge_bin());
         command
             .args(["run", "--rules", guests::TALLY, "--config"])
-            .arg(&config)
+            .arg(config)
             .arg("--source")
             .arg(format!("file:{}", events.display()))
             .arg("--out-dir")
@@ -141,18 +141,42 @@ fn edge_writes_to_clickhouse_over_https() {
         }
         command.output().unwrap()
     };
+    let run = |trusted: Option<&Path>| run_with(&config, trusted);
+    // A run that lands every row (once: a second run upserts them).
+    let lands = |done: std::process::Output| {
+        let text = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{text}");
+        let count = db::clickhouse(&server.url(), "SELECT count() FROM tls.seen FINAL");
+        assert_eq!(count[0][0], "300");
+    };
     // Not trusted: refused at start, naming the cause.
     let refused = run(None);
     let text = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{text}");
     assert!(text.contains("certificate verify failed"), "{text}");
     // Trusted through SSL_CERT_FILE: every row lands.
-    let done = run(Some(&server.ca()));
+    lands(run(Some(&server.ca())));
+
+    // Trusted through clickhouse.ca-file alone: the rows land again (an
+    // upsert: still 300), and a file that holds no certificate is refused.
+    let with_ca = |ca: &Path| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replacen(
+            "[clickhouse]\n",
+            &format!("[clickhouse]\nca-file = \"{}\"\n", ca.display()),
+            1,
+        );
+        std::fs::write(dir.path().join("ca.toml"), text).unwrap();
+    };
+    with_ca(&server.ca());
+    let run_ca = || run_with(&dir.path().join("ca.toml"), None);
+    lands(run_ca());
+    with_ca(&events);
+    let refused = run_ca();
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{text}");
     assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
+        text.contains("clickhouse.ca-file") && text.contains("not a PEM certificate"),
+        "{text}"
     );
-    let count = db::clickhouse(&server.url(), "SELECT count() FROM tls.seen FINAL");
-    assert_eq!(count[0][0], "300");
 }

@@ -271,6 +271,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password (write `${EDGE_CLICKHOUSE_PASSWORD}` to keep it out of the file).
     pub password: String,
+    /// With an `https://` url: a PEM file of the certificate authority that
+    /// signed the server's certificate, trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// Rows per batch (one INSERT per table).
     pub batch_rows: usize,
     /// A partial batch is written once it is this old.
@@ -290,6 +293,7 @@ impl Default for ClickHouseConfig {
             database: "edge".into(),
             user: String::new(),
             password: String::new(),
+            ca_file: None,
             batch_rows: 20_000,
             flush_interval_ms: 1_000,
             buffer_batches: 64,

@@ -7,9 +7,7 @@
 //! from another record with the same id.
 
 use crate::codec::{self, Put, Reader};
-use rustc_hash::FxBuildHasher;
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 
 /// What the filter knew of an id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +31,17 @@ pub struct Dedup {
     max_ids: usize,
 }
 
-/// Two independent 64-bit hashes of the id: a false duplicate needs both
-/// to collide.
+/// The first 128 bits of the id's SHA-256: two ids share one only by
+/// chance (about one pair in 2^64 among 2^32 ids remembered at once), and
+/// no one can craft an id that shares another's, so a record cannot be made
+/// to pass for another's duplicate. About 55 ns an id with the CPU's SHA
+/// instructions.
 pub fn fingerprint(id: &str) -> u128 {
-    let a = FxBuildHasher.hash_one(id);
-    let b = foldhash::quality::FixedState::with_seed(0x5eed_ed6e).hash_one(id);
-    (u128::from(a) << 64) | u128::from(b)
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
 }
 
 impl Dedup {

@@ -285,6 +285,26 @@ fn sent_privately(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A client that trusts the certificate authority of the PEM file `path`
+/// besides the system's (`clickhouse.ca-file`).
+fn with_authority(path: &std::path::Path) -> Result<clickhouse::Client, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let authority = native_tls::Certificate::from_pem(&pem)
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let tls = native_tls::TlsConnector::builder()
+        .add_root_certificate(authority)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    let https = hyper_tls::HttpsConnector::from((http, tls.into()));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build(https);
+    Ok(clickhouse::Client::with_http_client(client))
+}
+
 impl ClickHouseSink {
     /// Connects, creates the database and the tables of `tables` (the
     /// streams routed here) when missing, checks the existing ones, and
@@ -295,7 +315,16 @@ impl ClickHouseSink {
             .enable_all()
             .build()
             .map_err(|e| SinkError::permanent(format!("clickhouse ({shown})"), e.to_string()))?;
-        let mut client = clickhouse::Client::default()
+        let client = match &config.ca_file {
+            None => clickhouse::Client::default(),
+            Some(path) => with_authority(path).map_err(|e| {
+                SinkError::permanent(
+                    format!("clickhouse ({shown})"),
+                    format!("clickhouse.ca-file {}: {e}", path.display()),
+                )
+            })?,
+        };
+        let mut client = client
             .with_url(&config.url)
             .with_validation(false)
             .with_compression(clickhouse::Compression::None);
@@ -307,7 +336,7 @@ impl ClickHouseSink {
                 tracing::warn!(
                     "clickhouse.password is sent in clear to {shown}: use an https:// url \
                      (TLS; the server's certificate is checked against the system's \
-                     authorities, or those of SSL_CERT_FILE)"
+                     authorities, those of SSL_CERT_FILE, and clickhouse.ca-file)"
                 );
             }
             client = client.with_password(&config.password);

@@ -265,6 +265,35 @@ pub struct KafkaSource {
     /// A gap in a repartition topic's offsets that the reader went back
     /// for once: (slot, the first offset missing).
     gap: Option<(u32, i64)>,
+    /// Topics that did not exist yet at start, and when to look again:
+    /// the reader subscribes once they all do.
+    awaited: Option<(Vec<String>, Instant)>,
+}
+
+fn subscribe(consumer: &BaseConsumer<LogContext>, topics: &[String]) -> Result<(), String> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|e| format!("cannot subscribe to {}: {e}", names.join(",")))
+}
+
+/// How often a reader whose topics do not exist yet looks for them.
+const AWAIT_TOPICS: Duration = Duration::from_secs(2);
+
+/// Those of `topics` the cluster does not hold (none when it cannot be
+/// asked: librdkafka then waits for it as for any broker away).
+fn missing_topics(consumer: &BaseConsumer<LogContext>, topics: &[String]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for topic in topics {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m)
+                if (m.topics().iter())
+                    .any(|t| t.error().is_none() && !t.partitions().is_empty()) => {}
+            Ok(_) => missing.push(topic.clone()),
+            Err(_) => return Vec::new(),
+        }
+    }
+    missing
 }
 
 /// What a reader of a repartition topic keeps of the inputs behind it.
@@ -317,10 +346,7 @@ impl KafkaSource {
             // Low latency: a fetch returns as soon as there is data.
             .set("fetch.wait.max.ms", "10")
             // Consumer lag for the metrics.
-            .set("statistics.interval.ms", "5000")
-            // A subscribed topic created after edge started is found
-            // within seconds.
-            .set("topic.metadata.refresh.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000");
         // The cluster's settings and `[kafka.options]` override these defaults.
         for (k, v) in client_config(kafka).config_map().iter() {
             c.set(k, v);
@@ -328,10 +354,20 @@ impl KafkaSource {
         let consumer: BaseConsumer<LogContext> = c
             .create_with_context(LogContext::default())
             .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
-        let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(",")))?;
+        // Subscribed to a topic that does not exist, librdkafka notices it
+        // only at its next metadata refresh (minutes): the reader waits for
+        // its topics, then subscribes.
+        let missing = missing_topics(&consumer, &source.topics);
+        let awaited = if missing.is_empty() {
+            subscribe(&consumer, &source.topics)?;
+            None
+        } else {
+            tracing::warn!(
+                topics = %missing.join(","),
+                "the source topics do not exist yet; edge reads them once they do"
+            );
+            Some((source.topics.clone(), Instant::now() + AWAIT_TOPICS))
+        };
         Ok(Self {
             name: format!("kafka:{}", source.topics.join(",")),
             consumer,
@@ -341,7 +377,27 @@ impl KafkaSource {
             revoked: Vec::new(),
             rolled_back: None,
             gap: None,
+            awaited,
         })
+    }
+
+    /// Once the awaited topics exist, subscribes to them; whether the
+    /// reader is still waiting.
+    fn awaiting(&mut self, timeout: Duration) -> std::io::Result<bool> {
+        let Some((topics, next)) = &mut self.awaited else {
+            return Ok(false);
+        };
+        if Instant::now() >= *next {
+            if missing_topics(&self.consumer, topics).is_empty() {
+                subscribe(&self.consumer, topics).map_err(std::io::Error::other)?;
+                tracing::info!(topics = %topics.join(","), "the source topics exist now");
+                self.awaited = None;
+                return Ok(false);
+            }
+            *next = Instant::now() + AWAIT_TOPICS;
+        }
+        std::thread::sleep(timeout.min(Duration::from_millis(200)));
+        Ok(true)
     }
 
     /// Joins the group `<group>.keyed` on the repartition topic of
@@ -446,6 +502,9 @@ impl Source for KafkaSource {
         max: usize,
         timeout: Duration,
     ) -> std::io::Result<Poll> {
+        if self.awaiting(timeout)? {
+            return Ok(Poll::Ready);
+        }
         let deadline = Instant::now() + timeout;
         let failed = (self.consumer.context().failed.lock()).map_or(None, |mut f| f.take());
         if let Some(e) = failed {
