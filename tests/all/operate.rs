@@ -495,3 +495,36 @@ merchants-topic = "{topic}.merchants"
         );
     }
 }
+
+#[test]
+fn the_status_page_asks_for_the_token_and_shows_nothing_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let args = [
+        "--rules",
+        guests::RULE_SETS[0],
+        "--rate",
+        "1000",
+        "--out-dir",
+        &out,
+    ];
+    let edge = RunningEdge::start(&args, Some("s3cret"), &dir.path().join("edge.log"));
+    // The page itself holds no data; what it reads wants the token.
+    let (status, _) = edge.call("GET", "/", None);
+    assert_eq!(status, 200);
+    let (status, _) = edge.call("GET", "/status", None);
+    assert_eq!(status, 401);
+    let dom = browse(&format!("{}/", edge.admin), &["--dump-dom"]);
+    let login = dom.find("id=\"login\"").expect("the token form");
+    assert!(
+        dom[login..login + 80].contains("display: block"),
+        "the token form is shown: {}",
+        &dom[login..login + 80]
+    );
+    assert_eq!(
+        text_of(&dom, "events-total"),
+        "-",
+        "no figures without the token"
+    );
+    edge.stop();
+}
