@@ -164,7 +164,8 @@ struct RunArgs {
     /// Live console summary.
     #[arg(long, value_enum)]
     console: Option<Console>,
-    /// Admin HTTP API address (GET /health, /rules, /metrics; POST
+    /// Address of the status page (http://ADDR/) and the admin HTTP API
+    /// (GET /status, /health, /rules, /metrics; POST
     /// /rules/NAME/reload|disable|enable), or `off`. Default 127.0.0.1:8787.
     #[arg(long, value_name = "ADDR|off")]
     admin: Option<String>,
