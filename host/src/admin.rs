@@ -169,7 +169,6 @@ pub fn serve(
     access: &crate::config::AdminConfig,
 ) -> anyhow::Result<AdminServer> {
     let addr = listener.local_addr()?;
-    let token = Some(access.token.clone());
     let names = Arc::new(Names {
         addr,
         hosts: access.hosts.clone(),
@@ -179,7 +178,7 @@ pub fn serve(
         metrics,
         updates,
         reloader,
-        token: token.filter(|t| !t.is_empty()),
+        token: (!access.token.is_empty()).then(|| access.token.clone()),
         started: Instant::now(),
         recorder: PrometheusBuilder::new().build_recorder(),
         history: Default::default(),

@@ -846,7 +846,7 @@ fn a_broker_restart_is_survived_and_logged() {
 }
 
 /// A child process killed when the test ends, passing or failing.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -223,10 +223,12 @@ pub fn run_with_metrics(
         false => None,
     };
     let wait = std::time::Duration::from_secs(config.engine.startup_wait_secs);
-    let mut generator = Some(generator);
-    let (source, resume) = steps::when_reachable(wait, "opening the source", || {
-        steps::open_source(config, generator.take().flatten(), &dims, &metrics)
-    })?;
+    let (source, resume) = match generator {
+        Some(g) => steps::open_source(config, Some(g), &dims, &metrics)?,
+        None => steps::when_reachable(wait, "opening the source", || {
+            steps::open_source(config, None, &dims, &metrics)
+        })?,
+    };
     let decoder =
         Decoder::new(config.source.format(), &config.decode).map_err(anyhow::Error::msg)?;
     let streams = steps::streams(config, &rules);

@@ -29,7 +29,7 @@ pub struct Router {
     /// Where alerts are also posted.
     webhooks: Option<crate::sink::webhook::Webhooks>,
     /// The latest alerts since the metrics were last given them.
-    recent_alerts: std::collections::VecDeque<(i64, AlertRecord)>,
+    recent_alerts: std::collections::VecDeque<crate::metrics::Recent>,
 }
 
 /// What the status page shows of an alert.
@@ -257,6 +257,30 @@ impl Router {
         Ok(emitted)
     }
 
+    /// Writes records to every sink, keeping the latest alerts among them
+    /// for the status page (only those: an alert is copied at most once).
+    pub fn emit_all(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        records.iter().try_for_each(|r| self.emit(r))?;
+        let latest = (records.iter().rev())
+            .filter_map(|r| match r {
+                Record::Alert(a) => Some(a),
+                _ => None,
+            })
+            .take(crate::metrics::RECENT);
+        let mut latest: Vec<&AlertRecord> = latest.collect();
+        if latest.is_empty() {
+            return Ok(());
+        }
+        latest.reverse();
+        let now = crate::metrics::now_ms();
+        let keep = crate::metrics::RECENT.saturating_sub(latest.len());
+        while self.recent_alerts.len() > keep {
+            self.recent_alerts.pop_front();
+        }
+        (self.recent_alerts).extend(latest.into_iter().map(|a| recent_alert(now, a)));
+        Ok(())
+    }
+
     /// Writes a record to every sink.
     pub fn emit(&mut self, record: &Record) -> Result<(), SinkError> {
         let counter = match record {
@@ -269,24 +293,15 @@ impl Router {
         if let Some(counter) = counter {
             Metrics::inc(counter);
         }
-        match record {
-            Record::Alert(a) => {
-                if self.recent_alerts.len() == crate::metrics::RECENT {
-                    self.recent_alerts.pop_front();
-                }
-                (self.recent_alerts).push_back((crate::metrics::now_ms(), a.clone()));
-            }
-            Record::DeadLetter(d) => {
-                let mut reasons =
-                    (self.metrics.dead_letter_reasons.lock()).unwrap_or_else(|p| p.into_inner());
-                match reasons.get_mut(&d.reason) {
-                    Some(n) => *n += 1,
-                    None => {
-                        reasons.insert(d.reason.clone(), 1);
-                    }
+        if let Record::DeadLetter(d) = record {
+            let mut reasons =
+                (self.metrics.dead_letter_reasons.lock()).unwrap_or_else(|p| p.into_inner());
+            match reasons.get_mut(&d.reason) {
+                Some(n) => *n += 1,
+                None => {
+                    reasons.insert(d.reason.clone(), 1);
                 }
             }
-            _ => {}
         }
         if let Some(webhooks) = &self.webhooks {
             webhooks.offer(record);
@@ -407,7 +422,6 @@ impl Router {
     pub fn tick(&mut self) -> Result<(), SinkError> {
         if !self.recent_alerts.is_empty() {
             let recent = self.recent_alerts.drain(..);
-            let recent: Vec<_> = recent.map(|(at, a)| recent_alert(at, &a)).collect();
             crate::metrics::keep_recent(&self.metrics.recent_alerts, recent);
         }
         self.sinks.iter_mut().try_for_each(|s| s.tick())?;

@@ -167,7 +167,7 @@ pub struct RowRecord {
 }
 
 /// An alert with its origin.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AlertRecord {
     /// Deterministic id.
     pub id: String,

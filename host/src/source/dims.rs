@@ -10,7 +10,7 @@
 use crate::config::KafkaConfig;
 use crate::dims::DimKind;
 use crate::runtime::SharedDims;
-use crate::source::kafka::{client_config, LogContext};
+use crate::source::kafka::{client_config, partitions_in, LogContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,13 +35,8 @@ fn discover(
     let mut tpl = TopicPartitionList::new();
     let mut missing = Vec::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        let partitions = partitions_in(consumer, topic, Duration::from_secs(10))
             .map_err(|e| format!("dimension topic {topic}: {e}"))?;
-        let partitions: Vec<i32> = (metadata.topics().iter())
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
         if partitions.is_empty() {
             missing.push(topic.clone());
         }

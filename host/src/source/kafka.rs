@@ -285,15 +285,29 @@ const AWAIT_TOPICS: Duration = Duration::from_secs(2);
 fn missing_topics(consumer: &BaseConsumer<LogContext>, topics: &[String]) -> Vec<String> {
     let mut missing = Vec::new();
     for topic in topics {
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(m)
-                if (m.topics().iter())
-                    .any(|t| t.error().is_none() && !t.partitions().is_empty()) => {}
-            Ok(_) => missing.push(topic.clone()),
+        match partitions_in(consumer, topic, Duration::from_secs(5)) {
+            Ok(partitions) if partitions.is_empty() => missing.push(topic.clone()),
+            Ok(_) => {}
             Err(_) => return Vec::new(),
         }
     }
     missing
+}
+
+/// The partitions of `topic` as the cluster reports them now (none for a
+/// topic it does not hold).
+pub fn partitions_in<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
+    Ok((metadata.topics().iter())
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// What a reader of a repartition topic keeps of the inputs behind it.
@@ -786,16 +800,8 @@ pub fn partitions_of(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<(Stri
         .map_err(|e| format!("cannot connect to Kafka at {}: {e}", kafka.brokers))?;
     let mut found = Vec::new();
     for topic in topics {
-        let metadata = client
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
-        for t in metadata.topics() {
-            found.extend(
-                t.partitions()
-                    .iter()
-                    .map(|p| (t.name().to_string(), p.id())),
-            );
-        }
+        let partitions = partitions_in(&client, topic, Duration::from_secs(10))?;
+        found.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
     }
     Ok(found)
 }

@@ -548,18 +548,14 @@ impl Pipeline {
     /// to the sinks, ingest's first; returns each worker's checkpoint part
     /// if it finished copying one.
     fn collect(&mut self, f: InFlight) -> Result<Vec<Option<Vec<Vec<u8>>>>, PipelineError> {
-        for record in &f.ingested {
-            self.router.emit(record)?;
-        }
+        self.router.emit_all(&f.ingested)?;
         let count = self.workers.len();
         let mut parts = Vec::with_capacity(count);
         let mut gauges: BTreeMap<String, (String, u64, u64, u64)> = BTreeMap::new();
         let (mut held, mut released) = (0, 0);
         for i in 0..count {
             let done: Done = self.workers.recv(i);
-            for record in &done.out {
-                self.router.emit(record)?;
-            }
+            self.router.emit_all(&done.out)?;
             if self.workers.inline().is_none() {
                 self.spent[i] = done.out;
             }

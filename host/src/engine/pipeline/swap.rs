@@ -136,8 +136,8 @@ impl Pipeline {
     /// to the sinks.
     fn emit_drained(&mut self) -> Result<(), SinkError> {
         let outs = self.workers.all(|w| std::mem::take(&mut w.out));
-        for record in outs.into_iter().flatten() {
-            self.router.emit(&record)?;
+        for out in outs {
+            self.router.emit_all(&out)?;
         }
         Ok(())
     }
