@@ -26,7 +26,7 @@ use crate::runtime::Rule;
 use crate::sink::{Record, SinkError, TableInfo};
 use crate::source::{Mark, Poll, RecordBatch, RolledBack, Source};
 use checkpoint::Restoring;
-use ingest::{Brief, Decoded, Events, Ingest};
+use ingest::{Events, Ingest};
 use rustc_hash::FxHashMap;
 use settlement::Settlement;
 use slot::{loaded, Slot, Tables};
@@ -96,6 +96,17 @@ struct InFlight {
 /// and per worker every decoder's parcel of events for it.
 type Decoders = (Arc<Vec<worker::Delta>>, Vec<Vec<Parcel>>);
 
+/// The chunks of a batch being decoded: how many, and where they come
+/// back.
+struct Decoding {
+    count: usize,
+    results: std::sync::mpsc::Receiver<(usize, worker::Chunk)>,
+}
+
+/// Records each chunk of a batch decoded by the worker threads holds at
+/// least: a batch has up to four chunks per worker.
+const CHUNK_RECORDS: usize = 512;
+
 /// A batch of records read, decoded or being decoded.
 struct Reading {
     /// The records (empty once handed to the worker threads).
@@ -104,8 +115,9 @@ struct Reading {
     first: usize,
     /// Records read with it, in all.
     records: u64,
-    /// The records being decoded by the worker threads.
-    decoding: Option<Arc<RecordBatch>>,
+    /// The records being decoded by the worker threads, and where their
+    /// chunks come back.
+    decoding: Option<(Arc<RecordBatch>, Decoding)>,
     /// Its events, once decoded.
     events: Events,
     /// What ingest emitted of it so far.
@@ -378,22 +390,37 @@ impl Pipeline {
         }
         let first = self.ingest.header(&raw, &mut out);
         let raw = Arc::new(raw);
-        let decoder = Arc::new(self.ingest.decoder().clone());
-        let clean = self.ingest.clean_out();
-        let fields = self.fields;
-        let count = self.workers.len();
+        let workers = self.workers.len();
         let len = raw.len().saturating_sub(first);
-        for i in 0..count {
-            let range = first + len * i / count..first + len * (i + 1) / count;
-            let (raw, decoder) = (raw.clone(), decoder.clone());
-            self.workers
-                .send(i, move |w| w.decode(&decoder, &raw, range, clean, fields));
+        let count = (len / CHUNK_RECORDS).clamp(1, 4 * workers);
+        let (results, back) = std::sync::mpsc::channel();
+        let chunks = Arc::new(worker::Chunks {
+            decoder: self.ingest.decoder().clone(),
+            raw: raw.clone(),
+            first,
+            len,
+            count,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            clean: self.ingest.clean_out(),
+            fields: self.fields,
+            results,
+        });
+        for i in 0..workers {
+            let chunks = chunks.clone();
+            self.workers.send(i, move |w| {
+                w.decode_chunks(&chunks);
+                worker::Quiet
+            });
         }
+        let decoding = Decoding {
+            count,
+            results: back,
+        };
         Reading {
             raw: RecordBatch::default(),
             first,
             records: records + len as u64,
-            decoding: Some(raw),
+            decoding: Some((raw, decoding)),
             events: Events::default(),
             ingested,
             clock,
@@ -412,16 +439,23 @@ impl Pipeline {
         spare: &mut RecordBatch,
     ) -> Result<u64, PipelineError> {
         let mut decoders = None;
-        if let Some(raw) = r.decoding.take() {
+        if let Some((raw, decoding)) = r.decoding.take() {
             let count = self.workers.len();
-            let mut parts = Vec::with_capacity(count);
-            let mut interned = Vec::with_capacity(count);
-            // Per worker, every decoder's parcel for it.
-            let mut parcels: Vec<Vec<Parcel>> =
-                (0..count).map(|_| Vec::with_capacity(count)).collect();
-            for i in 0..count {
-                let (decoded, dealt, delta): (Vec<Decoded<Brief>>, Vec<Parcel>, worker::Delta) =
-                    self.workers.recv(i);
+            let mut chunks: Vec<Option<worker::Chunk>> = Vec::new();
+            chunks.resize_with(decoding.count, || None);
+            for _ in 0..decoding.count {
+                let Ok((c, chunk)) = decoding.results.recv() else {
+                    self.workers.stopped()
+                };
+                chunks[c] = Some(chunk);
+            }
+            let mut parts = Vec::with_capacity(decoding.count);
+            let mut interned = Vec::with_capacity(decoding.count);
+            // Per worker, every chunk's parcel for it, in the batch's order.
+            let mut parcels: Vec<Vec<Parcel>> = (0..count)
+                .map(|_| Vec::with_capacity(decoding.count))
+                .collect();
+            for (decoded, dealt, delta) in chunks.into_iter().flatten() {
                 parts.push(decoded);
                 interned.push(delta);
                 parcels.iter_mut().zip(dealt).for_each(|(to, p)| to.push(p));

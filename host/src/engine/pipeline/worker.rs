@@ -273,6 +273,38 @@ pub(super) struct Delta {
     strings: Vec<Box<str>>,
 }
 
+/// What one chunk of a batch decoded to: the records' briefs, a parcel
+/// for each worker, and the strings its decoder interned.
+pub(super) type Chunk = (Vec<Decoded<Brief>>, Vec<Parcel>, Delta);
+
+/// A batch the worker threads decode, chunk by chunk, each taking the next
+/// chunk left.
+pub(super) struct Chunks {
+    pub decoder: Decoder,
+    pub raw: Arc<RecordBatch>,
+    /// The records to decode: `first..first + len`.
+    pub first: usize,
+    pub len: usize,
+    /// How many chunks, and the next to take.
+    pub count: usize,
+    pub next: std::sync::atomic::AtomicUsize,
+    pub clean: bool,
+    pub fields: Fields,
+    /// Where each chunk's result goes, with its number.
+    pub results: mpsc::Sender<(usize, Chunk)>,
+}
+
+impl Chunks {
+    /// The records of chunk `c`.
+    fn range(&self, c: usize) -> std::ops::Range<usize> {
+        let at = |c: usize| self.first + self.len * c / self.count;
+        at(c)..at(c + 1)
+    }
+}
+
+/// A job whose reply no one waits for.
+pub(super) struct Quiet;
+
 /// A decoder's symbols carry its number in their top bits.
 const DECODER_SHIFT: u32 = 25;
 const SYMBOL_MASK: u32 = (1 << DECODER_SHIFT) - 1;
@@ -428,20 +460,45 @@ impl Worker {
         }
     }
 
-    /// Decodes records `range` of `raw`, its share of a batch, and deals
-    /// the events to the workers owning their keys (one parcel per
-    /// worker); the pipeline's thread gets what it needs of each record
-    /// (see [`Brief`]). The events' symbols are this decoder's, whose new
-    /// strings come back with them.
-    pub fn decode(
+    /// Decodes chunks of a batch until none is left to take, and sends
+    /// each chunk's result to the pipeline's thread. Every worker is given
+    /// the batch, and each takes the next chunk as soon as it is free, so
+    /// that a worker with less of the batch before to run decodes more of
+    /// this one.
+    pub fn decode_chunks(&mut self, batch: &Chunks) {
+        let mut first = true;
+        loop {
+            let c = batch
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if c >= batch.count {
+                return;
+            }
+            let range = batch.range(c);
+            let done = self.decode(batch, range, first);
+            first = false;
+            if batch.results.send((c, done)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Decodes records `range` of the batch, a chunk of it, and deals the
+    /// events to the workers owning their keys (one parcel per worker);
+    /// the pipeline's thread gets what it needs of each record (see
+    /// [`Brief`]). The events' symbols are this decoder's, whose new
+    /// strings come back with them. Its interner starts over only before
+    /// the first chunk it takes of a batch (`may_reset`): the workers map
+    /// a batch's symbols after taking all of its strings.
+    fn decode(
         &mut self,
-        decoder: &Decoder,
-        raw: &RecordBatch,
+        batch: &Chunks,
         range: std::ops::Range<usize>,
-        clean: bool,
-        fields: Fields,
+        may_reset: bool,
     ) -> (Vec<Decoded<Brief>>, Vec<Parcel>, Delta) {
-        let reset = self.scratch.len() >= DECODER_RESET;
+        let (decoder, raw, clean, fields) =
+            (&batch.decoder, &*batch.raw, batch.clean, batch.fields);
+        let reset = may_reset && self.scratch.len() >= DECODER_RESET;
         if reset {
             self.scratch = Interner::default();
             self.shipped = 0;
@@ -622,7 +679,8 @@ impl Workers {
                 .name(format!("edge-worker-{}", worker.me))
                 .spawn(move || {
                     for job in inbox {
-                        if outbox.send(job(&mut worker)).is_err() {
+                        let reply = job(&mut worker);
+                        if !reply.is::<Quiet>() && outbox.send(reply).is_err() {
                             return;
                         }
                     }
@@ -694,6 +752,20 @@ impl Workers {
                 }
             }
         }
+    }
+
+    /// A worker thread stopped in the middle of a job no reply is waited
+    /// for: the pipeline panics, with its message.
+    pub fn stopped(&mut self) -> ! {
+        if let Self::Threads(threads) = self {
+            let finished = threads
+                .iter()
+                .position(|t| (t.handle.as_ref()).is_none_or(std::thread::JoinHandle::is_finished));
+            if let Some(i) = finished {
+                threads[i].died(i);
+            }
+        }
+        panic!("a worker stopped decoding");
     }
 
     /// Runs `job` on every worker; their replies in order.
