@@ -93,7 +93,7 @@ struct InFlight {
 }
 
 /// What the worker threads decoded of a batch: the strings they interned,
-/// and per worker every decoder's parcel of events for it.
+/// and per worker every chunk's parcel of events for it.
 type Decoders = (Arc<Vec<worker::Delta>>, Vec<Vec<Parcel>>);
 
 /// The chunks of a batch being decoded: how many, and where they come
@@ -360,8 +360,9 @@ impl Pipeline {
     }
 
     /// Starts on a batch of records read: with one worker it is decoded at
-    /// once into the worker's interner; with worker threads each decodes a
-    /// share of it (a CSV header is taken here first).
+    /// once into the worker's interner; with worker threads they decode it
+    /// in chunks, each taking the next chunk left (a CSV header is taken
+    /// here first).
     fn read(&mut self, raw: RecordBatch, records: u64) -> Reading {
         let mut ingested = Vec::new();
         let mut out = ingest::Out {
@@ -513,7 +514,7 @@ impl Pipeline {
     /// Read back from a repartition topic, the events' own times do not
     /// move the watermark: the marks read with them do.
     /// Decoded by the worker threads (`decoders`: the strings they
-    /// interned, and per worker every decoder's parcel for it), the events
+    /// interned, and per worker every chunk's parcel for it), the events
     /// go from their decoders to the workers.
     fn dispatch(
         &mut self,

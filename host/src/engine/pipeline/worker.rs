@@ -12,8 +12,10 @@
 //!
 //! With one worker everything runs on the pipeline's thread; with more,
 //! each worker has a thread and an interner of its own. The worker threads
-//! decode the batch too, each a share of it, and each decoder deals its
-//! events into one [`Parcel`] per worker, by the owners of their keys; the
+//! decode the batch too, chunk by chunk, each taking the next chunk left
+//! as soon as it is free (so the decoding evens out what the workers'
+//! keys give each to run), and each decoder deals a chunk's events into
+//! one [`Parcel`] per worker, by the owners of their keys; the
 //! pipeline's thread deduplicates from each event's id fingerprint alone
 //! and hands every worker its parcels with the records taken, so an event
 //! crosses between cores at most once. The events come with the strings
@@ -74,9 +76,9 @@ pub(super) struct Parcel {
 pub(super) struct Work {
     /// The lists of events.
     lists: Vec<Vec<Txn>>,
-    /// Or, decoded by the worker threads, every decoder's parcel for this
-    /// worker (in the order of the decoders' shares of the batch) and
-    /// which records were taken: the lists are made of them here.
+    /// Or, decoded by the worker threads, every chunk's parcel for this
+    /// worker (in the order of the chunks in the batch) and which records
+    /// were taken: the lists are made of them here.
     parcels: Vec<Parcel>,
     kept: Option<Arc<Vec<bool>>>,
     /// The list of each field (by [`field`]).
@@ -380,6 +382,9 @@ pub(super) struct Worker {
     scratch: Interner,
     shipped: usize,
     owner_of: Vec<u16>,
+    /// The strings `scratch` holds before it starts over
+    /// ([`DECODER_RESET`]).
+    reset_at: usize,
     /// With `engine.order = event-time`: per field, the events the
     /// watermark has not passed yet.
     pub held: Vec<Vec<Txn>>,
@@ -427,6 +432,7 @@ impl Worker {
             scratch: Interner::default(),
             shipped: 0,
             owner_of: Vec::new(),
+            reset_at: DECODER_RESET,
             held: vec![Vec::new(); FIELDS.len()],
         }
     }
@@ -498,7 +504,7 @@ impl Worker {
     ) -> (Vec<Decoded<Brief>>, Vec<Parcel>, Delta) {
         let (decoder, raw, clean, fields) =
             (&batch.decoder, &*batch.raw, batch.clean, batch.fields);
-        let reset = may_reset && self.scratch.len() >= DECODER_RESET;
+        let reset = may_reset && self.scratch.len() >= self.reset_at;
         if reset {
             self.scratch = Interner::default();
             self.shipped = 0;
@@ -813,10 +819,9 @@ impl Drop for Workers {
     }
 }
 
-/// Batches are handed to the workers with the strings their decoders
-/// interned: a new Work for each worker from the split.
 /// The work of each worker of a batch the worker threads decoded: every
-/// decoder's parcel for it, and which records were taken.
+/// chunk's parcel for it, the strings its decoders interned, and which
+/// records were taken.
 pub(super) fn parcelled(
     parcels: Vec<Vec<Parcel>>,
     kept: Vec<bool>,
@@ -840,6 +845,7 @@ pub(super) fn parcelled(
         .collect()
 }
 
+/// The work of each worker of a batch split on the pipeline's thread.
 pub(super) fn works(
     split: Vec<(Vec<Vec<Txn>>, [u8; FIELDS.len()])>,
     before: i64,
@@ -865,6 +871,132 @@ pub(super) fn works(
 mod tests {
     use super::*;
     use crate::engine::window::tests::txn;
+
+    #[test]
+    fn chunks_decoded_by_either_worker_reach_the_owners_of_their_keys_with_their_strings() {
+        let workers: Vec<Worker> = (0..2)
+            .map(|me| {
+                let config = EngineConfig::default();
+                let metrics = Arc::new(Metrics::default());
+                Worker::new(
+                    me,
+                    2,
+                    config,
+                    "test".into(),
+                    Vec::new(),
+                    metrics,
+                    Arc::new([]),
+                )
+            })
+            .collect();
+        let [mut a, mut b] = <[Worker; 2]>::try_from(workers).ok().unwrap();
+        // Decoder interners start over often: within a batch, only before
+        // the first chunk a decoder takes.
+        a.reset_at = 40;
+        b.reset_at = 40;
+        let mut used = [false; FIELDS.len()];
+        used[field(Key::Customer)] = true;
+        used[field(Key::Merchant)] = true;
+        let fields = Fields(used);
+        let decoder = Decoder::new(
+            crate::model::Format::Json,
+            &crate::config::DecodeConfig::default(),
+        )
+        .unwrap();
+        let mut seen: Vec<[Vec<(String, String)>; 2]> = vec![Default::default(); 2];
+        let mut want: Vec<(String, String)> = Vec::new();
+        for batch in 0..4 {
+            let mut raw = RecordBatch::default();
+            for i in 0..100 {
+                let n = batch * 100 + i;
+                let (customer, merchant) = (format!("C{n}"), format!("M{}", n % 7));
+                let line = serde_json::json!({
+                    "transaction_id": format!("t{n}"),
+                    "customer_id": customer,
+                    "merchant_id": merchant,
+                    "transaction_type": "PURCHASE",
+                    "status": "COMPLETED",
+                    "amount": "1.00",
+                    "currency": "USD",
+                    "created_at": "2026-01-05T00:00:00Z",
+                });
+                raw.push(line.to_string().as_bytes(), n as u64);
+                want.push((customer, merchant));
+            }
+            let (results, back) = mpsc::channel();
+            let chunks = Chunks {
+                decoder: decoder.clone(),
+                raw: Arc::new(raw),
+                first: 0,
+                len: 100,
+                count: 8,
+                next: std::sync::atomic::AtomicUsize::new(0),
+                clean: false,
+                fields,
+                results,
+            };
+            // The first worker takes chunks until the second is free, and
+            // the batches alternate which is first.
+            let (first, second) = if batch % 2 == 0 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let c = chunks
+                .next
+                .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+            for chunk in c..c + 3 {
+                let done = first.decode(&chunks, chunks.range(chunk), chunk == c);
+                chunks.results.send((chunk, done)).unwrap();
+            }
+            second.decode_chunks(&chunks);
+            first.decode_chunks(&chunks);
+            drop(chunks);
+            let mut got: Vec<(usize, Chunk)> = back.iter().collect();
+            got.sort_by_key(|(c, _)| *c);
+            assert_eq!(got.len(), 8);
+            let mut parcels: Vec<Vec<Parcel>> = vec![Vec::new(), Vec::new()];
+            let mut deltas = Vec::new();
+            for (_, (briefs, dealt, delta)) in got {
+                assert!(briefs.iter().all(|d| matches!(d, Decoded::Event(..))));
+                deltas.push(delta);
+                parcels.iter_mut().zip(dealt).for_each(|(to, p)| to.push(p));
+            }
+            let works = parcelled(
+                parcels,
+                vec![true; 100],
+                fields.list_of(),
+                Some(Arc::new(deltas)),
+                (0, 0, false),
+            );
+            for (w, (mut work, worker)) in works.into_iter().zip([&mut a, &mut b]).enumerate() {
+                work.unpack();
+                worker.take(&mut work);
+                for (l, key_by) in [Key::Customer, Key::Merchant].into_iter().enumerate() {
+                    let (_, events) = work.list(key_by);
+                    seen[w][l].extend(events.iter().map(|t| {
+                        let text = |s| worker.strings.resolve(s).to_string();
+                        let owner = event_owner(key_by, t, &worker.strings, 2);
+                        assert_eq!(owner, w, "{} reached worker {w}", t.id);
+                        (text(t.customer), text(t.merchant))
+                    }));
+                }
+            }
+        }
+        // Every event reached the owner of its customer and of its merchant,
+        // once, in order, with the strings it was decoded with.
+        for l in 0..2 {
+            let mut all: Vec<(String, String)> = seen.iter().flat_map(|s| s[l].clone()).collect();
+            all.sort();
+            let mut want = want.clone();
+            want.sort();
+            assert_eq!(all, want);
+        }
+        assert!(
+            a.scratch.len() < 200 && b.scratch.len() < 200,
+            "decoders started over"
+        );
+    }
 
     #[test]
     fn copies_go_only_to_the_fields_they_carry_and_one_worker_can_have_a_list_per_field() {
