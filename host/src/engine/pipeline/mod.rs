@@ -163,6 +163,10 @@ pub struct Pipeline {
     /// the thread that made them: freeing memory another thread allocated
     /// costs several times more.
     spent: Vec<Vec<Record>>,
+    /// Batches of records decoded by the worker threads, to be read into
+    /// again once no worker holds them (one whose decode job came after
+    /// every chunk was taken lets go of them later).
+    decoded_raw: VecDeque<Arc<RecordBatch>>,
     /// Interned strings the workers hold, and released so far.
     strings_held: (usize, u64),
     /// Batches handed to the workers.
@@ -262,6 +266,7 @@ impl Pipeline {
             source,
             open_from: vec![i64::MAX; count],
             spent: (0..count).map(|_| Vec::new()).collect(),
+            decoded_raw: VecDeque::new(),
             strings_held: (0, 0),
             batches: 0,
             clock_ms: 0,
@@ -477,9 +482,15 @@ impl Pipeline {
                 &mut events,
             );
             r.events = events;
-            if let Ok(mut batch) = Arc::try_unwrap(raw) {
+            self.decoded_raw.push_back(raw);
+            let free = (self.decoded_raw.iter()).position(|r| Arc::strong_count(r) == 1);
+            let reused = free.and_then(|at| self.decoded_raw.remove(at));
+            if let Some(Ok(mut batch)) = reused.map(Arc::try_unwrap) {
                 batch.clear();
                 *spare = batch;
+            }
+            if self.decoded_raw.len() > 4 {
+                self.decoded_raw.pop_front();
             }
         } else {
             r.raw.clear();
