@@ -126,6 +126,9 @@ struct Reading {
     clock: i64,
     /// The watermark marks read with it (a repartition topic).
     marks: Vec<(u32, i64)>,
+    /// How far the source had read once it was read: with worker threads
+    /// the next batch is read before this one is handed on.
+    position: Option<Mark>,
 }
 
 /// The running pipeline.
@@ -378,6 +381,7 @@ impl Pipeline {
         };
         let clock = self.clock_ms;
         let marks = raw.marks().to_vec();
+        let position = self.source.mark();
         if let Some(worker) = self.workers.inline() {
             let mut events = Events::with_capacity(raw.len());
             let n = self
@@ -392,6 +396,7 @@ impl Pipeline {
                 ingested,
                 clock,
                 marks,
+                position,
             };
         }
         let first = self.ingest.header(&raw, &mut out);
@@ -431,6 +436,7 @@ impl Pipeline {
             ingested,
             clock,
             marks,
+            position,
         }
     }
 
@@ -500,7 +506,7 @@ impl Pipeline {
             self.watermark.set_clock(r.clock);
         }
         let batch = (r.events, r.ingested, r.records);
-        flight.push_back(self.dispatch(batch, &r.marks, decoders));
+        flight.push_back(self.dispatch(batch, (&r.marks, r.position), decoders));
         while flight.len() > self.in_flight {
             if let Some(f) = flight.pop_front() {
                 // Without worker threads nothing else is read ahead: a
@@ -530,7 +536,7 @@ impl Pipeline {
     fn dispatch(
         &mut self,
         (events, ingested, records): (Events, Vec<Record>, u64),
-        marks: &[(u32, i64)],
+        (marks, position): (&[(u32, i64)], Option<Mark>),
         decoders: Option<Decoders>,
     ) -> InFlight {
         // Events held for event-time order and released as the input
@@ -556,7 +562,7 @@ impl Pipeline {
             false => events.routes.iter().filter(|r| r.primary).count(),
         };
         m.events.fetch_add(processed as u64, Ordering::Relaxed);
-        let settle = self.to_settle(&events);
+        let settle = self.to_settle(&events, position);
         // Ids past the dedup horizon are forgotten every batch, so the
         // filter holds about one horizon of ids.
         self.ingest.forget(watermark);
@@ -703,7 +709,12 @@ impl Pipeline {
         let interrupted = self.stop.load(Ordering::Relaxed);
         if !(interrupted && (self.source.mark().is_some() || self.resumes())) {
             self.watermark.close();
-            let f = self.dispatch((Events::default(), Vec::new(), records), &[], None);
+            let position = self.source.mark();
+            let f = self.dispatch(
+                (Events::default(), Vec::new(), records),
+                (&[], position),
+                None,
+            );
             self.collect(f)?;
         }
         self.settle_last()?;

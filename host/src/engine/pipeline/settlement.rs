@@ -38,13 +38,18 @@ impl Settlement {
 
 impl Pipeline {
     /// What settlement needs of a batch of `events` polled: where the
-    /// source stood after it, and its events' partitions and times (none
-    /// when checkpoints commit the offsets they cover).
-    pub(super) fn to_settle(&self, events: &Events) -> Option<(Mark, Vec<(u32, i64)>)> {
+    /// source stood right after it (`position`, taken when it was read: the
+    /// next batch may have been read since), and its events' partitions
+    /// and times (none when checkpoints commit the offsets they cover).
+    pub(super) fn to_settle(
+        &self,
+        events: &Events,
+        position: Option<Mark>,
+    ) -> Option<(Mark, Vec<(u32, i64)>)> {
         if self.resumes() {
             return None;
         }
-        let mark = self.source.mark()?;
+        let mark = position?;
         let times = (events.parts.iter().zip(&events.times)).map(|(&p, &t)| (p, t));
         Some((mark, times.collect()))
     }
